@@ -1,0 +1,1 @@
+//! API keys, versions, and the flatbuffers schema (generated code lives in `generated/`).

@@ -1,0 +1,1 @@
+//! Error codes: one enum for the whole protocol, each with a retriable flag.
