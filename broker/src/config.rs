@@ -1,0 +1,525 @@
+//! streamd's configuration: built-in defaults, overridden by a TOML file, overridden by
+//! `STREAMD_*` environment variables, overridden by flags.
+//!
+//! Every setting is declared once, in the `settings!` table below, with its type, default, flag,
+//! environment variable and help text; the flag parser, the TOML reader, the resolved `Config`
+//! and `deploy/streamd.toml` all follow from it. Rationale: a setting that is documented in one
+//! place and parsed in another drifts; one table cannot.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+/// How logs are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Which clock a topic's record timestamps come from (Kafka's `message.timestamp.type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimestampType {
+    /// The producer's timestamp is kept.
+    CreateTime,
+    /// The broker stamps each batch with the time it appended it.
+    LogAppendTime,
+}
+
+impl TimestampType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimestampType::CreateTime => "CreateTime",
+            TimestampType::LogAppendTime => "LogAppendTime",
+        }
+    }
+}
+
+/// How a setting's value is written in the TOML file.
+trait TomlRepr {
+    fn toml(&self) -> String;
+}
+
+macro_rules! toml_display {
+    ($($t:ty),*) => { $( impl TomlRepr for $t { fn toml(&self) -> String { self.to_string() } } )* };
+}
+toml_display!(u32, u64, i64, bool);
+
+macro_rules! toml_quoted {
+    ($($t:ty),*) => {
+        // Debug of a string is quoted and escaped the way TOML's basic strings are.
+        $( impl TomlRepr for $t { fn toml(&self) -> String { format!("{:?}", self.to_string()) } } )*
+    };
+}
+toml_quoted!(String, SocketAddr);
+
+impl TomlRepr for PathBuf {
+    fn toml(&self) -> String {
+        format!("{:?}", self.display().to_string())
+    }
+}
+
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:literal])+
+        $field:ident: $ty:ty = $default:expr, env $env:literal $(, value_enum $ve:ident)?;
+    )*) => {
+        /// Flags and environment variables. Every one is optional: what is not given falls
+        /// through to the TOML file, then to the built-in default.
+        #[derive(clap::Args, Debug, Default)]
+        pub struct Overrides {
+            $(
+                $(#[doc = $doc])+
+                #[arg(long, env = $env)]
+                pub $field: Option<$ty>,
+            )*
+        }
+
+        /// The TOML file: the same settings, by the same names, all optional.
+        #[derive(Deserialize, Debug, Default)]
+        #[serde(deny_unknown_fields)]
+        pub struct FileSettings {
+            $( pub $field: Option<$ty>, )*
+        }
+
+        /// The resolved configuration the broker runs with.
+        #[derive(Clone, Debug)]
+        pub struct Config {
+            $( $(#[doc = $doc])+ pub $field: $ty, )*
+        }
+
+        impl Config {
+            fn merge(flags: Overrides, file: FileSettings) -> Config {
+                Config {
+                    $( $field: flags.$field.or(file.$field).unwrap_or_else(|| $default), )*
+                }
+            }
+
+            /// Built-in defaults, as if no file, variable or flag were given.
+            pub fn defaults() -> Config {
+                Config::merge(Overrides::default(), FileSettings::default())
+            }
+
+            /// (setting, default as written in TOML) for every setting, for `--help`.
+            pub fn default_values() -> Vec<(&'static str, String)> {
+                let d = Config::defaults();
+                vec![ $( (stringify!($field), settings!(@toml d.$field $(, $ve)?)), )* ]
+            }
+
+            /// A commented TOML file listing every setting at its default
+            /// (`streamd --print-default-config`; the source of `deploy/streamd.toml`).
+            pub fn default_toml() -> String {
+                let d = Config::defaults();
+                let mut out = String::from(
+                    "# streamd configuration. Every setting is shown at its default.\n\
+                     # Precedence: flags > STREAMD_* environment variables > this file > defaults.\n",
+                );
+                $(
+                    out.push('\n');
+                    $( let _ = writeln!(out, "#{}", $doc); )+
+                    let _ = writeln!(out, "# flag: --{}   env: {}",
+                        stringify!($field).replace('_', "-"), $env);
+                    let _ = writeln!(out, "{} = {}", stringify!($field),
+                        settings!(@toml d.$field $(, $ve)?));
+                )*
+                out
+            }
+        }
+    };
+    (@toml $v:expr) => { TomlRepr::toml(&$v) };
+    (@toml $v:expr, $ve:ident) => { format!("{:?}", $v.to_possible_value().expect("visible").get_name()) };
+}
+
+settings! {
+    /// Directory for logs, metadata and the development certificate. Created if missing.
+    data_dir: PathBuf = PathBuf::from("data"), env "STREAMD_DATA_DIR";
+    /// UDP address the QUIC listener binds (every shard binds it with SO_REUSEPORT).
+    listen: SocketAddr = "127.0.0.1:9092".parse().expect("valid"), env "STREAMD_LISTEN";
+    /// Host name or address given to clients in metadata. Empty: the listen address's IP.
+    advertised_host: String = String::new(), env "STREAMD_ADVERTISED_HOST";
+    /// This broker's id in the cluster.
+    broker_id: u32 = 1, env "STREAMD_BROKER_ID";
+    /// Number of shards (one glommio executor pinned per core). 0: one per available core.
+    shards: u32 = 0, env "STREAMD_SHARDS";
+    /// TCP address of the HTTP endpoint serving /metrics (Prometheus) and /health. Empty: off.
+    metrics_listen: String = "127.0.0.1:9644".to_string(), env "STREAMD_METRICS_LISTEN";
+    /// PEM certificate chain for QUIC. Empty: a development CA and certificate are created in
+    /// <data_dir>/tls on first start and reused afterwards.
+    tls_cert: PathBuf = PathBuf::new(), env "STREAMD_TLS_CERT";
+    /// PEM private key matching tls_cert.
+    tls_key: PathBuf = PathBuf::new(), env "STREAMD_TLS_KEY";
+    /// PEM CA bundle for client certificates. Set: mutual TLS is required of every client.
+    tls_client_ca: PathBuf = PathBuf::new(), env "STREAMD_TLS_CLIENT_CA";
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive such as
+    /// "info,quiver_engine=debug"). Empty: RUST_LOG if set, else "info".
+    log_level: String = String::new(), env "STREAMD_LOG_LEVEL";
+    /// Log format.
+    log_format: LogFormat = LogFormat::Text, env "STREAMD_LOG_FORMAT", value_enum possible;
+    /// Create a topic with default settings when a client produces to or fetches from one that
+    /// does not exist.
+    auto_create_topics: bool = false, env "STREAMD_AUTO_CREATE_TOPICS";
+    /// Partitions of a topic created without a partition count.
+    default_partitions: u32 = 1, env "STREAMD_DEFAULT_PARTITIONS";
+    /// Default retention.ms: how long a closed segment is kept after its newest record. -1: forever.
+    default_retention_ms: i64 = 7 * 24 * 3600 * 1000, env "STREAMD_DEFAULT_RETENTION_MS";
+    /// Default retention.bytes: the size a partition is trimmed to. -1: no limit.
+    default_retention_bytes: i64 = -1, env "STREAMD_DEFAULT_RETENTION_BYTES";
+    /// Default segment.bytes: a segment is rolled when it would grow past this.
+    default_segment_bytes: u64 = 1 << 30, env "STREAMD_DEFAULT_SEGMENT_BYTES";
+    /// Default segment.ms: a segment is rolled once its first record is this old.
+    default_segment_ms: i64 = 7 * 24 * 3600 * 1000, env "STREAMD_DEFAULT_SEGMENT_MS";
+    /// Default max.message.bytes: the largest record batch a topic accepts.
+    default_max_message_bytes: u32 = 4 << 20, env "STREAMD_DEFAULT_MAX_MESSAGE_BYTES";
+    /// Default flush.ms: 0 makes every acknowledged produce durable (fdatasync) before it is
+    /// answered; N > 0 syncs every N ms instead and acknowledges before the sync.
+    default_flush_ms: u64 = 0, env "STREAMD_DEFAULT_FLUSH_MS";
+    /// Default message.timestamp.type.
+    default_timestamp_type: TimestampType = TimestampType::CreateTime, env "STREAMD_DEFAULT_TIMESTAMP_TYPE", value_enum possible;
+    /// How often each shard applies retention to its partitions.
+    retention_check_interval_ms: u64 = 300_000, env "STREAMD_RETENTION_CHECK_INTERVAL_MS";
+    /// Largest request or response frame, in bytes, refused before it is read.
+    max_frame_bytes: u32 = 64 << 20, env "STREAMD_MAX_FRAME_BYTES";
+    /// Longest a fetch may wait for data (a request asking more is capped to this).
+    fetch_max_wait_ms: u64 = 30_000, env "STREAMD_FETCH_MAX_WAIT_MS";
+    /// A connection with no traffic for this long is closed (keep-alives count as traffic).
+    idle_timeout_ms: u64 = 30_000, env "STREAMD_IDLE_TIMEOUT_MS";
+    /// On SIGTERM/SIGINT, how long in-flight requests get to finish before the broker exits.
+    shutdown_timeout_ms: u64 = 10_000, env "STREAMD_SHUTDOWN_TIMEOUT_MS";
+}
+
+/// streamd: the Quiver event-streaming broker.
+///
+/// With no flags it stores data in ./data, serves QUIC on 127.0.0.1:9092 with one shard per
+/// core and a development certificate created in ./data/tls, and serves metrics on
+/// http://127.0.0.1:9644/metrics.
+#[derive(Parser, Debug)]
+#[command(name = "streamd", version, about, long_about)]
+pub struct Cli {
+    /// TOML configuration file (every key is a setting below, in snake_case).
+    #[arg(long, env = "STREAMD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print a commented configuration file with every setting at its default, and exit.
+    #[arg(long)]
+    pub print_default_config: bool,
+
+    #[command(flatten)]
+    pub overrides: Overrides,
+}
+
+impl Cli {
+    /// Parses the command line, with each setting's default shown in `--help`.
+    pub fn parse_with_defaults() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut cmd = Cli::command();
+        for (field, default) in Config::default_values() {
+            cmd = cmd.mut_arg(field, |a| {
+                let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+                let shown = if default == "\"\"" {
+                    "(empty)".to_string()
+                } else {
+                    default
+                };
+                a.help(format!("{help} [default: {shown}]"))
+            });
+        }
+        let matches = cmd.get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
+/// A setting that cannot work, said before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid setting {name} = {value}: {why}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        why: String,
+    },
+}
+
+impl Config {
+    /// Resolves flags, environment, the file and defaults, then checks the result.
+    pub fn load(cli: Cli) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileSettings::default(),
+        };
+        let config = Config::merge(cli.overrides, file);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        fn bad(name: &'static str, value: impl ToString, why: &str) -> ConfigError {
+            ConfigError::Invalid {
+                name,
+                value: value.to_string(),
+                why: why.to_string(),
+            }
+        }
+        let cores = available_cores();
+        if self.shards as usize > cores {
+            return Err(bad(
+                "shards",
+                self.shards,
+                &format!("this machine has {cores} usable cores"),
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(bad("data_dir", "\"\"", "must name a directory"));
+        }
+        if !self.metrics_listen.is_empty() && self.metrics_listen.parse::<SocketAddr>().is_err() {
+            return Err(bad(
+                "metrics_listen",
+                &self.metrics_listen,
+                "expected IP:PORT, or empty to turn it off",
+            ));
+        }
+        let cert = !self.tls_cert.as_os_str().is_empty();
+        let key = !self.tls_key.as_os_str().is_empty();
+        if cert != key {
+            return Err(bad(
+                "tls_cert/tls_key",
+                "",
+                "set both, or neither for the development certificate",
+            ));
+        }
+        for (name, path) in [
+            ("tls_cert", &self.tls_cert),
+            ("tls_key", &self.tls_key),
+            ("tls_client_ca", &self.tls_client_ca),
+        ] {
+            if !path.as_os_str().is_empty() && !path.is_file() {
+                return Err(bad(name, path.display(), "no such file"));
+            }
+        }
+        if self.default_partitions == 0 {
+            return Err(bad(
+                "default_partitions",
+                0,
+                "a topic needs at least one partition",
+            ));
+        }
+        if self.default_retention_ms < -1 || self.default_retention_ms == 0 {
+            return Err(bad(
+                "default_retention_ms",
+                self.default_retention_ms,
+                "must be positive, or -1 for forever",
+            ));
+        }
+        if self.default_retention_bytes < -1 || self.default_retention_bytes == 0 {
+            return Err(bad(
+                "default_retention_bytes",
+                self.default_retention_bytes,
+                "must be positive, or -1 for no limit",
+            ));
+        }
+        if self.default_segment_bytes < SEGMENT_BYTES_MIN {
+            return Err(bad(
+                "default_segment_bytes",
+                self.default_segment_bytes,
+                &format!("must be at least {SEGMENT_BYTES_MIN}"),
+            ));
+        }
+        if self.default_segment_ms <= 0 {
+            return Err(bad(
+                "default_segment_ms",
+                self.default_segment_ms,
+                "must be positive",
+            ));
+        }
+        if self.default_max_message_bytes < 1024 {
+            return Err(bad(
+                "default_max_message_bytes",
+                self.default_max_message_bytes,
+                "must be at least 1024",
+            ));
+        }
+        if (self.default_max_message_bytes as u64) + 4096 > self.max_frame_bytes as u64 {
+            return Err(bad(
+                "max_frame_bytes",
+                self.max_frame_bytes,
+                "must exceed default_max_message_bytes by at least 4096",
+            ));
+        }
+        if self.fetch_max_wait_ms == 0
+            || self.idle_timeout_ms == 0
+            || self.retention_check_interval_ms == 0
+        {
+            return Err(bad(
+                "fetch_max_wait_ms/idle_timeout_ms/retention_check_interval_ms",
+                0,
+                "must be positive",
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(self.log_filter()).is_err() {
+            return Err(bad(
+                "log_level",
+                &self.log_level,
+                "not a level or tracing filter directive",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The log filter in force: the setting, else RUST_LOG, else "info".
+    pub fn log_filter(&self) -> String {
+        if !self.log_level.is_empty() {
+            return self.log_level.clone();
+        }
+        std::env::var("RUST_LOG")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "info".to_string())
+    }
+
+    /// Number of shards to run: the setting, or one per usable core.
+    pub fn shard_count(&self) -> usize {
+        if self.shards == 0 {
+            available_cores()
+        } else {
+            self.shards as usize
+        }
+    }
+
+    /// The metrics address, if the endpoint is on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listen.parse().ok()
+    }
+
+    /// Host given to clients in metadata.
+    pub fn advertised_host(&self) -> String {
+        if self.advertised_host.is_empty() {
+            self.listen.ip().to_string()
+        } else {
+            self.advertised_host.clone()
+        }
+    }
+}
+
+/// The smallest segment.bytes accepted: one direct-I/O block, so a segment always holds whole
+/// aligned writes.
+pub const SEGMENT_BYTES_MIN: u64 = 4096;
+
+fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Cores this process may run on (its affinity mask), at least 1.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        let mut all = vec!["streamd"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).expect("parses")
+    }
+
+    #[test]
+    fn defaults_need_no_flags() {
+        let c = Config::load(parse(&[])).expect("defaults are valid");
+        assert_eq!(c.listen, "127.0.0.1:9092".parse::<SocketAddr>().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("data"));
+        assert_eq!(c.default_retention_ms, 604_800_000);
+        assert_eq!(c.default_flush_ms, 0);
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(
+            &path,
+            "broker_id = 7\ndefault_partitions = 3\nlog_format = \"json\"\n",
+        )
+        .unwrap();
+        let c = Config::load(parse(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--broker-id",
+            "9",
+        ]))
+        .unwrap();
+        assert_eq!(c.broker_id, 9, "flag wins over file");
+        assert_eq!(c.default_partitions, 3, "file wins over default");
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.shards, 0, "default kept");
+    }
+
+    #[test]
+    fn unknown_file_key_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, "brokr_id = 7\n").unwrap();
+        let err = Config::load(parse(&["--config", path.to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("brokr_id"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        for (args, needle) in [
+            (&["--default-partitions", "0"][..], "default_partitions"),
+            (&["--default-retention-ms", "0"][..], "default_retention_ms"),
+            (
+                &["--default-segment-bytes", "100"][..],
+                "default_segment_bytes",
+            ),
+            (&["--metrics-listen", "nonsense"][..], "metrics_listen"),
+            (
+                &[
+                    "--tls-cert",
+                    "/nonexistent.pem",
+                    "--tls-key",
+                    "/nonexistent.key",
+                ][..],
+                "tls_cert",
+            ),
+            (&["--tls-cert", "/etc/hostname"][..], "tls_cert/tls_key"),
+            (&["--shards", "100000"][..], "shards"),
+        ] {
+            let err = Config::load(parse(args)).unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn default_toml_parses_back_to_the_defaults() {
+        let text = Config::default_toml();
+        let file: FileSettings = toml::from_str(&text).expect("default config is valid TOML");
+        let c = Config::merge(Overrides::default(), file);
+        let d = Config::defaults();
+        assert_eq!(format!("{c:?}"), format!("{d:?}"));
+    }
+}

@@ -1,0 +1,3 @@
+//! streamd, the Quiver broker: the one crate that joins proto, engine and net.
+
+pub mod config;
