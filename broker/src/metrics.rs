@@ -1,0 +1,436 @@
+//! Metrics in Prometheus text format, and the tiny HTTP endpoint that serves them.
+//!
+//! Counters and histograms are plain atomics updated with `Relaxed` ordering from any shard:
+//! no lock and no allocation on the request path. Per-partition figures (log size, offsets) are
+//! published by each shard's housekeeping tick into a map behind a mutex that only the tick and
+//! the scraper touch, never a request.
+//!
+//! The endpoint runs on its own small OS thread with blocking std I/O, not on a shard: a
+//! scrape must not take time from a core that owns partitions, and its load is negligible.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Upper bounds of the latency histogram buckets, in microseconds (Prometheus renders seconds).
+const LATENCY_BUCKETS_US: [u64; 17] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+/// API slots counted by number; API keys are small dense integers.
+pub const API_SLOTS: usize = 64;
+
+/// A latency histogram with fixed buckets (Prometheus' cumulative form is computed at scrape).
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    pub fn record(&self, elapsed: Duration) {
+        let us = elapsed.as_micros().min(u64::MAX as u128) as u64;
+        let i = LATENCY_BUCKETS_US.partition_point(|&b| b < us);
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BUCKETS_US.iter().enumerate() {
+            cumulative += self.buckets[i].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{}\"}} {cumulative}",
+                *bound as f64 / 1e6
+            );
+        }
+        cumulative += self.buckets[LATENCY_BUCKETS_US.len()].load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_us.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {}", self.count.load(Relaxed));
+    }
+}
+
+/// What a shard reports about one partition it owns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionStats {
+    pub log_start_offset: u64,
+    pub log_end_offset: u64,
+    pub size_bytes: u64,
+    pub segments: u64,
+}
+
+/// The broker's metrics. One instance, shared by every shard through an `Arc`.
+pub struct Metrics {
+    requests: [AtomicU64; API_SLOTS],
+    request_errors: [AtomicU64; API_SLOTS],
+    api_names: fn(u16) -> Option<&'static str>,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub records_in: AtomicU64,
+    pub produce_latency: Histogram,
+    pub fetch_latency: Histogram,
+    pub connections: AtomicI64,
+    pub connections_total: AtomicU64,
+    partitions: Mutex<BTreeMap<(String, u32), PartitionStats>>,
+    ready: AtomicBool,
+}
+
+impl Metrics {
+    /// `api_names` names an API key for the `api` label (None: counted as "unknown").
+    pub fn new(api_names: fn(u16) -> Option<&'static str>) -> Metrics {
+        Metrics {
+            requests: std::array::from_fn(|_| AtomicU64::new(0)),
+            request_errors: std::array::from_fn(|_| AtomicU64::new(0)),
+            api_names,
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            records_in: AtomicU64::new(0),
+            produce_latency: Histogram::default(),
+            fetch_latency: Histogram::default(),
+            connections: AtomicI64::new(0),
+            connections_total: AtomicU64::new(0),
+            partitions: Mutex::new(BTreeMap::new()),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    fn slot(&self, api_key: u16) -> usize {
+        match (self.api_names)(api_key) {
+            Some(_) if (api_key as usize) < API_SLOTS - 1 => api_key as usize,
+            _ => API_SLOTS - 1,
+        }
+    }
+
+    /// Counts one request (and whether it was answered with an error).
+    pub fn request(&self, api_key: u16, failed: bool) {
+        let slot = self.slot(api_key);
+        self.requests[slot].fetch_add(1, Relaxed);
+        if failed {
+            self.request_errors[slot].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Replaces what one shard reported about its partitions. `owned` lists every partition the
+    /// shard owns, so partitions it gave up (deleted topics) disappear.
+    pub fn publish_partitions(
+        &self,
+        owned: impl IntoIterator<Item = ((String, u32), PartitionStats)>,
+        drop: &[(String, u32)],
+    ) {
+        let mut map = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        for key in drop {
+            map.remove(key);
+        }
+        for (key, stats) in owned {
+            map.insert(key, stats);
+        }
+    }
+
+    /// Forgets a deleted topic's partitions.
+    pub fn forget_topic(&self, topic: &str) {
+        let mut map = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|(t, _), _| t != topic);
+    }
+
+    /// Marks the broker ready (listening, logs recovered); /health answers 200 from then on.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Relaxed)
+    }
+
+    /// The whole exposition, in Prometheus text format 0.0.4.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        let _ = writeln!(out, "# HELP quiver_requests_total Requests answered, by API.\n# TYPE quiver_requests_total counter");
+        self.render_per_api(&mut out, "quiver_requests_total", &self.requests);
+        let _ = writeln!(
+            out,
+            "# HELP quiver_request_errors_total Requests answered with an error, by API.\n# TYPE quiver_request_errors_total counter"
+        );
+        self.render_per_api(
+            &mut out,
+            "quiver_request_errors_total",
+            &self.request_errors,
+        );
+        for (name, help, v) in [
+            (
+                "quiver_bytes_in_total",
+                "Record batch bytes accepted by produce.",
+                &self.bytes_in,
+            ),
+            (
+                "quiver_bytes_out_total",
+                "Record batch bytes served by fetch.",
+                &self.bytes_out,
+            ),
+            (
+                "quiver_records_in_total",
+                "Records accepted by produce.",
+                &self.records_in,
+            ),
+            (
+                "quiver_connections_accepted_total",
+                "QUIC connections accepted.",
+                &self.connections_total,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP quiver_connections Open QUIC connections.\n# TYPE quiver_connections gauge\nquiver_connections {}",
+            self.connections.load(Relaxed)
+        );
+        self.produce_latency.render(
+            &mut out,
+            "quiver_produce_latency_seconds",
+            "Produce request latency, receipt to answer.",
+        );
+        self.fetch_latency.render(
+            &mut out,
+            "quiver_fetch_latency_seconds",
+            "Fetch request latency, receipt to answer (long-poll waits included).",
+        );
+
+        let map = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(out, "# HELP quiver_partitions Partitions hosted by this broker.\n# TYPE quiver_partitions gauge\nquiver_partitions {}", map.len());
+        for (name, help, get) in [
+            (
+                "quiver_log_size_bytes",
+                "Bytes of a partition's log on disk.",
+                (|s: &PartitionStats| s.size_bytes) as fn(&PartitionStats) -> u64,
+            ),
+            (
+                "quiver_log_segments",
+                "Segments of a partition's log.",
+                |s| s.segments,
+            ),
+            (
+                "quiver_log_start_offset",
+                "A partition's log start offset.",
+                |s| s.log_start_offset,
+            ),
+            (
+                "quiver_log_end_offset",
+                "A partition's log end offset.",
+                |s| s.log_end_offset,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for ((topic, partition), stats) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{topic=\"{}\",partition=\"{partition}\"}} {}",
+                    escape_label(topic),
+                    get(stats)
+                );
+            }
+        }
+        out
+    }
+
+    fn render_per_api(&self, out: &mut String, name: &str, counters: &[AtomicU64; API_SLOTS]) {
+        for (slot, c) in counters.iter().enumerate() {
+            let v = c.load(Relaxed);
+            if v == 0 {
+                continue;
+            }
+            let api = if slot == API_SLOTS - 1 {
+                "unknown"
+            } else {
+                (self.api_names)(slot as u16).unwrap_or("unknown")
+            };
+            let _ = writeln!(out, "{name}{{api=\"{api}\"}} {v}");
+        }
+    }
+}
+
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Serves /metrics and /health on `addr` from a background thread until the process exits.
+/// Returns the bound address (the port may be 0 in tests).
+pub fn serve_http(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("streamd-metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                // One short request at a time: scrapes are rare and answered in microseconds. A
+                // client that stalls is cut off by the timeouts rather than holding the thread.
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+                let _ = answer(stream, &metrics);
+            }
+        })?;
+    Ok(bound)
+}
+
+fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream);
+    let mut request_line = String::new();
+    reader
+        .by_ref()
+        .take(8 * 1024)
+        .read_line(&mut request_line)?;
+    // Drain the headers (bounded) so the client sees a clean response, not a reset.
+    let mut line = String::new();
+    for _ in 0..100 {
+        line.clear();
+        if reader.by_ref().take(8 * 1024).read_line(&mut line)? == 0
+            || line == "\r\n"
+            || line == "\n"
+        {
+            break;
+        }
+    }
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, content_type, body) = match (method, path) {
+        ("GET", "/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        ),
+        ("GET", "/health") if metrics.is_ready() => {
+            ("200 OK", "text/plain; charset=utf-8", "ok\n".to_string())
+        }
+        ("GET", "/health") => (
+            "503 Service Unavailable",
+            "text/plain; charset=utf-8",
+            "starting\n".to_string(),
+        ),
+        ("GET", _) => (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "try /metrics or /health\n".to_string(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain; charset=utf-8",
+            "GET only\n".to_string(),
+        ),
+    };
+    let mut stream = reader.into_inner();
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(k: u16) -> Option<&'static str> {
+        match k {
+            0 => Some("produce"),
+            1 => Some("fetch"),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::default();
+        h.record(Duration::from_micros(40));
+        h.record(Duration::from_micros(900));
+        h.record(Duration::from_secs(60));
+        let mut out = String::new();
+        h.render(&mut out, "x", "help");
+        assert!(out.contains("x_bucket{le=\"0.00005\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"0.001\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"10\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("x_count 3\n"), "{out}");
+    }
+
+    #[test]
+    fn per_api_counters_and_partition_gauges_render() {
+        let m = Metrics::new(names);
+        m.request(0, false);
+        m.request(0, true);
+        m.request(999, false);
+        m.publish_partitions(
+            [(
+                ("t\"x".to_string(), 2),
+                PartitionStats {
+                    size_bytes: 42,
+                    ..Default::default()
+                },
+            )],
+            &[],
+        );
+        let out = m.render();
+        assert!(
+            out.contains("quiver_requests_total{api=\"produce\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("quiver_request_errors_total{api=\"produce\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("quiver_requests_total{api=\"unknown\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("quiver_log_size_bytes{topic=\"t\\\"x\",partition=\"2\"} 42\n"),
+            "{out}"
+        );
+        m.forget_topic("t\"x");
+        assert!(m.render().contains("quiver_partitions 0\n"));
+    }
+
+    #[test]
+    fn http_endpoint_serves_metrics_and_health() {
+        let m = Arc::new(Metrics::new(names));
+        let addr = serve_http("127.0.0.1:0".parse().unwrap(), m.clone()).unwrap();
+        let get = |path: &str| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        };
+        assert!(get("/health").starts_with("HTTP/1.1 503"));
+        m.set_ready(true);
+        assert!(get("/health").starts_with("HTTP/1.1 200"));
+        let metrics = get("/metrics");
+        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        assert!(metrics.contains("# TYPE quiver_produce_latency_seconds histogram"));
+        assert!(get("/nope").starts_with("HTTP/1.1 404"));
+    }
+}
