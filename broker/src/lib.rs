@@ -1,4 +1,6 @@
 //! streamd, the Quiver broker: the one crate that joins proto, engine and net.
 
 pub mod config;
+pub mod meta;
 pub mod metrics;
+pub mod topic;
