@@ -523,3 +523,19 @@ mod tests {
         assert_eq!(format!("{c:?}"), format!("{d:?}"));
     }
 }
+
+#[cfg(test)]
+mod deploy_tests {
+    /// deploy/streamd.toml is the commented list of every setting at its default; this keeps it
+    /// true. Regenerate with `cargo run --bin streamd -- --print-default-config > deploy/streamd.toml`.
+    #[test]
+    fn deploy_example_config_matches_the_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/streamd.toml");
+        let on_disk = std::fs::read_to_string(path).expect("deploy/streamd.toml exists");
+        assert_eq!(
+            on_disk,
+            super::Config::default_toml(),
+            "deploy/streamd.toml is stale: regenerate it with `cargo run --bin streamd -- --print-default-config > deploy/streamd.toml`"
+        );
+    }
+}
