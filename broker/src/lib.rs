@@ -3,4 +3,5 @@
 pub mod config;
 pub mod meta;
 pub mod metrics;
+pub mod process;
 pub mod topic;

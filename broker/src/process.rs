@@ -1,0 +1,140 @@
+//! The process around the shards: the data directory's lock, CPU placement, signals.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Why the process cannot start. Each is an environmental dead end, reported and exited on, not
+/// a bug (STYLE.md: exit for environmental dead ends, assert for bugs).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {path} is in use by another streamd (lock {lock} is held)")]
+    Locked { path: PathBuf, lock: PathBuf },
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Holds an exclusive lock on the data directory for the life of the process, so two brokers
+/// can never write the same logs. The kernel drops the lock when the process dies, kill -9
+/// included, so there is no stale lock to clean up.
+pub struct DataDirLock {
+    _file: File,
+}
+
+pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, StartError> {
+    std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let lock = dir.join(".lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(|source| StartError::Lock {
+            path: lock.clone(),
+            source,
+        })?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(StartError::Locked {
+                path: dir.to_path_buf(),
+                lock,
+            });
+        }
+        return Err(StartError::Lock {
+            path: lock,
+            source: err,
+        });
+    }
+    Ok(DataDirLock { _file: file })
+}
+
+/// The CPUs this process may run on (its affinity mask), in order. Shards are pinned to these,
+/// not to 0..n, so a broker confined by a cgroup or `taskset` stays inside its CPUs.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return (0..crate::config::available_cores()).collect();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+/// Set once SIGTERM or SIGINT arrives; shards watch it and begin a graceful stop.
+#[derive(Clone, Default)]
+pub struct ShutdownFlag(Arc<AtomicBool>);
+
+impl ShutdownFlag {
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Release)
+    }
+}
+
+/// Starts a thread that sets `flag` on the first SIGTERM or SIGINT. A second signal exits at
+/// once with status 130, for an operator who does not want to wait for the graceful stop.
+pub fn watch_signals(flag: ShutdownFlag) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    std::thread::Builder::new()
+        .name("streamd-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for sig in signals.forever() {
+                seen += 1;
+                if seen == 1 {
+                    tracing::info!(signal = sig, "stopping: finishing in-flight requests");
+                    flag.set();
+                } else {
+                    tracing::warn!(signal = sig, "second signal: exiting now");
+                    std::process::exit(130);
+                }
+            }
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_on_the_same_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = lock_data_dir(dir.path()).unwrap();
+        // flock locks belong to the open file description, so a second open in the same process
+        // conflicts just as another process would.
+        let err = lock_data_dir(dir.path())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("in use by another streamd"), "{err}");
+    }
+
+    #[test]
+    fn allowed_cpus_is_not_empty() {
+        assert!(!allowed_cpus().is_empty());
+    }
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every test Quiver has, on a fresh Linux machine with a Rust toolchain. Installs what it
+# needs by itself (flatc, for the generated-code check). This is the command README.md gives and
+# the one CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "tools"
+scripts/ensure-flatc.sh
+
+step "generated flatbuffers code is up to date"
+if [ -x scripts/check-generated.sh ]; then scripts/check-generated.sh; fi
+
+step "formatting"
+cargo fmt --all -- --check
+
+step "build (tests start the real binaries)"
+cargo build --workspace --bins --locked
+
+step "lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+cargo test --workspace --locked
+
+echo
+echo "all tests passed"
