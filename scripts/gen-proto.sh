@@ -26,16 +26,27 @@ if [ "$found" != "flatc version $FLATC_VERSION" ]; then
 fi
 
 schema_dir="$root/proto/schema"
-# Sorted, so the module file lists types in the same order on every machine.
-mapfile -t schemas < <(cd "$schema_dir" && LC_ALL=C ls -1 ./*.fbs)
-if [ "${#schemas[@]}" -eq 0 ]; then
-    echo "error: no .fbs files in $schema_dir" >&2
+root_schema="quiver.fbs"
+if [ ! -f "$schema_dir/$root_schema" ]; then
+    echo "error: $schema_dir/$root_schema not found" >&2
     exit 2
 fi
+# Every .fbs file must be reachable from the root schema, or its types would silently be left
+# out of the generated code.
+for f in "$schema_dir"/*.fbs; do
+    name="$(basename "$f")"
+    [ "$name" = "$root_schema" ] && continue
+    if ! grep -q "^include \"$name\";" "$schema_dir/$root_schema"; then
+        echo "error: $name is not included from $root_schema" >&2
+        exit 2
+    fi
+done
 
 rm -rf "$out"
 mkdir -p "$out"
+# One run on the root schema with --gen-all: flatc writes the module file (mod.rs) per run, so
+# running it on several files would keep only the last file's types in mod.rs.
 # --rust-module-root-file: one file per type plus mod.rs, with `use super::*` paths, so the
 # code compiles wherever the module is mounted (the single-file mode writes `crate::` paths).
-(cd "$schema_dir" && "$flatc" --rust --rust-module-root-file -o "$out" -I . "${schemas[@]}")
+(cd "$schema_dir" && "$flatc" --rust --rust-module-root-file --gen-all -o "$out" -I . "$root_schema")
 echo "generated $(find "$out" -name '*.rs' | wc -l) files in $out"

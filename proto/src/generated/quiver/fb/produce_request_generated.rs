@@ -56,7 +56,7 @@ impl<'a> ProduceRequest<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<Acks>(ProduceRequest::VT_ACKS, Some(Acks::Leader)).unwrap()}
+    unsafe { self._tab.get::<Acks>(ProduceRequest::VT_ACKS, Some(Acks::All)).unwrap()}
   }
   /// How long to wait for the acknowledgements, in ms.
   #[inline]
@@ -101,7 +101,7 @@ impl<'a> Default for ProduceRequestArgs<'a> {
   fn default() -> Self {
     ProduceRequestArgs {
       transactional_id: None,
-      acks: Acks::Leader,
+      acks: Acks::All,
       timeout_ms: 0,
       topics: None,
     }
@@ -119,7 +119,7 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ProduceRequestBuilder<'a, 'b,
   }
   #[inline]
   pub fn add_acks(&mut self, acks: Acks) {
-    self.fbb_.push_slot::<Acks>(ProduceRequest::VT_ACKS, acks, Acks::Leader);
+    self.fbb_.push_slot::<Acks>(ProduceRequest::VT_ACKS, acks, Acks::All);
   }
   #[inline]
   pub fn add_timeout_ms(&mut self, timeout_ms: u32) {
