@@ -5,9 +5,9 @@ use super::*;
 pub enum ApiVersionsRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// ApiVersions (key 18) request: the first request on a connection, the handshake. Any version
-/// of it is answered (with version 0 if the asked version is unknown), so a client can always
-/// learn what the broker supports.
+/// ApiVersions (key 18) request: the first request on a connection, the handshake. A version
+/// the broker does not support is refused with an ErrorResponse that still lists every supported
+/// API, so a client can always learn what the broker supports.
 pub struct ApiVersionsRequest<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
