@@ -1,1 +1,0 @@
-//! API keys, versions, and the flatbuffers schema (generated code lives in `generated/`).
