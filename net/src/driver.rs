@@ -57,6 +57,16 @@ pub(crate) const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(2);
 
 pub(crate) type Shared = Rc<RefCell<Driver>>;
 
+/// A request ready for the service. Spawned by the task that drove the driver, after it let go
+/// of its borrow: glommio runs a spawned task at once, and the service must never run inside
+/// the driver's borrow.
+pub(crate) struct Job {
+    req: Request,
+    ch: ConnectionHandle,
+    conn_id: u64,
+    id: StreamId,
+}
+
 /// Counters for one endpoint; see `Endpoint::stats`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EndpointStats {
@@ -65,6 +75,8 @@ pub struct EndpointStats {
     pub connections_refused: u64,
     /// Server-side request streams currently open (reading, serving or writing).
     pub requests_in_flight: usize,
+    /// The largest `requests_in_flight` reached.
+    pub requests_in_flight_peak: usize,
     pub requests_served: u64,
     /// Bytes held for requests and unsent responses, summed over connections.
     pub inflight_bytes: u64,
@@ -112,6 +124,7 @@ pub(crate) struct Driver {
     /// Wakes the receive task so that it can exit.
     pub stop_wake: Rc<Notify>,
     stats: EndpointStats,
+    jobs: Vec<Job>,
 }
 
 struct Conn {
@@ -379,8 +392,7 @@ fn release(inflight: &mut u64, s: &mut ServerStream, bytes: u64, stats: &mut End
 struct Ctx<'a> {
     cfg: &'a EndpointConfig,
     service: Option<&'a Rc<dyn DynService>>,
-    weak_self: &'a Weak<RefCell<Driver>>,
-    wake: &'a Rc<Notify>,
+    jobs: &'a mut Vec<Job>,
     stats: &'a mut EndpointStats,
     now: Instant,
     ch: ConnectionHandle,
@@ -428,6 +440,7 @@ impl Driver {
                 idle_wake: Rc::new(Notify::default()),
                 stop_wake: Rc::new(Notify::default()),
                 stats: EndpointStats::default(),
+                jobs: Vec::new(),
             })
         })
     }
@@ -445,6 +458,10 @@ impl Driver {
                 self.dirty.push(ch);
             }
         }
+    }
+
+    pub fn take_jobs(&mut self) -> Vec<Job> {
+        std::mem::take(&mut self.jobs)
     }
 
     pub fn has_work(&self) -> bool {
@@ -765,8 +782,7 @@ impl Driver {
             let mut ctx = Ctx {
                 cfg: &self.cfg,
                 service: self.service.as_ref(),
-                weak_self: &self.weak_self,
-                wake: &self.wake,
+                jobs: &mut self.jobs,
                 stats: &mut self.stats,
                 now,
                 ch,
@@ -790,8 +806,7 @@ impl Driver {
             let mut ctx = Ctx {
                 cfg: &self.cfg,
                 service: self.service.as_ref(),
-                weak_self: &self.weak_self,
-                wake: &self.wake,
+                jobs: &mut self.jobs,
                 stats: &mut self.stats,
                 now,
                 ch,
@@ -918,6 +933,10 @@ fn process_conn(ctx: &mut Ctx<'_>, conn: &mut Conn) {
                     );
                     conn.serving += 1;
                     ctx.stats.requests_in_flight += 1;
+                    ctx.stats.requests_in_flight_peak = ctx
+                        .stats
+                        .requests_in_flight_peak
+                        .max(ctx.stats.requests_in_flight);
                     server_read(ctx, conn, id);
                 }
             }
@@ -1151,10 +1170,6 @@ fn reject(
 }
 
 fn spawn_service(ctx: &mut Ctx<'_>, conn: &mut Conn, id: StreamId, frame: Frame) {
-    let svc = ctx
-        .service
-        .expect("server streams exist only with a service")
-        .clone();
     let req = Request {
         header: frame.header,
         body: frame.body,
@@ -1163,19 +1178,39 @@ fn spawn_service(ctx: &mut Ctx<'_>, conn: &mut Conn, id: StreamId, frame: Frame)
         connection_id: conn.id,
         identity: conn.identity.clone(),
     };
-    let weak = ctx.weak_self.clone();
-    let wake = ctx.wake.clone();
-    let (ch, conn_id) = (ctx.ch, conn.id);
-    glommio::spawn_local(async move {
-        let resp = svc.call(req).await;
-        if let Some(driver) = weak.upgrade() {
-            driver
-                .borrow_mut()
-                .on_response(ch, conn_id, id, resp, Instant::now());
-            wake.notify();
-        }
-    })
-    .detach();
+    ctx.jobs.push(Job {
+        req,
+        ch: ctx.ch,
+        conn_id: conn.id,
+        id,
+    });
+}
+
+/// Starts one service task per job. Call with no borrow of the driver held.
+pub(crate) fn spawn_jobs(driver: &Shared, jobs: Vec<Job>) {
+    if jobs.is_empty() {
+        return;
+    }
+    let (svc, weak, wake) = {
+        let d = driver.borrow();
+        let Some(svc) = d.service.clone() else {
+            return;
+        };
+        (svc, d.weak_self.clone(), d.wake.clone())
+    };
+    for job in jobs {
+        let (svc, weak, wake) = (svc.clone(), weak.clone(), wake.clone());
+        glommio::spawn_local(async move {
+            let resp = svc.call(job.req).await;
+            if let Some(driver) = weak.upgrade() {
+                driver
+                    .borrow_mut()
+                    .on_response(job.ch, job.conn_id, job.id, resp, Instant::now());
+                wake.notify();
+            }
+        })
+        .detach();
+    }
 }
 
 fn start_writing(

@@ -27,7 +27,7 @@ use quiver_proto::frame::{self, Frame, FrameError, FrameHeader, FRAME_HEADER_BYT
 use crate::{
     codes,
     config::EndpointConfig,
-    driver::{Driver, EndpointStats, Shared, RECV_BUFFER_BYTES, SHUTDOWN_DRAIN_MAX},
+    driver::{spawn_jobs, Driver, EndpointStats, Shared, RECV_BUFFER_BYTES, SHUTDOWN_DRAIN_MAX},
     error::{CallError, ConnectError},
     service::{DynService, Service},
     tls::PeerIdentity,
@@ -234,13 +234,14 @@ async fn recv_task(driver: Shared) {
             }
             Some(Ok(())) => {}
         }
-        let (more, wake) = {
+        let (more, wake, jobs) = {
             let mut d = driver.borrow_mut();
             let now = Instant::now();
             let more = d.on_readable_socket(&mut buf, now);
             d.drive(now);
-            (more, d.has_work().then(|| d.wake.clone()))
+            (more, d.has_work().then(|| d.wake.clone()), d.take_jobs())
         };
+        spawn_jobs(&driver, jobs);
         if let Some(w) = wake {
             w.notify();
         }
@@ -253,7 +254,7 @@ async fn recv_task(driver: Shared) {
 async fn driver_task(driver: Shared) {
     let wake = driver.borrow().wake.clone();
     loop {
-        let (deadline, work) = {
+        let (deadline, work, jobs) = {
             let mut d = driver.borrow_mut();
             if d.stopped {
                 return;
@@ -261,8 +262,9 @@ async fn driver_task(driver: Shared) {
             let now = Instant::now();
             d.fire_timers(now);
             d.drive(now);
-            (d.next_deadline(), d.has_work())
+            (d.next_deadline(), d.has_work(), d.take_jobs())
         };
+        spawn_jobs(&driver, jobs);
         if work {
             future::yield_now().await;
             continue;
