@@ -17,6 +17,12 @@ pub struct EndpointConfig {
     /// Per-connection byte budget for requests read and responses not yet handed to QUIC. When it
     /// is used up the server stops reading request data, so QUIC flow control slows the peer. One
     /// frame is always admitted when nothing is in flight, so a maximum-size frame cannot stall.
+    ///
+    /// What it bounds: request bytes exactly. Response sizes are unknown until the service
+    /// answers, so requests admitted while under the budget may together answer with more; the
+    /// hard bound on one connection is `streams_concurrent_max` responses of at most
+    /// `frame_bytes_max` each, and each is dropped after `write_timeout` if the peer does not
+    /// read it. The broker keeps responses small (fetch max bytes), which keeps this practical.
     pub inflight_bytes_max: u64,
     /// QUIC stream receive window (credit per stream). The server reads frames as they arrive,
     /// so this does not need to hold a whole frame; it sets per-stream throughput.
