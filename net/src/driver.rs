@@ -622,6 +622,7 @@ impl Driver {
         self.mark(ch);
     }
 
+    #[allow(clippy::type_complexity)]
     pub fn connect(
         &mut self,
         addr: SocketAddr,

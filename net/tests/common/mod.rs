@@ -60,6 +60,7 @@ pub struct TestService {
     pub reject_with_response: bool,
 }
 
+#[allow(clippy::manual_async_fn)] // the trait's shape, spelled out on purpose
 impl Service for TestService {
     fn call(&self, req: Request) -> impl std::future::Future<Output = Response> + 'static {
         async move {
