@@ -72,8 +72,9 @@ impl Default for EndpointConfig {
 }
 
 impl EndpointConfig {
-    /// The quinn-proto transport parameters these limits imply.
-    pub(crate) fn transport(&self) -> Arc<TransportConfig> {
+    /// The quinn-proto transport parameters these limits imply (public so that a benchmark can
+    /// give quinn-on-tokio exactly the same ones).
+    pub fn transport(&self) -> Arc<TransportConfig> {
         let mut t = TransportConfig::default();
         t.max_concurrent_bidi_streams(VarInt::from_u32(self.streams_concurrent_max))
             // Requests use bidirectional streams only; a peer cannot open unidirectional ones.

@@ -48,6 +48,9 @@ use crate::{
 /// between connections on a core and a chance for the receive task to process ACKs, the same
 /// reason quinn bounds its `drive_transmit`.
 const TRANSMIT_DATAGRAMS_PER_PASS_MAX: usize = 64;
+/// The most one UDP datagram (and so one GSO send) can carry: 65,535 minus the 8-byte UDP
+/// header, rounded down.
+const UDP_PAYLOAD_MAX: usize = 65_000;
 /// recvmmsg calls per socket wakeup before other tasks run.
 pub(crate) const RECV_BATCHES_PER_WAKEUP_MAX: usize = 16;
 /// A GRO receive buffer holds at most 64 KiB of coalesced segments.
@@ -414,7 +417,7 @@ impl Driver {
             !udp.may_fragment(),
             None,
         );
-        let transmit_segments_max = udp.max_gso_segments().clamp(1, 64);
+        let transmit_segments_max = udp.max_gso_segments().max(1);
         Rc::new_cyclic(|weak_self| {
             RefCell::new(Driver {
                 cfg,
@@ -572,7 +575,10 @@ impl Driver {
             }
             self.timers.pop();
             let ch = ConnectionHandle(ch);
-            if self.conns.get(&ch).is_some_and(|c| c.timer == Some(t)) {
+            if let Some(c) = self.conns.get_mut(&ch).filter(|c| c.timer == Some(t)) {
+                // Forget the fired timer so that `drive` pushes the next one even if quinn
+                // reports the same instant again.
+                c.timer = None;
                 self.mark(ch);
             }
         }
@@ -818,13 +824,16 @@ impl Driver {
             let mut more = false;
             if !self.tx_busy {
                 let mut datagrams = 0;
+                // A UDP send carries at most 64 KiB, GSO segments included: a larger batch
+                // fails with EMSGSIZE, which quinn-udp treats as a lost MTU probe and drops.
+                let mtu = usize::from(conn.inner.current_mtu()).max(1);
+                let segments_max = self.transmit_segments_max.min(UDP_PAYLOAD_MAX / mtu).max(1);
                 loop {
                     self.send_buf.clear();
-                    let Some(t) = conn.inner.poll_transmit(
-                        now,
-                        self.transmit_segments_max,
-                        &mut self.send_buf,
-                    ) else {
+                    let Some(t) = conn
+                        .inner
+                        .poll_transmit(now, segments_max, &mut self.send_buf)
+                    else {
                         break;
                     };
                     let segments = t.segment_size.map_or(1, |s| t.size.div_ceil(s));
