@@ -128,6 +128,9 @@ pub(crate) struct Driver {
     pub stop_wake: Rc<Notify>,
     stats: EndpointStats,
     jobs: Vec<Job>,
+    /// While the driver task sleeps: until when (`None`: until woken). A timer armed earlier
+    /// than that by the receive task must wake it, or the timer would be missed.
+    pub driver_sleep: Option<Option<Instant>>,
 }
 
 struct Conn {
@@ -444,6 +447,7 @@ impl Driver {
                 stop_wake: Rc::new(Notify::default()),
                 stats: EndpointStats::default(),
                 jobs: Vec::new(),
+                driver_sleep: None,
             })
         })
     }
@@ -878,6 +882,12 @@ impl Driver {
                 conn.timer = timer;
                 if let Some(t) = timer {
                     self.timers.push(Reverse((t, ch.0)));
+                    if let Some(until) = self.driver_sleep {
+                        if until.is_none_or(|u| t < u) {
+                            self.driver_sleep = None;
+                            self.wake.notify();
+                        }
+                    }
                 }
             }
             if more {

@@ -259,6 +259,7 @@ async fn driver_task(driver: Shared) {
             if d.stopped {
                 return;
             }
+            d.driver_sleep = None;
             let now = Instant::now();
             d.fire_timers(now);
             d.drive(now);
@@ -269,6 +270,7 @@ async fn driver_task(driver: Shared) {
             future::yield_now().await;
             continue;
         }
+        driver.borrow_mut().driver_sleep = Some(deadline);
         match deadline {
             Some(t) => {
                 let now = Instant::now();

@@ -207,3 +207,58 @@ async fn one_endpoint_per_core_on_one_address() {
     );
     assert_eq!(stats.iter().map(|s| s.requests_served).sum::<u64>(), 400);
 }
+
+/// The idle timeout closes a silent connection; the server's keep-alive keeps one open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_and_keep_alive() {
+    let quiet_client = ConnectOptions {
+        idle_timeout: Duration::from_millis(300),
+        keep_alive_interval: None,
+        ..Default::default()
+    };
+    // Keep-alive on the server side: the connection outlives several idle timeouts.
+    let kept = TestServer::start(ServerOptions {
+        config: EndpointConfig {
+            idle_timeout: Duration::from_millis(300),
+            keep_alive_interval: Some(Duration::from_millis(100)),
+            ..EndpointConfig::default()
+        },
+        ..ServerOptions::default()
+    });
+    let conn = Connection::connect_with(
+        kept.addr,
+        "localhost",
+        &kept.client_tls(),
+        quiet_client.clone(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_echo(&conn, 1).await;
+
+    // No keep-alive anywhere: the connection is closed by the idle timeout on both sides.
+    let idle = TestServer::start(ServerOptions {
+        config: EndpointConfig {
+            idle_timeout: Duration::from_millis(300),
+            keep_alive_interval: None,
+            ..EndpointConfig::default()
+        },
+        ..ServerOptions::default()
+    });
+    let conn = Connection::connect_with(idle.addr, "localhost", &idle.client_tls(), quiet_client)
+        .await
+        .unwrap();
+    assert_echo(&conn, 2).await;
+    let closed = tokio::time::timeout(Duration::from_secs(3), conn.closed())
+        .await
+        .expect("closed by the idle timeout");
+    match closed {
+        TransportError::ConnectionLost(reason) => assert!(reason.contains("timed out"), "{reason}"),
+        other => panic!("expected an idle timeout, got {other}"),
+    }
+    let stats = wait_for_stats(&idle, Duration::from_secs(3), |s| s[0].connections == 0).await;
+    assert_eq!(
+        stats[0].connections, 0,
+        "the server dropped the idle connection"
+    );
+}
