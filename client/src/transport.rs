@@ -1,0 +1,465 @@
+//! The SDK's transport: QUIC with quinn on tokio, one bidirectional stream per request, speaking
+//! the frames of `quiver_proto::frame`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), quiver_client::transport::TransportError> {
+//! use quiver_client::transport::{ClientTls, Connection};
+//! let tls = ClientTls::dev_default()?; // ./data/tls/ca.pem, or an error saying what to pass
+//! let conn = Connection::connect("127.0.0.1:9092".parse().unwrap(), "localhost", &tls).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Trust: the server is always verified. A [`ClientTls`] trusts the CA files it is given; with
+//! none, [`ClientTls::dev_default`] looks for the broker's development CA at `./data/tls/ca.pem`
+//! (streamd's default data directory) and otherwise fails with a message asking for a CA file.
+//! There is no option that turns verification off.
+//!
+//! [`Connection`] is `Send + Sync` and cheap to clone; calls from many tasks run concurrently on
+//! one connection, each on its own stream.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use bytes::{Bytes, BytesMut};
+use quinn::{
+    crypto::rustls::QuicClientConfig, ConnectionError, IdleTimeout, ReadError, TransportConfig,
+    VarInt, WriteError,
+};
+use quiver_proto::frame::{self, Frame, FrameError, FrameHeader, FRAME_HEADER_BYTES};
+use rustls::{
+    pki_types::{CertificateDer, PrivateKeyDer},
+    RootCertStore,
+};
+
+/// ALPN protocol name; must match the broker's (`quiver_net::tls::ALPN_QUIVER_V1`).
+pub const ALPN_QUIVER_V1: &[u8] = b"quiver/1";
+
+/// Where the SDK looks for the development CA when no CA file is given.
+pub const DEV_CA_PATH: &str = "data/tls/ca.pem";
+
+/// QUIC application error codes, mirroring `quiver_net::codes` (the SDK may not depend on net;
+/// a test in net checks that both lists agree).
+pub mod codes {
+    pub const NO_ERROR: u32 = 0;
+    pub const SHUTDOWN: u32 = 1;
+    pub const FRAME_TOO_LARGE: u32 = 0x10;
+    pub const FRAME_TRUNCATED: u32 = 0x11;
+    pub const FRAME_INVALID: u32 = 0x12;
+    pub const WRITE_TIMEOUT: u32 = 0x13;
+    pub const CANCELLED: u32 = 0x14;
+    pub const STREAM_PROTOCOL: u32 = 0x15;
+    pub const CONNECTION_ABUSE: u32 = 0x20;
+    pub const CLOSED_BY_APPLICATION: u32 = 0x21;
+
+    /// A short description of a code, for error messages.
+    pub fn describe(code: u64) -> &'static str {
+        match code {
+            0 => "no error",
+            1 => "broker shutting down",
+            0x10 => "frame too large",
+            0x11 => "frame truncated",
+            0x12 => "frame invalid",
+            0x13 => "write timeout: response not read in time",
+            0x14 => "cancelled",
+            0x15 => "stream protocol violation",
+            0x20 => "connection abuse",
+            0x21 => "closed by application",
+            _ => "unknown code",
+        }
+    }
+}
+
+/// Everything that can go wrong below the API layer.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("TLS configuration: {0}")]
+    Config(String),
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The handshake was refused: the server is not trusted, or it refused our certificate.
+    #[error("TLS handshake refused: {0}")]
+    Tls(String),
+    /// The peer closed the connection on purpose, with a code from [`codes`] and a reason.
+    #[error("connection closed by the broker with code {code:#x} ({}): {reason}", codes::describe(*.code))]
+    ConnectionClosed { code: u64, reason: String },
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
+    /// The broker reset the request's stream, with a code from [`codes`].
+    #[error("request stream reset by the broker with code {code:#x} ({})", codes::describe(*.code))]
+    StreamReset { code: u64 },
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    #[error("frame: {0}")]
+    Frame(#[from] FrameError),
+}
+
+impl TransportError {
+    fn from_connection(e: ConnectionError) -> TransportError {
+        // RFC 9001 section 4.8: TLS alerts travel as transport error codes 0x100..=0x1ff.
+        let is_crypto = |code: u64| (0x100..=0x1ff).contains(&code);
+        match e {
+            ConnectionError::TransportError(te) if is_crypto(u64::from(te.code)) => {
+                TransportError::Tls(te.to_string())
+            }
+            ConnectionError::ConnectionClosed(cc) if is_crypto(u64::from(cc.error_code)) => {
+                TransportError::Tls(cc.to_string())
+            }
+            ConnectionError::ApplicationClosed(ac) => TransportError::ConnectionClosed {
+                code: ac.error_code.into_inner(),
+                reason: String::from_utf8_lossy(&ac.reason).into_owned(),
+            },
+            other => TransportError::ConnectionLost(other.to_string()),
+        }
+    }
+
+    fn from_read(e: ReadError) -> TransportError {
+        match e {
+            ReadError::Reset(code) => TransportError::StreamReset {
+                code: code.into_inner(),
+            },
+            ReadError::ConnectionLost(e) => TransportError::from_connection(e),
+            other => TransportError::ConnectionLost(other.to_string()),
+        }
+    }
+}
+
+type Result<T, E = TransportError> = std::result::Result<T, E>;
+
+/// What the client trusts, and what it presents when the broker requires client certificates.
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    roots: Arc<RootCertStore>,
+    identity: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
+}
+
+impl ClientTls {
+    /// Trusts the CA certificates in a PEM file.
+    pub fn from_ca_file(path: impl AsRef<Path>) -> Result<ClientTls> {
+        let path = path.as_ref();
+        let pem = std::fs::read(path)
+            .map_err(|e| TransportError::Config(format!("{}: {e}", path.display())))?;
+        Self::from_ca_pem(&pem)
+            .map_err(|e| TransportError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Trusts the CA certificates in PEM text.
+    pub fn from_ca_pem(pem: &[u8]) -> Result<ClientTls> {
+        let mut roots = RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut &pem[..]) {
+            let cert = cert.map_err(|e| TransportError::Config(e.to_string()))?;
+            roots
+                .add(cert)
+                .map_err(|e| TransportError::Config(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(TransportError::Config(
+                "no CA certificate in the PEM data".into(),
+            ));
+        }
+        Ok(ClientTls {
+            roots: Arc::new(roots),
+            identity: None,
+        })
+    }
+
+    /// The out-of-the-box local setup: trust the development CA that streamd creates in its
+    /// default data directory, `./data/tls/ca.pem`.
+    pub fn dev_default() -> Result<ClientTls> {
+        let path = PathBuf::from(DEV_CA_PATH);
+        if !path.exists() {
+            return Err(TransportError::Config(format!(
+                "no CA file given and no development CA at ./{DEV_CA_PATH}; pass the broker's CA \
+                 file (streamd writes its development CA to <data_dir>/tls/ca.pem)"
+            )));
+        }
+        Self::from_ca_file(path)
+    }
+
+    /// Presents this certificate chain and key to brokers that require client certificates.
+    pub fn with_client_cert(
+        mut self,
+        cert_chain: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+    ) -> Result<ClientTls> {
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|e| TransportError::Config(format!("{}: {e}", p.display())))
+        };
+        let cert_pem = read(cert_chain.as_ref())?;
+        let key_pem = read(key.as_ref())?;
+        let chain = rustls_pemfile::certs(&mut &cert_pem[..])
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| TransportError::Config(e.to_string()))?;
+        let key = rustls_pemfile::private_key(&mut &key_pem[..])
+            .map_err(|e| TransportError::Config(e.to_string()))?
+            .ok_or_else(|| TransportError::Config("no private key in the key file".into()))?;
+        if chain.is_empty() {
+            return Err(TransportError::Config(
+                "no certificate in the client certificate file".into(),
+            ));
+        }
+        self.identity = Some((chain, Arc::new(key)));
+        Ok(self)
+    }
+
+    fn rustls_config(&self) -> Result<rustls::ClientConfig> {
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TransportError::Config(e.to_string()))?
+        .with_root_certificates(self.roots.clone());
+        let mut config = match &self.identity {
+            Some((chain, key)) => builder
+                .with_client_auth_cert(chain.clone(), key.clone_key())
+                .map_err(|e| TransportError::Config(e.to_string()))?,
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![ALPN_QUIVER_V1.to_vec()];
+        Ok(config)
+    }
+}
+
+/// Limits and timeouts of one connection.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// Largest response frame accepted; checked from the 4-byte prefix before allocating.
+    pub frame_bytes_max: usize,
+    /// Time a call may take, from opening its stream to the whole response.
+    pub call_timeout: Duration,
+    /// Time the handshake may take.
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub keep_alive_interval: Option<Duration>,
+    /// QUIC receive windows for responses (per stream and per connection).
+    pub stream_receive_window: u64,
+    pub receive_window: u64,
+    /// QUIC send window for requests.
+    pub send_window: u64,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            frame_bytes_max: frame::FRAME_BYTES_MAX_DEFAULT,
+            call_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            keep_alive_interval: Some(Duration::from_secs(10)),
+            stream_receive_window: 8 * 1024 * 1024,
+            receive_window: 32 * 1024 * 1024,
+            send_window: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// A QUIC connection to one broker.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    conn: quinn::Connection,
+    // Kept so the socket outlives every clone of the connection.
+    _endpoint: quinn::Endpoint,
+    opts: Arc<ConnectOptions>,
+}
+
+impl Connection {
+    /// Connects with default options. `server_name` is checked against the broker's certificate.
+    pub async fn connect(addr: SocketAddr, server_name: &str, tls: &ClientTls) -> Result<Self> {
+        Self::connect_with(addr, server_name, tls, ConnectOptions::default()).await
+    }
+
+    pub async fn connect_with(
+        addr: SocketAddr,
+        server_name: &str,
+        tls: &ClientTls,
+        opts: ConnectOptions,
+    ) -> Result<Self> {
+        let crypto = QuicClientConfig::try_from(tls.rustls_config()?)
+            .map_err(|e| TransportError::Config(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        let mut transport = TransportConfig::default();
+        transport
+            // The broker never opens streams towards a client.
+            .max_concurrent_bidi_streams(VarInt::from_u32(0))
+            .max_concurrent_uni_streams(VarInt::from_u32(0))
+            .stream_receive_window(
+                VarInt::from_u64(opts.stream_receive_window).unwrap_or(VarInt::MAX),
+            )
+            .receive_window(VarInt::from_u64(opts.receive_window).unwrap_or(VarInt::MAX))
+            .send_window(opts.send_window)
+            .max_idle_timeout(IdleTimeout::try_from(opts.idle_timeout).ok())
+            .keep_alive_interval(opts.keep_alive_interval);
+        config.transport_config(Arc::new(transport));
+
+        let bind: SocketAddr = if addr.is_ipv6() {
+            "[::]:0".parse().expect("literal")
+        } else {
+            "0.0.0.0:0".parse().expect("literal")
+        };
+        let endpoint =
+            quinn::Endpoint::client(bind).map_err(|e| TransportError::Connect(e.to_string()))?;
+        let connecting = endpoint
+            .connect_with(config, addr, server_name)
+            .map_err(|e| TransportError::Connect(e.to_string()))?;
+        let conn = match tokio::time::timeout(opts.connect_timeout, connecting).await {
+            Err(_) => return Err(TransportError::Timeout(opts.connect_timeout)),
+            Ok(Err(e)) => return Err(TransportError::from_connection(e)),
+            Ok(Ok(c)) => c,
+        };
+        Ok(Connection {
+            conn,
+            _endpoint: endpoint,
+            opts: Arc::new(opts),
+        })
+    }
+
+    /// Sends one request frame on a new stream and returns the response frame. A response with
+    /// `FLAG_ERROR_RESPONSE` is returned as a frame: what its body means is the API layer's job.
+    pub async fn call(
+        &self,
+        header: FrameHeader,
+        body: Bytes,
+        payload: Vec<Bytes>,
+    ) -> Result<Frame> {
+        let payload_len: usize = payload.iter().map(Bytes::len).sum();
+        let total = FRAME_HEADER_BYTES + body.len() + payload_len;
+        if total > self.opts.frame_bytes_max {
+            return Err(FrameError::TooLarge {
+                len: total,
+                max: self.opts.frame_bytes_max,
+            }
+            .into());
+        }
+        let mut chunks = Vec::with_capacity(2 + payload.len());
+        chunks.push(Bytes::copy_from_slice(&frame::encode_header(
+            &header,
+            body.len(),
+            payload_len,
+        )));
+        chunks.push(body);
+        chunks.extend(payload);
+        self.call_raw(chunks).await
+    }
+
+    /// Sends pre-encoded bytes as a request (they need not be a valid frame) and reads the
+    /// response frame. For tests of the broker's handling of bad input, and for tools.
+    pub async fn call_raw(&self, mut chunks: Vec<Bytes>) -> Result<Frame> {
+        let timeout = self.opts.call_timeout;
+        let (mut send, mut recv) = tokio::time::timeout(timeout, self.conn.open_bi())
+            .await
+            .map_err(|_| TransportError::Timeout(timeout))?
+            .map_err(TransportError::from_connection)?;
+        let exchange = async {
+            match send.write_all_chunks(&mut chunks).await {
+                Ok(()) => {
+                    let _ = send.finish();
+                }
+                // The broker refused the rest of the request; its answer (an error frame or a
+                // reset) is on the receive side.
+                Err(WriteError::Stopped(_)) => {}
+                Err(WriteError::ConnectionLost(e)) => {
+                    return Err(TransportError::from_connection(e))
+                }
+                Err(e) => return Err(TransportError::ConnectionLost(e.to_string())),
+            }
+            read_frame(&mut recv, self.opts.frame_bytes_max).await
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => {
+                let _ = send.reset(VarInt::from_u32(codes::CANCELLED));
+                let _ = recv.stop(VarInt::from_u32(codes::CANCELLED));
+                Err(TransportError::Timeout(timeout))
+            }
+        }
+    }
+
+    /// Closes the connection with `codes::CLOSED_BY_APPLICATION` and `reason`.
+    pub fn close(&self, reason: &str) {
+        self.conn.close(
+            VarInt::from_u32(codes::CLOSED_BY_APPLICATION),
+            reason.as_bytes(),
+        );
+    }
+
+    /// Waits until the connection is closed and tells why.
+    pub async fn closed(&self) -> TransportError {
+        TransportError::from_connection(self.conn.closed().await)
+    }
+
+    pub fn remote_address(&self) -> SocketAddr {
+        self.conn.remote_address()
+    }
+
+    /// The underlying quinn connection (statistics, RTT).
+    pub fn quinn(&self) -> &quinn::Connection {
+        &self.conn
+    }
+}
+
+/// Reads one frame: the 4-byte prefix first, checked before the buffer is allocated.
+async fn read_frame(recv: &mut quinn::RecvStream, frame_bytes_max: usize) -> Result<Frame> {
+    let mut prefix = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match recv.read(&mut prefix[got..]).await {
+            Ok(Some(n)) => got += n,
+            Ok(None) => {
+                return Err(FrameError::Truncated {
+                    got,
+                    need: FRAME_HEADER_BYTES,
+                }
+                .into())
+            }
+            Err(e) => return Err(TransportError::from_read(e)),
+        }
+    }
+    let total = frame::check_len_prefix(prefix, frame_bytes_max)?;
+    let mut buf = BytesMut::with_capacity(total);
+    buf.extend_from_slice(&prefix);
+    while buf.len() < total {
+        match recv.read_chunk(total - buf.len(), true).await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+            Ok(None) => {
+                return Err(FrameError::Truncated {
+                    got: buf.len(),
+                    need: total,
+                }
+                .into())
+            }
+            Err(e) => return Err(TransportError::from_read(e)),
+        }
+    }
+    Ok(frame::decode(buf.freeze(), frame_bytes_max)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_is_send_sync_and_clone() {
+        fn check<T: Send + Sync + Clone + 'static>() {}
+        check::<Connection>();
+        check::<ClientTls>();
+    }
+
+    #[test]
+    fn dev_default_without_a_ca_says_what_to_do() {
+        // The test's working directory is the crate root, which has no data/tls/ca.pem.
+        assert!(!Path::new(DEV_CA_PATH).exists());
+        let err = ClientTls::dev_default().unwrap_err().to_string();
+        assert!(err.contains("pass the broker's CA file"), "{err}");
+    }
+
+    #[test]
+    fn a_pem_without_certificates_is_refused() {
+        assert!(matches!(
+            ClientTls::from_ca_pem(b"not a pem"),
+            Err(TransportError::Config(_))
+        ));
+    }
+}

@@ -1,0 +1,96 @@
+//! Limits and timeouts of an endpoint. Every bound is named here with its reason.
+
+use std::{sync::Arc, time::Duration};
+
+use quinn_proto::{IdleTimeout, TransportConfig, VarInt};
+use quiver_proto::frame::FRAME_BYTES_MAX_DEFAULT;
+
+/// Configuration shared by the server side and dial-out of one endpoint.
+#[derive(Clone, Debug)]
+pub struct EndpointConfig {
+    /// Largest frame accepted, header included; checked from the 4-byte prefix before anything is
+    /// allocated. Applies to requests read by the server and responses read by dial-out calls.
+    pub frame_bytes_max: usize,
+    /// Concurrent bidirectional streams a peer may open: the in-flight request bound of one
+    /// connection. Default 1024, so 1,000 requests in flight fit.
+    pub streams_concurrent_max: u32,
+    /// Per-connection byte budget for requests read and responses not yet handed to QUIC. When it
+    /// is used up the server stops reading request data, so QUIC flow control slows the peer. One
+    /// frame is always admitted when nothing is in flight, so a maximum-size frame cannot stall.
+    ///
+    /// What it bounds: request bytes exactly. Response sizes are unknown until the service
+    /// answers, so requests admitted while under the budget may together answer with more; the
+    /// hard bound on one connection is `streams_concurrent_max` responses of at most
+    /// `frame_bytes_max` each, and each is dropped after `write_timeout` if the peer does not
+    /// read it. The broker keeps responses small (fetch max bytes), which keeps this practical.
+    pub inflight_bytes_max: u64,
+    /// QUIC stream receive window (credit per stream). The server reads frames as they arrive,
+    /// so this does not need to hold a whole frame; it sets per-stream throughput.
+    pub stream_receive_window: u64,
+    /// QUIC connection receive window: the bound on data QUIC buffers for one connection before
+    /// the server reads it.
+    pub receive_window: u64,
+    /// QUIC send window: the bound on data QUIC buffers (unacknowledged) for one connection. A
+    /// peer that never reads can pin at most this much inside QUIC.
+    pub send_window: u64,
+    /// A connection with no packets for this long is closed.
+    pub idle_timeout: Duration,
+    /// PING interval that keeps quiet connections alive (and NAT bindings open).
+    pub keep_alive_interval: Option<Duration>,
+    /// A response not fully delivered and acknowledged this long after it was ready is reset with
+    /// `codes::WRITE_TIMEOUT`, releasing its memory.
+    pub write_timeout: Duration,
+    /// Malformed frames tolerated on one connection before it is closed with
+    /// `codes::CONNECTION_ABUSE`.
+    pub frame_errors_max: u32,
+    /// Time a dial-out call may take before it fails with a timeout.
+    pub call_timeout: Duration,
+    /// Socket buffer sizes requested with SO_RCVBUF / SO_SNDBUF (the kernel may clamp them).
+    pub socket_buffer_bytes: usize,
+    /// Bind with SO_REUSEPORT so that one endpoint per core can share an address.
+    pub reuse_port: bool,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
+            streams_concurrent_max: 1024,
+            inflight_bytes_max: 2 * FRAME_BYTES_MAX_DEFAULT as u64,
+            stream_receive_window: 8 * 1024 * 1024,
+            receive_window: 32 * 1024 * 1024,
+            send_window: 32 * 1024 * 1024,
+            idle_timeout: Duration::from_secs(30),
+            keep_alive_interval: Some(Duration::from_secs(10)),
+            write_timeout: Duration::from_secs(30),
+            frame_errors_max: 64,
+            call_timeout: Duration::from_secs(30),
+            socket_buffer_bytes: 8 * 1024 * 1024,
+            reuse_port: true,
+        }
+    }
+}
+
+impl EndpointConfig {
+    /// The quinn-proto transport parameters these limits imply (public so that a benchmark can
+    /// give quinn-on-tokio exactly the same ones).
+    pub fn transport(&self) -> Arc<TransportConfig> {
+        let mut t = TransportConfig::default();
+        t.max_concurrent_bidi_streams(VarInt::from_u32(self.streams_concurrent_max))
+            // Requests use bidirectional streams only; a peer cannot open unidirectional ones.
+            .max_concurrent_uni_streams(VarInt::from_u32(0))
+            .stream_receive_window(varint(self.stream_receive_window))
+            .receive_window(varint(self.receive_window))
+            .send_window(self.send_window)
+            .max_idle_timeout(Some(
+                IdleTimeout::try_from(self.idle_timeout).unwrap_or(IdleTimeout::from(VarInt::MAX)),
+            ))
+            .keep_alive_interval(self.keep_alive_interval)
+            .datagram_receive_buffer_size(None);
+        Arc::new(t)
+    }
+}
+
+fn varint(v: u64) -> VarInt {
+    VarInt::from_u64(v).unwrap_or(VarInt::MAX)
+}

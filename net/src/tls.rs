@@ -1,0 +1,441 @@
+//! TLS for the transport: rustls (ring) configurations for the server side, for dial-out, and the
+//! development CA that makes the out-of-the-box local setup work without turning verification off.
+//!
+//! Trust model (also in ARCHITECTURE.md): a client trusts exactly the CA files it is given. With
+//! nothing given, the SDK and `streamctl` look for the development CA at `./data/tls/ca.pem`
+//! (streamd's default data directory is `./data` in its working directory) and otherwise fail with
+//! a message asking for a CA file. There is no switch that skips verification.
+//!
+//! Development certificates (`ensure_dev_certs`), created once on first start and reused after:
+//!
+//! ```text
+//! <data_dir>/tls/ca.pem       development CA certificate (give this to clients)
+//! <data_dir>/tls/ca.key       its private key (0600)
+//! <data_dir>/tls/server.pem   server certificate signed by the CA; SANs: localhost, 127.0.0.1,
+//!                             ::1 and this machine's hostname
+//! <data_dir>/tls/server.key   its private key (0600)
+//! ```
+
+use std::{
+    fs,
+    io::{self, Write},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use rustls::{
+    pki_types::{CertificateDer, PrivateKeyDer},
+    server::WebPkiClientVerifier,
+    RootCertStore,
+};
+
+/// ALPN protocol name; it names the frame format version (`proto::frame`). A peer speaking another
+/// version fails the handshake instead of misreading frames.
+pub const ALPN_QUIVER_V1: &[u8] = b"quiver/1";
+
+/// Why a TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: no {what} found in the PEM file")]
+    Empty { path: PathBuf, what: &'static str },
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("rustls: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("client certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error(
+        "{dir}: development TLS files are incomplete ({missing} is missing); delete the directory \
+         to have them created again, or configure certificate and key files"
+    )]
+    IncompleteDevDir { dir: PathBuf, missing: &'static str },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> TlsError + '_ {
+    move |source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Reads every certificate in a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = fs::read(path).map_err(io_err(path))?;
+    let certs = rustls_pemfile::certs(&mut &pem[..])
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io_err(path))?;
+    if certs.is_empty() {
+        return Err(TlsError::Empty {
+            path: path.to_owned(),
+            what: "certificate",
+        });
+    }
+    Ok(certs)
+}
+
+/// Reads the first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = fs::read(path).map_err(io_err(path))?;
+    rustls_pemfile::private_key(&mut &pem[..])
+        .map_err(io_err(path))?
+        .ok_or_else(|| TlsError::Empty {
+            path: path.to_owned(),
+            what: "private key",
+        })
+}
+
+/// A root store holding every certificate of the given CA files.
+pub fn load_roots(ca_files: &[PathBuf]) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for path in ca_files {
+        for cert in load_certs(path)? {
+            roots.add(cert)?;
+        }
+    }
+    Ok(roots)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Where the server's certificate comes from.
+#[derive(Clone, Debug)]
+pub struct ServerTlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert_chain: PathBuf,
+    /// PEM private key of the leaf.
+    pub key: PathBuf,
+    /// With a client CA file, mutual TLS is on: every client must present a certificate that
+    /// chains to one of these CAs, or the handshake fails.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Builds the rustls server configuration (TLS 1.3 only, as QUIC requires; ALPN `quiver/1`).
+pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let chain = load_certs(&files.cert_chain)?;
+    let key = load_key(&files.key)?;
+    let provider = provider();
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?;
+    let builder = match &files.client_ca {
+        Some(ca) => {
+            let roots = load_roots(std::slice::from_ref(ca))?;
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build()?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![ALPN_QUIVER_V1.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// What a dialing endpoint trusts and, for mutual TLS, presents.
+#[derive(Clone, Debug)]
+pub struct ClientTlsFiles {
+    /// The CA files whose certificates are trusted to sign servers' certificates.
+    pub ca_files: Vec<PathBuf>,
+    /// Certificate chain and key presented to servers that require client certificates.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+/// Builds the rustls client configuration used for dial-out (broker to broker).
+pub fn client_config(files: &ClientTlsFiles) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let roots = load_roots(&files.ca_files)?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots);
+    let mut config = match &files.identity {
+        Some((cert, key)) => builder.with_client_auth_cert(load_certs(cert)?, load_key(key)?)?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![ALPN_QUIVER_V1.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The development certificate files under `<data_dir>/tls`.
+#[derive(Clone, Debug)]
+pub struct DevCerts {
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+impl DevCerts {
+    fn at(dir: &Path) -> Self {
+        DevCerts {
+            ca_cert: dir.join("ca.pem"),
+            ca_key: dir.join("ca.key"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+        }
+    }
+
+    /// The server files, without mutual TLS.
+    pub fn server_files(&self) -> ServerTlsFiles {
+        ServerTlsFiles {
+            cert_chain: self.server_cert.clone(),
+            key: self.server_key.clone(),
+            client_ca: None,
+        }
+    }
+
+    /// Client files that trust the development CA.
+    pub fn client_files(&self) -> ClientTlsFiles {
+        ClientTlsFiles {
+            ca_files: vec![self.ca_cert.clone()],
+            identity: None,
+        }
+    }
+}
+
+const DEV_CA_COMMON_NAME: &str = "Quiver development CA";
+
+/// Creates the development CA and a server certificate signed by it under `<data_dir>/tls` on
+/// first start, and reuses them on later starts. Call it once per process before the shards bind
+/// (it is not safe against two processes creating the same directory at the same instant).
+///
+/// Rationale for a CA rather than one self-signed server certificate: clients keep trusting the
+/// same `ca.pem` when the server certificate is reissued, and the same CA can sign client
+/// certificates for mutual TLS in development.
+pub fn ensure_dev_certs(data_dir: &Path) -> Result<DevCerts, TlsError> {
+    let dir = data_dir.join("tls");
+    let files = DevCerts::at(&dir);
+    let present = [
+        (&files.ca_cert, "ca.pem"),
+        (&files.ca_key, "ca.key"),
+        (&files.server_cert, "server.pem"),
+        (&files.server_key, "server.key"),
+    ];
+    let count = present.iter().filter(|(p, _)| p.exists()).count();
+    if count == present.len() {
+        return Ok(files);
+    }
+    if count != 0 {
+        let missing = present
+            .iter()
+            .find(|(p, _)| !p.exists())
+            .expect("one is missing")
+            .1;
+        return Err(TlsError::IncompleteDevDir { dir, missing });
+    }
+    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+
+    let ca_key = rcgen::KeyPair::generate()?;
+    let ca = dev_ca_params().self_signed(&ca_key)?;
+
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    if let Some(host) = hostname() {
+        if !names.contains(&host) {
+            names.push(host);
+        }
+    }
+    let mut params = rcgen::CertificateParams::new(names)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "quiver dev server");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    let server_key = rcgen::KeyPair::generate()?;
+    let server = params.signed_by(&server_key, &ca, &ca_key)?;
+
+    // Keys first and the CA certificate last: a crash in between leaves an incomplete directory,
+    // which the next start reports instead of silently trusting half a setup.
+    write_atomic(&files.ca_key, ca_key.serialize_pem().as_bytes(), 0o600)?;
+    write_atomic(
+        &files.server_key,
+        server_key.serialize_pem().as_bytes(),
+        0o600,
+    )?;
+    write_atomic(&files.server_cert, server.pem().as_bytes(), 0o644)?;
+    write_atomic(&files.ca_cert, ca.pem().as_bytes(), 0o644)?;
+    tracing::info!(dir = %dir.display(), "created development CA and server certificate");
+    Ok(files)
+}
+
+fn dev_ca_params() -> rcgen::CertificateParams {
+    let mut params = rcgen::CertificateParams::default();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, DEV_CA_COMMON_NAME);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+}
+
+/// Issues a client certificate (for mutual TLS in development and tests) signed by the
+/// development CA in `certs`. Returns `(certificate PEM, private key PEM)`.
+///
+/// The CA is reconstructed from its key and its fixed distinguished name, which is all a
+/// verifier compares: the issuer name and the signature.
+pub fn issue_dev_client_cert(
+    certs: &DevCerts,
+    common_name: &str,
+) -> Result<(String, String), TlsError> {
+    let ca_key_pem = fs::read_to_string(&certs.ca_key).map_err(io_err(&certs.ca_key))?;
+    let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem)?;
+    let ca = dev_ca_params().self_signed(&ca_key)?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.signed_by(&key, &ca, &ca_key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    f.write_all(bytes).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success when the
+    // name fits, and we stop at the first NUL or the end of the buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = std::str::from_utf8(&buf[..end]).ok()?.trim();
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+/// Who the peer proved to be with its certificate (mutual TLS); kept for authorization.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// The subject's common name, when present and a string.
+    pub common_name: Option<String>,
+    /// The DNS names in the subject alternative name extension.
+    pub dns_names: Vec<String>,
+}
+
+impl PeerIdentity {
+    /// Reads the identity from the peer's leaf certificate. `None` if it cannot be parsed (it was
+    /// already verified by rustls, so this only happens for names we do not understand).
+    pub fn from_cert(cert: &CertificateDer<'_>) -> Option<PeerIdentity> {
+        let ee = webpki::EndEntityCert::try_from(cert).ok()?;
+        Some(PeerIdentity {
+            common_name: common_name(ee.subject()),
+            dns_names: ee.valid_dns_names().map(str::to_owned).collect(),
+        })
+    }
+}
+
+/// Finds the first commonName attribute (OID 2.5.4.3) in a DER-encoded Name and returns its
+/// string value. Only the value's own length is trusted, and every index is bounds-checked.
+fn common_name(subject: &[u8]) -> Option<String> {
+    const OID_CN: [u8; 5] = [0x06, 0x03, 0x55, 0x04, 0x03];
+    let at = subject.windows(OID_CN.len()).position(|w| w == OID_CN)? + OID_CN.len();
+    let tag = *subject.get(at)?;
+    // UTF8String, PrintableString, IA5String, T61String.
+    if !matches!(tag, 0x0c | 0x13 | 0x16 | 0x14) {
+        return None;
+    }
+    let (len, start) = match *subject.get(at + 1)? {
+        n if n < 0x80 => (n as usize, at + 2),
+        0x81 => (*subject.get(at + 2)? as usize, at + 3),
+        0x82 => (
+            u16::from_be_bytes([*subject.get(at + 2)?, *subject.get(at + 3)?]) as usize,
+            at + 4,
+        ),
+        _ => return None,
+    };
+    let value = subject.get(start..start.checked_add(len)?)?;
+    String::from_utf8(value.to_vec()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_certs_are_created_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ensure_dev_certs(dir.path()).unwrap();
+        let ca_before = fs::read(&first.ca_cert).unwrap();
+        let second = ensure_dev_certs(dir.path()).unwrap();
+        assert_eq!(fs::read(&second.ca_cert).unwrap(), ca_before);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&first.ca_key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // The files form working rustls configurations.
+        server_config(&first.server_files()).unwrap();
+        client_config(&first.client_files()).unwrap();
+    }
+
+    #[test]
+    fn a_partial_dev_directory_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = ensure_dev_certs(dir.path()).unwrap();
+        fs::remove_file(&files.server_key).unwrap();
+        let err = ensure_dev_certs(dir.path()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TlsError::IncompleteDevDir {
+                    missing: "server.key",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn server_cert_names_and_client_identity_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = ensure_dev_certs(dir.path()).unwrap();
+        let server = load_certs(&files.server_cert).unwrap();
+        let id = PeerIdentity::from_cert(&server[0]).unwrap();
+        assert_eq!(id.common_name.as_deref(), Some("quiver dev server"));
+        assert!(id.dns_names.iter().any(|n| n == "localhost"), "{id:?}");
+
+        let (cert_pem, _key) = issue_dev_client_cert(&files, "broker-7").unwrap();
+        let cert = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        let id = PeerIdentity::from_cert(&cert).unwrap();
+        assert_eq!(id.common_name.as_deref(), Some("broker-7"));
+    }
+
+    #[test]
+    fn common_name_parser_rejects_overruns() {
+        // OID then a UTF8String claiming 10 bytes with only 2 present.
+        let bad = [0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x0a, b'a', b'b'];
+        assert_eq!(common_name(&bad), None);
+        let good = [0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x02, b'a', b'b'];
+        assert_eq!(common_name(&good).as_deref(), Some("ab"));
+    }
+}
