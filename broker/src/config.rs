@@ -42,6 +42,13 @@ impl TimestampType {
     }
 }
 
+fn unquote(s: String) -> String {
+    match s.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(inner) => inner.to_string(),
+        None => s,
+    }
+}
+
 /// How a setting's value is written in the TOML file.
 trait TomlRepr {
     fn toml(&self) -> String;
@@ -105,6 +112,11 @@ macro_rules! settings {
             /// Built-in defaults, as if no file, variable or flag were given.
             pub fn defaults() -> Config {
                 Config::merge(Overrides::default(), FileSettings::default())
+            }
+
+            /// (setting, value) for every setting as resolved, for DescribeConfigs of the broker.
+            pub fn values(&self) -> Vec<(&'static str, String)> {
+                vec![ $( (stringify!($field), unquote(settings!(@toml self.$field $(, $ve)?))), )* ]
             }
 
             /// (setting, default as written in TOML) for every setting, for `--help`.

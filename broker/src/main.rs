@@ -1,4 +1,4 @@
-use quiver_broker::config::{Cli, Config};
+use quiver_broker::config::{Cli, Config, LogFormat};
 
 fn main() {
     let cli = Cli::parse_with_defaults();
@@ -13,5 +13,19 @@ fn main() {
             std::process::exit(2);
         }
     };
-    println!("{config:?}");
+    init_logging(&config);
+    if let Err(e) = quiver_broker::run::run(config) {
+        tracing::error!(error = %e, "streamd failed");
+        eprintln!("streamd: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::new(config.log_filter());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -88,15 +88,15 @@ pub struct Metrics {
     pub records_in: AtomicU64,
     pub produce_latency: Histogram,
     pub fetch_latency: Histogram,
-    pub connections: AtomicI64,
-    pub connections_total: AtomicU64,
+    /// Per shard: (open connections, connections accepted), published by each shard's tick.
+    connections: Vec<(AtomicU64, AtomicU64)>,
     partitions: Mutex<BTreeMap<(String, u32), PartitionStats>>,
     ready: AtomicBool,
 }
 
 impl Metrics {
     /// `api_names` names an API key for the `api` label (None: counted as "unknown").
-    pub fn new(api_names: fn(u16) -> Option<&'static str>) -> Metrics {
+    pub fn new(api_names: fn(u16) -> Option<&'static str>, shards: usize) -> Metrics {
         Metrics {
             requests: std::array::from_fn(|_| AtomicU64::new(0)),
             request_errors: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -106,8 +106,7 @@ impl Metrics {
             records_in: AtomicU64::new(0),
             produce_latency: Histogram::default(),
             fetch_latency: Histogram::default(),
-            connections: AtomicI64::new(0),
-            connections_total: AtomicU64::new(0),
+            connections: (0..shards.max(1)).map(|_| (AtomicU64::new(0), AtomicU64::new(0))).collect(),
             partitions: Mutex::new(BTreeMap::new()),
             ready: AtomicBool::new(false),
         }
@@ -142,6 +141,14 @@ impl Metrics {
         }
         for (key, stats) in owned {
             map.insert(key, stats);
+        }
+    }
+
+    /// What one shard's endpoint reports about its connections.
+    pub fn set_connections(&self, shard: usize, open: u64, accepted: u64) {
+        if let Some((o, a)) = self.connections.get(shard) {
+            o.store(open, Relaxed);
+            a.store(accepted, Relaxed);
         }
     }
 
@@ -190,11 +197,6 @@ impl Metrics {
                 "Records accepted by produce.",
                 &self.records_in,
             ),
-            (
-                "quiver_connections_accepted_total",
-                "QUIC connections accepted.",
-                &self.connections_total,
-            ),
         ] {
             let _ = writeln!(
                 out,
@@ -202,10 +204,15 @@ impl Metrics {
                 v.load(Relaxed)
             );
         }
+        let open: u64 = self.connections.iter().map(|(o, _)| o.load(Relaxed)).sum();
+        let accepted: u64 = self.connections.iter().map(|(_, a)| a.load(Relaxed)).sum();
         let _ = writeln!(
             out,
-            "# HELP quiver_connections Open QUIC connections.\n# TYPE quiver_connections gauge\nquiver_connections {}",
-            self.connections.load(Relaxed)
+            "# HELP quiver_connections Open QUIC connections.\n# TYPE quiver_connections gauge\nquiver_connections {open}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP quiver_connections_accepted_total QUIC connections accepted.\n# TYPE quiver_connections_accepted_total counter\nquiver_connections_accepted_total {accepted}"
         );
         self.produce_latency.render(
             &mut out,
@@ -379,7 +386,7 @@ mod tests {
 
     #[test]
     fn per_api_counters_and_partition_gauges_render() {
-        let m = Metrics::new(names);
+        let m = Metrics::new(names, 2);
         m.request(0, false);
         m.request(0, true);
         m.request(999, false);
@@ -416,7 +423,7 @@ mod tests {
 
     #[test]
     fn http_endpoint_serves_metrics_and_health() {
-        let m = Arc::new(Metrics::new(names));
+        let m = Arc::new(Metrics::new(names, 2));
         let addr = serve_http("127.0.0.1:0".parse().unwrap(), m.clone()).unwrap();
         let get = |path: &str| {
             let mut s = TcpStream::connect(addr).unwrap();

@@ -1,0 +1,187 @@
+//! ApiVersions, Metadata, DescribeConfigs (answered by any shard from its snapshot) and topic
+//! changes (forwarded to the controller).
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use quiver_proto::api::common::{ApiVersionRange, Uuid};
+use quiver_proto::api::handshake::ApiVersionsResponse;
+use quiver_proto::api::metadata::{
+    ConfigResourceType, ConfigSource, ConfigType, DescribeConfigsEntry, DescribeConfigsRequest, DescribeConfigsResponse,
+    DescribeConfigsResult, MetadataBroker, MetadataPartition, MetadataRequest, MetadataResponse, MetadataTopic,
+};
+use quiver_proto::api::AnyResponse;
+use quiver_proto::{BrokerId, ErrorCode, LeaderEpoch, PartitionId};
+
+use super::{Answer, SERVED};
+use crate::controller::AdminOp;
+use crate::shard::Shard;
+
+pub(super) fn api_versions(shard: &Shard) -> ApiVersionsResponse {
+    ApiVersionsResponse {
+        error_code: ErrorCode::None,
+        api_keys: SERVED
+            .iter()
+            .map(|api| {
+                let v = api.versions();
+                ApiVersionRange { api_key: api.as_u16(), min_version: v.min, max_version: v.max }
+            })
+            .collect(),
+        throttle_time_ms: 0,
+        broker_id: BrokerId(shard.config.broker_id),
+        cluster_id: None,
+        sasl_mechanisms: Vec::new(),
+    }
+}
+
+/// Creates the topics that do not exist yet (auto.create.topics), with broker defaults.
+pub(super) async fn auto_create<'a>(shard: &Rc<Shard>, names: impl Iterator<Item = &'a str>) {
+    let snapshot = shard.snapshot();
+    let missing: Vec<String> = names
+        .filter(|n| snapshot.topic(n).is_none() && crate::topic::validate_name(n).is_ok() && !crate::topic::is_internal(n))
+        .map(str::to_string)
+        .collect();
+    for name in missing {
+        let op = AdminOp::EnsureTopic {
+            name,
+            partitions: shard.config.default_partitions,
+            configs: BTreeMap::new(),
+            internal: false,
+        };
+        let _ = shard.admin(op).await;
+    }
+}
+
+pub(super) async fn metadata(shard: &Rc<Shard>, req: MetadataRequest) -> MetadataResponse {
+    if let (Some(names), true) = (&req.topics, req.allow_auto_topic_creation && shard.config.auto_create_topics) {
+        auto_create(shard, names.iter().map(String::as_str)).await;
+    }
+    let snapshot = shard.snapshot();
+    let me = BrokerId(shard.config.broker_id);
+    let describe = |name: &str| -> MetadataTopic {
+        match snapshot.topic(name) {
+            None => MetadataTopic { error_code: ErrorCode::UnknownTopicOrPartition, name: name.to_string(), ..Default::default() },
+            Some(info) => MetadataTopic {
+                error_code: ErrorCode::None,
+                name: name.to_string(),
+                topic_id: Uuid(info.id),
+                is_internal: info.internal,
+                partitions: (0..info.meta.partitions)
+                    .map(|p| MetadataPartition {
+                        error_code: ErrorCode::None,
+                        partition: PartitionId(p),
+                        leader: Some(me),
+                        leader_epoch: LeaderEpoch(0),
+                        replicas: vec![me],
+                        isr: vec![me],
+                        offline_replicas: Vec::new(),
+                    })
+                    .collect(),
+            },
+        }
+    };
+    let topics = match &req.topics {
+        Some(names) => names.iter().map(|n| describe(n)).collect(),
+        None => {
+            let mut names: Vec<&String> = snapshot.topics.iter().filter(|(_, t)| !t.internal).map(|(n, _)| n).collect();
+            names.sort();
+            names.into_iter().map(|n| describe(n)).collect()
+        }
+    };
+    MetadataResponse {
+        throttle_time_ms: 0,
+        brokers: vec![MetadataBroker {
+            broker_id: me,
+            host: shard.config.advertised_host(),
+            port: shard.listen_port(),
+            rack: None,
+        }],
+        cluster_id: None,
+        controller_id: Some(me),
+        topics,
+    }
+}
+
+pub(super) async fn change(shard: &Rc<Shard>, op: AdminOp) -> Answer {
+    let body = shard.admin(op).await;
+    let failed = match &body {
+        AnyResponse::CreateTopics(r) => r.topics.iter().any(|t| t.error_code != ErrorCode::None),
+        AnyResponse::DeleteTopics(r) => r.responses.iter().any(|t| t.error_code != ErrorCode::None),
+        AnyResponse::CreatePartitions(r) => r.results.iter().any(|t| t.error_code != ErrorCode::None),
+        AnyResponse::IncrementalAlterConfigs(r) => r.responses.iter().any(|t| t.error_code != ErrorCode::None),
+        _ => false,
+    };
+    Answer { body, payload: Vec::new(), failed }
+}
+
+pub(super) fn describe_configs(shard: &Shard, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    let snapshot = shard.snapshot();
+    let results = req
+        .resources
+        .iter()
+        .map(|res| {
+            let mut out = DescribeConfigsResult {
+                resource_type: res.resource_type,
+                resource_name: res.resource_name.clone(),
+                ..Default::default()
+            };
+            let wanted = |k: &str| res.configuration_keys.is_empty() || res.configuration_keys.iter().any(|w| w == k);
+            match res.resource_type {
+                ConfigResourceType::Topic => match snapshot.topic(&res.resource_name) {
+                    None => {
+                        out.error_code = ErrorCode::UnknownTopicOrPartition;
+                        out.error_message = Some(format!("topic '{}' does not exist", res.resource_name));
+                    }
+                    Some(info) => {
+                        out.configs = info
+                            .config
+                            .entries()
+                            .into_iter()
+                            .filter(|(k, _)| wanted(k))
+                            .map(|(k, v)| DescribeConfigsEntry {
+                                name: k.to_string(),
+                                value: Some(v),
+                                read_only: false,
+                                config_source: if info.meta.configs.contains_key(k) {
+                                    ConfigSource::TopicOverride
+                                } else {
+                                    ConfigSource::StaticBroker
+                                },
+                                is_sensitive: false,
+                                config_type: if k == "cleanup.policy" || k == "message.timestamp.type" {
+                                    ConfigType::String
+                                } else {
+                                    ConfigType::Long
+                                },
+                                documentation: None,
+                            })
+                            .collect();
+                    }
+                },
+                ConfigResourceType::Broker => {
+                    out.configs = shard
+                        .config
+                        .values()
+                        .into_iter()
+                        .filter(|(k, _)| wanted(k))
+                        .map(|(k, v)| DescribeConfigsEntry {
+                            name: k.to_string(),
+                            value: Some(v),
+                            read_only: true,
+                            config_source: ConfigSource::StaticBroker,
+                            is_sensitive: false,
+                            config_type: ConfigType::String,
+                            documentation: None,
+                        })
+                        .collect();
+                }
+                other => {
+                    out.error_code = ErrorCode::InvalidRequest;
+                    out.error_message = Some(format!("cannot describe configs of {other:?} resources"));
+                }
+            }
+            out
+        })
+        .collect();
+    DescribeConfigsResponse { throttle_time_ms: 0, results }
+}

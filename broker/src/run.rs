@@ -1,0 +1,277 @@
+//! Starting and stopping the broker: the process, its shards, and the order things happen in.
+//!
+//! Start: lock the data directory; load TLS and metadata; check the QUIC address is free and
+//! resolve it (port 0 becomes a real port); start one glommio executor per shard, pinned to one
+//! allowed CPU. Each shard joins the channel mesh, opens (recovers) the logs placed on it, binds
+//! its endpoint on the shared address with SO_REUSEPORT and reports ready. When every shard is
+//! ready the broker prints one line, `streamd ready quic=ADDR metrics=ADDR`, and /health turns 200.
+//!
+//! Stop (SIGTERM or SIGINT): every shard stops accepting connections and lets in-flight requests
+//! finish (up to `shutdown_timeout_ms`); once all shards have drained (a request on one shard may
+//! still need a log on another), each flushes and closes its logs, and the process exits 0.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::{MeshBuilder, Senders};
+use glommio::{LocalExecutorBuilder, Placement};
+use quiver_net::{Endpoint, EndpointConfig};
+use quiver_proto::api::ApiKey;
+use quiver_proto::ShardId;
+
+use crate::config::Config;
+use crate::controller::Controller;
+use crate::handlers::Handler;
+use crate::meta::{FileMetadataStore, MetadataStore};
+use crate::metrics::{serve_http, Metrics};
+use crate::process::{allowed_cpus, lock_data_dir, watch_signals, ShutdownFlag};
+use crate::shard::{Shard, ShardMsg};
+use crate::state::Snapshot;
+use crate::topic::TopicConfig;
+
+/// Messages waiting between two shards before a sender waits.
+const MESH_CHANNEL_CAPACITY: usize = 1024;
+/// How often a shard checks the shutdown flag; bounds how long a stop takes to begin.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
+/// How often a shard publishes its figures for /metrics.
+const STATS_INTERVAL: Duration = Duration::from_secs(2);
+/// glommio's registered I/O memory per shard.
+const IO_MEMORY_BYTES: usize = 16 << 20;
+
+/// Why the broker could not run. Printed as one line; the process exits non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Start(#[from] crate::process::StartError),
+    #[error("TLS: {0}")]
+    Tls(#[from] quiver_net::tls::TlsError),
+    #[error("metadata: {0}")]
+    Meta(#[from] crate::meta::MetaError),
+    #[error("metadata holds an invalid topic config: {0}")]
+    TopicConfig(#[from] crate::topic::ConfigValueError),
+    #[error("cannot listen on {addr} (UDP): {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics { addr: SocketAddr, source: std::io::Error },
+    #[error("signals: {0}")]
+    Signals(std::io::Error),
+    #[error("shard {shard}: {message}")]
+    Shard { shard: usize, message: String },
+}
+
+pub fn run(config: Config) -> Result<(), RunError> {
+    let config = Arc::new(config);
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let tls = server_tls(&config)?;
+    let store = FileMetadataStore::open(&config.data_dir)?;
+    let defaults = TopicConfig::defaults(&config);
+    let shards = config.shard_count();
+    let snapshot = Arc::new(Snapshot::build(store.state(), &defaults, shards)?);
+    let listen = resolve_listen(config.listen)?;
+    let metrics = Arc::new(Metrics::new(|k| ApiKey::from_u16(k).map(ApiKey::name), shards));
+    let metrics_addr = match config.metrics_addr() {
+        Some(addr) => Some(serve_http(addr, metrics.clone()).map_err(|source| RunError::Metrics { addr, source })?),
+        None => None,
+    };
+    let shutdown = ShutdownFlag::default();
+    watch_signals(shutdown.clone()).map_err(RunError::Signals)?;
+
+    let cpus = allowed_cpus();
+    let mesh = (shards > 1).then(|| MeshBuilder::<ShardMsg, _>::full(shards, MESH_CHANNEL_CAPACITY));
+    let drained = Arc::new(AtomicUsize::new(0));
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
+    let mut store = Some(store);
+    let mut handles = Vec::with_capacity(shards);
+    for i in 0..shards {
+        let ctx = ShardContext {
+            id: ShardId(i as u32),
+            config: config.clone(),
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+            snapshot: snapshot.clone(),
+            mesh: mesh.clone(),
+            store: if i == 0 { store.take() } else { None },
+            defaults: defaults.clone(),
+            tls: tls.clone(),
+            listen,
+            drained: drained.clone(),
+            ready: ready_tx.clone(),
+        };
+        let cpu = cpus[i % cpus.len()];
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("shard-{i}"))
+            .io_memory(IO_MEMORY_BYTES)
+            .spawn(move || shard_main(ctx))
+            .map_err(|e| RunError::Shard { shard: i, message: format!("cannot start executor on CPU {cpu}: {e}") })?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(message)) => return Err(RunError::Shard { shard: 0, message }),
+            Err(_) => return Err(RunError::Shard { shard: 0, message: "a shard stopped during start-up".into() }),
+        }
+    }
+    metrics.set_ready(true);
+    let metrics_text = metrics_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
+    tracing::info!(quic = %listen, metrics = %metrics_text, shards, data_dir = %config.data_dir.display(), "streamd ready");
+    // One machine-readable line on stdout, for scripts and tests that start streamd.
+    println!("streamd ready quic={listen} metrics={metrics_text}");
+
+    let mut failure = None;
+    for (i, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => failure = Some(RunError::Shard { shard: i, message }),
+            Err(e) => failure = Some(RunError::Shard { shard: i, message: format!("executor failed: {e}") }),
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("streamd stopped");
+            Ok(())
+        }
+    }
+}
+
+fn server_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, RunError> {
+    use quiver_net::tls;
+    let client_ca = (!config.tls_client_ca.as_os_str().is_empty()).then(|| config.tls_client_ca.clone());
+    let files = if config.tls_cert.as_os_str().is_empty() {
+        let dev = tls::ensure_dev_certs(&config.data_dir)?;
+        tracing::info!(ca = %dev.ca_cert.display(), "using the development certificate; clients trust it with the CA file");
+        tls::ServerTlsFiles { client_ca, ..dev.server_files() }
+    } else {
+        tls::ServerTlsFiles { cert_chain: config.tls_cert.clone(), key: config.tls_key.clone(), client_ca }
+    };
+    Ok(tls::server_config(&files)?)
+}
+
+/// Binds the address once without SO_REUSEPORT: fails if anything (another streamd included)
+/// holds it, and turns port 0 into a concrete port that every shard then binds with SO_REUSEPORT.
+fn resolve_listen(addr: SocketAddr) -> Result<SocketAddr, RunError> {
+    let probe = UdpSocket::bind(addr).map_err(|source| RunError::Listen { addr, source })?;
+    probe.local_addr().map_err(|source| RunError::Listen { addr, source })
+}
+
+struct ShardContext {
+    id: ShardId,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    shutdown: ShutdownFlag,
+    snapshot: Arc<Snapshot>,
+    mesh: Option<MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>>,
+    store: Option<FileMetadataStore>,
+    defaults: TopicConfig,
+    tls: Arc<rustls::ServerConfig>,
+    listen: SocketAddr,
+    drained: Arc<AtomicUsize>,
+    ready: mpsc::Sender<Result<usize, String>>,
+}
+
+async fn shard_main(ctx: ShardContext) -> Result<(), String> {
+    let ready = ctx.ready.clone();
+    match shard_start(ctx).await {
+        Ok(run) => run.await,
+        Err(message) => {
+            let _ = ready.send(Err(message.clone()));
+            Err(message)
+        }
+    }
+}
+
+/// Brings a shard up; returns the future that runs it until shutdown.
+async fn shard_start(ctx: ShardContext) -> Result<impl std::future::Future<Output = Result<(), String>>, String> {
+    let id = ctx.id;
+    quiver_engine::init_io_probe(&ctx.config.data_dir).await.map_err(|e| format!("I/O probe: {e}"))?;
+    let (senders, receivers): (Option<Senders<ShardMsg>>, _) = match ctx.mesh {
+        Some(mesh) => {
+            let (s, r) = mesh.join().await.map_err(|_| "joining the shard mesh failed".to_string())?;
+            (Some(s), Some(r))
+        }
+        None => (None, None),
+    };
+    let controller = ctx.store.map(|store| {
+        let store: Box<dyn MetadataStore> = Box::new(store);
+        Controller::new(store, ctx.defaults.clone(), ctx.config.default_partitions)
+    });
+    let shard = Rc::new(Shard::new(id, ctx.config.clone(), ctx.metrics.clone(), ctx.shutdown.clone(), ctx.snapshot.clone(), senders, controller));
+    shard.set_listen_port(ctx.listen.port());
+
+    // Recover this shard's logs before serving anything; messages from other shards wait in
+    // the mesh until then.
+    shard.apply_local(ctx.snapshot.clone(), &[]).await;
+    if let Some(mut receivers) = receivers {
+        for (_peer, rx) in receivers.streams() {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                while let Some(msg) = rx.recv().await {
+                    shard.serve_msg(msg);
+                }
+            })
+            .detach();
+        }
+    }
+
+    let endpoint_config = EndpointConfig {
+        frame_bytes_max: ctx.config.max_frame_bytes as usize,
+        idle_timeout: Duration::from_millis(ctx.config.idle_timeout_ms),
+        reuse_port: true,
+        ..EndpointConfig::default()
+    };
+    let endpoint = Endpoint::builder(ctx.listen)
+        .config(endpoint_config)
+        .server(ctx.tls.clone(), Handler { shard: shard.clone() })
+        .bind()
+        .map_err(|e| format!("binding {}: {e}", ctx.listen))?;
+    tracing::debug!(shard = id.0, addr = %endpoint.local_addr(), partitions = shard.open_logs().len(), "shard serving");
+
+    spawn_background(&shard);
+    let _ = ctx.ready.send(Ok(id.0 as usize));
+
+    let shards = shard.shard_count();
+    Ok(async move {
+        while !shard.shutdown.is_set() {
+            glommio::timer::sleep(SHUTDOWN_POLL).await;
+        }
+        let grace = Duration::from_millis(shard.config.shutdown_timeout_ms);
+        endpoint.shutdown(grace).await;
+        // Keep serving other shards' partition requests until every shard has drained.
+        ctx.drained.fetch_add(1, Ordering::AcqRel);
+        while ctx.drained.load(Ordering::Acquire) < shards {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        shard.close_logs().await;
+        tracing::debug!(shard = id.0, "shard stopped");
+        Ok(())
+    })
+}
+
+fn spawn_background(shard: &Rc<Shard>) {
+    let s = shard.clone();
+    glommio::spawn_local(async move {
+        let interval = Duration::from_millis(s.config.retention_check_interval_ms);
+        loop {
+            glommio::timer::sleep(interval).await;
+            if s.shutdown.is_set() {
+                return;
+            }
+            s.retention_pass().await;
+        }
+    })
+    .detach();
+    let s = shard.clone();
+    glommio::spawn_local(async move {
+        loop {
+            s.publish_stats();
+            glommio::timer::sleep(STATS_INTERVAL).await;
+        }
+    })
+    .detach();
+}

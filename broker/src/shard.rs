@@ -1,0 +1,516 @@
+//! A shard: one glommio executor pinned to one core, and everything it owns.
+//!
+//! # What a shard owns
+//! - The partition logs placed on it (`state::owner_of`). A log is `!Send`, lives in this
+//!   shard's `logs` map and is touched by no other thread; another shard that needs it sends a
+//!   `ShardMsg` over the glommio channel mesh and awaits the reply on a oneshot channel.
+//! - Its QUIC endpoint (one UDP socket with SO_REUSEPORT) and the connections the kernel hashed to
+//!   it; a request is served on the shard that received it.
+//! - A copy of the metadata snapshot (`Arc<Snapshot>`, replaced whole on change).
+//! - Shard 0 also owns the controller: the metadata store, through which every topic change goes.
+//!
+//! # What may not be held across an `.await`
+//! A `RefCell` borrow of `logs` or `snapshot`: clone the `Rc<PartitionLog>` or the
+//! `Arc<Snapshot>` out, drop the borrow, then await. Rationale: another task on this shard may
+//! run at the await and borrow mutably (opening a log on a metadata change), which would panic.
+//!
+//! No lock is taken on the produce or fetch path: the mesh channels are lock-free single-producer
+//! rings, and oneshot replies are atomics.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use glommio::channels::channel_mesh::Senders;
+use quiver_engine::{AppendInfo, PartitionLog};
+use quiver_proto::api::fetch::OffsetSpec;
+use quiver_proto::batch::{BatchIter, ValidBatch};
+use quiver_proto::{Offset, ShardId, TimestampMs};
+
+use crate::config::Config;
+use crate::controller::{AdminOp, Controller};
+use crate::logs;
+use crate::metrics::Metrics;
+use crate::process::ShutdownFlag;
+use crate::state::{PartKey, Snapshot, TopicInfo};
+
+/// What one shard asks of another.
+pub enum ShardMsg {
+    Append {
+        key: PartKey,
+        batches: Vec<ValidBatch>,
+        reply: oneshot::Sender<Result<AppendInfo, PartError>>,
+    },
+    Read {
+        key: PartKey,
+        offset: Offset,
+        max_bytes: usize,
+        reply: oneshot::Sender<PartRead>,
+    },
+    /// Resolve when any of these partitions has data at or beyond its offset, or at `deadline`.
+    Wait {
+        waits: Vec<(PartKey, Offset)>,
+        deadline: Instant,
+        reply: oneshot::Sender<()>,
+    },
+    ListOffset {
+        key: PartKey,
+        spec: OffsetSpec,
+        reply: oneshot::Sender<Result<ListedOffset, PartError>>,
+    },
+    /// A topic change, for the controller (shard 0).
+    Admin {
+        op: AdminOp,
+        reply: oneshot::Sender<quiver_proto::api::AnyResponse>,
+    },
+    /// New metadata: open, reconfigure or delete the logs this shard owns.
+    Apply {
+        snapshot: Arc<Snapshot>,
+        deleted: Vec<Arc<TopicInfo>>,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Why a partition operation failed on its owner.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum PartError {
+    /// The partition is not hosted by its owner (the topic was deleted meanwhile).
+    #[error("partition is not hosted on this broker (topic deleted?)")]
+    NotHosted,
+    /// The partition's log failed to open (e.g. an I/O error during recovery).
+    #[error("partition log is unavailable: {0}")]
+    Failed(String),
+    #[error(transparent)]
+    Engine(#[from] quiver_engine::Error),
+    #[error("broker is shutting down")]
+    ShuttingDown,
+}
+
+/// What a read returns: the batches (or why not) and the partition's offsets at that moment.
+#[derive(Clone, Debug)]
+pub struct PartRead {
+    pub records: Result<Bytes, PartError>,
+    pub high_watermark: Offset,
+    pub log_start: Offset,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ListedOffset {
+    pub offset: Option<Offset>,
+    pub timestamp: Option<TimestampMs>,
+}
+
+pub struct Shard {
+    pub id: ShardId,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: ShutdownFlag,
+    snapshot: RefCell<Arc<Snapshot>>,
+    logs: RefCell<HashMap<PartKey, Slot>>,
+    mesh: Option<Senders<ShardMsg>>,
+    pub controller: Option<Controller>,
+    stopping: Cell<bool>,
+    listen_port: Cell<u16>,
+}
+
+/// A partition on its owner.
+#[derive(Clone)]
+enum Slot {
+    Open(Rc<PartitionLog>),
+    /// Opening failed (e.g. an I/O error during recovery); requests get this reason.
+    Failed(String),
+}
+
+impl Shard {
+    pub fn new(
+        id: ShardId,
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        shutdown: ShutdownFlag,
+        snapshot: Arc<Snapshot>,
+        mesh: Option<Senders<ShardMsg>>,
+        controller: Option<Controller>,
+    ) -> Shard {
+        Shard {
+            id,
+            config,
+            metrics,
+            shutdown,
+            snapshot: RefCell::new(snapshot),
+            logs: RefCell::new(HashMap::new()),
+            mesh,
+            controller,
+            stopping: Cell::new(false),
+            listen_port: Cell::new(0),
+        }
+    }
+
+    /// The QUIC port clients reach this broker on (known once the endpoint is bound).
+    pub fn listen_port(&self) -> u16 {
+        self.listen_port.get()
+    }
+
+    pub fn set_listen_port(&self, port: u16) {
+        self.listen_port.set(port);
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.snapshot.borrow().shard_count
+    }
+
+    fn log(&self, key: &PartKey) -> Result<Rc<PartitionLog>, PartError> {
+        if self.stopping.get() {
+            return Err(PartError::ShuttingDown);
+        }
+        match self.logs.borrow().get(key) {
+            Some(Slot::Open(log)) => Ok(log.clone()),
+            Some(Slot::Failed(why)) => Err(PartError::Failed(why.clone())),
+            None => Err(PartError::NotHosted),
+        }
+    }
+
+    /// Every open log this shard owns, with its key.
+    pub fn open_logs(&self) -> Vec<(PartKey, Rc<PartitionLog>)> {
+        self.logs
+            .borrow()
+            .iter()
+            .filter_map(|(k, s)| match s {
+                Slot::Open(l) => Some((*k, l.clone())),
+                Slot::Failed(_) => None,
+            })
+            .collect()
+    }
+
+    // ---- sending work to the owner ---------------------------------------------------------
+
+    async fn send(&self, to: ShardId, msg: ShardMsg) {
+        let mesh = self.mesh.as_ref().expect("a remote owner implies a mesh");
+        if mesh.send_to(to.0 as usize, msg).await.is_err() {
+            // The peer's receiver is gone: it is stopping. The reply sender inside the message
+            // is dropped with it, which the caller sees as a cancelled reply.
+            tracing::debug!(to = to.0, "shard message not delivered: peer stopping");
+        }
+    }
+
+    /// Appends on the partition's owner, here or across the mesh.
+    pub async fn append_on(self: &Rc<Self>, owner: ShardId, key: PartKey, batches: Vec<ValidBatch>) -> Result<AppendInfo, PartError> {
+        if owner == self.id {
+            return self.append_local(key, &batches).await;
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(owner, ShardMsg::Append { key, batches, reply }).await;
+        rx.await.unwrap_or(Err(PartError::ShuttingDown))
+    }
+
+    pub async fn read_on(self: &Rc<Self>, owner: ShardId, key: PartKey, offset: Offset, max_bytes: usize) -> PartRead {
+        if owner == self.id {
+            return self.read_local(key, offset, max_bytes).await;
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(owner, ShardMsg::Read { key, offset, max_bytes, reply }).await;
+        rx.await.unwrap_or(PartRead {
+            records: Err(PartError::ShuttingDown),
+            high_watermark: Offset(0),
+            log_start: Offset(0),
+        })
+    }
+
+    /// Waits until one of `waits` (grouped by owner) has data, or the deadline passes.
+    pub async fn wait_any(self: &Rc<Self>, by_owner: HashMap<ShardId, Vec<(PartKey, Offset)>>, deadline: Instant) {
+        let mut futures: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> = Vec::new();
+        for (owner, waits) in by_owner {
+            if owner == self.id {
+                let me = self.clone();
+                futures.push(Box::pin(async move { me.wait_local(&waits, deadline).await }));
+            } else {
+                let (reply, rx) = oneshot::channel();
+                self.send(owner, ShardMsg::Wait { waits, deadline, reply }).await;
+                futures.push(Box::pin(async move {
+                    let _ = rx.await;
+                }));
+            }
+        }
+        if futures.is_empty() {
+            return;
+        }
+        // Whichever owner answers first ends the wait; dropping the other receivers cancels
+        // their waits on the owners (they watch for it).
+        let any = futures_util::future::select_all(futures);
+        futures_lite::future::or(async { any.await.0 }, sleep_until(deadline)).await;
+    }
+
+    pub async fn list_offset_on(self: &Rc<Self>, owner: ShardId, key: PartKey, spec: OffsetSpec) -> Result<ListedOffset, PartError> {
+        if owner == self.id {
+            return self.list_offset_local(key, spec).await;
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(owner, ShardMsg::ListOffset { key, spec, reply }).await;
+        rx.await.unwrap_or(Err(PartError::ShuttingDown))
+    }
+
+    /// Runs an admin operation on the controller (shard 0).
+    pub async fn admin(self: &Rc<Self>, op: AdminOp) -> quiver_proto::api::AnyResponse {
+        if let Some(c) = &self.controller {
+            return c.handle(self, op).await;
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(ShardId(0), ShardMsg::Admin { op: op.clone(), reply }).await;
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => op.failed(quiver_proto::ErrorCode::BrokerShuttingDown, "broker is shutting down"),
+        }
+    }
+
+    /// Applies new metadata on every shard (this one included) and returns once all have.
+    pub async fn broadcast_apply(self: &Rc<Self>, snapshot: Arc<Snapshot>, deleted: Vec<Arc<TopicInfo>>) {
+        let mut waits = Vec::new();
+        for s in 0..snapshot.shard_count as u32 {
+            if s == self.id.0 {
+                continue;
+            }
+            let (reply, rx) = oneshot::channel();
+            self.send(ShardId(s), ShardMsg::Apply { snapshot: snapshot.clone(), deleted: deleted.clone(), reply }).await;
+            waits.push(rx);
+        }
+        self.apply_local(snapshot, &deleted).await;
+        for rx in waits {
+            let _ = rx.await;
+        }
+    }
+
+    // ---- work on the owner -----------------------------------------------------------------
+
+    /// Serves a message from another shard, each in its own task so a long-poll does not block
+    /// the next message.
+    pub fn serve_msg(self: &Rc<Self>, msg: ShardMsg) {
+        let me = self.clone();
+        glommio::spawn_local(async move {
+            match msg {
+                ShardMsg::Append { key, batches, reply } => {
+                    let r = me.append_local(key, &batches).await;
+                    let _ = reply.send(r);
+                }
+                ShardMsg::Read { key, offset, max_bytes, reply } => {
+                    let r = me.read_local(key, offset, max_bytes).await;
+                    let _ = reply.send(r);
+                }
+                ShardMsg::Wait { waits, deadline, mut reply } => {
+                    let cancelled = reply.cancellation();
+                    futures_lite::future::or(me.wait_local(&waits, deadline), cancelled).await;
+                    let _ = reply.send(());
+                }
+                ShardMsg::ListOffset { key, spec, reply } => {
+                    let r = me.list_offset_local(key, spec).await;
+                    let _ = reply.send(r);
+                }
+                ShardMsg::Admin { op, reply } => {
+                    let r = match &me.controller {
+                        Some(c) => c.handle(&me, op).await,
+                        None => op.failed(quiver_proto::ErrorCode::NotController, "admin request reached a shard without the controller"),
+                    };
+                    let _ = reply.send(r);
+                }
+                ShardMsg::Apply { snapshot, deleted, reply } => {
+                    me.apply_local(snapshot, &deleted).await;
+                    let _ = reply.send(());
+                }
+            }
+        })
+        .detach();
+    }
+
+    pub async fn append_local(&self, key: PartKey, batches: &[ValidBatch]) -> Result<AppendInfo, PartError> {
+        let log = self.log(&key)?;
+        Ok(log.append(batches, None).await?)
+    }
+
+    /// Reads whole batches below the high watermark. The high watermark is what a consumer may
+    /// see: on one broker, what is durable under the topic's flush policy (`logs::visible_end`).
+    pub async fn read_local(&self, key: PartKey, offset: Offset, max_bytes: usize) -> PartRead {
+        let log = match self.log(&key) {
+            Ok(l) => l,
+            Err(e) => return PartRead { records: Err(e), high_watermark: Offset(0), log_start: Offset(0) },
+        };
+        let hw = logs::visible_end(&log);
+        let log_start = log.start_offset();
+        if offset == hw {
+            return PartRead { records: Ok(Bytes::new()), high_watermark: hw, log_start };
+        }
+        if offset > hw && offset <= log.end_offset() {
+            // Appended but not yet visible: nothing to return yet, and not an error.
+            return PartRead { records: Ok(Bytes::new()), high_watermark: hw, log_start };
+        }
+        let records = match log.read(offset, max_bytes).await {
+            Ok(bytes) => Ok(cut_at(bytes, hw)),
+            Err(e) => Err(PartError::Engine(e)),
+        };
+        PartRead { records, high_watermark: logs::visible_end(&log).min(hw.max(log.start_offset())), log_start: log.start_offset() }
+    }
+
+    async fn wait_local(&self, waits: &[(PartKey, Offset)], deadline: Instant) {
+        let mut futures: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> = Vec::new();
+        for (key, offset) in waits {
+            if let Ok(log) = self.log(key) {
+                let offset = *offset;
+                futures.push(Box::pin(async move { logs::wait_visible(&log, offset).await }));
+            }
+        }
+        if futures.is_empty() {
+            return;
+        }
+        let any = futures_util::future::select_all(futures);
+        futures_lite::future::or(async { any.await.0 }, sleep_until(deadline)).await;
+    }
+
+    async fn list_offset_local(&self, key: PartKey, spec: OffsetSpec) -> Result<ListedOffset, PartError> {
+        let log = self.log(&key)?;
+        Ok(match spec {
+            OffsetSpec::Earliest => ListedOffset { offset: Some(log.start_offset()), timestamp: None },
+            OffsetSpec::Latest => ListedOffset { offset: Some(logs::visible_end(&log)), timestamp: None },
+            OffsetSpec::Timestamp(ts) => {
+                let found = log.offset_for_timestamp(ts).await?;
+                // Only what a consumer could read counts.
+                let found = found.filter(|o| *o < logs::visible_end(&log));
+                ListedOffset { offset: found, timestamp: found.map(|_| ts) }
+            }
+        })
+    }
+
+    /// Takes a new snapshot: opens partitions newly placed here, applies config changes, and
+    /// closes and deletes the logs of deleted topics.
+    pub async fn apply_local(&self, snapshot: Arc<Snapshot>, deleted: &[Arc<TopicInfo>]) {
+        *self.snapshot.borrow_mut() = snapshot.clone();
+        for topic in deleted {
+            let doomed: Vec<(PartKey, Slot)> = {
+                let mut logs = self.logs.borrow_mut();
+                let keys: Vec<PartKey> = logs.keys().filter(|k| k.topic_id == topic.id).copied().collect();
+                keys.into_iter().filter_map(|k| logs.remove(&k).map(|s| (k, s))).collect()
+            };
+            for (key, slot) in doomed {
+                if let Slot::Open(log) = slot {
+                    if let Err(e) = log.delete().await {
+                        tracing::error!(topic = %topic.meta.name, partition = key.partition.0, error = %e, "deleting a partition log failed");
+                    }
+                }
+            }
+            self.metrics.forget_topic(&topic.meta.name);
+        }
+        for topic in snapshot.topics.values() {
+            let log_config = logs::log_config(&topic.config);
+            for p in 0..topic.meta.partitions {
+                let partition = quiver_proto::PartitionId(p);
+                if snapshot.owner(topic, partition) != self.id {
+                    continue;
+                }
+                let key = topic.key(partition);
+                let existing = self.logs.borrow().get(&key).cloned();
+                match existing {
+                    Some(Slot::Open(log)) => {
+                        if log.config() != log_config {
+                            if let Err(e) = log.set_config(log_config.clone()) {
+                                tracing::error!(topic = %topic.meta.name, partition = p, error = %e, "applying topic config failed");
+                            }
+                        }
+                    }
+                    Some(Slot::Failed(_)) => {}
+                    None => {
+                        let dir = crate::state::partition_dir(&self.config.data_dir, &topic.meta, partition);
+                        let slot = match PartitionLog::open(&dir, log_config.clone()).await {
+                            Ok(log) => Slot::Open(Rc::new(log)),
+                            Err(e) => {
+                                tracing::error!(topic = %topic.meta.name, partition = p, error = %e, "opening partition log failed");
+                                Slot::Failed(e.to_string())
+                            }
+                        };
+                        self.logs.borrow_mut().insert(key, slot);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies retention to every log this shard owns.
+    pub async fn retention_pass(&self) {
+        let now = TimestampMs(crate::now_ms());
+        for (key, log) in self.open_logs() {
+            match log.apply_retention(now).await {
+                Ok(report) if !report.deleted_segments.is_empty() => {
+                    tracing::info!(
+                        topic_id = format!("{:032x}", key.topic_id),
+                        partition = key.partition.0,
+                        segments = report.deleted_segments.len(),
+                        bytes = report.deleted_bytes,
+                        start_offset = report.start_offset.0,
+                        "retention deleted segments"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(partition = key.partition.0, error = %e, "retention failed"),
+            }
+        }
+    }
+
+    /// Publishes per-partition figures for /metrics.
+    pub fn publish_stats(&self) {
+        let snapshot = self.snapshot();
+        let names: HashMap<u128, &str> = snapshot.topics.values().map(|t| (t.id, t.meta.name.as_str())).collect();
+        let stats = self.open_logs().into_iter().filter_map(|(key, log)| {
+            let name = names.get(&key.topic_id)?;
+            Some((
+                (name.to_string(), key.partition.0),
+                crate::metrics::PartitionStats {
+                    log_start_offset: log.start_offset().0,
+                    log_end_offset: log.end_offset().0,
+                    size_bytes: log.size_bytes(),
+                    segments: log.segment_count() as u64,
+                },
+            ))
+        });
+        self.metrics.publish_partitions(stats.collect::<Vec<_>>(), &[]);
+    }
+
+    /// Refuses new partition work, then flushes and closes every log.
+    pub async fn close_logs(&self) {
+        self.stopping.set(true);
+        let all: Vec<(PartKey, Slot)> = self.logs.borrow_mut().drain().collect();
+        for (key, slot) in all {
+            if let Slot::Open(log) = slot {
+                if let Err(e) = log.close().await {
+                    tracing::error!(partition = key.partition.0, error = %e, "closing a log failed");
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the whole batches of `bytes` that lie below `end`. Header-only work, per batch.
+fn cut_at(bytes: Bytes, end: Offset) -> Bytes {
+    let mut keep = 0;
+    for batch in BatchIter::new(&bytes) {
+        let Ok(batch) = batch else { break };
+        let Ok(h) = quiver_proto::batch::header(batch) else { break };
+        if h.base_offset.get() >= end.0 {
+            break;
+        }
+        keep += batch.len();
+    }
+    bytes.slice(..keep)
+}
+
+pub async fn sleep_until(deadline: Instant) {
+    let now = Instant::now();
+    if deadline > now {
+        glommio::timer::sleep(deadline - now).await;
+    }
+}
+
+/// Upper bound for one cross-shard wait: even a cancelled fetch's waiters go by then.
+pub const WAIT_MAX: Duration = Duration::from_secs(60);
