@@ -69,3 +69,29 @@ impl Drop for Listen<'_> {
         self.notify.waiters.borrow_mut().remove(&self.key);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn dropped_listeners_leave_nothing_and_notify_wakes() {
+        glommio::LocalExecutor::default().run(async {
+            let n = Notify::default();
+            for _ in 0..100 {
+                let l = n.listen();
+                let r = glommio::timer::timeout(Duration::from_millis(1), async {
+                    l.await;
+                    Ok(())
+                })
+                .await;
+                assert!(r.is_err());
+            }
+            assert_eq!(n.waiter_count(), 0, "timed-out waiters are gone");
+            let l = n.listen();
+            n.notify_all();
+            l.await; // resolves: the notification came after listen()
+        });
+    }
+}
