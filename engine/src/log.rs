@@ -80,7 +80,8 @@ struct Active {
     /// Bytes in the file.
     written: Mark,
     pending: Option<Pending>,
-    /// Wall-clock ms the segment counts its age from (segment.ms).
+    /// Wall-clock ms the segment counts its age from (segment.ms): its file's creation time, or
+    /// the first append into it.
     since_ms: i64,
 }
 
@@ -101,7 +102,7 @@ impl Active {
             handed: mark.clone(),
             written: mark,
             pending: None,
-            since_ms: r.first_timestamp.map_or(now, |t| t.min(now)),
+            since_ms: r.created_ms.map_or(now, |t| t.min(now)),
         }
     }
 

@@ -311,7 +311,8 @@ pub(crate) struct Recovered {
     pub next_offset: u64,
     pub max_timestamp: i64,
     pub last_batch: Option<(u64, u64)>,
-    pub first_timestamp: Option<i64>,
+    /// Wall-clock ms the segment file was created, if the file system knows.
+    pub created_ms: Option<i64>,
 }
 
 #[derive(Clone)]
@@ -410,15 +411,13 @@ pub(crate) async fn recover_active(dir: &Path, base: u64, interval: u32) -> Resu
             "short read of the tail block",
         ));
     }
-    let first_timestamp = if w.valid_len > 0 {
-        let mut small = Cursor::new(log.clone(), paths.log.clone(), w.valid_len, BLOCK);
-        match check_batch(&mut small, 0, base).await? {
-            Ok(f) => Some(f.max_timestamp),
-            Err(_) => None,
-        }
-    } else {
-        None
-    };
+    // segment.ms counts from the segment file's creation (its birth time), not from producer
+    // timestamps, which may be anything.
+    let created_ms = std::fs::metadata(&paths.log)
+        .and_then(|m| m.created())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64);
     // The last batch is needed at roll; if the walk started at a point and found nothing after
     // it, the point's own batch is the last.
     let last_batch = w.last_batch.map(|f| (f.pos, f.base_offset));
@@ -437,7 +436,7 @@ pub(crate) async fn recover_active(dir: &Path, base: u64, interval: u32) -> Resu
         next_offset: w.next_offset,
         max_timestamp: w.max_timestamp,
         last_batch,
-        first_timestamp,
+        created_ms,
     })
 }
 
