@@ -18,6 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Largest read one `read` call issues (beyond one whole batch, which is always returned).
 pub const READ_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// fdatasyncs that may run while the flusher writes the next group.
+const SYNCS_IN_FLIGHT_MAX: usize = 2;
 /// Discard records kept so a waiting append can tell whether its bytes survived a failure.
 const DISCARDS_KEPT: usize = 64;
 
@@ -144,6 +146,9 @@ struct State {
     active: Active,
     durable_end: u64,
     flushing: bool,
+    syncs_in_flight: usize,
+    /// The end covered by the latest fdatasync issued (completed or not).
+    sync_issued_end: u64,
     exclusive: bool,
     exclusive_waiting: usize,
     truncating: bool,
@@ -309,6 +314,8 @@ impl PartitionLog {
             active,
             durable_end,
             flushing: false,
+            syncs_in_flight: 0,
+            sync_issued_end: durable_end,
             exclusive: false,
             exclusive_waiting: 0,
             truncating: false,
@@ -1020,7 +1027,11 @@ impl Shared {
                     (Status::Open, _) | (Status::Failed(_), true) => {}
                     _ => s.check_open()?,
                 }
-                if !s.exclusive && !s.flushing && s.active.pending.is_none() {
+                if !s.exclusive
+                    && !s.flushing
+                    && s.syncs_in_flight == 0
+                    && s.active.pending.is_none()
+                {
                     s.exclusive = true;
                     return Ok(ExclusiveGuard {
                         shared: this.clone(),
@@ -1049,24 +1060,34 @@ impl Shared {
     }
 
     /// The group-commit loop: takes everything staged, writes it (log and index blocks at once),
-    /// fdatasyncs if the policy says so, wakes the waiters, and repeats while more was staged
-    /// meanwhile.
+    /// then starts its fdatasync (if the policy says so) and goes on to write the next group
+    /// while that fdatasync runs. Up to [`SYNCS_IN_FLIGHT_MAX`] fdatasyncs overlap with writes;
+    /// each covers every write completed before it was issued, so the durable end only moves
+    /// forward, to the end of the latest group whose fdatasync completed.
     async fn flusher(this: Rc<Shared>) {
         loop {
+            let listen = this.progress.listen();
             let job = {
                 let mut s = this.state.borrow_mut();
-                match this.take_job(&mut s) {
-                    Some(j) => j,
-                    None => {
-                        s.flushing = false;
-                        drop(s);
-                        this.progress.notify_all();
-                        return;
+                if s.syncs_in_flight >= SYNCS_IN_FLIGHT_MAX {
+                    None
+                } else {
+                    match this.take_job(&mut s) {
+                        Some(j) => Some(j),
+                        None => {
+                            s.flushing = false;
+                            drop(s);
+                            this.progress.notify_all();
+                            return;
+                        }
                     }
                 }
             };
-            let mut job = job;
-            let res = run_job(&mut job).await;
+            let Some(mut job) = job else {
+                listen.await;
+                continue;
+            };
+            let res = write_job(&mut job).await;
             let mut cleanup = None;
             {
                 let mut s = this.state.borrow_mut();
@@ -1074,24 +1095,20 @@ impl Shared {
                     Ok(()) => {
                         s.active.written = job.mark.clone();
                         s.active.points_on_disk = s.active.points_on_disk.max(job.mark.points);
+                        s.unsynced = s.durable_end < job.mark.offset_end;
                         if job.sync {
-                            s.durable_end = job.mark.offset_end;
-                            s.unsynced = false;
+                            s.syncs_in_flight += 1;
+                            s.sync_issued_end = job.mark.offset_end;
                             s.last_sync = Instant::now();
-                        } else {
-                            s.unsynced = true;
+                            let (sh, files, end) =
+                                (this.clone(), job.files.clone(), job.mark.offset_end);
+                            glommio::spawn_local(Shared::sync(sh, files, end)).detach();
                         }
                     }
-                    Err((e, synced)) => {
+                    Err(e) => {
                         tracing::error!(error = %e, "log write failed; discarding unwritten appends");
-                        s.discard(e.clone());
-                        if synced {
-                            // fdatasync failed: what reached the disk is unknown. Stop taking
-                            // appends; reopening recovers from what is there.
-                            s.status = Status::Failed(e);
-                        } else {
-                            cleanup = Some((s.active.files.clone(), s.active.written.len));
-                        }
+                        s.discard(e);
+                        cleanup = Some((s.active.files.clone(), s.active.written.len));
                     }
                 }
             }
@@ -1108,6 +1125,30 @@ impl Shared {
         }
     }
 
+    /// One fdatasync covering every write completed before it; moves the durable end to `end`.
+    async fn sync(this: Rc<Shared>, files: ActiveFiles, end: u64) {
+        let res = dma::fdatasync(&files.log, &files.paths.log).await;
+        {
+            let mut s = this.state.borrow_mut();
+            s.syncs_in_flight -= 1;
+            match res {
+                Ok(()) => {
+                    s.durable_end = s.durable_end.max(end);
+                    s.unsynced = s.durable_end < s.active.written.offset_end;
+                }
+                Err(e) => {
+                    // What reached the disk is unknown: stop taking appends; reopening recovers
+                    // from what is there.
+                    tracing::error!(error = %e, "fdatasync failed; the log stops taking appends");
+                    s.discard(e.clone());
+                    s.status = Status::Failed(e);
+                }
+            }
+        }
+        this.data.notify_all();
+        this.progress.notify_all();
+    }
+
     fn take_job(&self, s: &mut State) -> Option<Job> {
         if !matches!(s.status, Status::Open) {
             return None;
@@ -1118,9 +1159,10 @@ impl Shared {
                 s.sync_requested || s.last_sync.elapsed() >= Duration::from_millis(ms)
             }
         };
+        let sync_needed = s.sync_issued_end < s.active.written.offset_end;
         let a = &mut s.active;
         let pending = a.pending.take();
-        if pending.is_none() && !(s.unsynced && sync_due) {
+        if pending.is_none() && !(sync_needed && sync_due) {
             return None;
         }
         if sync_due {
@@ -1447,6 +1489,7 @@ impl Shared {
                 s.closed.retain(|c| c.base < base);
                 s.active = Active::from_recovered(rec, now_ms());
                 s.durable_end = s.active.written.offset_end;
+                s.sync_issued_end = s.durable_end;
                 Ok(Offset(s.active.written.offset_end))
             }
             Err(e) => {
@@ -1504,9 +1547,8 @@ impl Shared {
     }
 }
 
-/// Runs one flush job: the log write and the index writes in flight together, then fdatasync.
-/// The error says whether it came from fdatasync.
-async fn run_job(job: &mut Job) -> std::result::Result<(), (Error, bool)> {
+/// Writes one flush job: the log write and the index writes in flight together.
+async fn write_job(job: &mut Job) -> Result<()> {
     let f = &job.files;
     let log_buf = job.log.take();
     let log_fut = async {
@@ -1534,12 +1576,6 @@ async fn run_job(job: &mut Job) -> std::result::Result<(), (Error, bool)> {
         Ok::<(), Error>(())
     };
     let (a, b) = futures_lite::future::zip(log_fut, index_fut).await;
-    a.map_err(|e| (e, false))?;
-    b.map_err(|e| (e, false))?;
-    if job.sync {
-        dma::fdatasync(&f.log, &f.paths.log)
-            .await
-            .map_err(|e| (e, true))?;
-    }
-    Ok(())
+    a?;
+    b
 }
