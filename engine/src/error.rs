@@ -44,6 +44,8 @@ pub enum Error {
     /// same group commit failed or the log was truncated under it.
     #[error("the append was discarded: {0}")]
     Discarded(String),
+    #[error("an append of {bytes} bytes exceeds the maximum of {max}")]
+    AppendTooLarge { bytes: u64, max: u64 },
     #[error("invalid log config: {0}")]
     InvalidConfig(String),
     #[error("the partition log is closed")]

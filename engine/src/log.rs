@@ -18,6 +18,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Largest read one `read` call issues (beyond one whole batch, which is always returned).
 pub const READ_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Largest append (all its batches together). Segment positions are u32 and a segment may
+/// overrun `segment_bytes` (at most [`crate::SEGMENT_BYTES_MAX`]) by one append.
+pub const APPEND_BYTES_MAX: u64 = 256 * 1024 * 1024;
+const _: () = assert!(crate::config::SEGMENT_BYTES_MAX + APPEND_BYTES_MAX < u32::MAX as u64);
 /// fdatasyncs that may run while the flusher writes the next group.
 const SYNCS_IN_FLIGHT_MAX: usize = 2;
 /// Discard records kept so a waiting append can tell whether its bytes survived a failure.
@@ -359,6 +363,12 @@ impl PartitionLog {
     ) -> Result<AppendInfo> {
         let shared = &self.shared;
         let total: u64 = batches.iter().map(|b| b.len() as u64).sum();
+        if total > APPEND_BYTES_MAX {
+            return Err(Error::AppendTooLarge {
+                bytes: total,
+                max: APPEND_BYTES_MAX,
+            });
+        }
         let (info, target, generation) = loop {
             let listen = shared.progress.listen();
             let need_roll = {
@@ -661,6 +671,44 @@ impl PartitionLog {
             std::fs::remove_dir_all(&sh.dir).map_err(|e| Error::io("delete log", &sh.dir, e))
         })
         .await
+    }
+
+    /// Scrubs the whole log: walks every batch of every segment, checking headers, offsets and
+    /// CRCs, and returns each corrupt spot found (at most one per segment: a walk cannot frame
+    /// what follows a bad batch). Reads the whole log, so it is for tools and operators, not for
+    /// every start.
+    pub async fn verify(&self) -> Result<Vec<Error>> {
+        let (segments, interval) = {
+            let s = self.shared.state.borrow();
+            s.check_readable()?;
+            let mut v: Vec<(u64, u64)> = s.closed.iter().map(|c| (c.base, c.size)).collect();
+            v.push((s.active.files.base, s.active.written.len));
+            (v, s.config.index_interval_bytes)
+        };
+        let mut found = Vec::new();
+        for (base, len) in segments {
+            let paths = SegmentPaths::new(&self.shared.dir, base);
+            let file = match dma::open_ro(&paths.log).await {
+                Ok(f) => f,
+                Err(_) if !paths.log.exists() => continue, // deleted by retention meanwhile
+                Err(e) => return Err(e),
+            };
+            let mut cur = Cursor::new(file, paths.log.clone(), len, CHUNK_BYTES_MAX);
+            let mut points = Vec::new();
+            let w = segment::walk(
+                &mut cur,
+                base,
+                WalkStart::origin(base),
+                interval,
+                &mut points,
+            )
+            .await?;
+            if let Some((pos, why)) = w.stop {
+                tracing::error!(segment = %paths.log.display(), position = pos, %why, "verify: corrupt batch");
+                found.push(Error::corrupt(&paths.log, pos, why));
+            }
+        }
+        Ok(found)
     }
 
     /// Bytes in the log's segments (including staged appends), for metrics and retention.

@@ -222,5 +222,9 @@ fn flipped_byte_in_closed_segment_is_reported_not_served() {
         }
         // Past it, the log reads again.
         assert_eq!(batches(&log.read(Offset(78), 1).await.unwrap())[0].0, 78);
+        // A scrub finds it too, and only it.
+        let found = log.verify().await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert!(matches!(&found[0], Error::Corrupt { position, .. } if position == pos25));
     });
 }

@@ -55,6 +55,10 @@ fn append_read_reopen() {
         let log = PartitionLog::open(&dir, small_config()).await.unwrap();
         assert_eq!(log.end_offset(), end);
         assert_eq!(read_all(&log, 0).await, expect);
+        assert!(
+            log.verify().await.unwrap().is_empty(),
+            "a healthy log scrubs clean"
+        );
         // Appends continue at the old end after a reopen.
         let info = log.append(&[batch(3, 10, 999, 5000)], None).await.unwrap();
         assert_eq!(info.base_offset, end);
