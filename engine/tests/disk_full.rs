@@ -8,11 +8,19 @@ use quiver_proto::Offset;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-struct Mount(PathBuf);
+/// A mounted loop device: (mount point, loop device). Unmounted and detached on drop.
+struct Mount(PathBuf, String);
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
+        if !Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            eprintln!("warning: could not unmount {}", self.0.display());
+        }
+        let _ = Command::new("losetup").arg("-d").arg(&self.1).status();
     }
 }
 
@@ -22,16 +30,25 @@ fn mount_small_fs(tmp: &Path) -> Option<Mount> {
     std::fs::create_dir_all(&mnt).ok()?;
     let ok = |c: &mut Command| c.status().map(|s| s.success()).unwrap_or(false);
     if !(ok(Command::new("truncate").arg("-s").arg("24M").arg(&img))
-        && ok(Command::new("mkfs.ext4").arg("-q").arg(&img))
-        && ok(Command::new("mount")
-            .arg("-o")
-            .arg("loop")
-            .arg(&img)
-            .arg(&mnt)))
+        && ok(Command::new("mkfs.ext4").arg("-q").arg(&img)))
     {
         return None;
     }
-    Some(Mount(mnt))
+    let out = Command::new("losetup")
+        .arg("--find")
+        .arg("--show")
+        .arg(&img)
+        .output()
+        .ok()?;
+    let dev = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+    if !out.status.success() || dev.is_empty() {
+        return None;
+    }
+    if !ok(Command::new("mount").arg(&dev).arg(&mnt)) {
+        let _ = Command::new("losetup").arg("-d").arg(&dev).status();
+        return None;
+    }
+    Some(Mount(mnt, dev))
 }
 
 #[test]
@@ -76,10 +93,15 @@ fn enospc_is_disk_full_and_the_log_survives_it() {
         let info = log.append(&[batch(100, 2000, 7, 0)], None).await.unwrap();
         assert_eq!(info.base_offset, half);
         log.close().await.unwrap();
+        drop(log);
         let log = PartitionLog::open(&dir, cfg).await.unwrap();
         assert_eq!(log.end_offset(), info.next_offset);
         assert_eq!(read_all(&log, 0).await.len(), acked.len() / 2 + 1);
         log.close().await.unwrap();
+        drop(log);
+        // Dropped files are closed asynchronously on the reactor's next cycle: give it one, so
+        // that nothing holds the file system when it is unmounted.
+        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
     });
     drop(mount);
 }
