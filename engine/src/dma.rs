@@ -1,0 +1,226 @@
+//! Direct-I/O plumbing over glommio's `DmaFile`: opening, whole-block writes built from a resident
+//! partial tail block, and reads.
+//!
+//! O_DIRECT writes whole aligned blocks. A log's logical length is rarely aligned, so the last
+//! block is partial: its bytes stay resident (`tail`, under [`BLOCK`] bytes) and the next write
+//! starts at that block's aligned position with those bytes in front, so the block is rewritten
+//! whole. Bytes past the logical end of the last block are zero on disk (recovery tells torn data
+//! from padding by that).
+
+use crate::error::{Error, Result};
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
+use std::io;
+use std::path::Path;
+use std::rc::Rc;
+
+/// The engine's write and tail granularity. Every device glommio reports here aligns to 512 or
+/// 4096 bytes, both of which divide it.
+pub(crate) const BLOCK: usize = 4096;
+/// Largest single write buffer: a group commit bigger than this is written as several buffers in
+/// flight at once.
+pub(crate) const CHUNK_BYTES_MAX: usize = 1024 * 1024;
+const _: () = assert!(CHUNK_BYTES_MAX.is_multiple_of(BLOCK));
+
+pub(crate) fn align_down(v: u64) -> u64 {
+    v & !(BLOCK as u64 - 1)
+}
+
+pub(crate) fn align_up(v: u64) -> u64 {
+    align_down(v + BLOCK as u64 - 1)
+}
+
+/// Opens (creating if asked) a file for direct reads and writes.
+pub(crate) async fn open_rw(path: &Path, create: bool) -> Result<Rc<DmaFile>> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .dma_open(path)
+        .await
+        .map_err(|e| Error::io("open", path, e))?;
+    if !(BLOCK as u64).is_multiple_of(f.alignment()) {
+        return Err(Error::io(
+            "open",
+            path,
+            io::Error::other(format!(
+                "direct I/O alignment {} does not divide {BLOCK}",
+                f.alignment()
+            )),
+        ));
+    }
+    Ok(Rc::new(f))
+}
+
+/// Opens a file for direct reads only.
+pub(crate) async fn open_ro(path: &Path) -> Result<Rc<DmaFile>> {
+    let f = DmaFile::open(path)
+        .await
+        .map_err(|e| Error::io("open", path, e))?;
+    Ok(Rc::new(f))
+}
+
+pub(crate) async fn file_size(file: &DmaFile, path: &Path) -> Result<u64> {
+    file.file_size()
+        .await
+        .map_err(|e| Error::io("stat", path, e))
+}
+
+/// Reads `[pos, pos + len)`; fewer bytes come back only at the end of the file.
+pub(crate) async fn read(file: &DmaFile, path: &Path, pos: u64, len: usize) -> Result<ReadResult> {
+    file.read_at(pos, len)
+        .await
+        .map_err(|e| Error::io("read", path, e))
+}
+
+/// Reads a whole (small) file: index files.
+pub(crate) async fn read_all(file: &DmaFile, path: &Path) -> Result<Vec<u8>> {
+    let size = file_size(file, path).await?;
+    let mut out = Vec::with_capacity(size as usize);
+    while (out.len() as u64) < size {
+        let want = ((size - out.len() as u64) as usize).min(8 * CHUNK_BYTES_MAX);
+        let r = read(file, path, out.len() as u64, want).await?;
+        if r.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&r);
+    }
+    Ok(out)
+}
+
+pub(crate) async fn truncate(file: &DmaFile, path: &Path, len: u64) -> Result<()> {
+    file.truncate(len)
+        .await
+        .map_err(|e| Error::io("truncate", path, e))
+}
+
+pub(crate) async fn fdatasync(file: &DmaFile, path: &Path) -> Result<()> {
+    file.fdatasync()
+        .await
+        .map_err(|e| Error::io("fdatasync", path, e))
+}
+
+/// fsyncs a directory, so that files created or removed in it stay so after a crash.
+pub(crate) async fn sync_dir(dir: &Path) -> Result<()> {
+    let d = glommio::io::Directory::open(dir)
+        .await
+        .map_err(|e| Error::io("open dir", dir, e))?;
+    d.sync().await.map_err(|e| Error::io("fsync dir", dir, e))?;
+    let _ = d.close().await;
+    Ok(())
+}
+
+/// Bytes staged for one write at a block-aligned file position: the resident tail first, then
+/// appended bytes. Buffers are allocated while bytes are pending and freed once written.
+pub(crate) struct WriteBuf {
+    file_pos: u64,
+    /// Every chunk but the last is full; the last holds `last_filled` bytes.
+    chunks: Vec<DmaBuffer>,
+    last_filled: usize,
+    total: usize,
+}
+
+impl WriteBuf {
+    /// Starts at `file_pos` (aligned) with `tail` (the bytes of the partial block there).
+    pub(crate) fn new(file: &DmaFile, file_pos: u64, tail: &[u8], hint: usize) -> WriteBuf {
+        debug_assert_eq!(file_pos % BLOCK as u64, 0);
+        debug_assert!(tail.len() < BLOCK);
+        let cap = (align_up((tail.len() + hint) as u64) as usize).clamp(BLOCK, CHUNK_BYTES_MAX);
+        let mut wb = WriteBuf {
+            file_pos,
+            chunks: vec![file.alloc_dma_buffer(cap)],
+            last_filled: 0,
+            total: 0,
+        };
+        wb.push(file, tail);
+        wb
+    }
+
+    /// File position just past the staged bytes: the logical end after this write.
+    pub(crate) fn end(&self) -> u64 {
+        self.file_pos + self.total as u64
+    }
+
+    pub(crate) fn push(&mut self, file: &DmaFile, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let last = self.chunks.last_mut().expect("at least one chunk");
+            let room = last.len() - self.last_filled;
+            if room == 0 {
+                let cap = last.len();
+                if cap < CHUNK_BYTES_MAX {
+                    // Grow the last chunk (doubling) rather than leave a partial one behind.
+                    let new_cap = (cap * 2)
+                        .max(align_up((self.last_filled + bytes.len()) as u64) as usize)
+                        .min(CHUNK_BYTES_MAX);
+                    let mut grown = file.alloc_dma_buffer(new_cap);
+                    grown.as_bytes_mut()[..self.last_filled]
+                        .copy_from_slice(&last.as_bytes()[..self.last_filled]);
+                    *last = grown;
+                } else {
+                    let cap = (align_up(bytes.len() as u64) as usize).clamp(BLOCK, CHUNK_BYTES_MAX);
+                    self.chunks.push(file.alloc_dma_buffer(cap));
+                    self.last_filled = 0;
+                }
+                continue;
+            }
+            let n = room.min(bytes.len());
+            last.as_bytes_mut()[self.last_filled..self.last_filled + n]
+                .copy_from_slice(&bytes[..n]);
+            self.last_filled += n;
+            self.total += n;
+            bytes = &bytes[n..];
+        }
+    }
+
+    /// The bytes of the final partial block (what stays resident after the write).
+    pub(crate) fn tail(&self) -> Vec<u8> {
+        let keep = (self.end() % BLOCK as u64) as usize;
+        let last = self.chunks.last().expect("at least one chunk");
+        if keep <= self.last_filled {
+            last.as_bytes()[self.last_filled - keep..self.last_filled].to_vec()
+        } else {
+            // Chunks are block multiples, so the partial block lies within the last chunk.
+            unreachable!("partial block spans chunks")
+        }
+    }
+
+    /// Writes every chunk (concurrently), the last one zero-padded to a whole block.
+    pub(crate) async fn write(mut self, file: &Rc<DmaFile>, path: &Path) -> Result<()> {
+        if self.total == 0 {
+            return Ok(());
+        }
+        let last = self.chunks.last_mut().expect("at least one chunk");
+        let padded = align_up(self.last_filled as u64) as usize;
+        last.as_bytes_mut()[self.last_filled..padded].fill(0);
+        last.trim_to_size(padded);
+        let mut pos = self.file_pos;
+        let mut tasks = Vec::with_capacity(self.chunks.len());
+        for c in self.chunks {
+            let len = c.len();
+            let f = file.clone();
+            let at = pos;
+            tasks.push(glommio::spawn_local(async move {
+                let r = f.write_at(c, at).await;
+                (at, len, r)
+            }));
+            pos += len as u64;
+        }
+        let mut first_err = None;
+        for t in tasks {
+            let (at, len, r) = t.await;
+            let err = match r {
+                Ok(n) if n == len => continue,
+                Ok(n) => Error::io(
+                    "write",
+                    path,
+                    io::Error::new(
+                        io::ErrorKind::StorageFull,
+                        format!("short write at {at}: {n} of {len} bytes"),
+                    ),
+                ),
+                Err(e) => Error::io("write", path, e),
+            };
+            first_err.get_or_insert(err);
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}

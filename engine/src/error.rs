@@ -1,0 +1,81 @@
+//! The engine's typed errors. Cloneable (I/O errors are shared behind an `Arc`) so that one failed
+//! group commit can fail every append that was waiting on it with the same cause.
+
+use quiver_proto::Offset;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Error {
+    /// The offset is not in the log. `end` is the next offset the log will assign; reading at
+    /// exactly `end` is not an error (it returns no data), only beyond it.
+    #[error("offset {requested} is out of range: the log holds [{start}, {end})")]
+    OffsetOutOfRange {
+        requested: Offset,
+        start: Offset,
+        end: Offset,
+    },
+    /// Bytes on disk that are not what the engine wrote: never served as data.
+    #[error("corrupt data in {} at byte {position}: {reason}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        reason: String,
+    },
+    /// The device is full (ENOSPC, or a short write). The append was not stored; the log stays
+    /// usable and a later append may succeed once space is freed.
+    #[error("disk full writing {}: {source}", path.display())]
+    DiskFull {
+        path: PathBuf,
+        #[source]
+        source: Arc<io::Error>,
+    },
+    #[error("I/O error ({op}) on {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Arc<io::Error>,
+    },
+    /// An append's bytes were discarded before becoming durable because an earlier write in the
+    /// same group commit failed or the log was truncated under it.
+    #[error("the append was discarded: {0}")]
+    Discarded(String),
+    #[error("an append of {bytes} bytes exceeds the maximum of {max}")]
+    AppendTooLarge { bytes: u64, max: u64 },
+    #[error("invalid log config: {0}")]
+    InvalidConfig(String),
+    #[error("the partition log is closed")]
+    Closed,
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being done and on which file; ENOSPC becomes `DiskFull`.
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, e: impl Into<io::Error>) -> Error {
+        let e: io::Error = e.into();
+        let path = path.into();
+        if e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == io::ErrorKind::StorageFull {
+            Error::DiskFull {
+                path,
+                source: Arc::new(e),
+            }
+        } else {
+            Error::Io {
+                op,
+                path,
+                source: Arc::new(e),
+            }
+        }
+    }
+
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, position: u64, reason: impl ToString) -> Error {
+        Error::Corrupt {
+            path: path.into(),
+            position,
+            reason: reason.to_string(),
+        }
+    }
+}

@@ -1,0 +1,1629 @@
+//! `PartitionLog`: one partition's segmented log, owned by one glommio executor.
+
+use crate::config::{FlushPolicy, LogConfig};
+use crate::dma::{self, align_down, WriteBuf, CHUNK_BYTES_MAX};
+use crate::error::{Error, Result};
+use crate::index::{self, IndexPoint};
+use crate::notify::Notify;
+use crate::segment::{self, ActiveFiles, Cursor, Recovered, SegmentPaths, WalkStart};
+use bytes::Bytes;
+use glommio::io::DmaFile;
+use quiver_proto::batch::{self, BatchLimits, BatchView, ValidBatch, BATCH_HEADER_BYTES};
+use quiver_proto::{LeaderEpoch, Offset, TimestampMs};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Largest read one `read` call issues (beyond one whole batch, which is always returned).
+pub const READ_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Largest append (all its batches together). Segment positions are u32 and a segment may
+/// overrun `segment_bytes` (at most [`crate::SEGMENT_BYTES_MAX`]) by one append.
+pub const APPEND_BYTES_MAX: u64 = 256 * 1024 * 1024;
+const _: () = assert!(crate::config::SEGMENT_BYTES_MAX + APPEND_BYTES_MAX < u32::MAX as u64);
+/// fdatasyncs that may run while the flusher writes the next group.
+const SYNCS_IN_FLIGHT_MAX: usize = 2;
+/// Discard records kept so a waiting append can tell whether its bytes survived a failure.
+const DISCARDS_KEPT: usize = 64;
+
+/// What an append stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset given to the first record.
+    pub base_offset: Offset,
+    /// One past the last record's offset: the log end after this append.
+    pub next_offset: Offset,
+    /// When the append was staged (the broker's LogAppendTime, if it uses one).
+    pub append_time: TimestampMs,
+}
+
+impl AppendInfo {
+    /// The last record's offset (`None` for an empty append).
+    pub fn last_offset(&self) -> Option<Offset> {
+        (self.next_offset > self.base_offset).then(|| Offset(self.next_offset.0 - 1))
+    }
+}
+
+/// What [`PartitionLog::apply_retention`] deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Base offsets of the deleted segments.
+    pub deleted_segments: Vec<Offset>,
+    pub deleted_bytes: u64,
+    /// The log start offset afterwards.
+    pub start_offset: Offset,
+}
+
+/// Progress through the active segment at some point of the byte stream.
+#[derive(Clone, Debug)]
+struct Mark {
+    /// Logical bytes of the segment.
+    len: u64,
+    /// The partial last block's bytes, `[align_down(len), len)` (kept only at the handed and
+    /// written marks).
+    tail: Vec<u8>,
+    offset_end: u64,
+    max_timestamp: i64,
+    /// (position, base offset) of the last batch.
+    last_batch: Option<(u64, u64)>,
+    /// Index points covering the bytes up to `len`.
+    points: usize,
+}
+
+struct Pending {
+    buf: WriteBuf,
+    mark: Mark,
+}
+
+struct Active {
+    files: ActiveFiles,
+    /// Index points of the active segment (written ones and staged ones).
+    points: Vec<IndexPoint>,
+    points_on_disk: usize,
+    /// Bytes given to the flusher (equal to `written` when it is idle).
+    handed: Mark,
+    /// Bytes in the file.
+    written: Mark,
+    pending: Option<Pending>,
+    /// Wall-clock ms the segment counts its age from (segment.ms): its file's creation time, or
+    /// the first append into it.
+    since_ms: i64,
+}
+
+impl Active {
+    fn from_recovered(r: Recovered, now: i64) -> Active {
+        let mark = Mark {
+            len: r.len,
+            tail: r.tail,
+            offset_end: r.next_offset,
+            max_timestamp: r.max_timestamp,
+            last_batch: r.last_batch,
+            points: r.points.len(),
+        };
+        Active {
+            files: r.files,
+            points: r.points,
+            points_on_disk: r.points_on_disk,
+            handed: mark.clone(),
+            written: mark,
+            pending: None,
+            since_ms: r.created_ms.map_or(now, |t| t.min(now)),
+        }
+    }
+
+    fn live(&self) -> &Mark {
+        self.pending.as_ref().map_or(&self.handed, |p| &p.mark)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Closed {
+    base: u64,
+    size: u64,
+    max_timestamp: i64,
+}
+
+/// One closed segment's open file and index points: the only closed-segment state kept between
+/// reads (one per log).
+#[derive(Clone)]
+struct Cache {
+    base: u64,
+    log: Rc<DmaFile>,
+    path: PathBuf,
+    points: Rc<Vec<IndexPoint>>,
+}
+
+#[derive(Clone, Debug)]
+enum Status {
+    Open,
+    Closed,
+    Deleted,
+    /// An fdatasync failed: what the kernel kept is unknown, so the log takes no more appends
+    /// until it is reopened (which recovers from what is on disk).
+    Failed(Error),
+}
+
+struct State {
+    config: LogConfig,
+    closed: Vec<Closed>,
+    active: Active,
+    durable_end: u64,
+    flushing: bool,
+    syncs_in_flight: usize,
+    /// The end covered by the latest fdatasync issued (completed or not).
+    sync_issued_end: u64,
+    exclusive: bool,
+    exclusive_waiting: usize,
+    truncating: bool,
+    truncations: u64,
+    /// Bumped whenever staged bytes are discarded (failed write, truncate).
+    generation: u64,
+    /// (generation after a discard, acknowledged end at that moment).
+    discards: VecDeque<(u64, u64)>,
+    last_failure: Option<Error>,
+    status: Status,
+    cache: Option<Cache>,
+    unsynced: bool,
+    last_sync: Instant,
+    sync_requested: bool,
+    sync_timer_armed: bool,
+}
+
+impl State {
+    fn start_offset(&self) -> u64 {
+        self.closed
+            .first()
+            .map_or(self.active.files.base, |c| c.base)
+    }
+
+    fn ack_end(&self) -> u64 {
+        match self.config.flush {
+            FlushPolicy::Sync => self.durable_end,
+            FlushPolicy::IntervalMs(_) => self.active.written.offset_end,
+        }
+    }
+
+    fn check_open(&self) -> Result<()> {
+        match &self.status {
+            Status::Open => Ok(()),
+            Status::Failed(e) => Err(e.clone()),
+            Status::Closed | Status::Deleted => Err(Error::Closed),
+        }
+    }
+
+    fn check_readable(&self) -> Result<()> {
+        match &self.status {
+            Status::Open | Status::Failed(_) => Ok(()),
+            Status::Closed | Status::Deleted => Err(Error::Closed),
+        }
+    }
+
+    fn out_of_range(&self, requested: u64) -> Error {
+        Error::OffsetOutOfRange {
+            requested: Offset(requested),
+            start: Offset(self.start_offset()),
+            end: Offset(self.active.live().offset_end),
+        }
+    }
+
+    /// Forgets every staged byte not yet written and records it for waiting appends.
+    fn discard(&mut self, why: Error) {
+        self.generation += 1;
+        let ack = self.ack_end();
+        self.discards.push_back((self.generation, ack));
+        if self.discards.len() > DISCARDS_KEPT {
+            self.discards.pop_front();
+        }
+        self.last_failure = Some(why);
+        let a = &mut self.active;
+        a.pending = None;
+        a.handed = a.written.clone();
+        a.points.truncate(a.written.points);
+        a.points_on_disk = a.points_on_disk.min(a.written.points);
+    }
+}
+
+/// One flush cycle's work, taken from the state under one borrow.
+struct Job {
+    files: ActiveFiles,
+    log: Option<WriteBuf>,
+    index: Option<[(u64, Vec<u8>); 2]>,
+    index_from: usize,
+    mark: Mark,
+    sync: bool,
+}
+
+pub(crate) struct Shared {
+    dir: PathBuf,
+    state: RefCell<State>,
+    /// The readable end moved, or the log changed under readers.
+    data: Notify,
+    /// A flush finished, an exclusive operation ended, or staged bytes were discarded.
+    progress: Notify,
+}
+
+/// One partition's log: ordered segments in one directory, owned by one glommio executor.
+///
+/// `!Send`: it lives on the shard that owns the partition. Methods take `&self`; state sits in a
+/// `RefCell` that is never borrowed across an `.await`, so appends on the same shard run
+/// concurrently and share group commits. Operations that change the segment set (roll, truncate,
+/// retention, close, delete) run as detached tasks: dropping their future does not stop them
+/// halfway.
+pub struct PartitionLog {
+    shared: Rc<Shared>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl PartitionLog {
+    /// Opens the log in `dir` (creating it if absent) and recovers it: closed segments are
+    /// listed, each with its size and max timestamp from its time index (rebuilding missing or
+    /// damaged indexes); the last segment's tail is validated batch by batch from its last good
+    /// index point, and a torn or corrupt tail is cut (and logged).
+    pub async fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<PartitionLog> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create dir", &dir, e))?;
+        let mut files: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("list dir", &dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list dir", &dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some((base, ext)) = segment::parse_file_name(&name) {
+                files.entry(base).or_default().push(ext.to_owned());
+            }
+        }
+        // Index files whose log is gone (a crash during retention) are removed.
+        files.retain(|base, exts| {
+            if exts.iter().any(|e| e == segment::LOG_EXT) {
+                return true;
+            }
+            for ext in exts {
+                let _ = std::fs::remove_file(dir.join(segment::file_name(*base, ext)));
+            }
+            false
+        });
+        let bases: Vec<u64> = files.keys().copied().collect();
+        let interval = config.index_interval_bytes;
+        let mut closed = Vec::with_capacity(bases.len().saturating_sub(1));
+        for &base in bases.iter().take(bases.len().saturating_sub(1)) {
+            let paths = SegmentPaths::new(&dir, base);
+            let size = std::fs::metadata(&paths.log)
+                .map_err(|e| Error::io("stat", &paths.log, e))?
+                .len();
+            let max_timestamp = closed_max_timestamp(&paths, base, size, interval).await?;
+            closed.push(Closed {
+                base,
+                size,
+                max_timestamp,
+            });
+        }
+        let active_base = bases.last().copied().unwrap_or(0);
+        let rec = segment::recover_active(&dir, active_base, interval).await?;
+        if bases.is_empty() {
+            dma::sync_dir(&dir).await?;
+        }
+        let now = now_ms();
+        let active = Active::from_recovered(rec, now);
+        let durable_end = active.written.offset_end;
+        tracing::debug!(dir = %dir.display(), segments = closed.len() + 1, end = durable_end, "log opened");
+        let state = State {
+            config,
+            closed,
+            active,
+            durable_end,
+            flushing: false,
+            syncs_in_flight: 0,
+            sync_issued_end: durable_end,
+            exclusive: false,
+            exclusive_waiting: 0,
+            truncating: false,
+            truncations: 0,
+            generation: 0,
+            discards: VecDeque::new(),
+            last_failure: None,
+            status: Status::Open,
+            cache: None,
+            unsynced: false,
+            last_sync: Instant::now(),
+            sync_requested: false,
+            sync_timer_armed: false,
+        };
+        let shared = Rc::new(Shared {
+            dir,
+            state: RefCell::new(state),
+            data: Notify::default(),
+            progress: Notify::default(),
+        });
+        Ok(PartitionLog { shared })
+    }
+
+    /// The directory holding this log's segments.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Appends batches (already validated by proto) as one unit: assigns offsets from the log end
+    /// (stamping each batch's base offset, and its leader epoch if given), copies them into the
+    /// log's write buffer and resolves when they are durable under the flush policy. Concurrent
+    /// appends share one write and one fdatasync (group commit).
+    ///
+    /// Rolls the active segment first if the batches would take it past `segment_bytes` or it is
+    /// older than `segment_ms`. Dropping the future does not withdraw the batches: once this is
+    /// first polled they have offsets and will be written.
+    pub async fn append(
+        &self,
+        batches: &[ValidBatch],
+        leader_epoch: Option<LeaderEpoch>,
+    ) -> Result<AppendInfo> {
+        let shared = &self.shared;
+        let total: u64 = batches.iter().map(|b| b.len() as u64).sum();
+        if total > APPEND_BYTES_MAX {
+            return Err(Error::AppendTooLarge {
+                bytes: total,
+                max: APPEND_BYTES_MAX,
+            });
+        }
+        let (info, target, generation) = loop {
+            let listen = shared.progress.listen();
+            let need_roll = {
+                let mut s = shared.state.borrow_mut();
+                s.check_open()?;
+                if s.exclusive || s.exclusive_waiting > 0 {
+                    None
+                } else {
+                    let now = now_ms();
+                    let live = s.active.live();
+                    let roll = live.len > 0
+                        && (live.len + total > s.config.segment_bytes
+                            || now - s.active.since_ms >= s.config.segment_ms as i64);
+                    if !roll {
+                        break stage(&mut s, batches, leader_epoch, total, now);
+                    }
+                    Some(())
+                }
+            };
+            match need_roll {
+                Some(()) => {
+                    let sh = shared.clone();
+                    run_detached(async move {
+                        let _g = Shared::exclusive(&sh, false).await?;
+                        sh.roll_locked().await
+                    })
+                    .await?;
+                }
+                None => listen.await,
+            }
+        };
+        if total == 0 {
+            return Ok(info);
+        }
+        Shared::kick(shared);
+        loop {
+            let listen = shared.progress.listen();
+            {
+                let s = shared.state.borrow();
+                if s.generation == generation {
+                    if s.ack_end() >= target {
+                        return Ok(info);
+                    }
+                    if let Status::Failed(e) = &s.status {
+                        return Err(e.clone());
+                    }
+                } else {
+                    let survived = s
+                        .discards
+                        .iter()
+                        .find(|(g, _)| *g == generation + 1)
+                        .is_some_and(|(_, ack)| *ack >= target);
+                    if survived {
+                        return Ok(info);
+                    }
+                    return Err(s
+                        .last_failure
+                        .clone()
+                        .unwrap_or_else(|| Error::Discarded("discarded".into())));
+                }
+            }
+            listen.await;
+        }
+    }
+
+    /// Whole batches starting with the one that holds `offset`, up to `max_bytes` (but always at
+    /// least one whole batch, so a consumer always progresses), from one segment, capped at the
+    /// readable end. Reading at exactly the end returns empty `Bytes` (nothing yet); below the
+    /// start or beyond the end is [`Error::OffsetOutOfRange`].
+    ///
+    /// The bytes come from one direct read of the segment (no page cache) copied once into
+    /// `Bytes`; every batch served is CRC-checked on the way out, and a batch that fails is never
+    /// served: the read stops before it, or fails with [`Error::Corrupt`] if it is the first.
+    pub async fn read(&self, offset: Offset, max_bytes: usize) -> Result<Bytes> {
+        let shared = &self.shared;
+        let max_bytes = max_bytes.clamp(1, READ_BYTES_MAX);
+        loop {
+            let listen = shared.progress.listen();
+            let plan = {
+                let s = shared.state.borrow();
+                s.check_readable()?;
+                if s.truncating {
+                    None
+                } else {
+                    Some(plan_read(&s, offset.0)?)
+                }
+            };
+            let plan = match plan {
+                None => {
+                    listen.await;
+                    continue;
+                }
+                Some(Plan::Empty) => return Ok(Bytes::new()),
+                Some(Plan::Load(c)) => {
+                    shared.load_cache(c).await?;
+                    continue;
+                }
+                Some(Plan::Read(p)) => p,
+            };
+            let res = read_batches(&plan, offset.0, max_bytes).await;
+            if shared.state.borrow().truncations != plan.truncations {
+                continue; // the log was truncated under the read: plan again
+            }
+            if let Err(e @ Error::Corrupt { .. }) = &res {
+                tracing::error!(error = %e, "read reached a corrupt batch; not served");
+            }
+            return res;
+        }
+    }
+
+    /// The first offset whose record timestamp is at or after `ts`, or `None` if every readable
+    /// record is older. Segments are skipped by their max timestamp, the time index narrows the
+    /// search within one, and only the one batch that holds the answer is decoded.
+    pub async fn offset_for_timestamp(&self, ts: TimestampMs) -> Result<Option<Offset>> {
+        let shared = &self.shared;
+        let mut after_base: Option<u64> = None;
+        loop {
+            let (candidate, truncations) = {
+                let s = shared.state.borrow();
+                s.check_readable()?;
+                let mut found = None;
+                for c in &s.closed {
+                    if after_base.is_some_and(|a| c.base <= a) || c.max_timestamp < ts.0 {
+                        continue;
+                    }
+                    found = Some(Plan::Load(*c));
+                    break;
+                }
+                let a = &s.active;
+                if found.is_none()
+                    && after_base.is_none_or(|b| a.files.base > b)
+                    && a.written.max_timestamp >= ts.0
+                {
+                    found = Some(Plan::Read(ReadPlan {
+                        file: a.files.log.clone(),
+                        path: a.files.paths.log.clone(),
+                        base: a.files.base,
+                        len: a.written.len,
+                        start: index::lookup_time(&a.points[..a.written.points], ts.0),
+                        truncations: s.truncations,
+                    }));
+                }
+                (found, s.truncations)
+            };
+            let plan = match candidate {
+                None => return Ok(None),
+                Some(Plan::Load(c)) => {
+                    match shared.cached_plan(c, |pts| index::lookup_time(pts, ts.0)) {
+                        Some(p) => p,
+                        None => {
+                            shared.load_cache(c).await?;
+                            continue;
+                        }
+                    }
+                }
+                Some(Plan::Read(p)) => p,
+                Some(Plan::Empty) => unreachable!("not planned here"),
+            };
+            let res = find_timestamp(&plan, ts.0).await;
+            if shared.state.borrow().truncations != truncations {
+                after_base = None;
+                continue;
+            }
+            match res? {
+                Some(o) => return Ok(Some(Offset(o))),
+                None => after_base = Some(plan.base),
+            }
+        }
+    }
+
+    /// The first offset still in the log.
+    pub fn start_offset(&self) -> Offset {
+        Offset(self.shared.state.borrow().start_offset())
+    }
+
+    /// The next offset the log will assign (includes appends not yet durable).
+    pub fn end_offset(&self) -> Offset {
+        Offset(self.shared.state.borrow().active.live().offset_end)
+    }
+
+    /// Offsets below this are in the segment files and readable.
+    pub fn readable_end(&self) -> Offset {
+        Offset(self.shared.state.borrow().active.written.offset_end)
+    }
+
+    /// Offsets below this have been fdatasynced.
+    pub fn durable_end(&self) -> Offset {
+        Offset(self.shared.state.borrow().durable_end)
+    }
+
+    /// Resolves once the record at `offset` is readable (`readable_end() > offset`), or the log
+    /// is closed or truncated (the caller re-checks). Woken by appends, never by polling;
+    /// cancel-safe (a dropped waiter leaves nothing registered), so a long-poll fetch wraps it in
+    /// its own timeout.
+    pub async fn wait_for_data(&self, offset: Offset) {
+        let shared = &self.shared;
+        let truncations = shared.state.borrow().truncations;
+        loop {
+            let listen = shared.data.listen();
+            {
+                let s = shared.state.borrow();
+                if s.active.written.offset_end > offset.0
+                    || s.truncations != truncations
+                    || !matches!(s.status, Status::Open)
+                {
+                    return;
+                }
+            }
+            listen.await;
+        }
+    }
+
+    /// Removes every record at or after `offset` (replication's truncation to a leader's end).
+    /// Whole batches are removed, so when `offset` falls inside a batch the log ends at that
+    /// batch's base: the returned offset is the new end.
+    ///
+    /// ```text
+    /// before: [0.log: 0..=99] [100.log: 100..=249 in batches 100-149, 150-199, 200-249] (active)
+    /// truncate(160) -> ends at 150: [0.log: 0..=99] [100.log: 100..=149] (active)
+    /// truncate(50)  -> segment 100.log is deleted; 0.log is cut after the batch before 50 and
+    ///                  becomes the active segment again
+    /// ```
+    ///
+    /// `offset` at or past the end changes nothing; below the start is out of range.
+    pub async fn truncate(&self, offset: Offset) -> Result<Offset> {
+        let sh = self.shared.clone();
+        run_detached(async move {
+            let _g = Shared::exclusive(&sh, false).await?;
+            sh.truncate_locked(offset.0).await
+        })
+        .await
+    }
+
+    /// Deletes whole closed segments from the start while they are older than `retention_ms`
+    /// (judged by each segment's max timestamp) or the log is larger than `retention_bytes`
+    /// without them. Never the active segment. The start offset moves up; offsets are never
+    /// reused.
+    pub async fn apply_retention(&self, now: TimestampMs) -> Result<RetentionReport> {
+        let sh = self.shared.clone();
+        run_detached(async move {
+            let _g = Shared::exclusive(&sh, false).await?;
+            sh.retention_locked(now.0).await
+        })
+        .await
+    }
+
+    /// Closes the active segment and starts a new one at the end offset (if the active segment
+    /// holds anything). Returns whether it rolled.
+    pub async fn roll(&self) -> Result<bool> {
+        let sh = self.shared.clone();
+        run_detached(async move {
+            let _g = Shared::exclusive(&sh, false).await?;
+            sh.roll_locked().await
+        })
+        .await
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> LogConfig {
+        self.shared.state.borrow().config.clone()
+    }
+
+    /// Changes the configuration at runtime; it applies from the next append, flush or
+    /// retention pass.
+    pub fn set_config(&self, config: LogConfig) -> Result<()> {
+        config.validate()?;
+        self.shared.state.borrow_mut().config = config;
+        Ok(())
+    }
+
+    /// Flushes, fdatasyncs and closes the files. Appends and reads fail with [`Error::Closed`]
+    /// afterwards.
+    pub async fn close(&self) -> Result<()> {
+        let sh = self.shared.clone();
+        run_detached(async move {
+            {
+                let s = sh.state.borrow();
+                if matches!(s.status, Status::Closed | Status::Deleted) {
+                    return Ok(());
+                }
+            }
+            let _g = Shared::exclusive(&sh, true).await?;
+            sh.close_locked().await
+        })
+        .await
+    }
+
+    /// Deletes the whole log: every segment and the directory.
+    pub async fn delete(&self) -> Result<()> {
+        let sh = self.shared.clone();
+        run_detached(async move {
+            let _g = Shared::exclusive(&sh, true).await?;
+            {
+                let mut s = sh.state.borrow_mut();
+                s.status = Status::Deleted;
+                s.cache = None;
+            }
+            sh.data.notify_all();
+            sh.progress.notify_all();
+            std::fs::remove_dir_all(&sh.dir).map_err(|e| Error::io("delete log", &sh.dir, e))
+        })
+        .await
+    }
+
+    /// Scrubs the whole log: walks every batch of every segment, checking headers, offsets and
+    /// CRCs, and returns each corrupt spot found (at most one per segment: a walk cannot frame
+    /// what follows a bad batch). Reads the whole log, so it is for tools and operators, not for
+    /// every start.
+    pub async fn verify(&self) -> Result<Vec<Error>> {
+        let (segments, interval) = {
+            let s = self.shared.state.borrow();
+            s.check_readable()?;
+            let mut v: Vec<(u64, u64)> = s.closed.iter().map(|c| (c.base, c.size)).collect();
+            v.push((s.active.files.base, s.active.written.len));
+            (v, s.config.index_interval_bytes)
+        };
+        let mut found = Vec::new();
+        for (base, len) in segments {
+            let paths = SegmentPaths::new(&self.shared.dir, base);
+            let file = match dma::open_ro(&paths.log).await {
+                Ok(f) => f,
+                Err(_) if !paths.log.exists() => continue, // deleted by retention meanwhile
+                Err(e) => return Err(e),
+            };
+            let mut cur = Cursor::new(file, paths.log.clone(), len, CHUNK_BYTES_MAX);
+            let mut points = Vec::new();
+            let w = segment::walk(
+                &mut cur,
+                base,
+                WalkStart::origin(base),
+                interval,
+                &mut points,
+            )
+            .await?;
+            if let Some((pos, why)) = w.stop {
+                tracing::error!(segment = %paths.log.display(), position = pos, %why, "verify: corrupt batch");
+                found.push(Error::corrupt(&paths.log, pos, why));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Bytes in the log's segments (including staged appends), for metrics and retention.
+    pub fn size_bytes(&self) -> u64 {
+        let s = self.shared.state.borrow();
+        s.closed.iter().map(|c| c.size).sum::<u64>() + s.active.live().len
+    }
+
+    /// Number of segments, the active one included.
+    pub fn segment_count(&self) -> usize {
+        self.shared.state.borrow().closed.len() + 1
+    }
+
+    /// Base offsets of every segment, oldest first (the last is the active one).
+    pub fn segment_bases(&self) -> Vec<Offset> {
+        let s = self.shared.state.borrow();
+        s.closed
+            .iter()
+            .map(|c| Offset(c.base))
+            .chain([Offset(s.active.files.base)])
+            .collect()
+    }
+}
+
+/// Runs an operation as a detached task so that dropping the caller's future cannot stop it
+/// halfway through changing files.
+async fn run_detached<T: 'static>(
+    fut: impl std::future::Future<Output = Result<T>> + 'static,
+) -> Result<T> {
+    glommio::spawn_local(fut)
+        .detach()
+        .await
+        .unwrap_or(Err(Error::Closed))
+}
+
+/// Assigns offsets and copies the batches into the pending write buffer.
+fn stage(
+    s: &mut State,
+    batches: &[ValidBatch],
+    epoch: Option<LeaderEpoch>,
+    total: u64,
+    now: i64,
+) -> (AppendInfo, u64, u64) {
+    let interval = u64::from(s.config.index_interval_bytes);
+    let generation = s.generation;
+    let a = &mut s.active;
+    let base_offset = a.live().offset_end;
+    if total == 0 {
+        let info = AppendInfo {
+            base_offset: Offset(base_offset),
+            next_offset: Offset(base_offset),
+            append_time: TimestampMs(now),
+        };
+        return (info, base_offset, generation);
+    }
+    if a.live().len == 0 {
+        a.since_ms = now;
+    }
+    if a.pending.is_none() {
+        let h = &a.handed;
+        let buf = WriteBuf::new(&a.files.log, align_down(h.len), &h.tail, total as usize);
+        let mark = Mark {
+            tail: Vec::new(),
+            ..h.clone()
+        };
+        a.pending = Some(Pending { buf, mark });
+    }
+    let p = a.pending.as_mut().expect("just set");
+    let mut hdr = [0u8; BATCH_HEADER_BYTES];
+    for b in batches {
+        let bytes = b.bytes();
+        let (pos, off) = (p.mark.len, p.mark.offset_end);
+        hdr.copy_from_slice(&bytes[..BATCH_HEADER_BYTES]);
+        batch::set_base_offset(&mut hdr, Offset(off)).expect("header-sized");
+        if let Some(e) = epoch {
+            batch::set_leader_epoch(&mut hdr, e).expect("header-sized");
+        }
+        p.buf.push(&a.files.log, &hdr);
+        p.buf.push(&a.files.log, &bytes[BATCH_HEADER_BYTES..]);
+        p.mark.len += bytes.len() as u64;
+        p.mark.offset_end += b.offset_count();
+        p.mark.max_timestamp = p.mark.max_timestamp.max(b.info().max_timestamp.0);
+        p.mark.last_batch = Some((pos, off));
+        let last_index_pos = a.points.last().map_or(0, |q| u64::from(q.position));
+        if pos - last_index_pos >= interval {
+            a.points.push(IndexPoint {
+                rel_offset: (off - a.files.base) as u32,
+                position: pos as u32,
+                max_timestamp: p.mark.max_timestamp,
+            });
+        }
+        p.mark.points = a.points.len();
+    }
+    debug_assert_eq!(p.buf.end(), p.mark.len);
+    let info = AppendInfo {
+        base_offset: Offset(base_offset),
+        next_offset: Offset(p.mark.offset_end),
+        append_time: TimestampMs(now),
+    };
+    (info, p.mark.offset_end, generation)
+}
+
+enum Plan {
+    Empty,
+    Load(Closed),
+    Read(ReadPlan),
+}
+
+struct ReadPlan {
+    file: Rc<DmaFile>,
+    path: PathBuf,
+    base: u64,
+    /// Readable bytes of the segment.
+    len: u64,
+    /// The index point to start from (`None`: the segment's start).
+    start: Option<IndexPoint>,
+    truncations: u64,
+}
+
+fn plan_read(s: &State, offset: u64) -> Result<Plan> {
+    let start = s.start_offset();
+    let end = s.active.live().offset_end;
+    if offset < start || offset > end {
+        return Err(s.out_of_range(offset));
+    }
+    let a = &s.active;
+    if offset >= a.written.offset_end {
+        return Ok(Plan::Empty);
+    }
+    if offset >= a.files.base {
+        let rel = (offset - a.files.base) as u32;
+        return Ok(Plan::Read(ReadPlan {
+            file: a.files.log.clone(),
+            path: a.files.paths.log.clone(),
+            base: a.files.base,
+            len: a.written.len,
+            start: index::lookup_offset(&a.points[..a.written.points], rel),
+            truncations: s.truncations,
+        }));
+    }
+    let i = s.closed.partition_point(|c| c.base <= offset) - 1;
+    let c = s.closed[i];
+    match &s.cache {
+        Some(cache) if cache.base == c.base => Ok(Plan::Read(ReadPlan {
+            file: cache.log.clone(),
+            path: cache.path.clone(),
+            base: c.base,
+            len: c.size,
+            start: index::lookup_offset(&cache.points, (offset - c.base) as u32),
+            truncations: s.truncations,
+        })),
+        _ => Ok(Plan::Load(c)),
+    }
+}
+
+/// Reads whole batches from `plan`'s segment, starting with the one holding `offset`.
+async fn read_batches(plan: &ReadPlan, offset: u64, max_bytes: usize) -> Result<Bytes> {
+    let (mut pos, mut expected) = match plan.start {
+        Some(p) => (u64::from(p.position), plan.base + u64::from(p.rel_offset)),
+        None => (0, plan.base),
+    };
+    let window = max_bytes + CHUNK_BYTES_MAX / 4;
+    let mut cur = Cursor::new(plan.file.clone(), plan.path.clone(), plan.len, window);
+    let corrupt = |pos: u64, why: String| Error::corrupt(&plan.path, pos, why);
+    // Skip the batches before the one that holds `offset` (at most an index interval's worth).
+    let first_len = loop {
+        let (base, last, len) = header_at(&mut cur, pos, expected).await?;
+        if last >= offset {
+            let _ = base;
+            break len;
+        }
+        pos += u64::from(len);
+        expected = last + 1;
+    };
+    let first = pos;
+    let want = (max_bytes.max(first_len as usize) as u64).min(plan.len - first) as usize;
+    if !cur.ensure(first, want).await? {
+        return Err(corrupt(
+            first,
+            "segment shorter than its readable length".into(),
+        ));
+    }
+    let mut end = first;
+    while end < first + want as u64 {
+        let avail = first + want as u64 - end;
+        if avail < BATCH_HEADER_BYTES as u64 {
+            break;
+        }
+        let hdr = cur.slice(end, BATCH_HEADER_BYTES);
+        let info = batch::validate_header(hdr, BatchLimits::default());
+        let base = batch::header(hdr)
+            .map(|h| h.base_offset.get())
+            .unwrap_or(u64::MAX);
+        let ok = match info {
+            Ok(i) if base == expected && u64::from(i.batch_len) <= avail => {
+                let b = cur.slice(end, i.batch_len as usize);
+                match batch::validate(b, BatchLimits::default()) {
+                    Ok(_) => Ok(i),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Ok(i) if base == expected => {
+                // Does not fit what we read: it is for the next read (unless it is the first).
+                if end == first {
+                    Err(format!(
+                        "batch of {} bytes overruns the segment",
+                        i.batch_len
+                    ))
+                } else {
+                    break;
+                }
+            }
+            Ok(_) => Err(format!("batch base offset {base}, expected {expected}")),
+            Err(e) => Err(e.to_string()),
+        };
+        match ok {
+            Ok(i) => {
+                end += u64::from(i.batch_len);
+                expected = base + u64::from(i.last_offset_delta) + 1;
+            }
+            Err(why) if end == first => return Err(corrupt(end, why)),
+            Err(_) => break, // serve the good prefix; the next read reports the bad batch
+        }
+    }
+    Ok(Bytes::copy_from_slice(
+        cur.slice(first, (end - first) as usize),
+    ))
+}
+
+/// The header at `pos`, checked for sanity and for the expected base offset:
+/// (base offset, last offset, batch length).
+async fn header_at(cur: &mut Cursor, pos: u64, expected: u64) -> Result<(u64, u64, u32)> {
+    if !cur.ensure(pos, BATCH_HEADER_BYTES).await? {
+        return Err(Error::corrupt(
+            &cur.path,
+            pos,
+            "partial batch header inside the readable range",
+        ));
+    }
+    let hdr = cur.slice(pos, BATCH_HEADER_BYTES);
+    let info = batch::validate_header(hdr, BatchLimits::default())
+        .map_err(|e| Error::corrupt(&cur.path, pos, e))?;
+    let base = batch::header(hdr).expect("checked").base_offset.get();
+    if base != expected {
+        return Err(Error::corrupt(
+            &cur.path,
+            pos,
+            format!("batch base offset {base}, expected {expected}"),
+        ));
+    }
+    Ok((
+        base,
+        base + u64::from(info.last_offset_delta),
+        info.batch_len,
+    ))
+}
+
+/// Walks `plan`'s segment from its start point to the first batch whose max timestamp reaches
+/// `ts`, then decodes that batch to find the first record at or after `ts`.
+async fn find_timestamp(plan: &ReadPlan, ts: i64) -> Result<Option<u64>> {
+    let start = plan.start.map_or(WalkStart::origin(plan.base), |p| {
+        WalkStart::at_point(plan.base, &p)
+    });
+    let mut cur = Cursor::new(
+        plan.file.clone(),
+        plan.path.clone(),
+        plan.len,
+        CHUNK_BYTES_MAX,
+    );
+    let (mut pos, mut expected) = (start.pos, start.offset);
+    while pos < plan.len {
+        let f = segment::check_batch(&mut cur, pos, expected)
+            .await?
+            .map_err(|(p, why)| Error::corrupt(&plan.path, p, why))?;
+        if f.max_timestamp >= ts {
+            let bytes = cur.slice(f.pos, f.len as usize);
+            let view = BatchView::new(bytes, BatchLimits::default())
+                .map_err(|e| Error::corrupt(&plan.path, f.pos, e))?;
+            let records = view
+                .records()
+                .map_err(|e| Error::corrupt(&plan.path, f.pos, e))?;
+            for r in records.iter() {
+                let r = r.map_err(|e| Error::corrupt(&plan.path, f.pos, e))?;
+                if r.timestamp.0 >= ts {
+                    return Ok(Some(r.offset.0));
+                }
+            }
+        }
+        pos = f.pos + u64::from(f.len);
+        expected = f.last_offset + 1;
+    }
+    Ok(None)
+}
+
+/// A closed segment's max timestamp from the last entry of its time index, rebuilding the
+/// indexes if they are missing or inconsistent.
+async fn closed_max_timestamp(
+    paths: &SegmentPaths,
+    base: u64,
+    size: u64,
+    interval: u32,
+) -> Result<i64> {
+    use crate::index::{OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES};
+    if size == 0 {
+        return Ok(i64::MIN);
+    }
+    let isize = std::fs::metadata(&paths.index)
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let tsize = std::fs::metadata(&paths.time).map(|m| m.len()).unwrap_or(0);
+    let n = tsize / TIME_ENTRY_BYTES as u64;
+    if n > 0
+        && tsize.is_multiple_of(TIME_ENTRY_BYTES as u64)
+        && isize == n * OFFSET_ENTRY_BYTES as u64
+    {
+        let f = dma::open_ro(&paths.time).await?;
+        let r = dma::read(
+            &f,
+            &paths.time,
+            tsize - TIME_ENTRY_BYTES as u64,
+            TIME_ENTRY_BYTES,
+        )
+        .await?;
+        if r.len() == TIME_ENTRY_BYTES {
+            return Ok(i64::from_le_bytes(r[..8].try_into().expect("8 bytes")));
+        }
+    }
+    tracing::warn!(segment = %paths.log.display(), "closed segment index missing or damaged; rebuilding");
+    let (_, max_ts, _) = segment::rebuild_closed_index(paths, base, interval).await?;
+    Ok(max_ts)
+}
+
+/// Releases the exclusive right on drop.
+pub(crate) struct ExclusiveGuard {
+    shared: Rc<Shared>,
+}
+
+impl Drop for ExclusiveGuard {
+    fn drop(&mut self) {
+        self.shared.state.borrow_mut().exclusive = false;
+        self.shared.progress.notify_all();
+    }
+}
+
+struct WaitingGuard<'a>(&'a Shared);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.state.borrow_mut().exclusive_waiting -= 1;
+    }
+}
+
+impl Shared {
+    /// Waits until no other exclusive operation runs and every staged byte is written, then
+    /// holds off new appends until the guard drops. `closing`: also allowed on a failed log.
+    async fn exclusive(this: &Rc<Shared>, closing: bool) -> Result<ExclusiveGuard> {
+        this.state.borrow_mut().exclusive_waiting += 1;
+        let _waiting = WaitingGuard(this);
+        loop {
+            let listen = this.progress.listen();
+            {
+                let mut s = this.state.borrow_mut();
+                match (&s.status, closing) {
+                    (Status::Open, _) | (Status::Failed(_), true) => {}
+                    _ => s.check_open()?,
+                }
+                if !s.exclusive
+                    && !s.flushing
+                    && s.syncs_in_flight == 0
+                    && s.active.pending.is_none()
+                {
+                    s.exclusive = true;
+                    return Ok(ExclusiveGuard {
+                        shared: this.clone(),
+                    });
+                }
+                let kick = s.active.pending.is_some() && !s.flushing;
+                drop(s);
+                if kick {
+                    Shared::kick(this);
+                }
+            }
+            listen.await;
+        }
+    }
+
+    /// Starts the flusher task unless it is running.
+    fn kick(this: &Rc<Shared>) {
+        {
+            let mut s = this.state.borrow_mut();
+            if s.flushing {
+                return;
+            }
+            s.flushing = true;
+        }
+        glommio::spawn_local(Shared::flusher(this.clone())).detach();
+    }
+
+    /// The group-commit loop: takes everything staged, writes it (log and index blocks at once),
+    /// then starts its fdatasync (if the policy says so) and goes on to write the next group
+    /// while that fdatasync runs. Up to [`SYNCS_IN_FLIGHT_MAX`] fdatasyncs overlap with writes;
+    /// each covers every write completed before it was issued, so the durable end only moves
+    /// forward, to the end of the latest group whose fdatasync completed.
+    async fn flusher(this: Rc<Shared>) {
+        loop {
+            let listen = this.progress.listen();
+            let job = {
+                let mut s = this.state.borrow_mut();
+                if s.syncs_in_flight >= SYNCS_IN_FLIGHT_MAX {
+                    None
+                } else {
+                    match this.take_job(&mut s) {
+                        Some(j) => Some(j),
+                        None => {
+                            s.flushing = false;
+                            drop(s);
+                            this.progress.notify_all();
+                            return;
+                        }
+                    }
+                }
+            };
+            let Some(mut job) = job else {
+                listen.await;
+                continue;
+            };
+            let res = write_job(&mut job).await;
+            let mut cleanup = None;
+            {
+                let mut s = this.state.borrow_mut();
+                match res {
+                    Ok(()) => {
+                        s.active.written = job.mark.clone();
+                        s.active.points_on_disk = s.active.points_on_disk.max(job.mark.points);
+                        s.unsynced = s.durable_end < job.mark.offset_end;
+                        if job.sync {
+                            s.syncs_in_flight += 1;
+                            s.sync_issued_end = job.mark.offset_end;
+                            s.last_sync = Instant::now();
+                            let (sh, files, end) =
+                                (this.clone(), job.files.clone(), job.mark.offset_end);
+                            glommio::spawn_local(Shared::sync(sh, files, end)).detach();
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "log write failed; discarding unwritten appends");
+                        s.discard(e);
+                        cleanup = Some((s.active.files.clone(), s.active.written.len));
+                    }
+                }
+            }
+            this.data.notify_all();
+            this.progress.notify_all();
+            if let Some((files, len)) = cleanup {
+                // Cut what the failed write may have left past the last good byte, so it can
+                // never be mistaken for data after a later crash.
+                if let Err(e) = dma::truncate(&files.log, &files.paths.log, len).await {
+                    this.state.borrow_mut().status = Status::Failed(e);
+                }
+            }
+            Shared::arm_sync_timer(&this);
+        }
+    }
+
+    /// One fdatasync covering every write completed before it; moves the durable end to `end`.
+    async fn sync(this: Rc<Shared>, files: ActiveFiles, end: u64) {
+        let res = dma::fdatasync(&files.log, &files.paths.log).await;
+        {
+            let mut s = this.state.borrow_mut();
+            s.syncs_in_flight -= 1;
+            match res {
+                Ok(()) => {
+                    s.durable_end = s.durable_end.max(end);
+                    s.unsynced = s.durable_end < s.active.written.offset_end;
+                }
+                Err(e) => {
+                    // What reached the disk is unknown: stop taking appends; reopening recovers
+                    // from what is there.
+                    tracing::error!(error = %e, "fdatasync failed; the log stops taking appends");
+                    s.discard(e.clone());
+                    s.status = Status::Failed(e);
+                }
+            }
+        }
+        this.data.notify_all();
+        this.progress.notify_all();
+    }
+
+    fn take_job(&self, s: &mut State) -> Option<Job> {
+        if !matches!(s.status, Status::Open) {
+            return None;
+        }
+        let sync_due = match s.config.flush {
+            FlushPolicy::Sync => true,
+            FlushPolicy::IntervalMs(ms) => {
+                s.sync_requested || s.last_sync.elapsed() >= Duration::from_millis(ms)
+            }
+        };
+        let sync_needed = s.sync_issued_end < s.active.written.offset_end;
+        let a = &mut s.active;
+        let pending = a.pending.take();
+        if pending.is_none() && !(sync_needed && sync_due) {
+            return None;
+        }
+        if sync_due {
+            s.sync_requested = false;
+        }
+        let index_from = a.handed.points;
+        let (log, mark) = match pending {
+            Some(p) => {
+                let mut mark = p.mark;
+                mark.tail = p.buf.tail();
+                (Some(p.buf), mark)
+            }
+            None => (None, a.handed.clone()),
+        };
+        let index = (mark.points > index_from)
+            .then(|| segment::index_bytes(&a.points, index_from, mark.points));
+        a.handed = mark.clone();
+        Some(Job {
+            files: a.files.clone(),
+            log,
+            index,
+            index_from,
+            mark,
+            sync: sync_due,
+        })
+    }
+
+    /// Under `IntervalMs`, makes sure an fdatasync happens within the interval of the first
+    /// unsynced write, even if no further append comes.
+    fn arm_sync_timer(this: &Rc<Shared>) {
+        let delay = {
+            let mut s = this.state.borrow_mut();
+            let FlushPolicy::IntervalMs(ms) = s.config.flush else {
+                return;
+            };
+            if !s.unsynced || s.sync_timer_armed || !matches!(s.status, Status::Open) {
+                return;
+            }
+            s.sync_timer_armed = true;
+            Duration::from_millis(ms).saturating_sub(s.last_sync.elapsed())
+        };
+        let weak: Weak<Shared> = Rc::downgrade(this);
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(delay).await;
+            if let Some(sh) = weak.upgrade() {
+                {
+                    let mut s = sh.state.borrow_mut();
+                    s.sync_timer_armed = false;
+                    s.sync_requested = true;
+                }
+                Shared::kick(&sh);
+            }
+        })
+        .detach();
+    }
+
+    /// Loads a closed segment's index and opens its log for reading, as the log's one cached
+    /// closed segment.
+    async fn load_cache(&self, c: Closed) -> Result<()> {
+        let interval = self.state.borrow().config.index_interval_bytes;
+        let paths = SegmentPaths::new(&self.dir, c.base);
+        let points = segment::load_closed_index(&paths, c.base, c.size, interval).await?;
+        let log = dma::open_ro(&paths.log).await?;
+        let mut s = self.state.borrow_mut();
+        if s.closed.iter().any(|x| x.base == c.base) {
+            s.cache = Some(Cache {
+                base: c.base,
+                log,
+                path: paths.log,
+                points: Rc::new(points),
+            });
+        }
+        Ok(())
+    }
+
+    fn cached_plan(
+        &self,
+        c: Closed,
+        lookup: impl Fn(&[IndexPoint]) -> Option<IndexPoint>,
+    ) -> Option<ReadPlan> {
+        let s = self.state.borrow();
+        let cache = s.cache.as_ref().filter(|x| x.base == c.base)?;
+        Some(ReadPlan {
+            file: cache.log.clone(),
+            path: cache.path.clone(),
+            base: c.base,
+            len: c.size,
+            start: lookup(&cache.points),
+            truncations: s.truncations,
+        })
+    }
+
+    /// Seals the active segment (roll point, exact file lengths, fdatasync) and opens a new one
+    /// at the end offset. Caller holds the exclusive guard.
+    async fn roll_locked(&self) -> Result<bool> {
+        let (files, mark, mut points, on_disk, interval) = {
+            let s = self.state.borrow();
+            s.check_open()?;
+            let a = &s.active;
+            if a.written.len == 0 {
+                return Ok(false);
+            }
+            let pts = a.points[..a.written.points].to_vec();
+            (
+                a.files.clone(),
+                a.written.clone(),
+                pts,
+                a.points_on_disk,
+                s.config.index_interval_bytes,
+            )
+        };
+        self.seal(&files, &mark, &mut points, on_disk).await?;
+        let rec = segment::recover_active(&self.dir, mark.offset_end, interval).await?;
+        dma::sync_dir(&self.dir).await?;
+        {
+            let mut s = self.state.borrow_mut();
+            s.closed.push(Closed {
+                base: files.base,
+                size: mark.len,
+                max_timestamp: mark.max_timestamp,
+            });
+            s.active = Active::from_recovered(rec, now_ms());
+        }
+        tracing::debug!(dir = %self.dir.display(), base = mark.offset_end, "rolled to a new segment");
+        Ok(true)
+    }
+
+    /// Makes the active segment's files exact and durable: the last batch becomes an index
+    /// point, the index files get every point, and all three files are cut to their exact length
+    /// and fdatasynced.
+    async fn seal(
+        &self,
+        files: &ActiveFiles,
+        mark: &Mark,
+        points: &mut Vec<IndexPoint>,
+        on_disk: usize,
+    ) -> Result<()> {
+        if let Some((pos, base_offset)) = mark.last_batch {
+            if points.last().is_none_or(|p| u64::from(p.position) != pos) {
+                points.push(IndexPoint {
+                    rel_offset: (base_offset - files.base) as u32,
+                    position: pos as u32,
+                    max_timestamp: mark.max_timestamp,
+                });
+            }
+        }
+        let p = &files.paths;
+        segment::write_index(
+            [(&files.index, &p.index), (&files.time, &p.time)],
+            points,
+            on_disk.min(points.len()),
+            points.len(),
+            true,
+        )
+        .await?;
+        dma::truncate(&files.log, &p.log, mark.len).await?;
+        dma::fdatasync(&files.log, &p.log).await?;
+        dma::fdatasync(&files.index, &p.index).await?;
+        dma::fdatasync(&files.time, &p.time).await?;
+        Ok(())
+    }
+
+    async fn close_locked(&self) -> Result<()> {
+        let (files, mark, mut points, on_disk) = {
+            let s = self.state.borrow();
+            let a = &s.active;
+            (
+                a.files.clone(),
+                a.written.clone(),
+                a.points[..a.written.points].to_vec(),
+                a.points_on_disk,
+            )
+        };
+        let res = self.seal(&files, &mark, &mut points, on_disk).await;
+        {
+            let mut s = self.state.borrow_mut();
+            if res.is_ok() {
+                s.durable_end = mark.offset_end;
+            }
+            s.status = Status::Closed;
+            s.cache = None;
+        }
+        self.data.notify_all();
+        self.progress.notify_all();
+        res
+    }
+
+    async fn retention_locked(&self, now: i64) -> Result<RetentionReport> {
+        let victims: Vec<Closed> = {
+            let mut s = self.state.borrow_mut();
+            s.check_open()?;
+            let (rms, rbytes) = (s.config.retention_ms, s.config.retention_bytes);
+            let mut total: i64 =
+                (s.closed.iter().map(|c| c.size).sum::<u64>() + s.active.written.len) as i64;
+            let mut n = 0;
+            for c in &s.closed {
+                let by_time = rms >= 0 && c.max_timestamp < now.saturating_sub(rms);
+                let by_size = rbytes >= 0 && total - c.size as i64 >= rbytes;
+                if !(by_time || by_size) {
+                    break;
+                }
+                total -= c.size as i64;
+                n += 1;
+            }
+            let victims: Vec<Closed> = s.closed.drain(..n).collect();
+            if s.cache
+                .as_ref()
+                .is_some_and(|c| victims.iter().any(|v| v.base == c.base))
+            {
+                s.cache = None;
+            }
+            victims
+        };
+        let mut report = RetentionReport::default();
+        for v in &victims {
+            let p = SegmentPaths::new(&self.dir, v.base);
+            // The log first: index files left by a crash here are removed at the next open.
+            for path in [&p.log, &p.index, &p.time] {
+                match std::fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("delete segment", path, e)),
+                }
+            }
+            report.deleted_segments.push(Offset(v.base));
+            report.deleted_bytes += v.size;
+        }
+        report.start_offset = Offset(self.state.borrow().start_offset());
+        if !victims.is_empty() {
+            tracing::info!(
+                dir = %self.dir.display(),
+                segments = victims.len(),
+                bytes = report.deleted_bytes,
+                start = report.start_offset.0,
+                "retention deleted segments"
+            );
+        }
+        Ok(report)
+    }
+
+    async fn truncate_locked(&self, offset: u64) -> Result<Offset> {
+        let (end, seg) = {
+            let s = self.state.borrow();
+            s.check_open()?;
+            let end = s.active.written.offset_end;
+            if offset >= end {
+                return Ok(Offset(end));
+            }
+            if offset < s.start_offset() {
+                return Err(s.out_of_range(offset));
+            }
+            let seg = if offset >= s.active.files.base {
+                None
+            } else {
+                Some(s.closed[s.closed.partition_point(|c| c.base <= offset) - 1])
+            };
+            (end, seg)
+        };
+        // Where the batch holding `offset` starts, in the segment that will become active.
+        let (base, points, plan_file, len) = match seg {
+            None => {
+                let s = self.state.borrow();
+                let a = &s.active;
+                (
+                    a.files.base,
+                    a.points[..a.written.points].to_vec(),
+                    a.files.log.clone(),
+                    a.written.len,
+                )
+            }
+            Some(c) => {
+                let interval = self.state.borrow().config.index_interval_bytes;
+                let paths = SegmentPaths::new(&self.dir, c.base);
+                let pts = segment::load_closed_index(&paths, c.base, c.size, interval).await?;
+                (c.base, pts, dma::open_ro(&paths.log).await?, c.size)
+            }
+        };
+        let paths = SegmentPaths::new(&self.dir, base);
+        let start = index::lookup_offset(&points, (offset - base) as u32)
+            .map_or(WalkStart::origin(base), |p| WalkStart::at_point(base, &p));
+        let mut cur = Cursor::new(plan_file, paths.log.clone(), len, CHUNK_BYTES_MAX);
+        let (mut pos, mut expected) = (start.pos, start.offset);
+        loop {
+            let f = segment::check_batch(&mut cur, pos, expected)
+                .await?
+                .map_err(|(p, why)| Error::corrupt(&paths.log, p, why))?;
+            if f.last_offset >= offset {
+                break;
+            }
+            pos = f.pos + u64::from(f.len);
+            expected = f.last_offset + 1;
+        }
+        let new_end = expected;
+        let keep_points = points
+            .iter()
+            .take_while(|p| u64::from(p.position) < pos)
+            .count();
+        tracing::info!(dir = %self.dir.display(), from = end, to = new_end, "truncating log");
+        let (doomed, interval) = {
+            let mut s = self.state.borrow_mut();
+            s.truncating = true;
+            s.truncations += 1;
+            s.discard(Error::Discarded(format!("log truncated to {new_end}")));
+            s.cache = None;
+            let mut doomed: Vec<u64> = s
+                .closed
+                .iter()
+                .filter(|c| c.base > base)
+                .map(|c| c.base)
+                .collect();
+            if s.active.files.base != base {
+                doomed.push(s.active.files.base);
+            }
+            (doomed, s.config.index_interval_bytes)
+        };
+        let res = self
+            .truncate_files(base, &doomed, pos, keep_points, interval)
+            .await;
+        let mut s = self.state.borrow_mut();
+        s.truncating = false;
+        s.truncations += 1;
+        let out = match res {
+            Ok(rec) => {
+                s.closed.retain(|c| c.base < base);
+                s.active = Active::from_recovered(rec, now_ms());
+                s.durable_end = s.active.written.offset_end;
+                s.sync_issued_end = s.durable_end;
+                Ok(Offset(s.active.written.offset_end))
+            }
+            Err(e) => {
+                s.status = Status::Failed(e.clone());
+                Err(e)
+            }
+        };
+        drop(s);
+        self.data.notify_all();
+        self.progress.notify_all();
+        out
+    }
+
+    /// Removes segments `doomed` (newest first, so a crash leaves a shorter but consistent log),
+    /// cuts segment `base` at `pos` with its first `keep_points` index points, and reopens it as
+    /// the active segment.
+    async fn truncate_files(
+        &self,
+        base: u64,
+        doomed: &[u64],
+        pos: u64,
+        keep_points: usize,
+        interval: u32,
+    ) -> Result<Recovered> {
+        for &d in doomed.iter().rev() {
+            let p = SegmentPaths::new(&self.dir, d);
+            for path in [&p.log, &p.index, &p.time] {
+                match std::fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("delete segment", path, e)),
+                }
+            }
+        }
+        if !doomed.is_empty() {
+            dma::sync_dir(&self.dir).await?;
+        }
+        let p = SegmentPaths::new(&self.dir, base);
+        let sizes = [
+            crate::index::OFFSET_ENTRY_BYTES,
+            crate::index::TIME_ENTRY_BYTES,
+        ];
+        for (path, size) in [&p.index, &p.time].into_iter().zip(sizes) {
+            let f = dma::open_rw(path, true).await?;
+            let want = (keep_points * size) as u64;
+            if dma::file_size(&f, path).await? > want {
+                dma::truncate(&f, path, want).await?;
+                dma::fdatasync(&f, path).await?;
+            }
+        }
+        let log = dma::open_rw(&p.log, false).await?;
+        dma::truncate(&log, &p.log, pos).await?;
+        dma::fdatasync(&log, &p.log).await?;
+        segment::recover_active(&self.dir, base, interval).await
+    }
+}
+
+/// Writes one flush job: the log write and the index writes in flight together.
+async fn write_job(job: &mut Job) -> Result<()> {
+    let f = &job.files;
+    let log_buf = job.log.take();
+    let log_fut = async {
+        match log_buf {
+            Some(buf) => buf.write(&f.log, &f.paths.log).await,
+            None => Ok(()),
+        }
+    };
+    let index_fut = async {
+        if let Some(parts) = &job.index {
+            let sizes = [
+                crate::index::OFFSET_ENTRY_BYTES,
+                crate::index::TIME_ENTRY_BYTES,
+            ];
+            let targets = [(&f.index, &f.paths.index), (&f.time, &f.paths.time)];
+            for (((file, path), (pos, bytes)), size) in targets.into_iter().zip(parts).zip(sizes) {
+                // The bytes before entry `index_from` in its block are on disk already.
+                let tail_len = (job.index_from * size) as u64 - pos;
+                let (tail, rest) = bytes.split_at(tail_len as usize);
+                let mut wb = WriteBuf::new(file, *pos, tail, bytes.len());
+                wb.push(file, rest);
+                wb.write(file, path).await?;
+            }
+        }
+        Ok::<(), Error>(())
+    };
+    let (a, b) = futures_lite::future::zip(log_fut, index_fut).await;
+    a?;
+    b
+}

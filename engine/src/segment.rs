@@ -1,0 +1,517 @@
+//! One segment: `<base offset, 20 digits>.log` with its `.index` and `.timeindex`. Walking the
+//! batches of a segment (recovery, index rebuild, reads), and opening the active segment.
+
+use crate::dma::{self, align_down, WriteBuf, BLOCK, CHUNK_BYTES_MAX};
+use crate::error::{Error, Result};
+use crate::index::{self, IndexPoint, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES};
+use glommio::io::{DmaFile, ReadResult};
+use quiver_proto::batch::{self, BatchLimits, BATCH_HEADER_BYTES};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+pub(crate) const LOG_EXT: &str = "log";
+pub(crate) const INDEX_EXT: &str = "index";
+pub(crate) const TIME_EXT: &str = "timeindex";
+
+pub(crate) fn file_name(base: u64, ext: &str) -> String {
+    format!("{base:020}.{ext}")
+}
+
+/// The base offset named by a segment file name, and its extension.
+pub(crate) fn parse_file_name(name: &str) -> Option<(u64, &str)> {
+    let (stem, ext) = name.split_once('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((stem.parse().ok()?, ext))
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct SegmentPaths {
+    pub log: PathBuf,
+    pub index: PathBuf,
+    pub time: PathBuf,
+}
+
+impl SegmentPaths {
+    pub(crate) fn new(dir: &Path, base: u64) -> SegmentPaths {
+        SegmentPaths {
+            log: dir.join(file_name(base, LOG_EXT)),
+            index: dir.join(file_name(base, INDEX_EXT)),
+            time: dir.join(file_name(base, TIME_EXT)),
+        }
+    }
+}
+
+/// Reads a segment's bytes through a window: sequential walks cost one large read per window,
+/// not one per batch.
+pub(crate) struct Cursor {
+    pub file: Rc<DmaFile>,
+    pub path: PathBuf,
+    /// Bytes of the segment that may be read (the logical length, not the padded file size).
+    pub end: u64,
+    window: usize,
+    buf: Option<ReadResult>,
+    buf_pos: u64,
+}
+
+impl Cursor {
+    pub(crate) fn new(file: Rc<DmaFile>, path: PathBuf, end: u64, window: usize) -> Cursor {
+        Cursor {
+            file,
+            path,
+            end,
+            window: window.max(BLOCK),
+            buf: None,
+            buf_pos: 0,
+        }
+    }
+
+    /// Makes `[pos, pos + len)` resident; `false` if it runs past `end` (or the file is shorter).
+    pub(crate) async fn ensure(&mut self, pos: u64, len: usize) -> Result<bool> {
+        if pos + len as u64 > self.end {
+            return Ok(false);
+        }
+        if let Some(b) = &self.buf {
+            if pos >= self.buf_pos && pos + len as u64 <= self.buf_pos + b.len() as u64 {
+                return Ok(true);
+            }
+        }
+        let want = ((self.end - pos) as usize).min(len.max(self.window));
+        self.buf = None; // release the old window before taking a new one
+        let r = dma::read(&self.file, &self.path, pos, want).await?;
+        let got = r.len();
+        self.buf = Some(r);
+        self.buf_pos = pos;
+        Ok(got >= len)
+    }
+
+    /// Bytes made resident by the last successful `ensure`.
+    pub(crate) fn slice(&self, pos: u64, len: usize) -> &[u8] {
+        let b = self.buf.as_ref().expect("ensure() first");
+        let at = (pos - self.buf_pos) as usize;
+        &b[at..at + len]
+    }
+}
+
+/// One batch found by a walk.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Found {
+    pub pos: u64,
+    pub len: u32,
+    pub base_offset: u64,
+    pub last_offset: u64,
+    pub max_timestamp: i64,
+}
+
+/// Why a walk stopped before the end.
+pub(crate) type Stop = (u64, String);
+
+/// Reads and fully checks the batch at `pos`: a whole header that passes sanity checks, the
+/// expected base offset (offsets are dense, so a stale or shifted batch is caught even though the
+/// base offset is not under the CRC), the whole batch present, and its CRC.
+pub(crate) async fn check_batch(
+    cur: &mut Cursor,
+    pos: u64,
+    expected_offset: u64,
+) -> Result<Result<Found, Stop>> {
+    if !cur.ensure(pos, BATCH_HEADER_BYTES).await? {
+        return Ok(Err((pos, "partial batch header".into())));
+    }
+    let info =
+        match batch::validate_header(cur.slice(pos, BATCH_HEADER_BYTES), BatchLimits::default()) {
+            Ok(i) => i,
+            Err(e) => return Ok(Err((pos, format!("bad batch header: {e}")))),
+        };
+    let hdr = batch::header(cur.slice(pos, BATCH_HEADER_BYTES)).expect("checked");
+    let base_offset = hdr.base_offset.get();
+    if base_offset != expected_offset {
+        return Ok(Err((
+            pos,
+            format!("batch base offset {base_offset}, expected {expected_offset}"),
+        )));
+    }
+    let len = info.batch_len as usize;
+    if !cur.ensure(pos, len).await? {
+        return Ok(Err((pos, format!("partial batch: {len} bytes announced"))));
+    }
+    if let Err(e) = batch::validate(cur.slice(pos, len), BatchLimits::default()) {
+        return Ok(Err((pos, e.to_string())));
+    }
+    Ok(Ok(Found {
+        pos,
+        len: info.batch_len,
+        base_offset,
+        last_offset: base_offset + u64::from(info.last_offset_delta),
+        max_timestamp: info.max_timestamp.0,
+    }))
+}
+
+/// Where a walk starts, and the index state there.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WalkStart {
+    pub pos: u64,
+    pub offset: u64,
+    /// Running max timestamp of every batch before `pos` (i64::MIN if none).
+    pub max_timestamp: i64,
+    /// Position of the last index point at or before `pos` (0 if none).
+    pub last_index_pos: u64,
+}
+
+impl WalkStart {
+    pub(crate) fn at_point(base: u64, p: &IndexPoint) -> WalkStart {
+        WalkStart {
+            pos: u64::from(p.position),
+            offset: base + u64::from(p.rel_offset),
+            max_timestamp: p.max_timestamp,
+            last_index_pos: u64::from(p.position),
+        }
+    }
+
+    pub(crate) fn origin(base: u64) -> WalkStart {
+        WalkStart {
+            pos: 0,
+            offset: base,
+            max_timestamp: i64::MIN,
+            last_index_pos: 0,
+        }
+    }
+}
+
+/// The result of a validating walk over `[start.pos, cur.end)`.
+#[derive(Clone, Debug)]
+pub(crate) struct Walk {
+    /// End of the last good batch.
+    pub valid_len: u64,
+    pub next_offset: u64,
+    pub max_timestamp: i64,
+    pub last_batch: Option<Found>,
+    pub last_index_pos: u64,
+    pub stop: Option<Stop>,
+}
+
+/// Walks and checks every batch from `start` to the end of `cur`, appending index points every
+/// `interval` bytes to `points`. Stops at the first batch that fails [`check_batch`].
+pub(crate) async fn walk(
+    cur: &mut Cursor,
+    base: u64,
+    start: WalkStart,
+    interval: u32,
+    points: &mut Vec<IndexPoint>,
+) -> Result<Walk> {
+    let mut w = Walk {
+        valid_len: start.pos,
+        next_offset: start.offset,
+        max_timestamp: start.max_timestamp,
+        last_batch: None,
+        last_index_pos: start.last_index_pos,
+        stop: None,
+    };
+    while w.valid_len < cur.end {
+        let found = match check_batch(cur, w.valid_len, w.next_offset).await? {
+            Ok(f) => f,
+            Err(stop) => {
+                w.stop = Some(stop);
+                break;
+            }
+        };
+        w.max_timestamp = w.max_timestamp.max(found.max_timestamp);
+        if found.pos - w.last_index_pos >= u64::from(interval) {
+            points.push(IndexPoint {
+                rel_offset: (found.base_offset - base) as u32,
+                position: found.pos as u32,
+                max_timestamp: w.max_timestamp,
+            });
+            w.last_index_pos = found.pos;
+        }
+        w.valid_len = found.pos + u64::from(found.len);
+        w.next_offset = found.last_offset + 1;
+        w.last_batch = Some(found);
+    }
+    Ok(w)
+}
+
+/// Whether `[from, to)` of the file is all zero (direct I/O padding rather than torn data).
+async fn all_zero(file: &Rc<DmaFile>, path: &Path, from: u64, to: u64) -> Result<bool> {
+    let mut pos = from;
+    while pos < to {
+        let want = ((to - pos) as usize).min(CHUNK_BYTES_MAX);
+        let r = dma::read(file, path, pos, want).await?;
+        if r.is_empty() {
+            break;
+        }
+        if r.iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        pos += r.len() as u64;
+    }
+    Ok(true)
+}
+
+/// Serialized index bytes for points `[from, to)`, ready to write at the block that holds entry
+/// `from`: returns (file position, bytes) for the offset index and the time index.
+pub(crate) fn index_bytes(points: &[IndexPoint], from: usize, to: usize) -> [(u64, Vec<u8>); 2] {
+    fn one<const N: usize>(
+        points: &[IndexPoint],
+        from: usize,
+        to: usize,
+        enc: impl Fn(&IndexPoint) -> [u8; N],
+    ) -> (u64, Vec<u8>) {
+        let start_byte = (from * N) as u64;
+        let block = align_down(start_byte);
+        let first = (block as usize) / N;
+        let skip = block as usize - first * N;
+        let mut out: Vec<u8> = points[first..to].iter().flat_map(&enc).collect();
+        out.drain(..skip);
+        (block, out)
+    }
+    [
+        one(points, from, to, |p: &IndexPoint| p.offset_bytes()),
+        one(points, from, to, |p: &IndexPoint| p.time_bytes()),
+    ]
+}
+
+/// Writes index points `[from, to)` into both index files (entries before `from` are already
+/// there); `exact` then cuts both files to exactly `to` entries.
+pub(crate) async fn write_index(
+    files: [(&Rc<DmaFile>, &Path); 2],
+    points: &[IndexPoint],
+    from: usize,
+    to: usize,
+    exact: bool,
+) -> Result<()> {
+    let sizes = [OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES];
+    if to > from {
+        let parts = index_bytes(points, from, to);
+        for (((file, path), (pos, bytes)), size) in files.iter().zip(parts).zip(sizes) {
+            // The bytes before entry `from` in its block are already on disk: they are the tail.
+            let tail_len = (from * size) as u64 - pos;
+            let (tail, rest) = bytes.split_at(tail_len as usize);
+            let mut wb = WriteBuf::new(file, pos, tail, bytes.len());
+            wb.push(file, rest);
+            wb.write(file, path).await?;
+        }
+    }
+    if exact {
+        for ((file, path), size) in files.into_iter().zip(sizes) {
+            dma::truncate(file, path, (to * size) as u64).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The active segment after recovery.
+pub(crate) struct Recovered {
+    pub files: ActiveFiles,
+    pub points: Vec<IndexPoint>,
+    /// Points already in the index files.
+    pub points_on_disk: usize,
+    pub len: u64,
+    pub tail: Vec<u8>,
+    pub next_offset: u64,
+    pub max_timestamp: i64,
+    pub last_batch: Option<(u64, u64)>,
+    /// Wall-clock ms the segment file was created, if the file system knows.
+    pub created_ms: Option<i64>,
+}
+
+#[derive(Clone)]
+pub(crate) struct ActiveFiles {
+    pub base: u64,
+    pub paths: SegmentPaths,
+    pub log: Rc<DmaFile>,
+    pub index: Rc<DmaFile>,
+    pub time: Rc<DmaFile>,
+}
+
+/// Opens (creating if absent) the segment at `base` as the active one and recovers its tail:
+/// keeps the index points that still describe real batches, re-walks the log from the last one,
+/// cuts whatever follows the last whole, valid batch (logging what was cut unless it is only
+/// zero padding) and cuts the index files to the points that remain.
+pub(crate) async fn recover_active(dir: &Path, base: u64, interval: u32) -> Result<Recovered> {
+    let paths = SegmentPaths::new(dir, base);
+    let log = dma::open_rw(&paths.log, true).await?;
+    let index = dma::open_rw(&paths.index, true).await?;
+    let time = dma::open_rw(&paths.time, true).await?;
+    let log_size = dma::file_size(&log, &paths.log).await?;
+    let ib = dma::read_all(&index, &paths.index).await?;
+    let tb = dma::read_all(&time, &paths.time).await?;
+    let mut points = match index::parse(&ib, &tb, log_size, false) {
+        Ok(p) => p,
+        Err(damage) => {
+            tracing::warn!(segment = %paths.log.display(), ?damage, "index damaged; rebuilding");
+            Vec::new()
+        }
+    };
+    let mut cur = Cursor::new(log.clone(), paths.log.clone(), log_size, CHUNK_BYTES_MAX);
+    // The last point that still names a whole, valid batch is the last known-good position.
+    while let Some(p) = points.last() {
+        if check_batch(
+            &mut cur,
+            u64::from(p.position),
+            base + u64::from(p.rel_offset),
+        )
+        .await?
+        .is_ok()
+        {
+            break;
+        }
+        tracing::warn!(segment = %paths.log.display(), point = ?p, "dropping stale index point");
+        points.pop();
+    }
+    let points_on_disk = points.len();
+    let start = points
+        .last()
+        .map_or(WalkStart::origin(base), |p| WalkStart::at_point(base, p));
+    let w = walk(&mut cur, base, start, interval, &mut points).await?;
+    if let Some((pos, reason)) = &w.stop {
+        if all_zero(&log, &paths.log, *pos, log_size).await? {
+            tracing::debug!(segment = %paths.log.display(), pos, "tail is zero padding");
+        } else {
+            tracing::warn!(
+                segment = %paths.log.display(),
+                position = pos,
+                cut_bytes = log_size - pos,
+                next_offset = w.next_offset,
+                %reason,
+                "recovery cut a torn or corrupt tail"
+            );
+        }
+    }
+    if log_size != w.valid_len {
+        dma::truncate(&log, &paths.log, w.valid_len).await?;
+        dma::fdatasync(&log, &paths.log).await?;
+    }
+    for (file, path, size) in [
+        (&index, &paths.index, OFFSET_ENTRY_BYTES),
+        (&time, &paths.time, TIME_ENTRY_BYTES),
+    ] {
+        let want = (points_on_disk * size) as u64;
+        if dma::file_size(file, path).await? != want {
+            dma::truncate(file, path, want).await?;
+        }
+    }
+    let tail_pos = align_down(w.valid_len);
+    let tail = if tail_pos < w.valid_len {
+        dma::read(
+            &log,
+            &paths.log,
+            tail_pos,
+            (w.valid_len - tail_pos) as usize,
+        )
+        .await?
+        .to_vec()
+    } else {
+        Vec::new()
+    };
+    if tail.len() as u64 != w.valid_len - tail_pos {
+        return Err(Error::corrupt(
+            &paths.log,
+            tail_pos,
+            "short read of the tail block",
+        ));
+    }
+    // segment.ms counts from the segment file's creation (its birth time), not from producer
+    // timestamps, which may be anything.
+    let created_ms = std::fs::metadata(&paths.log)
+        .and_then(|m| m.created())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64);
+    // The last batch is needed at roll; if the walk started at a point and found nothing after
+    // it, the point's own batch is the last.
+    let last_batch = w.last_batch.map(|f| (f.pos, f.base_offset));
+    Ok(Recovered {
+        files: ActiveFiles {
+            base,
+            paths,
+            log,
+            index,
+            time,
+        },
+        points,
+        points_on_disk,
+        len: w.valid_len,
+        tail,
+        next_offset: w.next_offset,
+        max_timestamp: w.max_timestamp,
+        last_batch,
+        created_ms,
+    })
+}
+
+/// Rebuilds a closed segment's index files by walking all of it. A walk that stops early means
+/// the segment holds a corrupt batch: that is reported and the points before it are kept.
+pub(crate) async fn rebuild_closed_index(
+    paths: &SegmentPaths,
+    base: u64,
+    interval: u32,
+) -> Result<(Vec<IndexPoint>, i64, Option<Stop>)> {
+    let log = dma::open_ro(&paths.log).await?;
+    let size = dma::file_size(&log, &paths.log).await?;
+    let mut cur = Cursor::new(log, paths.log.clone(), size, CHUNK_BYTES_MAX);
+    let mut points = Vec::new();
+    let w = walk(
+        &mut cur,
+        base,
+        WalkStart::origin(base),
+        interval,
+        &mut points,
+    )
+    .await?;
+    if let Some((pos, reason)) = &w.stop {
+        tracing::error!(
+            segment = %paths.log.display(), position = pos, %reason,
+            "corrupt batch in a closed segment: reads reaching it fail with Error::Corrupt"
+        );
+    }
+    // The roll point: the last batch is always an index point in a closed segment.
+    if let Some(f) = w.last_batch {
+        if points.last().is_none_or(|p| u64::from(p.position) != f.pos) {
+            points.push(IndexPoint {
+                rel_offset: (f.base_offset - base) as u32,
+                position: f.pos as u32,
+                max_timestamp: w.max_timestamp,
+            });
+        }
+    }
+    let index = dma::open_rw(&paths.index, true).await?;
+    let time = dma::open_rw(&paths.time, true).await?;
+    dma::truncate(&index, &paths.index, 0).await?;
+    dma::truncate(&time, &paths.time, 0).await?;
+    write_index(
+        [(&index, &paths.index), (&time, &paths.time)],
+        &points,
+        0,
+        points.len(),
+        true,
+    )
+    .await?;
+    dma::fdatasync(&index, &paths.index).await?;
+    dma::fdatasync(&time, &paths.time).await?;
+    Ok((points, w.max_timestamp, w.stop))
+}
+
+/// Loads a closed segment's index points, rebuilding the files if they are damaged.
+pub(crate) async fn load_closed_index(
+    paths: &SegmentPaths,
+    base: u64,
+    log_size: u64,
+    interval: u32,
+) -> Result<Vec<IndexPoint>> {
+    let read = |p: PathBuf| async move {
+        match dma::open_ro(&p).await {
+            Ok(f) => dma::read_all(&f, &p).await,
+            Err(_) => Ok(Vec::new()),
+        }
+    };
+    let ib = read(paths.index.clone()).await?;
+    let tb = read(paths.time.clone()).await?;
+    match index::parse(&ib, &tb, log_size, true) {
+        Ok(p) if !p.is_empty() || log_size == 0 => Ok(p),
+        other => {
+            tracing::warn!(segment = %paths.log.display(), damage = ?other.err(), "closed segment index missing or damaged; rebuilding");
+            Ok(rebuild_closed_index(paths, base, interval).await?.0)
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Corruption tests (acceptance 3): damage segment and index files between runs and check what
+//! the engine does when it opens and reads them.
+mod common;
+use common::*;
+use quiver_engine::{Error, LogConfig, PartitionLog};
+use quiver_proto::batch::ValidBatch;
+use quiver_proto::Offset;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+fn seg(dir: &Path, base: u64, ext: &str) -> PathBuf {
+    dir.join(format!("{base:020}.{ext}"))
+}
+
+fn flip(path: &Path, pos: u64) {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, pos).unwrap();
+    b[0] ^= 0x40;
+    f.write_all_at(&b, pos).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// Appends `n` batches one by one; returns them with their positions in one segment.
+async fn fill(log: &PartitionLog, n: u64) -> Vec<(ValidBatch, u64)> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    for i in 0..n {
+        let b = batch(3, 300 + i as usize, i, i as i64);
+        log.append(std::slice::from_ref(&b), None).await.unwrap();
+        let len = b.len() as u64;
+        out.push((b, pos));
+        pos += len;
+    }
+    out
+}
+
+#[test]
+fn flipped_byte_in_last_batch_is_cut_at_recovery() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p");
+    let d = dir.clone();
+    run(tmp.path(), move || async move {
+        let log = PartitionLog::open(&d, LogConfig::default()).await.unwrap();
+        let bs = fill(&log, 20).await;
+        drop(log); // no clean close: the tail stays zero-padded
+        let (last, pos) = &bs[19];
+        flip(&seg(&d, 0, "log"), pos + last.len() as u64 - 5);
+        let log = PartitionLog::open(&d, LogConfig::default()).await.unwrap();
+        assert_eq!(
+            log.end_offset(),
+            Offset(19 * 3),
+            "the damaged last batch is cut"
+        );
+        let all = read_all(&log, 0).await;
+        assert_eq!(all.len(), 19);
+        for (got, (want, _)) in all.iter().zip(&bs) {
+            assert_eq!(got.2, want.bytes()[8..].to_vec());
+        }
+        // The log goes on from the last good batch.
+        let extra = batch(1, 1, 1, 1);
+        let info = log
+            .append(std::slice::from_ref(&extra), None)
+            .await
+            .unwrap();
+        assert_eq!(info.base_offset, Offset(57));
+        log.close().await.unwrap();
+        // The new batch took the cut batch's place.
+        let len = std::fs::metadata(seg(&d, 0, "log")).unwrap().len();
+        assert_eq!(len, pos + extra.len() as u64);
+    });
+}
+
+#[test]
+fn segment_cut_mid_batch_recovers_to_last_whole_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p");
+    let d = dir.clone();
+    run(tmp.path(), move || async move {
+        let log = PartitionLog::open(&d, LogConfig::default()).await.unwrap();
+        let bs = fill(&log, 30).await;
+        log.close().await.unwrap();
+        // Cut in the middle of batch 17 (and again inside a header, below).
+        let (b17, pos17) = &bs[17];
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(seg(&d, 0, "log"))
+            .unwrap();
+        f.set_len(pos17 + b17.len() as u64 / 2).unwrap();
+        let log = PartitionLog::open(&d, LogConfig::default()).await.unwrap();
+        assert_eq!(log.end_offset(), Offset(17 * 3));
+        assert_eq!(read_all(&log, 0).await.len(), 17);
+        assert_eq!(
+            std::fs::metadata(seg(&d, 0, "log")).unwrap().len(),
+            *pos17,
+            "torn tail cut"
+        );
+        log.close().await.unwrap();
+        let (_, pos9) = &bs[9];
+        f.set_len(pos9 + 10).unwrap();
+        let log = PartitionLog::open(&d, LogConfig::default()).await.unwrap();
+        assert_eq!(log.end_offset(), Offset(9 * 3));
+        assert_eq!(read_all(&log, 0).await.len(), 9);
+    });
+}
+
+#[test]
+fn damaged_or_deleted_index_is_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p");
+    let d = dir.clone();
+    run(tmp.path(), move || async move {
+        let cfg = LogConfig {
+            segment_bytes: 64 * 1024,
+            index_interval_bytes: 1024,
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(&d, cfg.clone()).await.unwrap();
+        for i in 0..200u64 {
+            log.append(&[batch(2, 500, i, 10 * i as i64)], None)
+                .await
+                .unwrap();
+        }
+        let bases = log.segment_bases();
+        assert!(bases.len() >= 4);
+        let before = read_all(&log, 0).await;
+        let ts_answer = log
+            .offset_for_timestamp(quiver_proto::TimestampMs(1234))
+            .await
+            .unwrap();
+        log.close().await.unwrap();
+        let index_of = |b: Offset| std::fs::read(seg(&d, b.0, "index")).unwrap();
+        let good_closed_index = index_of(bases[1]);
+        let good_active_index = index_of(*bases.last().unwrap());
+        assert!(!good_closed_index.is_empty() && !good_active_index.is_empty());
+        // Closed segment 0: both indexes deleted. Closed segment 1: offset index overwritten
+        // with garbage. Closed segment 2: time index truncated. Active: garbage index.
+        std::fs::remove_file(seg(&d, bases[0].0, "index")).unwrap();
+        std::fs::remove_file(seg(&d, bases[0].0, "timeindex")).unwrap();
+        std::fs::write(
+            seg(&d, bases[1].0, "index"),
+            vec![0x5a; good_closed_index.len()],
+        )
+        .unwrap();
+        let t2 = seg(&d, bases[2].0, "timeindex");
+        let l = std::fs::metadata(&t2).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&t2)
+            .unwrap()
+            .set_len(l - 5)
+            .unwrap();
+        let last = *bases.last().unwrap();
+        std::fs::write(
+            seg(&d, last.0, "index"),
+            vec![0xa5; good_active_index.len()],
+        )
+        .unwrap();
+
+        let log = PartitionLog::open(&d, cfg.clone()).await.unwrap();
+        assert_eq!(
+            read_all(&log, 0).await,
+            before,
+            "every batch still reads back"
+        );
+        for b in &bases {
+            // Reads that start inside each segment find their batch through the index.
+            let got = batches(&log.read(Offset(b.0 + 1), 1).await.unwrap());
+            assert_eq!(got[0].0, b.0);
+        }
+        assert_eq!(
+            log.offset_for_timestamp(quiver_proto::TimestampMs(1234))
+                .await
+                .unwrap(),
+            ts_answer
+        );
+        log.close().await.unwrap();
+        // The rebuilt files match what the engine wrote in the first place.
+        assert!(seg(&d, bases[0].0, "index").exists() && seg(&d, bases[0].0, "timeindex").exists());
+        assert_eq!(index_of(bases[1]), good_closed_index);
+        assert_eq!(index_of(last), good_active_index);
+    });
+}
+
+#[test]
+fn flipped_byte_in_closed_segment_is_reported_not_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p");
+    let d = dir.clone();
+    run(tmp.path(), move || async move {
+        let log = PartitionLog::open(&d, LogConfig::default()).await.unwrap();
+        let bs = fill(&log, 40).await;
+        assert!(log.roll().await.unwrap());
+        log.append(&[batch(1, 10, 99, 0)], None).await.unwrap();
+        log.close().await.unwrap();
+        // Damage batch 25 (offsets 75..=77) of the now-closed segment 0.
+        let (b25, pos25) = &bs[25];
+        flip(&seg(&d, 0, "log"), pos25 + b25.len() as u64 / 2);
+        let log = PartitionLog::open(&d, LogConfig::default()).await.unwrap();
+        assert_eq!(
+            log.end_offset(),
+            Offset(121),
+            "a closed segment is not cut at open"
+        );
+        // A read that starts before it serves the good batches and stops short of it.
+        let got = batches(&log.read(Offset(60), 1 << 20).await.unwrap());
+        assert_eq!(got.first().unwrap().0, 60);
+        assert_eq!(got.last().unwrap().0, 72, "stops before the corrupt batch");
+        // A read that reaches it is a typed error with the segment and the position.
+        for off in [75, 76, 77] {
+            match log.read(Offset(off), 1 << 20).await {
+                Err(Error::Corrupt { path, position, .. }) => {
+                    assert_eq!(path, seg(&d, 0, "log"));
+                    assert_eq!(position, *pos25);
+                }
+                other => panic!("read {off}: {other:?}"),
+            }
+        }
+        // Past it, the log reads again.
+        assert_eq!(batches(&log.read(Offset(78), 1).await.unwrap())[0].0, 78);
+        // A scrub finds it too, and only it.
+        let found = log.verify().await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert!(matches!(&found[0], Error::Corrupt { position, .. } if position == pos25));
+    });
+}

@@ -1,0 +1,243 @@
+//! Building a batch (the SDK's side).
+
+use super::records::{uvarint_len, write_uvarint, write_zigzag};
+use super::{
+    BatchError, BatchHeader, Compression, TimestampType, ATTR_LOG_APPEND_TIME, BATCH_BYTES_MAX,
+    BATCH_HEADER_BYTES, BATCH_VERSION, HEADERS_PER_RECORD_MAX, RECORDS_PER_BATCH_MAX,
+};
+use crate::types::TimestampMs;
+use bytes::Bytes;
+use std::io::Write;
+use zerocopy::IntoBytes;
+
+/// Accumulates records and produces one batch with base offset 0 (the broker assigns the real
+/// one), leader epoch 0 and, unless set, no producer id/epoch/sequence (-1).
+///
+/// ```
+/// use quiver_proto::batch::{BatchBuilder, BatchView, BatchLimits, Compression};
+/// use quiver_proto::TimestampMs;
+/// let mut b = BatchBuilder::new(Compression::Lz4);
+/// b.append(TimestampMs(1_000), Some(b"k"), Some(b"v"), &[("trace", b"1")]).unwrap();
+/// let bytes = b.finish().unwrap();
+/// let view = BatchView::new(&bytes, BatchLimits::default()).unwrap();
+/// let records = view.records().unwrap();
+/// let r = records.iter().next().unwrap().unwrap();
+/// assert_eq!(r.value, Some(&b"v"[..]));
+/// ```
+#[derive(Clone, Debug)]
+pub struct BatchBuilder {
+    compression: Compression,
+    timestamp_type: TimestampType,
+    records: Vec<u8>,
+    count: u32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    attributes_extra: u16,
+}
+
+impl BatchBuilder {
+    pub fn new(compression: Compression) -> BatchBuilder {
+        BatchBuilder {
+            compression,
+            timestamp_type: TimestampType::CreateTime,
+            records: Vec::new(),
+            count: 0,
+            base_timestamp: 0,
+            max_timestamp: i64::MIN,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+            attributes_extra: 0,
+        }
+    }
+
+    /// LogAppendTime marks the batch so; the broker then stamps the time with
+    /// [`super::set_log_append_time`]. Default CreateTime.
+    pub fn timestamp_type(mut self, t: TimestampType) -> BatchBuilder {
+        self.timestamp_type = t;
+        self
+    }
+
+    /// Idempotent producer fields (KIP-98).
+    pub fn producer(mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Self {
+        self.producer_id = producer_id;
+        self.producer_epoch = producer_epoch;
+        self.base_sequence = base_sequence;
+        self
+    }
+
+    /// Sets the transactional bit.
+    pub fn transactional(mut self, on: bool) -> Self {
+        if on {
+            self.attributes_extra |= super::ATTR_TRANSACTIONAL;
+        } else {
+            self.attributes_extra &= !super::ATTR_TRANSACTIONAL;
+        }
+        self
+    }
+
+    /// Adds one record. Fails, leaving the builder unchanged, when the record would take the batch
+    /// past [`BATCH_BYTES_MAX`] (uncompressed) or [`RECORDS_PER_BATCH_MAX`], or it has more than
+    /// [`HEADERS_PER_RECORD_MAX`] headers.
+    pub fn append(
+        &mut self,
+        timestamp: TimestampMs,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, &[u8])],
+    ) -> Result<(), BatchError> {
+        if self.count >= RECORDS_PER_BATCH_MAX {
+            return Err(BatchError::BadRecordCount {
+                count: self.count + 1,
+                max: RECORDS_PER_BATCH_MAX,
+            });
+        }
+        if headers.len() > HEADERS_PER_RECORD_MAX as usize {
+            return Err(BatchError::TooManyHeaders {
+                index: self.count,
+                count: headers.len() as u32,
+                max: HEADERS_PER_RECORD_MAX,
+            });
+        }
+        let base = if self.count == 0 {
+            timestamp.0
+        } else {
+            self.base_timestamp
+        };
+        let ts_delta = timestamp.0.wrapping_sub(base);
+        let body_len = 1
+            + zigzag_len(ts_delta)
+            + uvarint_len(u64::from(self.count))
+            + nullable_len(key)
+            + nullable_len(value)
+            + uvarint_len(headers.len() as u64)
+            + headers
+                .iter()
+                .map(|(k, v)| {
+                    uvarint_len(k.len() as u64) + k.len() + uvarint_len(v.len() as u64) + v.len()
+                })
+                .sum::<usize>();
+        let record_len = uvarint_len(body_len as u64) + body_len;
+        if BATCH_HEADER_BYTES + self.records.len() + record_len > BATCH_BYTES_MAX {
+            return Err(BatchError::TooLarge {
+                max: BATCH_BYTES_MAX,
+            });
+        }
+        let r = &mut self.records;
+        write_uvarint(r, body_len as u64);
+        r.push(0); // attributes
+        write_zigzag(r, ts_delta);
+        write_uvarint(r, u64::from(self.count));
+        write_nullable(r, key);
+        write_nullable(r, value);
+        write_uvarint(r, headers.len() as u64);
+        for (k, v) in headers {
+            write_uvarint(r, k.len() as u64);
+            r.extend_from_slice(k.as_bytes());
+            write_uvarint(r, v.len() as u64);
+            r.extend_from_slice(v);
+        }
+        if self.count == 0 {
+            self.base_timestamp = timestamp.0;
+        }
+        self.max_timestamp = self.max_timestamp.max(timestamp.0);
+        self.count += 1;
+        Ok(())
+    }
+
+    pub fn record_count(&self) -> u32 {
+        self.count
+    }
+
+    /// The batch's size if finished now without compression (an upper bound in practice).
+    pub fn estimated_size(&self) -> usize {
+        BATCH_HEADER_BYTES + self.records.len()
+    }
+
+    /// Compresses the records section if asked, fills the header and computes the CRC.
+    pub fn finish(self) -> Result<Bytes, BatchError> {
+        if self.count == 0 {
+            return Err(BatchError::Empty);
+        }
+        let mut out = vec![0u8; BATCH_HEADER_BYTES];
+        match self.compression {
+            Compression::None => out.extend_from_slice(&self.records),
+            codec => {
+                out.extend_from_slice(&(self.records.len() as u32).to_le_bytes());
+                compress(codec, &self.records, &mut out)?;
+            }
+        }
+        if out.len() > BATCH_BYTES_MAX {
+            return Err(BatchError::TooLarge {
+                max: BATCH_BYTES_MAX,
+            });
+        }
+        let mut attributes = self.compression.bits() | self.attributes_extra;
+        if self.timestamp_type == TimestampType::LogAppendTime {
+            attributes |= ATTR_LOG_APPEND_TIME;
+        }
+        let header = BatchHeader {
+            base_offset: 0.into(),
+            batch_len: (out.len() as u32).into(),
+            leader_epoch: 0.into(),
+            crc: 0.into(),
+            version: BATCH_VERSION,
+            reserved: 0,
+            attributes: attributes.into(),
+            last_offset_delta: (self.count - 1).into(),
+            base_timestamp: self.base_timestamp.into(),
+            max_timestamp: self.max_timestamp.into(),
+            producer_id: self.producer_id.into(),
+            producer_epoch: self.producer_epoch.into(),
+            base_sequence: self.base_sequence.into(),
+            record_count: self.count.into(),
+            padding: [0; 2],
+        };
+        out[..BATCH_HEADER_BYTES].copy_from_slice(header.as_bytes());
+        let crc = super::compute_crc(&out);
+        out[16..20].copy_from_slice(&crc.to_le_bytes());
+        Ok(Bytes::from(out))
+    }
+}
+
+fn compress(codec: Compression, input: &[u8], out: &mut Vec<u8>) -> Result<(), BatchError> {
+    let err = |e: std::io::Error| BatchError::Decompress(format!("compression failed: {e}"));
+    match codec {
+        Compression::Lz4 => {
+            let mut enc = lz4_flex::frame::FrameEncoder::new(out);
+            enc.write_all(input).map_err(err)?;
+            enc.finish().map_err(|e| err(e.into()))?;
+        }
+        Compression::Zstd => {
+            let mut enc = zstd::stream::write::Encoder::new(out, 3).map_err(err)?;
+            enc.write_all(input).map_err(err)?;
+            enc.finish().map_err(err)?;
+        }
+        Compression::None => out.extend_from_slice(input),
+    }
+    Ok(())
+}
+
+fn zigzag_len(v: i64) -> usize {
+    uvarint_len(((v << 1) ^ (v >> 63)) as u64)
+}
+
+fn nullable_len(b: Option<&[u8]>) -> usize {
+    match b {
+        None => 1,
+        Some(b) => zigzag_len(b.len() as i64) + b.len(),
+    }
+}
+
+fn write_nullable(out: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        None => write_zigzag(out, -1),
+        Some(b) => {
+            write_zigzag(out, b.len() as i64);
+            out.extend_from_slice(b);
+        }
+    }
+}
