@@ -16,9 +16,10 @@ use std::sync::Arc;
 
 use quiver_proto::api::common::{ConfigEntry, TopicResult, Uuid};
 use quiver_proto::api::metadata::{
-    AlterConfigOp, AlterConfigsResult, ConfigResourceType, CreatableTopic, CreatableTopicResult, CreatePartitionsRequest,
-    CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    AlterConfigOp, AlterConfigsResult, ConfigResourceType, CreatableTopic, CreatableTopicResult,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
 };
 use quiver_proto::api::AnyResponse;
 use quiver_proto::ErrorCode;
@@ -37,7 +38,12 @@ pub enum AdminOp {
     AlterConfigs(IncrementalAlterConfigsRequest),
     /// Creates a topic if it is missing, with the broker's defaults unless given (auto-creation,
     /// and internal topics). `internal` allows a `__` name.
-    EnsureTopic { name: String, partitions: u32, configs: BTreeMap<String, String>, internal: bool },
+    EnsureTopic {
+        name: String,
+        partitions: u32,
+        configs: BTreeMap<String, String>,
+        internal: bool,
+    },
 }
 
 impl AdminOp {
@@ -50,33 +56,63 @@ impl AdminOp {
                 topics: r
                     .topics
                     .iter()
-                    .map(|t| CreatableTopicResult { name: t.name.clone(), error_code: code, error_message: msg.clone(), ..Default::default() })
+                    .map(|t| CreatableTopicResult {
+                        name: t.name.clone(),
+                        error_code: code,
+                        error_message: msg.clone(),
+                        ..Default::default()
+                    })
                     .collect(),
             }),
             AdminOp::DeleteTopics(r) => AnyResponse::DeleteTopics(DeleteTopicsResponse {
                 throttle_time_ms: 0,
-                responses: r.topic_names.iter().map(|n| TopicResult { name: n.clone(), error_code: code, error_message: msg.clone() }).collect(),
-            }),
-            AdminOp::CreatePartitions(r) => AnyResponse::CreatePartitions(CreatePartitionsResponse {
-                throttle_time_ms: 0,
-                results: r.topics.iter().map(|t| TopicResult { name: t.name.clone(), error_code: code, error_message: msg.clone() }).collect(),
-            }),
-            AdminOp::AlterConfigs(r) => AnyResponse::IncrementalAlterConfigs(IncrementalAlterConfigsResponse {
-                throttle_time_ms: 0,
                 responses: r
-                    .resources
+                    .topic_names
                     .iter()
-                    .map(|res| AlterConfigsResult {
+                    .map(|n| TopicResult {
+                        name: n.clone(),
                         error_code: code,
                         error_message: msg.clone(),
-                        resource_type: res.resource_type,
-                        resource_name: res.resource_name.clone(),
                     })
                     .collect(),
             }),
+            AdminOp::CreatePartitions(r) => {
+                AnyResponse::CreatePartitions(CreatePartitionsResponse {
+                    throttle_time_ms: 0,
+                    results: r
+                        .topics
+                        .iter()
+                        .map(|t| TopicResult {
+                            name: t.name.clone(),
+                            error_code: code,
+                            error_message: msg.clone(),
+                        })
+                        .collect(),
+                })
+            }
+            AdminOp::AlterConfigs(r) => {
+                AnyResponse::IncrementalAlterConfigs(IncrementalAlterConfigsResponse {
+                    throttle_time_ms: 0,
+                    responses: r
+                        .resources
+                        .iter()
+                        .map(|res| AlterConfigsResult {
+                            error_code: code,
+                            error_message: msg.clone(),
+                            resource_type: res.resource_type,
+                            resource_name: res.resource_name.clone(),
+                        })
+                        .collect(),
+                })
+            }
             AdminOp::EnsureTopic { name, .. } => AnyResponse::CreateTopics(CreateTopicsResponse {
                 throttle_time_ms: 0,
-                topics: vec![CreatableTopicResult { name: name.clone(), error_code: code, error_message: msg, ..Default::default() }],
+                topics: vec![CreatableTopicResult {
+                    name: name.clone(),
+                    error_code: code,
+                    error_message: msg,
+                    ..Default::default()
+                }],
             }),
         }
     }
@@ -92,8 +128,17 @@ pub struct Controller {
 type ItemResult<T> = Result<T, (ErrorCode, String)>;
 
 impl Controller {
-    pub fn new(store: Box<dyn MetadataStore>, defaults: TopicConfig, default_partitions: u32) -> Controller {
-        Controller { store: RefCell::new(store), one_at_a_time: glommio::sync::Semaphore::new(1), defaults, default_partitions }
+    pub fn new(
+        store: Box<dyn MetadataStore>,
+        defaults: TopicConfig,
+        default_partitions: u32,
+    ) -> Controller {
+        Controller {
+            store: RefCell::new(store),
+            one_at_a_time: glommio::sync::Semaphore::new(1),
+            defaults,
+            default_partitions,
+        }
     }
 
     pub async fn handle(&self, shard: &Rc<Shard>, op: AdminOp) -> AnyResponse {
@@ -101,27 +146,52 @@ impl Controller {
             return op.failed(ErrorCode::BrokerShuttingDown, "controller is stopping");
         };
         match op {
-            AdminOp::CreateTopics(r) => AnyResponse::CreateTopics(self.create_topics(shard, r).await),
-            AdminOp::DeleteTopics(r) => AnyResponse::DeleteTopics(self.delete_topics(shard, r).await),
-            AdminOp::CreatePartitions(r) => AnyResponse::CreatePartitions(self.create_partitions(shard, r).await),
-            AdminOp::AlterConfigs(r) => AnyResponse::IncrementalAlterConfigs(self.alter_configs(shard, r).await),
-            AdminOp::EnsureTopic { name, partitions, configs, internal } => {
+            AdminOp::CreateTopics(r) => {
+                AnyResponse::CreateTopics(self.create_topics(shard, r).await)
+            }
+            AdminOp::DeleteTopics(r) => {
+                AnyResponse::DeleteTopics(self.delete_topics(shard, r).await)
+            }
+            AdminOp::CreatePartitions(r) => {
+                AnyResponse::CreatePartitions(self.create_partitions(shard, r).await)
+            }
+            AdminOp::AlterConfigs(r) => {
+                AnyResponse::IncrementalAlterConfigs(self.alter_configs(shard, r).await)
+            }
+            AdminOp::EnsureTopic {
+                name,
+                partitions,
+                configs,
+                internal,
+            } => {
                 let exists = shard.snapshot().topic(&name).is_some();
                 let result = if exists {
-                    CreatableTopicResult { name: name.clone(), ..Default::default() }
+                    CreatableTopicResult {
+                        name: name.clone(),
+                        ..Default::default()
+                    }
                 } else {
                     let spec = CreatableTopic {
                         name: name.clone(),
                         num_partitions: Some(partitions),
                         replication_factor: Some(1),
                         assignments: vec![],
-                        configs: configs.into_iter().map(|(name, value)| ConfigEntry { name, value: Some(value) }).collect(),
+                        configs: configs
+                            .into_iter()
+                            .map(|(name, value)| ConfigEntry {
+                                name,
+                                value: Some(value),
+                            })
+                            .collect(),
                     };
                     let res = self.create_one(&spec, false, internal);
                     self.publish(shard, vec![]).await;
                     res
                 };
-                AnyResponse::CreateTopics(CreateTopicsResponse { throttle_time_ms: 0, topics: vec![result] })
+                AnyResponse::CreateTopics(CreateTopicsResponse {
+                    throttle_time_ms: 0,
+                    topics: vec![result],
+                })
             }
         }
     }
@@ -146,48 +216,89 @@ impl Controller {
     }
 
     fn submit(&self, cmd: MetadataCommand) -> ItemResult<()> {
-        self.store.borrow_mut().submit(cmd).map(|_| ()).map_err(|e| match e {
-            MetaError::TopicExists(_) => (ErrorCode::TopicAlreadyExists, e.to_string()),
-            MetaError::UnknownTopic(_) => (ErrorCode::UnknownTopicOrPartition, e.to_string()),
-            MetaError::PartitionsCannotShrink { .. } => (ErrorCode::InvalidPartitions, e.to_string()),
-            MetaError::Io { .. } | MetaError::Corrupt { .. } => {
-                tracing::error!(error = %e, "metadata store failed");
-                (ErrorCode::StorageError, e.to_string())
-            }
-        })
+        self.store
+            .borrow_mut()
+            .submit(cmd)
+            .map(|_| ())
+            .map_err(|e| match e {
+                MetaError::TopicExists(_) => (ErrorCode::TopicAlreadyExists, e.to_string()),
+                MetaError::UnknownTopic(_) => (ErrorCode::UnknownTopicOrPartition, e.to_string()),
+                MetaError::PartitionsCannotShrink { .. } => {
+                    (ErrorCode::InvalidPartitions, e.to_string())
+                }
+                MetaError::Io { .. } | MetaError::Corrupt { .. } => {
+                    tracing::error!(error = %e, "metadata store failed");
+                    (ErrorCode::StorageError, e.to_string())
+                }
+            })
     }
 
     fn check_configs(&self, entries: &[ConfigEntry]) -> ItemResult<BTreeMap<String, String>> {
         let mut probe = self.defaults.clone();
         let mut out = BTreeMap::new();
         for e in entries {
-            let value = e.value.clone().ok_or_else(|| (ErrorCode::InvalidConfig, format!("config '{}' has no value", e.name)))?;
-            probe.set(&e.name, &value).map_err(|err| (ErrorCode::InvalidConfig, err.to_string()))?;
+            let value = e.value.clone().ok_or_else(|| {
+                (
+                    ErrorCode::InvalidConfig,
+                    format!("config '{}' has no value", e.name),
+                )
+            })?;
+            probe
+                .set(&e.name, &value)
+                .map_err(|err| (ErrorCode::InvalidConfig, err.to_string()))?;
             out.insert(e.name.clone(), value);
         }
         Ok(out)
     }
 
-    fn create_one(&self, t: &CreatableTopic, validate_only: bool, internal_allowed: bool) -> CreatableTopicResult {
-        let mut result = CreatableTopicResult { name: t.name.clone(), ..Default::default() };
+    fn create_one(
+        &self,
+        t: &CreatableTopic,
+        validate_only: bool,
+        internal_allowed: bool,
+    ) -> CreatableTopicResult {
+        let mut result = CreatableTopicResult {
+            name: t.name.clone(),
+            ..Default::default()
+        };
         let checked = (|| -> ItemResult<TopicMeta> {
             topic::validate_name(&t.name).map_err(|e| (ErrorCode::InvalidTopic, e.to_string()))?;
             if topic::is_internal(&t.name) && !internal_allowed {
-                return Err((ErrorCode::InvalidTopic, format!("topic names starting with '__' are reserved for internal topics: '{}'", t.name)));
+                return Err((
+                    ErrorCode::InvalidTopic,
+                    format!(
+                        "topic names starting with '__' are reserved for internal topics: '{}'",
+                        t.name
+                    ),
+                ));
             }
             if self.store.borrow().state().topics.contains_key(&t.name) {
-                return Err((ErrorCode::TopicAlreadyExists, format!("topic '{}' already exists", t.name)));
+                return Err((
+                    ErrorCode::TopicAlreadyExists,
+                    format!("topic '{}' already exists", t.name),
+                ));
             }
             let partitions = t.num_partitions.unwrap_or(self.default_partitions);
             if partitions == 0 || partitions > PARTITIONS_PER_TOPIC_MAX {
-                return Err((ErrorCode::InvalidPartitions, format!("partition count {partitions} is outside [1, {PARTITIONS_PER_TOPIC_MAX}]")));
+                return Err((
+                    ErrorCode::InvalidPartitions,
+                    format!(
+                        "partition count {partitions} is outside [1, {PARTITIONS_PER_TOPIC_MAX}]"
+                    ),
+                ));
             }
             let rf = t.replication_factor.unwrap_or(1);
             if rf != 1 {
-                return Err((ErrorCode::InvalidReplicationFactor, format!("replication factor {rf} needs {rf} brokers; this cluster has 1")));
+                return Err((
+                    ErrorCode::InvalidReplicationFactor,
+                    format!("replication factor {rf} needs {rf} brokers; this cluster has 1"),
+                ));
             }
             if !t.assignments.is_empty() {
-                return Err((ErrorCode::InvalidReplicaAssignment, "manual replica assignment needs a cluster; this broker runs alone".into()));
+                return Err((
+                    ErrorCode::InvalidReplicaAssignment,
+                    "manual replica assignment needs a cluster; this broker runs alone".into(),
+                ));
             }
             let configs = self.check_configs(&t.configs)?;
             Ok(TopicMeta {
@@ -208,7 +319,14 @@ impl Controller {
                 result.num_partitions = meta.partitions;
                 result.replication_factor = meta.replication_factor;
                 result.topic_id = Uuid(u128::from_str_radix(&meta.id, 16).unwrap_or(0));
-                result.configs = meta.configs.iter().map(|(k, v)| ConfigEntry { name: k.clone(), value: Some(v.clone()) }).collect();
+                result.configs = meta
+                    .configs
+                    .iter()
+                    .map(|(k, v)| ConfigEntry {
+                        name: k.clone(),
+                        value: Some(v.clone()),
+                    })
+                    .collect();
                 if !validate_only {
                     if let Err((code, message)) = self.submit(MetadataCommand::CreateTopic(meta)) {
                         result.error_code = code;
@@ -220,21 +338,44 @@ impl Controller {
         result
     }
 
-    async fn create_topics(&self, shard: &Rc<Shard>, r: CreateTopicsRequest) -> CreateTopicsResponse {
-        let topics = r.topics.iter().map(|t| self.create_one(t, r.validate_only, false)).collect();
+    async fn create_topics(
+        &self,
+        shard: &Rc<Shard>,
+        r: CreateTopicsRequest,
+    ) -> CreateTopicsResponse {
+        let topics = r
+            .topics
+            .iter()
+            .map(|t| self.create_one(t, r.validate_only, false))
+            .collect();
         self.publish(shard, vec![]).await;
-        CreateTopicsResponse { throttle_time_ms: 0, topics }
+        CreateTopicsResponse {
+            throttle_time_ms: 0,
+            topics,
+        }
     }
 
-    async fn delete_topics(&self, shard: &Rc<Shard>, r: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    async fn delete_topics(
+        &self,
+        shard: &Rc<Shard>,
+        r: DeleteTopicsRequest,
+    ) -> DeleteTopicsResponse {
         let before = shard.snapshot();
         let mut deleted = Vec::new();
         let mut responses = Vec::new();
         for name in &r.topic_names {
             let res = (|| -> ItemResult<()> {
-                let info = before.topic(name).ok_or_else(|| (ErrorCode::UnknownTopicOrPartition, format!("topic '{name}' does not exist")))?;
+                let info = before.topic(name).ok_or_else(|| {
+                    (
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("topic '{name}' does not exist"),
+                    )
+                })?;
                 if info.internal {
-                    return Err((ErrorCode::TopicDeletionDisabled, format!("'{name}' is an internal topic and cannot be deleted")));
+                    return Err((
+                        ErrorCode::TopicDeletionDisabled,
+                        format!("'{name}' is an internal topic and cannot be deleted"),
+                    ));
                 }
                 self.submit(MetadataCommand::DeleteTopic { name: name.clone() })?;
                 deleted.push(info.clone());
@@ -244,7 +385,11 @@ impl Controller {
                 Ok(()) => (ErrorCode::None, None),
                 Err((c, m)) => (c, Some(m)),
             };
-            responses.push(TopicResult { name: name.clone(), error_code, error_message });
+            responses.push(TopicResult {
+                name: name.clone(),
+                error_code,
+                error_message,
+            });
         }
         let doomed = deleted.clone();
         self.publish(shard, deleted).await;
@@ -257,10 +402,17 @@ impl Controller {
                 }
             }
         }
-        DeleteTopicsResponse { throttle_time_ms: 0, responses }
+        DeleteTopicsResponse {
+            throttle_time_ms: 0,
+            responses,
+        }
     }
 
-    async fn create_partitions(&self, shard: &Rc<Shard>, r: CreatePartitionsRequest) -> CreatePartitionsResponse {
+    async fn create_partitions(
+        &self,
+        shard: &Rc<Shard>,
+        r: CreatePartitionsRequest,
+    ) -> CreatePartitionsResponse {
         let mut results = Vec::new();
         for t in &r.topics {
             let res = (|| -> ItemResult<()> {
@@ -271,18 +423,41 @@ impl Controller {
                     .topics
                     .get(&t.name)
                     .map(|m| m.partitions)
-                    .ok_or_else(|| (ErrorCode::UnknownTopicOrPartition, format!("topic '{}' does not exist", t.name)))?;
+                    .ok_or_else(|| {
+                        (
+                            ErrorCode::UnknownTopicOrPartition,
+                            format!("topic '{}' does not exist", t.name),
+                        )
+                    })?;
                 if t.count <= current {
-                    return Err((ErrorCode::InvalidPartitions, format!("topic '{}' has {current} partitions; the count can only grow", t.name)));
+                    return Err((
+                        ErrorCode::InvalidPartitions,
+                        format!(
+                            "topic '{}' has {current} partitions; the count can only grow",
+                            t.name
+                        ),
+                    ));
                 }
                 if t.count > PARTITIONS_PER_TOPIC_MAX {
-                    return Err((ErrorCode::InvalidPartitions, format!("partition count {} exceeds {PARTITIONS_PER_TOPIC_MAX}", t.count)));
+                    return Err((
+                        ErrorCode::InvalidPartitions,
+                        format!(
+                            "partition count {} exceeds {PARTITIONS_PER_TOPIC_MAX}",
+                            t.count
+                        ),
+                    ));
                 }
                 if !t.assignments.is_empty() {
-                    return Err((ErrorCode::InvalidReplicaAssignment, "manual replica assignment needs a cluster".into()));
+                    return Err((
+                        ErrorCode::InvalidReplicaAssignment,
+                        "manual replica assignment needs a cluster".into(),
+                    ));
                 }
                 if !r.validate_only {
-                    self.submit(MetadataCommand::CreatePartitions { name: t.name.clone(), total: t.count })?;
+                    self.submit(MetadataCommand::CreatePartitions {
+                        name: t.name.clone(),
+                        total: t.count,
+                    })?;
                 }
                 Ok(())
             })();
@@ -290,13 +465,24 @@ impl Controller {
                 Ok(()) => (ErrorCode::None, None),
                 Err((c, m)) => (c, Some(m)),
             };
-            results.push(TopicResult { name: t.name.clone(), error_code, error_message });
+            results.push(TopicResult {
+                name: t.name.clone(),
+                error_code,
+                error_message,
+            });
         }
         self.publish(shard, vec![]).await;
-        CreatePartitionsResponse { throttle_time_ms: 0, results }
+        CreatePartitionsResponse {
+            throttle_time_ms: 0,
+            results,
+        }
     }
 
-    async fn alter_configs(&self, shard: &Rc<Shard>, r: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+    async fn alter_configs(
+        &self,
+        shard: &Rc<Shard>,
+        r: IncrementalAlterConfigsRequest,
+    ) -> IncrementalAlterConfigsResponse {
         let mut responses = Vec::new();
         for res in &r.resources {
             let outcome = (|| -> ItemResult<()> {
@@ -313,32 +499,53 @@ impl Controller {
                     .topics
                     .get(&res.resource_name)
                     .map(|m| m.configs.clone())
-                    .ok_or_else(|| (ErrorCode::UnknownTopicOrPartition, format!("topic '{}' does not exist", res.resource_name)))?;
+                    .ok_or_else(|| {
+                        (
+                            ErrorCode::UnknownTopicOrPartition,
+                            format!("topic '{}' does not exist", res.resource_name),
+                        )
+                    })?;
                 let mut set = BTreeMap::new();
                 let mut remove = Vec::new();
                 let mut next = current;
                 for c in &res.configs {
                     match c.op {
                         AlterConfigOp::Set => {
-                            let v = c.value.clone().ok_or_else(|| (ErrorCode::InvalidConfig, format!("set of '{}' has no value", c.name)))?;
+                            let v = c.value.clone().ok_or_else(|| {
+                                (
+                                    ErrorCode::InvalidConfig,
+                                    format!("set of '{}' has no value", c.name),
+                                )
+                            })?;
                             next.insert(c.name.clone(), v.clone());
                             set.insert(c.name.clone(), v);
                         }
                         AlterConfigOp::Delete => {
                             if !topic::KNOWN_KEYS.contains(&c.name.as_str()) {
-                                return Err((ErrorCode::InvalidConfig, format!("unknown topic config '{}'", c.name)));
+                                return Err((
+                                    ErrorCode::InvalidConfig,
+                                    format!("unknown topic config '{}'", c.name),
+                                ));
                             }
                             next.remove(&c.name);
                             remove.push(c.name.clone());
                         }
                         AlterConfigOp::Append | AlterConfigOp::Subtract => {
-                            return Err((ErrorCode::InvalidConfig, format!("'{}' is not a list config; use set or delete", c.name)));
+                            return Err((
+                                ErrorCode::InvalidConfig,
+                                format!("'{}' is not a list config; use set or delete", c.name),
+                            ));
                         }
                     }
                 }
-                TopicConfig::resolve(&self.defaults, &next).map_err(|e| (ErrorCode::InvalidConfig, e.to_string()))?;
+                TopicConfig::resolve(&self.defaults, &next)
+                    .map_err(|e| (ErrorCode::InvalidConfig, e.to_string()))?;
                 if !r.validate_only {
-                    self.submit(MetadataCommand::AlterConfigs { name: res.resource_name.clone(), set, remove })?;
+                    self.submit(MetadataCommand::AlterConfigs {
+                        name: res.resource_name.clone(),
+                        set,
+                        remove,
+                    })?;
                 }
                 Ok(())
             })();
@@ -354,6 +561,9 @@ impl Controller {
             });
         }
         self.publish(shard, vec![]).await;
-        IncrementalAlterConfigsResponse { throttle_time_ms: 0, responses }
+        IncrementalAlterConfigsResponse {
+            throttle_time_ms: 0,
+            responses,
+        }
     }
 }

@@ -12,7 +12,11 @@ pub fn log_config(c: &TopicConfig) -> LogConfig {
         segment_ms: c.segment_ms.max(1) as u64,
         retention_ms: c.retention_ms,
         retention_bytes: c.retention_bytes,
-        flush: if c.flush_ms == 0 { FlushPolicy::Sync } else { FlushPolicy::IntervalMs(c.flush_ms) },
+        flush: if c.flush_ms == 0 {
+            FlushPolicy::Sync
+        } else {
+            FlushPolicy::IntervalMs(c.flush_ms)
+        },
         ..LogConfig::default()
     }
 }

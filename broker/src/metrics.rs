@@ -106,7 +106,9 @@ impl Metrics {
             records_in: AtomicU64::new(0),
             produce_latency: Histogram::default(),
             fetch_latency: Histogram::default(),
-            connections: (0..shards.max(1)).map(|_| (AtomicU64::new(0), AtomicU64::new(0))).collect(),
+            connections: (0..shards.max(1))
+                .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
+                .collect(),
             partitions: Mutex::new(BTreeMap::new()),
             ready: AtomicBool::new(false),
         }

@@ -53,34 +53,55 @@ pub enum RunError {
     #[error("metadata holds an invalid topic config: {0}")]
     TopicConfig(#[from] crate::topic::ConfigValueError),
     #[error("cannot listen on {addr} (UDP): {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot serve metrics on {addr}: {source}")]
-    Metrics { addr: SocketAddr, source: std::io::Error },
+    Metrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("signals: {0}")]
     Signals(std::io::Error),
     #[error("shard {shard}: {message}")]
     Shard { shard: usize, message: String },
 }
 
-pub fn run(config: Config) -> Result<(), RunError> {
-    let config = Arc::new(config);
+pub fn run(mut config: Config) -> Result<(), RunError> {
     let _lock = lock_data_dir(&config.data_dir)?;
+    // Absolute from here on: glommio opens directories relative to nothing (a relative path
+    // fails with EBADF), and logs should name real paths.
+    config.data_dir = std::fs::canonicalize(&config.data_dir).map_err(|source| {
+        crate::process::StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        }
+    })?;
+    let config = Arc::new(config);
     let tls = server_tls(&config)?;
     let store = FileMetadataStore::open(&config.data_dir)?;
     let defaults = TopicConfig::defaults(&config);
     let shards = config.shard_count();
     let snapshot = Arc::new(Snapshot::build(store.state(), &defaults, shards)?);
     let listen = resolve_listen(config.listen)?;
-    let metrics = Arc::new(Metrics::new(|k| ApiKey::from_u16(k).map(ApiKey::name), shards));
+    let metrics = Arc::new(Metrics::new(
+        |k| ApiKey::from_u16(k).map(ApiKey::name),
+        shards,
+    ));
     let metrics_addr = match config.metrics_addr() {
-        Some(addr) => Some(serve_http(addr, metrics.clone()).map_err(|source| RunError::Metrics { addr, source })?),
+        Some(addr) => Some(
+            serve_http(addr, metrics.clone())
+                .map_err(|source| RunError::Metrics { addr, source })?,
+        ),
         None => None,
     };
     let shutdown = ShutdownFlag::default();
     watch_signals(shutdown.clone()).map_err(RunError::Signals)?;
 
     let cpus = allowed_cpus();
-    let mesh = (shards > 1).then(|| MeshBuilder::<ShardMsg, _>::full(shards, MESH_CHANNEL_CAPACITY));
+    let mesh =
+        (shards > 1).then(|| MeshBuilder::<ShardMsg, _>::full(shards, MESH_CHANNEL_CAPACITY));
     let drained = Arc::new(AtomicUsize::new(0));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let mut store = Some(store);
@@ -105,7 +126,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
             .name(&format!("shard-{i}"))
             .io_memory(IO_MEMORY_BYTES)
             .spawn(move || shard_main(ctx))
-            .map_err(|e| RunError::Shard { shard: i, message: format!("cannot start executor on CPU {cpu}: {e}") })?;
+            .map_err(|e| RunError::Shard {
+                shard: i,
+                message: format!("cannot start executor on CPU {cpu}: {e}"),
+            })?;
         handles.push(handle);
     }
     drop(ready_tx);
@@ -114,7 +138,12 @@ pub fn run(config: Config) -> Result<(), RunError> {
         match ready_rx.recv() {
             Ok(Ok(_)) => {}
             Ok(Err(message)) => return Err(RunError::Shard { shard: 0, message }),
-            Err(_) => return Err(RunError::Shard { shard: 0, message: "a shard stopped during start-up".into() }),
+            Err(_) => {
+                return Err(RunError::Shard {
+                    shard: 0,
+                    message: "a shard stopped during start-up".into(),
+                })
+            }
         }
     }
     metrics.set_ready(true);
@@ -128,7 +157,12 @@ pub fn run(config: Config) -> Result<(), RunError> {
         match h.join() {
             Ok(Ok(())) => {}
             Ok(Err(message)) => failure = Some(RunError::Shard { shard: i, message }),
-            Err(e) => failure = Some(RunError::Shard { shard: i, message: format!("executor failed: {e}") }),
+            Err(e) => {
+                failure = Some(RunError::Shard {
+                    shard: i,
+                    message: format!("executor failed: {e}"),
+                })
+            }
         }
     }
     match failure {
@@ -142,13 +176,21 @@ pub fn run(config: Config) -> Result<(), RunError> {
 
 fn server_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, RunError> {
     use quiver_net::tls;
-    let client_ca = (!config.tls_client_ca.as_os_str().is_empty()).then(|| config.tls_client_ca.clone());
+    let client_ca =
+        (!config.tls_client_ca.as_os_str().is_empty()).then(|| config.tls_client_ca.clone());
     let files = if config.tls_cert.as_os_str().is_empty() {
         let dev = tls::ensure_dev_certs(&config.data_dir)?;
         tracing::info!(ca = %dev.ca_cert.display(), "using the development certificate; clients trust it with the CA file");
-        tls::ServerTlsFiles { client_ca, ..dev.server_files() }
+        tls::ServerTlsFiles {
+            client_ca,
+            ..dev.server_files()
+        }
     } else {
-        tls::ServerTlsFiles { cert_chain: config.tls_cert.clone(), key: config.tls_key.clone(), client_ca }
+        tls::ServerTlsFiles {
+            cert_chain: config.tls_cert.clone(),
+            key: config.tls_key.clone(),
+            client_ca,
+        }
     };
     Ok(tls::server_config(&files)?)
 }
@@ -157,7 +199,9 @@ fn server_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, RunError> {
 /// holds it, and turns port 0 into a concrete port that every shard then binds with SO_REUSEPORT.
 fn resolve_listen(addr: SocketAddr) -> Result<SocketAddr, RunError> {
     let probe = UdpSocket::bind(addr).map_err(|source| RunError::Listen { addr, source })?;
-    probe.local_addr().map_err(|source| RunError::Listen { addr, source })
+    probe
+        .local_addr()
+        .map_err(|source| RunError::Listen { addr, source })
 }
 
 struct ShardContext {
@@ -187,12 +231,19 @@ async fn shard_main(ctx: ShardContext) -> Result<(), String> {
 }
 
 /// Brings a shard up; returns the future that runs it until shutdown.
-async fn shard_start(ctx: ShardContext) -> Result<impl std::future::Future<Output = Result<(), String>>, String> {
+async fn shard_start(
+    ctx: ShardContext,
+) -> Result<impl std::future::Future<Output = Result<(), String>>, String> {
     let id = ctx.id;
-    quiver_engine::init_io_probe(&ctx.config.data_dir).await.map_err(|e| format!("I/O probe: {e}"))?;
+    quiver_engine::init_io_probe(&ctx.config.data_dir)
+        .await
+        .map_err(|e| format!("I/O probe: {e}"))?;
     let (senders, receivers): (Option<Senders<ShardMsg>>, _) = match ctx.mesh {
         Some(mesh) => {
-            let (s, r) = mesh.join().await.map_err(|_| "joining the shard mesh failed".to_string())?;
+            let (s, r) = mesh
+                .join()
+                .await
+                .map_err(|_| "joining the shard mesh failed".to_string())?;
             (Some(s), Some(r))
         }
         None => (None, None),
@@ -201,7 +252,15 @@ async fn shard_start(ctx: ShardContext) -> Result<impl std::future::Future<Outpu
         let store: Box<dyn MetadataStore> = Box::new(store);
         Controller::new(store, ctx.defaults.clone(), ctx.config.default_partitions)
     });
-    let shard = Rc::new(Shard::new(id, ctx.config.clone(), ctx.metrics.clone(), ctx.shutdown.clone(), ctx.snapshot.clone(), senders, controller));
+    let shard = Rc::new(Shard::new(
+        id,
+        ctx.config.clone(),
+        ctx.metrics.clone(),
+        ctx.shutdown.clone(),
+        ctx.snapshot.clone(),
+        senders,
+        controller,
+    ));
     shard.set_listen_port(ctx.listen.port());
 
     // Recover this shard's logs before serving anything; messages from other shards wait in
@@ -227,7 +286,12 @@ async fn shard_start(ctx: ShardContext) -> Result<impl std::future::Future<Outpu
     };
     let endpoint = Endpoint::builder(ctx.listen)
         .config(endpoint_config)
-        .server(ctx.tls.clone(), Handler { shard: shard.clone() })
+        .server(
+            ctx.tls.clone(),
+            Handler {
+                shard: shard.clone(),
+            },
+        )
         .bind()
         .map_err(|e| format!("binding {}: {e}", ctx.listen))?;
     tracing::debug!(shard = id.0, addr = %endpoint.local_addr(), partitions = shard.open_logs().len(), "shard serving");

@@ -201,21 +201,49 @@ impl Shard {
     }
 
     /// Appends on the partition's owner, here or across the mesh.
-    pub async fn append_on(self: &Rc<Self>, owner: ShardId, key: PartKey, batches: Vec<ValidBatch>) -> Result<AppendInfo, PartError> {
+    pub async fn append_on(
+        self: &Rc<Self>,
+        owner: ShardId,
+        key: PartKey,
+        batches: Vec<ValidBatch>,
+    ) -> Result<AppendInfo, PartError> {
         if owner == self.id {
             return self.append_local(key, &batches).await;
         }
         let (reply, rx) = oneshot::channel();
-        self.send(owner, ShardMsg::Append { key, batches, reply }).await;
+        self.send(
+            owner,
+            ShardMsg::Append {
+                key,
+                batches,
+                reply,
+            },
+        )
+        .await;
         rx.await.unwrap_or(Err(PartError::ShuttingDown))
     }
 
-    pub async fn read_on(self: &Rc<Self>, owner: ShardId, key: PartKey, offset: Offset, max_bytes: usize) -> PartRead {
+    pub async fn read_on(
+        self: &Rc<Self>,
+        owner: ShardId,
+        key: PartKey,
+        offset: Offset,
+        max_bytes: usize,
+    ) -> PartRead {
         if owner == self.id {
             return self.read_local(key, offset, max_bytes).await;
         }
         let (reply, rx) = oneshot::channel();
-        self.send(owner, ShardMsg::Read { key, offset, max_bytes, reply }).await;
+        self.send(
+            owner,
+            ShardMsg::Read {
+                key,
+                offset,
+                max_bytes,
+                reply,
+            },
+        )
+        .await;
         rx.await.unwrap_or(PartRead {
             records: Err(PartError::ShuttingDown),
             high_watermark: Offset(0),
@@ -224,15 +252,29 @@ impl Shard {
     }
 
     /// Waits until one of `waits` (grouped by owner) has data, or the deadline passes.
-    pub async fn wait_any(self: &Rc<Self>, by_owner: HashMap<ShardId, Vec<(PartKey, Offset)>>, deadline: Instant) {
+    pub async fn wait_any(
+        self: &Rc<Self>,
+        by_owner: HashMap<ShardId, Vec<(PartKey, Offset)>>,
+        deadline: Instant,
+    ) {
         let mut futures: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> = Vec::new();
         for (owner, waits) in by_owner {
             if owner == self.id {
                 let me = self.clone();
-                futures.push(Box::pin(async move { me.wait_local(&waits, deadline).await }));
+                futures.push(Box::pin(
+                    async move { me.wait_local(&waits, deadline).await },
+                ));
             } else {
                 let (reply, rx) = oneshot::channel();
-                self.send(owner, ShardMsg::Wait { waits, deadline, reply }).await;
+                self.send(
+                    owner,
+                    ShardMsg::Wait {
+                        waits,
+                        deadline,
+                        reply,
+                    },
+                )
+                .await;
                 futures.push(Box::pin(async move {
                     let _ = rx.await;
                 }));
@@ -247,12 +289,18 @@ impl Shard {
         futures_lite::future::or(async { any.await.0 }, sleep_until(deadline)).await;
     }
 
-    pub async fn list_offset_on(self: &Rc<Self>, owner: ShardId, key: PartKey, spec: OffsetSpec) -> Result<ListedOffset, PartError> {
+    pub async fn list_offset_on(
+        self: &Rc<Self>,
+        owner: ShardId,
+        key: PartKey,
+        spec: OffsetSpec,
+    ) -> Result<ListedOffset, PartError> {
         if owner == self.id {
             return self.list_offset_local(key, spec).await;
         }
         let (reply, rx) = oneshot::channel();
-        self.send(owner, ShardMsg::ListOffset { key, spec, reply }).await;
+        self.send(owner, ShardMsg::ListOffset { key, spec, reply })
+            .await;
         rx.await.unwrap_or(Err(PartError::ShuttingDown))
     }
 
@@ -262,22 +310,44 @@ impl Shard {
             return c.handle(self, op).await;
         }
         let (reply, rx) = oneshot::channel();
-        self.send(ShardId(0), ShardMsg::Admin { op: op.clone(), reply }).await;
+        self.send(
+            ShardId(0),
+            ShardMsg::Admin {
+                op: op.clone(),
+                reply,
+            },
+        )
+        .await;
         match rx.await {
             Ok(r) => r,
-            Err(_) => op.failed(quiver_proto::ErrorCode::BrokerShuttingDown, "broker is shutting down"),
+            Err(_) => op.failed(
+                quiver_proto::ErrorCode::BrokerShuttingDown,
+                "broker is shutting down",
+            ),
         }
     }
 
     /// Applies new metadata on every shard (this one included) and returns once all have.
-    pub async fn broadcast_apply(self: &Rc<Self>, snapshot: Arc<Snapshot>, deleted: Vec<Arc<TopicInfo>>) {
+    pub async fn broadcast_apply(
+        self: &Rc<Self>,
+        snapshot: Arc<Snapshot>,
+        deleted: Vec<Arc<TopicInfo>>,
+    ) {
         let mut waits = Vec::new();
         for s in 0..snapshot.shard_count as u32 {
             if s == self.id.0 {
                 continue;
             }
             let (reply, rx) = oneshot::channel();
-            self.send(ShardId(s), ShardMsg::Apply { snapshot: snapshot.clone(), deleted: deleted.clone(), reply }).await;
+            self.send(
+                ShardId(s),
+                ShardMsg::Apply {
+                    snapshot: snapshot.clone(),
+                    deleted: deleted.clone(),
+                    reply,
+                },
+            )
+            .await;
             waits.push(rx);
         }
         self.apply_local(snapshot, &deleted).await;
@@ -294,15 +364,28 @@ impl Shard {
         let me = self.clone();
         glommio::spawn_local(async move {
             match msg {
-                ShardMsg::Append { key, batches, reply } => {
+                ShardMsg::Append {
+                    key,
+                    batches,
+                    reply,
+                } => {
                     let r = me.append_local(key, &batches).await;
                     let _ = reply.send(r);
                 }
-                ShardMsg::Read { key, offset, max_bytes, reply } => {
+                ShardMsg::Read {
+                    key,
+                    offset,
+                    max_bytes,
+                    reply,
+                } => {
                     let r = me.read_local(key, offset, max_bytes).await;
                     let _ = reply.send(r);
                 }
-                ShardMsg::Wait { waits, deadline, mut reply } => {
+                ShardMsg::Wait {
+                    waits,
+                    deadline,
+                    mut reply,
+                } => {
                     let cancelled = reply.cancellation();
                     futures_lite::future::or(me.wait_local(&waits, deadline), cancelled).await;
                     let _ = reply.send(());
@@ -314,11 +397,18 @@ impl Shard {
                 ShardMsg::Admin { op, reply } => {
                     let r = match &me.controller {
                         Some(c) => c.handle(&me, op).await,
-                        None => op.failed(quiver_proto::ErrorCode::NotController, "admin request reached a shard without the controller"),
+                        None => op.failed(
+                            quiver_proto::ErrorCode::NotController,
+                            "admin request reached a shard without the controller",
+                        ),
                     };
                     let _ = reply.send(r);
                 }
-                ShardMsg::Apply { snapshot, deleted, reply } => {
+                ShardMsg::Apply {
+                    snapshot,
+                    deleted,
+                    reply,
+                } => {
                     me.apply_local(snapshot, &deleted).await;
                     let _ = reply.send(());
                 }
@@ -327,7 +417,11 @@ impl Shard {
         .detach();
     }
 
-    pub async fn append_local(&self, key: PartKey, batches: &[ValidBatch]) -> Result<AppendInfo, PartError> {
+    pub async fn append_local(
+        &self,
+        key: PartKey,
+        batches: &[ValidBatch],
+    ) -> Result<AppendInfo, PartError> {
         let log = self.log(&key)?;
         Ok(log.append(batches, None).await?)
     }
@@ -337,22 +431,41 @@ impl Shard {
     pub async fn read_local(&self, key: PartKey, offset: Offset, max_bytes: usize) -> PartRead {
         let log = match self.log(&key) {
             Ok(l) => l,
-            Err(e) => return PartRead { records: Err(e), high_watermark: Offset(0), log_start: Offset(0) },
+            Err(e) => {
+                return PartRead {
+                    records: Err(e),
+                    high_watermark: Offset(0),
+                    log_start: Offset(0),
+                }
+            }
         };
         let hw = logs::visible_end(&log);
         let log_start = log.start_offset();
         if offset == hw {
-            return PartRead { records: Ok(Bytes::new()), high_watermark: hw, log_start };
+            return PartRead {
+                records: Ok(Bytes::new()),
+                high_watermark: hw,
+                log_start,
+            };
         }
         if offset > hw && offset <= log.end_offset() {
             // Appended but not yet visible: nothing to return yet, and not an error.
-            return PartRead { records: Ok(Bytes::new()), high_watermark: hw, log_start };
+            return PartRead {
+                records: Ok(Bytes::new()),
+                high_watermark: hw,
+                log_start,
+            };
         }
         let records = match log.read(offset, max_bytes).await {
             Ok(bytes) => Ok(cut_at(bytes, hw)),
             Err(e) => Err(PartError::Engine(e)),
         };
-        PartRead { records, high_watermark: logs::visible_end(&log).min(hw.max(log.start_offset())), log_start: log.start_offset() }
+        // The high watermark the records were cut at, so the answer is self-consistent.
+        PartRead {
+            records,
+            high_watermark: hw,
+            log_start,
+        }
     }
 
     async fn wait_local(&self, waits: &[(PartKey, Offset)], deadline: Instant) {
@@ -360,7 +473,9 @@ impl Shard {
         for (key, offset) in waits {
             if let Ok(log) = self.log(key) {
                 let offset = *offset;
-                futures.push(Box::pin(async move { logs::wait_visible(&log, offset).await }));
+                futures.push(Box::pin(
+                    async move { logs::wait_visible(&log, offset).await },
+                ));
             }
         }
         if futures.is_empty() {
@@ -370,16 +485,29 @@ impl Shard {
         futures_lite::future::or(async { any.await.0 }, sleep_until(deadline)).await;
     }
 
-    async fn list_offset_local(&self, key: PartKey, spec: OffsetSpec) -> Result<ListedOffset, PartError> {
+    async fn list_offset_local(
+        &self,
+        key: PartKey,
+        spec: OffsetSpec,
+    ) -> Result<ListedOffset, PartError> {
         let log = self.log(&key)?;
         Ok(match spec {
-            OffsetSpec::Earliest => ListedOffset { offset: Some(log.start_offset()), timestamp: None },
-            OffsetSpec::Latest => ListedOffset { offset: Some(logs::visible_end(&log)), timestamp: None },
+            OffsetSpec::Earliest => ListedOffset {
+                offset: Some(log.start_offset()),
+                timestamp: None,
+            },
+            OffsetSpec::Latest => ListedOffset {
+                offset: Some(logs::visible_end(&log)),
+                timestamp: None,
+            },
             OffsetSpec::Timestamp(ts) => {
                 let found = log.offset_for_timestamp(ts).await?;
                 // Only what a consumer could read counts.
                 let found = found.filter(|o| *o < logs::visible_end(&log));
-                ListedOffset { offset: found, timestamp: found.map(|_| ts) }
+                ListedOffset {
+                    offset: found,
+                    timestamp: found.map(|_| ts),
+                }
             }
         })
     }
@@ -391,8 +519,14 @@ impl Shard {
         for topic in deleted {
             let doomed: Vec<(PartKey, Slot)> = {
                 let mut logs = self.logs.borrow_mut();
-                let keys: Vec<PartKey> = logs.keys().filter(|k| k.topic_id == topic.id).copied().collect();
-                keys.into_iter().filter_map(|k| logs.remove(&k).map(|s| (k, s))).collect()
+                let keys: Vec<PartKey> = logs
+                    .keys()
+                    .filter(|k| k.topic_id == topic.id)
+                    .copied()
+                    .collect();
+                keys.into_iter()
+                    .filter_map(|k| logs.remove(&k).map(|s| (k, s)))
+                    .collect()
             };
             for (key, slot) in doomed {
                 if let Slot::Open(log) = slot {
@@ -422,7 +556,11 @@ impl Shard {
                     }
                     Some(Slot::Failed(_)) => {}
                     None => {
-                        let dir = crate::state::partition_dir(&self.config.data_dir, &topic.meta, partition);
+                        let dir = crate::state::partition_dir(
+                            &self.config.data_dir,
+                            &topic.meta,
+                            partition,
+                        );
                         let slot = match PartitionLog::open(&dir, log_config.clone()).await {
                             Ok(log) => Slot::Open(Rc::new(log)),
                             Err(e) => {
@@ -453,7 +591,9 @@ impl Shard {
                     );
                 }
                 Ok(_) => {}
-                Err(e) => tracing::error!(partition = key.partition.0, error = %e, "retention failed"),
+                Err(e) => {
+                    tracing::error!(partition = key.partition.0, error = %e, "retention failed")
+                }
             }
         }
     }
@@ -461,7 +601,11 @@ impl Shard {
     /// Publishes per-partition figures for /metrics.
     pub fn publish_stats(&self) {
         let snapshot = self.snapshot();
-        let names: HashMap<u128, &str> = snapshot.topics.values().map(|t| (t.id, t.meta.name.as_str())).collect();
+        let names: HashMap<u128, &str> = snapshot
+            .topics
+            .values()
+            .map(|t| (t.id, t.meta.name.as_str()))
+            .collect();
         let stats = self.open_logs().into_iter().filter_map(|(key, log)| {
             let name = names.get(&key.topic_id)?;
             Some((
@@ -474,7 +618,8 @@ impl Shard {
                 },
             ))
         });
-        self.metrics.publish_partitions(stats.collect::<Vec<_>>(), &[]);
+        self.metrics
+            .publish_partitions(stats.collect::<Vec<_>>(), &[]);
     }
 
     /// Refuses new partition work, then flushes and closes every log.
@@ -496,7 +641,9 @@ fn cut_at(bytes: Bytes, end: Offset) -> Bytes {
     let mut keep = 0;
     for batch in BatchIter::new(&bytes) {
         let Ok(batch) = batch else { break };
-        let Ok(h) = quiver_proto::batch::header(batch) else { break };
+        let Ok(h) = quiver_proto::batch::header(batch) else {
+            break;
+        };
         if h.base_offset.get() >= end.0 {
             break;
         }

@@ -30,7 +30,10 @@ pub struct TopicInfo {
 
 impl TopicInfo {
     pub fn key(&self, partition: PartitionId) -> PartKey {
-        PartKey { topic_id: self.id, partition }
+        PartKey {
+            topic_id: self.id,
+            partition,
+        }
     }
 
     pub fn has_partition(&self, partition: PartitionId) -> bool {
@@ -47,15 +50,31 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn build(state: &MetadataState, defaults: &TopicConfig, shard_count: usize) -> Result<Snapshot, ConfigValueError> {
+    pub fn build(
+        state: &MetadataState,
+        defaults: &TopicConfig,
+        shard_count: usize,
+    ) -> Result<Snapshot, ConfigValueError> {
         let mut topics = HashMap::with_capacity(state.topics.len());
         for (name, meta) in &state.topics {
             let config = TopicConfig::resolve(defaults, &meta.configs)?;
             let id = u128::from_str_radix(&meta.id, 16).unwrap_or(0);
             let internal = crate::topic::is_internal(name);
-            topics.insert(name.clone(), Arc::new(TopicInfo { meta: meta.clone(), id, config, internal }));
+            topics.insert(
+                name.clone(),
+                Arc::new(TopicInfo {
+                    meta: meta.clone(),
+                    id,
+                    config,
+                    internal,
+                }),
+            );
         }
-        Ok(Snapshot { version: state.version, shard_count, topics })
+        Ok(Snapshot {
+            version: state.version,
+            shard_count,
+            topics,
+        })
     }
 
     pub fn topic(&self, name: &str) -> Option<&Arc<TopicInfo>> {
@@ -80,7 +99,9 @@ pub fn owner_of(topic_id: u128, partition: PartitionId, shard_count: usize) -> S
 
 /// Where a topic's partition logs live: `<data_dir>/topics/<name>.<id>/<partition>/`.
 pub fn topic_dir(data_dir: &Path, meta: &TopicMeta) -> PathBuf {
-    data_dir.join("topics").join(format!("{}.{}", meta.name, meta.id))
+    data_dir
+        .join("topics")
+        .join(format!("{}.{}", meta.name, meta.id))
 }
 
 pub fn partition_dir(data_dir: &Path, meta: &TopicMeta, partition: PartitionId) -> PathBuf {
@@ -101,7 +122,10 @@ mod tests {
                     assert_eq!(s, owner_of(id, PartitionId(p), shards), "stable");
                     count[s.0 as usize] += 1;
                 }
-                assert!(count.iter().all(|&c| c == 3), "{shards} shards, id {id}: {count:?}");
+                assert!(
+                    count.iter().all(|&c| c == 3),
+                    "{shards} shards, id {id}: {count:?}"
+                );
             }
         }
     }

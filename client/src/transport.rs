@@ -74,7 +74,7 @@ pub mod codes {
 }
 
 /// Everything that can go wrong below the API layer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum TransportError {
     #[error("TLS configuration: {0}")]
     Config(String),
@@ -98,6 +98,32 @@ pub enum TransportError {
 }
 
 impl TransportError {
+    /// Whether another attempt (on a new connection) may succeed: the network or the broker
+    /// went away, not a configuration or trust problem.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            TransportError::Config(_) | TransportError::Tls(_) | TransportError::Frame(_) => false,
+            TransportError::ConnectionClosed { code, .. } => {
+                *code != u64::from(codes::CONNECTION_ABUSE)
+            }
+            TransportError::Connect(_)
+            | TransportError::ConnectionLost(_)
+            | TransportError::StreamReset { .. }
+            | TransportError::Timeout(_) => true,
+        }
+    }
+
+    /// Whether the connection is unusable after this error (the next call needs a new one).
+    pub fn is_connection_error(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Connect(_)
+                | TransportError::ConnectionClosed { .. }
+                | TransportError::ConnectionLost(_)
+                | TransportError::Tls(_)
+        )
+    }
+
     fn from_connection(e: ConnectionError) -> TransportError {
         // RFC 9001 section 4.8: TLS alerts travel as transport error codes 0x100..=0x1ff.
         let is_crypto = |code: u64| (0x100..=0x1ff).contains(&code);

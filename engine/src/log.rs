@@ -581,6 +581,28 @@ impl PartitionLog {
         }
     }
 
+    /// Resolves once the record at `offset` is durable (`durable_end() > offset`), or the log is
+    /// closed or truncated (the caller re-checks). Woken when a sync completes, never by polling;
+    /// cancel-safe. The broker's long-poll waits on this for logs whose records become visible
+    /// only once durable.
+    pub async fn wait_for_durable(&self, offset: Offset) {
+        let shared = &self.shared;
+        let truncations = shared.state.borrow().truncations;
+        loop {
+            let listen = shared.data.listen();
+            {
+                let s = shared.state.borrow();
+                if s.durable_end > offset.0
+                    || s.truncations != truncations
+                    || !matches!(s.status, Status::Open)
+                {
+                    return;
+                }
+            }
+            listen.await;
+        }
+    }
+
     /// Removes every record at or after `offset` (replication's truncation to a leader's end).
     /// Whole batches are removed, so when `offset` falls inside a batch the log ends at that
     /// batch's base: the returned offset is the new end.

@@ -7,8 +7,9 @@ use std::rc::Rc;
 use quiver_proto::api::common::{ApiVersionRange, Uuid};
 use quiver_proto::api::handshake::ApiVersionsResponse;
 use quiver_proto::api::metadata::{
-    ConfigResourceType, ConfigSource, ConfigType, DescribeConfigsEntry, DescribeConfigsRequest, DescribeConfigsResponse,
-    DescribeConfigsResult, MetadataBroker, MetadataPartition, MetadataRequest, MetadataResponse, MetadataTopic,
+    ConfigResourceType, ConfigSource, ConfigType, DescribeConfigsEntry, DescribeConfigsRequest,
+    DescribeConfigsResponse, DescribeConfigsResult, MetadataBroker, MetadataPartition,
+    MetadataRequest, MetadataResponse, MetadataTopic,
 };
 use quiver_proto::api::AnyResponse;
 use quiver_proto::{BrokerId, ErrorCode, LeaderEpoch, PartitionId};
@@ -24,7 +25,11 @@ pub(super) fn api_versions(shard: &Shard) -> ApiVersionsResponse {
             .iter()
             .map(|api| {
                 let v = api.versions();
-                ApiVersionRange { api_key: api.as_u16(), min_version: v.min, max_version: v.max }
+                ApiVersionRange {
+                    api_key: api.as_u16(),
+                    min_version: v.min,
+                    max_version: v.max,
+                }
             })
             .collect(),
         throttle_time_ms: 0,
@@ -38,7 +43,11 @@ pub(super) fn api_versions(shard: &Shard) -> ApiVersionsResponse {
 pub(super) async fn auto_create<'a>(shard: &Rc<Shard>, names: impl Iterator<Item = &'a str>) {
     let snapshot = shard.snapshot();
     let missing: Vec<String> = names
-        .filter(|n| snapshot.topic(n).is_none() && crate::topic::validate_name(n).is_ok() && !crate::topic::is_internal(n))
+        .filter(|n| {
+            snapshot.topic(n).is_none()
+                && crate::topic::validate_name(n).is_ok()
+                && !crate::topic::is_internal(n)
+        })
         .map(str::to_string)
         .collect();
     for name in missing {
@@ -53,14 +62,21 @@ pub(super) async fn auto_create<'a>(shard: &Rc<Shard>, names: impl Iterator<Item
 }
 
 pub(super) async fn metadata(shard: &Rc<Shard>, req: MetadataRequest) -> MetadataResponse {
-    if let (Some(names), true) = (&req.topics, req.allow_auto_topic_creation && shard.config.auto_create_topics) {
+    if let (Some(names), true) = (
+        &req.topics,
+        req.allow_auto_topic_creation && shard.config.auto_create_topics,
+    ) {
         auto_create(shard, names.iter().map(String::as_str)).await;
     }
     let snapshot = shard.snapshot();
     let me = BrokerId(shard.config.broker_id);
     let describe = |name: &str| -> MetadataTopic {
         match snapshot.topic(name) {
-            None => MetadataTopic { error_code: ErrorCode::UnknownTopicOrPartition, name: name.to_string(), ..Default::default() },
+            None => MetadataTopic {
+                error_code: ErrorCode::UnknownTopicOrPartition,
+                name: name.to_string(),
+                ..Default::default()
+            },
             Some(info) => MetadataTopic {
                 error_code: ErrorCode::None,
                 name: name.to_string(),
@@ -83,7 +99,12 @@ pub(super) async fn metadata(shard: &Rc<Shard>, req: MetadataRequest) -> Metadat
     let topics = match &req.topics {
         Some(names) => names.iter().map(|n| describe(n)).collect(),
         None => {
-            let mut names: Vec<&String> = snapshot.topics.iter().filter(|(_, t)| !t.internal).map(|(n, _)| n).collect();
+            let mut names: Vec<&String> = snapshot
+                .topics
+                .iter()
+                .filter(|(_, t)| !t.internal)
+                .map(|(n, _)| n)
+                .collect();
             names.sort();
             names.into_iter().map(|n| describe(n)).collect()
         }
@@ -107,14 +128,25 @@ pub(super) async fn change(shard: &Rc<Shard>, op: AdminOp) -> Answer {
     let failed = match &body {
         AnyResponse::CreateTopics(r) => r.topics.iter().any(|t| t.error_code != ErrorCode::None),
         AnyResponse::DeleteTopics(r) => r.responses.iter().any(|t| t.error_code != ErrorCode::None),
-        AnyResponse::CreatePartitions(r) => r.results.iter().any(|t| t.error_code != ErrorCode::None),
-        AnyResponse::IncrementalAlterConfigs(r) => r.responses.iter().any(|t| t.error_code != ErrorCode::None),
+        AnyResponse::CreatePartitions(r) => {
+            r.results.iter().any(|t| t.error_code != ErrorCode::None)
+        }
+        AnyResponse::IncrementalAlterConfigs(r) => {
+            r.responses.iter().any(|t| t.error_code != ErrorCode::None)
+        }
         _ => false,
     };
-    Answer { body, payload: Vec::new(), failed }
+    Answer {
+        body,
+        payload: Vec::new(),
+        failed,
+    }
 }
 
-pub(super) fn describe_configs(shard: &Shard, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
+pub(super) fn describe_configs(
+    shard: &Shard,
+    req: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
     let snapshot = shard.snapshot();
     let results = req
         .resources
@@ -125,12 +157,15 @@ pub(super) fn describe_configs(shard: &Shard, req: DescribeConfigsRequest) -> De
                 resource_name: res.resource_name.clone(),
                 ..Default::default()
             };
-            let wanted = |k: &str| res.configuration_keys.is_empty() || res.configuration_keys.iter().any(|w| w == k);
+            let wanted = |k: &str| {
+                res.configuration_keys.is_empty() || res.configuration_keys.iter().any(|w| w == k)
+            };
             match res.resource_type {
                 ConfigResourceType::Topic => match snapshot.topic(&res.resource_name) {
                     None => {
                         out.error_code = ErrorCode::UnknownTopicOrPartition;
-                        out.error_message = Some(format!("topic '{}' does not exist", res.resource_name));
+                        out.error_message =
+                            Some(format!("topic '{}' does not exist", res.resource_name));
                     }
                     Some(info) => {
                         out.configs = info
@@ -148,7 +183,9 @@ pub(super) fn describe_configs(shard: &Shard, req: DescribeConfigsRequest) -> De
                                     ConfigSource::StaticBroker
                                 },
                                 is_sensitive: false,
-                                config_type: if k == "cleanup.policy" || k == "message.timestamp.type" {
+                                config_type: if k == "cleanup.policy"
+                                    || k == "message.timestamp.type"
+                                {
                                     ConfigType::String
                                 } else {
                                     ConfigType::Long
@@ -177,11 +214,15 @@ pub(super) fn describe_configs(shard: &Shard, req: DescribeConfigsRequest) -> De
                 }
                 other => {
                     out.error_code = ErrorCode::InvalidRequest;
-                    out.error_message = Some(format!("cannot describe configs of {other:?} resources"));
+                    out.error_message =
+                        Some(format!("cannot describe configs of {other:?} resources"));
                 }
             }
             out
         })
         .collect();
-    DescribeConfigsResponse { throttle_time_ms: 0, results }
+    DescribeConfigsResponse {
+        throttle_time_ms: 0,
+        results,
+    }
 }

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quiver_proto::api::fetch::{
-    FetchPartitionResponse, FetchRequest, FetchResponse, FetchTopicResponse, ListOffsetsPartitionResponse, ListOffsetsRequest,
-    ListOffsetsResponse, ListOffsetsTopicResponse,
+    FetchPartitionResponse, FetchRequest, FetchResponse, FetchTopicResponse,
+    ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse,
+    ListOffsetsTopicResponse,
 };
 use quiver_proto::api::PayloadBuilder;
 use quiver_proto::{ErrorCode, Offset, ShardId};
@@ -37,9 +38,14 @@ struct Target {
 pub(super) async fn handle(shard: &Rc<Shard>, req: FetchRequest) -> Answer {
     let started = Instant::now();
     let snapshot = shard.snapshot();
-    let max_wait = Duration::from_millis(u64::from(req.max_wait_ms).min(shard.config.fetch_max_wait_ms));
+    let max_wait =
+        Duration::from_millis(u64::from(req.max_wait_ms).min(shard.config.fetch_max_wait_ms));
     let deadline = started + max_wait;
-    let response_max = if req.max_bytes == 0 { usize::MAX } else { req.max_bytes as usize };
+    let response_max = if req.max_bytes == 0 {
+        usize::MAX
+    } else {
+        req.max_bytes as usize
+    };
     let mut failed = false;
 
     let mut topics = Vec::with_capacity(req.topics.len());
@@ -48,10 +54,17 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: FetchRequest) -> Answer {
         let info = snapshot.topic(&t.name);
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for (pi, p) in t.partitions.iter().enumerate() {
-            let mut out = FetchPartitionResponse { partition: p.partition, ..Default::default() };
+            let mut out = FetchPartitionResponse {
+                partition: p.partition,
+                ..Default::default()
+            };
             match info {
                 Some(info) if info.has_partition(p.partition) => {
-                    let per = if p.partition_max_bytes == 0 { PARTITION_MAX_BYTES_DEFAULT } else { p.partition_max_bytes };
+                    let per = if p.partition_max_bytes == 0 {
+                        PARTITION_MAX_BYTES_DEFAULT
+                    } else {
+                        p.partition_max_bytes
+                    };
                     targets.push(Target {
                         ti,
                         pi,
@@ -68,16 +81,27 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: FetchRequest) -> Answer {
             }
             partitions.push(out);
         }
-        topics.push(FetchTopicResponse { name: t.name.clone(), partitions });
+        topics.push(FetchTopicResponse {
+            name: t.name.clone(),
+            partitions,
+        });
     }
 
     let min_bytes = req.min_bytes as usize;
     let mut waited = false;
     let reads = loop {
         let reads = read_all(shard, &targets).await;
-        let got: usize = reads.iter().map(|r| r.records.as_ref().map_or(0, Bytes::len)).sum();
+        let got: usize = reads
+            .iter()
+            .map(|r| r.records.as_ref().map_or(0, Bytes::len))
+            .sum();
         let any_error = reads.iter().any(|r| r.records.is_err());
-        if waited || got >= min_bytes.max(1) || any_error || targets.is_empty() || Instant::now() >= deadline {
+        if waited
+            || got >= min_bytes.max(1)
+            || any_error
+            || targets.is_empty()
+            || Instant::now() >= deadline
+        {
             break reads;
         }
         let mut by_owner: HashMap<ShardId, Vec<(PartKey, Offset)>> = HashMap::new();
@@ -110,7 +134,12 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: FetchRequest) -> Answer {
             }
             Err(e) => {
                 failed = true;
-                if let PartError::Engine(quiver_engine::Error::OffsetOutOfRange { start, end, .. }) = &e {
+                if let PartError::Engine(quiver_engine::Error::OffsetOutOfRange {
+                    start,
+                    end,
+                    ..
+                }) = &e
+                {
                     out.log_start_offset = *start;
                     out.high_watermark = (*end).min(out.high_watermark.max(*start));
                 }
@@ -119,24 +148,51 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: FetchRequest) -> Answer {
         }
     }
     shard.metrics.bytes_out.fetch_add(total as u64, Relaxed);
-    Answer { body: FetchResponse { throttle_time_ms: 0, error_code: ErrorCode::None, topics }.into(), payload: payload.into_chunks(), failed }
+    Answer {
+        body: FetchResponse {
+            throttle_time_ms: 0,
+            error_code: ErrorCode::None,
+            topics,
+        }
+        .into(),
+        payload: payload.into_chunks(),
+        failed,
+    }
 }
 
 async fn read_all(shard: &Rc<Shard>, targets: &[Target]) -> Vec<PartRead> {
-    futures_util::future::join_all(targets.iter().map(|t| shard.read_on(t.owner, t.key, t.offset, t.max_bytes))).await
+    futures_util::future::join_all(
+        targets
+            .iter()
+            .map(|t| shard.read_on(t.owner, t.key, t.offset, t.max_bytes)),
+    )
+    .await
 }
 
-pub(super) async fn list_offsets(shard: &Rc<Shard>, req: ListOffsetsRequest) -> ListOffsetsResponse {
+pub(super) async fn list_offsets(
+    shard: &Rc<Shard>,
+    req: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     let snapshot = shard.snapshot();
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
         let info = snapshot.topic(&t.name);
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
-            let mut out = ListOffsetsPartitionResponse { partition: p.partition, ..Default::default() };
+            let mut out = ListOffsetsPartitionResponse {
+                partition: p.partition,
+                ..Default::default()
+            };
             match info {
                 Some(info) if info.has_partition(p.partition) => {
-                    match shard.list_offset_on(snapshot.owner(info, p.partition), info.key(p.partition), p.timestamp).await {
+                    match shard
+                        .list_offset_on(
+                            snapshot.owner(info, p.partition),
+                            info.key(p.partition),
+                            p.timestamp,
+                        )
+                        .await
+                    {
                         Ok(listed) => {
                             out.offset = listed.offset;
                             out.timestamp = listed.timestamp;
@@ -149,7 +205,13 @@ pub(super) async fn list_offsets(shard: &Rc<Shard>, req: ListOffsetsRequest) -> 
             }
             partitions.push(out);
         }
-        topics.push(ListOffsetsTopicResponse { name: t.name.clone(), partitions });
+        topics.push(ListOffsetsTopicResponse {
+            name: t.name.clone(),
+            partitions,
+        });
     }
-    ListOffsetsResponse { throttle_time_ms: 0, topics }
+    ListOffsetsResponse {
+        throttle_time_ms: 0,
+        topics,
+    }
 }

@@ -48,10 +48,23 @@ impl Service for Handler {
     fn reject(&self, header: Option<FrameHeader>, err: &FrameError) -> Option<Response> {
         // Without a readable header the answer names no API (all ones), which also makes the
         // ErrorResponse list every supported API.
-        let header = header.unwrap_or(FrameHeader { api_key: u16::MAX, api_version: 0, correlation_id: 0, flags: 0 });
+        let header = header.unwrap_or(FrameHeader {
+            api_key: u16::MAX,
+            api_version: 0,
+            correlation_id: 0,
+            flags: 0,
+        });
         self.shard.metrics.request(header.api_key, true);
-        let e = api::error_response(header.api_key, ErrorCode::for_frame_error(err), &err.to_string());
-        Some(Response { header: api::response_header(&header, true), body: e.encode_bytes(), payload: Vec::new() })
+        let e = api::error_response(
+            header.api_key,
+            ErrorCode::for_frame_error(err),
+            &err.to_string(),
+        );
+        Some(Response {
+            header: api::response_header(&header, true),
+            body: e.encode_bytes(),
+            payload: Vec::new(),
+        })
     }
 }
 
@@ -65,7 +78,11 @@ pub(crate) struct Answer {
 
 impl Answer {
     fn ok(body: impl Into<AnyResponse>) -> Answer {
-        Answer { body: body.into(), payload: Vec::new(), failed: false }
+        Answer {
+            body: body.into(),
+            payload: Vec::new(),
+            failed: false,
+        }
     }
 }
 
@@ -87,17 +104,28 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
         AnyRequest::Produce(r) => produce::handle(shard, r, req.payload).await,
         AnyRequest::Fetch(r) => fetch::handle(shard, r).await,
         AnyRequest::ListOffsets(r) => Answer::ok(fetch::list_offsets(shard, r).await),
-        AnyRequest::CreateTopics(r) => admin::change(shard, crate::controller::AdminOp::CreateTopics(r)).await,
-        AnyRequest::DeleteTopics(r) => admin::change(shard, crate::controller::AdminOp::DeleteTopics(r)).await,
-        AnyRequest::CreatePartitions(r) => admin::change(shard, crate::controller::AdminOp::CreatePartitions(r)).await,
-        AnyRequest::IncrementalAlterConfigs(r) => admin::change(shard, crate::controller::AdminOp::AlterConfigs(r)).await,
+        AnyRequest::CreateTopics(r) => {
+            admin::change(shard, crate::controller::AdminOp::CreateTopics(r)).await
+        }
+        AnyRequest::DeleteTopics(r) => {
+            admin::change(shard, crate::controller::AdminOp::DeleteTopics(r)).await
+        }
+        AnyRequest::CreatePartitions(r) => {
+            admin::change(shard, crate::controller::AdminOp::CreatePartitions(r)).await
+        }
+        AnyRequest::IncrementalAlterConfigs(r) => {
+            admin::change(shard, crate::controller::AdminOp::AlterConfigs(r)).await
+        }
         AnyRequest::DescribeConfigs(r) => Answer::ok(admin::describe_configs(shard, r)),
         other => {
             shard.metrics.request(header.api_key, true);
             return error_response(
                 &header,
                 ErrorCode::InvalidRequest,
-                &format!("{} is not served by this broker yet (see ApiVersions for what is)", other.api().name()),
+                &format!(
+                    "{} is not served by this broker yet (see ApiVersions for what is)",
+                    other.api().name()
+                ),
             );
         }
     };
@@ -108,12 +136,20 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
         _ => {}
     }
     shard.metrics.request(header.api_key, answer.failed);
-    Response { header: api::response_header(&header, false), body: Bytes::from(answer.body.encode()), payload: answer.payload }
+    Response {
+        header: api::response_header(&header, false),
+        body: Bytes::from(answer.body.encode()),
+        payload: answer.payload,
+    }
 }
 
 fn error_response(header: &FrameHeader, code: ErrorCode, message: &str) -> Response {
     let e = api::error_response(header.api_key, code, message);
-    Response { header: api::response_header(header, true), body: e.encode_bytes(), payload: Vec::new() }
+    Response {
+        header: api::response_header(header, true),
+        body: e.encode_bytes(),
+        payload: Vec::new(),
+    }
 }
 
 /// The protocol's error code for a failed partition operation, with a message.

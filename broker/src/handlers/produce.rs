@@ -5,13 +5,15 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use quiver_proto::api::produce::{Acks, PartitionProduceData, PartitionProduceResponse, ProduceRequest, ProduceResponse, TopicProduceResponse};
+use quiver_proto::api::produce::{
+    Acks, PartitionProduceData, PartitionProduceResponse, ProduceRequest, ProduceResponse,
+    TopicProduceResponse,
+};
 use quiver_proto::batch::{self, BatchError, BatchIter, BatchLimits, ValidBatch};
 use quiver_proto::{ErrorCode, Offset, ShardId, TimestampMs};
 
 use super::{part_error, Answer};
 use crate::config::TimestampType;
-use crate::controller::AdminOp;
 use crate::shard::Shard;
 use crate::state::{PartKey, TopicInfo};
 
@@ -40,7 +42,10 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: ProduceRequest, payload: Byte
         let info = snapshot.topic(&t.name);
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for (pi, p) in t.partitions.iter().enumerate() {
-            let mut out = PartitionProduceResponse { partition: p.partition, ..Default::default() };
+            let mut out = PartitionProduceResponse {
+                partition: p.partition,
+                ..Default::default()
+            };
             match prepare(&t.name, info, p, &payload, now, &snapshot) {
                 Ok(prep) => jobs.push((ti, pi, prep)),
                 Err((code, message)) => {
@@ -51,7 +56,10 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: ProduceRequest, payload: Byte
             }
             partitions.push(out);
         }
-        topics.push(TopicProduceResponse { name: t.name.clone(), partitions });
+        topics.push(TopicProduceResponse {
+            name: t.name.clone(),
+            partitions,
+        });
     }
 
     let appends = jobs.into_iter().map(|(ti, pi, prep)| {
@@ -77,11 +85,20 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: ProduceRequest, payload: Byte
             })
             .detach();
         }
-        return Answer { body: ProduceResponse { topics, throttle_time_ms: 0 }.into(), payload: Vec::new(), failed };
+        return Answer {
+            body: ProduceResponse {
+                topics,
+                throttle_time_ms: 0,
+            }
+            .into(),
+            payload: Vec::new(),
+            failed,
+        };
     }
 
     for (ti, pi, records, bytes, time, result) in futures_util::future::join_all(appends).await {
-        let out = &mut topics[ti].partitions[pi];
+        let topic = &mut topics[ti];
+        let out = &mut topic.partitions[pi];
         match result {
             Ok(info) => {
                 count(&shard.metrics, records, bytes);
@@ -92,7 +109,7 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: ProduceRequest, payload: Byte
                 failed = true;
                 let (code, message) = part_error(&e);
                 if code == ErrorCode::StorageError || code == ErrorCode::DiskFull {
-                    tracing::error!(topic = %topics[ti].name, partition = out.partition.0, error = %e, "append failed");
+                    tracing::error!(topic = %topic.name, partition = out.partition.0, error = %e, "append failed");
                 }
                 out.error_code = code;
                 out.error_message = Some(message);
@@ -101,7 +118,15 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: ProduceRequest, payload: Byte
     }
     // log_start_offset is informative; filled for the partitions this shard owns.
     fill_log_start(shard, &snapshot, &mut topics);
-    Answer { body: ProduceResponse { topics, throttle_time_ms: 0 }.into(), payload: Vec::new(), failed }
+    Answer {
+        body: ProduceResponse {
+            topics,
+            throttle_time_ms: 0,
+        }
+        .into(),
+        payload: Vec::new(),
+        failed,
+    }
 }
 
 fn count(metrics: &crate::metrics::Metrics, records: u64, bytes: u64) {
@@ -110,10 +135,20 @@ fn count(metrics: &crate::metrics::Metrics, records: u64, bytes: u64) {
     metrics.bytes_in.fetch_add(bytes, Relaxed);
 }
 
-fn fill_log_start(shard: &Shard, snapshot: &crate::state::Snapshot, topics: &mut [TopicProduceResponse]) {
-    let logs: BTreeMap<PartKey, Offset> = shard.open_logs().into_iter().map(|(k, l)| (k, l.start_offset())).collect();
+fn fill_log_start(
+    shard: &Shard,
+    snapshot: &crate::state::Snapshot,
+    topics: &mut [TopicProduceResponse],
+) {
+    let logs: BTreeMap<PartKey, Offset> = shard
+        .open_logs()
+        .into_iter()
+        .map(|(k, l)| (k, l.start_offset()))
+        .collect();
     for t in topics {
-        let Some(info) = snapshot.topic(&t.name) else { continue };
+        let Some(info) = snapshot.topic(&t.name) else {
+            continue;
+        };
         for p in &mut t.partitions {
             if let Some(start) = logs.get(&info.key(p.partition)) {
                 p.log_start_offset = *start;
@@ -133,26 +168,48 @@ fn prepare(
     now: TimestampMs,
     snapshot: &crate::state::Snapshot,
 ) -> Result<Prepared, Refusal> {
-    let info = info.ok_or_else(|| (ErrorCode::UnknownTopicOrPartition, format!("topic '{topic}' does not exist")))?;
+    let info = info.ok_or_else(|| {
+        (
+            ErrorCode::UnknownTopicOrPartition,
+            format!("topic '{topic}' does not exist"),
+        )
+    })?;
     if !info.has_partition(p.partition) {
         return Err((
             ErrorCode::UnknownTopicOrPartition,
-            format!("topic '{topic}' has {} partitions; partition {} does not exist", info.meta.partitions, p.partition.0),
+            format!(
+                "topic '{topic}' has {} partitions; partition {} does not exist",
+                info.meta.partitions, p.partition.0
+            ),
         ));
     }
-    let bytes = p.records.slice(payload).map_err(|e| (ErrorCode::CorruptMessage, format!("record batches: {e}")))?;
+    let bytes = p
+        .records
+        .slice(payload)
+        .map_err(|e| (ErrorCode::CorruptMessage, format!("record batches: {e}")))?;
     if bytes.is_empty() {
-        return Err((ErrorCode::InvalidRecord, "no record batches for the partition".into()));
+        return Err((
+            ErrorCode::InvalidRecord,
+            "no record batches for the partition".into(),
+        ));
     }
     let max = info.config.max_message_bytes as usize;
-    let limits = BatchLimits { batch_bytes_max: batch::BATCH_BYTES_MAX, ..BatchLimits::default() };
+    let limits = BatchLimits {
+        batch_bytes_max: batch::BATCH_BYTES_MAX,
+        ..BatchLimits::default()
+    };
     let mut batches = Vec::new();
     let (mut records, mut pos) = (0u64, 0usize);
     for (index, b) in BatchIter::new(&bytes).enumerate() {
         let b = b.map_err(|e| batch_refusal(index, &e))?;
         let len = b.len();
         if len > max {
-            return Err((ErrorCode::MessageTooLarge, format!("batch {index} is {len} bytes, over the topic's max.message.bytes of {max}")));
+            return Err((
+                ErrorCode::MessageTooLarge,
+                format!(
+                    "batch {index} is {len} bytes, over the topic's max.message.bytes of {max}"
+                ),
+            ));
         }
         let slice = bytes.slice(pos..pos + len);
         pos += len;
@@ -161,12 +218,14 @@ fn prepare(
             // The one case where the broker changes bytes under the CRC (and so recomputes it).
             let mut owned = BytesMut::from(&valid.bytes()[..]);
             batch::set_log_append_time(&mut owned, now).map_err(|e| batch_refusal(index, &e))?;
-            valid = ValidBatch::new(owned.freeze(), limits).map_err(|e| batch_refusal(index, &e))?;
+            valid =
+                ValidBatch::new(owned.freeze(), limits).map_err(|e| batch_refusal(index, &e))?;
         }
         records += u64::from(valid.info().record_count);
         batches.push(valid);
     }
-    let log_append_time = (info.config.timestamp_type == TimestampType::LogAppendTime).then_some(now);
+    let log_append_time =
+        (info.config.timestamp_type == TimestampType::LogAppendTime).then_some(now);
     Ok(Prepared {
         owner: snapshot.owner(info, p.partition),
         key: info.key(p.partition),
@@ -179,9 +238,10 @@ fn prepare(
 
 fn batch_refusal(index: usize, e: &BatchError) -> Refusal {
     let code = match e {
-        BatchError::CrcMismatch { .. } | BatchError::Truncated { .. } | BatchError::LengthMismatch { .. } | BatchError::BadLength { .. } => {
-            ErrorCode::CorruptMessage
-        }
+        BatchError::CrcMismatch { .. }
+        | BatchError::Truncated { .. }
+        | BatchError::LengthMismatch { .. }
+        | BatchError::BadLength { .. } => ErrorCode::CorruptMessage,
         _ => ErrorCode::InvalidRecord,
     };
     (code, format!("batch {index}: {e}"))

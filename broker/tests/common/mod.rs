@@ -1,0 +1,271 @@
+//! Starts the real `streamd` binary on loopback for integration tests, and talks to it through
+//! the SDK's low-level client.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quiver_client::{Client, ClientConfig, ClientTls};
+use quiver_proto::api::fetch::{FetchPartition, FetchRequest, FetchResponse, FetchTopic};
+use quiver_proto::api::metadata::{CreatableTopic, CreateTopicsRequest};
+use quiver_proto::api::produce::{
+    Acks, PartitionProduceData, ProduceRequest, ProduceResponse, TopicProduceData,
+};
+use quiver_proto::api::{common::ConfigEntry, PayloadBuilder};
+use quiver_proto::{ErrorCode, Offset, PartitionId};
+
+/// A running streamd in its own temporary working directory.
+pub struct Broker {
+    pub child: Option<Child>,
+    pub dir: PathBuf,
+    pub addr: SocketAddr,
+    pub metrics: SocketAddr,
+    pub args: Vec<String>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Broker {
+    /// Starts streamd with `extra` flags on ephemeral ports.
+    pub fn start(extra: &[&str]) -> Broker {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = temp.path().to_path_buf();
+        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut b = Broker {
+            child: None,
+            dir,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            metrics: "0.0.0.0:0".parse().unwrap(),
+            args,
+            _temp: Some(temp),
+        };
+        b.spawn(None);
+        b
+    }
+
+    /// (Re)starts the process in the same directory; `port` reuses the previous QUIC port.
+    pub fn spawn(&mut self, port: Option<u16>) {
+        let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_streamd"))
+            .current_dir(&self.dir)
+            .args([
+                "--listen",
+                &listen,
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--log-level",
+                "info",
+            ])
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(self.dir.join("streamd.log")).unwrap(),
+            ))
+            .spawn()
+            .expect("streamd starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("streamd ready ") {
+                    let _ = tx.send(rest.to_string());
+                }
+            }
+        });
+        let ready = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(r) => r,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("streamd did not become ready; log:\n{}", self.log());
+            }
+        };
+        for part in ready.split_whitespace() {
+            if let Some(a) = part.strip_prefix("quic=") {
+                self.addr = a.parse().unwrap();
+            }
+            if let Some(a) = part.strip_prefix("metrics=") {
+                self.metrics = a.parse().unwrap();
+            }
+        }
+        self.child = Some(child);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("streamd.log")).unwrap_or_default()
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("data/tls/ca.pem")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub async fn client(&self) -> Client {
+        let config = ClientConfig::new(self.addr.to_string())
+            .tls(ClientTls::from_ca_file(self.ca()).unwrap());
+        Client::connect(config).await.expect("client connects")
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                c.kill().unwrap();
+                panic!(
+                    "streamd did not stop within 30 s of SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Restarts on the same port and directory.
+    pub fn restart(&mut self) {
+        let port = self.addr.port();
+        self.spawn(Some(port));
+    }
+
+    pub fn metrics_text(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.metrics).unwrap();
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub async fn create_topic(
+    client: &Client,
+    name: &str,
+    partitions: u32,
+    configs: &[(&str, &str)],
+) -> ErrorCode {
+    let req = CreateTopicsRequest {
+        topics: vec![CreatableTopic {
+            name: name.to_string(),
+            num_partitions: Some(partitions),
+            replication_factor: None,
+            assignments: vec![],
+            configs: configs
+                .iter()
+                .map(|(k, v)| ConfigEntry {
+                    name: k.to_string(),
+                    value: Some(v.to_string()),
+                })
+                .collect(),
+        }],
+        timeout_ms: 10_000,
+        validate_only: false,
+    };
+    let resp = client
+        .call_controller(&req)
+        .await
+        .expect("create topics answered");
+    resp.topics[0].error_code
+}
+
+/// Produces record batches (already built) to one partition.
+pub async fn produce(
+    client: &Client,
+    topic: &str,
+    partition: u32,
+    batches: &[Bytes],
+    acks: Acks,
+) -> ProduceResponse {
+    let mut payload = PayloadBuilder::new();
+    let records = payload.push_all(batches.iter().cloned()).unwrap();
+    let req = ProduceRequest {
+        transactional_id: None,
+        acks,
+        timeout_ms: 30_000,
+        topics: vec![TopicProduceData {
+            name: topic.to_string(),
+            partitions: vec![PartitionProduceData {
+                partition: PartitionId(partition),
+                records,
+            }],
+        }],
+    };
+    client
+        .call_any(&req, payload.into_chunks())
+        .await
+        .expect("produce answered")
+        .0
+}
+
+/// One fetch of one partition; returns the response and the records bytes for it.
+pub async fn fetch(
+    client: &Client,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+    max_wait_ms: u32,
+) -> (FetchResponse, Bytes) {
+    let req = FetchRequest {
+        max_wait_ms,
+        min_bytes: 1,
+        max_bytes: 64 << 20,
+        isolation_level: Default::default(),
+        topics: vec![FetchTopic {
+            name: topic.to_string(),
+            partitions: vec![FetchPartition {
+                partition: PartitionId(partition),
+                fetch_offset: Offset(offset),
+                partition_max_bytes: 8 << 20,
+                current_leader_epoch: None,
+            }],
+        }],
+        rack_id: None,
+    };
+    let (resp, payload) = client
+        .call_any(&req, Vec::new())
+        .await
+        .expect("fetch answered");
+    let records = resp.topics[0].partitions[0]
+        .records
+        .slice(&payload)
+        .unwrap();
+    (resp, records)
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}

@@ -1,0 +1,32 @@
+mod common;
+
+use common::*;
+use quiver_proto::api::produce::Acks;
+use quiver_proto::batch::{BatchBuilder, BatchLimits, BatchView, Compression};
+use quiver_proto::{ErrorCode, TimestampMs};
+
+#[tokio::test]
+async fn create_produce_fetch() {
+    let b = Broker::start(&[]);
+    let c = b.client().await;
+    assert_eq!(create_topic(&c, "t", 2, &[]).await, ErrorCode::None);
+    let mut builder = BatchBuilder::new(Compression::None);
+    builder
+        .append(TimestampMs(1000), Some(b"k"), Some(b"v"), &[("h", b"x")])
+        .unwrap();
+    let batch = builder.finish().unwrap();
+    let r = produce(&c, "t", 1, &[batch.clone(), batch], Acks::Leader).await;
+    assert_eq!(
+        r.topics[0].partitions[0].error_code,
+        ErrorCode::None,
+        "{r:?}"
+    );
+    let (resp, records) = fetch(&c, "t", 1, 0, 100).await;
+    let p = &resp.topics[0].partitions[0];
+    assert_eq!(p.error_code, ErrorCode::None);
+    assert_eq!(p.high_watermark.0, 2);
+    let view = BatchView::new(&records[..records.len() / 2], BatchLimits::default()).unwrap();
+    let recs = view.records().unwrap();
+    let r0 = recs.iter().next().unwrap().unwrap();
+    assert_eq!(r0.key, Some(&b"k"[..]));
+}

@@ -1,0 +1,407 @@
+//! The low-level client: bootstrap, one connection per broker, cluster metadata, typed calls.
+//! `Producer`, `Consumer` and `Admin` are built on it; applications rarely need it directly.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use quiver_proto::api::metadata::{MetadataRequest, MetadataResponse};
+use quiver_proto::api::{self, Request, ResponseError};
+use quiver_proto::{BrokerId, ErrorCode, PartitionId};
+
+use crate::error::{Error, Result};
+use crate::transport::{ClientTls, ConnectOptions, Connection};
+
+/// How to reach and trust a cluster.
+///
+/// ```no_run
+/// # async fn f() -> quiver_client::Result<()> {
+/// use quiver_client::{Client, ClientConfig, ClientTls};
+/// let config = ClientConfig::new("127.0.0.1:9092").tls(ClientTls::from_ca_file("data/tls/ca.pem")?);
+/// let client = Client::connect(config).await?;
+/// println!("{} topics", client.cluster().topics.len());
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// `host:port` of one or more brokers; the first that answers bootstraps the client.
+    pub bootstrap: Vec<String>,
+    /// What to trust; `None` uses the development CA at `./data/tls/ca.pem`.
+    pub tls: Option<ClientTls>,
+    pub connect: ConnectOptions,
+    /// Sent in the handshake, for the broker's logs.
+    pub client_id: String,
+}
+
+impl ClientConfig {
+    /// Bootstrap servers, comma-separated (`"host1:9092,host2:9092"`).
+    pub fn new(bootstrap: impl AsRef<str>) -> ClientConfig {
+        ClientConfig {
+            bootstrap: bootstrap
+                .as_ref()
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            tls: None,
+            connect: ConnectOptions::default(),
+            client_id: format!("quiver-rust/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+
+    pub fn tls(mut self, tls: ClientTls) -> ClientConfig {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// How long one request may take, from sending to the whole answer.
+    pub fn request_timeout(mut self, t: Duration) -> ClientConfig {
+        self.connect.call_timeout = t;
+        self
+    }
+
+    pub fn client_id(mut self, id: impl Into<String>) -> ClientConfig {
+        self.client_id = id.into();
+        self
+    }
+}
+
+/// One broker as metadata describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub id: BrokerId,
+    pub host: String,
+    pub port: u16,
+}
+
+/// One partition as metadata describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub partition: PartitionId,
+    pub leader: Option<BrokerId>,
+    pub replicas: Vec<BrokerId>,
+    pub isr: Vec<BrokerId>,
+}
+
+/// One topic as metadata describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub id: u128,
+    pub internal: bool,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// What the client knows of the cluster: a snapshot, replaced on refresh.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterView {
+    pub brokers: HashMap<BrokerId, BrokerInfo>,
+    pub controller: Option<BrokerId>,
+    pub topics: HashMap<String, TopicInfo>,
+}
+
+/// A handle on a cluster; cheap to clone, `Send + Sync`.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    tls: ClientTls,
+    correlation: AtomicU32,
+    connections: tokio::sync::Mutex<HashMap<SocketAddr, Connection>>,
+    cluster: RwLock<Arc<ClusterView>>,
+    /// The broker that answered the bootstrap, used for calls that any broker can serve.
+    bootstrap: RwLock<Option<(SocketAddr, String)>>,
+}
+
+impl Client {
+    /// Connects to the first bootstrap broker that answers and loads the cluster's metadata.
+    pub async fn connect(config: ClientConfig) -> Result<Client> {
+        if config.bootstrap.is_empty() {
+            return Err(Error::Config("no bootstrap server given".into()));
+        }
+        let tls = match &config.tls {
+            Some(t) => t.clone(),
+            None => ClientTls::dev_default()?,
+        };
+        let client = Client {
+            inner: Arc::new(Inner {
+                config,
+                tls,
+                correlation: AtomicU32::new(1),
+                connections: tokio::sync::Mutex::new(HashMap::new()),
+                cluster: RwLock::new(Arc::new(ClusterView::default())),
+                bootstrap: RwLock::new(None),
+            }),
+        };
+        let mut last = None;
+        for server in client.inner.config.bootstrap.clone() {
+            match client.bootstrap_from(&server).await {
+                Ok(()) => return Ok(client),
+                Err(e) => {
+                    tracing::debug!(server = %server, error = %e, "bootstrap server did not answer");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.expect("at least one bootstrap server was tried"))
+    }
+
+    async fn bootstrap_from(&self, server: &str) -> Result<()> {
+        let (addr, host) = resolve(server).await?;
+        let conn = self.connection(addr, &host).await?;
+        let (resp, _) = self
+            .call_on::<MetadataRequest>(
+                &conn,
+                &MetadataRequest {
+                    topics: None,
+                    allow_auto_topic_creation: false,
+                },
+                Vec::new(),
+            )
+            .await?;
+        *self.inner.bootstrap.write().expect("not poisoned") = Some((addr, host));
+        self.install(resp);
+        Ok(())
+    }
+
+    /// The cluster as last seen.
+    pub fn cluster(&self) -> Arc<ClusterView> {
+        self.inner.cluster.read().expect("not poisoned").clone()
+    }
+
+    /// Reloads metadata for these topics (all topics when `None`) and returns the new view.
+    pub async fn refresh_metadata(&self, topics: Option<Vec<String>>) -> Result<Arc<ClusterView>> {
+        let (resp, _) = self
+            .call_any(
+                &MetadataRequest {
+                    topics,
+                    allow_auto_topic_creation: false,
+                },
+                Vec::new(),
+            )
+            .await?;
+        Ok(self.install(resp))
+    }
+
+    fn install(&self, resp: MetadataResponse) -> Arc<ClusterView> {
+        let mut guard = self.inner.cluster.write().expect("not poisoned");
+        let mut view = (**guard).clone();
+        view.brokers = resp
+            .brokers
+            .into_iter()
+            .map(|b| {
+                (
+                    b.broker_id,
+                    BrokerInfo {
+                        id: b.broker_id,
+                        host: b.host,
+                        port: b.port,
+                    },
+                )
+            })
+            .collect();
+        view.controller = resp.controller_id;
+        for t in resp.topics {
+            if t.error_code == ErrorCode::UnknownTopicOrPartition {
+                view.topics.remove(&t.name);
+                continue;
+            }
+            if t.error_code != ErrorCode::None {
+                continue;
+            }
+            let mut partitions: Vec<PartitionInfo> = t
+                .partitions
+                .into_iter()
+                .map(|p| PartitionInfo {
+                    partition: p.partition,
+                    leader: p.leader,
+                    replicas: p.replicas,
+                    isr: p.isr,
+                })
+                .collect();
+            partitions.sort_by_key(|p| p.partition);
+            view.topics.insert(
+                t.name.clone(),
+                TopicInfo {
+                    name: t.name,
+                    id: t.topic_id.0,
+                    internal: t.is_internal,
+                    partitions,
+                },
+            );
+        }
+        let view = Arc::new(view);
+        *guard = view.clone();
+        view
+    }
+
+    /// A topic's metadata, loading it if the client has not seen the topic yet.
+    pub async fn topic(&self, name: &str) -> Result<TopicInfo> {
+        if let Some(t) = self.cluster().topics.get(name) {
+            return Ok(t.clone());
+        }
+        let view = self.refresh_metadata(Some(vec![name.to_string()])).await?;
+        view.topics.get(name).cloned().ok_or_else(|| {
+            Error::broker(
+                ErrorCode::UnknownTopicOrPartition,
+                Some(format!("topic '{name}' does not exist")),
+            )
+        })
+    }
+
+    /// The broker leading a partition, from cached metadata.
+    pub async fn leader(&self, topic: &str, partition: PartitionId) -> Result<BrokerId> {
+        let t = self.topic(topic).await?;
+        let p = t.partitions.get(partition.0 as usize).ok_or_else(|| {
+            Error::broker(
+                ErrorCode::UnknownTopicOrPartition,
+                Some(format!(
+                    "topic '{topic}' has {} partitions; partition {} does not exist",
+                    t.partitions.len(),
+                    partition.0
+                )),
+            )
+        })?;
+        p.leader.ok_or_else(|| {
+            Error::broker(
+                ErrorCode::LeaderNotAvailable,
+                Some(format!("{topic}/{} has no leader", partition.0)),
+            )
+        })
+    }
+
+    /// Calls any broker (the bootstrap broker), for requests every broker can serve.
+    pub async fn call_any<R: Request>(
+        &self,
+        req: &R,
+        payload: Vec<Bytes>,
+    ) -> Result<(R::Response, Bytes)> {
+        let target = self.inner.bootstrap.read().expect("not poisoned").clone();
+        let (addr, host) = match target {
+            Some(t) => t,
+            None => resolve(&self.inner.config.bootstrap[0]).await?,
+        };
+        let conn = self.connection(addr, &host).await?;
+        self.call_on::<R>(&conn, req, payload)
+            .await
+            .inspect_err(|e| self.forget_on_error(addr, e))
+    }
+
+    /// Calls one broker by id (the leader of a partition, the group coordinator).
+    pub async fn call_broker<R: Request>(
+        &self,
+        broker: BrokerId,
+        req: &R,
+        payload: Vec<Bytes>,
+    ) -> Result<(R::Response, Bytes)> {
+        let info = match self.cluster().brokers.get(&broker) {
+            Some(b) => b.clone(),
+            None => self
+                .refresh_metadata(None)
+                .await?
+                .brokers
+                .get(&broker)
+                .cloned()
+                .ok_or_else(|| {
+                    Error::broker(
+                        ErrorCode::BrokerNotAvailable,
+                        Some(format!("broker {broker} is not in the cluster metadata")),
+                    )
+                })?,
+        };
+        let (addr, host) = resolve(&format!("{}:{}", info.host, info.port)).await?;
+        let conn = self.connection(addr, &host).await?;
+        self.call_on::<R>(&conn, req, payload)
+            .await
+            .inspect_err(|e| self.forget_on_error(addr, e))
+    }
+
+    /// Calls the controller (topic changes).
+    pub async fn call_controller<R: Request>(&self, req: &R) -> Result<R::Response> {
+        let controller = match self.cluster().controller {
+            Some(c) => c,
+            None => self
+                .refresh_metadata(None)
+                .await?
+                .controller
+                .ok_or_else(|| Error::broker(ErrorCode::NotController, None))?,
+        };
+        Ok(self.call_broker(controller, req, Vec::new()).await?.0)
+    }
+
+    async fn call_on<R: Request>(
+        &self,
+        conn: &Connection,
+        req: &R,
+        payload: Vec<Bytes>,
+    ) -> Result<(R::Response, Bytes)> {
+        let correlation = self.inner.correlation.fetch_add(1, Ordering::Relaxed);
+        let header = api::request_header(R::API, 0, correlation);
+        let frame = conn.call(header, req.encode_bytes(), payload).await?;
+        match api::decode_response::<R>(&frame) {
+            Ok(resp) => Ok((resp, frame.payload)),
+            Err(ResponseError::Refused(e)) => Err(Error::Refused(e)),
+            Err(e) => Err(Error::Protocol(e.to_string())),
+        }
+    }
+
+    fn forget_on_error(&self, addr: SocketAddr, e: &Error) {
+        if let Error::Transport(t) = e {
+            if t.is_connection_error() {
+                if let Ok(mut conns) = self.inner.connections.try_lock() {
+                    conns.remove(&addr);
+                }
+            }
+        }
+    }
+
+    async fn connection(&self, addr: SocketAddr, host: &str) -> Result<Connection> {
+        let mut conns = self.inner.connections.lock().await;
+        if let Some(c) = conns.get(&addr) {
+            if c.quinn().close_reason().is_none() {
+                return Ok(c.clone());
+            }
+            conns.remove(&addr);
+        }
+        let conn = Connection::connect_with(
+            addr,
+            host,
+            &self.inner.tls,
+            self.inner.config.connect.clone(),
+        )
+        .await?;
+        conns.insert(addr, conn.clone());
+        Ok(conn)
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        for (_, c) in self.inner.connections.lock().await.drain() {
+            c.close("client closed");
+        }
+    }
+}
+
+/// `host:port` to an address and the name to check the broker's certificate against.
+async fn resolve(server: &str) -> Result<(SocketAddr, String)> {
+    let (host, _port) = server
+        .rsplit_once(':')
+        .ok_or_else(|| Error::Config(format!("bootstrap server '{server}' is not host:port")))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let mut addrs = tokio::net::lookup_host(server)
+        .await
+        .map_err(|e| Error::Config(format!("cannot resolve '{server}': {e}")))?;
+    let addr = addrs
+        .next()
+        .ok_or_else(|| Error::Config(format!("'{server}' resolves to no address")))?;
+    Ok((addr, host))
+}
