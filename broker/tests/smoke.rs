@@ -1,9 +1,7 @@
-mod common;
-
-use common::*;
 use quiver_proto::api::produce::Acks;
 use quiver_proto::batch::{BatchBuilder, BatchLimits, BatchView, Compression};
 use quiver_proto::{ErrorCode, TimestampMs};
+use quiver_testkit::*;
 
 #[tokio::test]
 async fn create_produce_fetch() {

@@ -1,6 +1,6 @@
-//! Starts the real `streamd` binary on loopback for integration tests, and talks to it through
-//! the SDK's low-level client.
-#![allow(dead_code)]
+//! Test support shared by every crate's integration tests: starts the real `streamd` binary on
+//! loopback in a temporary directory, stops it gently (SIGTERM) or not (SIGKILL), and gives a
+//! client that trusts its development CA. A dev-dependency only; nothing ships it.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -49,7 +49,7 @@ impl Broker {
     /// (Re)starts the process in the same directory; `port` reuses the previous QUIC port.
     pub fn spawn(&mut self, port: Option<u16>) {
         let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_streamd"))
+        let mut child = Command::new(streamd_path())
             .current_dir(&self.dir)
             .args([
                 "--listen",
@@ -259,13 +259,32 @@ pub async fn fetch(
     (resp, records)
 }
 
+/// The `streamd` built with the tests: it sits beside the test executable's `deps/` directory.
+/// `cargo test --workspace` builds it before any test runs; `cargo test -p <crate>` may not, so
+/// the message says what to do.
+pub fn streamd_path() -> PathBuf {
+    bin_path("streamd")
+}
+
+/// A workspace binary (`streamd`, `streamctl`, `streambench`) from the same target directory.
+pub fn bin_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` (or `cargo test --workspace`) first",
+        path.display()
+    );
+    path
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
-}
-
-pub fn exists(p: &Path) -> bool {
-    p.exists()
 }
