@@ -8,8 +8,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use quiver_proto::api::handshake::{ApiVersionsRequest, ApiVersionsResponse};
 use quiver_proto::api::metadata::{MetadataRequest, MetadataResponse};
-use quiver_proto::api::{self, Request, ResponseError};
+use quiver_proto::api::{self, ApiKey, Request, ResponseError};
 use quiver_proto::{BrokerId, ErrorCode, PartitionId};
 
 use crate::error::{Error, Result};
@@ -100,10 +101,21 @@ pub struct TopicInfo {
 pub struct ClusterView {
     pub brokers: HashMap<BrokerId, BrokerInfo>,
     pub controller: Option<BrokerId>,
+    pub cluster_id: Option<String>,
     pub topics: HashMap<String, TopicInfo>,
 }
 
-/// A handle on a cluster; cheap to clone, `Send + Sync`.
+/// A handle on a cluster; cheap to clone, `Send + Sync`. Producers, consumers and admins made
+/// from one `Client` share its connections and its metadata.
+///
+/// ```no_run
+/// # async fn f() -> quiver_client::Result<()> {
+/// use quiver_client::{Client, ClientConfig};
+/// // Trusts ./data/tls/ca.pem, the CA a local `streamd` writes on first start.
+/// let client = Client::connect(ClientConfig::new("127.0.0.1:9092")).await?;
+/// let leader = client.leader("orders", quiver_client::PartitionId(0)).await?;
+/// # let _ = leader; Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -117,6 +129,10 @@ struct Inner {
     cluster: RwLock<Arc<ClusterView>>,
     /// The broker that answered the bootstrap, used for calls that any broker can serve.
     bootstrap: RwLock<Option<(SocketAddr, String)>>,
+    /// Resolved addresses of brokers by id (cleared when metadata changes a broker's address).
+    addrs: RwLock<HashMap<BrokerId, (SocketAddr, String)>>,
+    /// What the bootstrap broker answered to ApiVersions, asked once on first need.
+    api_versions: tokio::sync::OnceCell<ApiVersionsResponse>,
 }
 
 impl Client {
@@ -137,6 +153,8 @@ impl Client {
                 connections: tokio::sync::Mutex::new(HashMap::new()),
                 cluster: RwLock::new(Arc::new(ClusterView::default())),
                 bootstrap: RwLock::new(None),
+                addrs: RwLock::new(HashMap::new()),
+                api_versions: tokio::sync::OnceCell::new(),
             }),
         };
         let mut last = None;
@@ -189,9 +207,47 @@ impl Client {
         Ok(self.install(resp))
     }
 
+    /// The bootstrap broker's ApiVersions answer, asked on first use and cached.
+    pub async fn api_versions(&self) -> Result<&ApiVersionsResponse> {
+        self.inner
+            .api_versions
+            .get_or_try_init(|| async {
+                let req = ApiVersionsRequest {
+                    client_software_name: "quiver-rust".into(),
+                    client_software_version: env!("CARGO_PKG_VERSION").into(),
+                };
+                Ok::<_, Error>(self.call_any(&req, Vec::new()).await?.0)
+            })
+            .await
+    }
+
+    /// Whether the cluster serves `api` (per the bootstrap broker's ApiVersions).
+    pub async fn supports(&self, api: ApiKey) -> Result<bool> {
+        let versions = self.api_versions().await?;
+        Ok(versions
+            .api_keys
+            .iter()
+            .any(|r| r.api_key == api.as_u16() && (r.min_version..=r.max_version).contains(&0)))
+    }
+
+    /// `Ok` if the cluster serves `api`, else a typed [`Error::Unsupported`] naming it.
+    pub async fn require(&self, api: ApiKey, what: &str) -> Result<()> {
+        if self.supports(api).await? {
+            return Ok(());
+        }
+        Err(Error::Unsupported {
+            api: api.name(),
+            reason: format!(
+                "{what} needs the {} API, which this broker does not serve",
+                api.name()
+            ),
+        })
+    }
+
     fn install(&self, resp: MetadataResponse) -> Arc<ClusterView> {
         let mut guard = self.inner.cluster.write().expect("not poisoned");
         let mut view = (**guard).clone();
+        view.cluster_id = resp.cluster_id.clone();
         view.brokers = resp
             .brokers
             .into_iter()
@@ -207,6 +263,15 @@ impl Client {
             })
             .collect();
         view.controller = resp.controller_id;
+        {
+            // Forget resolved addresses of brokers whose address changed or that left.
+            let mut addrs = self.inner.addrs.write().expect("not poisoned");
+            addrs.retain(|id, (_, host)| {
+                view.brokers
+                    .get(id)
+                    .is_some_and(|b| b.host.trim_start_matches('[').trim_end_matches(']') == host)
+            });
+        }
         for t in resp.topics {
             if t.error_code == ErrorCode::UnknownTopicOrPartition {
                 view.topics.remove(&t.name);
@@ -255,6 +320,12 @@ impl Client {
         })
     }
 
+    /// A topic's partition count from cached metadata, without copying the topic's metadata.
+    pub(crate) fn cached_partition_count(&self, name: &str) -> Option<u32> {
+        let guard = self.inner.cluster.read().expect("not poisoned");
+        guard.topics.get(name).map(|t| t.partitions.len() as u32)
+    }
+
     /// The broker leading a partition, from cached metadata.
     pub async fn leader(&self, topic: &str, partition: PartitionId) -> Result<BrokerId> {
         let t = self.topic(topic).await?;
@@ -300,26 +371,66 @@ impl Client {
         req: &R,
         payload: Vec<Bytes>,
     ) -> Result<(R::Response, Bytes)> {
-        let info = match self.cluster().brokers.get(&broker) {
-            Some(b) => b.clone(),
-            None => self
-                .refresh_metadata(None)
-                .await?
-                .brokers
-                .get(&broker)
-                .cloned()
-                .ok_or_else(|| {
-                    Error::broker(
-                        ErrorCode::BrokerNotAvailable,
-                        Some(format!("broker {broker} is not in the cluster metadata")),
-                    )
-                })?,
-        };
-        let (addr, host) = resolve(&format!("{}:{}", info.host, info.port)).await?;
-        let conn = self.connection(addr, &host).await?;
+        let (addr, conn) = self.broker_connection(broker).await?;
         self.call_on::<R>(&conn, req, payload)
             .await
             .inspect_err(|e| self.forget_on_error(addr, e))
+    }
+
+    /// Sends a request to one broker and returns once it is written, without waiting for the
+    /// answer (acks=0 produce).
+    pub async fn send_broker_oneway<R: Request>(
+        &self,
+        broker: BrokerId,
+        req: &R,
+        payload: Vec<Bytes>,
+    ) -> Result<()> {
+        let (addr, conn) = self.broker_connection(broker).await?;
+        let correlation = self.inner.correlation.fetch_add(1, Ordering::Relaxed);
+        let header = api::request_header(R::API, 0, correlation);
+        conn.send_only(header, req.encode_bytes(), payload)
+            .await
+            .map_err(Error::from)
+            .inspect_err(|e| self.forget_on_error(addr, e))
+    }
+
+    async fn broker_connection(&self, broker: BrokerId) -> Result<(SocketAddr, Connection)> {
+        let cached = self
+            .inner
+            .addrs
+            .read()
+            .expect("not poisoned")
+            .get(&broker)
+            .cloned();
+        let (addr, host) = match cached {
+            Some(a) => a,
+            None => {
+                let info = match self.cluster().brokers.get(&broker) {
+                    Some(b) => b.clone(),
+                    None => self
+                        .refresh_metadata(None)
+                        .await?
+                        .brokers
+                        .get(&broker)
+                        .cloned()
+                        .ok_or_else(|| {
+                            Error::broker(
+                                ErrorCode::BrokerNotAvailable,
+                                Some(format!("broker {broker} is not in the cluster metadata")),
+                            )
+                        })?,
+                };
+                let resolved = resolve(&format!("{}:{}", info.host, info.port)).await?;
+                self.inner
+                    .addrs
+                    .write()
+                    .expect("not poisoned")
+                    .insert(broker, resolved.clone());
+                resolved
+            }
+        };
+        let conn = self.connection(addr, &host).await?;
+        Ok((addr, conn))
     }
 
     /// Calls the controller (topic changes).
