@@ -464,7 +464,11 @@ impl Client {
 
     fn forget_on_error(&self, addr: SocketAddr, e: &Error) {
         if let Error::Transport(t) = e {
-            if t.is_connection_error() {
+            // A request that timed out suggests a broker that died without closing the
+            // connection (SIGKILL, a lost host): QUIC would notice only at the idle timeout, so
+            // the next call opens a fresh connection instead. Calls still running on the old
+            // one finish or time out on their own.
+            if t.is_connection_error() || matches!(t, crate::TransportError::Timeout(_)) {
                 if let Ok(mut conns) = self.inner.connections.try_lock() {
                     conns.remove(&addr);
                 }

@@ -47,7 +47,8 @@ pub use error::{Error, Result};
 pub use partitioner::{DefaultPartitioner, Partitioner};
 pub use producer::{Acks, Compression, Delivery, Producer, ProducerConfig};
 pub use quiver_proto::api::fetch::OffsetSpec;
-pub use quiver_proto::{ErrorCode, Offset, PartitionId, TimestampMs};
+pub use quiver_proto::api::ApiKey;
+pub use quiver_proto::{BrokerId, ErrorCode, Offset, PartitionId, TimestampMs};
 pub use record::{
     ConsumerRecord, Header, ProducerRecord, RecordMetadata, TimestampType, TopicPartition,
 };
