@@ -143,6 +143,9 @@ async fn records_without_a_key_spread_across_partitions() {
     }
 }
 
+/// Key, value, headers.
+type Case = (Option<Bytes>, Option<Bytes>, Vec<(&'static str, Bytes)>);
+
 #[tokio::test]
 async fn headers_and_binary_values_survive_every_codec() {
     let b = Broker::start(&[]);
@@ -150,7 +153,7 @@ async fn headers_and_binary_values_survive_every_codec() {
     topic(&client, "binary", 1).await;
     let all_bytes: Vec<u8> = (0..=255u8).collect();
     let not_utf8 = vec![0xff, 0xfe, 0x00, 0xc3, 0x28, b'\n', b'\r'];
-    let cases: Vec<(Option<Bytes>, Option<Bytes>, Vec<(&str, Bytes)>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             Some(Bytes::from(not_utf8.clone())),
             Some(Bytes::from(all_bytes.clone())),
