@@ -71,6 +71,14 @@ impl ClientConfig {
 }
 
 /// One broker as metadata describes it.
+///
+/// ```no_run
+/// # async fn f(client: quiver_client::Client) {
+/// for (id, b) in &client.cluster().brokers {
+///     println!("broker {id} at {}:{}", b.host, b.port);
+/// }
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrokerInfo {
     pub id: BrokerId,
@@ -79,6 +87,14 @@ pub struct BrokerInfo {
 }
 
 /// One partition as metadata describes it.
+///
+/// ```no_run
+/// # async fn f(client: quiver_client::Client) -> quiver_client::Result<()> {
+/// let t = client.topic("orders").await?;
+/// let p = &t.partitions[0];
+/// println!("partition {} led by {:?}, replicas {:?}, in sync {:?}", p.partition, p.leader, p.replicas, p.isr);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionInfo {
     pub partition: PartitionId,
@@ -88,6 +104,13 @@ pub struct PartitionInfo {
 }
 
 /// One topic as metadata describes it.
+///
+/// ```no_run
+/// # async fn f(client: quiver_client::Client) -> quiver_client::Result<()> {
+/// let t = client.topic("orders").await?;
+/// println!("{} has {} partitions", t.name, t.partitions.len());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicInfo {
     pub name: String,
@@ -97,6 +120,13 @@ pub struct TopicInfo {
 }
 
 /// What the client knows of the cluster: a snapshot, replaced on refresh.
+///
+/// ```no_run
+/// # async fn f(client: quiver_client::Client) -> quiver_client::Result<()> {
+/// let view = client.refresh_metadata(None).await?;
+/// println!("controller {:?}, {} topics", view.controller, view.topics.len());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct ClusterView {
     pub brokers: HashMap<BrokerId, BrokerInfo>,

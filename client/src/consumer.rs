@@ -1,10 +1,10 @@
 //! The consumer: assigned partitions, long-poll fetches, seeks, pause/resume, commits.
 //!
 //! `poll` returns records from a buffer; fetches fill it. One fetch per broker is outstanding at
-//! a time, covering every assigned, unpaused partition that broker leads and whose buffered
-//! records have all been returned; a fetch is issued again as soon as a partition's records are
-//! handed out, so the next batch is on its way while the application works on the last
-//! (pipelining). The broker holds a fetch up to `fetch_max_wait` until `fetch_min_bytes` are
+//! a time, covering every assigned, unpaused partition that broker leads and that has less than
+//! `max_partition_fetch_bytes` of records waiting in the buffer: the next records are on their
+//! way while the application works on the last (pipelining), and the buffer holds about two
+//! fetches per partition at most. The broker holds a fetch up to `fetch_max_wait` until `fetch_min_bytes` are
 //! there. Records are decoded (CRC checked, decompressed) in the fetch task, off the caller's
 //! task; uncompressed keys and values are slices of the fetched bytes, not copies.
 //!
@@ -155,8 +155,9 @@ struct PartState {
     fetch_position: Option<Offset>,
     paused: bool,
     in_flight: bool,
-    /// Records of this partition in the buffer.
+    /// Records of this partition in the buffer, and their bytes.
     buffered: usize,
+    buffered_bytes: usize,
     backoff_until: Option<Instant>,
     /// Why the position is unknown, when a fetch said so (for `OffsetReset::None`).
     reset_reason: Option<Error>,
@@ -280,6 +281,7 @@ impl Consumer {
             .retain(|r| !(r.partition == tp.partition && *r.topic == *tp.topic));
         if let Some(st) = self.assignment.get_mut(tp) {
             st.buffered = 0;
+            st.buffered_bytes = 0;
         }
     }
 
@@ -430,11 +432,28 @@ impl Consumer {
     fn drain(&mut self) -> Vec<ConsumerRecord> {
         let n = self.buffer.len().min(self.config.max_poll_records);
         let out: Vec<ConsumerRecord> = self.buffer.drain(..n).collect();
+        // Per partition: records handed out, their bytes, the last offset.
+        let mut handed: Vec<(&ConsumerRecord, usize, usize, Offset)> = Vec::new();
         for r in &out {
+            let bytes = record_bytes(r);
+            match handed
+                .iter_mut()
+                .find(|(h, ..)| h.partition == r.partition && h.topic == r.topic)
+            {
+                Some(h) => {
+                    h.1 += 1;
+                    h.2 += bytes;
+                    h.3 = r.offset;
+                }
+                None => handed.push((r, 1, bytes, r.offset)),
+            }
+        }
+        for (r, count, bytes, last) in handed {
             let tp = TopicPartition::new(&*r.topic, r.partition.0);
             if let Some(st) = self.assignment.get_mut(&tp) {
-                st.position = Some(r.offset.plus(1));
-                st.buffered = st.buffered.saturating_sub(1);
+                st.position = Some(last.plus(1));
+                st.buffered = st.buffered.saturating_sub(count);
+                st.buffered_bytes = st.buffered_bytes.saturating_sub(bytes);
                 if st.buffered == 0 {
                     // Skipped offsets (control batches) after the last record count as read.
                     st.position = st.fetch_position;
@@ -508,13 +527,17 @@ impl Consumer {
     /// Sends one fetch per broker for the partitions that need records and have none pending.
     async fn start_fetches(&mut self) -> Result<()> {
         let now = Instant::now();
+        // A partition is fetched again while fewer than one fetch's worth of its records wait
+        // in the buffer: the next records are on their way while the application works, and
+        // the buffer holds at most about two fetches per partition.
+        let refill_below = self.config.max_partition_fetch_bytes as usize;
         let eligible: Vec<(TopicPartition, Offset)> = self
             .assignment
             .iter()
             .filter(|(_, s)| {
                 !s.paused
                     && !s.in_flight
-                    && s.buffered == 0
+                    && s.buffered_bytes < refill_below
                     && s.backoff_until.is_none_or(|t| t <= now)
             })
             .filter_map(|(tp, s)| s.fetch_position.map(|o| (tp.clone(), o)))
@@ -632,6 +655,7 @@ impl Consumer {
                     st.high_watermark = Some(high_watermark);
                     st.fetch_position = Some(next);
                     st.buffered += records.len();
+                    st.buffered_bytes += records.iter().map(record_bytes).sum::<usize>();
                     if st.buffered == 0 {
                         st.position = Some(next);
                     }
@@ -819,6 +843,16 @@ impl Consumer {
     pub fn client(&self) -> &Client {
         &self.client
     }
+}
+
+/// Bytes a buffered record holds, for the buffer's bound.
+fn record_bytes(r: &ConsumerRecord) -> usize {
+    r.key.as_ref().map_or(0, Bytes::len)
+        + r.value.as_ref().map_or(0, Bytes::len)
+        + r.headers
+            .iter()
+            .map(|h| h.key.len() + h.value.len())
+            .sum::<usize>()
 }
 
 async fn fetch_task(
