@@ -30,6 +30,28 @@ use quiver_client::{
 use rand::RngCore;
 use serde_json::json;
 
+/// `println!` that treats a closed stdout (`| head`) as the end of the output, not a crash.
+macro_rules! outln {
+    () => { emit(format_args!("")) };
+    ($($arg:tt)*) => { emit(format_args!($($arg)*)) };
+}
+
+fn emit(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("streambench: writing output: {e}");
+        std::process::exit(1);
+    }
+}
+
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "streambench",
@@ -850,9 +872,9 @@ fn report(
                 "coordinated_omission_corrected": opts.rate > 0.0,
             },
         });
-        println!("{out}");
+        outln!("{out}");
     } else {
-        println!(
+        outln!(
             "streambench {mode}: topic {} ({partitions} partitions), {} producer(s), {} consumer(s), \
              {} B records, acks={acks}, compression={}, batch {} B, linger {:?}, rate {}",
             opts.topic,
@@ -865,9 +887,9 @@ fn report(
             if opts.rate > 0.0 { format!("{} records/s", opts.rate) } else { "max".into() },
         );
         if let Some(note) = fill_note {
-            println!("  {note}");
+            outln!("  {note}");
         }
-        println!(
+        outln!(
             "  {records} records, {:.1} MB in {seconds:.2} s: {rps:.0} records/s, {mbps:.2} MB/s",
             bytes as f64 / 1e6
         );
@@ -882,13 +904,13 @@ fn report(
             } else {
                 ""
             };
-            println!(
+            outln!(
                 "  latency ({what}{co}), ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  p99.99 {:.3}  max {:.3}",
                 ms(0.5), ms(0.9), ms(0.99), ms(0.999), ms(0.9999), latency.max() as f64 / 1000.0
             );
         }
         if errors > 0 {
-            println!(
+            outln!(
                 "  errors: {errors} (first: {})",
                 first_error.as_deref().unwrap_or("")
             );

@@ -18,6 +18,28 @@ use quiver_client::{
 };
 use serde_json::{json, Map, Value};
 
+/// `println!` that treats a closed stdout (`| head`) as the end of the output, not a crash.
+macro_rules! outln {
+    () => { emit(format_args!("")) };
+    ($($arg:tt)*) => { emit(format_args!($($arg)*)) };
+}
+
+fn emit(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("streamctl: writing output: {e}");
+        std::process::exit(1);
+    }
+}
+
 const ENCODING_HELP: &str = "\
 JSON output (--format json) prints one object per line:
   {\"topic\":\"t\",\"partition\":0,\"offset\":5,\"timestamp\":1700000000000,
@@ -638,7 +660,7 @@ fn write_json(out: &mut impl Write, r: &ConsumerRecord) -> std::io::Result<()> {
 
 fn print_json(v: &impl serde::Serialize) -> CliResult {
     let s = serde_json::to_string_pretty(v).map_err(|e| e.to_string())?;
-    println!("{s}");
+    outln!("{s}");
     Ok(())
 }
 
@@ -667,7 +689,7 @@ async fn topic(client: &Client, cmd: &TopicCommand) -> CliResult {
             match out.output {
                 Output::Json => print_json(&json!({"created": name, "topic": d})),
                 Output::Text => {
-                    println!(
+                    outln!(
                         "created topic {name} with {} partition{}",
                         d.partitions.len(),
                         if d.partitions.len() == 1 { "" } else { "s" }
@@ -702,10 +724,10 @@ async fn topic(client: &Client, cmd: &TopicCommand) -> CliResult {
             match out.output {
                 Output::Json => print_json(&d),
                 Output::Text => {
-                    println!("NAME        {}", d.name);
-                    println!("ID          {}", d.id);
-                    println!("PARTITIONS  {}", d.partitions.len());
-                    println!();
+                    outln!("NAME        {}", d.name);
+                    outln!("ID          {}", d.id);
+                    outln!("PARTITIONS  {}", d.partitions.len());
+                    outln!();
                     let ids = |v: &[quiver_client::BrokerId]| {
                         v.iter()
                             .map(|b| b.0.to_string())
@@ -731,7 +753,7 @@ async fn topic(client: &Client, cmd: &TopicCommand) -> CliResult {
                         &["PARTITION", "LEADER", "REPLICAS", "ISR", "START", "END"],
                         &rows,
                     );
-                    println!();
+                    outln!();
                     let rows: Vec<Vec<String>> = d
                         .configs
                         .iter()
@@ -753,7 +775,7 @@ async fn topic(client: &Client, cmd: &TopicCommand) -> CliResult {
             match out.output {
                 Output::Json => print_json(&json!({ "deleted": name })),
                 Output::Text => {
-                    println!("deleted topic {name}");
+                    outln!("deleted topic {name}");
                     Ok(())
                 }
             }
@@ -783,7 +805,7 @@ async fn topic(client: &Client, cmd: &TopicCommand) -> CliResult {
             match out.output {
                 Output::Json => print_json(&json!({ "altered": name, "configs": configs })),
                 Output::Text => {
-                    println!("altered topic {name}");
+                    outln!("altered topic {name}");
                     Ok(())
                 }
             }
@@ -793,7 +815,7 @@ async fn topic(client: &Client, cmd: &TopicCommand) -> CliResult {
             match out.output {
                 Output::Json => print_json(&json!({ "topic": name, "partitions": total })),
                 Output::Text => {
-                    println!("topic {name} now has {total} partitions");
+                    outln!("topic {name} now has {total} partitions");
                     Ok(())
                 }
             }
@@ -807,15 +829,15 @@ async fn cluster(client: &Client, out: OutputArgs) -> CliResult {
     match out.output {
         Output::Json => print_json(&c),
         Output::Text => {
-            println!(
+            outln!(
                 "CLUSTER     {}",
                 c.cluster_id.as_deref().unwrap_or("(no id)")
             );
-            println!(
+            outln!(
                 "CONTROLLER  {}",
                 c.controller.map_or("-".into(), |b| b.0.to_string())
             );
-            println!();
+            outln!();
             let rows: Vec<Vec<String>> = c
                 .brokers
                 .iter()
@@ -853,7 +875,7 @@ fn print_table(headers: &[&str], rows: &[Vec<String>]) {
                 s.push_str(&format!("{cell:<w$}  "));
             }
         }
-        println!("{}", s.trim_end());
+        outln!("{}", s.trim_end());
     };
     line(headers.to_vec());
     for row in rows {

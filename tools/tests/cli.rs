@@ -493,3 +493,31 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_output_quietly() {
+    let b = Broker::start(&[]);
+    ok(&streamctl(&b, &["topic", "create", "many"], None));
+    let input: String = (0..20_000)
+        .map(|i| format!("record number {i} with some padding to fill pipes\n"))
+        .collect();
+    ok(&streamctl(&b, &["produce", "many"], Some(input.as_bytes())));
+    for args in [
+        "consume many --max-messages 20000 --format json",
+        "topic describe many --output json",
+    ] {
+        let script = format!(
+            "{} --bootstrap {} {args} | head -c 10 >/dev/null; exit ${{PIPESTATUS[0]}}",
+            env!("CARGO_BIN_EXE_streamctl"),
+            b.addr
+        );
+        let out = Command::new("bash")
+            .current_dir(&b.dir)
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args}: {:?} {stderr}", out.status);
+        assert!(!stderr.contains("panicked"), "{args}: {stderr}");
+    }
+}
