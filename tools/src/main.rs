@@ -339,6 +339,13 @@ fn parse_from(s: &str) -> Result<StartAt, String> {
 
 fn main() {
     let cli = Cli::parse();
+    // Diagnostics on stderr only when asked for (RUST_LOG=quiver_client=debug, ...).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
