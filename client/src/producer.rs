@@ -6,7 +6,7 @@
 //! record to that partition's open batch. One background task per producer (the *sender*) sends
 //! a partition's batches when the oldest is full (`batch_size`), has waited `linger`, or a flush
 //! asks for it; it packs every ready partition led by the same broker into one Produce request,
-//! with at most `max_in_flight_per_broker` requests outstanding per broker. Each batch's memory
+//! with at most `max_in_flight_per_broker` requests outstanding per broker (default 1). Each batch's memory
 //! returns to the buffer when its answer arrives (acks=1/all) or once it is written (acks=0).
 //!
 //! # Order
@@ -132,7 +132,11 @@ pub struct ProducerConfig {
     /// First backoff between attempts; doubles per attempt up to `retry_backoff_max`.
     pub retry_backoff: Duration,
     pub retry_backoff_max: Duration,
-    /// Produce requests outstanding per broker.
+    /// Produce requests outstanding per broker; default 1. A request carries every ready
+    /// partition the broker leads, so one request at a time still keeps every partition moving,
+    /// and batches that queue up meanwhile leave together in the next, larger request. Measured
+    /// on one local broker (bench/RESULTS.md): 1 gave the highest throughput (more requests in
+    /// flight meant more, smaller requests) and the same latency at moderate rates.
     pub max_in_flight_per_broker: usize,
     /// How often topic metadata is reloaded even without errors (to see new partitions).
     pub metadata_max_age: Duration,
@@ -155,7 +159,7 @@ impl Default for ProducerConfig {
             retries: u32::MAX,
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
-            max_in_flight_per_broker: 5,
+            max_in_flight_per_broker: 1,
             metadata_max_age: Duration::from_secs(300),
             partitioner: Arc::new(DefaultPartitioner::default()),
         }
@@ -911,6 +915,9 @@ async fn send_request(shared: Arc<Shared>, draft: Draft) {
         topics,
     };
 
+    let request_bytes = payload.len();
+    let partitions = groups.len();
+    let sent_at = Instant::now();
     let outcomes: Vec<Outcome> = if config.acks == Acks::None {
         match shared
             .client
@@ -941,6 +948,10 @@ async fn send_request(shared: Arc<Shared>, draft: Draft) {
     };
 
     let now = Instant::now();
+    let took = now.duration_since(sent_at);
+    if took > Duration::from_secs(1) {
+        tracing::debug!(broker = %broker, request_bytes, partitions, took_ms = took.as_millis() as u64, "slow produce request");
+    }
     let mut refresh = false;
     let mut requeue: Vec<(PartKey, Vec<Batch>)> = Vec::new();
     for (((topic, partition), parts), outcome) in groups.into_iter().zip(outcomes) {
