@@ -296,10 +296,11 @@ impl Client {
         {
             // Forget resolved addresses of brokers whose address changed or that left.
             let mut addrs = self.inner.addrs.write().expect("not poisoned");
-            addrs.retain(|id, (_, host)| {
-                view.brokers
-                    .get(id)
-                    .is_some_and(|b| b.host.trim_start_matches('[').trim_end_matches(']') == host)
+            addrs.retain(|id, (addr, host)| {
+                view.brokers.get(id).is_some_and(|b| {
+                    b.port == addr.port()
+                        && b.host.trim_start_matches('[').trim_end_matches(']') == host
+                })
             });
         }
         for t in resp.topics {
@@ -377,21 +378,67 @@ impl Client {
         })
     }
 
-    /// Calls any broker (the bootstrap broker), for requests every broker can serve.
+    /// Calls any broker, for requests every broker can serve: the broker that answered last,
+    /// or, when it cannot be reached, the other known brokers and then the bootstrap list (the
+    /// one that answers is used from then on). A request that was sent and then lost is tried
+    /// elsewhere only if reading it twice does no harm (metadata, offsets, configs).
     pub async fn call_any<R: Request>(
         &self,
         req: &R,
         payload: Vec<Bytes>,
     ) -> Result<(R::Response, Bytes)> {
         let target = self.inner.bootstrap.read().expect("not poisoned").clone();
-        let (addr, host) = match target {
+        let first = match target {
             Some(t) => t,
             None => resolve(&self.inner.config.bootstrap[0]).await?,
         };
-        let conn = self.connection(addr, &host).await?;
+        let err = match self.call_at::<R>(&first, req, payload.clone()).await {
+            Ok(r) => return Ok(r),
+            Err((sent, e)) => {
+                let transport = matches!(&e, Error::Transport(t) if t.is_retriable());
+                if !transport || (sent && !idempotent(R::API)) {
+                    return Err(e);
+                }
+                e
+            }
+        };
+        let mut candidates: Vec<String> = self
+            .cluster()
+            .brokers
+            .values()
+            .map(|b| format!("{}:{}", b.host, b.port))
+            .collect();
+        candidates.sort();
+        candidates.extend(self.inner.config.bootstrap.iter().cloned());
+        candidates.dedup();
+        for c in candidates {
+            let Ok(next) = resolve(&c).await else {
+                continue;
+            };
+            if next.0 == first.0 {
+                continue;
+            }
+            if let Ok(r) = self.call_at::<R>(&next, req, payload.clone()).await {
+                tracing::debug!(from = %first.0, to = %next.0, "switched to another broker");
+                *self.inner.bootstrap.write().expect("not poisoned") = Some(next);
+                return Ok(r);
+            }
+        }
+        Err(err)
+    }
+
+    /// One call to one address. The error says whether the request was sent.
+    async fn call_at<R: Request>(
+        &self,
+        (addr, host): &(SocketAddr, String),
+        req: &R,
+        payload: Vec<Bytes>,
+    ) -> std::result::Result<(R::Response, Bytes), (bool, Error)> {
+        let conn = self.connection(*addr, host).await.map_err(|e| (false, e))?;
         self.call_on::<R>(&conn, req, payload)
             .await
-            .inspect_err(|e| self.forget_on_error(addr, e))
+            .inspect_err(|e| self.forget_on_error(*addr, e))
+            .map_err(|e| (true, e))
     }
 
     /// Calls one broker by id (the leader of a partition, the group coordinator).
@@ -549,4 +596,18 @@ async fn resolve(server: &str) -> Result<(SocketAddr, String)> {
         .next()
         .ok_or_else(|| Error::Config(format!("'{server}' resolves to no address")))?;
     Ok((addr, host))
+}
+
+/// Requests that may be sent twice without changing anything.
+fn idempotent(api: ApiKey) -> bool {
+    matches!(
+        api,
+        ApiKey::Metadata
+            | ApiKey::ApiVersions
+            | ApiKey::ListOffsets
+            | ApiKey::DescribeConfigs
+            | ApiKey::FindCoordinator
+            | ApiKey::OffsetFetch
+            | ApiKey::Fetch
+    )
 }

@@ -673,3 +673,40 @@ async fn admin_topics_configs_partitions_and_cluster() {
     let err = admin.describe_topic("adm").await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::UnknownTopicOrPartition));
 }
+
+#[tokio::test]
+async fn bootstrap_skips_dead_servers_and_calls_move_to_a_live_broker() {
+    use quiver_client::{ClientConfig, ClientTls};
+    let mut a = Broker::start(&[]);
+    let b = Broker::start(&[]);
+    // Trust both development CAs.
+    let mut pem = std::fs::read(a.ca()).unwrap();
+    pem.extend(std::fs::read(b.ca()).unwrap());
+    let tls = ClientTls::from_ca_pem(&pem).unwrap();
+    // A dead first server is skipped at bootstrap.
+    let config = ClientConfig::new(format!("127.0.0.1:1,{},{}", a.addr, b.addr))
+        .tls(tls)
+        .request_timeout(Duration::from_secs(2));
+    let mut config = config;
+    config.connect.connect_timeout = Duration::from_secs(1);
+    let client = Client::connect(config).await.unwrap();
+    let admin = Admin::new(client.clone());
+    assert_eq!(
+        admin.describe_cluster().await.unwrap().brokers[0].port,
+        a.addr.port()
+    );
+    // A call by broker id caches broker 1's address (A's, for now).
+    admin.create_topic(NewTopic::new("on-a", 1)).await.unwrap();
+    // The broker it talks to dies; the next metadata call moves to the other bootstrap server.
+    a.kill9();
+    let cluster = admin.describe_cluster().await.unwrap();
+    assert_eq!(cluster.brokers[0].port, b.addr.port());
+    // And stays there; broker 1 now means B's address (both brokers have id 1).
+    admin.create_topic(NewTopic::new("on-b", 1)).await.unwrap();
+    let err = admin.describe_topic("on-a").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::UnknownTopicOrPartition), "{err}");
+    assert_eq!(
+        admin.describe_topic("on-b").await.unwrap().partitions.len(),
+        1
+    );
+}
