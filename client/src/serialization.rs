@@ -1,7 +1,7 @@
 //! Serializers and deserializers: how typed keys and values become record bytes and back.
 //!
 //! Bytes ([`BytesSerde`]), UTF-8 strings ([`StringSerde`]), JSON through serde ([`JsonSerde`]),
-//! and protobuf through prost ([`ProtobufSerde`], behind the `protobuf` feature). Implement
+//! and protobuf through prost (`ProtobufSerde`, behind the `protobuf` feature). Implement
 //! [`Serializer`] / [`Deserializer`] for any other format.
 //!
 //! ```
