@@ -704,7 +704,11 @@ async fn bootstrap_skips_dead_servers_and_calls_move_to_a_live_broker() {
     // And stays there; broker 1 now means B's address (both brokers have id 1).
     admin.create_topic(NewTopic::new("on-b", 1)).await.unwrap();
     let err = admin.describe_topic("on-a").await.unwrap_err();
-    assert_eq!(err.code(), Some(ErrorCode::UnknownTopicOrPartition), "{err}");
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::UnknownTopicOrPartition),
+        "{err}"
+    );
     assert_eq!(
         admin.describe_topic("on-b").await.unwrap().partitions.len(),
         1
