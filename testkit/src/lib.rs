@@ -112,6 +112,15 @@ impl Broker {
         Client::connect(config).await.expect("client connects")
     }
 
+    /// A client whose requests (and connection idle time) give up after `timeout`.
+    pub async fn client_with_timeout(&self, timeout: Duration) -> Client {
+        let mut config = ClientConfig::new(self.addr.to_string())
+            .tls(ClientTls::from_ca_file(self.ca()).unwrap())
+            .request_timeout(timeout);
+        config.connect.idle_timeout = timeout;
+        Client::connect(config).await.expect("client connects")
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
