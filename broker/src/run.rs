@@ -325,7 +325,23 @@ async fn shard_start(
         .map_err(|e| format!("binding {}: {e}", ctx.listen))?;
     tracing::debug!(shard = id.0, addr = %endpoint.local_addr(), partitions = shard.open_logs().len(), "shard serving");
 
+    let endpoint = Rc::new(endpoint);
     spawn_background(&shard);
+    {
+        let (shard, endpoint) = (shard.clone(), endpoint.clone());
+        glommio::spawn_local(async move {
+            loop {
+                let stats = endpoint.stats();
+                shard.metrics.set_connections(
+                    shard.id.0 as usize,
+                    stats.connections as u64,
+                    stats.connections_accepted,
+                );
+                glommio::timer::sleep(STATS_INTERVAL).await;
+            }
+        })
+        .detach();
+    }
     let _ = ctx.ready.send(Ok(id.0 as usize));
 
     let shards = shard.shard_count();

@@ -201,6 +201,29 @@ async fn topics_are_described_altered_grown_and_deleted() {
         "{text}"
     );
     assert!(text.contains("# TYPE quiver_produce_latency_seconds histogram"));
+    assert!(
+        text.contains("quiver_log_size_bytes{topic=\"a\",partition=\"0\"}")
+            || text.contains("quiver_partitions"),
+        "{text}"
+    );
+    // Connections are published by each shard every two seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = broker.metrics_text();
+        let accepted = text
+            .lines()
+            .find_map(|l| l.strip_prefix("quiver_connections_accepted_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if accepted >= 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no accepted connection reported: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
