@@ -1216,7 +1216,9 @@ impl Shared {
         if sync_due {
             s.sync_requested = false;
         }
-        let index_from = a.handed.points;
+        // From the first point not yet in the files (after recovery, points rebuilt by the walk
+        // are written with the next group).
+        let index_from = a.points_on_disk.min(a.handed.points);
         let (log, mark) = match pending {
             Some(p) => {
                 let mut mark = p.mark;
