@@ -23,7 +23,7 @@ pub const READ_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const APPEND_BYTES_MAX: u64 = 256 * 1024 * 1024;
 const _: () = assert!(crate::config::SEGMENT_BYTES_MAX + APPEND_BYTES_MAX < u32::MAX as u64);
 /// fdatasyncs that may run while the flusher writes the next group.
-const SYNCS_IN_FLIGHT_MAX: usize = 2;
+const SYNCS_IN_FLIGHT_MAX: usize = 4;
 /// Discard records kept so a waiting append can tell whether its bytes survived a failure.
 const DISCARDS_KEPT: usize = 64;
 
