@@ -36,7 +36,7 @@
 //!
 //! * [`FlushPolicy::Sync`] (default): an append resolves only after an fdatasync issued after its
 //!   bytes were written has completed. One fdatasync covers every append in its group (group
-//!   commit), and the flusher writes the next group while that fdatasync runs (at most two in
+//!   commit), and the flusher writes the next group while that fdatasync runs (at most four in
 //!   flight). A new segment's directory entry is fsynced before anything is appended to it.
 //! * [`FlushPolicy::IntervalMs`]: an append resolves once written (handed to the device with
 //!   O_DIRECT); an fdatasync follows within the interval. A crash may lose that window.
