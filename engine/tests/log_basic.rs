@@ -318,7 +318,16 @@ fn segment_ms_rolls_and_delete_removes_everything() {
         glommio::timer::sleep(std::time::Duration::from_millis(30)).await;
         log.append(&[batch(1, 10, 2, 0)], None).await.unwrap();
         assert_eq!(log.segment_bases(), vec![Offset(0), Offset(1)]);
-        assert!(!log.roll().await.unwrap() || log.segment_count() == 3);
+        assert!(
+            log.roll().await.unwrap(),
+            "the active segment holds a batch"
+        );
+        assert_eq!(log.segment_count(), 3);
+        assert!(
+            !log.roll().await.unwrap(),
+            "an empty active segment does not roll"
+        );
+        assert_eq!(log.segment_count(), 3);
         assert!(log
             .set_config(LogConfig {
                 segment_bytes: 1,
