@@ -61,18 +61,20 @@
 //!
 //! # Memory per log
 //!
-//! Resident, per log, whatever its traffic:
+//! Resident, per log:
 //! * the partial last block of the active segment's log twice (the written and the handed-off
 //!   view): at most 2 x 4 KiB;
 //! * the active segment's index points, 16 bytes per `index_interval_bytes` of data in it:
 //!   4 MiB for a full 1 GiB segment at the defaults, 16 KiB for a 4 MiB one;
-//! * one closed segment's index points and open file (the last one read; reads that move to
-//!   another closed segment replace it): the same bound;
+//! * the index points and open file of the two closed segments read last (a read that moves to
+//!   a third replaces the older): twice the same bound;
 //! * 24 bytes per closed segment (base, size, max timestamp).
 //!
 //! Transient: pending write buffers while appends are in flight (the bytes appended, in buffers
-//! of at most 1 MiB), and one read window per read in progress. An idle log with a small active
-//! segment costs a few tens of KiB: thousands of partitions per core fit.
+//! of at most 1 MiB), and one read window per read in progress. At the defaults the worst case
+//! is about 12 MiB (a full 1 GiB active segment and two full old segments being read); an idle
+//! log whose active segment holds a few MiB costs a few tens of KiB, so thousands of partitions
+//! per core fit in memory.
 //!
 //! # Recovery and corruption policy
 //!

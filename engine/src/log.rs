@@ -24,6 +24,9 @@ pub const APPEND_BYTES_MAX: u64 = 256 * 1024 * 1024;
 const _: () = assert!(crate::config::SEGMENT_BYTES_MAX + APPEND_BYTES_MAX < u32::MAX as u64);
 /// fdatasyncs that may run while the flusher writes the next group.
 const SYNCS_IN_FLIGHT_MAX: usize = 4;
+/// Closed segments whose open file and index points a log keeps between reads: enough for a
+/// couple of lagging consumers in different old segments without reloading an index per read.
+const CLOSED_SEGMENTS_CACHED: usize = 2;
 /// Discard records kept so a waiting append can tell whether its bytes survived a failure.
 const DISCARDS_KEPT: usize = 64;
 
@@ -124,8 +127,8 @@ struct Closed {
     max_timestamp: i64,
 }
 
-/// One closed segment's open file and index points: the only closed-segment state kept between
-/// reads (one per log).
+/// A closed segment's open file and index points: the only closed-segment state kept between
+/// reads.
 #[derive(Clone)]
 struct Cache {
     base: u64,
@@ -163,7 +166,9 @@ struct State {
     discards: VecDeque<(u64, u64)>,
     last_failure: Option<Error>,
     status: Status,
-    cache: Option<Cache>,
+    /// Closed segments kept open with their index points, oldest first (at most
+    /// [`CLOSED_SEGMENTS_CACHED`]).
+    cache: Vec<Cache>,
     unsynced: bool,
     last_sync: Instant,
     sync_requested: bool,
@@ -328,7 +333,7 @@ impl PartitionLog {
             discards: VecDeque::new(),
             last_failure: None,
             status: Status::Open,
-            cache: None,
+            cache: Vec::new(),
             unsynced: false,
             last_sync: Instant::now(),
             sync_requested: false,
@@ -664,7 +669,7 @@ impl PartitionLog {
             {
                 let mut s = sh.state.borrow_mut();
                 s.status = Status::Deleted;
-                s.cache = None;
+                s.cache.clear();
             }
             sh.data.notify_all();
             sh.progress.notify_all();
@@ -851,8 +856,8 @@ fn plan_read(s: &State, offset: u64) -> Result<Plan> {
     }
     let i = s.closed.partition_point(|c| c.base <= offset) - 1;
     let c = s.closed[i];
-    match &s.cache {
-        Some(cache) if cache.base == c.base => Ok(Plan::Read(ReadPlan {
+    match s.cache.iter().find(|x| x.base == c.base) {
+        Some(cache) => Ok(Plan::Read(ReadPlan {
             file: cache.log.clone(),
             path: cache.path.clone(),
             base: c.base,
@@ -1269,8 +1274,8 @@ impl Shared {
         .detach();
     }
 
-    /// Loads a closed segment's index and opens its log for reading, as the log's one cached
-    /// closed segment.
+    /// Loads a closed segment's index and opens its log for reading, into the log's small cache
+    /// of closed segments (the oldest entry makes room).
     async fn load_cache(&self, c: Closed) -> Result<()> {
         let interval = self.state.borrow().config.index_interval_bytes;
         let paths = SegmentPaths::new(&self.dir, c.base);
@@ -1278,7 +1283,11 @@ impl Shared {
         let log = dma::open_ro(&paths.log).await?;
         let mut s = self.state.borrow_mut();
         if s.closed.iter().any(|x| x.base == c.base) {
-            s.cache = Some(Cache {
+            s.cache.retain(|x| x.base != c.base);
+            if s.cache.len() == CLOSED_SEGMENTS_CACHED {
+                s.cache.remove(0);
+            }
+            s.cache.push(Cache {
                 base: c.base,
                 log,
                 path: paths.log,
@@ -1294,7 +1303,7 @@ impl Shared {
         lookup: impl Fn(&[IndexPoint]) -> Option<IndexPoint>,
     ) -> Option<ReadPlan> {
         let s = self.state.borrow();
-        let cache = s.cache.as_ref().filter(|x| x.base == c.base)?;
+        let cache = s.cache.iter().find(|x| x.base == c.base)?;
         Some(ReadPlan {
             file: cache.log.clone(),
             path: cache.path.clone(),
@@ -1393,7 +1402,7 @@ impl Shared {
                 s.durable_end = mark.offset_end;
             }
             s.status = Status::Closed;
-            s.cache = None;
+            s.cache.clear();
         }
         self.data.notify_all();
         self.progress.notify_all();
@@ -1418,12 +1427,8 @@ impl Shared {
                 n += 1;
             }
             let victims: Vec<Closed> = s.closed.drain(..n).collect();
-            if s.cache
-                .as_ref()
-                .is_some_and(|c| victims.iter().any(|v| v.base == c.base))
-            {
-                s.cache = None;
-            }
+            s.cache
+                .retain(|c| !victims.iter().any(|v| v.base == c.base));
             victims
         };
         let mut report = RetentionReport::default();
@@ -1516,7 +1521,7 @@ impl Shared {
             s.truncating = true;
             s.truncations += 1;
             s.discard(Error::Discarded(format!("log truncated to {new_end}")));
-            s.cache = None;
+            s.cache.clear();
             let mut doomed: Vec<u64> = s
                 .closed
                 .iter()
