@@ -16,6 +16,7 @@
 //! 00000000000000000000.timeindex  sparse time index: (running max timestamp i64, rel offset u32)
 //! 00000000000000052311.log        the next segment starts at the offset after the last one
 //! ...
+//! .lock                           flock'ed while a PartitionLog has the directory open
 //! ```
 //!
 //! The last segment is the active one; all others are closed and never written again. A segment
@@ -110,7 +111,9 @@ pub use config::{
     FlushPolicy, LogConfig, INDEX_INTERVAL_BYTES_MIN, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
 };
 pub use error::{Error, Result};
-pub use log::{AppendInfo, PartitionLog, RetentionReport, APPEND_BYTES_MAX, READ_BYTES_MAX};
+pub use log::{
+    AppendInfo, PartitionLog, RetentionReport, APPEND_BYTES_MAX, LOCK_FILE, READ_BYTES_MAX,
+};
 
 use std::path::Path;
 

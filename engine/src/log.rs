@@ -169,6 +169,8 @@ struct State {
     /// Closed segments kept open with their index points, oldest first (at most
     /// [`CLOSED_SEGMENTS_CACHED`]).
     cache: Vec<Cache>,
+    /// The `PartitionLog` handle is gone; the lock goes when the background work ends.
+    handle_dropped: bool,
     unsynced: bool,
     last_sync: Instant,
     sync_requested: bool,
@@ -241,6 +243,9 @@ struct Job {
 
 pub(crate) struct Shared {
     dir: PathBuf,
+    /// Holds an exclusive `flock` on `<dir>/.lock` until the log is closed or dropped, so that no
+    /// second `PartitionLog` (another shard, another process) opens the same directory.
+    lock: RefCell<Option<std::fs::File>>,
     state: RefCell<State>,
     /// The readable end moved, or the log changed under readers.
     data: Notify,
@@ -255,6 +260,10 @@ pub(crate) struct Shared {
 /// concurrently and share group commits. Operations that change the segment set (roll, truncate,
 /// retention, close, delete) run as detached tasks: dropping their future does not stop them
 /// halfway.
+///
+/// A log holds an exclusive `flock` on `<dir>/.lock` until it is closed, deleted or dropped, so a
+/// second open of the same directory fails with [`Error::Locked`]. Dropping a log without
+/// `close()` stops it like a crash would (see the `Drop` impl); `close()` is the clean stop.
 pub struct PartitionLog {
     shared: Rc<Shared>,
 }
@@ -274,6 +283,7 @@ impl PartitionLog {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create dir", &dir, e))?;
+        let lock = lock_dir(&dir)?;
         let mut files: BTreeMap<u64, Vec<String>> = BTreeMap::new();
         let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("list dir", &dir, e))?;
         for entry in entries {
@@ -334,6 +344,7 @@ impl PartitionLog {
             last_failure: None,
             status: Status::Open,
             cache: Vec::new(),
+            handle_dropped: false,
             unsynced: false,
             last_sync: Instant::now(),
             sync_requested: false,
@@ -341,6 +352,7 @@ impl PartitionLog {
         };
         let shared = Rc::new(Shared {
             dir,
+            lock: RefCell::new(Some(lock)),
             state: RefCell::new(state),
             data: Notify::default(),
             progress: Notify::default(),
@@ -671,6 +683,7 @@ impl PartitionLog {
                 s.status = Status::Deleted;
                 s.cache.clear();
             }
+            sh.lock.borrow_mut().take();
             sh.data.notify_all();
             sh.progress.notify_all();
             std::fs::remove_dir_all(&sh.dir).map_err(|e| Error::io("delete log", &sh.dir, e))
@@ -736,6 +749,47 @@ impl PartitionLog {
             .chain([Offset(s.active.files.base)])
             .collect()
     }
+}
+
+impl Drop for PartitionLog {
+    /// Dropping a log without [`PartitionLog::close`] stops it like a crash would: nothing more
+    /// is started, acknowledged data is already where the flush policy put it, and the next open
+    /// recovers. The directory lock is released once I/O already in flight has finished.
+    fn drop(&mut self) {
+        {
+            let mut s = self.shared.state.borrow_mut();
+            s.handle_dropped = true;
+            if matches!(s.status, Status::Open | Status::Failed(_)) {
+                s.status = Status::Closed;
+            }
+        }
+        self.shared.release_lock_if_idle();
+        self.shared.data.notify_all();
+        self.shared.progress.notify_all();
+    }
+}
+
+/// Name of the lock file in a log's directory.
+pub const LOCK_FILE: &str = ".lock";
+
+fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(LOCK_FILE);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("open lock", &path, e))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(Error::Locked { path });
+        }
+        return Err(Error::io("lock", &path, e));
+    }
+    Ok(f)
 }
 
 /// Runs an operation as a detached task so that dropping the caller's future cannot stop it
@@ -1055,6 +1109,7 @@ impl Drop for ExclusiveGuard {
     fn drop(&mut self) {
         self.shared.state.borrow_mut().exclusive = false;
         self.shared.progress.notify_all();
+        self.shared.release_lock_if_idle();
     }
 }
 
@@ -1067,6 +1122,17 @@ impl Drop for WaitingGuard<'_> {
 }
 
 impl Shared {
+    /// Releases the directory lock once the handle is dropped and no I/O is in flight.
+    fn release_lock_if_idle(&self) {
+        let idle = {
+            let s = self.state.borrow();
+            s.handle_dropped && !s.flushing && s.syncs_in_flight == 0 && !s.exclusive
+        };
+        if idle {
+            self.lock.borrow_mut().take();
+        }
+    }
+
     /// Waits until no other exclusive operation runs and every staged byte is written, then
     /// holds off new appends until the guard drops. `closing`: also allowed on a failed log.
     async fn exclusive(this: &Rc<Shared>, closing: bool) -> Result<ExclusiveGuard> {
@@ -1131,6 +1197,7 @@ impl Shared {
                             s.flushing = false;
                             drop(s);
                             this.progress.notify_all();
+                            this.release_lock_if_idle();
                             return;
                         }
                     }
@@ -1200,6 +1267,7 @@ impl Shared {
         }
         this.data.notify_all();
         this.progress.notify_all();
+        this.release_lock_if_idle();
     }
 
     fn take_job(&self, s: &mut State) -> Option<Job> {
@@ -1404,6 +1472,7 @@ impl Shared {
             s.status = Status::Closed;
             s.cache.clear();
         }
+        self.lock.borrow_mut().take();
         self.data.notify_all();
         self.progress.notify_all();
         res

@@ -177,8 +177,16 @@ async fn check_op(log: &mut PartitionLog, m: &mut Model, op: Op, seed: &mut u64)
             *log = PartitionLog::open(&dir, config()).await.unwrap();
         }
         Op::Drop => {
-            // No close: recovery from zero-padded tails and unsynced index files. (The old
-            // handle is idle: every append was acknowledged, so nothing is in flight.)
+            // No close: recovery from zero-padded tails and unsynced index files. While the
+            // old handle lives, the directory is locked.
+            assert!(matches!(
+                PartitionLog::open(&dir, config()).await,
+                Err(Error::Locked { .. })
+            ));
+            let placeholder = PartitionLog::open(dir.with_extension("scratch"), config())
+                .await
+                .unwrap();
+            drop(std::mem::replace(log, placeholder));
             *log = PartitionLog::open(&dir, config()).await.unwrap();
         }
     }
@@ -209,8 +217,9 @@ proptest! {
             let want: Vec<_> = m.batches.iter().map(|b| (b.0, b.1, b.2.clone())).collect();
             assert_eq!(all, want);
             drop(log);
-            let log = PartitionLog::open(&dir, config()).await.unwrap();
+            let log = reopen(&dir, config()).await;
             assert_eq!(read_all(&log, m.start).await, want);
+            assert!(log.verify().await.unwrap().is_empty());
         });
     }
 }
