@@ -80,6 +80,9 @@ pub const HEADERS_PER_RECORD_MAX: u32 = 1024;
 /// Bound on a compressed batch's records section once decompressed: a decompression bomb stops
 /// here, and no decoder allocates beyond it.
 pub const DECOMPRESSED_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Largest zstd window (log2 bytes) a reader accepts: 8 MiB. The builder compresses at level 3,
+/// whose window is 2 MiB; a frame asking for more is refused rather than allocated.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 /// The smallest encoded record: length(1) + attributes(1) + timestamp_delta(1) + offset_delta(1)
 /// + key_len(1) + value_len(1) + header_count(1).
 pub const RECORD_BYTES_MIN: usize = 7;

@@ -3,7 +3,7 @@
 
 use super::{
     BatchError, BatchInfo, Compression, TimestampType, DECOMPRESSED_BYTES_MAX,
-    HEADERS_PER_RECORD_MAX,
+    HEADERS_PER_RECORD_MAX, ZSTD_WINDOW_LOG_MAX,
 };
 use crate::types::{Offset, TimestampMs};
 use std::borrow::Cow;
@@ -142,8 +142,12 @@ fn decompress(codec: Compression, section: &[u8]) -> Result<Vec<u8>, BatchError>
         Compression::Lz4 => lz4_flex::frame::FrameDecoder::new(stream)
             .take(limit)
             .read_to_end(&mut out),
-        Compression::Zstd => zstd::stream::read::Decoder::with_buffer(stream)
-            .and_then(|d| d.take(limit).read_to_end(&mut out)),
+        Compression::Zstd => zstd::stream::read::Decoder::with_buffer(stream).and_then(|mut d| {
+            // The frame header names the window the decoder allocates: cap it, or a few hostile
+            // bytes could make it allocate 128 MiB.
+            d.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+            d.take(limit).read_to_end(&mut out)
+        }),
         Compression::None => unreachable!("uncompressed sections are not decompressed"),
     };
     res.map_err(|e| BatchError::Decompress(e.to_string()))?;

@@ -235,3 +235,29 @@ fn varints_roundtrip_and_reject_overlong() {
     assert_eq!(records::read_uvarint(&mut &[0xff; 11][..]), None);
     assert_eq!(records::read_uvarint(&mut &[0x80][..]), None);
 }
+
+#[test]
+fn large_batches_roundtrip_with_every_codec() {
+    // Near the format limit, with data that compresses well and data that does not.
+    for codec in [Compression::None, Compression::Lz4, Compression::Zstd] {
+        let mut b = BatchBuilder::new(codec);
+        let mut state = 0x9e37_79b9_u64;
+        for i in 0..12_000u32 {
+            let v: Vec<u8> = (0..1000)
+                .map(|j| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    if i % 2 == 0 {
+                        (j % 7) as u8
+                    } else {
+                        (state >> 56) as u8
+                    }
+                })
+                .collect();
+            b.append(TimestampMs(i as i64), None, Some(&v), &[])
+                .unwrap();
+        }
+        let bytes = b.finish().unwrap();
+        let info = validate_deep(&bytes, BatchLimits::default()).unwrap();
+        assert_eq!(info.record_count, 12_000);
+    }
+}
