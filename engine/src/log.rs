@@ -429,8 +429,10 @@ impl PartitionLog {
                     if s.ack_end() >= target {
                         return Ok(info);
                     }
-                    if let Status::Failed(e) = &s.status {
-                        return Err(e.clone());
+                    match &s.status {
+                        Status::Open => {}
+                        Status::Failed(e) => return Err(e.clone()),
+                        Status::Closed | Status::Deleted => return Err(Error::Closed),
                     }
                 } else {
                     let survived = s
@@ -587,9 +589,11 @@ impl PartitionLog {
             let listen = shared.data.listen();
             {
                 let s = shared.state.borrow();
+                // A failed log still serves reads but takes no appends: a long poll on it waits
+                // for its timeout rather than spinning.
                 if s.active.written.offset_end > offset.0
                     || s.truncations != truncations
-                    || !matches!(s.status, Status::Open)
+                    || matches!(s.status, Status::Closed | Status::Deleted)
                 {
                     return;
                 }

@@ -2,8 +2,7 @@
 //! buffer. Every length is checked against the bytes that remain before it is used.
 
 use super::{
-    BatchError, BatchInfo, Compression, TimestampType, DECOMPRESSED_BYTES_MAX,
-    HEADERS_PER_RECORD_MAX, ZSTD_WINDOW_LOG_MAX,
+    BatchError, BatchInfo, Compression, TimestampType, HEADERS_PER_RECORD_MAX, ZSTD_WINDOW_LOG_MAX,
 };
 use crate::types::{Offset, TimestampMs};
 use std::borrow::Cow;
@@ -124,16 +123,15 @@ impl<'a> Records<'a> {
 
 /// Decompresses a records section: a u32 LE uncompressed length, then the codec's stream. The
 /// output grows only as the decoder produces bytes, and stops at the claimed length, which itself
-/// is at most [`DECOMPRESSED_BYTES_MAX`].
+/// is at most [`super::decompressed_bytes_allowed`] for the section.
 fn decompress(codec: Compression, section: &[u8]) -> Result<Vec<u8>, BatchError> {
     let (len, stream) = section
         .split_first_chunk::<4>()
         .ok_or(BatchError::Decompress("missing length prefix".into()))?;
     let claimed = u32::from_le_bytes(*len) as usize;
-    if claimed > DECOMPRESSED_BYTES_MAX {
-        return Err(BatchError::DecompressedTooLarge {
-            max: DECOMPRESSED_BYTES_MAX,
-        });
+    let allowed = super::decompressed_bytes_allowed(section.len());
+    if claimed > allowed {
+        return Err(BatchError::DecompressedTooLarge { max: allowed });
     }
     // Start from what the input can justify; read_to_end grows with real output only.
     let mut out = Vec::with_capacity(claimed.min(stream.len().saturating_mul(4) + 1024));
