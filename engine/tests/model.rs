@@ -187,7 +187,18 @@ async fn check_op(log: &mut PartitionLog, m: &mut Model, op: Op, seed: &mut u64)
                 .await
                 .unwrap();
             drop(std::mem::replace(log, placeholder));
-            *log = PartitionLog::open(&dir, config()).await.unwrap();
+            // The dropped handle releases the directory lock once its in-flight I/O (a write
+            // or fdatasync of the pipelined group commit) has finished: wait for that.
+            let mut attempts = 0;
+            *log = loop {
+                match PartitionLog::open(&dir, config()).await {
+                    Err(Error::Locked { .. }) if attempts < 5000 => {
+                        attempts += 1;
+                        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                    }
+                    other => break other.unwrap(),
+                }
+            };
         }
     }
     assert_eq!(log.start_offset().0, m.start, "start after {m:?}");
