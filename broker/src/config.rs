@@ -196,6 +196,19 @@ settings! {
     default_timestamp_type: TimestampType = TimestampType::CreateTime, env "STREAMD_DEFAULT_TIMESTAMP_TYPE", value_enum possible;
     /// How often each shard applies retention to its partitions.
     retention_check_interval_ms: u64 = 300_000, env "STREAMD_RETENTION_CHECK_INTERVAL_MS";
+    /// Partitions of the internal topic __consumer_offsets, created on first start (groups are
+    /// spread over them by id). Changing it later does not move existing groups.
+    offsets_topic_partitions: u32 = 16, env "STREAMD_OFFSETS_TOPIC_PARTITIONS";
+    /// Offsets of a consumer group with no members are deleted after this long.
+    offsets_retention_ms: i64 = 7 * 24 * 3600 * 1000, env "STREAMD_OFFSETS_RETENTION_MS";
+    /// A group member with no heartbeat for this long is removed and its partitions reassigned.
+    group_session_timeout_ms: u64 = 45_000, env "STREAMD_GROUP_SESSION_TIMEOUT_MS";
+    /// How often members are asked to heartbeat.
+    group_heartbeat_interval_ms: u64 = 5_000, env "STREAMD_GROUP_HEARTBEAT_INTERVAL_MS";
+    /// How long a member may take to give up revoked partitions when it does not say.
+    group_rebalance_timeout_ms: u64 = 60_000, env "STREAMD_GROUP_REBALANCE_TIMEOUT_MS";
+    /// Assignor for groups that do not name one: sticky, range or roundrobin.
+    group_assignor: String = "sticky".to_string(), env "STREAMD_GROUP_ASSIGNOR";
     /// Largest request or response frame, in bytes, refused before it is read.
     max_frame_bytes: u32 = 64 << 20, env "STREAMD_MAX_FRAME_BYTES";
     /// Longest a fetch may wait for data (a request asking more is capped to this).
@@ -378,6 +391,43 @@ impl Config {
                 "fetch_max_wait_ms/idle_timeout_ms/retention_check_interval_ms",
                 0,
                 "must be positive",
+            ));
+        }
+        if self.offsets_topic_partitions == 0 || self.offsets_topic_partitions > 1000 {
+            return Err(bad(
+                "offsets_topic_partitions",
+                self.offsets_topic_partitions,
+                "must be between 1 and 1000",
+            ));
+        }
+        if self.offsets_retention_ms <= 0 {
+            return Err(bad(
+                "offsets_retention_ms",
+                self.offsets_retention_ms,
+                "must be positive",
+            ));
+        }
+        if self.group_session_timeout_ms == 0
+            || self.group_heartbeat_interval_ms == 0
+            || self.group_rebalance_timeout_ms == 0
+        {
+            return Err(bad("group_*_ms", 0, "must be positive"));
+        }
+        if self.group_heartbeat_interval_ms >= self.group_session_timeout_ms {
+            return Err(bad(
+                "group_heartbeat_interval_ms",
+                self.group_heartbeat_interval_ms,
+                "must be below group_session_timeout_ms, or members would expire between heartbeats",
+            ));
+        }
+        if !matches!(
+            self.group_assignor.as_str(),
+            "sticky" | "range" | "roundrobin"
+        ) {
+            return Err(bad(
+                "group_assignor",
+                &self.group_assignor,
+                "must be sticky, range or roundrobin",
             ));
         }
         if tracing_subscriber::EnvFilter::try_new(self.log_filter()).is_err() {

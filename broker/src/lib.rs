@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod controller;
+pub mod group;
 pub mod handlers;
 pub mod logs;
 pub mod meta;

@@ -278,6 +278,35 @@ async fn shard_start(
         }
     }
 
+    // The controller makes sure the internal offsets topic exists before the broker says it is
+    // ready; every shard has then opened and replayed its offsets partitions.
+    if let Some(c) = &shard.controller {
+        let op = crate::controller::AdminOp::EnsureTopic {
+            name: crate::group::OFFSETS_TOPIC.to_string(),
+            partitions: ctx.config.offsets_topic_partitions,
+            configs: [
+                ("retention.ms".to_string(), "-1".to_string()),
+                ("segment.bytes".to_string(), (64u64 << 20).to_string()),
+            ]
+            .into(),
+            internal: true,
+        };
+        if let quiver_proto::api::AnyResponse::CreateTopics(r) = c.handle(&shard, op).await {
+            if let Some(t) = r
+                .topics
+                .iter()
+                .find(|t| t.error_code != quiver_proto::ErrorCode::None)
+            {
+                return Err(format!(
+                    "creating {}: {:?} {}",
+                    crate::group::OFFSETS_TOPIC,
+                    t.error_code,
+                    t.error_message.clone().unwrap_or_default()
+                ));
+            }
+        }
+    }
+
     let endpoint_config = EndpointConfig {
         frame_bytes_max: ctx.config.max_frame_bytes as usize,
         idle_timeout: Duration::from_millis(ctx.config.idle_timeout_ms),
@@ -296,7 +325,23 @@ async fn shard_start(
         .map_err(|e| format!("binding {}: {e}", ctx.listen))?;
     tracing::debug!(shard = id.0, addr = %endpoint.local_addr(), partitions = shard.open_logs().len(), "shard serving");
 
+    let endpoint = Rc::new(endpoint);
     spawn_background(&shard);
+    {
+        let (shard, endpoint) = (shard.clone(), endpoint.clone());
+        glommio::spawn_local(async move {
+            loop {
+                let stats = endpoint.stats();
+                shard.metrics.set_connections(
+                    shard.id.0 as usize,
+                    stats.connections as u64,
+                    stats.connections_accepted,
+                );
+                glommio::timer::sleep(STATS_INTERVAL).await;
+            }
+        })
+        .detach();
+    }
     let _ = ctx.ready.send(Ok(id.0 as usize));
 
     let shards = shard.shard_count();
@@ -317,7 +362,39 @@ async fn shard_start(
     })
 }
 
+/// How often group members' session and rebalance deadlines are checked.
+const GROUP_SWEEP: Duration = Duration::from_millis(100);
+/// How often empty groups' offsets are checked for expiry.
+const OFFSETS_EXPIRY_SWEEP: Duration = Duration::from_secs(60);
+
 fn spawn_background(shard: &Rc<Shard>) {
+    let s = shard.clone();
+    glommio::spawn_local(async move {
+        let mut last_expiry = std::time::Instant::now();
+        loop {
+            glommio::timer::sleep(GROUP_SWEEP).await;
+            let snapshot = s.snapshot();
+            let partitions = |t: &str| {
+                snapshot
+                    .topic(t)
+                    .filter(|i| !i.internal)
+                    .map(|i| i.meta.partitions)
+            };
+            s.groups.expire_members(&partitions);
+            if last_expiry.elapsed() >= OFFSETS_EXPIRY_SWEEP {
+                last_expiry = std::time::Instant::now();
+                let Some(info) = snapshot.topic(crate::group::OFFSETS_TOPIC) else {
+                    continue;
+                };
+                for (group, p) in s.groups.expired_groups(info.meta.partitions) {
+                    if let Ok(log) = s.log(&info.key(p)) {
+                        s.groups.delete_expired(&log, &group).await;
+                    }
+                }
+            }
+        }
+    })
+    .detach();
     let s = shard.clone();
     glommio::spawn_local(async move {
         let interval = Duration::from_millis(s.config.retention_check_interval_ms);

@@ -67,6 +67,11 @@ pub enum ShardMsg {
         op: AdminOp,
         reply: oneshot::Sender<quiver_proto::api::AnyResponse>,
     },
+    /// A consumer-group request, for the shard that coordinates the group.
+    Group {
+        req: crate::handlers::group::GroupReq,
+        reply: oneshot::Sender<crate::handlers::group::GroupResp>,
+    },
     /// New metadata: open, reconfigure or delete the logs this shard owns.
     Apply {
         snapshot: Arc<Snapshot>,
@@ -113,6 +118,8 @@ pub struct Shard {
     logs: RefCell<HashMap<PartKey, Slot>>,
     mesh: Option<Senders<ShardMsg>>,
     pub controller: Option<Controller>,
+    /// Coordination of the consumer groups whose offsets partitions this shard owns.
+    pub groups: crate::group::Coordinator,
     stopping: Cell<bool>,
     listen_port: Cell<u16>,
 }
@@ -135,6 +142,7 @@ impl Shard {
         mesh: Option<Senders<ShardMsg>>,
         controller: Option<Controller>,
     ) -> Shard {
+        let groups = crate::group::Coordinator::new(&config);
         Shard {
             id,
             config,
@@ -144,6 +152,7 @@ impl Shard {
             logs: RefCell::new(HashMap::new()),
             mesh,
             controller,
+            groups,
             stopping: Cell::new(false),
             listen_port: Cell::new(0),
         }
@@ -166,7 +175,7 @@ impl Shard {
         self.snapshot.borrow().shard_count
     }
 
-    fn log(&self, key: &PartKey) -> Result<Rc<PartitionLog>, PartError> {
+    pub(crate) fn log(&self, key: &PartKey) -> Result<Rc<PartitionLog>, PartError> {
         if self.stopping.get() {
             return Err(PartError::ShuttingDown);
         }
@@ -191,7 +200,7 @@ impl Shard {
 
     // ---- sending work to the owner ---------------------------------------------------------
 
-    async fn send(&self, to: ShardId, msg: ShardMsg) {
+    pub(crate) async fn send_to(&self, to: ShardId, msg: ShardMsg) {
         let mesh = self.mesh.as_ref().expect("a remote owner implies a mesh");
         if mesh.send_to(to.0 as usize, msg).await.is_err() {
             // The peer's receiver is gone: it is stopping. The reply sender inside the message
@@ -211,7 +220,7 @@ impl Shard {
             return self.append_local(key, &batches).await;
         }
         let (reply, rx) = oneshot::channel();
-        self.send(
+        self.send_to(
             owner,
             ShardMsg::Append {
                 key,
@@ -234,7 +243,7 @@ impl Shard {
             return self.read_local(key, offset, max_bytes).await;
         }
         let (reply, rx) = oneshot::channel();
-        self.send(
+        self.send_to(
             owner,
             ShardMsg::Read {
                 key,
@@ -266,7 +275,7 @@ impl Shard {
                 ));
             } else {
                 let (reply, rx) = oneshot::channel();
-                self.send(
+                self.send_to(
                     owner,
                     ShardMsg::Wait {
                         waits,
@@ -299,7 +308,7 @@ impl Shard {
             return self.list_offset_local(key, spec).await;
         }
         let (reply, rx) = oneshot::channel();
-        self.send(owner, ShardMsg::ListOffset { key, spec, reply })
+        self.send_to(owner, ShardMsg::ListOffset { key, spec, reply })
             .await;
         rx.await.unwrap_or(Err(PartError::ShuttingDown))
     }
@@ -310,7 +319,7 @@ impl Shard {
             return c.handle(self, op).await;
         }
         let (reply, rx) = oneshot::channel();
-        self.send(
+        self.send_to(
             ShardId(0),
             ShardMsg::Admin {
                 op: op.clone(),
@@ -339,7 +348,7 @@ impl Shard {
                 continue;
             }
             let (reply, rx) = oneshot::channel();
-            self.send(
+            self.send_to(
                 ShardId(s),
                 ShardMsg::Apply {
                     snapshot: snapshot.clone(),
@@ -402,6 +411,10 @@ impl Shard {
                             "admin request reached a shard without the controller",
                         ),
                     };
+                    let _ = reply.send(r);
+                }
+                ShardMsg::Group { req, reply } => {
+                    let r = crate::handlers::group::serve_local(&me, req).await;
                     let _ = reply.send(r);
                 }
                 ShardMsg::Apply {
@@ -562,7 +575,13 @@ impl Shard {
                             partition,
                         );
                         let slot = match PartitionLog::open(&dir, log_config.clone()).await {
-                            Ok(log) => Slot::Open(Rc::new(log)),
+                            Ok(log) => {
+                                let log = Rc::new(log);
+                                if topic.meta.name == crate::group::OFFSETS_TOPIC {
+                                    self.groups.load(partition, log.clone()).await;
+                                }
+                                Slot::Open(log)
+                            }
                             Err(e) => {
                                 tracing::error!(topic = %topic.meta.name, partition = p, error = %e, "opening partition log failed");
                                 Slot::Failed(e.to_string())

@@ -259,7 +259,8 @@ mod tests {
         ] {
             assert_eq!(validate_name(ok), Ok(()), "{ok}");
         }
-        let cases: &[(&str, fn(&NameError) -> bool)] = &[
+        type Check = fn(&NameError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("", |e| matches!(e, NameError::Empty)),
             (".", |e| matches!(e, NameError::Reserved(_))),
             ("..", |e| matches!(e, NameError::Reserved(_))),

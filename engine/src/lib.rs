@@ -16,6 +16,7 @@
 //! 00000000000000000000.timeindex  sparse time index: (running max timestamp i64, rel offset u32)
 //! 00000000000000052311.log        the next segment starts at the offset after the last one
 //! ...
+//! .lock                           flock'ed while a PartitionLog has the directory open
 //! ```
 //!
 //! The last segment is the active one; all others are closed and never written again. A segment
@@ -36,7 +37,7 @@
 //!
 //! * [`FlushPolicy::Sync`] (default): an append resolves only after an fdatasync issued after its
 //!   bytes were written has completed. One fdatasync covers every append in its group (group
-//!   commit), and the flusher writes the next group while that fdatasync runs (at most two in
+//!   commit), and the flusher writes the next group while that fdatasync runs (at most four in
 //!   flight). A new segment's directory entry is fsynced before anything is appended to it.
 //! * [`FlushPolicy::IntervalMs`]: an append resolves once written (handed to the device with
 //!   O_DIRECT); an fdatasync follows within the interval. A crash may lose that window.
@@ -61,18 +62,20 @@
 //!
 //! # Memory per log
 //!
-//! Resident, per log, whatever its traffic:
+//! Resident, per log:
 //! * the partial last block of the active segment's log twice (the written and the handed-off
 //!   view): at most 2 x 4 KiB;
 //! * the active segment's index points, 16 bytes per `index_interval_bytes` of data in it:
 //!   4 MiB for a full 1 GiB segment at the defaults, 16 KiB for a 4 MiB one;
-//! * one closed segment's index points and open file (the last one read; reads that move to
-//!   another closed segment replace it): the same bound;
+//! * the index points and open file of the two closed segments read last (a read that moves to
+//!   a third replaces the older): twice the same bound;
 //! * 24 bytes per closed segment (base, size, max timestamp).
 //!
 //! Transient: pending write buffers while appends are in flight (the bytes appended, in buffers
-//! of at most 1 MiB), and one read window per read in progress. An idle log with a small active
-//! segment costs a few tens of KiB: thousands of partitions per core fit.
+//! of at most 1 MiB), and one read window per read in progress. At the defaults the worst case
+//! is about 12 MiB (a full 1 GiB active segment and two full old segments being read); an idle
+//! log whose active segment holds a few MiB costs a few tens of KiB, so thousands of partitions
+//! per core fit in memory.
 //!
 //! # Recovery and corruption policy
 //!
@@ -108,7 +111,9 @@ pub use config::{
     FlushPolicy, LogConfig, INDEX_INTERVAL_BYTES_MIN, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
 };
 pub use error::{Error, Result};
-pub use log::{AppendInfo, PartitionLog, RetentionReport, APPEND_BYTES_MAX, READ_BYTES_MAX};
+pub use log::{
+    AppendInfo, PartitionLog, RetentionReport, APPEND_BYTES_MAX, LOCK_FILE, READ_BYTES_MAX,
+};
 
 use std::path::Path;
 

@@ -23,7 +23,10 @@ pub const READ_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const APPEND_BYTES_MAX: u64 = 256 * 1024 * 1024;
 const _: () = assert!(crate::config::SEGMENT_BYTES_MAX + APPEND_BYTES_MAX < u32::MAX as u64);
 /// fdatasyncs that may run while the flusher writes the next group.
-const SYNCS_IN_FLIGHT_MAX: usize = 2;
+const SYNCS_IN_FLIGHT_MAX: usize = 4;
+/// Closed segments whose open file and index points a log keeps between reads: enough for a
+/// couple of lagging consumers in different old segments without reloading an index per read.
+const CLOSED_SEGMENTS_CACHED: usize = 2;
 /// Discard records kept so a waiting append can tell whether its bytes survived a failure.
 const DISCARDS_KEPT: usize = 64;
 
@@ -124,8 +127,8 @@ struct Closed {
     max_timestamp: i64,
 }
 
-/// One closed segment's open file and index points: the only closed-segment state kept between
-/// reads (one per log).
+/// A closed segment's open file and index points: the only closed-segment state kept between
+/// reads.
 #[derive(Clone)]
 struct Cache {
     base: u64,
@@ -163,7 +166,11 @@ struct State {
     discards: VecDeque<(u64, u64)>,
     last_failure: Option<Error>,
     status: Status,
-    cache: Option<Cache>,
+    /// Closed segments kept open with their index points, oldest first (at most
+    /// [`CLOSED_SEGMENTS_CACHED`]).
+    cache: Vec<Cache>,
+    /// The `PartitionLog` handle is gone; the lock goes when the background work ends.
+    handle_dropped: bool,
     unsynced: bool,
     last_sync: Instant,
     sync_requested: bool,
@@ -236,6 +243,9 @@ struct Job {
 
 pub(crate) struct Shared {
     dir: PathBuf,
+    /// Holds an exclusive `flock` on `<dir>/.lock` until the log is closed or dropped, so that no
+    /// second `PartitionLog` (another shard, another process) opens the same directory.
+    lock: RefCell<Option<std::fs::File>>,
     state: RefCell<State>,
     /// The readable end moved, or the log changed under readers.
     data: Notify,
@@ -250,6 +260,10 @@ pub(crate) struct Shared {
 /// concurrently and share group commits. Operations that change the segment set (roll, truncate,
 /// retention, close, delete) run as detached tasks: dropping their future does not stop them
 /// halfway.
+///
+/// A log holds an exclusive `flock` on `<dir>/.lock` until it is closed, deleted or dropped, so a
+/// second open of the same directory fails with [`Error::Locked`]. Dropping a log without
+/// `close()` stops it like a crash would (see the `Drop` impl); `close()` is the clean stop.
 pub struct PartitionLog {
     shared: Rc<Shared>,
 }
@@ -269,6 +283,7 @@ impl PartitionLog {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create dir", &dir, e))?;
+        let lock = lock_dir(&dir)?;
         let mut files: BTreeMap<u64, Vec<String>> = BTreeMap::new();
         let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("list dir", &dir, e))?;
         for entry in entries {
@@ -328,7 +343,8 @@ impl PartitionLog {
             discards: VecDeque::new(),
             last_failure: None,
             status: Status::Open,
-            cache: None,
+            cache: Vec::new(),
+            handle_dropped: false,
             unsynced: false,
             last_sync: Instant::now(),
             sync_requested: false,
@@ -336,6 +352,7 @@ impl PartitionLog {
         };
         let shared = Rc::new(Shared {
             dir,
+            lock: RefCell::new(Some(lock)),
             state: RefCell::new(state),
             data: Notify::default(),
             progress: Notify::default(),
@@ -412,8 +429,10 @@ impl PartitionLog {
                     if s.ack_end() >= target {
                         return Ok(info);
                     }
-                    if let Status::Failed(e) = &s.status {
-                        return Err(e.clone());
+                    match &s.status {
+                        Status::Open => {}
+                        Status::Failed(e) => return Err(e.clone()),
+                        Status::Closed | Status::Deleted => return Err(Error::Closed),
                     }
                 } else {
                     let survived = s
@@ -570,9 +589,11 @@ impl PartitionLog {
             let listen = shared.data.listen();
             {
                 let s = shared.state.borrow();
+                // A failed log still serves reads but takes no appends: a long poll on it waits
+                // for its timeout rather than spinning.
                 if s.active.written.offset_end > offset.0
                     || s.truncations != truncations
-                    || !matches!(s.status, Status::Open)
+                    || matches!(s.status, Status::Closed | Status::Deleted)
                 {
                     return;
                 }
@@ -686,8 +707,9 @@ impl PartitionLog {
             {
                 let mut s = sh.state.borrow_mut();
                 s.status = Status::Deleted;
-                s.cache = None;
+                s.cache.clear();
             }
+            sh.lock.borrow_mut().take();
             sh.data.notify_all();
             sh.progress.notify_all();
             std::fs::remove_dir_all(&sh.dir).map_err(|e| Error::io("delete log", &sh.dir, e))
@@ -753,6 +775,47 @@ impl PartitionLog {
             .chain([Offset(s.active.files.base)])
             .collect()
     }
+}
+
+impl Drop for PartitionLog {
+    /// Dropping a log without [`PartitionLog::close`] stops it like a crash would: nothing more
+    /// is started, acknowledged data is already where the flush policy put it, and the next open
+    /// recovers. The directory lock is released once I/O already in flight has finished.
+    fn drop(&mut self) {
+        {
+            let mut s = self.shared.state.borrow_mut();
+            s.handle_dropped = true;
+            if matches!(s.status, Status::Open | Status::Failed(_)) {
+                s.status = Status::Closed;
+            }
+        }
+        self.shared.release_lock_if_idle();
+        self.shared.data.notify_all();
+        self.shared.progress.notify_all();
+    }
+}
+
+/// Name of the lock file in a log's directory.
+pub const LOCK_FILE: &str = ".lock";
+
+fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(LOCK_FILE);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("open lock", &path, e))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(Error::Locked { path });
+        }
+        return Err(Error::io("lock", &path, e));
+    }
+    Ok(f)
 }
 
 /// Runs an operation as a detached task so that dropping the caller's future cannot stop it
@@ -873,8 +936,8 @@ fn plan_read(s: &State, offset: u64) -> Result<Plan> {
     }
     let i = s.closed.partition_point(|c| c.base <= offset) - 1;
     let c = s.closed[i];
-    match &s.cache {
-        Some(cache) if cache.base == c.base => Ok(Plan::Read(ReadPlan {
+    match s.cache.iter().find(|x| x.base == c.base) {
+        Some(cache) => Ok(Plan::Read(ReadPlan {
             file: cache.log.clone(),
             path: cache.path.clone(),
             base: c.base,
@@ -1072,6 +1135,7 @@ impl Drop for ExclusiveGuard {
     fn drop(&mut self) {
         self.shared.state.borrow_mut().exclusive = false;
         self.shared.progress.notify_all();
+        self.shared.release_lock_if_idle();
     }
 }
 
@@ -1084,6 +1148,17 @@ impl Drop for WaitingGuard<'_> {
 }
 
 impl Shared {
+    /// Releases the directory lock once the handle is dropped and no I/O is in flight.
+    fn release_lock_if_idle(&self) {
+        let idle = {
+            let s = self.state.borrow();
+            s.handle_dropped && !s.flushing && s.syncs_in_flight == 0 && !s.exclusive
+        };
+        if idle {
+            self.lock.borrow_mut().take();
+        }
+    }
+
     /// Waits until no other exclusive operation runs and every staged byte is written, then
     /// holds off new appends until the guard drops. `closing`: also allowed on a failed log.
     async fn exclusive(this: &Rc<Shared>, closing: bool) -> Result<ExclusiveGuard> {
@@ -1148,6 +1223,7 @@ impl Shared {
                             s.flushing = false;
                             drop(s);
                             this.progress.notify_all();
+                            this.release_lock_if_idle();
                             return;
                         }
                     }
@@ -1217,6 +1293,7 @@ impl Shared {
         }
         this.data.notify_all();
         this.progress.notify_all();
+        this.release_lock_if_idle();
     }
 
     fn take_job(&self, s: &mut State) -> Option<Job> {
@@ -1238,7 +1315,9 @@ impl Shared {
         if sync_due {
             s.sync_requested = false;
         }
-        let index_from = a.handed.points;
+        // From the first point not yet in the files (after recovery, points rebuilt by the walk
+        // are written with the next group).
+        let index_from = a.points_on_disk.min(a.handed.points);
         let (log, mark) = match pending {
             Some(p) => {
                 let mut mark = p.mark;
@@ -1289,8 +1368,8 @@ impl Shared {
         .detach();
     }
 
-    /// Loads a closed segment's index and opens its log for reading, as the log's one cached
-    /// closed segment.
+    /// Loads a closed segment's index and opens its log for reading, into the log's small cache
+    /// of closed segments (the oldest entry makes room).
     async fn load_cache(&self, c: Closed) -> Result<()> {
         let interval = self.state.borrow().config.index_interval_bytes;
         let paths = SegmentPaths::new(&self.dir, c.base);
@@ -1298,7 +1377,11 @@ impl Shared {
         let log = dma::open_ro(&paths.log).await?;
         let mut s = self.state.borrow_mut();
         if s.closed.iter().any(|x| x.base == c.base) {
-            s.cache = Some(Cache {
+            s.cache.retain(|x| x.base != c.base);
+            if s.cache.len() == CLOSED_SEGMENTS_CACHED {
+                s.cache.remove(0);
+            }
+            s.cache.push(Cache {
                 base: c.base,
                 log,
                 path: paths.log,
@@ -1314,7 +1397,7 @@ impl Shared {
         lookup: impl Fn(&[IndexPoint]) -> Option<IndexPoint>,
     ) -> Option<ReadPlan> {
         let s = self.state.borrow();
-        let cache = s.cache.as_ref().filter(|x| x.base == c.base)?;
+        let cache = s.cache.iter().find(|x| x.base == c.base)?;
         Some(ReadPlan {
             file: cache.log.clone(),
             path: cache.path.clone(),
@@ -1413,8 +1496,9 @@ impl Shared {
                 s.durable_end = mark.offset_end;
             }
             s.status = Status::Closed;
-            s.cache = None;
+            s.cache.clear();
         }
+        self.lock.borrow_mut().take();
         self.data.notify_all();
         self.progress.notify_all();
         res
@@ -1438,12 +1522,8 @@ impl Shared {
                 n += 1;
             }
             let victims: Vec<Closed> = s.closed.drain(..n).collect();
-            if s.cache
-                .as_ref()
-                .is_some_and(|c| victims.iter().any(|v| v.base == c.base))
-            {
-                s.cache = None;
-            }
+            s.cache
+                .retain(|c| !victims.iter().any(|v| v.base == c.base));
             victims
         };
         let mut report = RetentionReport::default();
@@ -1536,7 +1616,7 @@ impl Shared {
             s.truncating = true;
             s.truncations += 1;
             s.discard(Error::Discarded(format!("log truncated to {new_end}")));
-            s.cache = None;
+            s.cache.clear();
             let mut doomed: Vec<u64> = s
                 .closed
                 .iter()

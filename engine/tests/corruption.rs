@@ -50,7 +50,7 @@ fn flipped_byte_in_last_batch_is_cut_at_recovery() {
         drop(log); // no clean close: the tail stays zero-padded
         let (last, pos) = &bs[19];
         flip(&seg(&d, 0, "log"), pos + last.len() as u64 - 5);
-        let log = PartitionLog::open(&d, LogConfig::default()).await.unwrap();
+        let log = reopen(&d, LogConfig::default()).await;
         assert_eq!(
             log.end_offset(),
             Offset(19 * 3),

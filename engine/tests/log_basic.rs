@@ -318,7 +318,16 @@ fn segment_ms_rolls_and_delete_removes_everything() {
         glommio::timer::sleep(std::time::Duration::from_millis(30)).await;
         log.append(&[batch(1, 10, 2, 0)], None).await.unwrap();
         assert_eq!(log.segment_bases(), vec![Offset(0), Offset(1)]);
-        assert!(!log.roll().await.unwrap() || log.segment_count() == 3);
+        assert!(
+            log.roll().await.unwrap(),
+            "the active segment holds a batch"
+        );
+        assert_eq!(log.segment_count(), 3);
+        assert!(
+            !log.roll().await.unwrap(),
+            "an empty active segment does not roll"
+        );
+        assert_eq!(log.segment_count(), 3);
         assert!(log
             .set_config(LogConfig {
                 segment_bytes: 1,
@@ -332,4 +341,41 @@ fn segment_ms_rolls_and_delete_removes_everything() {
         ));
     });
     assert!(!dir2.exists());
+}
+
+#[test]
+fn tailing_reader_sees_only_whole_valid_batches_while_the_tail_block_is_rewritten() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p");
+    run(tmp.path(), move || async move {
+        let log = std::rc::Rc::new(PartitionLog::open(&dir, small_config()).await.unwrap());
+        let writer = {
+            let log = log.clone();
+            glommio::spawn_local(async move {
+                // Small batches, so most appends rewrite the same partial 4 KiB block.
+                for i in 0..300u64 {
+                    log.append(
+                        &[batch(1 + (i % 3) as u32, 10 + (i as usize % 90), i, 0)],
+                        None,
+                    )
+                    .await
+                    .unwrap();
+                }
+            })
+        };
+        // A consumer tailing the log with long polls, as a fetch would.
+        let mut next = 0u64;
+        let mut seen = 0;
+        while seen < 300 {
+            log.wait_for_data(Offset(next)).await;
+            let bytes = log.read(Offset(next), 2048).await.unwrap();
+            for (base, n, _) in batches(&bytes) {
+                assert_eq!(base, next, "dense");
+                next = base + n as u64;
+                seen += 1;
+            }
+        }
+        writer.await;
+        assert_eq!(next, log.end_offset().0);
+    });
 }

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use proptest::prelude::*;
-use quiver_engine::{Error, LogConfig, PartitionLog};
+use quiver_engine::{Error, FlushPolicy, LogConfig, PartitionLog};
 use quiver_proto::{Offset, TimestampMs};
 
 #[derive(Clone, Debug)]
@@ -55,10 +55,16 @@ impl Model {
     }
 }
 
+thread_local! {
+    /// The flush policy of the case being run (both policies go through the same model).
+    static FLUSH: std::cell::Cell<FlushPolicy> = const { std::cell::Cell::new(FlushPolicy::Sync) };
+}
+
 fn config() -> LogConfig {
     LogConfig {
         segment_bytes: 64 * 1024,
         index_interval_bytes: 512,
+        flush: FLUSH.with(|f| f.get()),
         ..LogConfig::default()
     }
 }
@@ -144,13 +150,20 @@ async fn check_op(log: &mut PartitionLog, m: &mut Model, op: Op, seed: &mut u64)
             })
             .unwrap();
             let before = log.size_bytes();
+            let bases = log.segment_bases();
             let r = log.apply_retention(TimestampMs(0)).await.unwrap();
             log.set_config(config()).unwrap();
             let new_start = r.start_offset.0;
             assert!(new_start >= m.start && new_start <= m.end);
             assert_eq!(log.size_bytes(), before - r.deleted_bytes);
-            if !r.deleted_segments.is_empty() {
-                assert!(before - r.deleted_bytes < before);
+            // The oldest segments go, never the active one; with no byte budget every closed
+            // one goes.
+            let k = r.deleted_segments.len();
+            assert!(k < bases.len());
+            assert_eq!(r.deleted_segments, bases[..k].to_vec());
+            assert_eq!(log.segment_bases(), bases[k..].to_vec());
+            if bytes == 0 {
+                assert_eq!(log.segment_count(), 1);
             }
             m.batches.retain(|b| b.0 >= new_start);
             assert!(
@@ -164,9 +177,28 @@ async fn check_op(log: &mut PartitionLog, m: &mut Model, op: Op, seed: &mut u64)
             *log = PartitionLog::open(&dir, config()).await.unwrap();
         }
         Op::Drop => {
-            // No close: recovery from zero-padded tails and unsynced index files. (The old
-            // handle is idle: every append was acknowledged, so nothing is in flight.)
-            *log = PartitionLog::open(&dir, config()).await.unwrap();
+            // No close: recovery from zero-padded tails and unsynced index files. While the
+            // old handle lives, the directory is locked.
+            assert!(matches!(
+                PartitionLog::open(&dir, config()).await,
+                Err(Error::Locked { .. })
+            ));
+            let placeholder = PartitionLog::open(dir.with_extension("scratch"), config())
+                .await
+                .unwrap();
+            drop(std::mem::replace(log, placeholder));
+            // The dropped handle releases the directory lock once its in-flight I/O (a write
+            // or fdatasync of the pipelined group commit) has finished: wait for that.
+            let mut attempts = 0;
+            *log = loop {
+                match PartitionLog::open(&dir, config()).await {
+                    Err(Error::Locked { .. }) if attempts < 5000 => {
+                        attempts += 1;
+                        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                    }
+                    other => break other.unwrap(),
+                }
+            };
         }
     }
     assert_eq!(log.start_offset().0, m.start, "start after {m:?}");
@@ -176,10 +208,15 @@ async fn check_op(log: &mut PartitionLog, m: &mut Model, op: Op, seed: &mut u64)
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
     #[test]
-    fn log_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
+    fn log_matches_model(
+        ops in proptest::collection::vec(op(), 1..40),
+        interval in proptest::option::of(1u64..20),
+    ) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("p");
+        let flush = interval.map_or(FlushPolicy::Sync, FlushPolicy::IntervalMs);
         run(tmp.path(), move || async move {
+            FLUSH.with(|f| f.set(flush));
             let mut log = PartitionLog::open(&dir, config()).await.unwrap();
             let mut m = Model::default();
             let mut seed = 0;
@@ -191,8 +228,9 @@ proptest! {
             let want: Vec<_> = m.batches.iter().map(|b| (b.0, b.1, b.2.clone())).collect();
             assert_eq!(all, want);
             drop(log);
-            let log = PartitionLog::open(&dir, config()).await.unwrap();
+            let log = reopen(&dir, config()).await;
             assert_eq!(read_all(&log, m.start).await, want);
+            assert!(log.verify().await.unwrap().is_empty());
         });
     }
 }

@@ -46,8 +46,14 @@ impl Broker {
         b
     }
 
-    /// (Re)starts the process in the same directory; `port` reuses the previous QUIC port.
+    /// (Re)starts the process in the same directory; `port` asks for a specific QUIC port.
     pub fn spawn(&mut self, port: Option<u16>) {
+        if let Err(log) = self.try_spawn(port) {
+            panic!("streamd did not become ready; log:\n{log}");
+        }
+    }
+
+    fn try_spawn(&mut self, port: Option<u16>) -> Result<(), String> {
         let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
         let mut child = Command::new(streamd_path())
             .current_dir(&self.dir)
@@ -80,7 +86,8 @@ impl Broker {
             Ok(r) => r,
             Err(_) => {
                 let _ = child.kill();
-                panic!("streamd did not become ready; log:\n{}", self.log());
+                let _ = child.wait();
+                return Err(self.log());
             }
         };
         for part in ready.split_whitespace() {
@@ -92,6 +99,7 @@ impl Broker {
             }
         }
         self.child = Some(child);
+        Ok(())
     }
 
     pub fn log(&self) -> String {
@@ -109,6 +117,15 @@ impl Broker {
     pub async fn client(&self) -> Client {
         let config = ClientConfig::new(self.addr.to_string())
             .tls(ClientTls::from_ca_file(self.ca()).unwrap());
+        Client::connect(config).await.expect("client connects")
+    }
+
+    /// A client whose requests (and connection idle time) give up after `timeout`.
+    pub async fn client_with_timeout(&self, timeout: Duration) -> Client {
+        let mut config = ClientConfig::new(self.addr.to_string())
+            .tls(ClientTls::from_ca_file(self.ca()).unwrap())
+            .request_timeout(timeout);
+        config.connect.idle_timeout = timeout;
         Client::connect(config).await.expect("client connects")
     }
 
@@ -140,10 +157,17 @@ impl Broker {
         }
     }
 
-    /// Restarts on the same port and directory.
+    /// Restarts in the same directory, on the same port when it is still free. (Clients'
+    /// ephemeral UDP ports come from the same range, so another test may have taken it; then a
+    /// new port is used and `addr` says which.)
     pub fn restart(&mut self) {
         let port = self.addr.port();
-        self.spawn(Some(port));
+        if let Err(log) = self.try_spawn(Some(port)) {
+            if !log.contains("Address already in use") {
+                panic!("streamd did not restart; log:\n{log}");
+            }
+            self.spawn(None);
+        }
     }
 
     pub fn metrics_text(&self) -> String {

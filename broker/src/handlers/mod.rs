@@ -5,6 +5,7 @@
 
 mod admin;
 mod fetch;
+pub mod group;
 mod produce;
 
 use std::future::Future;
@@ -32,6 +33,13 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::CreatePartitions,
     ApiKey::DescribeConfigs,
     ApiKey::IncrementalAlterConfigs,
+    ApiKey::FindCoordinator,
+    ApiKey::ConsumerGroupHeartbeat,
+    ApiKey::OffsetCommit,
+    ApiKey::OffsetFetch,
+    ApiKey::DescribeGroups,
+    ApiKey::ListGroups,
+    ApiKey::DeleteGroups,
 ];
 
 /// The transport's view of a shard.
@@ -117,6 +125,21 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
             admin::change(shard, crate::controller::AdminOp::AlterConfigs(r)).await
         }
         AnyRequest::DescribeConfigs(r) => Answer::ok(admin::describe_configs(shard, r)),
+        AnyRequest::FindCoordinator(r) => Answer::ok(group::find_coordinator(shard, r)),
+        AnyRequest::ConsumerGroupHeartbeat(r) => {
+            let resp = group::heartbeat(shard, r, req.peer.ip().to_string()).await;
+            let failed = resp.error_code != ErrorCode::None;
+            Answer {
+                body: resp.into(),
+                payload: Vec::new(),
+                failed,
+            }
+        }
+        AnyRequest::OffsetCommit(r) => Answer::ok(group::commit(shard, r).await),
+        AnyRequest::OffsetFetch(r) => Answer::ok(group::fetch(shard, r).await),
+        AnyRequest::DescribeGroups(r) => Answer::ok(group::describe(shard, r).await),
+        AnyRequest::ListGroups(r) => Answer::ok(group::list(shard, r).await),
+        AnyRequest::DeleteGroups(r) => Answer::ok(group::delete(shard, r).await),
         other => {
             shard.metrics.request(header.api_key, true);
             return error_response(

@@ -84,3 +84,16 @@ pub fn small_config() -> LogConfig {
         ..LogConfig::default()
     }
 }
+
+/// Opens a log, waiting (briefly) for a dropped handle's in-flight I/O to release the directory.
+pub async fn reopen(dir: &Path, config: LogConfig) -> PartitionLog {
+    for _ in 0..200 {
+        match PartitionLog::open(dir, config.clone()).await {
+            Err(quiver_engine::Error::Locked { .. }) => {
+                glommio::timer::sleep(std::time::Duration::from_millis(5)).await
+            }
+            other => return other.unwrap(),
+        }
+    }
+    panic!("{} stayed locked", dir.display());
+}

@@ -157,25 +157,35 @@ impl BatchBuilder {
         BATCH_HEADER_BYTES + self.records.len()
     }
 
-    /// Compresses the records section if asked, fills the header and computes the CRC.
+    /// Compresses the records section if asked, fills the header and computes the CRC. A section
+    /// that compresses by more than [`super::DECOMPRESSION_RATIO_MAX`] (and past 1 MiB) is sent
+    /// uncompressed, since readers refuse such ratios.
     pub fn finish(self) -> Result<Bytes, BatchError> {
         if self.count == 0 {
             return Err(BatchError::Empty);
         }
         let mut out = vec![0u8; BATCH_HEADER_BYTES];
-        match self.compression {
-            Compression::None => out.extend_from_slice(&self.records),
-            codec => {
-                out.extend_from_slice(&(self.records.len() as u32).to_le_bytes());
-                compress(codec, &self.records, &mut out)?;
+        let mut codec = self.compression;
+        if codec != Compression::None {
+            out.extend_from_slice(&(self.records.len() as u32).to_le_bytes());
+            compress(codec, &self.records, &mut out)?;
+            let section = out.len() - BATCH_HEADER_BYTES;
+            if self.records.len() > super::decompressed_bytes_allowed(section) {
+                // Compresses better than readers accept (they bound what a batch may make them
+                // allocate): send it as it is.
+                codec = Compression::None;
+                out.truncate(BATCH_HEADER_BYTES);
             }
+        }
+        if codec == Compression::None {
+            out.extend_from_slice(&self.records);
         }
         if out.len() > BATCH_BYTES_MAX {
             return Err(BatchError::TooLarge {
                 max: BATCH_BYTES_MAX,
             });
         }
-        let mut attributes = self.compression.bits() | self.attributes_extra;
+        let mut attributes = codec.bits() | self.attributes_extra;
         if self.timestamp_type == TimestampType::LogAppendTime {
             attributes |= ATTR_LOG_APPEND_TIME;
         }

@@ -53,9 +53,11 @@
 //! # Hostile input
 //!
 //! Every decoder here takes untrusted bytes. None of them panics, and none allocates from a count
-//! or length it has not first checked against the bytes actually present (or, for compressed
-//! batches, against [`DECOMPRESSED_BYTES_MAX`] while the output is produced). `cargo fuzz run
-//! batch_reader` exercises all of them.
+//! or length it has not first checked against the bytes actually present. A compressed section
+//! may expand to at most [`decompressed_bytes_allowed`] (1024 times its size, at least 1 MiB,
+//! at most [`DECOMPRESSED_BYTES_MAX`]), checked before decoding and enforced while the output is
+//! produced; the zstd window is capped at [`ZSTD_WINDOW_LOG_MAX`]. `cargo fuzz run batch_reader`
+//! exercises all of them.
 
 mod builder;
 mod records;
@@ -80,6 +82,26 @@ pub const HEADERS_PER_RECORD_MAX: u32 = 1024;
 /// Bound on a compressed batch's records section once decompressed: a decompression bomb stops
 /// here, and no decoder allocates beyond it.
 pub const DECOMPRESSED_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// A compressed records section may expand to at most this many times its size (or
+/// [`DECOMPRESSED_BYTES_FLOOR`], whichever is larger, and never past [`DECOMPRESSED_BYTES_MAX`]).
+/// Rationale: what a reader allocates stays proportional to the bytes it was given. The builder
+/// sends a batch that would break this uncompressed instead.
+pub const DECOMPRESSION_RATIO_MAX: usize = 1024;
+/// Any compressed section may expand to this much, whatever its size.
+pub const DECOMPRESSED_BYTES_FLOOR: usize = 1024 * 1024;
+const _: () = assert!(DECOMPRESSED_BYTES_FLOOR <= DECOMPRESSED_BYTES_MAX);
+
+/// The decompressed size a reader accepts for a compressed records section of `section_len`
+/// bytes (length prefix included).
+pub fn decompressed_bytes_allowed(section_len: usize) -> usize {
+    section_len
+        .saturating_mul(DECOMPRESSION_RATIO_MAX)
+        .clamp(DECOMPRESSED_BYTES_FLOOR, DECOMPRESSED_BYTES_MAX)
+}
+
+/// Largest zstd window (log2 bytes) a reader accepts: 8 MiB. The builder compresses at level 3,
+/// whose window is 2 MiB; a frame asking for more is refused rather than allocated.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 /// The smallest encoded record: length(1) + attributes(1) + timestamp_delta(1) + offset_delta(1)
 /// + key_len(1) + value_len(1) + header_count(1).
 pub const RECORD_BYTES_MIN: usize = 7;

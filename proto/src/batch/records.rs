@@ -2,8 +2,7 @@
 //! buffer. Every length is checked against the bytes that remain before it is used.
 
 use super::{
-    BatchError, BatchInfo, Compression, TimestampType, DECOMPRESSED_BYTES_MAX,
-    HEADERS_PER_RECORD_MAX,
+    BatchError, BatchInfo, Compression, TimestampType, HEADERS_PER_RECORD_MAX, ZSTD_WINDOW_LOG_MAX,
 };
 use crate::types::{Offset, TimestampMs};
 use std::borrow::Cow;
@@ -124,16 +123,15 @@ impl<'a> Records<'a> {
 
 /// Decompresses a records section: a u32 LE uncompressed length, then the codec's stream. The
 /// output grows only as the decoder produces bytes, and stops at the claimed length, which itself
-/// is at most [`DECOMPRESSED_BYTES_MAX`].
+/// is at most [`super::decompressed_bytes_allowed`] for the section.
 fn decompress(codec: Compression, section: &[u8]) -> Result<Vec<u8>, BatchError> {
     let (len, stream) = section
         .split_first_chunk::<4>()
         .ok_or(BatchError::Decompress("missing length prefix".into()))?;
     let claimed = u32::from_le_bytes(*len) as usize;
-    if claimed > DECOMPRESSED_BYTES_MAX {
-        return Err(BatchError::DecompressedTooLarge {
-            max: DECOMPRESSED_BYTES_MAX,
-        });
+    let allowed = super::decompressed_bytes_allowed(section.len());
+    if claimed > allowed {
+        return Err(BatchError::DecompressedTooLarge { max: allowed });
     }
     // Start from what the input can justify; read_to_end grows with real output only.
     let mut out = Vec::with_capacity(claimed.min(stream.len().saturating_mul(4) + 1024));
@@ -142,8 +140,12 @@ fn decompress(codec: Compression, section: &[u8]) -> Result<Vec<u8>, BatchError>
         Compression::Lz4 => lz4_flex::frame::FrameDecoder::new(stream)
             .take(limit)
             .read_to_end(&mut out),
-        Compression::Zstd => zstd::stream::read::Decoder::with_buffer(stream)
-            .and_then(|d| d.take(limit).read_to_end(&mut out)),
+        Compression::Zstd => zstd::stream::read::Decoder::with_buffer(stream).and_then(|mut d| {
+            // The frame header names the window the decoder allocates: cap it, or a few hostile
+            // bytes could make it allocate 128 MiB.
+            d.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+            d.take(limit).read_to_end(&mut out)
+        }),
         Compression::None => unreachable!("uncompressed sections are not decompressed"),
     };
     res.map_err(|e| BatchError::Decompress(e.to_string()))?;

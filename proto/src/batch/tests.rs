@@ -186,7 +186,7 @@ fn decompression_bomb_is_refused_before_allocating() {
     // A zstd batch whose length prefix claims more than the bound.
     let recs: Vec<Rec> = vec![(1, None, Some(vec![0; 1000]), vec![])];
     let mut bytes = build(Compression::Zstd, &recs).to_vec();
-    let claim = (DECOMPRESSED_BYTES_MAX as u32 + 1).to_le_bytes();
+    let claim = (decompressed_bytes_allowed(bytes.len() - 64) as u32 + 1).to_le_bytes();
     bytes[64..68].copy_from_slice(&claim);
     let crc = compute_crc(&bytes);
     bytes[16..20].copy_from_slice(&crc.to_le_bytes());
@@ -234,4 +234,72 @@ fn varints_roundtrip_and_reject_overlong() {
     }
     assert_eq!(records::read_uvarint(&mut &[0xff; 11][..]), None);
     assert_eq!(records::read_uvarint(&mut &[0x80][..]), None);
+}
+
+#[test]
+fn large_batches_roundtrip_with_every_codec() {
+    // Near the format limit, with data that compresses well and data that does not.
+    for codec in [Compression::None, Compression::Lz4, Compression::Zstd] {
+        let mut b = BatchBuilder::new(codec);
+        let mut state = 0x9e37_79b9_u64;
+        for i in 0..12_000u32 {
+            let v: Vec<u8> = (0..1000)
+                .map(|j| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    if i % 2 == 0 {
+                        (j % 7) as u8
+                    } else {
+                        (state >> 56) as u8
+                    }
+                })
+                .collect();
+            b.append(TimestampMs(i as i64), None, Some(&v), &[])
+                .unwrap();
+        }
+        let bytes = b.finish().unwrap();
+        let info = validate_deep(&bytes, BatchLimits::default()).unwrap();
+        assert_eq!(info.record_count, 12_000);
+    }
+}
+
+#[test]
+fn extreme_ratios_are_sent_uncompressed_and_refused_when_forged() {
+    // One 12 MiB value of zeros: zstd compresses it far beyond 1024:1, so the builder sends it
+    // uncompressed; lz4's format caps its ratio near 255:1, so it stays compressed.
+    let zeros = vec![0u8; 12 << 20];
+    for codec in [Compression::Lz4, Compression::Zstd] {
+        let mut b = BatchBuilder::new(codec);
+        b.append(TimestampMs(1), None, Some(&zeros), &[]).unwrap();
+        let bytes = b.finish().unwrap();
+        let info = validate_deep(&bytes, BatchLimits::default()).unwrap();
+        let want = if codec == Compression::Zstd {
+            Compression::None
+        } else {
+            Compression::Lz4
+        };
+        assert_eq!(info.compression, want, "{codec:?}");
+    }
+    // Ordinary data stays compressed.
+    let text: Vec<u8> = (0..4096u32)
+        .map(|i| b"the quick brown fox "[(i % 20) as usize] ^ (i % 251) as u8)
+        .collect();
+    let mut b = BatchBuilder::new(Compression::Zstd);
+    for i in 0..100 {
+        b.append(TimestampMs(i), None, Some(&text), &[]).unwrap();
+    }
+    let bytes = b.finish().unwrap();
+    let info = validate_deep(&bytes, BatchLimits::default()).unwrap();
+    assert_eq!(info.compression, Compression::Zstd);
+    // A forged length prefix above the ratio is refused before anything is decoded.
+    let small: Vec<Rec> = vec![(1, None, Some(vec![7; 100]), vec![])];
+    let mut bytes = build(Compression::Lz4, &small).to_vec();
+    let allowed = decompressed_bytes_allowed(bytes.len() - 64);
+    assert_eq!(allowed, DECOMPRESSED_BYTES_FLOOR);
+    bytes[64..68].copy_from_slice(&(allowed as u32 + 1).to_le_bytes());
+    let crc = compute_crc(&bytes);
+    bytes[16..20].copy_from_slice(&crc.to_le_bytes());
+    let view = BatchView::new(&bytes, BatchLimits::default()).unwrap();
+    assert!(
+        matches!(view.records(), Err(BatchError::DecompressedTooLarge { max }) if max == allowed)
+    );
 }

@@ -1,0 +1,167 @@
+//! Issue 4, acceptance 3 (long-poll) and 4 (retention).
+
+use std::time::{Duration, Instant};
+
+use quiver_proto::api::fetch::{
+    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic, OffsetSpec,
+};
+use quiver_proto::api::produce::Acks;
+use quiver_proto::batch::{BatchBuilder, Compression};
+use quiver_proto::{ErrorCode, PartitionId, TimestampMs};
+use quiver_testkit::*;
+
+fn batch(n: usize, value_bytes: usize) -> bytes::Bytes {
+    let mut b = BatchBuilder::new(Compression::None);
+    let value = vec![7u8; value_bytes];
+    for i in 0..n {
+        b.append(
+            TimestampMs(now_ms()),
+            Some(format!("k{i}").as_bytes()),
+            Some(&value),
+            &[],
+        )
+        .unwrap();
+    }
+    b.finish().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_fetch_wakes_on_produce_and_times_out_empty() {
+    let broker = Broker::start(&[]);
+    let client = broker.client().await;
+    assert_eq!(create_topic(&client, "lp", 1, &[]).await, ErrorCode::None);
+
+    // Nothing arrives: the fetch answers empty at its max wait, not before and not much after.
+    let t0 = Instant::now();
+    let (resp, records) = fetch(&client, "lp", 0, 0, 400).await;
+    let waited = t0.elapsed();
+    assert_eq!(resp.topics[0].partitions[0].error_code, ErrorCode::None);
+    assert!(records.is_empty());
+    assert!(
+        waited >= Duration::from_millis(400),
+        "answered after {waited:?}, before its max wait"
+    );
+    assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
+
+    // A fetch parked at the log end with a 20 s max wait returns as soon as a produce lands.
+    let waiter = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let (resp, records) = fetch(&client, "lp", 0, 0, 20_000).await;
+            (Instant::now(), resp, records)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = produce(&client, "lp", 0, &[batch(3, 10)], Acks::Leader).await;
+    let acked = Instant::now();
+    assert_eq!(r.topics[0].partitions[0].error_code, ErrorCode::None);
+    let (returned, resp, records) = waiter.await.unwrap();
+    assert_eq!(resp.topics[0].partitions[0].high_watermark.0, 3);
+    assert!(
+        !records.is_empty(),
+        "the waiting fetch returned the new records"
+    );
+    let lag = returned.saturating_duration_since(acked);
+    eprintln!("long-poll fetch returned {lag:?} after the produce was acknowledged");
+    // Woken by the append, not by its 20 s timer (the bound is loose on purpose: this is a
+    // correctness check that the wake-up happens, not a benchmark).
+    assert!(
+        lag < Duration::from_secs(2),
+        "fetch returned {lag:?} after the produce"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_by_size_deletes_old_segments_and_moves_the_start() {
+    let broker = Broker::start(&["--retention-check-interval-ms", "200"]);
+    let client = broker.client().await;
+    let configs = [("segment.bytes", "65536"), ("retention.bytes", "150000")];
+    assert_eq!(
+        create_topic(&client, "ret", 1, &configs).await,
+        ErrorCode::None
+    );
+    // ~640 KB in 40 batches of 16 KB: about ten 64 KiB segments.
+    for _ in 0..40 {
+        let r = produce(&client, "ret", 0, &[batch(16, 1000)], Acks::Leader).await;
+        assert_eq!(r.topics[0].partitions[0].error_code, ErrorCode::None);
+    }
+    let earliest = || async {
+        let req = ListOffsetsRequest {
+            isolation_level: Default::default(),
+            topics: vec![ListOffsetsTopic {
+                name: "ret".into(),
+                partitions: vec![ListOffsetsPartition {
+                    partition: PartitionId(0),
+                    current_leader_epoch: None,
+                    timestamp: OffsetSpec::Earliest,
+                }],
+            }],
+        };
+        client.call_any(&req, vec![]).await.unwrap().0.topics[0].partitions[0]
+            .offset
+            .unwrap()
+            .0
+    };
+    // Retention runs every 200 ms (it may already have run while the produces went on); wait
+    // until what remains is within retention.bytes plus at most one segment (the engine deletes
+    // whole segments only). Each record is about 1 KiB (16 per 16 KB batch).
+    let bound = 150_000 + 65_536;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut start = earliest().await;
+    while (640 - start) * 1024 > bound {
+        assert!(
+            Instant::now() < deadline,
+            "retention left {} records after start {start}; log:\n{}",
+            640 - start,
+            broker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        start = earliest().await;
+    }
+    assert!(start > 0 && start < 640);
+    // Only segment files from the start onwards remain, and the log is near the bound.
+    let dir = std::fs::read_dir(broker.data_dir().join("topics"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("ret."))
+        .expect("the topic's directory")
+        .join("0");
+    let logs: Vec<u64> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_suffix(".log")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(
+        logs.iter().all(|&base| base >= start),
+        "segments {logs:?}, start {start}"
+    );
+    // On disk too: the segment files hold no more than the bound, plus the active segment's
+    // partial last block (direct I/O writes whole 4 KiB blocks).
+    let on_disk: u64 = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert!(
+        on_disk <= bound + 4096,
+        "{on_disk} bytes of segments remain (bound {bound})"
+    );
+
+    // Reading below the start is an error that names the new start.
+    let (resp, records) = fetch(&client, "ret", 0, 0, 0).await;
+    let p = &resp.topics[0].partitions[0];
+    assert_eq!(p.error_code, ErrorCode::OffsetOutOfRange);
+    assert_eq!(p.log_start_offset.0, start);
+    assert!(records.is_empty());
+    // And reading at the start works.
+    let (resp, records) = fetch(&client, "ret", 0, start, 0).await;
+    assert_eq!(resp.topics[0].partitions[0].error_code, ErrorCode::None);
+    assert!(!records.is_empty());
+}
