@@ -24,8 +24,8 @@ use quiver_proto::api::fetch::{
     ListOffsetsRequest, ListOffsetsTopic, OffsetSpec,
 };
 use quiver_proto::api::group::{
-    CoordinatorType, FindCoordinatorRequest, OffsetCommitPartition, OffsetCommitRequest,
-    OffsetCommitTopic, OffsetFetchRequest, NO_GENERATION,
+    OffsetCommitPartition, OffsetCommitRequest, OffsetCommitTopic, OffsetFetchRequest,
+    NO_GENERATION,
 };
 use quiver_proto::api::{ApiKey, TopicPartitions};
 use quiver_proto::batch::{BatchError, BatchIter, BatchLimits, BatchView, Compression};
@@ -34,6 +34,7 @@ use tokio::task::JoinHandle;
 
 use crate::client::Client;
 use crate::error::{Error, Result};
+use crate::group::{check_topics, find_coordinator, Membership};
 use crate::record::{ConsumerRecord, Header, TopicPartition};
 
 /// Where a partition without a usable position starts (`auto.offset.reset`).
@@ -95,6 +96,12 @@ pub struct ConsumerConfig {
     pub max_poll_records: usize,
     /// Wait after a failed fetch or metadata error before that partition is fetched again.
     pub retry_backoff: Duration,
+    /// With a `group_id`: commit positions every `auto_commit_interval`, before partitions are
+    /// given up in a rebalance, and on `close` (`enable.auto.commit`; default true).
+    pub enable_auto_commit: bool,
+    pub auto_commit_interval: Duration,
+    /// How long a group member may take to give up partitions the group moves elsewhere.
+    pub rebalance_timeout: Duration,
 }
 
 impl Default for ConsumerConfig {
@@ -108,6 +115,9 @@ impl Default for ConsumerConfig {
             max_partition_fetch_bytes: 1 << 20,
             max_poll_records: 1000,
             retry_backoff: Duration::from_millis(100),
+            enable_auto_commit: true,
+            auto_commit_interval: Duration::from_secs(5),
+            rebalance_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -143,6 +153,18 @@ impl ConsumerConfig {
     }
     pub fn retry_backoff(mut self, d: Duration) -> ConsumerConfig {
         self.retry_backoff = d;
+        self
+    }
+    pub fn enable_auto_commit(mut self, on: bool) -> ConsumerConfig {
+        self.enable_auto_commit = on;
+        self
+    }
+    pub fn auto_commit_interval(mut self, d: Duration) -> ConsumerConfig {
+        self.auto_commit_interval = d;
+        self
+    }
+    pub fn rebalance_timeout(mut self, d: Duration) -> ConsumerConfig {
+        self.rebalance_timeout = d;
         self
     }
 }
@@ -209,6 +231,9 @@ pub struct Consumer {
     brokers_in_flight: HashSet<BrokerId>,
     topic_names: HashMap<String, Arc<str>>,
     warned_no_groups: bool,
+    /// Set by `subscribe`: the group decides the assignment.
+    membership: Option<Membership>,
+    last_auto_commit: Instant,
 }
 
 impl Drop for Consumer {
@@ -230,6 +255,116 @@ impl Consumer {
             brokers_in_flight: HashSet::new(),
             topic_names: HashMap::new(),
             warned_no_groups: false,
+            membership: None,
+            last_auto_commit: Instant::now(),
+        }
+    }
+
+    /// Joins the consumer's group (`group_id`) and reads the partitions of `topics` that the
+    /// group assigns to this member; the other members get the rest, and the split changes as
+    /// members come and go or topics grow. Each partition starts at the group's committed
+    /// offset (else `auto_offset_reset`). Calling it again changes the subscription.
+    ///
+    /// ```no_run
+    /// # async fn f(client: quiver_client::Client) -> quiver_client::Result<()> {
+    /// use quiver_client::{Consumer, ConsumerConfig};
+    /// use std::time::Duration;
+    /// let mut consumer = Consumer::new(client, ConsumerConfig::default().group_id("billing"));
+    /// consumer.subscribe(vec!["orders".into()]).await?;
+    /// loop {
+    ///     for r in consumer.poll(Duration::from_secs(1)).await? {
+    ///         println!("{}/{}@{}", r.topic, r.partition, r.offset);
+    ///     }
+    ///     consumer.commit().await?; // or rely on auto-commit
+    /// }
+    /// # }
+    /// ```
+    pub async fn subscribe(&mut self, topics: Vec<String>) -> Result<()> {
+        check_topics(&topics)?;
+        let group = self.group()?.to_string();
+        self.client
+            .require(ApiKey::ConsumerGroupHeartbeat, "joining a consumer group")
+            .await?;
+        for t in &topics {
+            self.client.topic(t).await?;
+        }
+        match &self.membership {
+            Some(m) => m.set_subscription(topics),
+            None => {
+                self.apply_assignment(Vec::new());
+                self.membership = Some(Membership::start(
+                    self.client.clone(),
+                    group,
+                    topics,
+                    self.config.rebalance_timeout,
+                    self.config.retry_backoff,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits (with auto-commit on), leaves the group if subscribed, and stops fetching.
+    pub async fn close(mut self) -> Result<()> {
+        let committed = if self.config.group_id.is_some() && self.config.enable_auto_commit {
+            self.commit().await
+        } else {
+            Ok(())
+        };
+        if let Some(m) = self.membership.take() {
+            m.leave(Duration::from_secs(5)).await;
+        }
+        committed
+    }
+
+    /// This member's id in its group, once subscribed.
+    pub fn member_id(&self) -> Option<String> {
+        self.membership.as_ref().map(|m| m.shared.member_id.clone())
+    }
+
+    /// Applies the group's newest assignment, if it changed: commits what is given up (with
+    /// auto-commit), then takes the new set and tells the heartbeat task it now owns it.
+    async fn sync_group(&mut self) -> Result<()> {
+        let Some(shared) = self.membership.as_ref().map(|m| m.shared.clone()) else {
+            return Ok(());
+        };
+        let target = {
+            let mut st = shared.state.lock().expect("not poisoned");
+            if let Some(e) = st.fatal.take() {
+                return Err(e);
+            }
+            (st.target != st.owned).then(|| st.target.clone())
+        };
+        let Some(target) = target else {
+            return Ok(());
+        };
+        let revoked: Vec<(TopicPartition, Offset)> = self
+            .assignment
+            .iter()
+            .filter(|(tp, _)| !target.contains(*tp))
+            .filter_map(|(tp, s)| s.position.map(|o| (tp.clone(), o)))
+            .collect();
+        if !revoked.is_empty() && self.config.enable_auto_commit {
+            if let Err(e) = self.commit_offsets(&revoked).await {
+                tracing::warn!(error = %e, "committing revoked partitions failed");
+            }
+        }
+        self.apply_assignment(target.iter().cloned().collect());
+        shared.state.lock().expect("not poisoned").owned = target;
+        shared.nudge.notify_one();
+        Ok(())
+    }
+
+    async fn auto_commit(&mut self) {
+        if self.config.group_id.is_none()
+            || !self.config.enable_auto_commit
+            || self.last_auto_commit.elapsed() < self.config.auto_commit_interval
+        {
+            return;
+        }
+        self.last_auto_commit = Instant::now();
+        if let Err(e) = self.commit().await {
+            tracing::warn!(error = %e, "auto-commit failed");
         }
     }
 
@@ -237,6 +372,18 @@ impl Consumer {
     /// Partitions kept from the previous assignment keep their positions; new ones start per
     /// the committed offset or `auto_offset_reset`, unless `seek` says otherwise.
     pub fn assign(&mut self, partitions: Vec<TopicPartition>) -> Result<()> {
+        if self.membership.is_some() {
+            return Err(Error::Config(
+                "this consumer subscribed to a group, which decides its partitions; use another \
+                 consumer for manually assigned partitions"
+                    .into(),
+            ));
+        }
+        self.apply_assignment(partitions);
+        Ok(())
+    }
+
+    fn apply_assignment(&mut self, partitions: Vec<TopicPartition>) {
         let keep: HashSet<TopicPartition> = partitions.iter().cloned().collect();
         self.assignment.retain(|tp, _| keep.contains(tp));
         self.buffer
@@ -247,7 +394,6 @@ impl Consumer {
                 .or_insert_with(|| Arc::from(tp.topic.as_str()));
             self.assignment.entry(tp).or_default();
         }
-        Ok(())
     }
 
     /// Every partition of `topic`, from the cluster's metadata. Fails with
@@ -395,6 +541,14 @@ impl Consumer {
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
+            self.sync_group().await?;
+            self.auto_commit().await;
+            // A group member looks at its assignment at least this often while it waits.
+            let wait_until = if self.membership.is_some() {
+                deadline.min(tokio::time::Instant::now() + Duration::from_millis(100))
+            } else {
+                deadline
+            };
             self.resolve_positions().await?;
             self.start_fetches().await?;
             if !self.buffer.is_empty() {
@@ -410,16 +564,17 @@ impl Consumer {
                     .filter_map(|s| s.backoff_until)
                     .min()
                     .map(tokio::time::Instant::from_std)
-                    .unwrap_or(deadline)
-                    .min(deadline);
+                    .unwrap_or(wait_until)
+                    .min(wait_until);
                 tokio::time::sleep_until(wake).await;
                 if tokio::time::Instant::now() >= deadline {
                     return Ok(Vec::new());
                 }
                 continue;
             }
-            match tokio::time::timeout_at(deadline, self.fetches.next()).await {
-                Err(_) => return Ok(Vec::new()),
+            match tokio::time::timeout_at(wait_until, self.fetches.next()).await {
+                Err(_) if tokio::time::Instant::now() >= deadline => return Ok(Vec::new()),
+                Err(_) => {}
                 Ok(None) => {}
                 Ok(Some(Err(join))) => {
                     return Err(Error::Protocol(format!("fetch task failed: {join}")))
@@ -733,10 +888,16 @@ impl Consumer {
                 }),
             }
         }
+        // A member commits as itself (the broker fences stale epochs); a consumer with
+        // assigned partitions commits from outside the group, which an empty group accepts.
+        let (member_id, epoch) = match &self.membership {
+            Some(m) => m.identity(),
+            None => (String::new(), NO_GENERATION),
+        };
         let req = OffsetCommitRequest {
             group_id: group.to_string(),
-            generation_id_or_member_epoch: NO_GENERATION,
-            member_id: String::new(),
+            generation_id_or_member_epoch: epoch,
+            member_id,
             group_instance_id: None,
             topics,
         };
@@ -820,23 +981,7 @@ impl Consumer {
     }
 
     async fn coordinator(&self, group: &str) -> Result<BrokerId> {
-        self.client
-            .require(ApiKey::FindCoordinator, "finding the group coordinator")
-            .await?;
-        let req = FindCoordinatorRequest {
-            key_type: CoordinatorType::Group,
-            keys: vec![group.to_string()],
-        };
-        let (resp, _) = self.client.call_any(&req, Vec::new()).await?;
-        let c = resp
-            .coordinators
-            .into_iter()
-            .find(|c| c.key == group)
-            .ok_or_else(|| Error::Protocol(format!("no coordinator answer for group '{group}'")))?;
-        if c.error_code != ErrorCode::None {
-            return Err(Error::broker(c.error_code, c.error_message));
-        }
-        Ok(c.node_id)
+        find_coordinator(&self.client, group).await
     }
 
     /// The client this consumer uses.

@@ -31,6 +31,7 @@ pub mod admin;
 pub mod client;
 pub mod consumer;
 pub mod error;
+mod group;
 pub mod partitioner;
 pub mod producer;
 pub mod record;

@@ -583,33 +583,160 @@ async fn consumer_seeks_pauses_resumes_and_resets_out_of_range_offsets() {
 }
 
 #[tokio::test]
-async fn commit_without_group_support_is_a_clear_typed_error() {
+async fn committed_offsets_are_where_a_group_resumes() {
     let b = Broker::start(&[]);
     let client = b.client().await;
-    topic(&client, "g", 1).await;
-    let tp = TopicPartition::new("g", 0);
-    // Without a group id: a configuration error.
+    topic(&client, "g", 2).await;
+    let producer = Producer::new(client.clone(), ProducerConfig::default()).unwrap();
+    for i in 0..20 {
+        producer
+            .send(
+                ProducerRecord::new("g")
+                    .partition(i % 2)
+                    .value(format!("{i}")),
+            )
+            .await
+            .unwrap();
+    }
+    let tp0 = TopicPartition::new("g", 0);
+    let tp1 = TopicPartition::new("g", 1);
+    // Without a group id there is nothing to commit to.
     let mut c = Consumer::new(client.clone(), ConsumerConfig::default());
-    c.assign(vec![tp.clone()]).unwrap();
+    c.assign(vec![tp0.clone()]).unwrap();
     let err = c.commit().await.unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err}");
-    // With one, against a broker that does not serve groups yet: Unsupported, naming the API.
-    let mut c = Consumer::new(
-        client.clone(),
-        ConsumerConfig::default()
-            .group_id("g1")
-            .auto_offset_reset(OffsetReset::Earliest),
+    // Manually assigned partitions commit to an empty group.
+    let config = ConsumerConfig::default()
+        .group_id("g1")
+        .enable_auto_commit(false)
+        .auto_offset_reset(OffsetReset::Earliest);
+    let mut c = Consumer::new(client.clone(), config.clone());
+    c.assign(vec![tp0.clone(), tp1.clone()]).unwrap();
+    assert_eq!(
+        c.committed(&[tp0.clone(), tp1.clone()]).await.unwrap(),
+        vec![(tp0.clone(), None), (tp1.clone(), None)]
     );
-    c.assign(vec![tp.clone()]).unwrap();
-    // The starting position falls back to auto_offset_reset.
-    assert!(c.poll(Duration::from_millis(200)).await.unwrap().is_empty());
-    assert_eq!(c.position(&tp), Some(Offset(0)));
-    let err = c.commit().await.unwrap_err();
-    match &err {
-        Error::Unsupported { api, .. } => assert_eq!(*api, "OffsetCommit"),
-        other => panic!("expected Unsupported, got {other}"),
+    // Nothing committed: auto_offset_reset (earliest) decides.
+    let first = c.poll(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(first[0].offset, Offset(0));
+    c.seek(&tp0, Offset(7)).unwrap();
+    c.seek(&tp1, Offset(3)).unwrap();
+    c.commit().await.unwrap();
+    let mut committed = c.committed(&[tp0.clone(), tp1.clone()]).await.unwrap();
+    committed.sort();
+    assert_eq!(
+        committed,
+        vec![
+            (tp0.clone(), Some(Offset(7))),
+            (tp1.clone(), Some(Offset(3)))
+        ]
+    );
+    // Another consumer of the group starts where the group left off.
+    let mut again = Consumer::new(client.clone(), config);
+    again.assign(vec![tp0.clone()]).unwrap();
+    let got = again.poll(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(got[0].offset, Offset(7));
+    assert_eq!(got[0].value_str(), Some("14"));
+}
+
+#[tokio::test]
+async fn group_members_split_partitions_and_take_over_when_one_leaves() {
+    let b = Broker::start(&[]);
+    let client = b.client().await;
+    topic(&client, "grp", 4).await;
+    let producer = Producer::new(client.clone(), ProducerConfig::default()).unwrap();
+    let mut pending = Vec::new();
+    for i in 0..400u32 {
+        pending.push(
+            producer
+                .enqueue(
+                    ProducerRecord::new("grp")
+                        .partition(i % 4)
+                        .value(format!("{i}")),
+                )
+                .await
+                .unwrap(),
+        );
     }
-    assert!(err.to_string().contains("OffsetCommit"), "{err}");
+    for d in pending {
+        d.await.unwrap();
+    }
+    let config = ConsumerConfig::default()
+        .group_id("readers")
+        .auto_offset_reset(OffsetReset::Earliest)
+        .fetch_max_wait(Duration::from_millis(50));
+    let mut a = Consumer::new(b.client().await, config.clone());
+    let mut c = Consumer::new(b.client().await, config.clone());
+    a.subscribe(vec!["grp".into()]).await.unwrap();
+    c.subscribe(vec!["grp".into()]).await.unwrap();
+    assert_ne!(a.member_id(), c.member_id());
+    // Poll both until all 400 records are read; each record exactly once between them.
+    let mut seen: BTreeMap<(u32, u64), u32> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < 400 {
+        assert!(Instant::now() < deadline, "read {} of 400", seen.len());
+        for (who, consumer) in [(0u32, &mut a), (1, &mut c)] {
+            for r in consumer.poll(Duration::from_millis(100)).await.unwrap() {
+                let prev = seen.insert((r.partition.0, r.offset.0), who);
+                assert!(
+                    prev.is_none(),
+                    "record {}/{} read twice",
+                    r.partition,
+                    r.offset
+                );
+            }
+        }
+    }
+    // Once the group settles, each member owns two of the four partitions.
+    let settle = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (na, nc) = (a.assignment().len(), c.assignment().len());
+        if na == 2 && nc == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < settle,
+            "assignment did not settle: {na} + {nc}"
+        );
+        a.poll(Duration::from_millis(50)).await.unwrap();
+        c.poll(Duration::from_millis(50)).await.unwrap();
+    }
+    let mut all: Vec<TopicPartition> = a.assignment();
+    all.extend(c.assignment());
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 4, "no partition is owned twice or by nobody");
+    // One member leaves (committing its positions); the other takes over all four partitions
+    // and reads only new records (the leaver's work is committed, not redone).
+    c.close().await.unwrap();
+    let settle = Instant::now() + Duration::from_secs(20);
+    while a.assignment().len() != 4 {
+        assert!(Instant::now() < settle, "the survivor did not take over");
+        a.poll(Duration::from_millis(50)).await.unwrap();
+    }
+    for i in 0..8u32 {
+        producer
+            .send(
+                ProducerRecord::new("grp")
+                    .partition(i % 4)
+                    .value(format!("new {i}")),
+            )
+            .await
+            .unwrap();
+    }
+    let mut fresh = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fresh.len() < 8 {
+        assert!(Instant::now() < deadline, "got {fresh:?}");
+        for r in a.poll(Duration::from_millis(100)).await.unwrap() {
+            fresh.push(r.value_str().unwrap().to_string());
+        }
+    }
+    assert!(
+        fresh.iter().all(|v| v.starts_with("new ")),
+        "old records read again: {fresh:?}"
+    );
+    a.close().await.unwrap();
 }
 
 #[tokio::test]
