@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::client::{BrokerInfo, Client};
 use crate::consumer::list_offsets_raw;
 use crate::error::{Error, Result};
+use crate::group::find_coordinator;
 use crate::record::TopicPartition;
 
 /// A topic to create.
@@ -534,6 +535,241 @@ impl Admin {
         asked: &[(TopicPartition, OffsetSpec)],
     ) -> Result<Vec<(TopicPartition, Option<Offset>)>> {
         list_offsets_raw(&self.client, asked).await
+    }
+}
+
+/// A consumer group as `list_groups` shows it.
+///
+/// ```no_run
+/// # async fn f(admin: quiver_client::Admin) -> quiver_client::Result<()> {
+/// for g in admin.list_groups().await? {
+///     println!("{} ({})", g.group_id, g.state);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GroupListing {
+    pub group_id: String,
+    /// `Empty`, `Stable`, `Reconciling`, ...
+    pub state: String,
+}
+
+/// One member of a described group.
+///
+/// ```
+/// # use quiver_client::admin::GroupMember;
+/// let m = GroupMember { member_id: "m1".into(), client_host: None, member_epoch: 3,
+///     subscribed_topics: vec!["orders".into()], assigned: vec![("orders".into(), vec![0, 1])] };
+/// assert_eq!(m.assigned[0].1.len(), 2);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GroupMember {
+    pub member_id: String,
+    pub client_host: Option<String>,
+    pub member_epoch: i32,
+    pub subscribed_topics: Vec<String>,
+    /// (topic, partitions) the member owns now.
+    pub assigned: Vec<(String, Vec<u32>)>,
+}
+
+/// A partition's committed offset in a group, with the partition's end and the lag between.
+///
+/// ```
+/// # use quiver_client::admin::GroupOffset;
+/// let o = GroupOffset { topic: "orders".into(), partition: 0, committed: Some(90), end: Some(100), lag: Some(10) };
+/// assert_eq!(o.lag, Some(10));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GroupOffset {
+    pub topic: String,
+    pub partition: u32,
+    pub committed: Option<u64>,
+    pub end: Option<u64>,
+    pub lag: Option<u64>,
+}
+
+/// A consumer group: state, members with their partitions, committed offsets and lag.
+///
+/// ```no_run
+/// # async fn f(admin: quiver_client::Admin) -> quiver_client::Result<()> {
+/// let g = admin.describe_group("billing").await?;
+/// let lag: u64 = g.offsets.iter().filter_map(|o| o.lag).sum();
+/// println!("{}: {} members, lag {lag}", g.group_id, g.members.len());
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GroupDescription {
+    pub group_id: String,
+    pub state: String,
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub members: Vec<GroupMember>,
+    pub offsets: Vec<GroupOffset>,
+}
+
+impl Admin {
+    /// Every consumer group, sorted by id.
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {
+        use quiver_proto::api::group::ListGroupsRequest;
+        self.client
+            .require(quiver_proto::api::ApiKey::ListGroups, "listing groups")
+            .await?;
+        let view = self.client.refresh_metadata(Some(Vec::new())).await?;
+        let mut out: Vec<GroupListing> = Vec::new();
+        let req = ListGroupsRequest {
+            states_filter: Vec::new(),
+            types_filter: Vec::new(),
+        };
+        let mut brokers: Vec<BrokerId> = view.brokers.keys().copied().collect();
+        brokers.sort();
+        for b in brokers {
+            let (resp, _) = self.client.call_broker(b, &req, Vec::new()).await?;
+            if resp.error_code != ErrorCode::None {
+                return Err(Error::broker(resp.error_code, None));
+            }
+            out.extend(resp.groups.into_iter().map(|g| GroupListing {
+                group_id: g.group_id,
+                state: format!("{:?}", g.group_state),
+            }));
+        }
+        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        out.dedup_by(|a, b| a.group_id == b.group_id);
+        Ok(out)
+    }
+
+    /// A group's state, members and committed offsets (with each partition's end and lag).
+    pub async fn describe_group(&self, group: &str) -> Result<GroupDescription> {
+        use quiver_proto::api::group::{DescribeGroupsRequest, OffsetFetchRequest, NO_GENERATION};
+        self.client
+            .require(
+                quiver_proto::api::ApiKey::DescribeGroups,
+                "describing groups",
+            )
+            .await?;
+        let coordinator = find_coordinator(&self.client, group).await?;
+        let (resp, _) = self
+            .client
+            .call_broker(
+                coordinator,
+                &DescribeGroupsRequest {
+                    groups: vec![group.to_string()],
+                },
+                Vec::new(),
+            )
+            .await?;
+        let g = resp
+            .groups
+            .into_iter()
+            .find(|g| g.group_id == group)
+            .ok_or_else(|| Error::Protocol(format!("no DescribeGroups answer for '{group}'")))?;
+        if g.error_code != ErrorCode::None {
+            return Err(Error::broker(g.error_code, g.error_message));
+        }
+        let (offsets, _) = self
+            .client
+            .call_broker(
+                coordinator,
+                &OffsetFetchRequest {
+                    group_id: group.to_string(),
+                    member_id: None,
+                    member_epoch: NO_GENERATION,
+                    topics: None,
+                    require_stable: false,
+                },
+                Vec::new(),
+            )
+            .await?;
+        if offsets.error_code != ErrorCode::None {
+            return Err(Error::broker(offsets.error_code, None));
+        }
+        let mut committed: Vec<(TopicPartition, Option<Offset>)> = Vec::new();
+        for t in offsets.topics {
+            for p in t.partitions {
+                committed.push((
+                    TopicPartition::new(&t.name, p.partition.0),
+                    p.committed_offset,
+                ));
+            }
+        }
+        committed.sort();
+        let mut ends: Vec<(TopicPartition, Option<Offset>)> = Vec::new();
+        for (tp, _) in &committed {
+            // A deleted topic has no end; its committed offsets are still shown.
+            if let Ok(mut e) =
+                list_offsets_raw(&self.client, &[(tp.clone(), OffsetSpec::Latest)]).await
+            {
+                ends.append(&mut e);
+            }
+        }
+        let offsets = committed
+            .into_iter()
+            .map(|(tp, c)| {
+                let end = ends.iter().find(|(t, _)| *t == tp).and_then(|(_, e)| *e);
+                GroupOffset {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition.0,
+                    committed: c.map(|o| o.0),
+                    end: end.map(|o| o.0),
+                    lag: match (c, end) {
+                        (Some(c), Some(e)) => Some(e.0.saturating_sub(c.0)),
+                        _ => None,
+                    },
+                }
+            })
+            .collect();
+        Ok(GroupDescription {
+            group_id: g.group_id,
+            state: format!("{:?}", g.group_state),
+            group_epoch: g.group_epoch,
+            assignment_epoch: g.assignment_epoch,
+            members: g
+                .members
+                .into_iter()
+                .map(|m| GroupMember {
+                    member_id: m.member_id,
+                    client_host: m.client_host,
+                    member_epoch: m.member_epoch,
+                    subscribed_topics: m.subscribed_topic_names,
+                    assigned: m
+                        .assigned
+                        .into_iter()
+                        .map(|t| (t.topic, t.partitions.into_iter().map(|p| p.0).collect()))
+                        .collect(),
+                })
+                .collect(),
+            offsets,
+        })
+    }
+
+    /// Deletes a group with no members, and its committed offsets.
+    pub async fn delete_group(&self, group: &str) -> Result<()> {
+        use quiver_proto::api::group::DeleteGroupsRequest;
+        self.client
+            .require(quiver_proto::api::ApiKey::DeleteGroups, "deleting groups")
+            .await?;
+        let coordinator = find_coordinator(&self.client, group).await?;
+        let (resp, _) = self
+            .client
+            .call_broker(
+                coordinator,
+                &DeleteGroupsRequest {
+                    groups_names: vec![group.to_string()],
+                },
+                Vec::new(),
+            )
+            .await?;
+        let r = resp
+            .results
+            .into_iter()
+            .find(|r| r.group_id == group)
+            .ok_or_else(|| Error::Protocol(format!("no DeleteGroups answer for '{group}'")))?;
+        if r.error_code != ErrorCode::None {
+            return Err(Error::broker(
+                r.error_code,
+                Some(format!("group '{group}': {}", r.error_code.description())),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -39,8 +39,8 @@ pub mod serialization;
 pub mod transport;
 
 pub use admin::{
-    Admin, AlterConfig, ClusterDescription, ConfigEntry, ConfigResource, NewTopic,
-    PartitionDescription, TopicDescription,
+    Admin, AlterConfig, ClusterDescription, ConfigEntry, ConfigResource, GroupDescription,
+    GroupListing, NewTopic, PartitionDescription, TopicDescription,
 };
 pub use client::{BrokerInfo, Client, ClientConfig, ClusterView, PartitionInfo, TopicInfo};
 pub use consumer::{Consumer, ConsumerConfig, OffsetReset};

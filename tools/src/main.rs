@@ -119,6 +119,30 @@ enum Command {
     /// Describe the cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// List, describe and delete consumer groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupCommand {
+    /// List consumer groups.
+    List {
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Members, their partitions, committed offsets and lag of a group.
+    Describe {
+        name: String,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Delete a group that has no members, and its committed offsets.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -176,8 +200,10 @@ struct ConsumeArgs {
     /// Read only this partition (repeatable; default: every partition).
     #[arg(long = "partition", short = 'p')]
     partitions: Vec<u32>,
-    /// Read as a member of this consumer group (needs a broker that serves groups).
-    #[arg(long, short = 'g')]
+    /// Read as a member of this consumer group: the group splits the topic's partitions
+    /// between its members and remembers (commits) how far they read; --from then only
+    /// applies to partitions the group has no committed offset for (beginning or end).
+    #[arg(long, short = 'g', conflicts_with = "partitions")]
     group: Option<String>,
     /// Exit after printing this many records.
     #[arg(long, short = 'n')]
@@ -393,6 +419,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Consume(a) => consume(&client, a).await,
         Command::Topic(t) => topic(&client, t).await,
         Command::Cluster(ClusterCommand::Describe { out }) => cluster(&client, *out).await,
+        Command::Group(g) => group(&client, g).await,
     };
     client.close().await;
     result
@@ -473,32 +500,100 @@ async fn produce(client: &Client, a: &ProduceArgs) -> CliResult {
     Ok(())
 }
 
+/// `consume --group`: subscribe, print, and commit what was printed.
+async fn consume_group(client: &Client, a: &ConsumeArgs, group: &str) -> CliResult {
+    let offset_reset = match a.from {
+        StartAt::Beginning => OffsetReset::Earliest,
+        StartAt::End => OffsetReset::Latest,
+        _ => {
+            return Err(
+                "with --group, --from can only be beginning or end (the group's committed \
+                 offsets say where to resume)"
+                    .into(),
+            )
+        }
+    };
+    let mut consumer = Consumer::new(
+        client.clone(),
+        ConsumerConfig::default()
+            .group_id(group)
+            .auto_offset_reset(offset_reset)
+            .fetch_max_wait(Duration::from_millis(500)),
+    );
+    consumer
+        .subscribe(vec![a.topic.clone()])
+        .await
+        .map_err(|e| e.to_string())?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut printed = 0u64;
+    let mut last_record = Instant::now();
+    let separator = a.key_separator.as_deref().map(str::as_bytes);
+    let mut unprinted: Vec<(TopicPartition, Offset)> = Vec::new();
+    let mut write_error = None;
+    'outer: loop {
+        let wait = match a.timeout {
+            Some(t) => {
+                let left = t.saturating_sub(last_record.elapsed());
+                if left.is_zero() {
+                    break;
+                }
+                left.min(Duration::from_secs(1))
+            }
+            None => Duration::from_secs(1),
+        };
+        let records = consumer.poll(wait).await.map_err(|e| e.to_string())?;
+        if !records.is_empty() {
+            last_record = Instant::now();
+        }
+        for (i, r) in records.iter().enumerate() {
+            if a.max_messages.is_some_and(|m| printed >= m) {
+                // Not printed: the group resumes from the first of these, per partition.
+                for r in &records[i..] {
+                    let tp = TopicPartition::new(&*r.topic, r.partition.0);
+                    if !unprinted.iter().any(|(t, _)| *t == tp) {
+                        unprinted.push((tp, r.offset));
+                    }
+                }
+                break 'outer;
+            }
+            let written = match a.format {
+                Format::Text => write_text(&mut out, r, separator),
+                Format::Json => write_json(&mut out, r),
+            };
+            if let Err(e) = written {
+                write_error = Some(e);
+                break 'outer;
+            }
+            printed += 1;
+        }
+        if let Err(e) = out.flush() {
+            write_error = Some(e);
+            break;
+        }
+        if a.max_messages.is_some_and(|m| printed >= m) {
+            break;
+        }
+    }
+    let _ = out.flush();
+    for (tp, offset) in unprinted {
+        consumer.seek(&tp, offset).map_err(|e| e.to_string())?;
+    }
+    // Commits the positions (everything printed) and leaves the group.
+    consumer.close().await.map_err(|e| e.to_string())?;
+    match write_error {
+        Some(e) => broken_pipe_ok(e),
+        None => Ok(()),
+    }
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 async fn consume(client: &Client, a: &ConsumeArgs) -> CliResult {
     if let Some(group) = &a.group {
-        // Group membership (JoinGroup or ConsumerGroupHeartbeat) decides the partitions; without
-        // it a "group" would be a fiction, so refuse clearly.
-        let joins = client
-            .supports(quiver_client::ApiKey::JoinGroup)
-            .await
-            .map_err(|e| e.to_string())?
-            || client
-                .supports(quiver_client::ApiKey::ConsumerGroupHeartbeat)
-                .await
-                .map_err(|e| e.to_string())?;
-        if !joins {
-            return Err(format!(
-                "cannot consume as group '{group}': the broker does not serve consumer groups \
-                 yet (no JoinGroup or ConsumerGroupHeartbeat API); drop --group to read without one"
-            ));
-        }
-        return Err(format!(
-            "cannot consume as group '{group}': group membership is not implemented in this \
-             streamctl yet"
-        ));
+        return consume_group(client, a, group).await;
     }
     let offset_reset = match a.from {
         StartAt::End => OffsetReset::Latest,
@@ -862,6 +957,88 @@ async fn cluster(client: &Client, out: OutputArgs) -> CliResult {
                 .collect();
             print_table(&["BROKER", "ADDRESS", "CONTROLLER"], &rows);
             Ok(())
+        }
+    }
+}
+
+async fn group(client: &Client, cmd: &GroupCommand) -> CliResult {
+    let admin = Admin::new(client.clone());
+    let e = |e: quiver_client::Error| e.to_string();
+    match cmd {
+        GroupCommand::List { out } => {
+            let groups = admin.list_groups().await.map_err(e)?;
+            match out.output {
+                Output::Json => print_json(&groups),
+                Output::Text => {
+                    let rows: Vec<Vec<String>> = groups
+                        .iter()
+                        .map(|g| vec![g.group_id.clone(), g.state.clone()])
+                        .collect();
+                    print_table(&["GROUP", "STATE"], &rows);
+                    Ok(())
+                }
+            }
+        }
+        GroupCommand::Describe { name, out } => {
+            let g = admin.describe_group(name).await.map_err(e)?;
+            match out.output {
+                Output::Json => print_json(&g),
+                Output::Text => {
+                    outln!("GROUP   {}", g.group_id);
+                    outln!("STATE   {}", g.state);
+                    outln!("EPOCH   {}", g.group_epoch);
+                    outln!();
+                    let rows: Vec<Vec<String>> = g
+                        .members
+                        .iter()
+                        .map(|m| {
+                            let assigned = m
+                                .assigned
+                                .iter()
+                                .map(|(t, ps)| {
+                                    let ps: Vec<String> = ps.iter().map(u32::to_string).collect();
+                                    format!("{t}:{}", ps.join(","))
+                                })
+                                .collect::<Vec<_>>()
+                                .join(" ");
+                            vec![
+                                m.member_id.clone(),
+                                m.client_host.clone().unwrap_or_default(),
+                                m.member_epoch.to_string(),
+                                assigned,
+                            ]
+                        })
+                        .collect();
+                    print_table(&["MEMBER", "HOST", "EPOCH", "PARTITIONS"], &rows);
+                    outln!();
+                    let opt = |o: Option<u64>| o.map_or("-".to_string(), |o| o.to_string());
+                    let rows: Vec<Vec<String>> = g
+                        .offsets
+                        .iter()
+                        .map(|o| {
+                            vec![
+                                o.topic.clone(),
+                                o.partition.to_string(),
+                                opt(o.committed),
+                                opt(o.end),
+                                opt(o.lag),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["TOPIC", "PARTITION", "COMMITTED", "END", "LAG"], &rows);
+                    Ok(())
+                }
+            }
+        }
+        GroupCommand::Delete { name, out } => {
+            admin.delete_group(name).await.map_err(e)?;
+            match out.output {
+                Output::Json => print_json(&json!({ "deleted": name })),
+                Output::Text => {
+                    outln!("deleted group {name}");
+                    Ok(())
+                }
+            }
         }
     }
 }

@@ -437,9 +437,23 @@ fn errors_exit_non_zero_with_one_clear_line() {
         "Invalid",
     );
     assert_fails(
-        &streamctl(&b, &["consume", "t", "--group", "g"], None),
+        &streamctl(&b, &["consume", "t", "--group", "g", "--from", "5"], None),
         1,
-        "consumer groups",
+        "with --group",
+    );
+    assert_fails(
+        &streamctl(
+            &b,
+            &["consume", "t", "--group", "g", "--partition", "0"],
+            None,
+        ),
+        2,
+        "cannot be used with",
+    );
+    assert_fails(
+        &streamctl(&b, &["group", "describe", "nobody"], None),
+        1,
+        "nobody",
     );
     // Usage errors: exit 2, from clap, with the usage.
     assert_fails(&streamctl(&b, &["produce"], None), 2, "TOPIC");
@@ -520,4 +534,77 @@ fn a_reader_that_stops_early_ends_output_quietly() {
         assert!(out.status.success(), "{args}: {:?} {stderr}", out.status);
         assert!(!stderr.contains("panicked"), "{args}: {stderr}");
     }
+}
+
+#[test]
+fn consume_with_a_group_resumes_where_the_group_stopped() {
+    let b = Broker::start(&[]);
+    ok(&streamctl(
+        &b,
+        &["topic", "create", "jobs", "--partitions", "2"],
+        None,
+    ));
+    let input: String = (0..10).map(|i| format!("job-{i}\n")).collect();
+    ok(&streamctl(&b, &["produce", "jobs"], Some(input.as_bytes())));
+    let first = ok(&streamctl(
+        &b,
+        &[
+            "consume",
+            "jobs",
+            "--group",
+            "workers",
+            "--max-messages",
+            "4",
+            "--timeout",
+            "10s",
+        ],
+        None,
+    ));
+    assert_eq!(first.lines().count(), 4, "{first}");
+    let rest = ok(&streamctl(
+        &b,
+        &["consume", "jobs", "--group", "workers", "--timeout", "3s"],
+        None,
+    ));
+    // Between the two runs every record was printed exactly once.
+    let mut all: Vec<&str> = first.lines().chain(rest.lines()).collect();
+    all.sort();
+    let mut want: Vec<String> = (0..10).map(|i| format!("job-{i}")).collect();
+    want.sort();
+    assert_eq!(all, want, "first: {first}\nrest: {rest}");
+    // A third run finds nothing new.
+    let none = ok(&streamctl(
+        &b,
+        &["consume", "jobs", "--group", "workers", "--timeout", "2s"],
+        None,
+    ));
+    assert_eq!(none, "");
+
+    let list = ok(&streamctl(&b, &["group", "list"], None));
+    assert!(list.lines().any(|l| l.starts_with("workers")), "{list}");
+    let d: Value = serde_json::from_str(&ok(&streamctl(
+        &b,
+        &["group", "describe", "workers", "--output", "json"],
+        None,
+    )))
+    .unwrap();
+    assert_eq!(d["group_id"], "workers");
+    assert_eq!(
+        d["members"].as_array().unwrap().len(),
+        0,
+        "members left on exit: {d}"
+    );
+    let offsets = d["offsets"].as_array().unwrap();
+    assert_eq!(offsets.len(), 2, "{d}");
+    let committed: u64 = offsets
+        .iter()
+        .map(|o| o["committed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(committed, 10, "{d}");
+    assert!(offsets.iter().all(|o| o["lag"] == 0), "{d}");
+    let text = ok(&streamctl(&b, &["group", "describe", "workers"], None));
+    assert!(text.contains("LAG"), "{text}");
+    ok(&streamctl(&b, &["group", "delete", "workers"], None));
+    let list = ok(&streamctl(&b, &["group", "list", "--output", "json"], None));
+    assert!(!list.contains("workers"), "{list}");
 }
