@@ -8,9 +8,13 @@
 //! there. Records are decoded (CRC checked, decompressed) in the fetch task, off the caller's
 //! task; uncompressed keys and values are slices of the fetched bytes, not copies.
 //!
+//! Groups: with `subscribe`, a background task heartbeats to the group's coordinator (KIP-848)
+//! and `poll` applies the partitions the broker assigns, committing those it gives up (with
+//! auto-commit) before letting them go.
+//!
 //! Positions: `position(tp)` is the offset of the next record `poll` will return. A partition
-//! without a position gets one on the next `poll`: its group's committed offset when groups are
-//! served, else `auto_offset_reset` (earliest, latest, or an error with `None`). A fetch that
+//! without a position gets one on the next `poll`: its group's committed offset if there is
+//! one, else `auto_offset_reset` (earliest, latest, or an error with `None`). A fetch that
 //! falls outside the retained log (`OffsetOutOfRange`) is handled the same way.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -854,8 +858,10 @@ impl Consumer {
 
     /// Commits the current position of every assigned partition for the consumer's group.
     ///
-    /// Needs `group_id` and a broker that serves consumer groups (FindCoordinator and
-    /// OffsetCommit); against a broker without them this fails with [`Error::Unsupported`].
+    /// Needs `group_id`. A subscribed member commits as itself (a member fenced by a
+    /// rebalance cannot commit); a consumer with assigned partitions commits from outside the
+    /// group, which the broker accepts while the group has no members. Against a broker without
+    /// consumer groups this fails with [`Error::Unsupported`].
     pub async fn commit(&mut self) -> Result<()> {
         let offsets: Vec<(TopicPartition, Offset)> = self
             .assignment
