@@ -134,7 +134,8 @@ struct Opts {
     /// How long to measure, after the warm-up (ignored when --records is given).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     duration: Duration,
-    /// Measure this many records instead of a duration (consume: fill the topic to this many).
+    /// Measure this many records instead of a duration (consume: fill the topic to at least
+    /// this many first, then read all of it; default 200000).
     #[arg(long)]
     records: Option<u64>,
     /// Load applied before measuring starts; its records count in neither latency nor
