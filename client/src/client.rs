@@ -8,8 +8,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use quiver_proto::api::handshake::{ApiVersionsRequest, ApiVersionsResponse};
 use quiver_proto::api::metadata::{MetadataRequest, MetadataResponse};
-use quiver_proto::api::{self, Request, ResponseError};
+use quiver_proto::api::{self, ApiKey, Request, ResponseError};
 use quiver_proto::{BrokerId, ErrorCode, PartitionId};
 
 use crate::error::{Error, Result};
@@ -70,6 +71,14 @@ impl ClientConfig {
 }
 
 /// One broker as metadata describes it.
+///
+/// ```no_run
+/// # async fn f(client: quiver_client::Client) {
+/// for (id, b) in &client.cluster().brokers {
+///     println!("broker {id} at {}:{}", b.host, b.port);
+/// }
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrokerInfo {
     pub id: BrokerId,
@@ -78,6 +87,14 @@ pub struct BrokerInfo {
 }
 
 /// One partition as metadata describes it.
+///
+/// ```no_run
+/// # async fn f(client: quiver_client::Client) -> quiver_client::Result<()> {
+/// let t = client.topic("orders").await?;
+/// let p = &t.partitions[0];
+/// println!("partition {} led by {:?}, replicas {:?}, in sync {:?}", p.partition, p.leader, p.replicas, p.isr);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionInfo {
     pub partition: PartitionId,
@@ -87,6 +104,13 @@ pub struct PartitionInfo {
 }
 
 /// One topic as metadata describes it.
+///
+/// ```no_run
+/// # async fn f(client: quiver_client::Client) -> quiver_client::Result<()> {
+/// let t = client.topic("orders").await?;
+/// println!("{} has {} partitions", t.name, t.partitions.len());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicInfo {
     pub name: String,
@@ -96,14 +120,32 @@ pub struct TopicInfo {
 }
 
 /// What the client knows of the cluster: a snapshot, replaced on refresh.
+///
+/// ```no_run
+/// # async fn f(client: quiver_client::Client) -> quiver_client::Result<()> {
+/// let view = client.refresh_metadata(None).await?;
+/// println!("controller {:?}, {} topics", view.controller, view.topics.len());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct ClusterView {
     pub brokers: HashMap<BrokerId, BrokerInfo>,
     pub controller: Option<BrokerId>,
+    pub cluster_id: Option<String>,
     pub topics: HashMap<String, TopicInfo>,
 }
 
-/// A handle on a cluster; cheap to clone, `Send + Sync`.
+/// A handle on a cluster; cheap to clone, `Send + Sync`. Producers, consumers and admins made
+/// from one `Client` share its connections and its metadata.
+///
+/// ```no_run
+/// # async fn f() -> quiver_client::Result<()> {
+/// use quiver_client::{Client, ClientConfig};
+/// // Trusts ./data/tls/ca.pem, the CA a local `streamd` writes on first start.
+/// let client = Client::connect(ClientConfig::new("127.0.0.1:9092")).await?;
+/// let leader = client.leader("orders", quiver_client::PartitionId(0)).await?;
+/// # let _ = leader; Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -117,6 +159,10 @@ struct Inner {
     cluster: RwLock<Arc<ClusterView>>,
     /// The broker that answered the bootstrap, used for calls that any broker can serve.
     bootstrap: RwLock<Option<(SocketAddr, String)>>,
+    /// Resolved addresses of brokers by id (cleared when metadata changes a broker's address).
+    addrs: RwLock<HashMap<BrokerId, (SocketAddr, String)>>,
+    /// What the bootstrap broker answered to ApiVersions, asked once on first need.
+    api_versions: tokio::sync::OnceCell<ApiVersionsResponse>,
 }
 
 impl Client {
@@ -137,6 +183,8 @@ impl Client {
                 connections: tokio::sync::Mutex::new(HashMap::new()),
                 cluster: RwLock::new(Arc::new(ClusterView::default())),
                 bootstrap: RwLock::new(None),
+                addrs: RwLock::new(HashMap::new()),
+                api_versions: tokio::sync::OnceCell::new(),
             }),
         };
         let mut last = None;
@@ -189,9 +237,47 @@ impl Client {
         Ok(self.install(resp))
     }
 
+    /// The bootstrap broker's ApiVersions answer, asked on first use and cached.
+    pub async fn api_versions(&self) -> Result<&ApiVersionsResponse> {
+        self.inner
+            .api_versions
+            .get_or_try_init(|| async {
+                let req = ApiVersionsRequest {
+                    client_software_name: "quiver-rust".into(),
+                    client_software_version: env!("CARGO_PKG_VERSION").into(),
+                };
+                Ok::<_, Error>(self.call_any(&req, Vec::new()).await?.0)
+            })
+            .await
+    }
+
+    /// Whether the cluster serves `api` (per the bootstrap broker's ApiVersions).
+    pub async fn supports(&self, api: ApiKey) -> Result<bool> {
+        let versions = self.api_versions().await?;
+        Ok(versions
+            .api_keys
+            .iter()
+            .any(|r| r.api_key == api.as_u16() && (r.min_version..=r.max_version).contains(&0)))
+    }
+
+    /// `Ok` if the cluster serves `api`, else a typed [`Error::Unsupported`] naming it.
+    pub async fn require(&self, api: ApiKey, what: &str) -> Result<()> {
+        if self.supports(api).await? {
+            return Ok(());
+        }
+        Err(Error::Unsupported {
+            api: api.name(),
+            reason: format!(
+                "{what} needs the {} API, which this broker does not serve",
+                api.name()
+            ),
+        })
+    }
+
     fn install(&self, resp: MetadataResponse) -> Arc<ClusterView> {
         let mut guard = self.inner.cluster.write().expect("not poisoned");
         let mut view = (**guard).clone();
+        view.cluster_id = resp.cluster_id.clone();
         view.brokers = resp
             .brokers
             .into_iter()
@@ -207,6 +293,16 @@ impl Client {
             })
             .collect();
         view.controller = resp.controller_id;
+        {
+            // Forget resolved addresses of brokers whose address changed or that left.
+            let mut addrs = self.inner.addrs.write().expect("not poisoned");
+            addrs.retain(|id, (addr, host)| {
+                view.brokers.get(id).is_some_and(|b| {
+                    b.port == addr.port()
+                        && b.host.trim_start_matches('[').trim_end_matches(']') == host
+                })
+            });
+        }
         for t in resp.topics {
             if t.error_code == ErrorCode::UnknownTopicOrPartition {
                 view.topics.remove(&t.name);
@@ -255,6 +351,12 @@ impl Client {
         })
     }
 
+    /// A topic's partition count from cached metadata, without copying the topic's metadata.
+    pub(crate) fn cached_partition_count(&self, name: &str) -> Option<u32> {
+        let guard = self.inner.cluster.read().expect("not poisoned");
+        guard.topics.get(name).map(|t| t.partitions.len() as u32)
+    }
+
     /// The broker leading a partition, from cached metadata.
     pub async fn leader(&self, topic: &str, partition: PartitionId) -> Result<BrokerId> {
         let t = self.topic(topic).await?;
@@ -276,21 +378,67 @@ impl Client {
         })
     }
 
-    /// Calls any broker (the bootstrap broker), for requests every broker can serve.
+    /// Calls any broker, for requests every broker can serve: the broker that answered last,
+    /// or, when it cannot be reached, the other known brokers and then the bootstrap list (the
+    /// one that answers is used from then on). A request that was sent and then lost is tried
+    /// elsewhere only if reading it twice does no harm (metadata, offsets, configs).
     pub async fn call_any<R: Request>(
         &self,
         req: &R,
         payload: Vec<Bytes>,
     ) -> Result<(R::Response, Bytes)> {
         let target = self.inner.bootstrap.read().expect("not poisoned").clone();
-        let (addr, host) = match target {
+        let first = match target {
             Some(t) => t,
             None => resolve(&self.inner.config.bootstrap[0]).await?,
         };
-        let conn = self.connection(addr, &host).await?;
+        let err = match self.call_at::<R>(&first, req, payload.clone()).await {
+            Ok(r) => return Ok(r),
+            Err((sent, e)) => {
+                let transport = matches!(&e, Error::Transport(t) if t.is_retriable());
+                if !transport || (sent && !idempotent(R::API)) {
+                    return Err(e);
+                }
+                e
+            }
+        };
+        let mut candidates: Vec<String> = self
+            .cluster()
+            .brokers
+            .values()
+            .map(|b| format!("{}:{}", b.host, b.port))
+            .collect();
+        candidates.sort();
+        candidates.extend(self.inner.config.bootstrap.iter().cloned());
+        candidates.dedup();
+        for c in candidates {
+            let Ok(next) = resolve(&c).await else {
+                continue;
+            };
+            if next.0 == first.0 {
+                continue;
+            }
+            if let Ok(r) = self.call_at::<R>(&next, req, payload.clone()).await {
+                tracing::debug!(from = %first.0, to = %next.0, "switched to another broker");
+                *self.inner.bootstrap.write().expect("not poisoned") = Some(next);
+                return Ok(r);
+            }
+        }
+        Err(err)
+    }
+
+    /// One call to one address. The error says whether the request was sent.
+    async fn call_at<R: Request>(
+        &self,
+        (addr, host): &(SocketAddr, String),
+        req: &R,
+        payload: Vec<Bytes>,
+    ) -> std::result::Result<(R::Response, Bytes), (bool, Error)> {
+        let conn = self.connection(*addr, host).await.map_err(|e| (false, e))?;
         self.call_on::<R>(&conn, req, payload)
             .await
-            .inspect_err(|e| self.forget_on_error(addr, e))
+            .inspect_err(|e| self.forget_on_error(*addr, e))
+            .map_err(|e| (true, e))
     }
 
     /// Calls one broker by id (the leader of a partition, the group coordinator).
@@ -300,26 +448,66 @@ impl Client {
         req: &R,
         payload: Vec<Bytes>,
     ) -> Result<(R::Response, Bytes)> {
-        let info = match self.cluster().brokers.get(&broker) {
-            Some(b) => b.clone(),
-            None => self
-                .refresh_metadata(None)
-                .await?
-                .brokers
-                .get(&broker)
-                .cloned()
-                .ok_or_else(|| {
-                    Error::broker(
-                        ErrorCode::BrokerNotAvailable,
-                        Some(format!("broker {broker} is not in the cluster metadata")),
-                    )
-                })?,
-        };
-        let (addr, host) = resolve(&format!("{}:{}", info.host, info.port)).await?;
-        let conn = self.connection(addr, &host).await?;
+        let (addr, conn) = self.broker_connection(broker).await?;
         self.call_on::<R>(&conn, req, payload)
             .await
             .inspect_err(|e| self.forget_on_error(addr, e))
+    }
+
+    /// Sends a request to one broker and returns once it is written, without waiting for the
+    /// answer (acks=0 produce).
+    pub async fn send_broker_oneway<R: Request>(
+        &self,
+        broker: BrokerId,
+        req: &R,
+        payload: Vec<Bytes>,
+    ) -> Result<()> {
+        let (addr, conn) = self.broker_connection(broker).await?;
+        let correlation = self.inner.correlation.fetch_add(1, Ordering::Relaxed);
+        let header = api::request_header(R::API, 0, correlation);
+        conn.send_only(header, req.encode_bytes(), payload)
+            .await
+            .map_err(Error::from)
+            .inspect_err(|e| self.forget_on_error(addr, e))
+    }
+
+    async fn broker_connection(&self, broker: BrokerId) -> Result<(SocketAddr, Connection)> {
+        let cached = self
+            .inner
+            .addrs
+            .read()
+            .expect("not poisoned")
+            .get(&broker)
+            .cloned();
+        let (addr, host) = match cached {
+            Some(a) => a,
+            None => {
+                let info = match self.cluster().brokers.get(&broker) {
+                    Some(b) => b.clone(),
+                    None => self
+                        .refresh_metadata(None)
+                        .await?
+                        .brokers
+                        .get(&broker)
+                        .cloned()
+                        .ok_or_else(|| {
+                            Error::broker(
+                                ErrorCode::BrokerNotAvailable,
+                                Some(format!("broker {broker} is not in the cluster metadata")),
+                            )
+                        })?,
+                };
+                let resolved = resolve(&format!("{}:{}", info.host, info.port)).await?;
+                self.inner
+                    .addrs
+                    .write()
+                    .expect("not poisoned")
+                    .insert(broker, resolved.clone());
+                resolved
+            }
+        };
+        let conn = self.connection(addr, &host).await?;
+        Ok((addr, conn))
     }
 
     /// Calls the controller (topic changes).
@@ -353,7 +541,11 @@ impl Client {
 
     fn forget_on_error(&self, addr: SocketAddr, e: &Error) {
         if let Error::Transport(t) = e {
-            if t.is_connection_error() {
+            // A request that timed out suggests a broker that died without closing the
+            // connection (SIGKILL, a lost host): QUIC would notice only at the idle timeout, so
+            // the next call opens a fresh connection instead. Calls still running on the old
+            // one finish or time out on their own.
+            if t.is_connection_error() || matches!(t, crate::TransportError::Timeout(_)) {
                 if let Ok(mut conns) = self.inner.connections.try_lock() {
                     conns.remove(&addr);
                 }
@@ -404,4 +596,18 @@ async fn resolve(server: &str) -> Result<(SocketAddr, String)> {
         .next()
         .ok_or_else(|| Error::Config(format!("'{server}' resolves to no address")))?;
     Ok((addr, host))
+}
+
+/// Requests that may be sent twice without changing anything.
+fn idempotent(api: ApiKey) -> bool {
+    matches!(
+        api,
+        ApiKey::Metadata
+            | ApiKey::ApiVersions
+            | ApiKey::ListOffsets
+            | ApiKey::DescribeConfigs
+            | ApiKey::FindCoordinator
+            | ApiKey::OffsetFetch
+            | ApiKey::Fetch
+    )
 }

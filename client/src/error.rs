@@ -36,12 +36,20 @@ pub enum Error {
     /// A bounded wait (buffer space, flush, metadata) ran out.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// A key or value could not be serialized or deserialized.
+    #[error("serialization: {0}")]
+    Serialization(String),
+    /// The broker does not serve an API this call needs (it is older, or the feature is not
+    /// built yet): e.g. committing offsets against a broker without consumer groups.
+    #[error("the broker does not support {api}: {reason}")]
+    Unsupported { api: &'static str, reason: String },
     /// The producer or consumer was closed.
     #[error("closed")]
     Closed,
 }
 
 impl Error {
+    /// An error with a code from the broker.
     pub(crate) fn broker(code: ErrorCode, message: Option<String>) -> Error {
         Error::Broker {
             code,

@@ -74,6 +74,14 @@ pub mod codes {
 }
 
 /// Everything that can go wrong below the API layer.
+///
+/// ```
+/// use quiver_client::TransportError;
+/// use std::time::Duration;
+/// let e = TransportError::Timeout(Duration::from_secs(30));
+/// assert!(e.is_retriable());
+/// assert!(!TransportError::Tls("unknown issuer".into()).is_retriable());
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TransportError {
     #[error("TLS configuration: {0}")]
@@ -156,6 +164,14 @@ impl TransportError {
 type Result<T, E = TransportError> = std::result::Result<T, E>;
 
 /// What the client trusts, and what it presents when the broker requires client certificates.
+///
+/// ```no_run
+/// # fn f() -> Result<(), quiver_client::TransportError> {
+/// use quiver_client::ClientTls;
+/// let tls = ClientTls::from_ca_file("/etc/quiver/ca.pem")?
+///     .with_client_cert("/etc/quiver/client.pem", "/etc/quiver/client.key")?;
+/// # let _ = tls; Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct ClientTls {
     roots: Arc<RootCertStore>,
@@ -250,6 +266,13 @@ impl ClientTls {
 }
 
 /// Limits and timeouts of one connection.
+///
+/// ```
+/// use quiver_client::{ClientConfig, ConnectOptions};
+/// use std::time::Duration;
+/// let mut config = ClientConfig::new("127.0.0.1:9092");
+/// config.connect = ConnectOptions { connect_timeout: Duration::from_secs(3), ..ConnectOptions::default() };
+/// ```
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
     /// Largest response frame accepted; checked from the 4-byte prefix before allocating.
@@ -273,8 +296,11 @@ impl Default for ConnectOptions {
             frame_bytes_max: frame::FRAME_BYTES_MAX_DEFAULT,
             call_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
-            keep_alive_interval: Some(Duration::from_secs(10)),
+            // A broker that vanishes without closing (SIGKILL, a lost host) is noticed when
+            // the connection has been silent this long; keep-alives keep a healthy idle
+            // connection from reaching it.
+            idle_timeout: Duration::from_secs(15),
+            keep_alive_interval: Some(Duration::from_secs(5)),
             stream_receive_window: 8 * 1024 * 1024,
             receive_window: 32 * 1024 * 1024,
             send_window: 32 * 1024 * 1024,
@@ -282,7 +308,7 @@ impl Default for ConnectOptions {
     }
 }
 
-/// A QUIC connection to one broker.
+/// A QUIC connection to one broker (see the module documentation for an example).
 #[derive(Clone, Debug)]
 pub struct Connection {
     conn: quinn::Connection,
@@ -401,6 +427,59 @@ impl Connection {
                 Err(TransportError::Timeout(timeout))
             }
         }
+    }
+
+    /// Sends one request frame on a new stream and returns once it is written, without waiting
+    /// for the answer (acks=0 produce). The answer, which the broker still sends, is read and
+    /// dropped by a background task so the broker is not left waiting to write it.
+    pub async fn send_only(
+        &self,
+        header: FrameHeader,
+        body: Bytes,
+        payload: Vec<Bytes>,
+    ) -> Result<()> {
+        let payload_len: usize = payload.iter().map(Bytes::len).sum();
+        let total = FRAME_HEADER_BYTES + body.len() + payload_len;
+        if total > self.opts.frame_bytes_max {
+            return Err(FrameError::TooLarge {
+                len: total,
+                max: self.opts.frame_bytes_max,
+            }
+            .into());
+        }
+        let mut chunks = Vec::with_capacity(2 + payload.len());
+        chunks.push(Bytes::copy_from_slice(&frame::encode_header(
+            &header,
+            body.len(),
+            payload_len,
+        )));
+        chunks.push(body);
+        chunks.extend(payload);
+        let timeout = self.opts.call_timeout;
+        let (mut send, mut recv) = tokio::time::timeout(timeout, self.conn.open_bi())
+            .await
+            .map_err(|_| TransportError::Timeout(timeout))?
+            .map_err(TransportError::from_connection)?;
+        match tokio::time::timeout(timeout, send.write_all_chunks(&mut chunks)).await {
+            Err(_) => {
+                let _ = send.reset(VarInt::from_u32(codes::CANCELLED));
+                let _ = recv.stop(VarInt::from_u32(codes::CANCELLED));
+                return Err(TransportError::Timeout(timeout));
+            }
+            Ok(Ok(())) => {
+                let _ = send.finish();
+            }
+            Ok(Err(WriteError::Stopped(_))) => {}
+            Ok(Err(WriteError::ConnectionLost(e))) => {
+                return Err(TransportError::from_connection(e))
+            }
+            Ok(Err(e)) => return Err(TransportError::ConnectionLost(e.to_string())),
+        }
+        let max = self.opts.frame_bytes_max;
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(timeout, recv.read_to_end(max)).await;
+        });
+        Ok(())
     }
 
     /// Closes the connection with `codes::CLOSED_BY_APPLICATION` and `reason`.

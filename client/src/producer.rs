@@ -1,0 +1,1087 @@
+//! The producer: batching, compression, partitioning, acks, retries and a memory bound.
+//!
+//! # How a record travels
+//! `send` checks the record's size, waits (at most `max_block`) for room in the buffer
+//! (`buffer_memory` bytes; back-pressure instead of growth), picks the partition and appends the
+//! record to that partition's open batch. One background task per producer (the *sender*) sends
+//! a partition's batches when the oldest is full (`batch_size`), has waited `linger`, or a flush
+//! asks for it; it packs every ready partition led by the same broker into one Produce request,
+//! with at most `max_in_flight_per_broker` requests outstanding per broker (default 1). Each batch's memory
+//! returns to the buffer when its answer arrives (acks=1/all) or once it is written (acks=0).
+//!
+//! # Order
+//! Records to one partition are written in the order `send` was called: a partition has at most
+//! one Produce request outstanding, and a batch that is retried goes back to the front of its
+//! partition's queue. (Each request travels on its own QUIC stream, and the broker serves
+//! streams concurrently, so two outstanding requests for one partition could be appended in
+//! either order; one at a time per partition rules that out.) Many partitions are in flight at
+//! once, and a request carries every batch of a partition that is ready, so throughput does not
+//! depend on pipelining one partition.
+//!
+//! # Retries
+//! Retriable errors (`NotLeaderOrFollower`, `RequestTimedOut`, lost connections, ...) are
+//! retried with exponential backoff (`retry_backoff` doubling up to `retry_backoff_max`), after a
+//! metadata refresh when the error calls for one, until `retries` attempts or
+//! `delivery_timeout` after the batch was created. Without idempotence (not yet served by the
+//! broker), a retry after a lost answer may write a record twice.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quiver_proto::api::produce::{
+    self as wire, PartitionProduceData, ProduceRequest, ProduceResponse, TopicProduceData,
+};
+use quiver_proto::api::PayloadBuilder;
+use quiver_proto::batch::BatchBuilder;
+use quiver_proto::{BrokerId, ErrorCode, Offset, PartitionId, TimestampMs};
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::partitioner::{DefaultPartitioner, Partitioner};
+use crate::record::{ProducerRecord, RecordMetadata};
+
+pub use quiver_proto::batch::Compression;
+
+/// How many replicas must have a record before `send` reports it written.
+///
+/// ```
+/// use quiver_client::Acks;
+/// assert_eq!("all".parse::<Acks>().unwrap(), Acks::All);
+/// assert_eq!("0".parse::<Acks>().unwrap(), Acks::None);
+/// assert!("2".parse::<Acks>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Acks {
+    /// acks=0: fire and forget; the answer is not awaited and offsets are unknown.
+    None,
+    /// acks=1: the leader has it, durably.
+    Leader,
+    /// acks=all: every in-sync replica has it (at least `min.insync.replicas`).
+    #[default]
+    All,
+}
+
+impl FromStr for Acks {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Acks, String> {
+        match s {
+            "0" => Ok(Acks::None),
+            "1" => Ok(Acks::Leader),
+            "all" | "-1" => Ok(Acks::All),
+            other => Err(format!("acks must be 0, 1 or all, not '{other}'")),
+        }
+    }
+}
+
+impl Acks {
+    fn wire(self) -> wire::Acks {
+        match self {
+            Acks::None => wire::Acks::None,
+            Acks::Leader => wire::Acks::Leader,
+            Acks::All => wire::Acks::All,
+        }
+    }
+}
+
+/// Producer settings; every field has a default that suits a local broker and is named like the
+/// Kafka setting it mirrors.
+///
+/// ```
+/// use quiver_client::{Acks, Compression, ProducerConfig};
+/// use std::time::Duration;
+/// let config = ProducerConfig::default()
+///     .acks(Acks::Leader)
+///     .compression(Compression::Zstd)
+///     .linger(Duration::from_millis(10))
+///     .batch_size(256 * 1024)
+///     .buffer_memory(64 << 20);
+/// assert_eq!(config.batch_size, 256 * 1024);
+/// ```
+#[derive(Clone)]
+pub struct ProducerConfig {
+    /// acks; default all.
+    pub acks: Acks,
+    /// Codec for every batch; default none.
+    pub compression: Compression,
+    /// A batch is sent once it holds this many bytes (before compression); `batch.size`.
+    pub batch_size: usize,
+    /// How long a batch may wait for more records before it is sent; `linger.ms`.
+    pub linger: Duration,
+    /// Bytes of records the producer may hold (buffered or in flight); `buffer.memory`.
+    pub buffer_memory: usize,
+    /// How long `send` waits for room in the buffer (or for metadata) before failing with
+    /// [`Error::Timeout`]; `max.block.ms`.
+    pub max_block: Duration,
+    /// Largest Produce request, and so the largest record; `max.request.size`.
+    pub max_request_size: usize,
+    /// How long the broker may take to make a produce durable; sent in the request.
+    pub request_timeout: Duration,
+    /// A record fails if it is not acknowledged this long after it was batched;
+    /// `delivery.timeout.ms`.
+    pub delivery_timeout: Duration,
+    /// Attempts after the first for a batch that failed with a retriable error.
+    pub retries: u32,
+    /// First backoff between attempts; doubles per attempt up to `retry_backoff_max`.
+    pub retry_backoff: Duration,
+    pub retry_backoff_max: Duration,
+    /// Produce requests outstanding per broker; default 1. A request carries every ready
+    /// partition the broker leads, so one request at a time still keeps every partition moving,
+    /// and batches that queue up meanwhile leave together in the next, larger request. Measured
+    /// on one local broker (bench/RESULTS.md): 1 gave the highest throughput (more requests in
+    /// flight meant more, smaller requests) and the same latency at moderate rates.
+    pub max_in_flight_per_broker: usize,
+    /// How often topic metadata is reloaded even without errors (to see new partitions).
+    pub metadata_max_age: Duration,
+    /// Chooses partitions for records that do not name one.
+    pub partitioner: Arc<dyn Partitioner>,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            acks: Acks::All,
+            compression: Compression::None,
+            batch_size: 64 * 1024,
+            linger: Duration::from_millis(5),
+            buffer_memory: 32 << 20,
+            max_block: Duration::from_secs(60),
+            max_request_size: 4 << 20,
+            request_timeout: Duration::from_secs(30),
+            delivery_timeout: Duration::from_secs(120),
+            retries: u32::MAX,
+            retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(1),
+            max_in_flight_per_broker: 1,
+            metadata_max_age: Duration::from_secs(300),
+            partitioner: Arc::new(DefaultPartitioner::default()),
+        }
+    }
+}
+
+impl std::fmt::Debug for ProducerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProducerConfig")
+            .field("acks", &self.acks)
+            .field("compression", &self.compression)
+            .field("batch_size", &self.batch_size)
+            .field("linger", &self.linger)
+            .field("buffer_memory", &self.buffer_memory)
+            .field("max_block", &self.max_block)
+            .field("max_request_size", &self.max_request_size)
+            .field("delivery_timeout", &self.delivery_timeout)
+            .field("retries", &self.retries)
+            .field("max_in_flight_per_broker", &self.max_in_flight_per_broker)
+            .finish_non_exhaustive()
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$m:meta])* $name:ident: $ty:ty;)*) => {
+        impl ProducerConfig {
+            $( $(#[$m])* pub fn $name(mut self, v: $ty) -> ProducerConfig { self.$name = v; self } )*
+        }
+    };
+}
+
+setters! {
+    acks: Acks;
+    compression: Compression;
+    batch_size: usize;
+    linger: Duration;
+    buffer_memory: usize;
+    max_block: Duration;
+    max_request_size: usize;
+    request_timeout: Duration;
+    delivery_timeout: Duration;
+    retries: u32;
+    retry_backoff: Duration;
+    retry_backoff_max: Duration;
+    max_in_flight_per_broker: usize;
+    metadata_max_age: Duration;
+}
+
+impl ProducerConfig {
+    /// Uses a custom partitioner.
+    pub fn partitioner(mut self, p: impl Partitioner) -> ProducerConfig {
+        self.partitioner = Arc::new(p);
+        self
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::Config(m.to_string()));
+        if self.batch_size == 0 {
+            return bad("batch_size must be at least 1 byte");
+        }
+        if self.max_in_flight_per_broker == 0 {
+            return bad("max_in_flight_per_broker must be at least 1");
+        }
+        if self.buffer_memory < self.batch_size.min(self.max_request_size) {
+            return bad("buffer_memory must hold at least one batch");
+        }
+        if self.buffer_memory > (u32::MAX as usize) * 16 {
+            return bad("buffer_memory is too large");
+        }
+        if self.max_request_size > quiver_proto::batch::BATCH_BYTES_MAX {
+            return bad("max_request_size is above the batch format's 16 MiB limit");
+        }
+        Ok(())
+    }
+}
+
+/// The answer to one [`Producer::enqueue`]: resolves to where the record landed, or why it did
+/// not.
+///
+/// ```no_run
+/// # async fn f(producer: quiver_client::Producer) -> quiver_client::Result<()> {
+/// use quiver_client::ProducerRecord;
+/// let mut pending = Vec::new();
+/// for i in 0..1000 {
+///     // Returns once the record is buffered; many can be in flight.
+///     pending.push(producer.enqueue(ProducerRecord::new("t").value(format!("{i}"))).await?);
+/// }
+/// for delivery in pending {
+///     let meta = delivery.await?;
+///     assert!(meta.offset.is_some());
+/// }
+/// # Ok(()) }
+/// ```
+#[must_use = "a Delivery reports whether the record was written"]
+pub struct Delivery {
+    rx: oneshot::Receiver<Result<RecordMetadata>>,
+}
+
+impl Future for Delivery {
+    type Output = Result<RecordMetadata>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(Error::Closed)))
+    }
+}
+
+/// Sends records to a cluster. Cheap to clone (clones share the buffer and the sender task);
+/// `Send + Sync`. Dropping the last clone sends what is buffered and then stops the sender;
+/// [`Producer::close`] does the same and waits for it.
+///
+/// ```no_run
+/// # async fn f() -> quiver_client::Result<()> {
+/// use quiver_client::{Client, ClientConfig, Producer, ProducerConfig, ProducerRecord};
+/// let client = Client::connect(ClientConfig::new("127.0.0.1:9092")).await?;
+/// let producer = Producer::new(client, ProducerConfig::default())?;
+/// let meta = producer
+///     .send(ProducerRecord::new("orders").key("customer-1").value("first order").header("v", "1"))
+///     .await?;
+/// println!("partition {} offset {:?}", meta.partition, meta.offset);
+/// producer.close().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Producer {
+    shared: Arc<Shared>,
+    _handle: Arc<Handle>,
+}
+
+/// Dropped with the last `Producer` clone: tells the sender to drain and stop.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.state.lock().expect("not poisoned").closing = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+struct Shared {
+    client: Client,
+    config: ProducerConfig,
+    memory: Arc<Semaphore>,
+    state: Mutex<State>,
+    /// Wakes the sender (new batch, full batch, request done, flush, close).
+    wake: Notify,
+    /// Signalled whenever batches complete (flush waits on it).
+    completed: Notify,
+    /// Batches with an id up to this are ready now (flush).
+    flush_upto: AtomicU64,
+}
+
+/// A partition of a topic, as the producer's queues key it.
+type PartKey = (Arc<str>, PartitionId);
+
+#[derive(Default)]
+struct State {
+    queues: HashMap<PartKey, PartQueue>,
+    in_flight: HashMap<BrokerId, usize>,
+    /// Ids of batches not yet completed (flush waits for the ones below its mark).
+    outstanding: BTreeSet<u64>,
+    next_batch_id: u64,
+    closing: bool,
+    last_metadata_refresh: Option<Instant>,
+}
+
+#[derive(Default)]
+struct PartQueue {
+    batches: VecDeque<Batch>,
+    /// A Produce request for this partition is outstanding.
+    in_flight: bool,
+}
+
+struct Batch {
+    id: u64,
+    topic: Arc<str>,
+    partition: PartitionId,
+    builder: Option<BatchBuilder>,
+    sealed: Option<Bytes>,
+    pending: Vec<Pending>,
+    created: Instant,
+    deadline: Instant,
+    full: bool,
+    attempts: u32,
+    retry_at: Option<Instant>,
+    /// The buffer memory this batch holds; returned when the batch is dropped.
+    _memory: OwnedSemaphorePermit,
+}
+
+struct Pending {
+    tx: oneshot::Sender<Result<RecordMetadata>>,
+    timestamp: TimestampMs,
+}
+
+impl Batch {
+    fn estimated_size(&self) -> usize {
+        match (&self.builder, &self.sealed) {
+            (_, Some(b)) => b.len(),
+            (Some(b), None) => b.estimated_size(),
+            (None, None) => 0,
+        }
+    }
+
+    fn ready(&self, now: Instant, linger: Duration, flush_upto: u64, is_last: bool) -> bool {
+        self.full
+            || !is_last
+            || self.attempts > 0
+            || self.id <= flush_upto
+            || now.duration_since(self.created) >= linger
+    }
+
+    /// Compresses and checksums the batch (once; a retry sends the same bytes).
+    fn seal(&mut self) -> Result<Bytes> {
+        if let Some(b) = &self.sealed {
+            return Ok(b.clone());
+        }
+        let builder = self
+            .builder
+            .take()
+            .expect("an unsealed batch has a builder");
+        let bytes = builder
+            .finish()
+            .map_err(|e| Error::Record(format!("cannot build the batch: {e}")))?;
+        self.sealed = Some(bytes.clone());
+        Ok(bytes)
+    }
+
+    fn complete(self, base: Option<Offset>, log_append_time: Option<TimestampMs>) {
+        let topic = self.topic.to_string();
+        for (i, p) in self.pending.into_iter().enumerate() {
+            let _ = p.tx.send(Ok(RecordMetadata {
+                topic: topic.clone(),
+                partition: self.partition,
+                offset: base.map(|b| b.plus(i as u64)),
+                timestamp: log_append_time.unwrap_or(p.timestamp),
+            }));
+        }
+    }
+
+    fn fail(self, e: &Error) {
+        for p in self.pending {
+            let _ = p.tx.send(Err(e.clone()));
+        }
+    }
+}
+
+impl Producer {
+    /// Starts a producer on `client` (its sender task runs on the current tokio runtime).
+    pub fn new(client: Client, config: ProducerConfig) -> Result<Producer> {
+        config.check()?;
+        let shared = Arc::new(Shared {
+            client,
+            memory: Arc::new(Semaphore::new(config.buffer_memory)),
+            config,
+            state: Mutex::new(State {
+                next_batch_id: 1,
+                last_metadata_refresh: Some(Instant::now()),
+                ..State::default()
+            }),
+            wake: Notify::new(),
+            completed: Notify::new(),
+            flush_upto: AtomicU64::new(0),
+        });
+        tokio::spawn(sender(shared.clone()));
+        Ok(Producer {
+            _handle: Arc::new(Handle {
+                shared: shared.clone(),
+            }),
+            shared,
+        })
+    }
+
+    /// Sends a record and waits until the broker has it (per `acks`); returns its partition and
+    /// offset. For many records in flight at once use [`Producer::enqueue`], or run many `send`s
+    /// concurrently.
+    pub async fn send(&self, record: ProducerRecord) -> Result<RecordMetadata> {
+        self.enqueue(record).await?.await
+    }
+
+    /// Buffers a record and returns as soon as it is buffered: waits only for room in the buffer
+    /// (at most `max_block`). The returned [`Delivery`] resolves when the broker answers.
+    pub async fn enqueue(&self, record: ProducerRecord) -> Result<Delivery> {
+        let shared = &self.shared;
+        let size = record.estimated_size();
+        if size > shared.config.max_request_size {
+            return Err(Error::Record(format!(
+                "the record takes about {size} bytes, more than max_request_size ({} bytes)",
+                shared.config.max_request_size
+            )));
+        }
+        if size > shared.config.buffer_memory {
+            return Err(Error::Record(format!(
+                "the record takes about {size} bytes, more than buffer_memory ({} bytes)",
+                shared.config.buffer_memory
+            )));
+        }
+        let deadline = tokio::time::Instant::now() + shared.config.max_block;
+        let partitions = match shared.client.cached_partition_count(&record.topic) {
+            Some(n) => n,
+            None => {
+                match tokio::time::timeout_at(deadline, shared.client.topic(&record.topic)).await {
+                    Ok(t) => t?.partitions.len() as u32,
+                    Err(_) => {
+                        return Err(Error::Timeout(format!(
+                            "no metadata for topic '{}' within max_block ({:?})",
+                            record.topic, shared.config.max_block
+                        )))
+                    }
+                }
+            }
+        };
+        if partitions == 0 {
+            return Err(Error::broker(
+                ErrorCode::LeaderNotAvailable,
+                Some(format!("topic '{}' has no partitions yet", record.topic)),
+            ));
+        }
+        if let Some(p) = record.partition {
+            if p.0 >= partitions {
+                return Err(Error::broker(
+                    ErrorCode::UnknownTopicOrPartition,
+                    Some(format!(
+                        "topic '{}' has {partitions} partitions; partition {} does not exist",
+                        record.topic, p.0
+                    )),
+                ));
+            }
+        }
+        let permit = match tokio::time::timeout_at(
+            deadline,
+            shared.memory.clone().acquire_many_owned(size as u32),
+        )
+        .await
+        {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return Err(Error::Closed),
+            Err(_) => {
+                return Err(Error::Timeout(format!(
+                    "the producer's buffer ({} bytes) stayed full for max_block ({:?}); the \
+                     broker is not keeping up or cannot be reached",
+                    shared.config.buffer_memory, shared.config.max_block
+                )))
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        let wake = shared.append(record, partitions, permit, tx)?;
+        if wake {
+            shared.wake.notify_one();
+        }
+        Ok(Delivery { rx })
+    }
+
+    /// Sends every buffered record now and waits until each record buffered before the call
+    /// has its answer (written or failed: each [`Delivery`] tells which).
+    pub async fn flush(&self) -> Result<()> {
+        let shared = &self.shared;
+        let target = shared.state.lock().expect("not poisoned").next_batch_id - 1;
+        shared.flush_upto.fetch_max(target, Ordering::AcqRel);
+        shared.wake.notify_one();
+        loop {
+            let notified = shared.completed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let st = shared.state.lock().expect("not poisoned");
+                if st.outstanding.first().is_none_or(|&min| min > target) {
+                    return Ok(());
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Flushes, then stops the sender. Clones of this producer fail with [`Error::Closed`] after.
+    pub async fn close(&self) -> Result<()> {
+        self.flush().await?;
+        self.shared.state.lock().expect("not poisoned").closing = true;
+        self.shared.memory.close();
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// Bytes of records held now (buffered or awaiting an answer); at most `buffer_memory`.
+    pub fn buffered_bytes(&self) -> usize {
+        self.shared.config.buffer_memory - self.shared.memory.available_permits()
+    }
+
+    /// The settings this producer runs with.
+    pub fn config(&self) -> &ProducerConfig {
+        &self.shared.config
+    }
+}
+
+impl Shared {
+    /// Appends to the partition's open batch (or a new one). Returns whether the sender should
+    /// look at the queues now.
+    fn append(
+        &self,
+        record: ProducerRecord,
+        partitions: u32,
+        permit: OwnedSemaphorePermit,
+        tx: oneshot::Sender<Result<RecordMetadata>>,
+    ) -> Result<bool> {
+        let config = &self.config;
+        let mut st = self.state.lock().expect("not poisoned");
+        if st.closing {
+            return Err(Error::Closed);
+        }
+        let timestamp = record.timestamp.unwrap_or_else(crate::now_ms);
+        let headers: Vec<(&str, &[u8])> = record
+            .headers
+            .iter()
+            .map(|h| (h.key.as_str(), &h.value[..]))
+            .collect();
+        let size = permit.num_permits();
+        let topic: Arc<str> = Arc::from(record.topic.as_str());
+        let keyless = record.partition.is_none() && record.key.is_none();
+        let mut partition = match record.partition {
+            Some(p) => p,
+            None => config
+                .partitioner
+                .partition(&topic, record.key.as_deref(), partitions),
+        };
+        if partition.0 >= partitions {
+            return Err(Error::Config(format!(
+                "the partitioner chose partition {} of a topic with {partitions}",
+                partition.0
+            )));
+        }
+        let fits = |q: Option<&PartQueue>| {
+            q.and_then(|q| q.batches.back()).is_some_and(|b| {
+                b.builder.is_some()
+                    && !b.full
+                    && b.attempts == 0
+                    && b.estimated_size() + size <= config.batch_size
+            })
+        };
+        if keyless && !fits(st.queues.get(&(topic.clone(), partition))) {
+            // KIP-480: a keyless record that would open a new batch moves the sticky partition.
+            config
+                .partitioner
+                .on_new_batch(&topic, partitions, partition);
+            partition = config.partitioner.partition(&topic, None, partitions);
+            if partition.0 >= partitions {
+                return Err(Error::Config(format!(
+                    "the partitioner chose partition {} of a topic with {partitions}",
+                    partition.0
+                )));
+            }
+        }
+        let mut wake = false;
+        let st = &mut *st;
+        let q = st.queues.entry((topic.clone(), partition)).or_default();
+        if !fits(Some(q)) {
+            if let Some(last) = q.batches.back_mut() {
+                last.full = true;
+            }
+            let id = st.next_batch_id;
+            st.next_batch_id += 1;
+            st.outstanding.insert(id);
+            let now = Instant::now();
+            q.batches.push_back(Batch {
+                id,
+                topic: topic.clone(),
+                partition,
+                builder: Some(BatchBuilder::new(config.compression)),
+                sealed: None,
+                pending: Vec::new(),
+                created: now,
+                deadline: now + config.delivery_timeout,
+                full: false,
+                attempts: 0,
+                retry_at: None,
+                _memory: permit,
+            });
+            wake = true;
+        } else {
+            q.batches
+                .back_mut()
+                .expect("fits() saw a batch")
+                ._memory
+                .merge(permit);
+        }
+        let batch = q.batches.back_mut().expect("just pushed or found");
+        let builder = batch.builder.as_mut().expect("open batch");
+        if let Err(e) = builder.append(
+            timestamp,
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &headers,
+        ) {
+            // The builder is unchanged; an empty new batch is dropped by the sender.
+            return Err(Error::Record(format!(
+                "cannot add the record to a batch: {e}"
+            )));
+        }
+        batch.pending.push(Pending { tx, timestamp });
+        if batch.estimated_size() >= config.batch_size {
+            batch.full = true;
+            wake = true;
+        }
+        Ok(wake)
+    }
+
+    fn backoff(&self, attempts: u32) -> Duration {
+        let base = self.config.retry_backoff;
+        let factor = 1u32 << attempts.saturating_sub(1).min(16);
+        base.saturating_mul(factor)
+            .min(self.config.retry_backoff_max)
+    }
+
+    /// Removes finished batches from the outstanding set and wakes flushers and the sender.
+    fn finished(&self, ids: &[u64]) {
+        let mut st = self.state.lock().expect("not poisoned");
+        for id in ids {
+            st.outstanding.remove(id);
+        }
+        drop(st);
+        self.completed.notify_waiters();
+    }
+
+    fn refresh_metadata_soon(self: &Arc<Self>, st: &mut State, now: Instant) {
+        if st
+            .last_metadata_refresh
+            .is_some_and(|t| now.duration_since(t) < self.config.retry_backoff)
+        {
+            return;
+        }
+        st.last_metadata_refresh = Some(now);
+        let shared = self.clone();
+        let topics: Vec<String> = {
+            let mut t: Vec<String> = st.queues.keys().map(|(t, _)| t.to_string()).collect();
+            t.sort();
+            t.dedup();
+            t
+        };
+        tokio::spawn(async move {
+            if let Err(e) = shared.client.refresh_metadata(Some(topics)).await {
+                tracing::debug!(error = %e, "producer metadata refresh failed");
+            }
+            shared.wake.notify_one();
+        });
+    }
+}
+
+/// One Produce request's worth of batches for one broker.
+struct Draft {
+    broker: BrokerId,
+    batches: Vec<Batch>,
+}
+
+/// The sender: decides which batches are ready and hands them to request tasks.
+async fn sender(shared: Arc<Shared>) {
+    loop {
+        let now = Instant::now();
+        let (drafts, next_wake, done) = collect(&shared, now);
+        for draft in drafts {
+            tokio::spawn(send_request(shared.clone(), draft));
+        }
+        if done {
+            tracing::debug!("producer sender stopped");
+            return;
+        }
+        match next_wake {
+            Some(at) => {
+                let _ = tokio::time::timeout_at(at.into(), shared.wake.notified()).await;
+            }
+            None => shared.wake.notified().await,
+        }
+    }
+}
+
+/// Takes the ready batches out of the queues. Returns the requests to send, when to look again
+/// (the earliest linger or backoff expiry), and whether the producer is closed and empty.
+fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, bool) {
+    let config = &shared.config;
+    let flush_upto = shared.flush_upto.load(Ordering::Acquire);
+    let cluster = shared.client.cluster();
+    let mut st = shared.state.lock().expect("not poisoned");
+    let closing = st.closing;
+    let mut next_wake: Option<Instant> = None;
+    let mut wake_at = |t: Instant| next_wake = Some(next_wake.map_or(t, |n: Instant| n.min(t)));
+    let mut drafts: HashMap<BrokerId, (usize, Vec<Batch>)> = HashMap::new();
+    let mut expired: Vec<Batch> = Vec::new();
+    let mut need_metadata = false;
+    if st
+        .last_metadata_refresh
+        .is_some_and(|t| now.duration_since(t) >= config.metadata_max_age)
+    {
+        need_metadata = true;
+    }
+    let state = &mut *st;
+    for ((topic, partition), q) in state.queues.iter_mut() {
+        if q.in_flight {
+            continue;
+        }
+        // Batches past their delivery timeout fail here, oldest first.
+        while q.batches.front().is_some_and(|b| now >= b.deadline) {
+            expired.push(q.batches.pop_front().expect("front exists"));
+        }
+        // An empty batch is left when its only record failed to append.
+        while q.batches.front().is_some_and(|b| b.pending.is_empty()) {
+            let b = q.batches.pop_front().expect("front exists");
+            state.outstanding.remove(&b.id);
+        }
+        let Some(head) = q.batches.front() else {
+            continue;
+        };
+        if let Some(at) = head.retry_at {
+            if at > now {
+                wake_at(at);
+                continue;
+            }
+        }
+        let is_last = q.batches.len() == 1;
+        if !closing && !head.ready(now, config.linger, flush_upto, is_last) {
+            wake_at(head.created + config.linger);
+            continue;
+        }
+        let leader = cluster
+            .topics
+            .get(&**topic)
+            .and_then(|t| t.partitions.get(partition.0 as usize))
+            .and_then(|p| p.leader);
+        let Some(leader) = leader else {
+            need_metadata = true;
+            wake_at(now + config.retry_backoff);
+            continue;
+        };
+        let in_flight = state.in_flight.get(&leader).copied().unwrap_or(0);
+        let draft = drafts.entry(leader).or_insert((0, Vec::new()));
+        if draft.1.is_empty() && in_flight >= config.max_in_flight_per_broker {
+            // Woken again when one of this broker's requests completes.
+            continue;
+        }
+        // Take this partition's ready batches, in order, within the request size.
+        let mut took = false;
+        while let Some(b) = q.batches.front() {
+            let is_last = q.batches.len() == 1;
+            let ready = closing || b.ready(now, config.linger, flush_upto, is_last);
+            let size = b.estimated_size();
+            if !ready
+                || b.pending.is_empty()
+                || (draft.0 > 0 && draft.0 + size > config.max_request_size)
+            {
+                break;
+            }
+            draft.0 += size;
+            draft.1.push(q.batches.pop_front().expect("front exists"));
+            took = true;
+        }
+        if took {
+            q.in_flight = true;
+        } else if let Some(b) = q.batches.front() {
+            wake_at(b.created + config.linger);
+        }
+    }
+    let mut out = Vec::new();
+    for (broker, (_, batches)) in drafts {
+        if batches.is_empty() {
+            continue;
+        }
+        *state.in_flight.entry(broker).or_insert(0) += 1;
+        out.push(Draft { broker, batches });
+    }
+    state
+        .queues
+        .retain(|_, q| q.in_flight || !q.batches.is_empty());
+    let done = closing && state.queues.is_empty() && state.in_flight.values().all(|&n| n == 0);
+    if need_metadata {
+        shared.refresh_metadata_soon(state, now);
+    }
+    let expired_ids: Vec<u64> = expired.iter().map(|b| b.id).collect();
+    for id in &expired_ids {
+        state.outstanding.remove(id);
+    }
+    drop(st);
+    if !expired.is_empty() {
+        for b in expired {
+            let e = Error::Timeout(format!(
+                "record not acknowledged within delivery_timeout ({:?}) for {}/{}",
+                config.delivery_timeout, b.topic, b.partition.0
+            ));
+            b.fail(&e);
+        }
+        shared.completed.notify_waiters();
+    }
+    (out, next_wake, done)
+}
+
+/// What became of one partition's batches in a request.
+enum Outcome {
+    Written {
+        base: Option<Offset>,
+        log_append_time: Option<TimestampMs>,
+    },
+    Failed(Error),
+}
+
+async fn send_request(shared: Arc<Shared>, draft: Draft) {
+    let Draft {
+        broker,
+        mut batches,
+    } = draft;
+    let config = &shared.config;
+    // Seal (compress, checksum) and lay out: topic -> partition -> its batches back to back.
+    let mut sealed_ok = Vec::with_capacity(batches.len());
+    let mut seal_failures = Vec::new();
+    for mut b in batches.drain(..) {
+        match b.seal() {
+            Ok(bytes) => sealed_ok.push((b, bytes)),
+            Err(e) => seal_failures.push((b, e)),
+        }
+    }
+    let mut finished_ids = Vec::new();
+    for (b, e) in seal_failures {
+        finished_ids.push(b.id);
+        mark_idle(&shared, &b.topic, b.partition);
+        b.fail(&e);
+    }
+    let mut groups: Vec<(PartKey, Vec<(Batch, Bytes)>)> = Vec::new();
+    for (b, bytes) in sealed_ok {
+        let key = (b.topic.clone(), b.partition);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push((b, bytes)),
+            None => groups.push((key, vec![(b, bytes)])),
+        }
+    }
+    let mut payload = PayloadBuilder::new();
+    let mut topics: Vec<TopicProduceData> = Vec::new();
+    for ((topic, partition), parts) in &groups {
+        let records = payload
+            .push_all(parts.iter().map(|(_, bytes)| bytes.clone()))
+            .expect("a request stays below max_request_size, far under 4 GiB");
+        let data = PartitionProduceData {
+            partition: *partition,
+            records,
+        };
+        match topics.iter_mut().find(|t| *t.name == **topic) {
+            Some(t) => t.partitions.push(data),
+            None => topics.push(TopicProduceData {
+                name: topic.to_string(),
+                partitions: vec![data],
+            }),
+        }
+    }
+    let req = ProduceRequest {
+        transactional_id: None,
+        acks: config.acks.wire(),
+        timeout_ms: config.request_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
+        topics,
+    };
+
+    let request_bytes = payload.len();
+    let partitions = groups.len();
+    let sent_at = Instant::now();
+    let outcomes: Vec<Outcome> = if config.acks == Acks::None {
+        match shared
+            .client
+            .send_broker_oneway(broker, &req, payload.into_chunks())
+            .await
+        {
+            Ok(()) => groups
+                .iter()
+                .map(|_| Outcome::Written {
+                    base: None,
+                    log_append_time: None,
+                })
+                .collect(),
+            Err(e) => groups.iter().map(|_| Outcome::Failed(e.clone())).collect(),
+        }
+    } else {
+        match shared
+            .client
+            .call_broker::<ProduceRequest>(broker, &req, payload.into_chunks())
+            .await
+        {
+            Ok((resp, _)) => groups
+                .iter()
+                .map(|((topic, partition), _)| outcome_of(&resp, topic, *partition))
+                .collect(),
+            Err(e) => groups.iter().map(|_| Outcome::Failed(e.clone())).collect(),
+        }
+    };
+
+    let now = Instant::now();
+    let took = now.duration_since(sent_at);
+    if took > Duration::from_secs(1) {
+        tracing::debug!(broker = %broker, request_bytes, partitions, took_ms = took.as_millis() as u64, "slow produce request");
+    }
+    let mut refresh = false;
+    let mut requeue: Vec<(PartKey, Vec<Batch>)> = Vec::new();
+    for (((topic, partition), parts), outcome) in groups.into_iter().zip(outcomes) {
+        match outcome {
+            Outcome::Written {
+                base,
+                log_append_time,
+            } => {
+                let mut next = base;
+                for (b, _) in parts {
+                    let count = b.pending.len() as u64;
+                    finished_ids.push(b.id);
+                    b.complete(next, log_append_time);
+                    next = next.map(|o| o.plus(count));
+                }
+                mark_idle(&shared, &topic, partition);
+            }
+            Outcome::Failed(e) => {
+                refresh |= needs_metadata(&e);
+                let attempts = parts[0].0.attempts + 1;
+                let backoff = shared.backoff(attempts);
+                let retry = e.is_retriable()
+                    && attempts <= config.retries
+                    && parts.iter().all(|(b, _)| now + backoff < b.deadline);
+                if retry {
+                    tracing::debug!(topic = %topic, partition = partition.0, attempts, error = %e, "retrying produce");
+                    let batches = parts
+                        .into_iter()
+                        .map(|(mut b, _)| {
+                            b.attempts = attempts;
+                            b.retry_at = Some(now + backoff);
+                            b
+                        })
+                        .collect();
+                    requeue.push(((topic, partition), batches));
+                } else {
+                    for (b, _) in parts {
+                        finished_ids.push(b.id);
+                        b.fail(&e);
+                    }
+                    mark_idle(&shared, &topic, partition);
+                }
+            }
+        }
+    }
+    {
+        let mut st = shared.state.lock().expect("not poisoned");
+        for (key, batches) in requeue {
+            let q = st.queues.entry(key).or_default();
+            for b in batches.into_iter().rev() {
+                q.batches.push_front(b);
+            }
+            q.in_flight = false;
+        }
+        if let Some(n) = st.in_flight.get_mut(&broker) {
+            *n = n.saturating_sub(1);
+        }
+        if refresh {
+            shared.refresh_metadata_soon(&mut st, now);
+        }
+    }
+    shared.finished(&finished_ids);
+    shared.wake.notify_one();
+}
+
+fn mark_idle(shared: &Shared, topic: &Arc<str>, partition: PartitionId) {
+    let mut st = shared.state.lock().expect("not poisoned");
+    if let Some(q) = st.queues.get_mut(&(topic.clone(), partition)) {
+        q.in_flight = false;
+    }
+}
+
+fn outcome_of(resp: &ProduceResponse, topic: &str, partition: PartitionId) -> Outcome {
+    let found = resp
+        .topics
+        .iter()
+        .filter(|t| t.name == topic)
+        .flat_map(|t| t.partitions.iter())
+        .find(|p| p.partition == partition);
+    match found {
+        None => Outcome::Failed(Error::Protocol(format!(
+            "the produce answer has no result for {topic}/{}",
+            partition.0
+        ))),
+        Some(p) if p.error_code == ErrorCode::None => Outcome::Written {
+            base: Some(p.base_offset),
+            log_append_time: p.log_append_time_ms,
+        },
+        Some(p) => Outcome::Failed(Error::broker(p.error_code, p.error_message.clone())),
+    }
+}
+
+/// Errors after which the client's idea of leaders or topics may be stale.
+fn needs_metadata(e: &Error) -> bool {
+    match e {
+        Error::Transport(_) => true,
+        _ => matches!(
+            e.code(),
+            Some(
+                ErrorCode::NotLeaderOrFollower
+                    | ErrorCode::LeaderNotAvailable
+                    | ErrorCode::UnknownTopicOrPartition
+                    | ErrorCode::BrokerNotAvailable
+                    | ErrorCode::FencedLeaderEpoch
+                    | ErrorCode::UnknownLeaderEpoch
+                    | ErrorCode::ReplicaNotAvailable
+            )
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_parse_like_kafka() {
+        assert_eq!("1".parse::<Acks>().unwrap(), Acks::Leader);
+        assert_eq!("-1".parse::<Acks>().unwrap(), Acks::All);
+        assert!("none".parse::<Acks>().is_err());
+    }
+
+    #[test]
+    fn config_refuses_settings_that_cannot_work() {
+        assert!(ProducerConfig::default().batch_size(0).check().is_err());
+        assert!(ProducerConfig::default()
+            .max_in_flight_per_broker(0)
+            .check()
+            .is_err());
+        assert!(ProducerConfig::default().buffer_memory(10).check().is_err());
+        assert!(ProducerConfig::default().check().is_ok());
+    }
+}

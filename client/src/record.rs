@@ -1,0 +1,216 @@
+//! The records users send and receive, and the small value types around them.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use quiver_proto::{Offset, PartitionId, TimestampMs};
+
+/// A topic and one of its partitions.
+///
+/// ```
+/// use quiver_client::TopicPartition;
+/// let tp = TopicPartition::new("orders", 3);
+/// assert_eq!(tp.to_string(), "orders/3");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: PartitionId,
+}
+
+impl TopicPartition {
+    pub fn new(topic: impl Into<String>, partition: u32) -> TopicPartition {
+        TopicPartition {
+            topic: topic.into(),
+            partition: PartitionId(partition),
+        }
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition.0)
+    }
+}
+
+/// One record header: a UTF-8 name and a byte value. A record's headers are ordered and may
+/// repeat a name.
+///
+/// ```
+/// use quiver_client::Header;
+/// let h = Header::new("trace-id", "abc");
+/// assert_eq!(&h.value[..], b"abc");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Header {
+    pub key: String,
+    pub value: Bytes,
+}
+
+impl Header {
+    pub fn new(key: impl Into<String>, value: impl Into<Bytes>) -> Header {
+        Header {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// A record to send: topic, optional key, value, headers, and optionally an explicit partition
+/// and timestamp. Built with chained setters.
+///
+/// ```
+/// use quiver_client::ProducerRecord;
+/// let r = ProducerRecord::new("orders")
+///     .key("customer-42")
+///     .value(&b"{\"total\": 12}"[..])
+///     .header("source", "web");
+/// assert_eq!(r.key.as_deref(), Some(&b"customer-42"[..]));
+/// assert_eq!(r.headers.len(), 1);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProducerRecord {
+    pub topic: String,
+    /// Decides the partition (same key, same partition) unless `partition` is set.
+    pub key: Option<Bytes>,
+    /// `None` is a tombstone (a null value).
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+    /// Sends to this partition, bypassing the partitioner.
+    pub partition: Option<PartitionId>,
+    /// CreateTime in ms since the Unix epoch; `None`: the producer's clock when `send` is called.
+    pub timestamp: Option<TimestampMs>,
+}
+
+impl ProducerRecord {
+    /// A record for `topic` with no key, no value, no headers.
+    pub fn new(topic: impl Into<String>) -> ProducerRecord {
+        ProducerRecord {
+            topic: topic.into(),
+            ..ProducerRecord::default()
+        }
+    }
+
+    pub fn key(mut self, key: impl Into<Bytes>) -> ProducerRecord {
+        self.key = Some(key.into());
+        self
+    }
+
+    pub fn value(mut self, value: impl Into<Bytes>) -> ProducerRecord {
+        self.value = Some(value.into());
+        self
+    }
+
+    /// Appends a header (names may repeat; order is kept).
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> ProducerRecord {
+        self.headers.push(Header::new(key, value));
+        self
+    }
+
+    pub fn partition(mut self, partition: u32) -> ProducerRecord {
+        self.partition = Some(PartitionId(partition));
+        self
+    }
+
+    pub fn timestamp(mut self, timestamp: TimestampMs) -> ProducerRecord {
+        self.timestamp = Some(timestamp);
+        self
+    }
+
+    /// Bytes the record takes in a batch, about: what the memory bound counts.
+    pub(crate) fn estimated_size(&self) -> usize {
+        // Length, attributes and deltas take at most ~21 bytes; keys and values a length varint.
+        const RECORD_OVERHEAD: usize = 32;
+        RECORD_OVERHEAD
+            + self.key.as_ref().map_or(0, |k| k.len() + 5)
+            + self.value.as_ref().map_or(0, |v| v.len() + 5)
+            + self
+                .headers
+                .iter()
+                .map(|h| h.key.len() + h.value.len() + 10)
+                .sum::<usize>()
+    }
+}
+
+/// Where a sent record landed.
+///
+/// ```
+/// use quiver_client::RecordMetadata;
+/// use quiver_client::{Offset, PartitionId, TimestampMs};
+/// let m = RecordMetadata { topic: "t".into(), partition: PartitionId(0), offset: Some(Offset(7)), timestamp: TimestampMs(1) };
+/// assert_eq!(m.offset, Some(Offset(7)));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordMetadata {
+    pub topic: String,
+    pub partition: PartitionId,
+    /// The record's offset; `None` with acks=0, where the broker's answer is not awaited.
+    pub offset: Option<Offset>,
+    /// The record's timestamp: its CreateTime, or the broker's append time for topics with
+    /// `message.timestamp.type=LogAppendTime`.
+    pub timestamp: TimestampMs,
+}
+
+/// Who set a consumed record's timestamp.
+pub use quiver_proto::batch::TimestampType;
+
+/// A record read from a partition.
+///
+/// ```
+/// # use quiver_client::{ConsumerRecord, Offset, PartitionId, TimestampMs, TimestampType};
+/// # let r = ConsumerRecord { topic: "t".into(), partition: PartitionId(0), offset: Offset(0),
+/// #   timestamp: TimestampMs(0), timestamp_type: TimestampType::CreateTime, key: None,
+/// #   value: Some(bytes::Bytes::from_static(b"hi")), headers: vec![] };
+/// println!("{}/{}@{}: {:?}", r.topic, r.partition, r.offset, r.value_str());
+/// assert_eq!(r.value_str(), Some("hi"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    pub topic: Arc<str>,
+    pub partition: PartitionId,
+    pub offset: Offset,
+    pub timestamp: TimestampMs,
+    pub timestamp_type: TimestampType,
+    pub key: Option<Bytes>,
+    /// `None` is a tombstone.
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+}
+
+impl ConsumerRecord {
+    /// The value as UTF-8, if it is present and valid UTF-8.
+    pub fn value_str(&self) -> Option<&str> {
+        self.value
+            .as_deref()
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The key as UTF-8, if it is present and valid UTF-8.
+    pub fn key_str(&self) -> Option<&str> {
+        self.key
+            .as_deref()
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The first header with this name.
+    pub fn header(&self, key: &str) -> Option<&Bytes> {
+        self.headers.iter().find(|h| h.key == key).map(|h| &h.value)
+    }
+
+    /// The value decoded with a deserializer (see [`crate::serialization`]).
+    pub fn deserialize_value<T, D: crate::serialization::Deserializer<T>>(
+        &self,
+        deserializer: &D,
+    ) -> crate::Result<T> {
+        deserializer.deserialize(&self.topic, self.value.as_deref().unwrap_or_default())
+    }
+
+    /// The key decoded with a deserializer.
+    pub fn deserialize_key<T, D: crate::serialization::Deserializer<T>>(
+        &self,
+        deserializer: &D,
+    ) -> crate::Result<T> {
+        deserializer.deserialize(&self.topic, self.key.as_deref().unwrap_or_default())
+    }
+}
