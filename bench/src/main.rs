@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::{Args, Parser, ValueEnum};
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
 use quiver_client::{
     Acks, Admin, Client, ClientConfig, ClientTls, Compression, Consumer, ConsumerConfig, ErrorCode,
@@ -218,7 +217,8 @@ struct Run {
     errors: AtomicU64,
     first_error: Mutex<Option<String>>,
     /// When the last measured record completed.
-    last_done: Mutex<Option<Instant>>,
+    /// Nanoseconds after `base` (0: none yet).
+    last_done: AtomicU64,
 }
 
 impl Run {
@@ -233,10 +233,8 @@ impl Run {
     fn done_measured(&self, bytes: u64, at: Instant) {
         self.records.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        let mut last = self.last_done.lock().unwrap();
-        if last.is_none_or(|l| at > l) {
-            *last = Some(at);
-        }
+        let nanos = at.saturating_duration_since(self.base).as_nanos() as u64;
+        self.last_done.fetch_max(nanos.max(1), Ordering::Relaxed);
     }
 
     /// Whether the next record may be sent, and whether it is measured.
@@ -348,7 +346,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         received_total: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         first_error: Mutex::new(None),
-        last_done: Mutex::new(None),
+        last_done: AtomicU64::new(0),
     });
     let progress = progress(run.clone());
 
@@ -523,27 +521,69 @@ fn slice_of(pool: &Bytes, i: u64, size: usize) -> Bytes {
     pool.slice(start..start + size)
 }
 
-async fn make_producers(opts: &Opts) -> Result<Vec<Producer>, String> {
+/// Where one producer's delivery reports go: the run's counters and this producer's latency
+/// histogram. Records are reported through the producer's delivery listener (no future per
+/// record), with the intended send time and whether it is measured packed into the opaque value.
+struct Sink {
+    run: std::sync::OnceLock<Arc<Run>>,
+    hist: Mutex<Histogram<u64>>,
+}
+
+impl Sink {
+    fn deliver(&self, opaque: u64, result: quiver_client::Result<quiver_client::RecordMetadata>) {
+        let Some(run) = self.run.get() else { return };
+        match result {
+            Ok(_) => {
+                run.acked_total.fetch_add(1, Ordering::Relaxed);
+                if opaque & 1 == 1 && run.mode == Mode::Produce {
+                    let now = Instant::now();
+                    let intended = run.base + Duration::from_nanos(opaque >> 1);
+                    let us = now.saturating_duration_since(intended).as_micros() as u64;
+                    let mut hist = self.hist.lock().unwrap();
+                    let high = hist.high();
+                    let _ = hist.record(us.clamp(1, high));
+                    drop(hist);
+                    run.done_measured(run.opts.record_size as u64, now);
+                }
+            }
+            Err(e) => run.error(&e),
+        }
+    }
+}
+
+async fn make_producers(opts: &Opts) -> Result<Vec<(Producer, Arc<Sink>)>, String> {
     let mut out = Vec::new();
     for _ in 0..opts.producers {
         let client = connect(opts).await?;
         // Metadata of the topic is loaded now, not on the first send.
         client.topic(&opts.topic).await.map_err(|e| e.to_string())?;
-        out.push(Producer::new(client, producer_config(opts)).map_err(|e| e.to_string())?);
+        let sink = Arc::new(Sink {
+            run: std::sync::OnceLock::new(),
+            hist: Mutex::new(histogram()),
+        });
+        let reports = sink.clone();
+        let config = producer_config(opts)
+            .on_delivery(move |opaque, result| reports.deliver(opaque, result));
+        out.push((
+            Producer::new(client, config).map_err(|e| e.to_string())?,
+            sink,
+        ));
     }
     Ok(out)
 }
 
 async fn run_producers(
     run: &Arc<Run>,
-    producers: Vec<Producer>,
+    producers: Vec<(Producer, Arc<Sink>)>,
 ) -> Result<Vec<Histogram<u64>>, String> {
     let mut tasks = Vec::new();
     let pool = payload_pool();
-    for (id, producer) in producers.into_iter().enumerate() {
+    for (id, (producer, sink)) in producers.into_iter().enumerate() {
+        let _ = sink.run.set(run.clone());
         tasks.push(tokio::spawn(producer_task(
             run.clone(),
             producer,
+            sink,
             id as u32,
             pool.clone(),
         )));
@@ -555,58 +595,16 @@ async fn run_producers(
     Ok(out)
 }
 
-async fn producer_task(run: Arc<Run>, producer: Producer, id: u32, pool: Bytes) -> Histogram<u64> {
+async fn producer_task(
+    run: Arc<Run>,
+    producer: Producer,
+    sink: Arc<Sink>,
+    id: u32,
+    pool: Bytes,
+) -> Histogram<u64> {
     let opts = &run.opts;
     let interval =
         (opts.rate > 0.0).then(|| Duration::from_secs_f64(f64::from(opts.producers) / opts.rate));
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let collector_run = run.clone();
-    let collector = tokio::spawn(async move {
-        let run = collector_run;
-        let mut hist = histogram();
-        let mut pending = FuturesUnordered::new();
-        loop {
-            tokio::select! {
-                Some((start, measured, bytes, result)) = pending.next(), if !pending.is_empty() => {
-                    let now = Instant::now();
-                    match result {
-                        Ok(_) => {
-                            run.acked_total.fetch_add(1, Ordering::Relaxed);
-                            if measured && run.mode == Mode::Produce {
-                                let us = now.duration_since(start).as_micros() as u64;
-                                let _ = hist.record(us.clamp(1, hist.high()));
-                                run.done_measured(bytes, now);
-                            }
-                        }
-                        Err(e) => run.error(&e),
-                    }
-                }
-                msg = rx.recv() => match msg {
-                    Some((start, measured, bytes, delivery)) => pending.push(async move {
-                        let r: quiver_client::Result<quiver_client::RecordMetadata> = delivery.await;
-                        (start, measured, bytes, r)
-                    }),
-                    None => break,
-                }
-            }
-        }
-        while let Some((start, measured, bytes, result)) = pending.next().await {
-            let now = Instant::now();
-            match result {
-                Ok(_) => {
-                    run.acked_total.fetch_add(1, Ordering::Relaxed);
-                    if measured && run.mode == Mode::Produce {
-                        let us = now.duration_since(start).as_micros() as u64;
-                        let _ = hist.record(us.clamp(1, hist.high()));
-                        run.done_measured(bytes, now);
-                    }
-                }
-                Err(e) => run.error(&e),
-            }
-        }
-        hist
-    });
-
     let started = Instant::now();
     let mut i: u64 = 0;
     loop {
@@ -634,14 +632,16 @@ async fn producer_task(run: Arc<Run>, producer: Producer, id: u32, pool: Bytes) 
         } else {
             slice_of(&pool, i + u64::from(id) * 1_000_003, opts.record_size)
         };
-        let bytes = value.len() as u64;
+        // The intended send time (so a set rate is corrected for coordinated omission) and
+        // whether the record is measured, for the delivery report.
+        let opaque =
+            ((intended.duration_since(run.base).as_nanos() as u64) << 1) | u64::from(measured);
         match producer
-            .enqueue(ProducerRecord::new(&opts.topic).value(value))
+            .enqueue_with_opaque(ProducerRecord::new(&opts.topic).value(value), opaque)
             .await
         {
-            Ok(d) => {
+            Ok(()) => {
                 run.sent_total.fetch_add(1, Ordering::Relaxed);
-                let _ = tx.send((intended, measured, bytes, d));
             }
             Err(e) => {
                 run.error(&e);
@@ -652,10 +652,9 @@ async fn producer_task(run: Arc<Run>, producer: Producer, id: u32, pool: Bytes) 
         }
         i += 1;
     }
-    drop(tx);
     let _ = producer.flush().await;
-    let hist = collector.await.unwrap_or_else(|_| histogram());
     let _ = producer.close().await;
+    let hist = sink.hist.lock().unwrap().clone();
     hist
 }
 
@@ -831,7 +830,10 @@ fn report(
     let records = run.records.load(Ordering::Relaxed);
     let bytes = run.bytes.load(Ordering::Relaxed);
     let errors = run.errors.load(Ordering::Relaxed);
-    let end = run.last_done.lock().unwrap().unwrap_or_else(Instant::now);
+    let end = match run.last_done.load(Ordering::Relaxed) {
+        0 => Instant::now(),
+        nanos => run.base + Duration::from_nanos(nanos),
+    };
     let seconds = end
         .saturating_duration_since(run.measure_from)
         .as_secs_f64()

@@ -143,7 +143,8 @@ impl ProducerRecord {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordMetadata {
-    pub topic: String,
+    /// Shared with the other records of its batch (no allocation per record).
+    pub topic: std::sync::Arc<str>,
     pub partition: PartitionId,
     /// The record's offset; `None` with acks=0, where the broker's answer is not awaited.
     pub offset: Option<Offset>,

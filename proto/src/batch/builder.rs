@@ -28,6 +28,9 @@ use zerocopy::IntoBytes;
 pub struct BatchBuilder {
     compression: Compression,
     timestamp_type: TimestampType,
+    /// The batch as it will be sent: `BATCH_HEADER_BYTES` reserved for the header, then the
+    /// records section. Rationale: an uncompressed batch is finished in place, without copying
+    /// the records behind a header.
     records: Vec<u8>,
     count: u32,
     base_timestamp: i64,
@@ -40,10 +43,18 @@ pub struct BatchBuilder {
 
 impl BatchBuilder {
     pub fn new(compression: Compression) -> BatchBuilder {
+        BatchBuilder::with_capacity(compression, 0)
+    }
+
+    /// A builder whose buffer holds `bytes` of batch before it grows (a producer that knows its
+    /// batch size avoids the copies of growing a buffer to it).
+    pub fn with_capacity(compression: Compression, bytes: usize) -> BatchBuilder {
+        let mut records = Vec::with_capacity(bytes.clamp(BATCH_HEADER_BYTES, BATCH_BYTES_MAX));
+        records.resize(BATCH_HEADER_BYTES, 0);
         BatchBuilder {
             compression,
             timestamp_type: TimestampType::CreateTime,
-            records: Vec::new(),
+            records,
             count: 0,
             base_timestamp: 0,
             max_timestamp: i64::MIN,
@@ -121,7 +132,7 @@ impl BatchBuilder {
                 })
                 .sum::<usize>();
         let record_len = uvarint_len(body_len as u64) + body_len;
-        if BATCH_HEADER_BYTES + self.records.len() + record_len > BATCH_BYTES_MAX {
+        if self.records.len() + record_len > BATCH_BYTES_MAX {
             return Err(BatchError::TooLarge {
                 max: BATCH_BYTES_MAX,
             });
@@ -154,7 +165,7 @@ impl BatchBuilder {
 
     /// The batch's size if finished now without compression (an upper bound in practice).
     pub fn estimated_size(&self) -> usize {
-        BATCH_HEADER_BYTES + self.records.len()
+        self.records.len()
     }
 
     /// Compresses the records section if asked, fills the header and computes the CRC. A section
@@ -164,21 +175,22 @@ impl BatchBuilder {
         if self.count == 0 {
             return Err(BatchError::Empty);
         }
-        let mut out = vec![0u8; BATCH_HEADER_BYTES];
         let mut codec = self.compression;
+        let mut out = self.records;
         if codec != Compression::None {
-            out.extend_from_slice(&(self.records.len() as u32).to_le_bytes());
-            compress(codec, &self.records, &mut out)?;
-            let section = out.len() - BATCH_HEADER_BYTES;
-            if self.records.len() > super::decompressed_bytes_allowed(section) {
+            let section = &out[BATCH_HEADER_BYTES..];
+            let mut compressed = Vec::with_capacity(BATCH_HEADER_BYTES + section.len() / 2 + 64);
+            compressed.resize(BATCH_HEADER_BYTES, 0);
+            compressed.extend_from_slice(&(section.len() as u32).to_le_bytes());
+            compress(codec, section, &mut compressed)?;
+            let compressed_len = compressed.len() - BATCH_HEADER_BYTES;
+            if section.len() > super::decompressed_bytes_allowed(compressed_len) {
                 // Compresses better than readers accept (they bound what a batch may make them
                 // allocate): send it as it is.
                 codec = Compression::None;
-                out.truncate(BATCH_HEADER_BYTES);
+            } else {
+                out = compressed;
             }
-        }
-        if codec == Compression::None {
-            out.extend_from_slice(&self.records);
         }
         if out.len() > BATCH_BYTES_MAX {
             return Err(BatchError::TooLarge {
