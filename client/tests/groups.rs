@@ -5,13 +5,13 @@
 //! through streamctl), then the SDK's group features in-process.
 //!
 //! The broker runs with a short session timeout so that dead members are noticed quickly.
-//! Acceptance tests run one at a time (`serial`): they measure time, and two of them at once on
+//! Acceptance tests run one at a time (`SERIAL`): they measure time, and two of them at once on
 //! a two-core machine would measure each other.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quiver_client::{
@@ -34,11 +34,9 @@ fn broker(session_ms: u64) -> Broker {
     ])
 }
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// Held by each acceptance test for its whole run (a tokio mutex: it is held across awaits,
+/// and a failed test does not poison it).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn topic(client: &Client, name: &str, partitions: u32) {
     Admin::new(client.clone())
@@ -265,7 +263,7 @@ async fn committed(admin: &Admin, group: &str) -> BTreeMap<Tp, u64> {
 /// partitions each, with each of the broker's assignors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acceptance_1_three_processes_get_two_of_six_partitions_each() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let b = broker(SESSION_MS);
     let client = b.client().await;
     topic(&client, "six", 6).await;
@@ -316,7 +314,10 @@ async fn acceptance_1_three_processes_get_two_of_six_partitions_each() {
             let held: Vec<u32> = owned(m).iter().map(|(_, p)| *p).collect();
             assert_eq!(described.assigned, vec![("six".to_string(), held.clone())]);
             match assignor {
-                "range" => assert!(held[0] % 2 == 0 && held[1] == held[0] + 1, "{held:?}"),
+                "range" => assert!(
+                    held[0].is_multiple_of(2) && held[1] == held[0] + 1,
+                    "{held:?}"
+                ),
                 "roundrobin" => assert_eq!(held[1], held[0] + 3, "{held:?}"),
                 _ => {}
             }
@@ -330,7 +331,7 @@ async fn acceptance_1_three_processes_get_two_of_six_partitions_each() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acceptance_2_a_killed_members_partitions_move_within_the_session_timeout_while_the_rest_flow(
 ) {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let b = broker(SESSION_MS);
     let client = b.client().await;
     topic(&client, "flow", 6).await;
@@ -445,7 +446,7 @@ async fn acceptance_2_a_killed_members_partitions_move_within_the_session_timeou
 /// it, and the group's committed offsets, sampled all along, never move backwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acceptance_3_at_least_once_through_random_kills_and_committed_offsets_never_go_back() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let b = broker(2000);
     let client = b.client().await;
     topic(&client, "numbers", 6).await;
@@ -606,7 +607,7 @@ async fn acceptance_3_at_least_once_through_random_kills_and_committed_offsets_n
 /// its partitions lost and rejoins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acceptance_5_a_frozen_zombies_commit_is_refused_with_unknown_member_id() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let b = broker(2000);
     let client = b.client().await;
     topic(&client, "z", 2).await;

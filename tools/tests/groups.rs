@@ -229,7 +229,9 @@ fn acceptance_6_reset_offsets_moves_a_stopped_groups_offsets_and_describe_shows_
     );
 
     // Each way to move, executed.
-    let cases: &[(&[&str], [(u64, u64); 2])] = &[
+    // (arguments, partition -> committed offset after)
+    type Case<'a> = (&'a [&'a str], [(u64, u64); 2]);
+    let cases: &[Case] = &[
         (&["--to-earliest"], [(0, 0), (1, 0)]),
         (&["--to-latest"], [(0, 20), (1, 20)]),
         (&["--to-offset", "7", "--partition", "1"], [(0, 20), (1, 7)]),
@@ -332,7 +334,7 @@ fn acceptance_6_reset_offsets_moves_a_stopped_groups_offsets_and_describe_shows_
     // works again.
     member.kill9();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while describe(&b, "g6")["members"].as_array().unwrap().len() != 0 {
+    while !describe(&b, "g6")["members"].as_array().unwrap().is_empty() {
         assert!(Instant::now() < deadline, "the killed member stayed");
         std::thread::sleep(Duration::from_millis(100));
     }
