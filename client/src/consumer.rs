@@ -1627,6 +1627,20 @@ pub(crate) async fn list_offsets(
         .collect()
 }
 
+/// Applications move a consumer into a spawned task and await its calls there: the consumer
+/// and the futures of its calls must be `Send` (no `std::sync` guard held across an await).
+/// Checked when this compiles.
+#[allow(dead_code)]
+fn consumer_calls_are_send(c: &mut Consumer) {
+    fn send<T: Send>(_: &T) {}
+    send(c);
+    send(&c.poll(Duration::ZERO));
+    send(&c.commit());
+    send(&c.commit_async());
+    send(&c.subscribe(Vec::new()));
+    send(&c.subscribe_pattern(""));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
