@@ -8,9 +8,11 @@
 //! there. Records are decoded (CRC checked, decompressed) in the fetch task, off the caller's
 //! task; uncompressed keys and values are slices of the fetched bytes, not copies.
 //!
-//! Groups: with `subscribe`, a background task heartbeats to the group's coordinator (KIP-848)
-//! and `poll` applies the partitions the broker assigns, committing those it gives up (with
-//! auto-commit) before letting them go.
+//! Groups: with `subscribe` (or `subscribe_pattern`), a background task heartbeats to the
+//! group's coordinator (KIP-848) and `poll` applies the partitions the broker assigns,
+//! committing the positions of those it gives up (auto-commit or `commit_on_revoke`) before
+//! letting them go, and sending `RebalanceEvent`s to whoever asked for them. Commits, sync or
+//! async, go through one task in order (`commit.rs`).
 //!
 //! Positions: `position(tp)` is the offset of the next record `poll` will return. A partition
 //! without a position gets one on the next `poll`: its group's committed offset if there is
