@@ -7,6 +7,7 @@ pub mod config;
 pub mod controller;
 pub mod group;
 pub mod handlers;
+pub mod identity;
 pub mod logs;
 pub mod meta;
 pub mod metrics;

@@ -62,6 +62,8 @@ pub enum RunError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("broker identity: {0}")]
+    Identity(#[from] crate::identity::IdentityError),
     #[error("signals: {0}")]
     Signals(std::io::Error),
     #[error("shard {shard}: {message}")]
@@ -80,6 +82,9 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
     })?;
     let config = Arc::new(config);
     let tls = server_tls(&config)?;
+    let identity = crate::identity::Identity::load_or_create(&config.data_dir)?;
+    let reset_secret = quiver_net::StatelessResetSecret(Arc::new(identity.reset_secret));
+    let cluster_id: Arc<str> = identity.cluster_id.into();
     let store = FileMetadataStore::open(&config.data_dir)?;
     let defaults = TopicConfig::defaults(&config);
     let shards = config.shard_count();
@@ -117,6 +122,8 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
             store: if i == 0 { store.take() } else { None },
             defaults: defaults.clone(),
             tls: tls.clone(),
+            reset_secret: reset_secret.clone(),
+            cluster_id: cluster_id.clone(),
             listen,
             drained: drained.clone(),
             ready: ready_tx.clone(),
@@ -197,12 +204,38 @@ fn server_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, RunError> {
 
 /// Binds the address once without SO_REUSEPORT: fails if anything (another streamd included)
 /// holds it, and turns port 0 into a concrete port that every shard then binds with SO_REUSEPORT.
+///
+/// A broker killed with SIGKILL releases its sockets only when the kernel has torn down its
+/// io_uring instances, which happens asynchronously after the process is gone; a restart right
+/// after a crash can therefore find the port still held for a moment. Waiting a few seconds for
+/// it beats failing, and a port held by a live process stays held and is reported.
 fn resolve_listen(addr: SocketAddr) -> Result<SocketAddr, RunError> {
-    let probe = UdpSocket::bind(addr).map_err(|source| RunError::Listen { addr, source })?;
-    probe
-        .local_addr()
-        .map_err(|source| RunError::Listen { addr, source })
+    let deadline = std::time::Instant::now() + LISTEN_RETRY_MAX;
+    let mut warned = false;
+    loop {
+        match UdpSocket::bind(addr) {
+            Ok(probe) => {
+                return probe
+                    .local_addr()
+                    .map_err(|source| RunError::Listen { addr, source })
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                if !warned {
+                    tracing::warn!(%addr, "address in use; waiting for it to be released");
+                    warned = true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(source) => return Err(RunError::Listen { addr, source }),
+        }
+    }
 }
+
+/// How long start-up waits for a busy QUIC address to be released.
+const LISTEN_RETRY_MAX: Duration = Duration::from_secs(5);
 
 struct ShardContext {
     id: ShardId,
@@ -214,6 +247,8 @@ struct ShardContext {
     store: Option<FileMetadataStore>,
     defaults: TopicConfig,
     tls: Arc<rustls::ServerConfig>,
+    reset_secret: quiver_net::StatelessResetSecret,
+    cluster_id: Arc<str>,
     listen: SocketAddr,
     drained: Arc<AtomicUsize>,
     ready: mpsc::Sender<Result<usize, String>>,
@@ -262,6 +297,7 @@ async fn shard_start(
         controller,
     ));
     shard.set_listen_port(ctx.listen.port());
+    shard.set_cluster_id(ctx.cluster_id.clone());
 
     // Recover this shard's logs before serving anything; messages from other shards wait in
     // the mesh until then.
@@ -311,6 +347,7 @@ async fn shard_start(
         frame_bytes_max: ctx.config.max_frame_bytes as usize,
         idle_timeout: Duration::from_millis(ctx.config.idle_timeout_ms),
         reuse_port: true,
+        stateless_reset_secret: Some(ctx.reset_secret.clone()),
         ..EndpointConfig::default()
     };
     let endpoint = Endpoint::builder(ctx.listen)

@@ -122,6 +122,7 @@ pub struct Shard {
     pub groups: crate::group::Coordinator,
     stopping: Cell<bool>,
     listen_port: Cell<u16>,
+    cluster_id: RefCell<Arc<str>>,
 }
 
 /// A partition on its owner.
@@ -155,6 +156,7 @@ impl Shard {
             groups,
             stopping: Cell::new(false),
             listen_port: Cell::new(0),
+            cluster_id: RefCell::new(Arc::from("")),
         }
     }
 
@@ -165,6 +167,15 @@ impl Shard {
 
     pub fn set_listen_port(&self, port: u16) {
         self.listen_port.set(port);
+    }
+
+    /// The cluster this broker belongs to (created on first start, `<data_dir>/meta/cluster.id`).
+    pub fn cluster_id(&self) -> Arc<str> {
+        self.cluster_id.borrow().clone()
+    }
+
+    pub fn set_cluster_id(&self, id: Arc<str>) {
+        *self.cluster_id.borrow_mut() = id;
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {

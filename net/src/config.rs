@@ -49,6 +49,21 @@ pub struct EndpointConfig {
     pub socket_buffer_bytes: usize,
     /// Bind with SO_REUSEPORT so that one endpoint per core can share an address.
     pub reuse_port: bool,
+    /// Secret from which stateless-reset tokens are derived (RFC 9000, section 10.3). Give every
+    /// endpoint of a broker the same secret, kept across restarts, and a restarted broker resets
+    /// its old connections at their first packet instead of leaving clients to time out. `None`:
+    /// a random secret per endpoint.
+    pub stateless_reset_secret: Option<StatelessResetSecret>,
+}
+
+/// 64 secret bytes; `Debug` does not print them.
+#[derive(Clone)]
+pub struct StatelessResetSecret(pub Arc<[u8; 64]>);
+
+impl std::fmt::Debug for StatelessResetSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StatelessResetSecret(..)")
+    }
 }
 
 impl Default for EndpointConfig {
@@ -67,6 +82,7 @@ impl Default for EndpointConfig {
             call_timeout: Duration::from_secs(30),
             socket_buffer_bytes: 8 * 1024 * 1024,
             reuse_port: true,
+            stateless_reset_secret: None,
         }
     }
 }

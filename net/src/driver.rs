@@ -412,8 +412,25 @@ impl Driver {
         client_config: Option<ClientConfig>,
         service: Option<Rc<dyn DynService>>,
     ) -> Shared {
+        let endpoint_config = match &cfg.stateless_reset_secret {
+            Some(secret) => {
+                let mut c = quinn_proto::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+                    ring::hmac::HMAC_SHA256,
+                    &secret.0[..],
+                )));
+                // quinn-proto drops a packet whose connection id fails its generator's check
+                // before it would answer with a reset, so the generator's key must survive the
+                // restart too: derive it from the same secret.
+                let cid_key = u64::from_le_bytes(secret.0[..8].try_into().expect("8 bytes"));
+                c.cid_generator(move || {
+                    Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+                });
+                c
+            }
+            None => quinn_proto::EndpointConfig::default(),
+        };
         let endpoint = quinn_proto::Endpoint::new(
-            Arc::new(quinn_proto::EndpointConfig::default()),
+            Arc::new(endpoint_config),
             server_config.clone(),
             // Path MTU discovery needs unfragmented sends; quinn-udp sets IP_DONTFRAG where the
             // platform has it and reports whether fragmentation may still happen.

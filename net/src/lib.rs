@@ -43,7 +43,7 @@ mod sync;
 pub mod tls;
 mod udp;
 
-pub use config::EndpointConfig;
+pub use config::{EndpointConfig, StatelessResetSecret};
 pub use driver::EndpointStats;
 pub use endpoint::{BindError, ClientConnection, Endpoint, EndpointBuilder};
 pub use error::{CallError, ConnectError};

@@ -166,6 +166,7 @@ impl Broker {
             if !log.contains("Address already in use") {
                 panic!("streamd did not restart; log:\n{log}");
             }
+            eprintln!("testkit: port {port} was taken, restarting on a new port; log:\n{log}");
             self.spawn(None);
         }
     }

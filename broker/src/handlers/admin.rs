@@ -34,7 +34,7 @@ pub(super) fn api_versions(shard: &Shard) -> ApiVersionsResponse {
             .collect(),
         throttle_time_ms: 0,
         broker_id: BrokerId(shard.config.broker_id),
-        cluster_id: None,
+        cluster_id: Some(shard.cluster_id().to_string()),
         sasl_mechanisms: Vec::new(),
     }
 }
@@ -117,7 +117,7 @@ pub(super) async fn metadata(shard: &Rc<Shard>, req: MetadataRequest) -> Metadat
             port: shard.listen_port(),
             rack: None,
         }],
-        cluster_id: None,
+        cluster_id: Some(shard.cluster_id().to_string()),
         controller_id: Some(me),
         topics,
     }

@@ -1,0 +1,136 @@
+//! What a broker keeps about itself across restarts: the cluster id it belongs to, and the secret
+//! its QUIC endpoints derive stateless-reset tokens from.
+//!
+//! Both are created on first start under `<data_dir>/meta/` and read back afterwards. The reset
+//! secret is what lets a broker restarted after kill -9 tell clients at once that their old
+//! connections are gone (RFC 9000, section 10.3): the new process derives the same tokens the
+//! old one handed out, so its first answer to an old connection's packet is a stateless reset,
+//! and the client reconnects instead of waiting for a timeout.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+pub struct Identity {
+    pub cluster_id: String,
+    pub reset_secret: [u8; 64],
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {why}")]
+    Invalid { path: PathBuf, why: String },
+}
+
+impl Identity {
+    pub fn load_or_create(data_dir: &Path) -> Result<Identity, IdentityError> {
+        let dir = data_dir.join("meta");
+        fs::create_dir_all(&dir).map_err(|source| IdentityError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let id_path = dir.join("cluster.id");
+        let cluster_id = match fs::read_to_string(&id_path) {
+            Ok(s) => {
+                let s = s.trim().to_string();
+                if s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                    return Err(IdentityError::Invalid {
+                        path: id_path,
+                        why: format!("'{s}' is not a cluster id"),
+                    });
+                }
+                s
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let id = format!("{:032x}", rand::random::<u128>());
+                write_new(&id_path, format!("{id}\n").as_bytes(), 0o644)?;
+                id
+            }
+            Err(source) => {
+                return Err(IdentityError::Io {
+                    path: id_path,
+                    source,
+                })
+            }
+        };
+        let key_path = dir.join("stateless-reset.key");
+        let reset_secret = match fs::read(&key_path) {
+            Ok(bytes) => bytes
+                .try_into()
+                .map_err(|b: Vec<u8>| IdentityError::Invalid {
+                    path: key_path.clone(),
+                    why: format!("{} bytes, expected 64", b.len()),
+                })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut secret = [0u8; 64];
+                for chunk in secret.chunks_mut(16) {
+                    chunk.copy_from_slice(&rand::random::<u128>().to_le_bytes());
+                }
+                write_new(&key_path, &secret, 0o600)?;
+                secret
+            }
+            Err(source) => {
+                return Err(IdentityError::Io {
+                    path: key_path,
+                    source,
+                })
+            }
+        };
+        Ok(Identity {
+            cluster_id,
+            reset_secret,
+        })
+    }
+}
+
+/// Writes a file that must not exist yet, durably (file and directory synced).
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IdentityError> {
+    let io = |source| IdentityError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    fs::rename(&tmp, path).map_err(io)?;
+    fs::File::open(path.parent().expect("in meta/"))
+        .and_then(|d| d.sync_all())
+        .map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_once_then_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Identity::load_or_create(dir.path()).unwrap();
+        let b = Identity::load_or_create(dir.path()).unwrap();
+        assert_eq!(a.cluster_id, b.cluster_id);
+        assert_eq!(a.reset_secret, b.reset_secret);
+        assert_eq!(a.cluster_id.len(), 32);
+        let mode = fs::metadata(dir.path().join("meta/stateless-reset.key"))
+            .unwrap()
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        fs::write(dir.path().join("meta/stateless-reset.key"), b"short").unwrap();
+        assert!(Identity::load_or_create(dir.path()).is_err());
+    }
+}
