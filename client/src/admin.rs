@@ -14,6 +14,7 @@ use quiver_proto::{BrokerId, ErrorCode, Offset, PartitionId};
 use serde::Serialize;
 
 use crate::client::{BrokerInfo, Client};
+use crate::commit::OffsetAndMetadata;
 use crate::consumer::list_offsets_raw;
 use crate::error::{Error, Result};
 use crate::group::find_coordinator;
@@ -558,34 +559,48 @@ pub struct GroupListing {
 ///
 /// ```
 /// # use quiver_client::admin::GroupMember;
-/// let m = GroupMember { member_id: "m1".into(), client_host: None, member_epoch: 3,
-///     subscribed_topics: vec!["orders".into()], assigned: vec![("orders".into(), vec![0, 1])] };
+/// let m = GroupMember { member_id: "m1".into(), instance_id: Some("pod-1".into()),
+///     client_host: None, member_epoch: 3, subscribed_topics: vec!["orders".into()],
+///     assigned: vec![("orders".into(), vec![0, 1])], target: vec![("orders".into(), vec![0, 1])] };
 /// assert_eq!(m.assigned[0].1.len(), 2);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GroupMember {
     pub member_id: String,
+    /// The static member's instance id (`ConsumerConfig::instance_id`), if any.
+    pub instance_id: Option<String>,
     pub client_host: Option<String>,
     pub member_epoch: i32,
     pub subscribed_topics: Vec<String>,
     /// (topic, partitions) the member owns now.
     pub assigned: Vec<(String, Vec<u32>)>,
+    /// (topic, partitions) the broker's assignor means the member to own; differs from
+    /// `assigned` while the group reconciles.
+    pub target: Vec<(String, Vec<u32>)>,
 }
 
 /// A partition's committed offset in a group, with the partition's end and the lag between.
 ///
 /// ```
 /// # use quiver_client::admin::GroupOffset;
-/// let o = GroupOffset { topic: "orders".into(), partition: 0, committed: Some(90), end: Some(100), lag: Some(10) };
+/// let o = GroupOffset { topic: "orders".into(), partition: 0, committed: Some(90),
+///     metadata: None, end: Some(100), lag: Some(10), member_id: Some("m1".into()) };
 /// assert_eq!(o.lag, Some(10));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GroupOffset {
     pub topic: String,
     pub partition: u32,
+    /// The committed offset (the next record the group reads); `None`: nothing committed.
     pub committed: Option<u64>,
+    /// The metadata string committed with it.
+    pub metadata: Option<String>,
+    /// The partition's log end offset (high watermark); `None` if the topic is gone.
     pub end: Option<u64>,
+    /// `end - committed`: records the group has not consumed yet.
     pub lag: Option<u64>,
+    /// The member that owns the partition now, if any.
+    pub member_id: Option<String>,
 }
 
 /// A consumer group: state, members with their partitions, committed offsets and lag.
@@ -600,11 +615,21 @@ pub struct GroupOffset {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GroupDescription {
     pub group_id: String,
+    /// `Empty`, `Stable` (every member owns its target) or `Reconciling`.
     pub state: String,
+    /// The broker-side assignor the group uses (`range`, `roundrobin`, `sticky`).
+    pub assignor: Option<String>,
     pub group_epoch: i32,
     pub assignment_epoch: i32,
     pub members: Vec<GroupMember>,
+    /// Every partition the group has a committed offset for or a member owns, in order.
     pub offsets: Vec<GroupOffset>,
+}
+
+fn topic_partition_lists(tps: Vec<quiver_proto::api::TopicPartitions>) -> Vec<(String, Vec<u32>)> {
+    tps.into_iter()
+        .map(|t| (t.topic, t.partitions.into_iter().map(|p| p.0).collect()))
+        .collect()
 }
 
 impl Admin {
@@ -637,9 +662,153 @@ impl Admin {
         Ok(out)
     }
 
+    /// A group's committed offsets (with their metadata strings), by partition, in order.
+    ///
+    /// ```no_run
+    /// # async fn f(admin: quiver_client::Admin) -> quiver_client::Result<()> {
+    /// for (tp, o) in admin.list_group_offsets("billing").await? {
+    ///     println!("{tp}: {} {:?}", o.offset, o.metadata);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn list_group_offsets(
+        &self,
+        group: &str,
+    ) -> Result<Vec<(TopicPartition, OffsetAndMetadata)>> {
+        use quiver_proto::api::group::{OffsetFetchRequest, NO_GENERATION};
+        self.client
+            .require(
+                quiver_proto::api::ApiKey::OffsetFetch,
+                "reading committed offsets",
+            )
+            .await?;
+        let coordinator = find_coordinator(&self.client, group).await?;
+        let (resp, _) = self
+            .client
+            .call_broker(
+                coordinator,
+                &OffsetFetchRequest {
+                    group_id: group.to_string(),
+                    member_id: None,
+                    member_epoch: NO_GENERATION,
+                    topics: None,
+                    require_stable: false,
+                },
+                Vec::new(),
+            )
+            .await?;
+        if resp.error_code != ErrorCode::None {
+            return Err(Error::broker(resp.error_code, None));
+        }
+        let mut out = Vec::new();
+        for t in resp.topics {
+            for p in t.partitions {
+                if let Some(offset) = p.committed_offset {
+                    out.push((
+                        TopicPartition::new(&t.name, p.partition.0),
+                        OffsetAndMetadata {
+                            offset,
+                            metadata: p.metadata.filter(|m| !m.is_empty()),
+                        },
+                    ));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Sets a group's committed offsets from outside the group (Kafka's
+    /// `alterConsumerGroupOffsets`): what `streamctl group reset-offsets --execute` does. The
+    /// broker accepts it only while the group has no members (a running member would
+    /// overwrite it with its own position); otherwise it fails with `UnknownMemberId`. The
+    /// offsets are written as given: check them against the partitions' start and end first.
+    ///
+    /// ```no_run
+    /// # async fn f(admin: quiver_client::Admin) -> quiver_client::Result<()> {
+    /// use quiver_client::{Offset, TopicPartition};
+    /// // Replay orders/0 from offset 100 the next time the billing group starts.
+    /// admin.alter_group_offsets("billing", &[(TopicPartition::new("orders", 0), Offset(100))]).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn alter_group_offsets(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, Offset)],
+    ) -> Result<()> {
+        use quiver_proto::api::group::{
+            OffsetCommitPartition, OffsetCommitRequest, OffsetCommitTopic, NO_GENERATION,
+        };
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        self.client
+            .require(
+                quiver_proto::api::ApiKey::OffsetCommit,
+                "changing committed offsets",
+            )
+            .await?;
+        let coordinator = find_coordinator(&self.client, group).await?;
+        let mut topics: Vec<OffsetCommitTopic> = Vec::new();
+        for (tp, o) in offsets {
+            let part = OffsetCommitPartition {
+                partition: tp.partition,
+                committed_offset: *o,
+                committed_leader_epoch: None,
+                committed_metadata: None,
+            };
+            match topics.iter_mut().find(|t| t.name == tp.topic) {
+                Some(t) => t.partitions.push(part),
+                None => topics.push(OffsetCommitTopic {
+                    name: tp.topic.clone(),
+                    partitions: vec![part],
+                }),
+            }
+        }
+        let req = OffsetCommitRequest {
+            group_id: group.to_string(),
+            generation_id_or_member_epoch: NO_GENERATION,
+            member_id: String::new(),
+            group_instance_id: None,
+            topics,
+        };
+        let (resp, _) = self
+            .client
+            .call_broker(coordinator, &req, Vec::new())
+            .await?;
+        for t in resp.topics {
+            for p in t.partitions {
+                match p.error_code {
+                    ErrorCode::None => {}
+                    ErrorCode::UnknownMemberId => {
+                        return Err(Error::broker(
+                            ErrorCode::UnknownMemberId,
+                            Some(format!(
+                                "group '{group}' has active members; stop them before changing \
+                                 its offsets"
+                            )),
+                        ))
+                    }
+                    c => {
+                        return Err(Error::broker(
+                            c,
+                            Some(format!(
+                                "setting the offset of {}/{} for group '{group}': {}",
+                                t.name,
+                                p.partition.0,
+                                c.description()
+                            )),
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A group's state, members and committed offsets (with each partition's end and lag).
     pub async fn describe_group(&self, group: &str) -> Result<GroupDescription> {
-        use quiver_proto::api::group::{DescribeGroupsRequest, OffsetFetchRequest, NO_GENERATION};
+        use quiver_proto::api::group::DescribeGroupsRequest;
         self.client
             .require(
                 quiver_proto::api::ApiKey::DescribeGroups,
@@ -665,78 +834,73 @@ impl Admin {
         if g.error_code != ErrorCode::None {
             return Err(Error::broker(g.error_code, g.error_message));
         }
-        let (offsets, _) = self
-            .client
-            .call_broker(
-                coordinator,
-                &OffsetFetchRequest {
-                    group_id: group.to_string(),
-                    member_id: None,
-                    member_epoch: NO_GENERATION,
-                    topics: None,
-                    require_stable: false,
-                },
-                Vec::new(),
-            )
-            .await?;
-        if offsets.error_code != ErrorCode::None {
-            return Err(Error::broker(offsets.error_code, None));
-        }
-        let mut committed: Vec<(TopicPartition, Option<Offset>)> = Vec::new();
-        for t in offsets.topics {
-            for p in t.partitions {
-                committed.push((
-                    TopicPartition::new(&t.name, p.partition.0),
-                    p.committed_offset,
-                ));
-            }
-        }
-        committed.sort();
-        let mut ends: Vec<(TopicPartition, Option<Offset>)> = Vec::new();
-        for (tp, _) in &committed {
-            // A deleted topic has no end; its committed offsets are still shown.
-            if let Ok(mut e) =
-                list_offsets_raw(&self.client, &[(tp.clone(), OffsetSpec::Latest)]).await
-            {
-                ends.append(&mut e);
-            }
-        }
-        let offsets = committed
+        let members: Vec<GroupMember> = g
+            .members
             .into_iter()
-            .map(|(tp, c)| {
-                let end = ends.iter().find(|(t, _)| *t == tp).and_then(|(_, e)| *e);
+            .map(|m| GroupMember {
+                member_id: m.member_id,
+                instance_id: m.group_instance_id,
+                client_host: m.client_host,
+                member_epoch: m.member_epoch,
+                subscribed_topics: m.subscribed_topic_names,
+                assigned: topic_partition_lists(m.assigned),
+                target: topic_partition_lists(m.target_assignment),
+            })
+            .collect();
+        // Every partition with a commit or an owner.
+        let mut rows: BTreeMap<TopicPartition, (Option<OffsetAndMetadata>, Option<String>)> =
+            BTreeMap::new();
+        for (tp, o) in self.list_group_offsets(group).await? {
+            rows.entry(tp).or_default().0 = Some(o);
+        }
+        for m in &members {
+            for (topic, ps) in &m.assigned {
+                for p in ps {
+                    rows.entry(TopicPartition::new(topic, *p)).or_default().1 =
+                        Some(m.member_id.clone());
+                }
+            }
+        }
+        let mut ends: BTreeMap<TopicPartition, Offset> = BTreeMap::new();
+        let mut by_topic: BTreeMap<&str, Vec<(TopicPartition, OffsetSpec)>> = BTreeMap::new();
+        for tp in rows.keys() {
+            by_topic
+                .entry(tp.topic.as_str())
+                .or_default()
+                .push((tp.clone(), OffsetSpec::Latest));
+        }
+        for asked in by_topic.values() {
+            // A deleted topic has no end; its committed offsets are still shown.
+            if let Ok(found) = list_offsets_raw(&self.client, asked).await {
+                ends.extend(found.into_iter().filter_map(|(tp, o)| o.map(|o| (tp, o))));
+            }
+        }
+        let offsets = rows
+            .into_iter()
+            .map(|(tp, (c, owner))| {
+                let end = ends.get(&tp).copied();
+                let committed = c.as_ref().map(|c| c.offset);
                 GroupOffset {
                     topic: tp.topic.clone(),
                     partition: tp.partition.0,
-                    committed: c.map(|o| o.0),
+                    committed: committed.map(|o| o.0),
+                    metadata: c.and_then(|c| c.metadata),
                     end: end.map(|o| o.0),
-                    lag: match (c, end) {
+                    lag: match (committed, end) {
                         (Some(c), Some(e)) => Some(e.0.saturating_sub(c.0)),
                         _ => None,
                     },
+                    member_id: owner,
                 }
             })
             .collect();
         Ok(GroupDescription {
             group_id: g.group_id,
             state: format!("{:?}", g.group_state),
+            assignor: g.protocol_data.filter(|a| !a.is_empty()),
             group_epoch: g.group_epoch,
             assignment_epoch: g.assignment_epoch,
-            members: g
-                .members
-                .into_iter()
-                .map(|m| GroupMember {
-                    member_id: m.member_id,
-                    client_host: m.client_host,
-                    member_epoch: m.member_epoch,
-                    subscribed_topics: m.subscribed_topic_names,
-                    assigned: m
-                        .assigned
-                        .into_iter()
-                        .map(|t| (t.topic, t.partitions.into_iter().map(|p| p.0).collect()))
-                        .collect(),
-                })
-                .collect(),
+            members,
             offsets,
         })
     }

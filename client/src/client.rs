@@ -214,7 +214,7 @@ impl Client {
             )
             .await?;
         *self.inner.bootstrap.write().expect("not poisoned") = Some((addr, host));
-        self.install(resp);
+        self.install(resp, true);
         Ok(())
     }
 
@@ -225,6 +225,7 @@ impl Client {
 
     /// Reloads metadata for these topics (all topics when `None`) and returns the new view.
     pub async fn refresh_metadata(&self, topics: Option<Vec<String>>) -> Result<Arc<ClusterView>> {
+        let all = topics.is_none();
         let (resp, _) = self
             .call_any(
                 &MetadataRequest {
@@ -234,7 +235,21 @@ impl Client {
                 Vec::new(),
             )
             .await?;
-        Ok(self.install(resp))
+        Ok(self.install(resp, all))
+    }
+
+    /// The names of every topic that exists now, internal topics left out (they are listed
+    /// only when asked for by name); refreshes the cached metadata on the way.
+    pub(crate) async fn topic_names(&self) -> Result<Vec<String>> {
+        let view = self.refresh_metadata(None).await?;
+        let mut names: Vec<String> = view
+            .topics
+            .values()
+            .filter(|t| !t.internal)
+            .map(|t| t.name.clone())
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     /// The bootstrap broker's ApiVersions answer, asked on first use and cached.
@@ -274,9 +289,16 @@ impl Client {
         })
     }
 
-    fn install(&self, resp: MetadataResponse) -> Arc<ClusterView> {
+    /// Installs a metadata answer; `all`: it lists every topic, so topics it leaves out were
+    /// deleted and leave the cache.
+    fn install(&self, resp: MetadataResponse, all: bool) -> Arc<ClusterView> {
         let mut guard = self.inner.cluster.write().expect("not poisoned");
         let mut view = (**guard).clone();
+        if all {
+            // Internal topics are listed only when asked for by name: they stay.
+            view.topics
+                .retain(|name, t| t.internal || resp.topics.iter().any(|r| r.name == *name));
+        }
         view.cluster_id = resp.cluster_id.clone();
         view.brokers = resp
             .brokers

@@ -8,9 +8,11 @@
 //! there. Records are decoded (CRC checked, decompressed) in the fetch task, off the caller's
 //! task; uncompressed keys and values are slices of the fetched bytes, not copies.
 //!
-//! Groups: with `subscribe`, a background task heartbeats to the group's coordinator (KIP-848)
-//! and `poll` applies the partitions the broker assigns, committing those it gives up (with
-//! auto-commit) before letting them go.
+//! Groups: with `subscribe` (or `subscribe_pattern`), a background task heartbeats to the
+//! group's coordinator (KIP-848) and `poll` applies the partitions the broker assigns,
+//! committing the positions of those it gives up (auto-commit or `commit_on_revoke`) before
+//! letting them go, and sending `RebalanceEvent`s to whoever asked for them. Commits, sync or
+//! async, go through one task in order (`commit.rs`).
 //!
 //! Positions: `position(tp)` is the offset of the next record `poll` will return. A partition
 //! without a position gets one on the next `poll`: its group's committed offset if there is
@@ -27,18 +29,19 @@ use quiver_proto::api::fetch::{
     FetchPartition, FetchRequest, FetchResponse, FetchTopic, IsolationLevel, ListOffsetsPartition,
     ListOffsetsRequest, ListOffsetsTopic, OffsetSpec,
 };
-use quiver_proto::api::group::{
-    OffsetCommitPartition, OffsetCommitRequest, OffsetCommitTopic, OffsetFetchRequest,
-    NO_GENERATION,
-};
+use quiver_proto::api::group::{OffsetFetchRequest, NO_GENERATION};
 use quiver_proto::api::{ApiKey, TopicPartitions};
 use quiver_proto::batch::{BatchError, BatchIter, BatchLimits, BatchView, Compression};
 use quiver_proto::{BrokerId, ErrorCode, Offset, PartitionId, TimestampMs};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::client::Client;
+use crate::commit::{CommitHandle, Committer, OffsetAndMetadata};
 use crate::error::{Error, Result};
-use crate::group::{check_topics, find_coordinator, Membership};
+use crate::group::{
+    check_topics, compile_pattern, find_coordinator, MemberOptions, Membership, Subscription,
+};
 use crate::record::{ConsumerRecord, Header, TopicPartition};
 
 /// Where a partition without a usable position starts (`auto.offset.reset`).
@@ -70,6 +73,86 @@ impl std::str::FromStr for OffsetReset {
             )),
         }
     }
+}
+
+/// How the broker spreads a group's partitions over its members (`server_assignor` in the
+/// KIP-848 heartbeat). The broker computes the assignment; the first member to join picks
+/// the assignor, and a member asking for another one while the group has members is refused
+/// (`UnsupportedAssignor`).
+///
+/// ```
+/// use quiver_client::Assignor;
+/// assert_eq!("round-robin".parse::<Assignor>().unwrap(), Assignor::RoundRobin);
+/// assert_eq!(Assignor::Sticky.name(), "sticky");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Assignor {
+    /// Per topic, contiguous ranges of partitions to the members subscribed to it.
+    Range,
+    /// All partitions dealt to members in turn.
+    RoundRobin,
+    /// Balanced, moving as few partitions as possible when members come and go (the broker's
+    /// default).
+    Sticky,
+}
+
+impl Assignor {
+    /// The name the broker knows it by.
+    pub fn name(self) -> &'static str {
+        match self {
+            Assignor::Range => "range",
+            Assignor::RoundRobin => "roundrobin",
+            Assignor::Sticky => "sticky",
+        }
+    }
+}
+
+impl std::str::FromStr for Assignor {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Assignor, String> {
+        match s {
+            "range" => Ok(Assignor::Range),
+            "roundrobin" | "round-robin" => Ok(Assignor::RoundRobin),
+            "sticky" => Ok(Assignor::Sticky),
+            other => Err(format!(
+                "assignor must be range, roundrobin or sticky, not '{other}'"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Assignor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A change of a subscribed consumer's partitions, delivered on the channel that
+/// [`Consumer::rebalance_events`] returns, in the order the changes were applied.
+///
+/// The consumer applies changes inside `poll`, so once an event is sent, `poll` no longer
+/// returns records of revoked or lost partitions, and returns records of assigned ones.
+///
+/// ```
+/// use quiver_client::{RebalanceEvent, TopicPartition};
+/// let e = RebalanceEvent::Assigned(vec![TopicPartition::new("orders", 0)]);
+/// match e {
+///     RebalanceEvent::Assigned(tps) => assert_eq!(tps[0].partition.0, 0),
+///     RebalanceEvent::Revoked(_) | RebalanceEvent::Lost(_) => unreachable!(),
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RebalanceEvent {
+    /// These partitions are now this member's (incremental: only the new ones).
+    Assigned(Vec<TopicPartition>),
+    /// These partitions were given up in a rebalance (or on close). With auto-commit or
+    /// `commit_on_revoke`, their positions were committed before they were given up, so
+    /// their next owner starts right after the last record `poll` returned here.
+    Revoked(Vec<TopicPartition>),
+    /// The member was fenced (its session expired, or another member with its instance id
+    /// replaced it): these partitions may already be another member's, nothing was committed
+    /// for them, and the consumer rejoins the group.
+    Lost(Vec<TopicPartition>),
 }
 
 /// Consumer settings, named like the Kafka settings they mirror.
@@ -106,6 +189,23 @@ pub struct ConsumerConfig {
     pub auto_commit_interval: Duration,
     /// How long a group member may take to give up partitions the group moves elsewhere.
     pub rebalance_timeout: Duration,
+    /// Static membership (`group.instance.id`): a stable id for this consumer instance (a pod
+    /// name, a host name). A consumer that restarts with the same id within the session
+    /// timeout takes its predecessor's partitions back without a rebalance; `close` tells the
+    /// broker it will be back (epoch -2) instead of leaving the group.
+    pub instance_id: Option<String>,
+    /// The broker-side assignor to ask for; `None` leaves it to the broker (sticky unless
+    /// streamd is configured otherwise).
+    pub assignor: Option<Assignor>,
+    /// A subscribed consumer commits the positions of partitions it gives up in a rebalance,
+    /// or on `close`, even with `enable_auto_commit` off, so the next owner resumes right after
+    /// the last record `poll` returned (default true). The position counts as processed: the
+    /// application is done with a batch when it calls `poll` again. Turn it off when records
+    /// are processed elsewhere after `poll` returns, and commit what was processed yourself.
+    pub commit_on_revoke: bool,
+    /// How often a pattern subscription lists the cluster's topics again to pick up new
+    /// and deleted ones (`metadata.max.age.ms`).
+    pub metadata_max_age: Duration,
 }
 
 impl Default for ConsumerConfig {
@@ -122,6 +222,10 @@ impl Default for ConsumerConfig {
             enable_auto_commit: true,
             auto_commit_interval: Duration::from_secs(5),
             rebalance_timeout: Duration::from_secs(60),
+            instance_id: None,
+            assignor: None,
+            commit_on_revoke: true,
+            metadata_max_age: Duration::from_secs(30),
         }
     }
 }
@@ -169,6 +273,55 @@ impl ConsumerConfig {
     }
     pub fn rebalance_timeout(mut self, d: Duration) -> ConsumerConfig {
         self.rebalance_timeout = d;
+        self
+    }
+
+    /// Static membership: see [`ConsumerConfig::instance_id`].
+    ///
+    /// ```
+    /// use quiver_client::ConsumerConfig;
+    /// let config = ConsumerConfig::default().group_id("billing").instance_id("billing-pod-3");
+    /// assert_eq!(config.instance_id.as_deref(), Some("billing-pod-3"));
+    /// ```
+    pub fn instance_id(mut self, id: impl Into<String>) -> ConsumerConfig {
+        self.instance_id = Some(id.into());
+        self
+    }
+
+    /// The broker-side assignor this member asks for.
+    ///
+    /// ```
+    /// use quiver_client::{Assignor, ConsumerConfig};
+    /// let config = ConsumerConfig::default().group_id("billing").assignor(Assignor::Range);
+    /// assert_eq!(config.assignor, Some(Assignor::Range));
+    /// ```
+    pub fn assignor(mut self, a: Assignor) -> ConsumerConfig {
+        self.assignor = Some(a);
+        self
+    }
+
+    /// See [`ConsumerConfig::commit_on_revoke`].
+    ///
+    /// ```
+    /// use quiver_client::ConsumerConfig;
+    /// let config = ConsumerConfig::default().enable_auto_commit(false).commit_on_revoke(false);
+    /// assert!(!config.commit_on_revoke);
+    /// ```
+    pub fn commit_on_revoke(mut self, on: bool) -> ConsumerConfig {
+        self.commit_on_revoke = on;
+        self
+    }
+
+    /// See [`ConsumerConfig::metadata_max_age`].
+    ///
+    /// ```
+    /// use quiver_client::ConsumerConfig;
+    /// use std::time::Duration;
+    /// let config = ConsumerConfig::default().metadata_max_age(Duration::from_secs(5));
+    /// assert_eq!(config.metadata_max_age, Duration::from_secs(5));
+    /// ```
+    pub fn metadata_max_age(mut self, d: Duration) -> ConsumerConfig {
+        self.metadata_max_age = d;
         self
     }
 }
@@ -238,6 +391,10 @@ pub struct Consumer {
     /// Set by `subscribe`: the group decides the assignment.
     membership: Option<Membership>,
     last_auto_commit: Instant,
+    /// The commit task, started by the first commit (it needs the runtime).
+    committer: std::sync::OnceLock<Committer>,
+    /// Where rebalance events go, once asked for.
+    events: Option<mpsc::UnboundedSender<RebalanceEvent>>,
 }
 
 impl Drop for Consumer {
@@ -261,6 +418,8 @@ impl Consumer {
             warned_no_groups: false,
             membership: None,
             last_auto_commit: Instant::now(),
+            committer: std::sync::OnceLock::new(),
+            events: None,
         }
     }
 
@@ -285,37 +444,156 @@ impl Consumer {
     /// ```
     pub async fn subscribe(&mut self, topics: Vec<String>) -> Result<()> {
         check_topics(&topics)?;
-        let group = self.group()?.to_string();
-        self.client
-            .require(ApiKey::ConsumerGroupHeartbeat, "joining a consumer group")
-            .await?;
         for t in &topics {
             self.client.topic(t).await?;
         }
+        self.join(Subscription::Topics(topics)).await
+    }
+
+    /// Like [`subscribe`](Consumer::subscribe), to every topic whose whole name matches the
+    /// regular expression `pattern` (`regex` crate syntax; `orders-.*` matches `orders-eu`, not
+    /// `old-orders-eu`). Internal topics never match. The topics are listed again every
+    /// `metadata_max_age`, so topics created (or deleted) later join (or leave) the
+    /// subscription. A pattern that matches nothing yet is not an error: the consumer joins
+    /// the group once a topic matches.
+    ///
+    /// ```no_run
+    /// # async fn f(client: quiver_client::Client) -> quiver_client::Result<()> {
+    /// use quiver_client::{Consumer, ConsumerConfig};
+    /// use std::time::Duration;
+    /// let config = ConsumerConfig::default()
+    ///     .group_id("audit")
+    ///     .metadata_max_age(Duration::from_secs(10));
+    /// let mut consumer = Consumer::new(client, config);
+    /// consumer.subscribe_pattern("orders-.*").await?;
+    /// for r in consumer.poll(Duration::from_secs(1)).await? {
+    ///     println!("{}/{}@{}", r.topic, r.partition, r.offset);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe_pattern(&mut self, pattern: &str) -> Result<()> {
+        let re = compile_pattern(pattern)?;
+        self.join(Subscription::Pattern(re)).await
+    }
+
+    async fn join(&mut self, subscription: Subscription) -> Result<()> {
+        let group = self.group()?.to_string();
+        if self
+            .config
+            .instance_id
+            .as_deref()
+            .is_some_and(str::is_empty)
+        {
+            return Err(Error::Config("instance_id must not be empty".into()));
+        }
+        self.client
+            .require(ApiKey::ConsumerGroupHeartbeat, "joining a consumer group")
+            .await?;
         match &self.membership {
-            Some(m) => m.set_subscription(topics),
+            Some(m) => m.set_subscription(subscription),
             None => {
                 self.apply_assignment(Vec::new());
                 self.membership = Some(Membership::start(
                     self.client.clone(),
-                    group,
-                    topics,
-                    self.config.rebalance_timeout,
-                    self.config.retry_backoff,
+                    MemberOptions {
+                        group_id: group,
+                        subscription,
+                        instance_id: self.config.instance_id.clone(),
+                        assignor: self.config.assignor.map(|a| a.name().to_string()),
+                        rebalance_timeout: self.config.rebalance_timeout,
+                        retry_backoff: self.config.retry_backoff,
+                        metadata_max_age: self.config.metadata_max_age,
+                    },
                 ));
             }
         }
         Ok(())
     }
 
-    /// Commits (with auto-commit on), leaves the group if subscribed, and stops fetching.
+    /// The topics this consumer is subscribed to now (for a pattern, the topics it matched
+    /// when the cluster's topics were last listed); empty when not subscribed.
+    ///
+    /// ```no_run
+    /// # async fn f(mut consumer: quiver_client::Consumer) -> quiver_client::Result<()> {
+    /// consumer.subscribe_pattern("orders-.*").await?;
+    /// consumer.poll(std::time::Duration::from_secs(1)).await?;
+    /// println!("reading {:?}", consumer.subscription());
+    /// # Ok(()) }
+    /// ```
+    pub fn subscription(&self) -> Vec<String> {
+        self.membership
+            .as_ref()
+            .map(Membership::subscribed)
+            .unwrap_or_default()
+    }
+
+    /// A channel of this consumer's [`RebalanceEvent`]s: partitions assigned, revoked and
+    /// lost, in order. Events are sent from `poll` (and `close`), where changes are applied.
+    /// Calling it again replaces the channel; events nobody receives are dropped.
+    ///
+    /// ```no_run
+    /// # async fn f(client: quiver_client::Client) -> quiver_client::Result<()> {
+    /// use quiver_client::{Consumer, ConsumerConfig, RebalanceEvent};
+    /// use std::time::Duration;
+    /// let mut consumer = Consumer::new(client, ConsumerConfig::default().group_id("billing"));
+    /// let mut events = consumer.rebalance_events();
+    /// consumer.subscribe(vec!["orders".into()]).await?;
+    /// loop {
+    ///     let records = consumer.poll(Duration::from_secs(1)).await?;
+    ///     while let Ok(event) = events.try_recv() {
+    ///         match event {
+    ///             RebalanceEvent::Assigned(tps) => println!("now reading {tps:?}"),
+    ///             RebalanceEvent::Revoked(tps) => println!("handed over {tps:?}"),
+    ///             RebalanceEvent::Lost(tps) => println!("fenced; lost {tps:?}"),
+    ///         }
+    ///     }
+    ///     // ... process records ...
+    /// #   drop(records);
+    /// }
+    /// # }
+    /// ```
+    pub fn rebalance_events(&mut self) -> mpsc::UnboundedReceiver<RebalanceEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.events = Some(tx);
+        rx
+    }
+
+    fn emit(&mut self, event: RebalanceEvent) {
+        let gone = match &self.events {
+            Some(tx) => tx.send(event).is_err(),
+            None => false,
+        };
+        if gone {
+            self.events = None;
+        }
+    }
+
+    /// Commits (with auto-commit, or `commit_on_revoke` for a group member), leaves the group
+    /// if subscribed, and stops fetching. A static member (`instance_id`) does not leave: it
+    /// tells the broker it will be back, and its partitions wait for it until the session
+    /// timeout.
     pub async fn close(mut self) -> Result<()> {
-        let committed = if self.config.group_id.is_some() && self.config.enable_auto_commit {
+        let commit = self.config.group_id.is_some()
+            && (self.config.enable_auto_commit
+                || (self.membership.is_some() && self.config.commit_on_revoke));
+        let lost = self
+            .membership
+            .as_ref()
+            .is_some_and(|m| m.shared.state.lock().expect("not poisoned").lost);
+        let committed = if commit && !lost {
             self.commit().await
         } else {
             Ok(())
         };
         if let Some(m) = self.membership.take() {
+            let held = self.assignment();
+            if !held.is_empty() {
+                self.emit(if lost {
+                    RebalanceEvent::Lost(held)
+                } else {
+                    RebalanceEvent::Revoked(held)
+                });
+            }
             m.leave(Duration::from_secs(5)).await;
         }
         committed
@@ -327,39 +605,80 @@ impl Consumer {
     }
 
     /// Applies the group's newest assignment, if it changed: commits what is given up (with
-    /// auto-commit), then takes the new set and tells the heartbeat task it now owns it.
+    /// auto-commit or `commit_on_revoke`), then takes the new set and tells the heartbeat task
+    /// it now owns it. After a fencing, drops every partition without committing instead.
     async fn sync_group(&mut self) -> Result<()> {
         let Some(shared) = self.membership.as_ref().map(|m| m.shared.clone()) else {
             return Ok(());
         };
-        let target = {
+        let (target, generation) = {
             let mut st = shared.state.lock().expect("not poisoned");
             if let Some(e) = st.fatal.take() {
                 return Err(e);
             }
-            (st.target != st.owned).then(|| st.target.clone())
+            if st.lost {
+                // Fenced: these partitions may be another member's already. Positions are
+                // forgotten, so partitions assigned again start from the committed offsets.
+                let lost: Vec<TopicPartition> = self.assignment.keys().cloned().collect();
+                self.apply_assignment(Vec::new());
+                st.owned.clear();
+                st.target.clear();
+                st.lost = false;
+                st.epoch = quiver_proto::api::group::JOIN_EPOCH;
+                drop(st);
+                shared.nudge.notify_one();
+                tracing::info!(group = %shared.group_id, partitions = ?lost, "partitions lost; rejoining");
+                if !lost.is_empty() {
+                    self.emit(RebalanceEvent::Lost(lost));
+                }
+                return Ok(());
+            }
+            if st.target == st.owned {
+                return Ok(());
+            }
+            (st.target.clone(), st.generation)
         };
-        let Some(target) = target else {
-            return Ok(());
-        };
-        let revoked: Vec<(TopicPartition, Offset)> = self
+        let revoked: Vec<TopicPartition> = self
             .assignment
-            .iter()
-            .filter(|(tp, _)| !target.contains(*tp))
-            .filter_map(|(tp, s)| s.position.map(|o| (tp.clone(), o)))
+            .keys()
+            .filter(|tp| !target.contains(*tp))
+            .cloned()
             .collect();
-        if !revoked.is_empty() && self.config.enable_auto_commit {
-            if let Err(e) = self.commit_offsets(&revoked).await {
+        let commit: Vec<(TopicPartition, Offset)> = revoked
+            .iter()
+            .filter_map(|tp| self.position(tp).map(|o| (tp.clone(), o)))
+            .collect();
+        if !commit.is_empty() && (self.config.enable_auto_commit || self.config.commit_on_revoke) {
+            if let Err(e) = self.commit_offsets(&commit).await {
                 tracing::warn!(error = %e, "committing revoked partitions failed");
             }
         }
-        self.apply_assignment(target.iter().cloned().collect());
-        shared.state.lock().expect("not poisoned").owned = target;
+        let added: Vec<TopicPartition> = target
+            .iter()
+            .filter(|tp| !self.assignment.contains_key(*tp))
+            .cloned()
+            .collect();
+        {
+            let mut st = shared.state.lock().expect("not poisoned");
+            if st.lost || st.generation != generation {
+                // Fenced while committing: the next turn drops everything.
+                return Ok(());
+            }
+            self.apply_assignment(target.iter().cloned().collect());
+            st.owned = target;
+        }
         shared.nudge.notify_one();
+        if !revoked.is_empty() {
+            self.emit(RebalanceEvent::Revoked(revoked));
+        }
+        if !added.is_empty() {
+            self.emit(RebalanceEvent::Assigned(added));
+        }
         Ok(())
     }
 
-    async fn auto_commit(&mut self) {
+    /// Queues a commit of every position if auto-commit is due; never waits for it.
+    fn auto_commit(&mut self) {
         if self.config.group_id.is_none()
             || !self.config.enable_auto_commit
             || self.last_auto_commit.elapsed() < self.config.auto_commit_interval
@@ -367,9 +686,31 @@ impl Consumer {
             return;
         }
         self.last_auto_commit = Instant::now();
-        if let Err(e) = self.commit().await {
-            tracing::warn!(error = %e, "auto-commit failed");
+        let offsets = self.positions();
+        let identity = self.membership.as_ref().map(Membership::commit_identity);
+        match self.committer() {
+            Ok(c) => c.queue_auto(offsets, identity),
+            Err(e) => tracing::warn!(error = %e, "auto-commit failed"),
         }
+    }
+
+    /// Every assigned partition's position, as offsets to commit.
+    fn positions(&self) -> Vec<(TopicPartition, OffsetAndMetadata)> {
+        self.assignment
+            .iter()
+            .filter_map(|(tp, s)| s.position.map(|o| (tp.clone(), OffsetAndMetadata::new(o))))
+            .collect()
+    }
+
+    fn committer(&self) -> Result<&Committer> {
+        let group = self.group()?;
+        Ok(self.committer.get_or_init(|| {
+            Committer::start(
+                self.client.clone(),
+                group.to_string(),
+                self.config.retry_backoff,
+            )
+        }))
     }
 
     /// Reads exactly these partitions from now on (replacing any earlier assignment).
@@ -546,7 +887,7 @@ impl Consumer {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             self.sync_group().await?;
-            self.auto_commit().await;
+            self.auto_commit();
             // A group member looks at its assignment at least this often while it waits.
             let wait_until = if self.membership.is_some() {
                 deadline.min(tokio::time::Instant::now() + Duration::from_millis(100))
@@ -856,77 +1197,119 @@ impl Consumer {
         });
     }
 
-    /// Commits the current position of every assigned partition for the consumer's group.
+    /// Commits the current position of every assigned partition for the consumer's group,
+    /// and waits for the broker's answer (after any commit queued before it).
     ///
-    /// Needs `group_id`. A subscribed member commits as itself (a member fenced by a
-    /// rebalance cannot commit); a consumer with assigned partitions commits from outside the
-    /// group, which the broker accepts while the group has no members. Against a broker without
-    /// consumer groups this fails with [`Error::Unsupported`].
+    /// Needs `group_id`. A subscribed member commits as itself: a member that was fenced (its
+    /// session expired, or it was replaced) is refused with `UnknownMemberId`, one whose epoch
+    /// is out of date with `StaleMemberEpoch` ([`Error::code`] tells which). A consumer with
+    /// assigned partitions commits from outside the group, which the broker accepts while
+    /// the group has no members. Errors that may pass (no coordinator yet, a lost
+    /// connection) are retried for up to 30 s. Against a broker without consumer groups this
+    /// fails with [`Error::Unsupported`].
+    ///
+    /// ```no_run
+    /// # async fn f(mut consumer: quiver_client::Consumer) -> quiver_client::Result<()> {
+    /// use quiver_client::ErrorCode;
+    /// use std::time::Duration;
+    /// let records = consumer.poll(Duration::from_secs(1)).await?;
+    /// // ... process the records ...
+    /// match consumer.commit().await {
+    ///     Ok(()) => {}
+    ///     Err(e) if e.code() == Some(ErrorCode::UnknownMemberId) => {
+    ///         // This member was fenced; its partitions went to others, which will read
+    ///         // these records again. The next poll rejoins the group.
+    ///     }
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # drop(records); Ok(()) }
+    /// ```
     pub async fn commit(&mut self) -> Result<()> {
-        let offsets: Vec<(TopicPartition, Offset)> = self
-            .assignment
-            .iter()
-            .filter_map(|(tp, s)| s.position.map(|o| (tp.clone(), o)))
-            .collect();
-        self.commit_offsets(&offsets).await
+        let offsets = self.positions();
+        self.queue_commit(offsets)?.await
     }
 
-    /// Commits these offsets (each the next record to read) for the consumer's group.
+    /// Queues a commit of every assigned partition's current position and returns at once:
+    /// `poll` goes on while the commit is sent. Commits are sent one at a time in the order
+    /// they were made, so a later commit never lands before an earlier one, and `commit`
+    /// waits for those queued before it. Await the handle for the outcome, or drop it (a
+    /// failure is then logged).
+    ///
+    /// ```no_run
+    /// # async fn f(mut consumer: quiver_client::Consumer) -> quiver_client::Result<()> {
+    /// use std::time::Duration;
+    /// let mut pending = Vec::new();
+    /// for _ in 0..10 {
+    ///     let records = consumer.poll(Duration::from_secs(1)).await?;
+    ///     // ... process the records ...
+    /// #   drop(records);
+    ///     pending.push(consumer.commit_async());
+    /// }
+    /// for p in pending {
+    ///     if let Err(e) = p.await {
+    ///         eprintln!("a commit failed: {e}");
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn commit_async(&self) -> CommitHandle {
+        let offsets = self.positions();
+        self.queue_or_fail(offsets)
+    }
+
+    /// Commits these offsets (each the next record to read) for the consumer's group, and
+    /// waits for the answer.
+    ///
+    /// ```no_run
+    /// # async fn f(consumer: quiver_client::Consumer) -> quiver_client::Result<()> {
+    /// use quiver_client::{Offset, TopicPartition};
+    /// // Records up to offset 41 of orders/0 are processed: resume at 42.
+    /// consumer.commit_offsets(&[(TopicPartition::new("orders", 0), Offset(42))]).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn commit_offsets(&self, offsets: &[(TopicPartition, Offset)]) -> Result<()> {
-        let group = self.group()?;
-        self.client
-            .require(ApiKey::OffsetCommit, "committing offsets")
-            .await?;
-        let coordinator = self.coordinator(group).await?;
-        let mut topics: Vec<OffsetCommitTopic> = Vec::new();
-        for (tp, offset) in offsets {
-            let part = OffsetCommitPartition {
-                partition: tp.partition,
-                committed_offset: *offset,
-                committed_leader_epoch: None,
-                committed_metadata: None,
-            };
-            match topics.iter_mut().find(|t| t.name == tp.topic) {
-                Some(t) => t.partitions.push(part),
-                None => topics.push(OffsetCommitTopic {
-                    name: tp.topic.clone(),
-                    partitions: vec![part],
-                }),
-            }
+        let offsets = offsets
+            .iter()
+            .map(|(tp, o)| (tp.clone(), OffsetAndMetadata::new(*o)))
+            .collect();
+        self.queue_commit(offsets)?.await
+    }
+
+    /// Queues a commit of these offsets, with an optional metadata string each (stored with
+    /// the offset and returned by `Admin::list_group_offsets`), and returns at once.
+    ///
+    /// ```no_run
+    /// # async fn f(consumer: quiver_client::Consumer) -> quiver_client::Result<()> {
+    /// use quiver_client::{Offset, OffsetAndMetadata, TopicPartition};
+    /// let tp = TopicPartition::new("orders", 0);
+    /// let handle = consumer.commit_offsets_async(vec![
+    ///     (tp, OffsetAndMetadata::new(Offset(42)).metadata("invoice run 2024-05-01")),
+    /// ]);
+    /// handle.await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn commit_offsets_async(
+        &self,
+        offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
+    ) -> CommitHandle {
+        self.queue_or_fail(offsets)
+    }
+
+    fn queue_commit(
+        &self,
+        offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
+    ) -> Result<CommitHandle> {
+        let committer = self.committer()?;
+        let identity = self.membership.as_ref().map(Membership::commit_identity);
+        Ok(committer.queue(offsets, identity))
+    }
+
+    /// Like `queue_commit`, with a configuration error delivered through the handle.
+    fn queue_or_fail(&self, offsets: Vec<(TopicPartition, OffsetAndMetadata)>) -> CommitHandle {
+        match self.queue_commit(offsets) {
+            Ok(h) => h,
+            Err(e) => CommitHandle::failed(e),
         }
-        // A member commits as itself (the broker fences stale epochs); a consumer with
-        // assigned partitions commits from outside the group, which an empty group accepts.
-        let (member_id, epoch) = match &self.membership {
-            Some(m) => m.identity(),
-            None => (String::new(), NO_GENERATION),
-        };
-        let req = OffsetCommitRequest {
-            group_id: group.to_string(),
-            generation_id_or_member_epoch: epoch,
-            member_id,
-            group_instance_id: None,
-            topics,
-        };
-        let (resp, _) = self
-            .client
-            .call_broker(coordinator, &req, Vec::new())
-            .await?;
-        for t in resp.topics {
-            for p in t.partitions {
-                if p.error_code != ErrorCode::None {
-                    return Err(Error::broker(
-                        p.error_code,
-                        Some(format!(
-                            "commit of {}/{} for group '{group}': {}",
-                            t.name,
-                            p.partition.0,
-                            p.error_code.description()
-                        )),
-                    ));
-                }
-            }
-        }
-        Ok(())
     }
 
     /// The group's committed offsets for these partitions (`None`: nothing committed).
@@ -1244,6 +1627,20 @@ pub(crate) async fn list_offsets(
             Ok((tp, o))
         })
         .collect()
+}
+
+/// Applications move a consumer into a spawned task and await its calls there: the consumer
+/// and the futures of its calls must be `Send` (no `std::sync` guard held across an await).
+/// Checked when this compiles.
+#[allow(dead_code)]
+fn consumer_calls_are_send(c: &mut Consumer) {
+    fn send<T: Send>(_: &T) {}
+    send(c);
+    send(&c.poll(Duration::ZERO));
+    send(&c.commit());
+    send(&c.commit_async());
+    send(&c.subscribe(Vec::new()));
+    send(&c.subscribe_pattern(""));
 }
 
 #[cfg(test)]

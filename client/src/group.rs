@@ -6,22 +6,49 @@
 //! Call order: the consumer sets `owned` after it has applied a target; the task reports
 //! `owned` in every heartbeat, which is how the broker learns that revoked partitions were let
 //! go and may be handed to their new owners.
+//!
+//! Fencing: when the broker says this member is unknown or its epoch is fenced, the task marks
+//! the partitions `lost` and stops heartbeating. Until the consumer has dropped them (in
+//! `poll`), the member keeps its old id and epoch, so any commit made meanwhile carries the old
+//! identity and the broker refuses it; only then does the task rejoin with epoch 0. A commit of
+//! positions read before the fencing can therefore never be accepted under the new epoch.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use quiver_proto::api::group::{
-    ConsumerGroupHeartbeatRequest, CoordinatorType, FindCoordinatorRequest, JOIN_EPOCH, LEAVE_EPOCH,
+    ConsumerGroupHeartbeatRequest, CoordinatorType, FindCoordinatorRequest, JOIN_EPOCH,
+    LEAVE_EPOCH, STATIC_LEAVE_EPOCH,
 };
 use quiver_proto::api::TopicPartitions;
 use quiver_proto::{BrokerId, ErrorCode, PartitionId};
 use rand::RngCore;
+use regex::Regex;
 use tokio::sync::Notify;
 
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::record::TopicPartition;
+
+/// What a member subscribes to.
+#[derive(Clone, Debug)]
+pub(crate) enum Subscription {
+    Topics(Vec<String>),
+    /// Every non-internal topic whose whole name matches; re-listed every `metadata_max_age`.
+    Pattern(Regex),
+}
+
+/// Everything a member is started with.
+pub(crate) struct MemberOptions {
+    pub(crate) group_id: String,
+    pub(crate) subscription: Subscription,
+    pub(crate) instance_id: Option<String>,
+    pub(crate) assignor: Option<String>,
+    pub(crate) rebalance_timeout: Duration,
+    pub(crate) retry_backoff: Duration,
+    pub(crate) metadata_max_age: Duration,
+}
 
 pub(crate) struct Membership {
     pub(crate) shared: Arc<GroupShared>,
@@ -32,8 +59,11 @@ pub(crate) struct GroupShared {
     client: Client,
     pub(crate) group_id: String,
     pub(crate) member_id: String,
+    pub(crate) instance_id: Option<String>,
+    assignor: Option<String>,
     rebalance_timeout: Duration,
     retry_backoff: Duration,
+    metadata_max_age: Duration,
     pub(crate) state: Mutex<GroupState>,
     pub(crate) nudge: Notify,
     /// Signalled when the task has sent its leave heartbeat.
@@ -42,13 +72,23 @@ pub(crate) struct GroupShared {
 
 pub(crate) struct GroupState {
     pub(crate) epoch: i32,
-    subscribed: Vec<String>,
+    subscription: Subscription,
+    /// The topics subscribed to now (a pattern's matches, resolved by the task).
+    pub(crate) subscribed: Vec<String>,
     send_subscription: bool,
+    /// When a pattern subscription last listed the topics.
+    pattern_listed: Option<Instant>,
     /// The assignment the broker gave last; the consumer applies it when it differs from
     /// what it owns.
     pub(crate) target: BTreeSet<TopicPartition>,
     /// What the consumer holds now, reported in every heartbeat.
     pub(crate) owned: BTreeSet<TopicPartition>,
+    /// The member was fenced while owning partitions: they are no longer its own, and the
+    /// consumer must drop them (without committing) before the task rejoins.
+    pub(crate) lost: bool,
+    /// Grows each time the member is fenced. A commit captured under one generation is never
+    /// retried with the epoch of another.
+    pub(crate) generation: u64,
     interval: Duration,
     /// An error no retry can fix (bad group id, unknown assignor, ...): poll returns it.
     pub(crate) fatal: Option<Error>,
@@ -57,29 +97,53 @@ pub(crate) struct GroupState {
     coordinator: Option<BrokerId>,
 }
 
+/// Who a commit is from, captured together with the offsets it commits.
+#[derive(Clone)]
+pub(crate) struct CommitIdentity {
+    pub(crate) member_id: String,
+    pub(crate) epoch: i32,
+    pub(crate) instance_id: Option<String>,
+    pub(crate) generation: u64,
+    pub(crate) shared: Arc<GroupShared>,
+}
+
+impl CommitIdentity {
+    /// The member's epoch now, if it is still the same incarnation that owned the partitions
+    /// when the commit was captured (a commit refused as stale may then be sent again).
+    pub(crate) fn current_epoch(&self) -> Option<i32> {
+        let st = self.shared.state.lock().expect("not poisoned");
+        (!st.lost && st.generation == self.generation && st.epoch > 0).then_some(st.epoch)
+    }
+}
+
 impl Membership {
-    pub(crate) fn start(
-        client: Client,
-        group_id: String,
-        topics: Vec<String>,
-        rebalance_timeout: Duration,
-        retry_backoff: Duration,
-    ) -> Membership {
+    pub(crate) fn start(client: Client, options: MemberOptions) -> Membership {
         let mut id = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut id);
         let member_id = quiver_proto::api::Uuid(u128::from_be_bytes(id)).to_string();
+        let subscribed = match &options.subscription {
+            Subscription::Topics(t) => t.clone(),
+            Subscription::Pattern(_) => Vec::new(),
+        };
         let shared = Arc::new(GroupShared {
             client,
-            group_id,
+            group_id: options.group_id,
             member_id,
-            rebalance_timeout,
-            retry_backoff,
+            instance_id: options.instance_id,
+            assignor: options.assignor,
+            rebalance_timeout: options.rebalance_timeout,
+            retry_backoff: options.retry_backoff,
+            metadata_max_age: options.metadata_max_age,
             state: Mutex::new(GroupState {
                 epoch: JOIN_EPOCH,
-                subscribed: topics,
+                subscription: options.subscription,
+                subscribed,
                 send_subscription: true,
+                pattern_listed: None,
                 target: BTreeSet::new(),
                 owned: BTreeSet::new(),
+                lost: false,
+                generation: 0,
                 interval: Duration::from_secs(3),
                 fatal: None,
                 leaving: false,
@@ -93,9 +157,13 @@ impl Membership {
         Membership { shared, task }
     }
 
-    pub(crate) fn set_subscription(&self, topics: Vec<String>) {
+    pub(crate) fn set_subscription(&self, subscription: Subscription) {
         let mut st = self.shared.state.lock().expect("not poisoned");
-        st.subscribed = topics;
+        if let Subscription::Topics(t) = &subscription {
+            st.subscribed = t.clone();
+        }
+        st.subscription = subscription;
+        st.pattern_listed = None;
         st.send_subscription = true;
         drop(st);
         self.shared.nudge.notify_one();
@@ -117,10 +185,26 @@ impl Membership {
         let _ = tokio::time::timeout(timeout, notified).await;
     }
 
-    /// (member id, epoch) for commits.
-    pub(crate) fn identity(&self) -> (String, i32) {
+    /// Who commits now: the member id and epoch under which the consumer holds its partitions.
+    pub(crate) fn commit_identity(&self) -> CommitIdentity {
         let st = self.shared.state.lock().expect("not poisoned");
-        (self.shared.member_id.clone(), st.epoch)
+        CommitIdentity {
+            member_id: self.shared.member_id.clone(),
+            epoch: st.epoch,
+            instance_id: self.shared.instance_id.clone(),
+            generation: st.generation,
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The topics subscribed to now.
+    pub(crate) fn subscribed(&self) -> Vec<String> {
+        self.shared
+            .state
+            .lock()
+            .expect("not poisoned")
+            .subscribed
+            .clone()
     }
 }
 
@@ -185,40 +269,100 @@ pub(crate) async fn find_coordinator(client: &Client, group: &str) -> Result<Bro
     Ok(c.node_id)
 }
 
+/// Lists the topics again if a pattern subscription is due; updates `subscribed` when the
+/// matches changed. Returns an error only to be logged (the next turn tries again).
+async fn refresh_pattern(shared: &GroupShared) -> Result<()> {
+    let pattern = {
+        let st = shared.state.lock().expect("not poisoned");
+        match &st.subscription {
+            Subscription::Pattern(re)
+                if st
+                    .pattern_listed
+                    .is_none_or(|t| t.elapsed() >= shared.metadata_max_age) =>
+            {
+                re.clone()
+            }
+            _ => return Ok(()),
+        }
+    };
+    let names = shared.client.topic_names().await?;
+    let matched: Vec<String> = names.into_iter().filter(|n| pattern.is_match(n)).collect();
+    let mut st = shared.state.lock().expect("not poisoned");
+    st.pattern_listed = Some(Instant::now());
+    // The subscription may have changed while the topics were listed.
+    let same =
+        matches!(&st.subscription, Subscription::Pattern(re) if re.as_str() == pattern.as_str());
+    if same && matched != st.subscribed {
+        tracing::debug!(group = %shared.group_id, topics = ?matched, "pattern subscription changed");
+        st.subscribed = matched;
+        st.send_subscription = true;
+    }
+    Ok(())
+}
+
 async fn heartbeat_loop(shared: Arc<GroupShared>) {
     let mut failures = 0u32;
     loop {
-        let (req, leaving) = {
-            let mut st = shared.state.lock().expect("not poisoned");
-            let leaving = st.leaving;
-            let joining = st.epoch == JOIN_EPOCH;
-            let req = ConsumerGroupHeartbeatRequest {
-                group_id: shared.group_id.clone(),
-                member_id: shared.member_id.clone(),
-                member_epoch: if leaving { LEAVE_EPOCH } else { st.epoch },
-                instance_id: None,
-                rack_id: None,
-                rebalance_timeout_ms: joining.then(|| {
-                    shared
-                        .rebalance_timeout
-                        .as_millis()
-                        .min(u128::from(u32::MAX)) as u32
-                }),
-                subscribed_topic_names: (joining || st.send_subscription)
-                    .then(|| st.subscribed.clone()),
-                server_assignor: None,
-                topic_partitions: Some(wire_partitions(&st.owned)),
-            };
-            st.send_subscription = false;
-            (req, leaving)
-        };
-        if leaving && shared.state.lock().expect("not poisoned").epoch == JOIN_EPOCH {
-            // Never joined: nothing to leave.
-            finish(&shared);
-            return;
+        if let Err(e) = refresh_pattern(&shared).await {
+            tracing::debug!(group = %shared.group_id, error = %e, "listing topics for the pattern subscription failed");
         }
+        // What to do this turn: send a heartbeat, or wait (fenced and waiting for the
+        // consumer, or a pattern that matches nothing yet), or stop.
+        let step = {
+            let mut st = shared.state.lock().expect("not poisoned");
+            let joining = st.epoch == JOIN_EPOCH;
+            if st.leaving && joining {
+                // Never joined: nothing to leave.
+                Step::Finish
+            } else if st.lost && !st.leaving {
+                Step::Wait(st.interval)
+            } else if joining && st.subscribed.is_empty() {
+                // A pattern that matches no topic yet: a join must name at least one.
+                Step::Wait(shared.metadata_max_age.min(Duration::from_secs(1)))
+            } else {
+                let leave_epoch = if shared.instance_id.is_some() {
+                    STATIC_LEAVE_EPOCH
+                } else {
+                    LEAVE_EPOCH
+                };
+                let req = ConsumerGroupHeartbeatRequest {
+                    group_id: shared.group_id.clone(),
+                    member_id: shared.member_id.clone(),
+                    member_epoch: if st.leaving { leave_epoch } else { st.epoch },
+                    instance_id: shared.instance_id.clone(),
+                    rack_id: None,
+                    rebalance_timeout_ms: joining.then(|| {
+                        shared
+                            .rebalance_timeout
+                            .as_millis()
+                            .min(u128::from(u32::MAX)) as u32
+                    }),
+                    subscribed_topic_names: (joining || st.send_subscription)
+                        .then(|| st.subscribed.clone()),
+                    server_assignor: if joining {
+                        shared.assignor.clone()
+                    } else {
+                        None
+                    },
+                    topic_partitions: Some(wire_partitions(&st.owned)),
+                };
+                st.send_subscription = false;
+                Step::Send(Box::new(req), st.leaving)
+            }
+        };
+        let (req, leaving) = match step {
+            Step::Finish => {
+                finish(&shared);
+                return;
+            }
+            Step::Wait(d) => {
+                let _ = tokio::time::timeout(d, shared.nudge.notified()).await;
+                continue;
+            }
+            Step::Send(req, leaving) => (req, leaving),
+        };
         let result = match coordinator(&shared).await {
-            Ok(c) => shared.client.call_broker(c, &req, Vec::new()).await,
+            Ok(c) => shared.client.call_broker(c, &*req, Vec::new()).await,
             Err(e) => Err(e),
         };
         if leaving {
@@ -265,12 +409,19 @@ async fn heartbeat_loop(shared: Arc<GroupShared>) {
                 let mut st = shared.state.lock().expect("not poisoned");
                 match code {
                     ErrorCode::FencedMemberEpoch | ErrorCode::UnknownMemberId => {
-                        // Removed or fenced: give up every partition and join again.
-                        tracing::info!(group = %shared.group_id, error = %e, "rejoining the group");
-                        st.epoch = JOIN_EPOCH;
+                        st.generation += 1;
                         st.target = BTreeSet::new();
-                        st.send_subscription = true;
-                        wait = Duration::ZERO;
+                        if st.owned.is_empty() {
+                            // Nothing held, nothing to give up: join again at once.
+                            tracing::info!(group = %shared.group_id, error = %e, "rejoining the group");
+                            st.epoch = JOIN_EPOCH;
+                            st.send_subscription = true;
+                            wait = Duration::ZERO;
+                        } else {
+                            // The consumer drops its partitions in its next poll, then nudges.
+                            tracing::info!(group = %shared.group_id, error = %e, "fenced: partitions lost; rejoining once the consumer lets them go");
+                            st.lost = true;
+                        }
                     }
                     ErrorCode::NotCoordinator
                     | ErrorCode::CoordinatorNotAvailable
@@ -306,6 +457,12 @@ async fn heartbeat_loop(shared: Arc<GroupShared>) {
     }
 }
 
+enum Step {
+    Finish,
+    Wait(Duration),
+    Send(Box<ConsumerGroupHeartbeatRequest>, bool),
+}
+
 fn finish(shared: &GroupShared) {
     let mut st = shared.state.lock().expect("not poisoned");
     st.done = true;
@@ -314,7 +471,7 @@ fn finish(shared: &GroupShared) {
     shared.left.notify_waiters();
 }
 
-fn backoff(base: Duration, failures: u32) -> Duration {
+pub(crate) fn backoff(base: Duration, failures: u32) -> Duration {
     base.saturating_mul(1 << failures.min(5))
         .min(Duration::from_secs(2))
 }
@@ -324,4 +481,30 @@ pub(crate) fn check_topics(topics: &[String]) -> Result<()> {
         return Err(Error::Config("subscribe to at least one topic".into()));
     }
     Ok(())
+}
+
+/// Compiles a subscription pattern so that it must match a topic's whole name (as Kafka's
+/// `Pattern.matcher(topic).matches()` does).
+pub(crate) fn compile_pattern(pattern: &str) -> Result<Regex> {
+    Regex::new(&format!("^(?:{pattern})$"))
+        .map_err(|e| Error::Config(format!("subscription pattern '{pattern}': {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pattern_must_match_the_whole_topic_name() {
+        let re = compile_pattern("orders-.*").unwrap();
+        assert!(re.is_match("orders-eu"));
+        assert!(!re.is_match("old-orders-eu"), "anchored at the start");
+        let re = compile_pattern("orders|payments").unwrap();
+        assert!(re.is_match("payments"));
+        assert!(
+            !re.is_match("payments-dlq"),
+            "alternation is anchored as a whole"
+        );
+        assert!(compile_pattern("(").is_err());
+    }
 }

@@ -29,6 +29,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod commit;
 pub mod consumer;
 pub mod error;
 mod group;
@@ -43,7 +44,8 @@ pub use admin::{
     GroupListing, NewTopic, PartitionDescription, TopicDescription,
 };
 pub use client::{BrokerInfo, Client, ClientConfig, ClusterView, PartitionInfo, TopicInfo};
-pub use consumer::{Consumer, ConsumerConfig, OffsetReset};
+pub use commit::{CommitHandle, OffsetAndMetadata};
+pub use consumer::{Assignor, Consumer, ConsumerConfig, OffsetReset, RebalanceEvent};
 pub use error::{Error, Result};
 pub use partitioner::{DefaultPartitioner, Partitioner};
 pub use producer::{Acks, Compression, Delivery, Producer, ProducerConfig};

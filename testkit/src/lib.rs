@@ -307,6 +307,150 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
+/// An example program of a workspace package (`target/<profile>/examples/<name>`), built by
+/// `cargo test` for that package (and by `cargo test --workspace`) before tests run.
+pub fn example_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let path = dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test` for the package that has the example (it builds \
+         examples before running tests)",
+        path.display()
+    );
+    path
+}
+
+/// A child process whose stdout lines are collected (with when each arrived) by a reader
+/// thread, so a test can wait for output while the process runs, and can stop, freeze or kill
+/// it. Stderr goes to `<name>.stderr` in `log_dir`. Killed with SIGKILL when dropped.
+pub struct Process {
+    pub name: String,
+    pub child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    stderr_path: PathBuf,
+}
+
+impl Process {
+    /// Spawns `cmd` with stdout piped and stderr to a file.
+    pub fn spawn(name: &str, mut cmd: Command, log_dir: &Path) -> Process {
+        let stderr_path = log_dir.join(format!("{name}.stderr"));
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(&stderr_path).expect("stderr file"),
+            ))
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name} did not start: {e}"));
+        let stdout = child.stdout.take().expect("piped");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((Instant::now(), line));
+            }
+        });
+        Process {
+            name: name.to_string(),
+            child,
+            lines,
+            reader: Some(reader),
+            stderr_path,
+        }
+    }
+
+    /// Every stdout line so far, with the time it was read.
+    pub fn lines(&self) -> Vec<(Instant, String)> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits until a line satisfies `pred`; returns it, or `None` after `timeout`.
+    pub fn wait_for_line(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<(Instant, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.lines().into_iter().find(|(_, l)| pred(l)) {
+                return Some(l);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends a signal (SIGSTOP, SIGCONT, SIGTERM, ...).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill({}, {signal}) failed", self.pid());
+    }
+
+    /// Whether the process is stopped (SIGSTOP), per /proc.
+    pub fn is_stopped(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .ok()
+            .and_then(|s| {
+                // pid (comm) STATE ...; comm may hold spaces, so look after the last ')'.
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
+            })
+            .is_some_and(|state| state == "T" || state == "t")
+    }
+
+    /// SIGKILL, then waits for the process and for its output to be read to the end.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+
+    /// Waits (at most `timeout`) for the process to exit by itself; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
+                return status.code();
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

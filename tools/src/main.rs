@@ -12,9 +12,10 @@ use base64::Engine as _;
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use quiver_client::{
-    Acks, Admin, AlterConfig, Client, ClientConfig, ClientTls, Compression, ConfigResource,
-    Consumer, ConsumerConfig, ConsumerRecord, NewTopic, Offset, OffsetReset, Producer,
-    ProducerConfig, ProducerRecord, TimestampMs, TimestampType, TopicPartition,
+    Acks, Admin, AlterConfig, Assignor, Client, ClientConfig, ClientTls, Compression,
+    ConfigResource, Consumer, ConsumerConfig, ConsumerRecord, NewTopic, Offset, OffsetReset,
+    OffsetSpec, Producer, ProducerConfig, ProducerRecord, TimestampMs, TimestampType,
+    TopicPartition,
 };
 use serde_json::{json, Map, Value};
 
@@ -119,7 +120,7 @@ enum Command {
     /// Describe the cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
-    /// List, describe and delete consumer groups.
+    /// List, describe, delete consumer groups and reset their offsets.
     #[command(subcommand)]
     Group(GroupCommand),
 }
@@ -143,6 +144,60 @@ enum GroupCommand {
         #[command(flatten)]
         out: OutputArgs,
     },
+    /// Move a stopped group's committed offsets: a dry run that shows the change unless
+    /// --execute is given.
+    #[command(after_help = RESET_HELP)]
+    ResetOffsets(ResetArgs),
+}
+
+const RESET_HELP: &str = "\
+Without --execute nothing changes: the table (or JSON with --output json) shows each partition's
+current committed offset and the one it would get. New offsets are kept within the partition's
+retained records, [log start, log end]. --execute refuses, changing nothing, while the group has
+members: stop its consumers first (a running member would overwrite the reset with its own
+position).
+
+Examples:
+  streamctl group reset-offsets billing --topic orders --to-earliest
+  streamctl group reset-offsets billing --topic orders --partition 0 --shift-by -100 --execute
+  streamctl group reset-offsets billing --topic orders --to-datetime 2024-05-01T12:00:00Z --execute";
+
+#[derive(Args, Debug)]
+#[command(group(
+    clap::ArgGroup::new("to")
+        .required(true)
+        .args(["to_earliest", "to_latest", "to_offset", "to_datetime", "shift_by"])
+))]
+struct ResetArgs {
+    /// The group.
+    name: String,
+    /// The topic whose offsets move.
+    #[arg(long, short = 't')]
+    topic: String,
+    /// Only this partition (repeatable; default: every partition of the topic).
+    #[arg(long = "partition", short = 'p')]
+    partitions: Vec<u32>,
+    /// To the oldest retained record.
+    #[arg(long)]
+    to_earliest: bool,
+    /// To the end: only records written from now on will be read.
+    #[arg(long)]
+    to_latest: bool,
+    /// To this offset.
+    #[arg(long, value_name = "N")]
+    to_offset: Option<u64>,
+    /// To the first record at or after this time (RFC 3339, e.g. 2024-05-01T12:00:00Z); to
+    /// the end where no record is that recent.
+    #[arg(long, value_name = "TIME", value_parser = parse_datetime)]
+    to_datetime: Option<TimestampMs>,
+    /// By N records from the committed offset (negative: back, to read again).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    shift_by: Option<i64>,
+    /// Commit the new offsets (default: only show them).
+    #[arg(long)]
+    execute: bool,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 #[derive(Args, Debug)]
@@ -205,6 +260,16 @@ struct ConsumeArgs {
     /// applies to partitions the group has no committed offset for (beginning or end).
     #[arg(long, short = 'g', conflicts_with = "partitions")]
     group: Option<String>,
+    /// With --group: static membership. A stable id for this consumer (a host or pod name);
+    /// restarted with the same id within the group's session timeout, it gets its partitions
+    /// back without a rebalance, and on exit it does not leave the group (the partitions wait
+    /// for it until the session timeout).
+    #[arg(long, requires = "group")]
+    instance_id: Option<String>,
+    /// With --group: how the broker spreads partitions over the group's members. All members
+    /// must agree; the first to join decides.
+    #[arg(long, value_enum, requires = "group")]
+    assignor: Option<AssignorArg>,
     /// Exit after printing this many records.
     #[arg(long, short = 'n')]
     max_messages: Option<u64>,
@@ -217,6 +282,26 @@ struct ConsumeArgs {
     /// Text format: print KEY SEP VALUE (the inverse of produce --key-separator).
     #[arg(long, short = 'K')]
     key_separator: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum AssignorArg {
+    /// Contiguous ranges of each topic's partitions.
+    Range,
+    /// Partitions dealt to members in turn.
+    Roundrobin,
+    /// Balanced, moving as few partitions as possible (the broker's default).
+    Sticky,
+}
+
+impl From<AssignorArg> for Assignor {
+    fn from(a: AssignorArg) -> Assignor {
+        match a {
+            AssignorArg::Range => Assignor::Range,
+            AssignorArg::Roundrobin => Assignor::RoundRobin,
+            AssignorArg::Sticky => Assignor::Sticky,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -346,6 +431,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("'{s}' is not a duration"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_datetime(s: &str) -> Result<TimestampMs, String> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("'{s}' is not an RFC 3339 time such as 2024-05-01T12:00:00Z ({e})"))?;
+    Ok(TimestampMs((t.unix_timestamp_nanos() / 1_000_000) as i64))
 }
 
 fn parse_from(s: &str) -> Result<StartAt, String> {
@@ -513,13 +604,17 @@ async fn consume_group(client: &Client, a: &ConsumeArgs, group: &str) -> CliResu
             )
         }
     };
-    let mut consumer = Consumer::new(
-        client.clone(),
-        ConsumerConfig::default()
-            .group_id(group)
-            .auto_offset_reset(offset_reset)
-            .fetch_max_wait(Duration::from_millis(500)),
-    );
+    let mut config = ConsumerConfig::default()
+        .group_id(group)
+        .auto_offset_reset(offset_reset)
+        .fetch_max_wait(Duration::from_millis(500));
+    if let Some(id) = &a.instance_id {
+        config = config.instance_id(id);
+    }
+    if let Some(assignor) = a.assignor {
+        config = config.assignor(assignor.into());
+    }
+    let mut consumer = Consumer::new(client.clone(), config);
     consumer
         .subscribe(vec![a.topic.clone()])
         .await
@@ -984,32 +1079,31 @@ async fn group(client: &Client, cmd: &GroupCommand) -> CliResult {
             match out.output {
                 Output::Json => print_json(&g),
                 Output::Text => {
-                    outln!("GROUP   {}", g.group_id);
-                    outln!("STATE   {}", g.state);
-                    outln!("EPOCH   {}", g.group_epoch);
-                    outln!();
-                    let rows: Vec<Vec<String>> = g
-                        .members
-                        .iter()
-                        .map(|m| {
-                            let assigned = m
-                                .assigned
-                                .iter()
-                                .map(|(t, ps)| {
-                                    let ps: Vec<String> = ps.iter().map(u32::to_string).collect();
-                                    format!("{t}:{}", ps.join(","))
-                                })
-                                .collect::<Vec<_>>()
-                                .join(" ");
-                            vec![
-                                m.member_id.clone(),
-                                m.client_host.clone().unwrap_or_default(),
-                                m.member_epoch.to_string(),
-                                assigned,
-                            ]
-                        })
-                        .collect();
-                    print_table(&["MEMBER", "HOST", "EPOCH", "PARTITIONS"], &rows);
+                    outln!("GROUP     {}", g.group_id);
+                    outln!("STATE     {}", g.state);
+                    outln!("ASSIGNOR  {}", g.assignor.as_deref().unwrap_or("-"));
+                    outln!("EPOCH     {}", g.group_epoch);
+                    outln!("MEMBERS   {}", g.members.len());
+                    if !g.members.is_empty() {
+                        outln!();
+                        let rows: Vec<Vec<String>> = g
+                            .members
+                            .iter()
+                            .map(|m| {
+                                vec![
+                                    m.member_id.clone(),
+                                    m.instance_id.clone().unwrap_or_else(|| "-".into()),
+                                    m.client_host.clone().unwrap_or_default(),
+                                    m.member_epoch.to_string(),
+                                    partition_list(&m.assigned),
+                                ]
+                            })
+                            .collect();
+                        print_table(
+                            &["MEMBER", "INSTANCE", "HOST", "EPOCH", "PARTITIONS"],
+                            &rows,
+                        );
+                    }
                     outln!();
                     let opt = |o: Option<u64>| o.map_or("-".to_string(), |o| o.to_string());
                     let rows: Vec<Vec<String>> = g
@@ -1022,14 +1116,19 @@ async fn group(client: &Client, cmd: &GroupCommand) -> CliResult {
                                 opt(o.committed),
                                 opt(o.end),
                                 opt(o.lag),
+                                o.member_id.clone().unwrap_or_else(|| "-".into()),
                             ]
                         })
                         .collect();
-                    print_table(&["TOPIC", "PARTITION", "COMMITTED", "END", "LAG"], &rows);
+                    print_table(
+                        &["TOPIC", "PARTITION", "COMMITTED", "END", "LAG", "MEMBER"],
+                        &rows,
+                    );
                     Ok(())
                 }
             }
         }
+        GroupCommand::ResetOffsets(r) => reset_offsets(&admin, r).await,
         GroupCommand::Delete { name, out } => {
             admin.delete_group(name).await.map_err(e)?;
             match out.output {
@@ -1041,6 +1140,162 @@ async fn group(client: &Client, cmd: &GroupCommand) -> CliResult {
             }
         }
     }
+}
+
+/// `orders:0,1 payments:3`
+fn partition_list(assigned: &[(String, Vec<u32>)]) -> String {
+    assigned
+        .iter()
+        .map(|(t, ps)| {
+            let ps: Vec<String> = ps.iter().map(u32::to_string).collect();
+            format!("{t}:{}", ps.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One partition of a reset plan.
+#[derive(serde::Serialize)]
+struct Reset {
+    topic: String,
+    partition: u32,
+    /// The committed offset now; `None`: nothing committed.
+    current: Option<u64>,
+    new: u64,
+}
+
+/// `group reset-offsets`: works out each partition's new offset, shows the plan, and with
+/// `--execute` commits it from outside the group (which the broker allows only while the
+/// group has no members).
+async fn reset_offsets(admin: &Admin, r: &ResetArgs) -> CliResult {
+    let e = |e: quiver_client::Error| e.to_string();
+    let group = &r.name;
+    let topic = admin.describe_topic(&r.topic).await.map_err(e)?;
+    let count = topic.partitions.len() as u32;
+    let mut partitions: Vec<u32> = if r.partitions.is_empty() {
+        (0..count).collect()
+    } else {
+        r.partitions.clone()
+    };
+    partitions.sort_unstable();
+    partitions.dedup();
+    if let Some(p) = partitions.iter().find(|p| **p >= count) {
+        return Err(format!(
+            "topic '{}' has {count} partitions; partition {p} does not exist",
+            r.topic
+        ));
+    }
+    if r.execute {
+        match admin.describe_group(group).await {
+            Ok(g) if !g.members.is_empty() => {
+                return Err(format!(
+                    "group '{group}' has {} active member{}; stop its consumers before resetting \
+                     its offsets (nothing was changed)",
+                    g.members.len(),
+                    if g.members.len() == 1 { "" } else { "s" }
+                ))
+            }
+            Ok(_) => {}
+            // A group that never committed: offsets may be set for it before it starts.
+            Err(err) if err.code() == Some(quiver_client::ErrorCode::GroupIdNotFound) => {}
+            Err(err) => return Err(err.to_string()),
+        }
+    }
+    let committed: std::collections::HashMap<TopicPartition, u64> = admin
+        .list_group_offsets(group)
+        .await
+        .map_err(e)?
+        .into_iter()
+        .map(|(tp, o)| (tp, o.offset.0))
+        .collect();
+    let by_time = match r.to_datetime {
+        Some(t) => {
+            let asked: Vec<(TopicPartition, OffsetSpec)> = partitions
+                .iter()
+                .map(|p| (TopicPartition::new(&r.topic, *p), OffsetSpec::Timestamp(t)))
+                .collect();
+            admin.list_offsets(&asked).await.map_err(e)?
+        }
+        None => Vec::new(),
+    };
+    let mut plan = Vec::with_capacity(partitions.len());
+    for p in partitions {
+        let tp = TopicPartition::new(&r.topic, p);
+        let d = &topic.partitions[p as usize];
+        let (start, end) = match (d.start_offset, d.end_offset) {
+            (Some(s), Some(e)) => (s.0, e.0),
+            _ => return Err(format!("{tp} has no known offsets (no leader?); try again")),
+        };
+        let current = committed.get(&tp).copied();
+        let wanted: i128 = if r.to_earliest {
+            i128::from(start)
+        } else if r.to_latest {
+            i128::from(end)
+        } else if let Some(o) = r.to_offset {
+            i128::from(o)
+        } else if r.to_datetime.is_some() {
+            let found = by_time.iter().find(|(t, _)| *t == tp).and_then(|(_, o)| *o);
+            i128::from(found.map_or(end, |o| o.0))
+        } else if let Some(n) = r.shift_by {
+            let c = current.ok_or_else(|| {
+                format!(
+                    "{tp} has no committed offset in group '{group}' to shift from; use \
+                     --to-earliest, --to-latest, --to-offset or --to-datetime"
+                )
+            })?;
+            i128::from(c) + i128::from(n)
+        } else {
+            unreachable!("clap requires one of the --to options")
+        };
+        let new = wanted.clamp(i128::from(start), i128::from(end)) as u64;
+        plan.push(Reset {
+            topic: r.topic.clone(),
+            partition: p,
+            current,
+            new,
+        });
+    }
+    if r.execute {
+        let offsets: Vec<(TopicPartition, Offset)> = plan
+            .iter()
+            .map(|x| (TopicPartition::new(&x.topic, x.partition), Offset(x.new)))
+            .collect();
+        admin
+            .alter_group_offsets(group, &offsets)
+            .await
+            .map_err(e)?;
+    }
+    match r.out.output {
+        Output::Json => print_json(&json!({
+            "group": group,
+            "executed": r.execute,
+            "partitions": plan,
+        }))?,
+        Output::Text => {
+            let rows: Vec<Vec<String>> = plan
+                .iter()
+                .map(|x| {
+                    vec![
+                        x.topic.clone(),
+                        x.partition.to_string(),
+                        x.current.map_or("-".into(), |c| c.to_string()),
+                        x.new.to_string(),
+                    ]
+                })
+                .collect();
+            print_table(&["TOPIC", "PARTITION", "CURRENT", "NEW"], &rows);
+        }
+    }
+    if r.execute {
+        eprintln!(
+            "streamctl: reset {} partition{} of group {group}",
+            plan.len(),
+            if plan.len() == 1 { "" } else { "s" }
+        );
+    } else {
+        eprintln!("streamctl: dry run, nothing changed; add --execute to commit these offsets");
+    }
+    Ok(())
 }
 
 fn print_table(headers: &[&str], rows: &[Vec<String>]) {
