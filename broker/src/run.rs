@@ -425,7 +425,9 @@ fn spawn_background(shard: &Rc<Shard>) {
                 };
                 for (group, p) in s.groups.expired_groups(info.meta.partitions) {
                     if let Ok(log) = s.log(&info.key(p)) {
-                        s.groups.delete_expired(&log, &group).await;
+                        s.groups
+                            .delete_expired(&log, &group, info.meta.partitions)
+                            .await;
                     }
                 }
             }

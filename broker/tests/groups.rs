@@ -250,3 +250,87 @@ async fn members_share_partitions_offsets_survive_kill_9_and_zombies_are_fenced(
         "deleted offsets stay deleted after a restart"
     );
 }
+
+/// A commit from a member that is being replaced (a static member's new incarnation joins while
+/// the old one's commit is in flight) either lands before the takeover, so the new owner reads
+/// it, or is refused: never accepted after the new owner has read the older offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_never_reads_an_offset_older_than_an_accepted_commit() {
+    let broker = Broker::start(&["--shards", "1"]);
+    let a = broker.client().await;
+    let b = broker.client().await;
+    assert_eq!(create_topic(&a, "t", 1, &[]).await, ErrorCode::None);
+    let join = |c: Client, group: String, member: &'static str| async move {
+        let req = ConsumerGroupHeartbeatRequest {
+            group_id: group,
+            member_id: member.into(),
+            member_epoch: 0,
+            instance_id: Some("pod".into()),
+            subscribed_topic_names: Some(vec!["t".to_string()]),
+            topic_partitions: Some(vec![]),
+            ..Default::default()
+        };
+        let r = c.call_any(&req, vec![]).await.unwrap().0;
+        assert_eq!(r.error_code, ErrorCode::None, "{r:?}");
+        r.member_epoch
+    };
+    let commit_to = |c: Client, group: String, member: &'static str, epoch: i32, offset: u64| async move {
+        let req = OffsetCommitRequest {
+            group_id: group,
+            generation_id_or_member_epoch: epoch,
+            member_id: member.into(),
+            group_instance_id: None,
+            topics: vec![OffsetCommitTopic {
+                name: "t".into(),
+                partitions: vec![OffsetCommitPartition {
+                    partition: PartitionId(0),
+                    committed_offset: Offset(offset),
+                    committed_leader_epoch: None,
+                    committed_metadata: None,
+                }],
+            }],
+        };
+        c.call_any(&req, vec![]).await.unwrap().0.topics[0].partitions[0].error_code
+    };
+    let fetch_of = |c: Client, group: String| async move {
+        let req = OffsetFetchRequest {
+            group_id: group,
+            member_epoch: -1,
+            ..Default::default()
+        };
+        let resp = c.call_any(&req, vec![]).await.unwrap().0;
+        resp.topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .and_then(|p| p.committed_offset)
+            .map(|o| o.0)
+    };
+    let mut accepted = 0;
+    for i in 0..60u64 {
+        let group = format!("g{i}");
+        let epoch = join(a.clone(), group.clone(), "a").await;
+        assert_eq!(
+            commit_to(a.clone(), group.clone(), "a", epoch, 10).await,
+            ErrorCode::None
+        );
+        let late = tokio::spawn(commit_to(a.clone(), group.clone(), "a", epoch, 100));
+        tokio::time::sleep(std::time::Duration::from_micros((i % 6) * 60)).await;
+        join(b.clone(), group.clone(), "b").await;
+        let seen = fetch_of(b.clone(), group.clone()).await;
+        match late.await.unwrap() {
+            ErrorCode::None => {
+                accepted += 1;
+                assert_eq!(
+                    seen,
+                    Some(100),
+                    "group {group}: the late commit was accepted but the new owner read {seen:?}"
+                );
+            }
+            code => {
+                assert_eq!(code, ErrorCode::UnknownMemberId, "group {group}");
+                assert_eq!(seen, Some(10), "group {group}");
+            }
+        }
+    }
+    eprintln!("{accepted} of 60 late commits landed before the takeover; the rest were refused");
+}

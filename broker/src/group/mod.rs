@@ -90,7 +90,16 @@ pub struct Coordinator {
     offsets: RefCell<HashMap<String, GroupOffsets>>,
     /// Offsets partitions replayed on this shard.
     loaded: RefCell<HashSet<u32>>,
+    /// One lock per group, held by every request on the group (heartbeat, commit, offset
+    /// fetch, delete) for its whole duration. Rationale: a commit checks the member, awaits the
+    /// durable write, then applies it; without the lock a join or takeover and an offset fetch
+    /// could run in that await, so the new owner could read the old offset while the fenced
+    /// owner's commit still landed after it, and the committed offset would go backwards.
+    locks: RefCell<HashMap<String, Rc<glommio::sync::Semaphore>>>,
 }
+
+/// Held while a request works on one group.
+pub struct GroupLock(#[allow(dead_code)] glommio::sync::StaticPermit);
 
 /// Where a group's requests go: the owning shard, and the offsets partition's key there.
 pub type Route = (quiver_proto::ShardId, crate::state::PartKey);
@@ -110,6 +119,33 @@ impl Coordinator {
             groups: RefCell::new(HashMap::new()),
             offsets: RefCell::new(HashMap::new()),
             loaded: RefCell::new(HashSet::new()),
+            locks: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Waits for, then holds, the group's lock (see `locks`).
+    pub async fn lock(&self, group: &str) -> GroupLock {
+        let sem = self
+            .locks
+            .borrow_mut()
+            .entry(group.to_string())
+            .or_insert_with(|| Rc::new(glommio::sync::Semaphore::new(1)))
+            .clone();
+        GroupLock(
+            sem.acquire_static_permit(1)
+                .await
+                .expect("group locks are never closed"),
+        )
+    }
+
+    /// Forgets the locks of groups that are gone and not in use.
+    pub fn forget_lock(&self, group: &str) {
+        let mut locks = self.locks.borrow_mut();
+        if locks
+            .get(group)
+            .is_some_and(|s| Rc::strong_count(s) == 1 && s.available() == 1)
+        {
+            locks.remove(group);
         }
     }
 
@@ -597,7 +633,21 @@ impl Coordinator {
             .collect()
     }
 
-    pub async fn delete_expired(&self, log: &PartitionLog, group_id: &str) {
+    pub async fn delete_expired(
+        &self,
+        log: &PartitionLog,
+        group_id: &str,
+        offsets_partitions: u32,
+    ) {
+        let lock = self.lock(group_id).await;
+        // Checked again under the lock: a member may have joined, or a commit landed, meanwhile.
+        if !self
+            .expired_groups(offsets_partitions)
+            .iter()
+            .any(|(g, _)| g == group_id)
+        {
+            return;
+        }
         let tombstones = self.tombstones(group_id);
         let n = tombstones.len();
         if self.write(log, tombstones).await.is_ok() {
@@ -605,6 +655,8 @@ impl Coordinator {
             self.groups.borrow_mut().remove(group_id);
             tracing::info!(group = %group_id, partitions = n, "expired the offsets of an empty group");
         }
+        drop(lock);
+        self.forget_lock(group_id);
     }
 }
 

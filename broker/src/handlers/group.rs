@@ -149,6 +149,8 @@ pub async fn serve_local(shard: &Rc<Shard>, req: GroupReq) -> GroupResp {
             format!("shard {} does not coordinate group '{group}'", shard.id.0),
         );
     }
+    // One request at a time per group (see `group::Coordinator::lock`).
+    let lock = shard.groups.lock(&group).await;
     let snapshot = shard.snapshot();
     let partitions = |t: &str| {
         snapshot
@@ -185,7 +187,10 @@ pub async fn serve_local(shard: &Rc<Shard>, req: GroupReq) -> GroupResp {
                         .failed(ErrorCode::CoordinatorNotAvailable, e.to_string())
                 }
             };
-            GroupResp::Delete(shard.groups.delete(&log, &g, partition).await)
+            let resp = shard.groups.delete(&log, &g, partition).await;
+            drop(lock);
+            shard.groups.forget_lock(&g);
+            GroupResp::Delete(resp)
         }
         GroupReq::List => unreachable!("answered above"),
     }
