@@ -643,7 +643,9 @@ async fn acceptance_5_a_frozen_zombies_commit_is_refused_with_unknown_member_id(
     eventually(
         Duration::from_secs(15),
         || format!("the zombie never froze; stderr {}", zombie.stderr()),
-        || zombie.is_stopped(),
+        // The lines it printed before stopping reach us through a reader thread: wait until
+        // they have (a record line comes after the assignment it belongs to).
+        || zombie.is_stopped() && zombie.lines().iter().any(|(_, l)| l.contains("\"record\"")),
     )
     .await;
     let frozen_with = owned(&zombie);
