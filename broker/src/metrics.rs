@@ -85,6 +85,9 @@ pub struct Metrics {
     api_names: fn(u16) -> Option<&'static str>,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// Bytes fetch read from logs, served or not (a fetch reads within its response limit, so
+    /// this stays close to `bytes_out`).
+    pub fetch_bytes_read: AtomicU64,
     pub records_in: AtomicU64,
     pub produce_latency: Histogram,
     pub fetch_latency: Histogram,
@@ -103,6 +106,7 @@ impl Metrics {
             api_names,
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            fetch_bytes_read: AtomicU64::new(0),
             records_in: AtomicU64::new(0),
             produce_latency: Histogram::default(),
             fetch_latency: Histogram::default(),
@@ -193,6 +197,11 @@ impl Metrics {
                 "quiver_bytes_out_total",
                 "Record batch bytes served by fetch.",
                 &self.bytes_out,
+            ),
+            (
+                "quiver_fetch_bytes_read_total",
+                "Record batch bytes fetch read from logs, served or not.",
+                &self.fetch_bytes_read,
             ),
             (
                 "quiver_records_in_total",

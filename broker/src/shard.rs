@@ -45,11 +45,12 @@ pub enum ShardMsg {
         batches: Vec<ValidBatch>,
         reply: oneshot::Sender<Result<AppendInfo, PartError>>,
     },
+    /// Read these partitions (key, offset, per-partition limit), in order, spending at most
+    /// `budget` bytes over all of them (see [`Shard::read_many_local`]).
     Read {
-        key: PartKey,
-        offset: Offset,
-        max_bytes: usize,
-        reply: oneshot::Sender<PartRead>,
+        reads: Vec<(PartKey, Offset, usize)>,
+        budget: usize,
+        reply: oneshot::Sender<Vec<PartRead>>,
     },
     /// Resolve when any of these partitions has data at or beyond its offset, or at `deadline`.
     Wait {
@@ -243,31 +244,36 @@ impl Shard {
         rx.await.unwrap_or(Err(PartError::ShuttingDown))
     }
 
+    /// Reads partitions owned by `owner`: one message for all of them, answered in the order
+    /// asked (see [`Shard::read_many_local`]).
     pub async fn read_on(
         self: &Rc<Self>,
         owner: ShardId,
-        key: PartKey,
-        offset: Offset,
-        max_bytes: usize,
-    ) -> PartRead {
+        reads: Vec<(PartKey, Offset, usize)>,
+        budget: usize,
+    ) -> Vec<PartRead> {
         if owner == self.id {
-            return self.read_local(key, offset, max_bytes).await;
+            return self.read_many_local(reads, budget).await;
         }
+        let n = reads.len();
         let (reply, rx) = oneshot::channel();
         self.send_to(
             owner,
             ShardMsg::Read {
-                key,
-                offset,
-                max_bytes,
+                reads,
+                budget,
                 reply,
             },
         )
         .await;
-        rx.await.unwrap_or(PartRead {
-            records: Err(PartError::ShuttingDown),
-            high_watermark: Offset(0),
-            log_start: Offset(0),
+        rx.await.unwrap_or_else(|_| {
+            (0..n)
+                .map(|_| PartRead {
+                    records: Err(PartError::ShuttingDown),
+                    high_watermark: Offset(0),
+                    log_start: Offset(0),
+                })
+                .collect()
         })
     }
 
@@ -393,12 +399,11 @@ impl Shard {
                     let _ = reply.send(r);
                 }
                 ShardMsg::Read {
-                    key,
-                    offset,
-                    max_bytes,
+                    reads,
+                    budget,
                     reply,
                 } => {
-                    let r = me.read_local(key, offset, max_bytes).await;
+                    let r = me.read_many_local(reads, budget).await;
                     let _ = reply.send(r);
                 }
                 ShardMsg::Wait {
@@ -452,44 +457,112 @@ impl Shard {
 
     /// Reads whole batches below the high watermark. The high watermark is what a consumer may
     /// see: on one broker, what is durable under the topic's flush policy (`logs::visible_end`).
-    pub async fn read_local(&self, key: PartKey, offset: Offset, max_bytes: usize) -> PartRead {
-        let log = match self.log(&key) {
+    /// Reads several partitions of this shard, in the order given, within a byte budget: the
+    /// memory one fetch can hold is its budget (plus at most one batch past it), not the
+    /// per-partition limit times the number of partitions. Partitions that need no I/O (nothing
+    /// new, an error) answer at once; the rest are read concurrently in waves whose limits add
+    /// up to what is left of the budget. Once the budget is spent the remaining partitions
+    /// answer with no records and their current offsets (the next fetch reads them).
+    pub async fn read_many_local(
+        &self,
+        reads: Vec<(PartKey, Offset, usize)>,
+        budget: usize,
+    ) -> Vec<PartRead> {
+        let mut out: Vec<Option<PartRead>> = Vec::with_capacity(reads.len());
+        let mut pending = Vec::new();
+        for (i, (key, offset, _)) in reads.iter().enumerate() {
+            match self.read_without_io(key, *offset, false) {
+                Ok(done) => out.push(Some(done)),
+                Err(_) => {
+                    out.push(None);
+                    pending.push(i);
+                }
+            }
+        }
+        let mut left = budget.max(1);
+        let mut next = 0;
+        while next < pending.len() {
+            if left == 0 {
+                for &i in &pending[next..] {
+                    let (key, offset, _) = &reads[i];
+                    out[i] = Some(match self.read_without_io(key, *offset, true) {
+                        Ok(r) | Err((_, r)) => r,
+                    });
+                }
+                break;
+            }
+            // One wave: the next partitions whose limits fit in what is left.
+            let mut wave = Vec::new();
+            let mut reserved = 0usize;
+            while next < pending.len() && reserved < left {
+                let i = pending[next];
+                let max = reads[i].2.min(left - reserved);
+                reserved += max;
+                wave.push((i, max));
+                next += 1;
+            }
+            let results = futures_util::future::join_all(
+                wave.iter()
+                    .map(|&(i, max)| self.read_local(reads[i].0, reads[i].1, max)),
+            )
+            .await;
+            for ((i, _), r) in wave.into_iter().zip(results) {
+                if let Ok(b) = &r.records {
+                    left = left.saturating_sub(b.len());
+                }
+                out[i] = Some(r);
+            }
+        }
+        out.into_iter()
+            .map(|r| r.expect("every partition answered"))
+            .collect()
+    }
+
+    /// The answer for a partition when it needs no I/O: `Ok` with an error or with no records
+    /// (nothing visible at `offset` yet, or `budget_spent`). `Err` hands back the log and the
+    /// answer's offsets when records must be read.
+    fn read_without_io(
+        &self,
+        key: &PartKey,
+        offset: Offset,
+        budget_spent: bool,
+    ) -> Result<PartRead, (Rc<PartitionLog>, PartRead)> {
+        let log = match self.log(key) {
             Ok(l) => l,
             Err(e) => {
-                return PartRead {
+                return Ok(PartRead {
                     records: Err(e),
                     high_watermark: Offset(0),
                     log_start: Offset(0),
-                }
+                })
             }
         };
         let hw = logs::visible_end(&log);
-        let log_start = log.start_offset();
-        if offset == hw {
-            return PartRead {
-                records: Ok(Bytes::new()),
-                high_watermark: hw,
-                log_start,
-            };
+        let empty = PartRead {
+            records: Ok(Bytes::new()),
+            high_watermark: hw,
+            log_start: log.start_offset(),
+        };
+        // At the visible end, or appended but not yet visible: nothing to return yet, and not
+        // an error.
+        if offset == hw || (offset > hw && offset <= log.end_offset()) || budget_spent {
+            Ok(empty)
+        } else {
+            Err((log, empty))
         }
-        if offset > hw && offset <= log.end_offset() {
-            // Appended but not yet visible: nothing to return yet, and not an error.
-            return PartRead {
-                records: Ok(Bytes::new()),
-                high_watermark: hw,
-                log_start,
-            };
-        }
-        let records = match log.read(offset, max_bytes).await {
-            Ok(bytes) => Ok(cut_at(bytes, hw)),
+    }
+
+    pub async fn read_local(&self, key: PartKey, offset: Offset, max_bytes: usize) -> PartRead {
+        let (log, mut answer) = match self.read_without_io(&key, offset, false) {
+            Ok(done) => return done,
+            Err(to_read) => to_read,
+        };
+        // Cut at the high watermark taken above, so the answer is self-consistent.
+        answer.records = match log.read(offset, max_bytes).await {
+            Ok(bytes) => Ok(cut_at(bytes, answer.high_watermark)),
             Err(e) => Err(PartError::Engine(e)),
         };
-        // The high watermark the records were cut at, so the answer is self-consistent.
-        PartRead {
-            records,
-            high_watermark: hw,
-            log_start,
-        }
+        answer
     }
 
     async fn wait_local(&self, waits: &[(PartKey, Offset)], deadline: Instant) {

@@ -165,3 +165,98 @@ async fn retention_by_size_deletes_old_segments_and_moves_the_start() {
     assert_eq!(resp.topics[0].partitions[0].error_code, ErrorCode::None);
     assert!(!records.is_empty());
 }
+
+/// A fetch of many partitions holds to the response limit: the broker reads within the limit
+/// (one batch past it at most per shard) instead of reading every partition's own limit and
+/// dropping the excess, and the partitions it left out are read by the next fetches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_of_many_partitions_keeps_to_its_byte_limit() {
+    use quiver_proto::api::fetch::{FetchPartition, FetchRequest, FetchTopic};
+    use quiver_proto::Offset;
+
+    const PARTS: u32 = 40;
+    let broker = Broker::start(&[]);
+    let client = broker.client().await;
+    assert_eq!(
+        create_topic(&client, "wide", PARTS, &[]).await,
+        ErrorCode::None
+    );
+    // Each partition: 4 batches of 10 x 1 KiB.
+    let one = batch(10, 1024);
+    let batch_len = one.len();
+    for p in 0..PARTS {
+        for _ in 0..4 {
+            let r = produce(&client, "wide", p, &[batch(10, 1024)], Acks::Leader).await;
+            assert_eq!(r.topics[0].partitions[0].error_code, ErrorCode::None);
+        }
+    }
+
+    let limit = 100 * 1024;
+    let mut next = vec![0u64; PARTS as usize];
+    let mut fetches = 0;
+    while next.iter().any(|&o| o < 40) {
+        fetches += 1;
+        assert!(fetches <= 100, "still unread after 100 fetches: {next:?}");
+        let req = FetchRequest {
+            max_wait_ms: 0,
+            min_bytes: 1,
+            max_bytes: limit as u32,
+            isolation_level: Default::default(),
+            topics: vec![FetchTopic {
+                name: "wide".into(),
+                partitions: (0..PARTS)
+                    .map(|p| FetchPartition {
+                        partition: PartitionId(p),
+                        fetch_offset: Offset(next[p as usize]),
+                        partition_max_bytes: 1 << 20,
+                        current_leader_epoch: None,
+                    })
+                    .collect(),
+            }],
+            rack_id: None,
+        };
+        let (resp, payload) = client.call_any(&req, Vec::new()).await.unwrap();
+        let mut total = 0;
+        for p in &resp.topics[0].partitions {
+            assert_eq!(p.error_code, ErrorCode::None);
+            let records = p.records.slice(&payload).unwrap();
+            total += records.len();
+            let mut n = 0;
+            for b in quiver_proto::batch::BatchIter::new(&records) {
+                let view =
+                    quiver_proto::batch::BatchView::new(b.unwrap(), Default::default()).unwrap();
+                assert_eq!(view.base_offset().0, next[p.partition.0 as usize] + n);
+                n += view.records().unwrap().iter().count() as u64;
+            }
+            next[p.partition.0 as usize] += n;
+        }
+        assert!(total > 0, "fetch {fetches} made no progress: {next:?}");
+        assert!(
+            total <= limit + batch_len,
+            "fetch {fetches} answered {total} bytes, limit {limit}"
+        );
+    }
+    // 40 partitions x 41 KiB at 100 KiB a fetch: about 17 fetches, not 1.
+    assert!(
+        fetches >= (PARTS as usize * 4 * batch_len) / (limit + batch_len),
+        "{fetches}"
+    );
+    // What the broker read to answer them is about what it served: it did not read every
+    // partition's 1 MiB limit and throw the excess away.
+    let metrics = broker.metrics_text();
+    let counter = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from {metrics}"))
+    };
+    let (read, served) = (
+        counter("quiver_fetch_bytes_read_total"),
+        counter("quiver_bytes_out_total"),
+    );
+    assert!(
+        served >= (PARTS as usize * 4 * batch_len) as f64,
+        "{served}"
+    );
+    assert!(read <= served * 1.5, "read {read} bytes to serve {served}");
+}

@@ -90,11 +90,15 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: FetchRequest) -> Answer {
     let min_bytes = req.min_bytes as usize;
     let mut waited = false;
     let reads = loop {
-        let reads = read_all(shard, &targets).await;
+        let reads = read_all(shard, &targets, response_max).await;
         let got: usize = reads
             .iter()
             .map(|r| r.records.as_ref().map_or(0, Bytes::len))
             .sum();
+        shard
+            .metrics
+            .fetch_bytes_read
+            .fetch_add(got as u64, Relaxed);
         let any_error = reads.iter().any(|r| r.records.is_err());
         if waited
             || got >= min_bytes.max(1)
@@ -160,13 +164,37 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: FetchRequest) -> Answer {
     }
 }
 
-async fn read_all(shard: &Rc<Shard>, targets: &[Target]) -> Vec<PartRead> {
-    futures_util::future::join_all(
-        targets
+/// Reads every target with one message per owning shard. The response limit is split between
+/// the owners by their share of the partitions, so a fetch of many partitions holds about
+/// `response_max` bytes (each owner may pass its share by one batch), not the per-partition limit
+/// times the partitions. Results come back in target order.
+async fn read_all(shard: &Rc<Shard>, targets: &[Target], response_max: usize) -> Vec<PartRead> {
+    let mut by_owner: Vec<(ShardId, Vec<usize>)> = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        match by_owner.iter_mut().find(|(o, _)| *o == t.owner) {
+            Some((_, v)) => v.push(i),
+            None => by_owner.push((t.owner, vec![i])),
+        }
+    }
+    let total = targets.len().max(1) as u128;
+    let answers = futures_util::future::join_all(by_owner.iter().map(|(owner, idx)| {
+        let budget = (response_max as u128 * idx.len() as u128 / total).min(usize::MAX as u128);
+        let reads = idx
             .iter()
-            .map(|t| shard.read_on(t.owner, t.key, t.offset, t.max_bytes)),
-    )
-    .await
+            .map(|&i| (targets[i].key, targets[i].offset, targets[i].max_bytes))
+            .collect();
+        shard.read_on(*owner, reads, (budget as usize).max(1))
+    }))
+    .await;
+    let mut out: Vec<Option<PartRead>> = targets.iter().map(|_| None).collect();
+    for ((_, idx), reads) in by_owner.iter().zip(answers) {
+        for (&i, r) in idx.iter().zip(reads) {
+            out[i] = Some(r);
+        }
+    }
+    out.into_iter()
+        .map(|r| r.expect("every target was read"))
+        .collect()
 }
 
 pub(super) async fn list_offsets(
