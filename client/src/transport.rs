@@ -288,6 +288,11 @@ pub struct ConnectOptions {
     pub receive_window: u64,
     /// QUIC send window for requests.
     pub send_window: u64,
+    /// SO_RCVBUF / SO_SNDBUF asked for the connection's UDP socket. The kernel's default
+    /// (about 208 KiB) drops datagrams when a large fetch response arrives in one burst, and
+    /// every drop costs a loss recovery (tens of milliseconds when it is the tail of a
+    /// burst). The kernel caps the request at `net.core.rmem_max` / `wmem_max`.
+    pub socket_buffer_bytes: usize,
 }
 
 impl Default for ConnectOptions {
@@ -304,8 +309,33 @@ impl Default for ConnectOptions {
             stream_receive_window: 8 * 1024 * 1024,
             receive_window: 32 * 1024 * 1024,
             send_window: 32 * 1024 * 1024,
+            socket_buffer_bytes: 8 * 1024 * 1024,
         }
     }
+}
+
+/// A client endpoint on its own UDP socket, with the socket buffers asked for (best effort:
+/// the kernel clamps them to its maximum).
+fn client_endpoint(bind: SocketAddr, buffer_bytes: usize) -> std::io::Result<quinn::Endpoint> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(bind),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if bind.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
+    let _ = socket.set_recv_buffer_size(buffer_bytes);
+    let _ = socket.set_send_buffer_size(buffer_bytes);
+    socket.bind(&bind.into())?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime (tokio) is running"))?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket.into(),
+        runtime,
+    )
 }
 
 /// A QUIC connection to one broker (see the module documentation for an example).
@@ -351,8 +381,8 @@ impl Connection {
         } else {
             "0.0.0.0:0".parse().expect("literal")
         };
-        let endpoint =
-            quinn::Endpoint::client(bind).map_err(|e| TransportError::Connect(e.to_string()))?;
+        let endpoint = client_endpoint(bind, opts.socket_buffer_bytes)
+            .map_err(|e| TransportError::Connect(e.to_string()))?;
         let connecting = endpoint
             .connect_with(config, addr, server_name)
             .map_err(|e| TransportError::Connect(e.to_string()))?;
