@@ -72,16 +72,19 @@ start_streamd() {
 }
 stop_streamd() { kill "$STREAMD_PID"; wait "$STREAMD_PID" || true; STREAMD_PID=; }
 rss() { awk '/VmRSS|VmHWM/ {printf "%s %d MiB  ", $1, $2/1024}' "/proc/$STREAMD_PID/status"; }
+udp_rcvbuf_errors() { awk '/^Udp:/ && $6 ~ /^[0-9]+$/ {print $6}' /proc/net/snmp; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$STREAMD_PID/stat"; }
 
 # bench NAME ARGS...: one streambench run, summarised
 bench() {
     local name=$1; shift
     local t0; t0=$(cpu_ticks)
+    local drops0; drops0=$(udp_rcvbuf_errors)
     local json
     json=$("$BIN/streambench" --bootstrap 127.0.0.1:19092 --ca-file "$DATA/broker/tls/ca.pem" --json "$@" 2>>"$DATA/streambench.err")
     local t1; t1=$(cpu_ticks)
-    say "$name: $(python3 "$ROOT/bench/summarise.py" "$json" "$((t1 - t0))")  [streambench $*]"
+    local drops=$(( $(udp_rcvbuf_errors) - drops0 ))
+    say "$name: $(python3 "$ROOT/bench/summarise.py" "$json" "$((t1 - t0))"), UDP drops $drops  [streambench $*]"
     LAST_RPS=$(python3 -c 'import json,sys; print(int(json.loads(sys.argv[1])["records_per_sec"]))' "$json")
 }
 
@@ -97,10 +100,12 @@ say "   streamd after produce: $(rss)"
 # 2. consume what (1) wrote
 bench "2 consume, 1 consumer" consume --topic p1 --partitions 2 --records 1000000
 bench "2 consume, 1 consumer per partition" consume --topic p4 --partitions 2 --records 1000000 --consumers 2
-# 3. end to end at half of the maximum
+# 3. end to end at half of the maximum (and at a quarter and an eighth), no linger
 HALF=$((MAX_RPS / 2))
-bench "3 e2e at $HALF rec/s (half of 1)" e2e --topic e2e --partitions 2 --record-size 1024 \
-    --rate "$HALF" --duration 20s --warmup 3s --linger 1ms --batch-size $BATCH
+for rate in $HALF $((HALF / 2)) $((HALF / 4)); do
+    bench "3 e2e at $rate rec/s (half of 1: $HALF)" e2e --topic "e2e$rate" --partitions 2 \
+        --record-size 1024 --rate "$rate" --duration 20s --warmup 3s --linger 0ms
+done
 # 4. small records
 bench "4 produce 100 B durable, 1 producer" produce --topic small --partitions 2 --record-size 100 \
     --batch-size 112000 --linger 5ms --duration "${SECS}s" --warmup 2s
