@@ -95,7 +95,15 @@ W="--duration ${SECS}s --warmup 2s --record-size 1024 --batch-size $BATCH --ling
 start_streamd
 bench "1 produce durable, 1 producer" produce --topic p1 $W
 MAX_RPS=$LAST_RPS
-bench "1 produce durable, 4 producers" produce --topic p4 $W --producers 4
+# Sustained: 30 s, streamd's RSS sampled every second (is it flat?).
+(while kill -0 "$STREAMD_PID" 2>/dev/null; do
+    awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$STREAMD_PID/status"; sleep 1
+done >"$DATA/rss.txt") &
+SAMPLER=$!
+bench "1 produce durable, 4 producers, 30 s" produce --topic p4 --duration 30s --warmup 2s \
+    --record-size 1024 --batch-size $BATCH --linger 5ms --partitions 2 --producers 4
+kill $SAMPLER 2>/dev/null || true
+say "   streamd RSS MiB, one sample a second during that run: $(tr '\n' ' ' <"$DATA/rss.txt")"
 say "   streamd after produce: $(rss)"
 # 2. consume what (1) wrote
 bench "2 consume, 1 consumer" consume --topic p1 --partitions 2 --records 1000000
