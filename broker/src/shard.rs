@@ -457,6 +457,7 @@ impl Shard {
 
     /// Reads whole batches below the high watermark. The high watermark is what a consumer may
     /// see: on one broker, what is durable under the topic's flush policy (`logs::visible_end`).
+    ///
     /// Reads several partitions of this shard, in the order given, within a byte budget: the
     /// memory one fetch can hold is its budget (plus at most one batch past it), not the
     /// per-partition limit times the number of partitions. Partitions that need no I/O (nothing
@@ -469,44 +470,54 @@ impl Shard {
         budget: usize,
     ) -> Vec<PartRead> {
         let mut out: Vec<Option<PartRead>> = Vec::with_capacity(reads.len());
+        // (index, log, answer without records yet, per-partition limit)
         let mut pending = Vec::new();
-        for (i, (key, offset, _)) in reads.iter().enumerate() {
-            match self.read_without_io(key, *offset, false) {
+        for (i, (key, offset, max)) in reads.iter().enumerate() {
+            match self.read_without_io(key, *offset) {
                 Ok(done) => out.push(Some(done)),
-                Err(_) => {
+                Err((log, answer)) => {
                     out.push(None);
-                    pending.push(i);
+                    pending.push((i, log, answer, *max));
                 }
             }
         }
         let mut left = budget.max(1);
-        let mut next = 0;
-        while next < pending.len() {
+        let mut pending = pending.into_iter().peekable();
+        while pending.peek().is_some() {
             if left == 0 {
-                for &i in &pending[next..] {
-                    let (key, offset, _) = &reads[i];
-                    out[i] = Some(match self.read_without_io(key, *offset, true) {
-                        Ok(r) | Err((_, r)) => r,
-                    });
+                // Budget spent: the rest answer with their offsets and no records.
+                for (i, _, answer, _) in pending.by_ref() {
+                    out[i] = Some(answer);
                 }
                 break;
             }
             // One wave: the next partitions whose limits fit in what is left.
             let mut wave = Vec::new();
             let mut reserved = 0usize;
-            while next < pending.len() && reserved < left {
-                let i = pending[next];
-                let max = reads[i].2.min(left - reserved);
+            while reserved < left {
+                let Some((i, log, answer, max)) = pending.next() else {
+                    break;
+                };
+                let max = max.min(left - reserved);
                 reserved += max;
-                wave.push((i, max));
-                next += 1;
+                wave.push((i, log, answer, max));
             }
-            let results = futures_util::future::join_all(
-                wave.iter()
-                    .map(|&(i, max)| self.read_local(reads[i].0, reads[i].1, max)),
-            )
+            let results = futures_util::future::join_all(wave.into_iter().map(
+                |(i, log, mut answer, max)| {
+                    let offset = reads[i].1;
+                    async move {
+                        // Cut at the high watermark taken with the answer, so it is
+                        // self-consistent.
+                        answer.records = match log.read(offset, max).await {
+                            Ok(bytes) => Ok(cut_at(bytes, answer.high_watermark)),
+                            Err(e) => Err(PartError::Engine(e)),
+                        };
+                        (i, answer)
+                    }
+                },
+            ))
             .await;
-            for ((i, _), r) in wave.into_iter().zip(results) {
+            for (i, r) in results {
                 if let Ok(b) = &r.records {
                     left = left.saturating_sub(b.len());
                 }
@@ -519,13 +530,12 @@ impl Shard {
     }
 
     /// The answer for a partition when it needs no I/O: `Ok` with an error or with no records
-    /// (nothing visible at `offset` yet, or `budget_spent`). `Err` hands back the log and the
-    /// answer's offsets when records must be read.
+    /// (nothing visible at `offset` yet). `Err` hands back the log and the answer's offsets
+    /// when records must be read.
     fn read_without_io(
         &self,
         key: &PartKey,
         offset: Offset,
-        budget_spent: bool,
     ) -> Result<PartRead, (Rc<PartitionLog>, PartRead)> {
         let log = match self.log(key) {
             Ok(l) => l,
@@ -545,24 +555,11 @@ impl Shard {
         };
         // At the visible end, or appended but not yet visible: nothing to return yet, and not
         // an error.
-        if offset == hw || (offset > hw && offset <= log.end_offset()) || budget_spent {
+        if offset == hw || (offset > hw && offset <= log.end_offset()) {
             Ok(empty)
         } else {
             Err((log, empty))
         }
-    }
-
-    pub async fn read_local(&self, key: PartKey, offset: Offset, max_bytes: usize) -> PartRead {
-        let (log, mut answer) = match self.read_without_io(&key, offset, false) {
-            Ok(done) => return done,
-            Err(to_read) => to_read,
-        };
-        // Cut at the high watermark taken above, so the answer is self-consistent.
-        answer.records = match log.read(offset, max_bytes).await {
-            Ok(bytes) => Ok(cut_at(bytes, answer.high_watermark)),
-            Err(e) => Err(PartError::Engine(e)),
-        };
-        answer
     }
 
     async fn wait_local(&self, waits: &[(PartKey, Offset)], deadline: Instant) {

@@ -186,7 +186,7 @@ async fn a_fetch_of_many_partitions_keeps_to_its_byte_limit() {
     let batch_len = one.len();
     for p in 0..PARTS {
         for _ in 0..4 {
-            let r = produce(&client, "wide", p, &[batch(10, 1024)], Acks::Leader).await;
+            let r = produce(&client, "wide", p, std::slice::from_ref(&one), Acks::Leader).await;
             assert_eq!(r.topics[0].partitions[0].error_code, ErrorCode::None);
         }
     }

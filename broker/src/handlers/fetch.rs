@@ -183,7 +183,7 @@ async fn read_all(shard: &Rc<Shard>, targets: &[Target], response_max: usize) ->
             .iter()
             .map(|&i| (targets[i].key, targets[i].offset, targets[i].max_bytes))
             .collect();
-        shard.read_on(*owner, reads, (budget as usize).max(1))
+        shard.read_on(*owner, reads, budget as usize)
     }))
     .await;
     let mut out: Vec<Option<PartRead>> = targets.iter().map(|_| None).collect();
