@@ -633,6 +633,23 @@ fn topic_partition_lists(tps: Vec<quiver_proto::api::TopicPartitions>) -> Vec<(S
 }
 
 impl Admin {
+    /// Calls `group`'s coordinator with `req`, once the cluster is known to serve its API
+    /// (`what` names the operation in the error if it does not).
+    async fn call_coordinator<R: quiver_proto::api::Request>(
+        &self,
+        group: &str,
+        what: &str,
+        req: &R,
+    ) -> Result<R::Response> {
+        self.client.require(R::API, what).await?;
+        let coordinator = find_coordinator(&self.client, group).await?;
+        Ok(self
+            .client
+            .call_broker(coordinator, req, Vec::new())
+            .await?
+            .0)
+    }
+
     /// Every consumer group, sorted by id.
     pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {
         use quiver_proto::api::group::ListGroupsRequest;
@@ -676,17 +693,10 @@ impl Admin {
         group: &str,
     ) -> Result<Vec<(TopicPartition, OffsetAndMetadata)>> {
         use quiver_proto::api::group::{OffsetFetchRequest, NO_GENERATION};
-        self.client
-            .require(
-                quiver_proto::api::ApiKey::OffsetFetch,
+        let resp = self
+            .call_coordinator(
+                group,
                 "reading committed offsets",
-            )
-            .await?;
-        let coordinator = find_coordinator(&self.client, group).await?;
-        let (resp, _) = self
-            .client
-            .call_broker(
-                coordinator,
                 &OffsetFetchRequest {
                     group_id: group.to_string(),
                     member_id: None,
@@ -694,7 +704,6 @@ impl Admin {
                     topics: None,
                     require_stable: false,
                 },
-                Vec::new(),
             )
             .await?;
         if resp.error_code != ErrorCode::None {
@@ -742,13 +751,6 @@ impl Admin {
         if offsets.is_empty() {
             return Ok(());
         }
-        self.client
-            .require(
-                quiver_proto::api::ApiKey::OffsetCommit,
-                "changing committed offsets",
-            )
-            .await?;
-        let coordinator = find_coordinator(&self.client, group).await?;
         let mut topics: Vec<OffsetCommitTopic> = Vec::new();
         for (tp, o) in offsets {
             let part = OffsetCommitPartition {
@@ -772,9 +774,8 @@ impl Admin {
             group_instance_id: None,
             topics,
         };
-        let (resp, _) = self
-            .client
-            .call_broker(coordinator, &req, Vec::new())
+        let resp = self
+            .call_coordinator(group, "changing committed offsets", &req)
             .await?;
         for t in resp.topics {
             for p in t.partitions {
@@ -809,21 +810,13 @@ impl Admin {
     /// A group's state, members and committed offsets (with each partition's end and lag).
     pub async fn describe_group(&self, group: &str) -> Result<GroupDescription> {
         use quiver_proto::api::group::DescribeGroupsRequest;
-        self.client
-            .require(
-                quiver_proto::api::ApiKey::DescribeGroups,
+        let resp = self
+            .call_coordinator(
+                group,
                 "describing groups",
-            )
-            .await?;
-        let coordinator = find_coordinator(&self.client, group).await?;
-        let (resp, _) = self
-            .client
-            .call_broker(
-                coordinator,
                 &DescribeGroupsRequest {
                     groups: vec![group.to_string()],
                 },
-                Vec::new(),
             )
             .await?;
         let g = resp
@@ -908,18 +901,13 @@ impl Admin {
     /// Deletes a group with no members, and its committed offsets.
     pub async fn delete_group(&self, group: &str) -> Result<()> {
         use quiver_proto::api::group::DeleteGroupsRequest;
-        self.client
-            .require(quiver_proto::api::ApiKey::DeleteGroups, "deleting groups")
-            .await?;
-        let coordinator = find_coordinator(&self.client, group).await?;
-        let (resp, _) = self
-            .client
-            .call_broker(
-                coordinator,
+        let resp = self
+            .call_coordinator(
+                group,
+                "deleting groups",
                 &DeleteGroupsRequest {
                     groups_names: vec![group.to_string()],
                 },
-                Vec::new(),
             )
             .await?;
         let r = resp
