@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p quiver-net --example transport_bench -- [--secs 5] [--inflight 8]
-//!     [--frame-kib 1024] [--only glommio|quinn] [--mode upload|download]
+//!     [--frame-kib 1024] [--only glommio|quinn] [--mode upload|download] [--topology one|per-core]
 //! ```
 //!
 //! Modes: `upload` sends 1 MiB request frames and gets empty responses (the produce shape);
@@ -44,6 +44,8 @@ struct Args {
     frame_bytes: usize,
     only: Option<String>,
     modes: Vec<Mode>,
+    /// Only the one-connection topology (`one`) or only one connection per core (`per-core`).
+    topology: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -53,6 +55,7 @@ fn parse_args() -> Args {
         frame_bytes: 1024 * 1024,
         only: None,
         modes: vec![Mode::Upload, Mode::Download],
+        topology: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -62,6 +65,7 @@ fn parse_args() -> Args {
             "--inflight" => a.inflight = val().parse().expect("inflight"),
             "--frame-kib" => a.frame_bytes = val().parse::<usize>().expect("kib") * 1024,
             "--only" => a.only = Some(val()),
+            "--topology" => a.topology = Some(val()),
             "--mode" => {
                 a.modes = vec![match val().as_str() {
                     "upload" => Mode::Upload,
@@ -129,7 +133,8 @@ impl GlommioServer {
         for core in 0..cores {
             let (tx, rx) = mpsc::channel();
             let (files, stop, stats) = (files.server_files(), stop.clone(), stats.clone());
-            threads.push(std::thread::spawn(move || {
+            let thread = std::thread::Builder::new().name("bench-shard".into());
+            threads.push(thread.spawn(move || {
                 let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(core))
                     .name("bench-shard")
                     .make()
@@ -147,7 +152,7 @@ impl GlommioServer {
                     ep.shutdown(Duration::from_millis(200)).await;
                     stats.lock().unwrap()[core] = ep.stats();
                 });
-            }));
+            }).unwrap());
             addr = rx.recv().unwrap();
         }
         GlommioServer {
@@ -277,6 +282,8 @@ async fn drive(conns: &[Connection], mode: Mode, args: &Args) -> f64 {
             .await
             .unwrap();
     }
+    let stats_before: Vec<_> = conns.iter().map(|c| c.quinn().stats()).collect();
+    let cpu_before = cpu_split();
     let started = Instant::now();
     for c in conns {
         for _ in 0..args.inflight {
@@ -311,10 +318,62 @@ async fn drive(conns: &[Connection], mode: Mode, args: &Args) -> f64 {
     stop.store(true, Ordering::Relaxed);
     let total = bytes.load(Ordering::Relaxed);
     let elapsed = started.elapsed();
+    let cpu_after = cpu_split();
+    let gb = total as f64 / 1e9;
+    eprintln!(
+        "  CPU s per GB: server {:.2}, client {:.2}",
+        (cpu_after.0 - cpu_before.0) / gb,
+        (cpu_after.1 - cpu_before.1) / gb
+    );
+    // What the client received per GB moved: datagrams, and in them ACK and credit frames.
+    let (mut dgrams, mut acks, mut credit, mut sent_ios) = (0u64, 0u64, 0u64, 0u64);
+    for (c, before) in conns.iter().zip(&stats_before) {
+        let now = c.quinn().stats();
+        dgrams += now.udp_rx.datagrams - before.udp_rx.datagrams;
+        acks += now.frame_rx.acks - before.frame_rx.acks;
+        credit += now.frame_rx.max_data + now.frame_rx.max_stream_data
+            - before.frame_rx.max_data
+            - before.frame_rx.max_stream_data;
+        sent_ios += now.udp_tx.ios - before.udp_tx.ios;
+    }
+    eprintln!(
+        "  client per GB: {:.0} datagrams in, {:.0} ACK frames, {:.0} credit frames, {:.0} sends",
+        dgrams as f64 / gb,
+        acks as f64 / gb,
+        credit as f64 / gb,
+        sent_ios as f64 / gb
+    );
     for t in tasks {
         t.await.unwrap();
     }
     total as f64 / elapsed.as_secs_f64() / 1e6
+}
+
+/// CPU seconds used so far by this process's threads, split into (server, client) by thread
+/// name: the servers' threads are named `bench-shard` / `bench-quinn`, the client's tokio
+/// workers keep tokio's default name. Read from /proc (clock ticks, 100 per second).
+fn cpu_split() -> (f64, f64) {
+    let (mut server, mut client) = (0u64, 0u64);
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return (f64::NAN, f64::NAN);
+    };
+    for t in dir.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is field 3; utime and stime are 14 and 15.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+            + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        if comm.starts_with("bench-") {
+            server += ticks;
+        } else if comm.starts_with("tokio-rt") {
+            client += ticks;
+        }
+    }
+    (server as f64 / 100.0, client as f64 / 100.0)
 }
 
 fn header(api_key: u16) -> FrameHeader {
@@ -349,6 +408,10 @@ fn main() {
     println!("|---|---|---|---|---|");
     for &mode in &args.modes {
         for conns_wanted in [1, cores] {
+            let topology = if conns_wanted == 1 { "one" } else { "per-core" };
+            if args.topology.as_deref().is_some_and(|t| t != topology) {
+                continue;
+            }
             let label = if conns_wanted == 1 {
                 "1".to_string()
             } else {
@@ -365,8 +428,11 @@ fn main() {
                 let stats = server.stop();
                 let sends: u64 = stats.iter().map(|s| s.send_calls).sum();
                 let dgrams: u64 = stats.iter().map(|s| s.datagrams_sent).sum();
+                let reused: u64 = stats.iter().map(|s| s.frame_buffers_reused).sum();
+                let served: u64 = stats.iter().map(|s| s.requests_served).sum();
                 eprintln!(
-                    "  glommio {mode:?} x{conns_wanted}: {:.1} datagrams per sendmsg",
+                    "  glommio {mode:?} x{conns_wanted}: {:.1} datagrams per sendmsg, \
+                     {reused} of {served} frames read into a reused buffer",
                     dgrams as f64 / sends.max(1) as f64
                 );
             }

@@ -38,6 +38,7 @@ use crate::{
     codes,
     config::EndpointConfig,
     error::{CallError, ConnectError},
+    pool::{FramePool, POOL_BYTES_MAX},
     service::{DynService, Request, Response},
     sync::{oneshot, Notify, OneshotReceiver, OneshotSender},
     tls::PeerIdentity,
@@ -51,7 +52,8 @@ const TRANSMIT_DATAGRAMS_PER_PASS_MAX: usize = 64;
 /// The most one UDP datagram (and so one GSO send) can carry: 65,535 minus the 8-byte UDP
 /// header, rounded down.
 const UDP_PAYLOAD_MAX: usize = 65_000;
-/// recvmmsg calls per socket wakeup before other tasks run.
+/// recvmmsg calls per socket wakeup before other tasks run (the connections they touched are
+/// driven after each).
 pub(crate) const RECV_BATCHES_PER_WAKEUP_MAX: usize = 16;
 /// A GRO receive buffer holds at most 64 KiB of coalesced segments.
 pub(crate) const RECV_BUFFER_BYTES: usize = 64 * 1024;
@@ -91,6 +93,8 @@ pub struct EndpointStats {
     pub datagrams_sent: u64,
     /// sendmsg calls (each carries up to the GSO segment count of datagrams).
     pub send_calls: u64,
+    /// Large frames read into a buffer an earlier frame had used (see `pool.rs`).
+    pub frame_buffers_reused: u64,
 }
 
 struct BlockedTransmit {
@@ -127,6 +131,8 @@ pub(crate) struct Driver {
     /// Wakes the receive task so that it can exit.
     pub stop_wake: Rc<Notify>,
     stats: EndpointStats,
+    /// Large request and response buffers, reused once their holders drop them.
+    pool: FramePool,
     jobs: Vec<Job>,
     /// While the driver task sleeps: until when (`None`: until woken). A timer armed earlier
     /// than that by the receive task must wake it, or the timer would be missed.
@@ -219,9 +225,9 @@ enum ReadOutcome {
 }
 
 impl FrameReader {
-    fn alloc(&mut self) {
+    fn alloc(&mut self, pool: &mut FramePool) {
         let total = self.total.expect("alloc after the prefix is checked");
-        let mut buf = BytesMut::with_capacity(total);
+        let mut buf = pool.take(total);
         buf.extend_from_slice(&self.prefix);
         self.buf = Some(buf);
     }
@@ -256,7 +262,7 @@ impl FrameReader {
                 (Some(total), Some(buf)) => {
                     let need = total - buf.len();
                     if need == 0 {
-                        let bytes = buf.split().freeze();
+                        let bytes = std::mem::take(buf).freeze();
                         let fin = match chunks.next(1) {
                             Ok(None) => true,
                             Ok(Some(_)) => {
@@ -400,6 +406,7 @@ struct Ctx<'a> {
     service: Option<&'a Rc<dyn DynService>>,
     jobs: &'a mut Vec<Job>,
     stats: &'a mut EndpointStats,
+    pool: &'a mut FramePool,
     now: Instant,
     ch: ConnectionHandle,
 }
@@ -463,6 +470,7 @@ impl Driver {
                 idle_wake: Rc::new(Notify::default()),
                 stop_wake: Rc::new(Notify::default()),
                 stats: EndpointStats::default(),
+                pool: FramePool::new(POOL_BYTES_MAX),
                 jobs: Vec::new(),
                 driver_sleep: None,
             })
@@ -472,6 +480,7 @@ impl Driver {
     pub fn stats(&self) -> EndpointStats {
         let mut s = self.stats.clone();
         s.connections = self.conns.len();
+        s.frame_buffers_reused = self.pool.reused;
         s
     }
 
@@ -494,36 +503,34 @@ impl Driver {
 
     // ---- 1. datagrams in -------------------------------------------------------------------
 
-    /// Drains the socket (bounded), feeding quinn-proto. Returns whether the socket may still hold
+    /// One recvmmsg batch, fed to quinn-proto. Returns whether the socket may still hold
     /// datagrams.
     pub fn on_readable_socket(&mut self, buf: &mut [u8], now: Instant) -> bool {
         let mut metas = [RecvMeta::default(); quinn_udp::BATCH_SIZE];
-        for _ in 0..RECV_BATCHES_PER_WAKEUP_MAX {
-            let n = {
-                let mut iovs: Vec<IoSliceMut<'_>> = buf
-                    .chunks_mut(RECV_BUFFER_BYTES)
-                    .map(IoSliceMut::new)
-                    .collect();
-                match self.udp.recv(&mut iovs, &mut metas) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                    Err(e) => {
-                        // ICMP errors and the like: UDP is lossy anyway; carry on.
-                        tracing::debug!(error = %e, "recv error");
-                        return false;
-                    }
+        let n = {
+            let mut iovs: Vec<IoSliceMut<'_>> = buf
+                .chunks_mut(RECV_BUFFER_BYTES)
+                .map(IoSliceMut::new)
+                .collect();
+            match self.udp.recv(&mut iovs, &mut metas) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) => {
+                    // ICMP errors and the like: UDP is lossy anyway; carry on.
+                    tracing::debug!(error = %e, "recv error");
+                    return false;
                 }
-            };
-            for (i, meta) in metas.iter().take(n).enumerate() {
-                // One copy (and allocation) per GRO batch; segments are split off it without
-                // copying, as quinn does.
-                let mut data = BytesMut::from(&buf[i * RECV_BUFFER_BYTES..][..meta.len]);
-                let stride = meta.stride.max(1);
-                while !data.is_empty() {
-                    let seg = data.split_to(stride.min(data.len()));
-                    self.stats.datagrams_received += 1;
-                    self.on_datagram(now, meta, seg);
-                }
+            }
+        };
+        for (i, meta) in metas.iter().take(n).enumerate() {
+            // One copy (and allocation) per GRO batch; segments are split off it without
+            // copying, as quinn does.
+            let mut data = BytesMut::from(&buf[i * RECV_BUFFER_BYTES..][..meta.len]);
+            let stride = meta.stride.max(1);
+            while !data.is_empty() {
+                let seg = data.split_to(stride.min(data.len()));
+                self.stats.datagrams_received += 1;
+                self.on_datagram(now, meta, seg);
             }
         }
         true
@@ -815,6 +822,7 @@ impl Driver {
                 service: self.service.as_ref(),
                 jobs: &mut self.jobs,
                 stats: &mut self.stats,
+                pool: &mut self.pool,
                 now,
                 ch,
             };
@@ -839,6 +847,7 @@ impl Driver {
                 service: self.service.as_ref(),
                 jobs: &mut self.jobs,
                 stats: &mut self.stats,
+                pool: &mut self.pool,
                 now,
                 ch,
             };
@@ -1111,7 +1120,7 @@ fn server_read(ctx: &mut Ctx<'_>, conn: &mut Conn, id: StreamId) {
                     && (conn.inflight_bytes == 0
                         || conn.inflight_bytes + total as u64 <= ctx.cfg.inflight_bytes_max);
                 if admitted {
-                    s.reader.alloc();
+                    s.reader.alloc(ctx.pool);
                     charge(&mut conn.inflight_bytes, s, total as u64, ctx.stats);
                 } else {
                     s.phase = Phase::Parked;
@@ -1120,6 +1129,7 @@ fn server_read(ctx: &mut Ctx<'_>, conn: &mut Conn, id: StreamId) {
                 }
             }
             ReadOutcome::Done { bytes, fin } => {
+                ctx.pool.lend(&bytes);
                 if !fin {
                     // The frame is complete; whatever follows is not ours to read. Usually the
                     // FIN is already here and this does not run.
@@ -1170,7 +1180,7 @@ fn resume_parked(ctx: &mut Ctx<'_>, conn: &mut Conn) {
         }
         conn.parked.pop_front();
         if let Some(StreamState::Server(s)) = conn.streams.get_mut(&id) {
-            s.reader.alloc();
+            s.reader.alloc(ctx.pool);
             s.phase = Phase::Reading;
             charge(&mut conn.inflight_bytes, s, total as u64, ctx.stats);
         }
@@ -1397,10 +1407,11 @@ fn call_read(ctx: &mut Ctx<'_>, conn: &mut Conn, id: StreamId) {
             ReadOutcome::Blocked => return,
             ReadOutcome::NeedAlloc(_) => {
                 // The response was asked for; its size is already bounded by frame_bytes_max.
-                c.reader.alloc();
+                c.reader.alloc(ctx.pool);
                 continue;
             }
             ReadOutcome::Done { bytes, fin } => {
+                ctx.pool.lend(&bytes);
                 if !fin {
                     let _ = conn.inner.recv_stream(id).stop(varint(codes::NO_ERROR));
                 }

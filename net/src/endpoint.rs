@@ -27,7 +27,10 @@ use quiver_proto::frame::{self, Frame, FrameError, FrameHeader, FRAME_HEADER_BYT
 use crate::{
     codes,
     config::EndpointConfig,
-    driver::{spawn_jobs, Driver, EndpointStats, Shared, RECV_BUFFER_BYTES, SHUTDOWN_DRAIN_MAX},
+    driver::{
+        spawn_jobs, Driver, EndpointStats, Shared, RECV_BATCHES_PER_WAKEUP_MAX, RECV_BUFFER_BYTES,
+        SHUTDOWN_DRAIN_MAX,
+    },
     error::{CallError, ConnectError},
     service::{DynService, Service},
     tls::PeerIdentity,
@@ -237,8 +240,16 @@ async fn recv_task(driver: Shared) {
         let (more, wake, jobs) = {
             let mut d = driver.borrow_mut();
             let now = Instant::now();
-            let more = d.on_readable_socket(&mut buf, now);
-            d.drive(now);
+            // Drive after every recvmmsg batch, not after the whole wakeup: stream data is read
+            // out (and ACKs go out) while the datagrams are still in cache.
+            let mut more = false;
+            for _ in 0..RECV_BATCHES_PER_WAKEUP_MAX {
+                more = d.on_readable_socket(&mut buf, now);
+                d.drive(now);
+                if !more {
+                    break;
+                }
+            }
             (more, d.has_work().then(|| d.wake.clone()), d.take_jobs())
         };
         spawn_jobs(&driver, jobs);

@@ -38,6 +38,7 @@ mod config;
 mod driver;
 mod endpoint;
 mod error;
+mod pool;
 mod service;
 mod sync;
 pub mod tls;
