@@ -134,25 +134,30 @@ impl GlommioServer {
             let (tx, rx) = mpsc::channel();
             let (files, stop, stats) = (files.server_files(), stop.clone(), stats.clone());
             let thread = std::thread::Builder::new().name("bench-shard".into());
-            threads.push(thread.spawn(move || {
-                let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(core))
-                    .name("bench-shard")
-                    .make()
-                    .unwrap();
-                ex.run(async move {
-                    let ep = Endpoint::builder(addr)
-                        .server(tls::server_config(&files).unwrap(), Sink { frame_bytes })
-                        .bind()
-                        .unwrap();
-                    tx.send(ep.local_addr()).unwrap();
-                    while !stop.load(Ordering::Relaxed) {
-                        stats.lock().unwrap()[core] = ep.stats();
-                        glommio::timer::sleep(Duration::from_millis(20)).await;
-                    }
-                    ep.shutdown(Duration::from_millis(200)).await;
-                    stats.lock().unwrap()[core] = ep.stats();
-                });
-            }).unwrap());
+            threads.push(
+                thread
+                    .spawn(move || {
+                        let ex =
+                            glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(core))
+                                .name("bench-shard")
+                                .make()
+                                .unwrap();
+                        ex.run(async move {
+                            let ep = Endpoint::builder(addr)
+                                .server(tls::server_config(&files).unwrap(), Sink { frame_bytes })
+                                .bind()
+                                .unwrap();
+                            tx.send(ep.local_addr()).unwrap();
+                            while !stop.load(Ordering::Relaxed) {
+                                stats.lock().unwrap()[core] = ep.stats();
+                                glommio::timer::sleep(Duration::from_millis(20)).await;
+                            }
+                            ep.shutdown(Duration::from_millis(200)).await;
+                            stats.lock().unwrap()[core] = ep.stats();
+                        });
+                    })
+                    .unwrap(),
+            );
             addr = rx.recv().unwrap();
         }
         GlommioServer {
@@ -201,9 +206,28 @@ impl QuinnServer {
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         config.transport_config(EndpointConfig::default().transport());
         config.migration(false);
+        // The same socket buffer sizes as the glommio endpoint asks for (the kernel clamps both
+        // alike), so that neither side drops datagrams the other would have kept.
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .unwrap();
+        let buffer = EndpointConfig::default().socket_buffer_bytes;
+        socket.set_recv_buffer_size(buffer).unwrap();
+        socket.set_send_buffer_size(buffer).unwrap();
+        let bind: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        socket.bind(&bind.into()).unwrap();
         let endpoint = {
             let _guard = runtime.enter();
-            quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap()
+            quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                Some(config),
+                socket.into(),
+                Arc::new(quinn::TokioRuntime),
+            )
+            .unwrap()
         };
         let addr = endpoint.local_addr().unwrap();
         let ep = endpoint.clone();
@@ -284,6 +308,10 @@ async fn drive(conns: &[Connection], mode: Mode, args: &Args) -> f64 {
     }
     let stats_before: Vec<_> = conns.iter().map(|c| c.quinn().stats()).collect();
     let cpu_before = cpu_split();
+    let csw_before = (
+        CLIENT_CSW.0.load(Ordering::Relaxed),
+        CLIENT_CSW.1.load(Ordering::Relaxed),
+    );
     let started = Instant::now();
     for c in conns {
         for _ in 0..args.inflight {
@@ -319,14 +347,22 @@ async fn drive(conns: &[Connection], mode: Mode, args: &Args) -> f64 {
     let total = bytes.load(Ordering::Relaxed);
     let elapsed = started.elapsed();
     let cpu_after = cpu_split();
+    let csw = (
+        CLIENT_CSW.0.load(Ordering::Relaxed) - csw_before.0,
+        CLIENT_CSW.1.load(Ordering::Relaxed) - csw_before.1,
+    );
     let gb = total as f64 / 1e9;
     eprintln!(
-        "  CPU s per GB: server {:.2}, client {:.2}",
+        "  CPU s per GB: server {:.2}, client {:.2}; client context switches per GB: {:.0} \
+         voluntary, {:.0} not",
         (cpu_after.0 - cpu_before.0) / gb,
-        (cpu_after.1 - cpu_before.1) / gb
+        (cpu_after.1 - cpu_before.1) / gb,
+        csw.0 as f64 / gb,
+        csw.1 as f64 / gb
     );
     // What the client received per GB moved: datagrams, and in them ACK and credit frames.
     let (mut dgrams, mut acks, mut credit, mut sent_ios) = (0u64, 0u64, 0u64, 0u64);
+    let (mut lost, mut congestion) = (0u64, 0u64);
     for (c, before) in conns.iter().zip(&stats_before) {
         let now = c.quinn().stats();
         dgrams += now.udp_rx.datagrams - before.udp_rx.datagrams;
@@ -335,13 +371,19 @@ async fn drive(conns: &[Connection], mode: Mode, args: &Args) -> f64 {
             - before.frame_rx.max_data
             - before.frame_rx.max_stream_data;
         sent_ios += now.udp_tx.ios - before.udp_tx.ios;
+        lost += now.path.lost_packets - before.path.lost_packets;
+        congestion += now.path.congestion_events - before.path.congestion_events;
     }
     eprintln!(
-        "  client per GB: {:.0} datagrams in, {:.0} ACK frames, {:.0} credit frames, {:.0} sends",
+        "  client per GB: {:.0} datagrams in, {:.0} ACK frames, {:.0} credit frames, {:.0} sends; \
+         {lost} packets lost, {congestion} congestion events in the run; at the end rtt {:?}, \
+         cwnd {} kB",
         dgrams as f64 / gb,
         acks as f64 / gb,
         credit as f64 / gb,
-        sent_ios as f64 / gb
+        sent_ios as f64 / gb,
+        conns[0].quinn().rtt(),
+        conns[0].quinn().stats().path.cwnd / 1000
     );
     for t in tasks {
         t.await.unwrap();
@@ -352,7 +394,11 @@ async fn drive(conns: &[Connection], mode: Mode, args: &Args) -> f64 {
 /// CPU seconds used so far by this process's threads, split into (server, client) by thread
 /// name: the servers' threads are named `bench-shard` / `bench-quinn`, the client's tokio
 /// workers keep tokio's default name. Read from /proc (clock ticks, 100 per second).
+static CLIENT_CSW: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
+
 fn cpu_split() -> (f64, f64) {
+    CLIENT_CSW.0.store(0, Ordering::Relaxed);
+    CLIENT_CSW.1.store(0, Ordering::Relaxed);
     let (mut server, mut client) = (0u64, 0u64);
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return (f64::NAN, f64::NAN);
@@ -369,8 +415,21 @@ fn cpu_split() -> (f64, f64) {
             + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         if comm.starts_with("bench-") {
             server += ticks;
-        } else if comm.starts_with("tokio-rt") {
+        } else if comm.starts_with("tokio-r") {
             client += ticks;
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            for l in status.lines() {
+                if let Some(v) = l.strip_prefix("voluntary_ctxt_switches:") {
+                    CLIENT_CSW
+                        .0
+                        .fetch_add(v.trim().parse().unwrap_or(0), Ordering::Relaxed);
+                }
+                if let Some(v) = l.strip_prefix("nonvoluntary_ctxt_switches:") {
+                    CLIENT_CSW
+                        .1
+                        .fetch_add(v.trim().parse().unwrap_or(0), Ordering::Relaxed);
+                }
+            }
         }
     }
     (server as f64 / 100.0, client as f64 / 100.0)

@@ -36,7 +36,7 @@ use rustls::pki_types::CertificateDer;
 
 use crate::{
     codes,
-    config::EndpointConfig,
+    config::{EndpointConfig, SMALL_FRAME_BYTES},
     error::{CallError, ConnectError},
     pool::{FramePool, POOL_BYTES_MAX},
     service::{DynService, Request, Response},
@@ -52,9 +52,6 @@ const TRANSMIT_DATAGRAMS_PER_PASS_MAX: usize = 64;
 /// The most one UDP datagram (and so one GSO send) can carry: 65,535 minus the 8-byte UDP
 /// header, rounded down.
 const UDP_PAYLOAD_MAX: usize = 65_000;
-/// recvmmsg calls per socket wakeup before other tasks run (the connections they touched are
-/// driven after each).
-pub(crate) const RECV_BATCHES_PER_WAKEUP_MAX: usize = 16;
 /// A GRO receive buffer holds at most 64 KiB of coalesced segments.
 pub(crate) const RECV_BUFFER_BYTES: usize = 64 * 1024;
 /// How long closing connections get to deliver CONNECTION_CLOSE and drain at shutdown.
@@ -1284,6 +1281,7 @@ fn start_writing(
     }
     chunks.extend(resp.payload.into_iter().filter(|p| !p.is_empty()));
     let total: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+    prioritise(&mut conn.inner, id, total);
     charge(&mut conn.inflight_bytes, &mut s, total, stats);
     let deadline = now + write_timeout;
     s.deadline = Some(deadline);
@@ -1291,6 +1289,15 @@ fn start_writing(
     conn.deadlines.push_back((deadline, id));
     conn.streams.insert(id, StreamState::Server(s));
     write_server_stream(conn, id, stats);
+}
+
+/// Small frames go out ahead of bulk ones queued on the connection (streams are sent one after
+/// another, see `EndpointConfig::transport`).
+fn prioritise(inner: &mut quinn_proto::Connection, id: StreamId, frame_bytes: u64) {
+    if frame_bytes <= SMALL_FRAME_BYTES as u64 {
+        // Fails only for a stream already closed, which the write that follows reports.
+        let _ = inner.send_stream(id).set_priority(1);
+    }
 }
 
 fn server_write(ctx: &mut Ctx<'_>, conn: &mut Conn, id: StreamId) {
@@ -1348,6 +1355,8 @@ fn open_pending_calls(conn: &mut Conn) {
             return; // At the peer's stream limit; `Available` will bring us back.
         };
         let p = conn.pending_calls.pop_front().expect("non-empty");
+        let total: u64 = p.chunks.iter().map(|c| c.len() as u64).sum();
+        prioritise(&mut conn.inner, id, total);
         conn.streams.insert(
             id,
             StreamState::Call(CallStream {

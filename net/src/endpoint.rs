@@ -1,7 +1,8 @@
 //! The public face of one core's QUIC endpoint, and the three glommio tasks that drive it:
 //!
 //! - the receive task sleeps in io_uring until the socket has datagrams, drains it with
-//!   recvmmsg/GRO and drives the connections those datagrams touched (ACKs go out at once);
+//!   recvmmsg/GRO one batch at a time and after each batch drives the connections it touched
+//!   (ACKs go out at once) and hands completed requests to the service;
 //! - the driver task wakes on quinn-proto timers, write deadlines and application input
 //!   (service responses, dial-out calls, closes) and drives the marked connections, gathering
 //!   the transmits of every connection that has something to send;
@@ -27,10 +28,7 @@ use quiver_proto::frame::{self, Frame, FrameError, FrameHeader, FRAME_HEADER_BYT
 use crate::{
     codes,
     config::EndpointConfig,
-    driver::{
-        spawn_jobs, Driver, EndpointStats, Shared, RECV_BATCHES_PER_WAKEUP_MAX, RECV_BUFFER_BYTES,
-        SHUTDOWN_DRAIN_MAX,
-    },
+    driver::{spawn_jobs, Driver, EndpointStats, Shared, RECV_BUFFER_BYTES, SHUTDOWN_DRAIN_MAX},
     error::{CallError, ConnectError},
     service::{DynService, Service},
     tls::PeerIdentity,
@@ -217,46 +215,47 @@ async fn recv_task(driver: Shared) {
         (d.udp.clone(), d.stop_wake.clone())
     };
     let mut buf = vec![0u8; RECV_BUFFER_BYTES * quinn_udp::BATCH_SIZE];
+    let mut more = false;
     loop {
         if driver.borrow().stopped {
             return;
         }
-        let readable = future::or(async { Some(udp.readable().await) }, async {
-            stop.wait().await;
-            None
-        })
-        .await;
-        match readable {
-            None => continue,
-            Some(Err(e)) => {
-                // A pending socket error (e.g. an ICMP report) is consumed by the failed peek;
-                // pause briefly so a persistent one cannot spin the core.
-                tracing::debug!(error = %e, "socket wait failed");
-                glommio::timer::sleep(Duration::from_millis(1)).await;
-                continue;
+        if !more {
+            let readable = future::or(async { Some(udp.readable().await) }, async {
+                stop.wait().await;
+                None
+            })
+            .await;
+            match readable {
+                None => continue,
+                Some(Err(e)) => {
+                    // A pending socket error (e.g. an ICMP report) is consumed by the failed
+                    // peek; pause briefly so a persistent one cannot spin the core.
+                    tracing::debug!(error = %e, "socket wait failed");
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+                Some(Ok(())) => {}
             }
-            Some(Ok(())) => {}
         }
-        let (more, wake, jobs) = {
+        // One recvmmsg batch, then the connections it touched are driven (stream data is read
+        // while still in cache, ACKs go out) and the requests it completed are handed to the
+        // service before the next batch: a request's response does not wait for the socket to
+        // be drained.
+        let (m, wake, jobs) = {
             let mut d = driver.borrow_mut();
             let now = Instant::now();
-            // Drive after every recvmmsg batch, not after the whole wakeup: stream data is read
-            // out (and ACKs go out) while the datagrams are still in cache.
-            let mut more = false;
-            for _ in 0..RECV_BATCHES_PER_WAKEUP_MAX {
-                more = d.on_readable_socket(&mut buf, now);
-                d.drive(now);
-                if !more {
-                    break;
-                }
-            }
-            (more, d.has_work().then(|| d.wake.clone()), d.take_jobs())
+            let m = d.on_readable_socket(&mut buf, now);
+            d.drive(now);
+            (m, d.has_work().then(|| d.wake.clone()), d.take_jobs())
         };
+        more = m;
         spawn_jobs(&driver, jobs);
         if let Some(w) = wake {
             w.notify();
         }
         if more {
+            // Let the service tasks and the driver task (responses) run between batches.
             future::yield_now().await;
         }
     }

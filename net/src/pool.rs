@@ -69,7 +69,10 @@ impl FramePool {
         self.lent.push_back(frame.clone());
         self.bytes += len;
         while self.bytes > self.bytes_max {
-            let old = self.lent.pop_front().expect("bytes > 0 means a frame is held");
+            let old = self
+                .lent
+                .pop_front()
+                .expect("bytes > 0 means a frame is held");
             self.bytes -= old.len();
         }
     }
@@ -100,7 +103,11 @@ mod tests {
         let held = a.slice(10..20); // the service still holds part of it
         drop(a);
         let b = pool.take(1 << 20);
-        assert_ne!(b.as_ptr(), a_ptr, "a buffer still referenced must not be reused");
+        assert_ne!(
+            b.as_ptr(),
+            a_ptr,
+            "a buffer still referenced must not be reused"
+        );
         assert_eq!(pool.reused, 0);
         drop(held);
         let c = pool.take(1 << 20);
