@@ -378,7 +378,7 @@ impl Connection {
         // requests all finish at about the same time and the connection idles while their
         // answers come back and the next ones start (the transport benchmark's one-connection
         // upload went from 0.95 to 1.20 GB/s with this; bench/RESULTS.md). Small requests jump
-        // the queue instead (`SMALL_REQUEST_BYTES`), so a heartbeat does not wait behind a
+        // the queue instead (`frame::send_priority`), so a heartbeat does not wait behind a
         // bulk produce.
         transport.send_fairness(false);
         config.transport_config(Arc::new(transport));
@@ -544,17 +544,12 @@ impl Connection {
     }
 }
 
-/// Requests up to this size are sent ahead of larger ones queued on the same connection.
-const SMALL_REQUEST_BYTES: usize = 64 * 1024;
-
-/// Gives a small request's stream a higher priority than bulk ones (see `send_fairness` in
-/// `Connection::connect_with`).
+/// Gives a small request's stream a higher priority than bulk ones (`frame::send_priority`;
+/// see `send_fairness` in `Connection::connect_with`).
 fn prioritise(send: &quinn::SendStream, chunks: &[Bytes]) {
     let total: usize = chunks.iter().map(Bytes::len).sum();
-    if total <= SMALL_REQUEST_BYTES {
-        // Only fails on a stream that is already closed, which the write will report.
-        let _ = send.set_priority(1);
-    }
+    // Only fails on a stream that is already closed, which the write will report.
+    let _ = send.set_priority(frame::send_priority(total));
 }
 
 /// Reads one frame: the 4-byte prefix first, checked before the buffer is allocated.

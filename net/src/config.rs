@@ -5,10 +5,6 @@ use std::{sync::Arc, time::Duration};
 use quinn_proto::{IdleTimeout, TransportConfig, VarInt};
 use quiver_proto::frame::FRAME_BYTES_MAX_DEFAULT;
 
-/// Frames up to this size (responses, dial-out requests) are sent ahead of larger ones queued on
-/// the same connection.
-pub(crate) const SMALL_FRAME_BYTES: usize = 64 * 1024;
-
 /// Configuration shared by the server side and dial-out of one endpoint.
 #[derive(Clone, Debug)]
 pub struct EndpointConfig {
@@ -110,8 +106,8 @@ impl EndpointConfig {
             // Streams are sent one after another rather than interleaved: interleaved responses
             // (or dial-out requests) all complete together and the connection then idles while
             // the peer turns around (transport_bench, one connection: downloads 1.26 -> 1.57
-            // GB/s). Small frames are given a higher priority instead (`SMALL_FRAME_BYTES`), so
-            // they do not queue behind bulk ones.
+            // GB/s). Small frames are given a higher priority instead
+            // (`frame::send_priority`), so they do not queue behind bulk ones.
             .send_fairness(false);
         Arc::new(t)
     }

@@ -3,7 +3,7 @@
 //! datagrams, timer expiries and service completions, and it does the rest synchronously.
 //!
 //! Call order (the tasks follow it; nothing here is re-entered):
-//! 1. `on_readable_socket`: drain the socket with recvmmsg, hand datagrams to quinn-proto.
+//! 1. `on_readable_socket`: one recvmmsg batch from the socket, datagrams to quinn-proto.
 //! 2. `fire_timers(now)`: mark connections whose quinn timer or write deadline passed.
 //! 3. `on_response` / `start_call` / `cancel_call` / `close`: application input.
 //! 4. `drive(now)`: for each marked connection: timeouts, quinn events (streams opened,
@@ -36,7 +36,7 @@ use rustls::pki_types::CertificateDer;
 
 use crate::{
     codes,
-    config::{EndpointConfig, SMALL_FRAME_BYTES},
+    config::EndpointConfig,
     error::{CallError, ConnectError},
     pool::{FramePool, POOL_BYTES_MAX},
     service::{DynService, Request, Response},
@@ -1294,10 +1294,9 @@ fn start_writing(
 /// Small frames go out ahead of bulk ones queued on the connection (streams are sent one after
 /// another, see `EndpointConfig::transport`).
 fn prioritise(inner: &mut quinn_proto::Connection, id: StreamId, frame_bytes: u64) {
-    if frame_bytes <= SMALL_FRAME_BYTES as u64 {
-        // Fails only for a stream already closed, which the write that follows reports.
-        let _ = inner.send_stream(id).set_priority(1);
-    }
+    let priority = frame::send_priority(usize::try_from(frame_bytes).unwrap_or(usize::MAX));
+    // Fails only for a stream already closed, which the write that follows reports.
+    let _ = inner.send_stream(id).set_priority(priority);
 }
 
 fn server_write(ctx: &mut Ctx<'_>, conn: &mut Conn, id: StreamId) {

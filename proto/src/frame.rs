@@ -41,6 +41,17 @@ const HEADER_AFTER_LEN: usize = FRAME_HEADER_BYTES - 4;
 pub const FRAME_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
 const _: () = assert!(FRAME_BYTES_MAX_DEFAULT <= u32::MAX as usize);
 
+/// Frames up to this size are sent ahead of larger ones queued on the same connection. Both
+/// the SDK and the broker send a connection's streams one after another (not interleaved), so
+/// without this a heartbeat or metadata call would wait behind a bulk produce or fetch.
+pub const SMALL_FRAME_BYTES: usize = 64 * 1024;
+
+/// The QUIC send priority of a stream carrying a frame of `frame_bytes` (higher goes first;
+/// quinn's default is 0).
+pub fn send_priority(frame_bytes: usize) -> i32 {
+    i32::from(frame_bytes <= SMALL_FRAME_BYTES)
+}
+
 /// Flag bit: the body is an `ErrorResponse` table (unknown API, unsupported version, malformed
 /// request) rather than the API's own response type.
 pub const FLAG_ERROR_RESPONSE: u16 = 1;
@@ -190,6 +201,14 @@ pub fn encode(header: &FrameHeader, body: &[u8], payload: &[&[u8]]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_frames_get_the_higher_send_priority() {
+        assert_eq!(send_priority(0), 1);
+        assert_eq!(send_priority(SMALL_FRAME_BYTES), 1);
+        assert_eq!(send_priority(SMALL_FRAME_BYTES + 1), 0);
+        assert_eq!(send_priority(FRAME_BYTES_MAX_DEFAULT), 0);
+    }
 
     const H: FrameHeader = FrameHeader {
         api_key: 3,
