@@ -307,11 +307,7 @@ async fn drive(conns: &[Connection], mode: Mode, args: &Args) -> f64 {
             .unwrap();
     }
     let stats_before: Vec<_> = conns.iter().map(|c| c.quinn().stats()).collect();
-    let cpu_before = cpu_split();
-    let csw_before = (
-        CLIENT_CSW.0.load(Ordering::Relaxed),
-        CLIENT_CSW.1.load(Ordering::Relaxed),
-    );
+    let usage_before = ThreadUsage::now();
     let started = Instant::now();
     for c in conns {
         for _ in 0..args.inflight {
@@ -346,19 +342,15 @@ async fn drive(conns: &[Connection], mode: Mode, args: &Args) -> f64 {
     stop.store(true, Ordering::Relaxed);
     let total = bytes.load(Ordering::Relaxed);
     let elapsed = started.elapsed();
-    let cpu_after = cpu_split();
-    let csw = (
-        CLIENT_CSW.0.load(Ordering::Relaxed) - csw_before.0,
-        CLIENT_CSW.1.load(Ordering::Relaxed) - csw_before.1,
-    );
+    let used = ThreadUsage::now().since(usage_before);
     let gb = total as f64 / 1e9;
     eprintln!(
         "  CPU s per GB: server {:.2}, client {:.2}; client context switches per GB: {:.0} \
          voluntary, {:.0} not",
-        (cpu_after.0 - cpu_before.0) / gb,
-        (cpu_after.1 - cpu_before.1) / gb,
-        csw.0 as f64 / gb,
-        csw.1 as f64 / gb
+        used.server_cpu_s / gb,
+        used.client_cpu_s / gb,
+        used.client_voluntary_switches as f64 / gb,
+        used.client_involuntary_switches as f64 / gb
     );
     // What the client received per GB moved: datagrams, and in them ACK and credit frames.
     let (mut dgrams, mut acks, mut credit, mut sent_ios) = (0u64, 0u64, 0u64, 0u64);
@@ -391,48 +383,62 @@ async fn drive(conns: &[Connection], mode: Mode, args: &Args) -> f64 {
     total as f64 / elapsed.as_secs_f64() / 1e6
 }
 
-/// CPU seconds used so far by this process's threads, split into (server, client) by thread
-/// name: the servers' threads are named `bench-shard` / `bench-quinn`, the client's tokio
-/// workers keep tokio's default name. Read from /proc (clock ticks, 100 per second).
-static CLIENT_CSW: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
+/// CPU time and context switches of this process's threads so far, split by thread name: the
+/// servers' threads are named `bench-shard` / `bench-quinn`, the client's tokio workers keep
+/// tokio's default name. Read from /proc (CPU in clock ticks, 100 per second).
+#[derive(Clone, Copy, Default)]
+struct ThreadUsage {
+    server_cpu_s: f64,
+    client_cpu_s: f64,
+    client_voluntary_switches: u64,
+    client_involuntary_switches: u64,
+}
 
-fn cpu_split() -> (f64, f64) {
-    CLIENT_CSW.0.store(0, Ordering::Relaxed);
-    CLIENT_CSW.1.store(0, Ordering::Relaxed);
-    let (mut server, mut client) = (0u64, 0u64);
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return (f64::NAN, f64::NAN);
-    };
-    for t in dir.flatten() {
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-        // Fields after the parenthesised name: state is field 3; utime and stime are 14 and 15.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
+impl ThreadUsage {
+    fn now() -> ThreadUsage {
+        let mut u = ThreadUsage::default();
+        let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+            return u;
         };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-            + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        if comm.starts_with("bench-") {
-            server += ticks;
-        } else if comm.starts_with("tokio-r") {
-            client += ticks;
-            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
-            for l in status.lines() {
-                if let Some(v) = l.strip_prefix("voluntary_ctxt_switches:") {
-                    CLIENT_CSW
-                        .0
-                        .fetch_add(v.trim().parse().unwrap_or(0), Ordering::Relaxed);
-                }
-                if let Some(v) = l.strip_prefix("nonvoluntary_ctxt_switches:") {
-                    CLIENT_CSW
-                        .1
-                        .fetch_add(v.trim().parse().unwrap_or(0), Ordering::Relaxed);
+        for t in dir.flatten() {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            // Fields after the parenthesised name: state is field 3; utime and stime are 14, 15.
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                continue;
+            };
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            let cpu_s = (field(11) + field(12)) as f64 / 100.0;
+            if comm.starts_with("bench-") {
+                u.server_cpu_s += cpu_s;
+            } else if comm.starts_with("tokio-r") {
+                u.client_cpu_s += cpu_s;
+                let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+                for l in status.lines() {
+                    let count = |v: &str| v.trim().parse::<u64>().unwrap_or(0);
+                    if let Some(v) = l.strip_prefix("voluntary_ctxt_switches:") {
+                        u.client_voluntary_switches += count(v);
+                    } else if let Some(v) = l.strip_prefix("nonvoluntary_ctxt_switches:") {
+                        u.client_involuntary_switches += count(v);
+                    }
                 }
             }
         }
+        u
     }
-    (server as f64 / 100.0, client as f64 / 100.0)
+
+    /// What was used between `before` and this snapshot.
+    fn since(self, before: ThreadUsage) -> ThreadUsage {
+        ThreadUsage {
+            server_cpu_s: self.server_cpu_s - before.server_cpu_s,
+            client_cpu_s: self.client_cpu_s - before.client_cpu_s,
+            client_voluntary_switches: self.client_voluntary_switches
+                - before.client_voluntary_switches,
+            client_involuntary_switches: self.client_involuntary_switches
+                - before.client_involuntary_switches,
+        }
+    }
 }
 
 fn header(api_key: u16) -> FrameHeader {
