@@ -211,6 +211,9 @@ settings! {
     group_assignor: String = "sticky".to_string(), env "STREAMD_GROUP_ASSIGNOR";
     /// Largest request or response frame, in bytes, refused before it is read.
     max_frame_bytes: u32 = 64 << 20, env "STREAMD_MAX_FRAME_BYTES";
+    /// Bytes each shard may hold read ahead of consumers reading sequentially (a fetch that
+    /// stopped short of a partition's end starts reading what follows). 0: no read-ahead.
+    readahead_bytes_per_shard: u64 = 64 << 20, env "STREAMD_READAHEAD_BYTES_PER_SHARD";
     /// Longest a fetch may wait for data (a request asking more is capped to this).
     fetch_max_wait_ms: u64 = 30_000, env "STREAMD_FETCH_MAX_WAIT_MS";
     /// A connection with no traffic for this long is closed (keep-alives count as traffic).

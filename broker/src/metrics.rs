@@ -215,6 +215,24 @@ impl Metrics {
                 v.load(Relaxed)
             );
         }
+        let (ahead, taken) = quiver_engine::readahead::totals();
+        for (name, help, v) in [
+            (
+                "quiver_fetch_readahead_bytes_total",
+                "Bytes read ahead of sequential readers.",
+                ahead,
+            ),
+            (
+                "quiver_fetch_readahead_taken_bytes_total",
+                "Bytes read ahead that a read then took (the rest expired or were replaced).",
+                taken,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
         let open: u64 = self.connections.iter().map(|(o, _)| o.load(Relaxed)).sum();
         let accepted: u64 = self.connections.iter().map(|(_, a)| a.load(Relaxed)).sum();
         let _ = writeln!(

@@ -273,6 +273,9 @@ async fn shard_start(
     quiver_engine::init_io_probe(&ctx.config.data_dir)
         .await
         .map_err(|e| format!("I/O probe: {e}"))?;
+    quiver_engine::readahead::set_shard_budget(
+        usize::try_from(ctx.config.readahead_bytes_per_shard).unwrap_or(usize::MAX),
+    );
     let (senders, receivers): (Option<Senders<ShardMsg>>, _) = match ctx.mesh {
         Some(mesh) => {
             let (s, r) = mesh

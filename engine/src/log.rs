@@ -5,6 +5,7 @@ use crate::dma::{self, align_down, WriteBuf, CHUNK_BYTES_MAX};
 use crate::error::{Error, Result};
 use crate::index::{self, IndexPoint};
 use crate::notify::Notify;
+use crate::readahead::{self, Ahead, Preloaded, ReadAhead};
 use crate::segment::{self, ActiveFiles, Cursor, Recovered, SegmentPaths, WalkStart};
 use bytes::Bytes;
 use glommio::io::DmaFile;
@@ -251,6 +252,8 @@ pub(crate) struct Shared {
     data: Notify,
     /// A flush finished, an exclusive operation ended, or staged bytes were discarded.
     progress: Notify,
+    /// Reads started ahead of sequential readers (at most `readahead::PER_LOG`, newest last).
+    readaheads: RefCell<Vec<ReadAhead>>,
 }
 
 /// One partition's log: ordered segments in one directory, owned by one glommio executor.
@@ -356,6 +359,7 @@ impl PartitionLog {
             state: RefCell::new(state),
             data: Notify::default(),
             progress: Notify::default(),
+            readaheads: RefCell::new(Vec::new()),
         });
         Ok(PartitionLog { shared })
     }
@@ -487,10 +491,22 @@ impl PartitionLog {
                 }
                 Some(Plan::Read(p)) => p,
             };
-            let res = read_batches(&plan, offset.0, max_bytes).await;
+            let ahead = shared.take_readahead(&plan, offset.0);
+            let preloaded = match ahead {
+                Some(a) => a.take().await,
+                None => None,
+            };
+            let res = read_batches(&plan, offset.0, max_bytes, preloaded).await;
             if shared.state.borrow().truncations != plan.truncations {
                 continue; // the log was truncated under the read: plan again
             }
+            let res = match res {
+                Ok(r) => {
+                    shared.read_ahead(&plan, &r, max_bytes);
+                    Ok(r.bytes)
+                }
+                Err(e) => Err(e),
+            };
             if let Err(e @ Error::Corrupt { .. }) = &res {
                 tracing::error!(error = %e, "read reached a corrupt batch; not served");
             }
@@ -709,6 +725,7 @@ impl PartitionLog {
                 s.status = Status::Deleted;
                 s.cache.clear();
             }
+            sh.readaheads.borrow_mut().clear();
             sh.lock.borrow_mut().take();
             sh.data.notify_all();
             sh.progress.notify_all();
@@ -949,14 +966,40 @@ fn plan_read(s: &State, offset: u64) -> Result<Plan> {
     }
 }
 
-/// Reads whole batches from `plan`'s segment, starting with the one holding `offset`.
-async fn read_batches(plan: &ReadPlan, offset: u64, max_bytes: usize) -> Result<Bytes> {
+/// What one read served: the bytes, and where the batch after them starts (file position and
+/// base offset).
+struct Served {
+    bytes: Bytes,
+    end: u64,
+    next_offset: u64,
+}
+
+/// Bytes one read of `max_bytes` reads at once: enough for a batch that straddles the limit.
+fn read_window(max_bytes: usize) -> usize {
+    max_bytes + CHUNK_BYTES_MAX / 4
+}
+
+/// Reads whole batches from `plan`'s segment, starting with the one holding `offset`. With
+/// `preloaded` (a read-ahead of exactly that batch), serves what those bytes hold, reading the
+/// disk only if they do not hold a whole batch.
+async fn read_batches(
+    plan: &ReadPlan,
+    offset: u64,
+    max_bytes: usize,
+    preloaded: Option<Preloaded>,
+) -> Result<Served> {
     let (mut pos, mut expected) = match plan.start {
         Some(p) => (u64::from(p.position), plan.base + u64::from(p.rel_offset)),
         None => (0, plan.base),
     };
-    let window = max_bytes + CHUNK_BYTES_MAX / 4;
+    let window = read_window(max_bytes);
     let mut cur = Cursor::new(plan.file.clone(), plan.path.clone(), plan.len, window);
+    let mut resident_end = None;
+    if let Some(p) = preloaded {
+        (pos, expected) = (p.pos, p.offset);
+        resident_end = Some(p.pos + p.buf.len() as u64);
+        cur.preload(p.pos, p.buf);
+    }
     let corrupt = |pos: u64, why: String| Error::corrupt(&plan.path, pos, why);
     // Skip the batches before the one that holds `offset` (at most an index interval's worth).
     let first_len = loop {
@@ -969,7 +1012,15 @@ async fn read_batches(plan: &ReadPlan, offset: u64, max_bytes: usize) -> Result<
         expected = last + 1;
     };
     let first = pos;
-    let want = (max_bytes.max(first_len as usize) as u64).min(plan.len - first) as usize;
+    let mut want = (max_bytes.max(first_len as usize) as u64).min(plan.len - first) as usize;
+    if let Some(r) = resident_end {
+        // Serve what the read-ahead holds (more was written since it started) rather than read
+        // it all again; the next read-ahead takes the rest.
+        let held = r.saturating_sub(first) as usize;
+        if held >= first_len as usize {
+            want = want.min(held);
+        }
+    }
     if !cur.ensure(first, want).await? {
         return Err(corrupt(
             first,
@@ -1018,9 +1069,11 @@ async fn read_batches(plan: &ReadPlan, offset: u64, max_bytes: usize) -> Result<
             Err(_) => break, // serve the good prefix; the next read reports the bad batch
         }
     }
-    Ok(Bytes::copy_from_slice(
-        cur.slice(first, (end - first) as usize),
-    ))
+    Ok(Served {
+        bytes: Bytes::copy_from_slice(cur.slice(first, (end - first) as usize)),
+        end,
+        next_offset: expected,
+    })
 }
 
 /// The header at `pos`, checked for sanity and for the expected base offset:
@@ -1148,6 +1201,39 @@ impl Drop for WaitingGuard<'_> {
 }
 
 impl Shared {
+    /// The read-ahead of the batch at `offset` in `plan`'s segment, if one was started.
+    fn take_readahead(&self, plan: &ReadPlan, offset: u64) -> Option<ReadAhead> {
+        let mut r = self.readaheads.borrow_mut();
+        let i = r.iter().position(|a| {
+            a.base == plan.base && a.offset == offset && a.truncations == plan.truncations
+        })?;
+        Some(r.remove(i))
+    }
+
+    /// After a read that stopped short of the segment's readable end, starts reading what a
+    /// reader continuing from there asks for next (see `readahead`).
+    fn read_ahead(&self, plan: &ReadPlan, served: &Served, max_bytes: usize) {
+        if served.bytes.is_empty() || served.end >= plan.len {
+            return;
+        }
+        let len = (read_window(max_bytes) as u64).min(plan.len - served.end) as usize;
+        let mut r = self.readaheads.borrow_mut();
+        r.retain(|a| a.truncations == plan.truncations);
+        if r.len() >= readahead::PER_LOG {
+            r.remove(0); // release its budget before taking more
+        }
+        let started = ReadAhead::start(Ahead {
+            file: plan.file.clone(),
+            path: plan.path.clone(),
+            base: plan.base,
+            pos: served.end,
+            offset: served.next_offset,
+            len,
+            truncations: plan.truncations,
+        });
+        r.extend(started);
+    }
+
     /// Releases the directory lock once the handle is dropped and no I/O is in flight.
     fn release_lock_if_idle(&self) {
         let idle = {
@@ -1498,6 +1584,7 @@ impl Shared {
             s.status = Status::Closed;
             s.cache.clear();
         }
+        self.readaheads.borrow_mut().clear();
         self.lock.borrow_mut().take();
         self.data.notify_all();
         self.progress.notify_all();
@@ -1617,6 +1704,7 @@ impl Shared {
             s.truncations += 1;
             s.discard(Error::Discarded(format!("log truncated to {new_end}")));
             s.cache.clear();
+            self.readaheads.borrow_mut().clear();
             let mut doomed: Vec<u64> = s
                 .closed
                 .iter()

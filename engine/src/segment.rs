@@ -86,6 +86,12 @@ impl Cursor {
         Ok(got >= len)
     }
 
+    /// Makes `buf`, the segment's bytes from `pos`, resident (bytes read ahead).
+    pub(crate) fn preload(&mut self, pos: u64, buf: ReadResult) {
+        self.buf = Some(buf);
+        self.buf_pos = pos;
+    }
+
     /// Bytes made resident by the last successful `ensure`.
     pub(crate) fn slice(&self, pos: u64, len: usize) -> &[u8] {
         let b = self.buf.as_ref().expect("ensure() first");
