@@ -9,7 +9,7 @@
 //!   then moves to another (KIP-480 "sticky partitioning"): batches stay large, and keyless
 //!   records still spread over every partition.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Mutex;
 
 use quiver_proto::PartitionId;
@@ -104,7 +104,7 @@ pub fn partition_for_key(key: &[u8], partitions: u32) -> PartitionId {
 /// ```
 #[derive(Debug, Default)]
 pub struct DefaultPartitioner {
-    sticky: Mutex<HashMap<String, u32>>,
+    sticky: Mutex<FxHashMap<String, u32>>,
 }
 
 impl Partitioner for DefaultPartitioner {

@@ -25,6 +25,7 @@
 //! `delivery_timeout` after the batch was created. Without idempotence (not yet served by the
 //! broker), a retry after a lost answer may write a record twice.
 
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
@@ -41,7 +42,7 @@ use quiver_proto::api::produce::{
 use quiver_proto::api::PayloadBuilder;
 use quiver_proto::batch::BatchBuilder;
 use quiver_proto::{BrokerId, ErrorCode, Offset, PartitionId, TimestampMs};
-use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
@@ -355,8 +356,8 @@ const BATCH_PREALLOC_MAX: usize = 64 * 1024;
 #[derive(Default)]
 struct State {
     /// Topic names seen, shared by every batch of the topic (no allocation per record).
-    topics: HashMap<String, Arc<str>>,
-    queues: HashMap<PartKey, PartQueue>,
+    topics: FxHashMap<String, Arc<str>>,
+    queues: FxHashMap<PartKey, PartQueue>,
     in_flight: HashMap<BrokerId, usize>,
     /// Ids of batches not yet completed (flush waits for the ones below its mark).
     outstanding: BTreeSet<u64>,
@@ -557,11 +558,16 @@ impl Producer {
                 shared.config.buffer_memory
             )));
         }
-        let deadline = tokio::time::Instant::now() + shared.config.max_block;
+        // Read the clock only when something has to wait (not once per record).
+        let mut deadline = None;
+        let mut deadline = move || {
+            *deadline.get_or_insert_with(|| tokio::time::Instant::now() + shared.config.max_block)
+        };
         let partitions = match shared.client.cached_partition_count(&record.topic) {
             Some(n) => n,
             None => {
-                match tokio::time::timeout_at(deadline, shared.client.topic(&record.topic)).await {
+                match tokio::time::timeout_at(deadline(), shared.client.topic(&record.topic)).await
+                {
                     Ok(t) => t?.partitions.len() as u32,
                     Err(_) => {
                         return Err(Error::Timeout(format!(
@@ -589,21 +595,25 @@ impl Producer {
                 ));
             }
         }
-        let permit = match tokio::time::timeout_at(
-            deadline,
-            shared.memory.clone().acquire_many_owned(size as u32),
-        )
-        .await
-        {
-            Ok(Ok(p)) => p,
-            Ok(Err(_)) => return Err(Error::Closed),
-            Err(_) => {
-                return Err(Error::Timeout(format!(
-                    "the producer's buffer ({} bytes) stayed full for max_block ({:?}); the \
-                     broker is not keeping up or cannot be reached",
-                    shared.config.buffer_memory, shared.config.max_block
-                )))
-            }
+        let permit = match shared.memory.clone().try_acquire_many_owned(size as u32) {
+            Ok(p) => p,
+            Err(TryAcquireError::Closed) => return Err(Error::Closed),
+            Err(TryAcquireError::NoPermits) => match tokio::time::timeout_at(
+                deadline(),
+                shared.memory.clone().acquire_many_owned(size as u32),
+            )
+            .await
+            {
+                Ok(Ok(p)) => p,
+                Ok(Err(_)) => return Err(Error::Closed),
+                Err(_) => {
+                    return Err(Error::Timeout(format!(
+                        "the producer's buffer ({} bytes) stayed full for max_block ({:?}); the \
+                         broker is not keeping up or cannot be reached",
+                        shared.config.buffer_memory, shared.config.max_block
+                    )))
+                }
+            },
         };
         let wake = shared.append(record, partitions, permit, done)?;
         if wake {
