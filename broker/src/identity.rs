@@ -8,8 +8,6 @@
 //! and the client reconnects instead of waiting for a timeout.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub struct Identity {
@@ -91,24 +89,12 @@ impl Identity {
 
 /// Writes a file that must not exist yet, durably (file and directory synced).
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IdentityError> {
-    let io = |source| IdentityError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)?;
-    fs::File::open(path.parent().expect("in meta/"))
-        .and_then(|d| d.sync_all())
-        .map_err(io)
+    crate::meta::write_durably(path, &path.with_extension("tmp"), bytes, mode).map_err(|source| {
+        IdentityError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -163,18 +164,33 @@ impl FileMetadataStore {
             source,
         };
         let body = serde_json::to_vec_pretty(state).expect("metadata serializes");
+        let mut file = format!("{HEADER_PREFIX}{:08x}\n", crc32fast::hash(&body)).into_bytes();
+        file.extend_from_slice(&body);
         let tmp = self.path.with_extension("json.tmp");
-        let mut f = File::create(&tmp).map_err(io)?;
-        writeln!(f, "{HEADER_PREFIX}{:08x}", crc32fast::hash(&body)).map_err(io)?;
-        f.write_all(&body).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        drop(f);
-        fs::rename(&tmp, &self.path).map_err(io)?;
-        File::open(self.path.parent().expect("has a parent"))
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-        Ok(())
+        write_durably(&self.path, &tmp, &file, 0o666).map_err(io)
     }
+}
+
+/// Replaces (or creates) `path` with `bytes` so that a crash leaves the old file or the new one,
+/// never a mix: written to `tmp` (created with `mode`, before the umask) and synced, renamed over
+/// `path`, and the directory synced so the rename itself survives.
+pub(crate) fn write_durably(
+    path: &Path,
+    tmp: &Path,
+    bytes: &[u8],
+    mode: u32,
+) -> std::io::Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(tmp, path)?;
+    File::open(path.parent().expect("has a parent"))?.sync_all()
 }
 
 fn decode(path: &Path, bytes: &[u8]) -> Result<MetadataState, MetaError> {
