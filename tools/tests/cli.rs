@@ -2,44 +2,14 @@
 //! the broker's working directory, so streamctl finds the development CA at ./data/tls/ca.pem
 //! exactly as it does next to a `streamd` started with no flags.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 use base64::Engine as _;
 use quiver_testkit::Broker;
 use serde_json::Value;
 
-fn streamctl(b: &Broker, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_streamctl"))
-        .current_dir(&b.dir)
-        .env_remove("STREAMCTL_BOOTSTRAP")
-        .env_remove("STREAMCTL_CA_FILE")
-        .arg("--bootstrap")
-        .arg(b.addr.to_string())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("streamctl runs");
-    {
-        let mut input = child.stdin.take().unwrap();
-        if let Some(data) = stdin {
-            input.write_all(data).unwrap();
-        }
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "streamctl failed ({:?}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
+mod common;
+use common::{assert_fails, ok, streamctl};
 
 /// The bytes a JSON field stands for: the string's UTF-8, or the base64 variant decoded.
 fn field_bytes(obj: &Value, name: &str) -> Option<Vec<u8>> {
@@ -385,17 +355,6 @@ fn topic_create_list_describe_alter_grow_delete_round_trip() {
     let out = streamctl(&b, &["topic", "describe", "orders"], None);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
-}
-
-/// One line on stderr starting with `streamctl: `, exit code `code`.
-fn assert_fails(out: &Output, code: i32, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
-    if code == 1 {
-        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-        assert!(stderr.starts_with("streamctl: "), "{stderr}");
-    }
-    assert!(stderr.contains(needle), "expected '{needle}' in: {stderr}");
 }
 
 #[test]

@@ -3,54 +3,14 @@
 //! stopped group's offsets as asked, describe shows the lag).
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use quiver_testkit::{Broker, Process};
 use serde_json::Value;
 
-fn streamctl(b: &Broker, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_streamctl"))
-        .current_dir(&b.dir)
-        .env_remove("STREAMCTL_BOOTSTRAP")
-        .env_remove("STREAMCTL_CA_FILE")
-        .arg("--bootstrap")
-        .arg(b.addr.to_string())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("streamctl runs");
-    {
-        let mut input = child.stdin.take().unwrap();
-        if let Some(data) = stdin {
-            input.write_all(data).unwrap();
-        }
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "streamctl failed ({:?}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-/// Fails with exit code 1 and exactly one line on stderr containing `needle`.
-fn fails(out: &Output, needle: &str) -> String {
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "one line: {err}");
-    assert!(err.starts_with("streamctl: "), "{err}");
-    assert!(err.contains(needle), "{err}");
-    err
-}
+mod common;
+use common::{assert_fails, ok, streamctl};
 
 fn describe(b: &Broker, group: &str) -> Value {
     serde_json::from_str(&ok(&streamctl(
@@ -327,7 +287,11 @@ fn acceptance_6_reset_offsets_moves_a_stopped_groups_offsets_and_describe_shows_
             .any(|l| l.starts_with("events") && l.ends_with(member_id.as_str())),
         "{text}"
     );
-    fails(&reset(&b, &["--to-earliest", "--execute"]), "active member");
+    assert_fails(
+        &reset(&b, &["--to-earliest", "--execute"]),
+        1,
+        "active member",
+    );
     ok(&reset(&b, &["--to-earliest"]));
 
     // Once the member is gone (killed: the group drops it after its session timeout), reset
@@ -342,11 +306,12 @@ fn acceptance_6_reset_offsets_moves_a_stopped_groups_offsets_and_describe_shows_
     assert_eq!(committed(&b, "g6"), [(0, 0), (1, 0)].into());
 
     // Mistakes fail with one line.
-    fails(
+    assert_fails(
         &reset(&b, &["--to-earliest", "--partition", "7"]),
+        1,
         "partition 7 does not exist",
     );
-    fails(
+    assert_fails(
         &streamctl(
             &b,
             &[
@@ -360,9 +325,10 @@ fn acceptance_6_reset_offsets_moves_a_stopped_groups_offsets_and_describe_shows_
             ],
             None,
         ),
+        1,
         "no committed offset",
     );
-    fails(
+    assert_fails(
         &streamctl(
             &b,
             &[
@@ -375,6 +341,7 @@ fn acceptance_6_reset_offsets_moves_a_stopped_groups_offsets_and_describe_shows_
             ],
             None,
         ),
+        1,
         "nope",
     );
 }
