@@ -43,8 +43,20 @@ async fn heartbeat(
 }
 
 async fn commit(c: &Client, member: &str, epoch: i32, partition: u32, offset: u64) -> ErrorCode {
+    commit_in(c, "g", member, epoch, partition, offset).await
+}
+
+/// Commits `offset` for partition `partition` of topic "t" in `group`; the partition's error code.
+async fn commit_in(
+    c: &Client,
+    group: &str,
+    member: &str,
+    epoch: i32,
+    partition: u32,
+    offset: u64,
+) -> ErrorCode {
     let req = OffsetCommitRequest {
-        group_id: "g".into(),
+        group_id: group.into(),
         generation_id_or_member_epoch: epoch,
         member_id: member.into(),
         group_instance_id: None,
@@ -275,22 +287,7 @@ async fn a_takeover_never_reads_an_offset_older_than_an_accepted_commit() {
         r.member_epoch
     };
     let commit_to = |c: Client, group: String, member: &'static str, epoch: i32, offset: u64| async move {
-        let req = OffsetCommitRequest {
-            group_id: group,
-            generation_id_or_member_epoch: epoch,
-            member_id: member.into(),
-            group_instance_id: None,
-            topics: vec![OffsetCommitTopic {
-                name: "t".into(),
-                partitions: vec![OffsetCommitPartition {
-                    partition: PartitionId(0),
-                    committed_offset: Offset(offset),
-                    committed_leader_epoch: None,
-                    committed_metadata: None,
-                }],
-            }],
-        };
-        c.call_any(&req, vec![]).await.unwrap().0.topics[0].partitions[0].error_code
+        commit_in(&c, &group, member, epoch, 0, offset).await
     };
     let fetch_of = |c: Client, group: String| async move {
         let req = OffsetFetchRequest {
