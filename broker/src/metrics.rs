@@ -187,36 +187,28 @@ impl Metrics {
             "quiver_request_errors_total",
             &self.request_errors,
         );
+        let (ahead, taken) = quiver_engine::readahead::totals();
         for (name, help, v) in [
             (
                 "quiver_bytes_in_total",
                 "Record batch bytes accepted by produce.",
-                &self.bytes_in,
+                self.bytes_in.load(Relaxed),
             ),
             (
                 "quiver_bytes_out_total",
                 "Record batch bytes served by fetch.",
-                &self.bytes_out,
+                self.bytes_out.load(Relaxed),
             ),
             (
                 "quiver_fetch_bytes_read_total",
                 "Record batch bytes fetch read from logs, served or not.",
-                &self.fetch_bytes_read,
+                self.fetch_bytes_read.load(Relaxed),
             ),
             (
                 "quiver_records_in_total",
                 "Records accepted by produce.",
-                &self.records_in,
+                self.records_in.load(Relaxed),
             ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Relaxed)
-            );
-        }
-        let (ahead, taken) = quiver_engine::readahead::totals();
-        for (name, help, v) in [
             (
                 "quiver_fetch_readahead_bytes_total",
                 "Bytes read ahead of sequential readers.",
