@@ -107,6 +107,7 @@
 //! density check, a flipped leader epoch is not detectable.
 
 mod config;
+mod deleter;
 mod dma;
 mod error;
 mod index;

@@ -296,8 +296,16 @@ impl PartitionLog {
                 files.entry(base).or_default().push(ext.to_owned());
             }
         }
-        // Index files whose log is gone (a crash during retention) are removed.
+        // Files being deleted (`.deleted`, segment::delete_files) and index files whose log is
+        // gone are removed: a crash while segments were being deleted leaves them.
         files.retain(|base, exts| {
+            exts.retain(|ext| {
+                let deleted = ext.ends_with(segment::DELETED_SUFFIX);
+                if deleted {
+                    let _ = std::fs::remove_file(dir.join(segment::file_name(*base, ext)));
+                }
+                !deleted
+            });
             if exts.iter().any(|e| e == segment::LOG_EXT) {
                 return true;
             }
@@ -668,8 +676,13 @@ impl PartitionLog {
     pub async fn apply_retention(&self, now: TimestampMs) -> Result<RetentionReport> {
         let sh = self.shared.clone();
         run_detached(async move {
-            let _g = Shared::exclusive(&sh, false).await?;
-            sh.retention_locked(now.0).await
+            // The lock covers only taking the segments out of the log; their files are deleted
+            // after it is released, so appends and reads do not wait for the filesystem.
+            let victims = {
+                let _g = Shared::exclusive(&sh, false).await?;
+                sh.retention_victims(now.0)?
+            };
+            sh.delete_segments(victims).await
         })
         .await
     }
@@ -729,7 +742,12 @@ impl PartitionLog {
             sh.lock.borrow_mut().take();
             sh.data.notify_all();
             sh.progress.notify_all();
-            std::fs::remove_dir_all(&sh.dir).map_err(|e| Error::io("delete log", &sh.dir, e))
+            // Off the core, like segment deletion (dma::remove_file): a big log takes a while.
+            let dir = sh.dir.clone();
+            glommio::executor()
+                .spawn_blocking(move || std::fs::remove_dir_all(&dir).map_err(|e| (dir, e)))
+                .await
+                .map_err(|(dir, e)| Error::io("delete log", dir, e))
         })
         .await
     }
@@ -1591,41 +1609,40 @@ impl Shared {
         res
     }
 
-    async fn retention_locked(&self, now: i64) -> Result<RetentionReport> {
-        let victims: Vec<Closed> = {
-            let mut s = self.state.borrow_mut();
-            s.check_open()?;
-            let (rms, rbytes) = (s.config.retention_ms, s.config.retention_bytes);
-            let mut total: i64 =
-                (s.closed.iter().map(|c| c.size).sum::<u64>() + s.active.written.len) as i64;
-            let mut n = 0;
-            for c in &s.closed {
-                let by_time = rms >= 0 && c.max_timestamp < now.saturating_sub(rms);
-                let by_size = rbytes >= 0 && total - c.size as i64 >= rbytes;
-                if !(by_time || by_size) {
-                    break;
-                }
-                total -= c.size as i64;
-                n += 1;
+    /// Takes the closed segments that retention deletes out of the log (under the log's lock).
+    fn retention_victims(&self, now: i64) -> Result<Vec<Closed>> {
+        let mut s = self.state.borrow_mut();
+        s.check_open()?;
+        let (rms, rbytes) = (s.config.retention_ms, s.config.retention_bytes);
+        let mut total: i64 =
+            (s.closed.iter().map(|c| c.size).sum::<u64>() + s.active.written.len) as i64;
+        let mut n = 0;
+        for c in &s.closed {
+            let by_time = rms >= 0 && c.max_timestamp < now.saturating_sub(rms);
+            let by_size = rbytes >= 0 && total - c.size as i64 >= rbytes;
+            if !(by_time || by_size) {
+                break;
             }
-            let victims: Vec<Closed> = s.closed.drain(..n).collect();
-            s.cache
-                .retain(|c| !victims.iter().any(|v| v.base == c.base));
-            victims
-        };
+            total -= c.size as i64;
+            n += 1;
+        }
+        let victims: Vec<Closed> = s.closed.drain(..n).collect();
+        s.cache
+            .retain(|c| !victims.iter().any(|v| v.base == c.base));
+        Ok(victims)
+    }
+
+    /// Deletes the files of segments already taken out of the log (`retention_victims`). A
+    /// reader that planned a read in one of them before keeps its open file; one that has to
+    /// open it finds it gone, as it would a moment later anyway.
+    async fn delete_segments(&self, victims: Vec<Closed>) -> Result<RetentionReport> {
         let mut report = RetentionReport::default();
         for v in &victims {
-            let p = SegmentPaths::new(&self.dir, v.base);
-            // The log first: index files left by a crash here are removed at the next open.
-            for path in [&p.log, &p.index, &p.time] {
-                match std::fs::remove_file(path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io("delete segment", path, e)),
-                }
-            }
             report.deleted_segments.push(Offset(v.base));
             report.deleted_bytes += v.size;
+        }
+        if !victims.is_empty() {
+            segment::delete_files(&self.dir, victims.iter().map(|v| v.base).collect()).await?;
         }
         report.start_offset = Offset(self.state.borrow().start_offset());
         if !victims.is_empty() {
@@ -1752,18 +1769,8 @@ impl Shared {
         keep_points: usize,
         interval: u32,
     ) -> Result<Recovered> {
-        for &d in doomed.iter().rev() {
-            let p = SegmentPaths::new(&self.dir, d);
-            for path in [&p.log, &p.index, &p.time] {
-                match std::fs::remove_file(path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io("delete segment", path, e)),
-                }
-            }
-        }
         if !doomed.is_empty() {
-            dma::sync_dir(&self.dir).await?;
+            segment::delete_files(&self.dir, doomed.iter().rev().copied().collect()).await?;
         }
         let p = SegmentPaths::new(&self.dir, base);
         let sizes = [

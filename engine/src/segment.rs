@@ -43,6 +43,47 @@ impl SegmentPaths {
     }
 }
 
+/// What segment files being deleted are renamed to first (`<name>.deleted`). Open removes any
+/// it finds.
+pub(crate) const DELETED_SUFFIX: &str = ".deleted";
+
+/// Deletes the files of segments `bases` in `dir`. Here they are renamed to `<name>.deleted` and
+/// the directory is synced, so the log no longer has them, and a crash from then on leaves only
+/// `.deleted` files, which open removes; the process's deleter thread (`crate::deleter`) frees
+/// their space afterwards, paced so that the other logs' fdatasyncs do not wait on it. The
+/// renames run on glommio's blocking pool, off the core.
+pub(crate) async fn delete_files(dir: &Path, bases: Vec<u64>) -> Result<()> {
+    let dir = dir.to_path_buf();
+    let renamed = glommio::executor()
+        .spawn_blocking(move || rename_for_deletion(&dir, &bases))
+        .await?;
+    crate::deleter::submit(renamed);
+    Ok(())
+}
+
+/// Renames each existing file of `bases`, in that order, to `<name>.deleted`, syncs `dir`, and
+/// returns the new names.
+fn rename_for_deletion(dir: &Path, bases: &[u64]) -> Result<Vec<PathBuf>> {
+    let mut renamed = Vec::with_capacity(bases.len() * 3);
+    for &base in bases {
+        let p = SegmentPaths::new(dir, base);
+        // The log first: index files left behind are removed at open.
+        for path in [p.log, p.index, p.time] {
+            let mut to = path.clone().into_os_string();
+            to.push(DELETED_SUFFIX);
+            match std::fs::rename(&path, &to) {
+                Ok(()) => renamed.push(PathBuf::from(to)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("rename segment", &path, e)),
+            }
+        }
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync dir", dir, e))?;
+    Ok(renamed)
+}
+
 /// Reads a segment's bytes through a window: sequential walks cost one large read per window,
 /// not one per batch.
 pub(crate) struct Cursor {

@@ -156,6 +156,30 @@ fn retention_by_size_and_time_deletes_whole_closed_segments() {
         assert_eq!(log.segment_count(), 1, "{r:?}");
         assert_eq!(log.start_offset(), *segs.last().unwrap());
         assert_eq!(log.end_offset(), end, "offsets are never reused");
+        // The deleted segments' files are out of the log's names at once, and gone soon after
+        // (the deleter thread frees them, paced).
+        let live = |names: &[String]| {
+            names
+                .iter()
+                .filter(|n| !n.ends_with(".deleted"))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let last = format!("{:020}", segs.last().unwrap().0);
+        assert!(
+            live(&file_names(&dir)).iter().all(|n| n.starts_with(&last)),
+            "{:?}",
+            file_names(&dir)
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while file_names(&dir).len() != live(&file_names(&dir)).len() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still there: {:?}",
+                file_names(&dir)
+            );
+            glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+        }
         // Reopen: the start stays, and new appends continue at the end.
         log.close().await.unwrap();
         let log = PartitionLog::open(&dir, cfg).await.unwrap();
@@ -377,5 +401,51 @@ fn tailing_reader_sees_only_whole_valid_batches_while_the_tail_block_is_rewritte
         }
         writer.await;
         assert_eq!(next, log.end_offset().0);
+    });
+}
+
+fn file_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != quiver_engine::LOCK_FILE)
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn files_left_by_a_crash_while_deleting_segments_are_removed_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p");
+    run(tmp.path(), move || async move {
+        let log = PartitionLog::open(&dir, small_config()).await.unwrap();
+        for i in 0..100u64 {
+            log.append(&[batch(4, 500, i, 1000 * i as i64)], None)
+                .await
+                .unwrap();
+        }
+        let segs = log.segment_bases();
+        assert!(segs.len() >= 3, "{segs:?}");
+        let expect = read_all(&log, 0).await;
+        log.close().await.unwrap();
+        let before = file_names(&dir);
+        // What segment deletion leaves when the process dies between its renames and the
+        // deleter: renamed files of a segment the log no longer has, and renamed files beside a
+        // live segment of the same base (deleted by a truncation, then written again).
+        let gone = format!("{:020}", 999_999_999u64);
+        let strays = [
+            format!("{gone}.log.deleted"),
+            format!("{gone}.index.deleted"),
+            format!("{:020}.log.deleted", segs[1].0),
+            format!("{:020}.timeindex.deleted", segs[1].0),
+        ];
+        for s in &strays {
+            std::fs::write(dir.join(s), vec![7u8; 10_000]).unwrap();
+        }
+        let log = PartitionLog::open(&dir, small_config()).await.unwrap();
+        assert_eq!(file_names(&dir), before);
+        assert_eq!(log.segment_bases(), segs);
+        assert_eq!(read_all(&log, 0).await, expect);
     });
 }
