@@ -53,6 +53,25 @@ pub enum Error {
     Locked { path: PathBuf },
     #[error("the partition log is closed")]
     Closed,
+    /// An idempotent producer's batch that does not continue its sequence (see `producers`).
+    /// Nothing of the append was written.
+    #[error("{message}")]
+    Sequence {
+        kind: SequenceError,
+        message: String,
+    },
+}
+
+/// How a producer's batch fails the sequence check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SequenceError {
+    /// Not the next sequence: an earlier batch is missing (resend in order), or the log has no
+    /// state for the producer and the batch does not start at sequence 0.
+    OutOfOrder,
+    /// A batch already written, inside an append of several batches (resend it alone).
+    Duplicate,
+    /// An epoch older than the producer's current one.
+    InvalidEpoch,
 }
 
 impl Error {

@@ -113,13 +113,14 @@ mod error;
 mod index;
 mod log;
 mod notify;
+mod producers;
 pub mod readahead;
 mod segment;
 
 pub use config::{
     FlushPolicy, LogConfig, INDEX_INTERVAL_BYTES_MIN, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
 };
-pub use error::{Error, Result};
+pub use error::{Error, Result, SequenceError};
 pub use log::{
     AppendInfo, PartitionLog, RetentionReport, APPEND_BYTES_MAX, LOCK_FILE, READ_BYTES_MAX,
 };

@@ -5,6 +5,7 @@ use crate::dma::{self, align_down, WriteBuf, CHUNK_BYTES_MAX};
 use crate::error::{Error, Result};
 use crate::index::{self, IndexPoint};
 use crate::notify::Notify;
+use crate::producers::{Producers, Verdict};
 use crate::readahead::{self, Ahead, Preloaded, ReadAhead};
 use crate::segment::{self, ActiveFiles, Cursor, Recovered, SegmentPaths, WalkStart};
 use bytes::Bytes;
@@ -176,6 +177,8 @@ struct State {
     last_sync: Instant,
     sync_requested: bool,
     sync_timer_armed: bool,
+    /// Idempotent producers' sequences (`crate::producers`).
+    producers: Producers,
 }
 
 impl State {
@@ -229,6 +232,8 @@ impl State {
         a.handed = a.written.clone();
         a.points.truncate(a.written.points);
         a.points_on_disk = a.points_on_disk.min(a.written.points);
+        let end = a.written.offset_end;
+        self.producers.forget_from(end);
     }
 }
 
@@ -277,6 +282,27 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// The producers' state at the end of the recovered active segment: its snapshot (the state at
+/// its start, written at roll) plus every batch in it.
+async fn load_producers(dir: &Path, rec: &Recovered, now: i64) -> Result<Producers> {
+    let base = rec.files.base;
+    let mut producers = match segment::read_producers(dir, base).await? {
+        None => Producers::default(),
+        Some(bytes) => Producers::decode(&bytes).unwrap_or_else(|| {
+            tracing::warn!(dir = %dir.display(), base, "producer snapshot unreadable; producers start over");
+            Producers::default()
+        }),
+    };
+    segment::walk_headers(
+        &rec.files.log,
+        &rec.files.paths.log,
+        rec.len,
+        |info, base_offset| producers.record(info, base_offset, now),
+    )
+    .await?;
+    Ok(producers)
+}
+
 impl PartitionLog {
     /// Opens the log in `dir` (creating it if absent) and recovers it: closed segments are
     /// listed, each with its size and max timestamp from its time index (rebuilding missing or
@@ -296,11 +322,11 @@ impl PartitionLog {
                 files.entry(base).or_default().push(ext.to_owned());
             }
         }
-        // Files being deleted (`.deleted`, segment::delete_files) and index files whose log is
-        // gone are removed: a crash while segments were being deleted leaves them.
+        // Files being deleted (`.deleted`, segment::delete_files), half-written ones (`.tmp`)
+        // and index files whose log is gone are removed: a crash can leave them.
         files.retain(|base, exts| {
             exts.retain(|ext| {
-                let deleted = ext.ends_with(segment::DELETED_SUFFIX);
+                let deleted = ext.ends_with(segment::DELETED_SUFFIX) || ext.ends_with(".tmp");
                 if deleted {
                     let _ = std::fs::remove_file(dir.join(segment::file_name(*base, ext)));
                 }
@@ -335,6 +361,7 @@ impl PartitionLog {
             dma::sync_dir(&dir).await?;
         }
         let now = now_ms();
+        let producers = load_producers(&dir, &rec, now).await?;
         let active = Active::from_recovered(rec, now);
         let durable_end = active.written.offset_end;
         tracing::debug!(dir = %dir.display(), segments = closed.len() + 1, end = durable_end, "log opened");
@@ -360,6 +387,7 @@ impl PartitionLog {
             last_sync: Instant::now(),
             sync_requested: false,
             sync_timer_armed: false,
+            producers,
         };
         let shared = Rc::new(Shared {
             dir,
@@ -370,6 +398,11 @@ impl PartitionLog {
             readaheads: RefCell::new(Vec::new()),
         });
         Ok(PartitionLog { shared })
+    }
+
+    /// Idempotent producers the log holds sequence state for.
+    pub fn producer_count(&self) -> usize {
+        self.shared.state.borrow().producers.len()
     }
 
     /// The directory holding this log's segments.
@@ -412,7 +445,23 @@ impl PartitionLog {
                         && (live.len + total > s.config.segment_bytes
                             || now - s.active.since_ms >= s.config.segment_ms as i64);
                     if !roll {
-                        break stage(&mut s, batches, leader_epoch, total, now);
+                        match s.producers.check(batches)? {
+                            Verdict::Append => {
+                                break stage(&mut s, batches, leader_epoch, total, now);
+                            }
+                            // Answered once the first write of it is acknowledged.
+                            Verdict::Duplicate {
+                                base_offset,
+                                last_offset,
+                            } => {
+                                let info = AppendInfo {
+                                    base_offset: Offset(base_offset),
+                                    next_offset: Offset(last_offset + 1),
+                                    append_time: TimestampMs(now),
+                                };
+                                break (info, last_offset + 1, s.generation);
+                            }
+                        }
                     }
                     Some(())
                 }
@@ -923,12 +972,18 @@ fn stage(
         p.mark.points = a.points.len();
     }
     debug_assert_eq!(p.buf.end(), p.mark.len);
+    let end = p.mark.offset_end;
+    let mut off = base_offset;
+    for b in batches {
+        s.producers.record(&b.info(), off, now);
+        off += b.offset_count();
+    }
     let info = AppendInfo {
         base_offset: Offset(base_offset),
-        next_offset: Offset(p.mark.offset_end),
+        next_offset: Offset(end),
         append_time: TimestampMs(now),
     };
-    (info, p.mark.offset_end, generation)
+    (info, end, generation)
 }
 
 enum Plan {
@@ -1533,7 +1588,11 @@ impl Shared {
         };
         self.seal(&files, &mark, &mut points, on_disk).await?;
         let rec = segment::recover_active(&self.dir, mark.offset_end, interval).await?;
+        // Nothing is staged under the exclusive lock, so this is the state at the new base.
+        let snapshot = self.state.borrow().producers.encode();
+        segment::write_producers(&self.dir, mark.offset_end, snapshot).await?;
         dma::sync_dir(&self.dir).await?;
+        segment::remove_producers(&self.dir, files.base).await;
         {
             let mut s = self.state.borrow_mut();
             s.closed.push(Closed {
@@ -1613,6 +1672,7 @@ impl Shared {
     fn retention_victims(&self, now: i64) -> Result<Vec<Closed>> {
         let mut s = self.state.borrow_mut();
         s.check_open()?;
+        s.producers.expire(now);
         let (rms, rbytes) = (s.config.retention_ms, s.config.retention_bytes);
         let mut total: i64 =
             (s.closed.iter().map(|c| c.size).sum::<u64>() + s.active.written.len) as i64;

@@ -84,6 +84,76 @@ fn rename_for_deletion(dir: &Path, bases: &[u64]) -> Result<Vec<PathBuf>> {
     Ok(renamed)
 }
 
+/// The producer-state snapshot beside a segment: the state at the segment's start.
+pub(crate) const PRODUCERS_EXT: &str = "producers";
+
+/// Writes the producer snapshot of segment `base` (temp file, fsync, rename; the caller syncs
+/// the directory), off the core.
+pub(crate) async fn write_producers(dir: &Path, base: u64, bytes: Vec<u8>) -> Result<()> {
+    let path = dir.join(file_name(base, PRODUCERS_EXT));
+    glommio::executor()
+        .spawn_blocking(move || {
+            use std::io::Write;
+            let mut tmp = path.clone().into_os_string();
+            tmp.push(".tmp");
+            let tmp = PathBuf::from(tmp);
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })
+        .await
+        .map_err(|e| Error::io("write producer snapshot", dir, e))
+}
+
+/// The producer snapshot of segment `base`, if there is one.
+pub(crate) async fn read_producers(dir: &Path, base: u64) -> Result<Option<Vec<u8>>> {
+    let path = dir.join(file_name(base, PRODUCERS_EXT));
+    glommio::executor()
+        .spawn_blocking(move || match std::fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read producer snapshot", path, e)),
+        })
+        .await
+}
+
+/// Removes the producer snapshot of segment `base` (superseded by a newer one); a failure only
+/// leaves a small file that open removes once its segment is gone.
+pub(crate) async fn remove_producers(dir: &Path, base: u64) {
+    let _ = glommio::io::remove(dir.join(file_name(base, PRODUCERS_EXT))).await;
+}
+
+/// Calls `f` with the header and base offset of every batch in `[0, end)` of a segment log
+/// already recovered (whole, valid batches), reading in windows of 64 KiB: a large batch costs
+/// one small read for its header, not a read of its records.
+pub(crate) async fn walk_headers(
+    file: &Rc<DmaFile>,
+    path: &Path,
+    end: u64,
+    mut f: impl FnMut(&batch::BatchInfo, u64),
+) -> Result<()> {
+    let mut cur = Cursor::new(file.clone(), path.to_path_buf(), end, 64 * 1024);
+    let mut pos = 0u64;
+    while pos < end {
+        let corrupt = |reason: String| Error::Corrupt {
+            path: path.to_path_buf(),
+            position: pos,
+            reason,
+        };
+        if !cur.ensure(pos, BATCH_HEADER_BYTES).await? {
+            return Err(corrupt("partial batch header".into()));
+        }
+        let hdr = cur.slice(pos, BATCH_HEADER_BYTES);
+        let info = batch::validate_header(hdr, BatchLimits::default())
+            .map_err(|e| corrupt(format!("bad batch header: {e}")))?;
+        let base_offset = batch::header(hdr).expect("checked").base_offset.get();
+        f(&info, base_offset);
+        pos += u64::from(info.batch_len);
+    }
+    Ok(())
+}
+
 /// Reads a segment's bytes through a window: sequential walks cost one large read per window,
 /// not one per batch.
 pub(crate) struct Cursor {
