@@ -975,7 +975,7 @@ fn stage(
     let end = p.mark.offset_end;
     let mut off = base_offset;
     for b in batches {
-        s.producers.record(&b.info(), off, now);
+        s.producers.record(b.info(), off, now);
         off += b.offset_count();
     }
     let info = AppendInfo {

@@ -93,7 +93,7 @@ impl Producers {
                     format!("producer {pid}: a batch with a producer id needs an epoch and a sequence (got epoch {epoch}, sequence {first})"),
                 ));
             }
-            let last = last_seq(&info);
+            let last = last_seq(info);
             let known = overlay
                 .iter()
                 .rev()
@@ -293,7 +293,7 @@ mod tests {
     fn append(p: &mut Producers, end: &mut u64, b: ValidBatch) -> Result<Verdict> {
         let v = p.check(std::slice::from_ref(&b))?;
         if v == Verdict::Append {
-            p.record(&b.info(), *end, 0);
+            p.record(b.info(), *end, 0);
             *end += u64::from(b.info().record_count);
         }
         Ok(v)
@@ -368,8 +368,8 @@ mod tests {
             kind(p.check(&[batch(1, 0, 2, 2), batch(1, 0, 0, 2)])),
             SequenceError::OutOfOrder
         );
-        p.record(&two[0].info(), 0, 0);
-        p.record(&two[1].info(), 2, 0);
+        p.record(two[0].info(), 0, 0);
+        p.record(two[1].info(), 2, 0);
         assert_eq!(
             kind(p.check(&[two[1].clone(), batch(1, 0, 4, 1)])),
             SequenceError::Duplicate
