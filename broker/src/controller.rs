@@ -9,7 +9,7 @@
 //! The store's file I/O (a small write and two syncs) runs on shard 0 itself; admin changes are
 //! rare and the pause is a few milliseconds. The Raft controller will replace the store.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use quiver_proto::api::metadata::{
     DeleteTopicsRequest, DeleteTopicsResponse, IncrementalAlterConfigsRequest,
     IncrementalAlterConfigsResponse,
 };
+use quiver_proto::api::produce::{InitProducerIdRequest, InitProducerIdResponse};
 use quiver_proto::api::AnyResponse;
 use quiver_proto::ErrorCode;
 
@@ -44,7 +45,12 @@ pub enum AdminOp {
         configs: BTreeMap<String, String>,
         internal: bool,
     },
+    /// A producer id and epoch for an idempotent producer.
+    InitProducerId(InitProducerIdRequest),
 }
+
+/// Producer ids reserved durably at a time: one metadata write per this many producers.
+const PRODUCER_ID_BLOCK: u64 = 1000;
 
 impl AdminOp {
     /// The response that fails every item of this request with `code`.
@@ -105,6 +111,10 @@ impl AdminOp {
                         .collect(),
                 })
             }
+            AdminOp::InitProducerId(_) => AnyResponse::InitProducerId(InitProducerIdResponse {
+                error_code: code,
+                ..Default::default()
+            }),
             AdminOp::EnsureTopic { name, .. } => AnyResponse::CreateTopics(CreateTopicsResponse {
                 throttle_time_ms: 0,
                 topics: vec![CreatableTopicResult {
@@ -123,6 +133,8 @@ pub struct Controller {
     one_at_a_time: glommio::sync::Semaphore,
     defaults: TopicConfig,
     default_partitions: u32,
+    /// The next producer id to hand out (up to the store's `producer_ids_reserved`).
+    next_producer_id: Cell<u64>,
 }
 
 type ItemResult<T> = Result<T, (ErrorCode, String)>;
@@ -134,6 +146,7 @@ impl Controller {
         default_partitions: u32,
     ) -> Controller {
         Controller {
+            next_producer_id: Cell::new(store.state().producer_ids_reserved),
             store: RefCell::new(store),
             one_at_a_time: glommio::sync::Semaphore::new(1),
             defaults,
@@ -158,6 +171,7 @@ impl Controller {
             AdminOp::AlterConfigs(r) => {
                 AnyResponse::IncrementalAlterConfigs(self.alter_configs(shard, r).await)
             }
+            AdminOp::InitProducerId(r) => AnyResponse::InitProducerId(self.init_producer_id(&r)),
             AdminOp::EnsureTopic {
                 name,
                 partitions,
@@ -193,6 +207,45 @@ impl Controller {
                     topics: vec![result],
                 })
             }
+        }
+    }
+
+    /// An idempotent producer's id and epoch. A producer that had one gets its epoch bumped (a
+    /// new session of sequences); a new one, or one whose epoch is exhausted, gets a new id. Ids
+    /// come from blocks reserved durably, so none is handed out twice, even across restarts.
+    fn init_producer_id(&self, r: &InitProducerIdRequest) -> InitProducerIdResponse {
+        if r.transactional_id.is_some() {
+            return InitProducerIdResponse {
+                error_code: ErrorCode::InvalidRequest,
+                ..Default::default()
+            };
+        }
+        if let (Some(id), Some(epoch)) = (r.producer_id, r.producer_epoch) {
+            if id < self.next_producer_id.get() && epoch < i16::MAX as u16 {
+                return InitProducerIdResponse {
+                    producer_id: id,
+                    producer_epoch: epoch + 1,
+                    ..Default::default()
+                };
+            }
+        }
+        let id = self.next_producer_id.get();
+        if id >= self.store.borrow().state().producer_ids_reserved {
+            let up_to = id + PRODUCER_ID_BLOCK;
+            if let Err((code, message)) = self.submit(MetadataCommand::ReserveProducerIds { up_to })
+            {
+                tracing::error!(%message, "cannot reserve producer ids");
+                return InitProducerIdResponse {
+                    error_code: code,
+                    ..Default::default()
+                };
+            }
+        }
+        self.next_producer_id.set(id + 1);
+        InitProducerIdResponse {
+            producer_id: id,
+            producer_epoch: 0,
+            ..Default::default()
         }
     }
 

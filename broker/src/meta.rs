@@ -38,6 +38,10 @@ pub struct TopicMeta {
 pub struct MetadataState {
     pub version: u64,
     pub topics: BTreeMap<String, TopicMeta>,
+    /// Producer ids below this may have been handed out: after a restart the controller hands
+    /// out ids from here, so an id is never given twice (ids are reserved in blocks).
+    #[serde(default)]
+    pub producer_ids_reserved: u64,
 }
 
 /// A change to metadata. Commands are checked by the broker before they are submitted; `apply`
@@ -56,6 +60,10 @@ pub enum MetadataCommand {
         name: String,
         set: BTreeMap<String, String>,
         remove: Vec<String>,
+    },
+    /// Producer ids up to `up_to` (exclusive) may be handed out.
+    ReserveProducerIds {
+        up_to: u64,
     },
 }
 
@@ -116,6 +124,9 @@ impl MetadataState {
                 for (k, v) in set {
                     t.configs.insert(k.clone(), v.clone());
                 }
+            }
+            MetadataCommand::ReserveProducerIds { up_to } => {
+                self.producer_ids_reserved = self.producer_ids_reserved.max(*up_to);
             }
         }
         self.version += 1;

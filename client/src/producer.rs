@@ -10,20 +10,29 @@
 //! returns to the buffer when its answer arrives (acks=1/all) or once it is written (acks=0).
 //!
 //! # Order
-//! Records to one partition are written in the order `send` was called: a partition has at most
-//! one Produce request outstanding, and a batch that is retried goes back to the front of its
-//! partition's queue. (Each request travels on its own QUIC stream, and the broker serves
-//! streams concurrently, so two outstanding requests for one partition could be appended in
-//! either order; one at a time per partition rules that out.) Many partitions are in flight at
-//! once, and a request carries every batch of a partition that is ready, so throughput does not
-//! depend on pipelining one partition.
+//! Records to one partition are written in the order `send` was called. Without idempotence a
+//! partition has at most one Produce request outstanding, and a batch that is retried goes back
+//! to the front of its partition's queue. (Each request travels on its own QUIC stream, and the
+//! broker serves streams concurrently, so two outstanding requests for one partition could be
+//! appended in either order; one at a time per partition rules that out.) Many partitions are in
+//! flight at once, and a request carries every batch of a partition that is ready.
+//!
+//! # Idempotence (the default with acks=1 and acks=all)
+//! The producer gets a producer id (InitProducerId) and numbers each partition's records from 0;
+//! every batch carries the id, an epoch and its first sequence number. The broker appends a
+//! batch only if it continues the sequence, answers a batch it already has with the offsets it
+//! got the first time, and refuses one that skips ahead (`OutOfOrderSequence`). So a partition
+//! may have up to `max_in_flight_per_broker` (at most 5) requests in flight: if they arrive out
+//! of order, or one fails, the refused ones are resent in order, a retried batch alone. When a
+//! numbered batch fails for good (or the broker has lost the producer's state), the partition
+//! waits for its requests in flight, moves to the next epoch and numbers its queue from 0 again.
 //!
 //! # Retries
 //! Retriable errors (`NotLeaderOrFollower`, `RequestTimedOut`, lost connections, ...) are
 //! retried with exponential backoff (`retry_backoff` doubling up to `retry_backoff_max`), after a
 //! metadata refresh when the error calls for one, until `retries` attempts or
-//! `delivery_timeout` after the batch was created. Without idempotence (not yet served by the
-//! broker), a retry after a lost answer may write a record twice.
+//! `delivery_timeout` after the batch was created. With idempotence a retry after a lost answer
+//! is written once; without it, it may be written twice.
 
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -37,7 +46,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quiver_proto::api::produce::{
-    self as wire, PartitionProduceData, ProduceRequest, ProduceResponse, TopicProduceData,
+    self as wire, InitProducerIdRequest, PartitionProduceData, ProduceRequest, ProduceResponse,
+    TopicProduceData,
 };
 use quiver_proto::api::PayloadBuilder;
 use quiver_proto::batch::BatchBuilder;
@@ -139,6 +149,12 @@ pub struct ProducerConfig {
     /// on one local broker (bench/RESULTS.md): 1 gave the highest throughput (more requests in
     /// flight meant more, smaller requests) and the same latency at moderate rates.
     pub max_in_flight_per_broker: usize,
+    /// Idempotence (`enable.idempotence`; default on, for acks=1 and acks=all): the producer
+    /// gets a producer id and numbers its records per partition, so the broker writes a retried
+    /// batch once, and refuses a batch that would skip one before it. That also lets several
+    /// requests for one partition be in flight at once (up to `max_in_flight_per_broker`, at
+    /// most 5) without giving up order. Off: one request per partition at a time.
+    pub enable_idempotence: bool,
     /// How often topic metadata is reloaded even without errors (to see new partitions).
     pub metadata_max_age: Duration,
     /// Chooses partitions for records that do not name one.
@@ -170,6 +186,7 @@ impl Default for ProducerConfig {
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
             max_in_flight_per_broker: 1,
+            enable_idempotence: true,
             metadata_max_age: Duration::from_secs(300),
             partitioner: Arc::new(DefaultPartitioner::default()),
             delivery_listener: None,
@@ -190,6 +207,7 @@ impl std::fmt::Debug for ProducerConfig {
             .field("delivery_timeout", &self.delivery_timeout)
             .field("retries", &self.retries)
             .field("max_in_flight_per_broker", &self.max_in_flight_per_broker)
+            .field("enable_idempotence", &self.enable_idempotence)
             .finish_non_exhaustive()
     }
 }
@@ -216,10 +234,21 @@ setters! {
     retry_backoff: Duration;
     retry_backoff_max: Duration;
     max_in_flight_per_broker: usize;
+    enable_idempotence: bool;
     metadata_max_age: Duration;
 }
 
+/// Requests per partition an idempotent producer keeps in flight at most: the broker remembers
+/// this many batches per producer and partition to recognize a retry (engine `BATCHES_KEPT`).
+const MAX_IN_FLIGHT_IDEMPOTENT: usize = 5;
+
 impl ProducerConfig {
+    /// Whether batches carry a producer id and sequences: idempotence asked for, and acks wait
+    /// for an answer (with acks=0 there is none to retry on).
+    fn idempotent(&self) -> bool {
+        self.enable_idempotence && self.acks != Acks::None
+    }
+
     /// Uses a custom partitioner.
     pub fn partitioner(mut self, p: impl Partitioner) -> ProducerConfig {
         self.partitioner = Arc::new(p);
@@ -255,6 +284,9 @@ impl ProducerConfig {
         }
         if self.max_in_flight_per_broker == 0 {
             return bad("max_in_flight_per_broker must be at least 1");
+        }
+        if self.idempotent() && self.max_in_flight_per_broker > MAX_IN_FLIGHT_IDEMPOTENT {
+            return bad("max_in_flight_per_broker must be at most 5 with idempotence (the broker remembers a producer's last 5 batches per partition)");
         }
         if self.buffer_memory < self.batch_size.min(self.max_request_size) {
             return bad("buffer_memory must hold at least one batch");
@@ -364,13 +396,47 @@ struct State {
     next_batch_id: u64,
     closing: bool,
     last_metadata_refresh: Option<Instant>,
+    /// The producer id and epoch, once the broker gave them (idempotence); `idempotent` turns
+    /// off if the broker does not serve InitProducerId.
+    producer: Option<(i64, i16)>,
+    producer_requested: bool,
+    idempotent: bool,
 }
 
 #[derive(Default)]
 struct PartQueue {
     batches: VecDeque<Batch>,
-    /// A Produce request for this partition is outstanding.
-    in_flight: bool,
+    /// Produce requests outstanding with this partition's batches, by the id of the first.
+    in_flight: BTreeSet<u64>,
+    /// The epoch and next sequence of this partition (idempotence).
+    epoch: i16,
+    next_seq: i32,
+    /// A batch of the sequence failed for good, or the broker lost the producer's state: once
+    /// nothing is in flight, the partition moves to a new epoch and numbers its queue from 0.
+    reset: bool,
+}
+
+impl PartQueue {
+    /// Puts batches back in id order (several requests of a partition may fail back).
+    fn requeue(&mut self, b: Batch) {
+        let at = self
+            .batches
+            .iter()
+            .position(|x| x.id > b.id)
+            .unwrap_or(self.batches.len());
+        self.batches.insert(at, b);
+    }
+
+    /// Whether no batch older than `id` is queued or in flight.
+    fn oldest(&self, id: u64) -> bool {
+        self.in_flight.first().is_none_or(|&f| f >= id)
+            && self.batches.front().is_none_or(|b| b.id >= id)
+    }
+}
+
+/// `seq + n` in the sequence space, which wraps from `i32::MAX` to 0.
+fn seq_add(seq: i32, n: u32) -> i32 {
+    ((i64::from(seq) + i64::from(n)) % (i64::from(i32::MAX) + 1)) as i32
 }
 
 struct Batch {
@@ -385,6 +451,10 @@ struct Batch {
     full: bool,
     attempts: u32,
     retry_at: Option<Instant>,
+    /// (epoch, first sequence) given to this batch (idempotence); kept across retries.
+    seq: Option<(i16, i32)>,
+    /// The stamp the sealed bytes carry.
+    sealed_seq: Option<(i16, i32)>,
     /// The buffer memory this batch holds; returned when the batch is dropped.
     _memory: OwnedSemaphorePermit,
 }
@@ -419,19 +489,35 @@ impl Batch {
             || now.duration_since(self.created) >= linger
     }
 
-    /// Compresses and checksums the batch (once; a retry sends the same bytes).
-    fn seal(&mut self) -> Result<Bytes> {
+    /// Compresses and checksums the batch, with the producer id and sequence if it has them
+    /// (once; a retry sends the same bytes, unless the partition's sequences restarted).
+    fn seal(&mut self, producer: Option<(i64, i16)>) -> Result<Bytes> {
+        let pid = producer.map_or(-1, |p| p.0);
         if let Some(b) = &self.sealed {
-            return Ok(b.clone());
+            if self.sealed_seq == self.seq {
+                return Ok(b.clone());
+            }
+            let (epoch, seq) = self.seq.unwrap_or((-1, -1));
+            let mut owned = b.to_vec();
+            quiver_proto::batch::set_producer(&mut owned, pid, epoch, seq)
+                .map_err(|e| Error::Record(format!("cannot restamp the batch: {e}")))?;
+            let bytes = Bytes::from(owned);
+            self.sealed = Some(bytes.clone());
+            self.sealed_seq = self.seq;
+            return Ok(bytes);
         }
-        let builder = self
+        let mut builder = self
             .builder
             .take()
             .expect("an unsealed batch has a builder");
+        if let Some((epoch, seq)) = self.seq {
+            builder = builder.producer(pid, epoch, seq);
+        }
         let bytes = builder
             .finish()
             .map_err(|e| Error::Record(format!("cannot build the batch: {e}")))?;
         self.sealed = Some(bytes.clone());
+        self.sealed_seq = self.seq;
         Ok(bytes)
     }
 
@@ -478,6 +564,7 @@ impl Producer {
     /// Starts a producer on `client` (its sender task runs on the current tokio runtime).
     pub fn new(client: Client, config: ProducerConfig) -> Result<Producer> {
         config.check()?;
+        let idempotent = config.idempotent();
         let shared = Arc::new(Shared {
             client,
             memory: Arc::new(Semaphore::new(config.buffer_memory)),
@@ -485,6 +572,7 @@ impl Producer {
             state: Mutex::new(State {
                 next_batch_id: 1,
                 last_metadata_refresh: Some(Instant::now()),
+                idempotent,
                 ..State::default()
             }),
             wake: Notify::new(),
@@ -759,6 +847,8 @@ impl Shared {
                 full: false,
                 attempts: 0,
                 retry_at: None,
+                seq: None,
+                sealed_seq: None,
                 _memory: permit,
             });
             wake = true;
@@ -835,10 +925,25 @@ impl Shared {
 struct Draft {
     broker: BrokerId,
     batches: Vec<Batch>,
+    /// The partitions in the request, each with the id of its first batch (its key in the
+    /// queue's `in_flight`).
+    parts: Vec<(PartKey, u64)>,
+    /// Producer id and epoch to stamp (idempotence).
+    producer: Option<(i64, i16)>,
 }
+
+/// A request being put together: its size, batches, and partitions with their first batch id.
+type DraftParts = (usize, Vec<Batch>, Vec<(PartKey, u64)>);
 
 /// The sender: decides which batches are ready and hands them to request tasks.
 async fn sender(shared: Arc<Shared>) {
+    {
+        let mut st = shared.state.lock().expect("not poisoned");
+        if st.idempotent {
+            st.producer_requested = true;
+            tokio::spawn(init_producer_id(shared.clone()));
+        }
+    }
     loop {
         let now = Instant::now();
         let (drafts, next_wake, done) = collect(&shared, now);
@@ -858,6 +963,46 @@ async fn sender(shared: Arc<Shared>) {
     }
 }
 
+/// Gets a producer id and epoch from the cluster, retrying with backoff while the producer is
+/// open. A broker that does not serve InitProducerId turns idempotence off (with a warning):
+/// the producer then keeps one request per partition in flight, as without it.
+async fn init_producer_id(shared: Arc<Shared>) {
+    let mut attempts = 0;
+    loop {
+        let req = InitProducerIdRequest::default();
+        let err = match shared.client.call_any(&req, Vec::new()).await {
+            Ok((resp, _)) if resp.error_code == ErrorCode::None => {
+                let epoch = resp.producer_epoch.min(i16::MAX as u16) as i16;
+                shared.state.lock().expect("not poisoned").producer =
+                    Some((resp.producer_id as i64, epoch));
+                tracing::debug!(producer_id = resp.producer_id, epoch, "idempotent producer");
+                shared.wake.notify_one();
+                return;
+            }
+            Ok((resp, _)) => Error::broker(resp.error_code, None),
+            Err(e) => e,
+        };
+        let unsupported = matches!(
+            err.code(),
+            Some(ErrorCode::InvalidRequest | ErrorCode::UnsupportedVersion)
+        );
+        if unsupported {
+            tracing::warn!(error = %err, "the cluster does not give producer ids; idempotence is off");
+            shared.state.lock().expect("not poisoned").idempotent = false;
+            shared.wake.notify_one();
+            return;
+        }
+        if shared.state.lock().expect("not poisoned").closing && attempts > 0 {
+            // Nothing can be sent without an id; the queued batches fail by their deadline.
+            tracing::warn!(error = %err, "no producer id before close");
+            return;
+        }
+        attempts += 1;
+        tracing::debug!(error = %err, attempts, "InitProducerId failed; retrying");
+        tokio::time::sleep(shared.backoff(attempts)).await;
+    }
+}
+
 /// Takes the ready batches out of the queues. Returns the requests to send, when to look again
 /// (the earliest linger or backoff expiry), and whether the producer is closed and empty.
 fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, bool) {
@@ -868,7 +1013,7 @@ fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, 
     let closing = st.closing;
     let mut next_wake: Option<Instant> = None;
     let mut wake_at = |t: Instant| next_wake = Some(next_wake.map_or(t, |n: Instant| n.min(t)));
-    let mut drafts: HashMap<BrokerId, (usize, Vec<Batch>)> = HashMap::new();
+    let mut drafts: HashMap<BrokerId, DraftParts> = HashMap::new();
     let mut expired: Vec<Batch> = Vec::new();
     let mut need_metadata = false;
     if st
@@ -878,13 +1023,25 @@ fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, 
         need_metadata = true;
     }
     let state = &mut *st;
+    let idempotent = state.idempotent;
+    let producer = state.producer.filter(|_| idempotent);
+    // Without a producer id yet, an idempotent producer sends nothing (batches still expire).
+    let can_send = !idempotent || producer.is_some();
+    let per_partition = if idempotent {
+        config.max_in_flight_per_broker
+    } else {
+        1
+    };
     for ((topic, partition), q) in state.queues.iter_mut() {
-        if q.in_flight {
+        if q.in_flight.len() >= per_partition {
             continue;
         }
         // Batches past their delivery timeout fail here, oldest first.
         while q.batches.front().is_some_and(|b| now >= b.deadline) {
-            expired.push(q.batches.pop_front().expect("front exists"));
+            let b = q.batches.pop_front().expect("front exists");
+            // A numbered batch that is never written leaves a gap in the sequence.
+            q.reset |= b.seq.is_some();
+            expired.push(b);
         }
         // An empty batch is left when its only record failed to append.
         while q.batches.front().is_some_and(|b| b.pending.is_empty()) {
@@ -905,6 +1062,24 @@ fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, 
             wake_at(head.created + config.linger);
             continue;
         }
+        if !can_send {
+            continue;
+        }
+        if idempotent && q.reset {
+            // Woken again when the last request in flight completes.
+            if !q.in_flight.is_empty() {
+                continue;
+            }
+            q.epoch = q.epoch.saturating_add(1);
+            q.next_seq = 0;
+            for b in q.batches.iter_mut() {
+                b.seq = None;
+            }
+            q.reset = false;
+        }
+        // A retried batch goes alone: if the broker has it already, the answer's one base
+        // offset is exactly where it went.
+        let alone = idempotent && q.batches.front().is_some_and(|b| b.attempts > 0);
         let leader = cluster
             .topics
             .get(&**topic)
@@ -916,13 +1091,13 @@ fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, 
             continue;
         };
         let in_flight = state.in_flight.get(&leader).copied().unwrap_or(0);
-        let draft = drafts.entry(leader).or_insert((0, Vec::new()));
+        let draft = drafts.entry(leader).or_insert((0, Vec::new(), Vec::new()));
         if draft.1.is_empty() && in_flight >= config.max_in_flight_per_broker {
             // Woken again when one of this broker's requests completes.
             continue;
         }
         // Take this partition's ready batches, in order, within the request size.
-        let mut took = false;
+        let mut first = None;
         while let Some(b) = q.batches.front() {
             let is_last = q.batches.len() == 1;
             let ready = closing || b.ready(now, config.linger, flush_upto, is_last);
@@ -930,31 +1105,51 @@ fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, 
             if !ready
                 || b.pending.is_empty()
                 || (draft.0 > 0 && draft.0 + size > config.max_request_size)
+                || (alone && first.is_some())
             {
                 break;
             }
             draft.0 += size;
-            draft.1.push(q.batches.pop_front().expect("front exists"));
-            took = true;
+            let mut b = q.batches.pop_front().expect("front exists");
+            if idempotent && b.seq.is_none() {
+                let epoch = q.epoch.max(producer.map_or(0, |p| p.1));
+                q.epoch = epoch;
+                b.seq = Some((epoch, q.next_seq));
+                q.next_seq = seq_add(q.next_seq, b.pending.len() as u32);
+            }
+            first.get_or_insert(b.id);
+            draft.1.push(b);
         }
-        if took {
-            q.in_flight = true;
+        if let Some(id) = first {
+            q.in_flight.insert(id);
+            draft.2.push(((topic.clone(), *partition), id));
         } else if let Some(b) = q.batches.front() {
             wake_at(b.created + config.linger);
         }
     }
     let mut out = Vec::new();
-    for (broker, (_, batches)) in drafts {
+    for (broker, (_, batches, parts)) in drafts {
         if batches.is_empty() {
             continue;
         }
         *state.in_flight.entry(broker).or_insert(0) += 1;
-        out.push(Draft { broker, batches });
+        out.push(Draft {
+            broker,
+            batches,
+            parts,
+            producer,
+        });
     }
+    // An idempotent producer keeps each partition's sequence, so its queues stay.
     state
         .queues
-        .retain(|_, q| q.in_flight || !q.batches.is_empty());
-    let done = closing && state.queues.is_empty() && state.in_flight.values().all(|&n| n == 0);
+        .retain(|_, q| idempotent || !q.in_flight.is_empty() || !q.batches.is_empty());
+    let done = closing
+        && state
+            .queues
+            .values()
+            .all(|q| q.in_flight.is_empty() && q.batches.is_empty())
+        && state.in_flight.values().all(|&n| n == 0);
     if need_metadata {
         shared.refresh_metadata_soon(state, now);
     }
@@ -989,21 +1184,27 @@ async fn send_request(shared: Arc<Shared>, draft: Draft) {
     let Draft {
         broker,
         mut batches,
+        parts: in_flight_parts,
+        producer,
     } = draft;
     let config = &shared.config;
     // Seal (compress, checksum) and lay out: topic -> partition -> its batches back to back.
     let mut sealed_ok = Vec::with_capacity(batches.len());
     let mut seal_failures = Vec::new();
     for mut b in batches.drain(..) {
-        match b.seal() {
+        match b.seal(producer) {
             Ok(bytes) => sealed_ok.push((b, bytes)),
             Err(e) => seal_failures.push((b, e)),
         }
     }
     let mut finished_ids = Vec::new();
+    // Partitions whose sequence has a gap now (a numbered batch failed for good).
+    let mut gaps: Vec<PartKey> = Vec::new();
     for (b, e) in seal_failures {
         finished_ids.push(b.id);
-        mark_idle(&shared, &b.topic, b.partition);
+        if b.seq.is_some() {
+            gaps.push((b.topic.clone(), b.partition));
+        }
         b.fail(&e, shared.config.delivery_listener.as_deref());
     }
     let mut groups: Vec<(PartKey, Vec<(Batch, Bytes)>)> = Vec::new();
@@ -1078,6 +1279,7 @@ async fn send_request(shared: Arc<Shared>, draft: Draft) {
     }
     let mut refresh = false;
     let mut requeue: Vec<(PartKey, Vec<Batch>)> = Vec::new();
+    let mut out_of_order: Vec<(PartKey, u64)> = Vec::new();
     for (((topic, partition), parts), outcome) in groups.into_iter().zip(outcomes) {
         match outcome {
             Outcome::Written {
@@ -1095,13 +1297,22 @@ async fn send_request(shared: Arc<Shared>, draft: Draft) {
                     );
                     next = next.map(|o| o.plus(count));
                 }
-                mark_idle(&shared, &topic, partition);
             }
             Outcome::Failed(e) => {
                 refresh |= needs_metadata(&e);
                 let attempts = parts[0].0.attempts + 1;
                 let backoff = shared.backoff(attempts);
-                let retry = e.is_retriable()
+                // Sequence refusals are resolved by resending (in order, or alone); see
+                // the requeue below for when a refusal means the sequence must restart.
+                let sequence = producer.is_some()
+                    && matches!(
+                        e.code(),
+                        Some(ErrorCode::OutOfOrderSequence | ErrorCode::DuplicateSequence)
+                    );
+                if e.code() == Some(ErrorCode::OutOfOrderSequence) {
+                    out_of_order.push(((topic.clone(), partition), parts[0].0.id));
+                }
+                let retry = (e.is_retriable() || sequence)
                     && attempts <= config.retries
                     && parts.iter().all(|(b, _)| now + backoff < b.deadline);
                 if retry {
@@ -1116,23 +1327,43 @@ async fn send_request(shared: Arc<Shared>, draft: Draft) {
                         .collect();
                     requeue.push(((topic, partition), batches));
                 } else {
+                    if parts.iter().any(|(b, _)| b.seq.is_some()) {
+                        gaps.push((topic.clone(), partition));
+                    }
                     for (b, _) in parts {
                         finished_ids.push(b.id);
                         b.fail(&e, shared.config.delivery_listener.as_deref());
                     }
-                    mark_idle(&shared, &topic, partition);
                 }
             }
         }
     }
     {
         let mut st = shared.state.lock().expect("not poisoned");
+        for (key, first) in &in_flight_parts {
+            if let Some(q) = st.queues.get_mut(key) {
+                q.in_flight.remove(first);
+            }
+        }
         for (key, batches) in requeue {
             let q = st.queues.entry(key).or_default();
-            for b in batches.into_iter().rev() {
-                q.batches.push_front(b);
+            for b in batches {
+                q.requeue(b);
             }
-            q.in_flight = false;
+        }
+        // Out of order although nothing before it is unanswered: the broker has no state for
+        // this producer and partition (or lost the batches before); restart the sequence.
+        for (key, first) in out_of_order {
+            if let Some(q) = st.queues.get_mut(&key) {
+                if q.oldest(first) {
+                    q.reset = true;
+                }
+            }
+        }
+        for key in gaps {
+            if let Some(q) = st.queues.get_mut(&key) {
+                q.reset = true;
+            }
         }
         if let Some(n) = st.in_flight.get_mut(&broker) {
             *n = n.saturating_sub(1);
@@ -1143,13 +1374,6 @@ async fn send_request(shared: Arc<Shared>, draft: Draft) {
     }
     shared.finished(&finished_ids);
     shared.wake.notify_one();
-}
-
-fn mark_idle(shared: &Shared, topic: &Arc<str>, partition: PartitionId) {
-    let mut st = shared.state.lock().expect("not poisoned");
-    if let Some(q) = st.queues.get_mut(&(topic.clone(), partition)) {
-        q.in_flight = false;
-    }
 }
 
 fn outcome_of(resp: &ProduceResponse, topic: &str, partition: PartitionId) -> Outcome {

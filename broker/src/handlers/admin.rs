@@ -134,6 +134,7 @@ pub(super) async fn change(shard: &Rc<Shard>, op: AdminOp) -> Answer {
         AnyResponse::IncrementalAlterConfigs(r) => {
             r.responses.iter().any(|t| t.error_code != ErrorCode::None)
         }
+        AnyResponse::InitProducerId(r) => r.error_code != ErrorCode::None,
         _ => false,
     };
     Answer {

@@ -40,6 +40,7 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::DescribeGroups,
     ApiKey::ListGroups,
     ApiKey::DeleteGroups,
+    ApiKey::InitProducerId,
 ];
 
 /// The transport's view of a shard.
@@ -125,6 +126,9 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
             admin::change(shard, crate::controller::AdminOp::AlterConfigs(r)).await
         }
         AnyRequest::DescribeConfigs(r) => Answer::ok(admin::describe_configs(shard, r)),
+        AnyRequest::InitProducerId(r) => {
+            admin::change(shard, crate::controller::AdminOp::InitProducerId(r)).await
+        }
         AnyRequest::FindCoordinator(r) => Answer::ok(group::find_coordinator(shard, r)),
         AnyRequest::ConsumerGroupHeartbeat(r) => {
             let resp = group::heartbeat(shard, r, req.peer.ip().to_string()).await;
@@ -177,7 +181,7 @@ fn error_response(header: &FrameHeader, code: ErrorCode, message: &str) -> Respo
 
 /// The protocol's error code for a failed partition operation, with a message.
 pub(crate) fn part_error(e: &PartError) -> (ErrorCode, String) {
-    use quiver_engine::Error as E;
+    use quiver_engine::{Error as E, SequenceError};
     let code = match e {
         PartError::NotHosted => ErrorCode::UnknownTopicOrPartition,
         PartError::Failed(_) => ErrorCode::StorageError,
@@ -189,6 +193,11 @@ pub(crate) fn part_error(e: &PartError) -> (ErrorCode, String) {
             E::InvalidConfig(_) => ErrorCode::InvalidConfig,
             E::Closed => ErrorCode::NotLeaderOrFollower,
             E::Corrupt { .. } | E::Io { .. } | E::Discarded(_) => ErrorCode::StorageError,
+            E::Sequence { kind, .. } => match kind {
+                SequenceError::OutOfOrder => ErrorCode::OutOfOrderSequence,
+                SequenceError::Duplicate => ErrorCode::DuplicateSequence,
+                SequenceError::InvalidEpoch => ErrorCode::InvalidProducerEpoch,
+            },
             #[allow(unreachable_patterns)]
             _ => ErrorCode::StorageError,
         },

@@ -534,6 +534,25 @@ pub fn set_log_append_time(batch: &mut [u8], now: TimestampMs) -> Result<(), Bat
     Ok(())
 }
 
+/// Stamps a producer's id, epoch and first sequence on a built batch and recomputes its CRC
+/// (the fields are under it). For an idempotent producer that restarts a partition's sequences
+/// and must resend batches it already built.
+pub fn set_producer(
+    batch: &mut [u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Result<(), BatchError> {
+    let h = header_mut(batch)?;
+    h.producer_id.set(producer_id);
+    h.producer_epoch.set(producer_epoch);
+    h.base_sequence.set(base_sequence);
+    let len = (h.batch_len.get() as usize).min(batch.len());
+    let crc = compute_crc(&batch[..len]);
+    header_mut(batch)?.crc.set(crc);
+    Ok(())
+}
+
 fn header_mut(batch: &mut [u8]) -> Result<&mut BatchHeader, BatchError> {
     let available = batch.len();
     BatchHeader::mut_from_prefix(batch)

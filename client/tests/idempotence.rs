@@ -1,0 +1,84 @@
+//! The idempotent producer (the default) keeps several requests per partition in flight and
+//! still writes every record once, in order, even when the broker is killed with SIGKILL in the
+//! middle and the producer retries what it sent.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quiver_client::{
+    Admin, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig,
+    ProducerRecord, TopicPartition,
+};
+use quiver_testkit::Broker;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_records_survive_kill_9_once_each_and_in_order() {
+    let mut broker = Broker::start(&[]);
+    let client = broker.client_with_timeout(Duration::from_secs(5)).await;
+    Admin::new(client.clone())
+        .create_topic(NewTopic::new("once", 1))
+        .await
+        .unwrap();
+    let acked = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let (a, f) = (acked.clone(), failed.clone());
+    let config = ProducerConfig::default()
+        .max_in_flight_per_broker(5)
+        .batch_size(16 * 1024)
+        .linger(Duration::ZERO)
+        .retry_backoff(Duration::from_millis(20))
+        .on_delivery(move |_, r| {
+            match r {
+                Ok(_) => a.fetch_add(1, Ordering::Relaxed),
+                Err(_) => f.fetch_add(1, Ordering::Relaxed),
+            };
+        });
+    assert!(config.enable_idempotence, "idempotence is the default");
+    let producer = Producer::new(client.clone(), config).unwrap();
+    const N: u64 = 60_000;
+    let mut killed = false;
+    for i in 0..N {
+        let record = ProducerRecord::new("once").value(format!("{i:08}").into_bytes());
+        producer.enqueue_with_opaque(record, i).await.unwrap();
+        // Kill the broker with requests in flight, once some records are acknowledged.
+        if !killed && acked.load(Ordering::Relaxed) > 5_000 {
+            broker.kill9();
+            broker.restart();
+            killed = true;
+        }
+    }
+    assert!(killed, "the broker was killed mid-stream");
+    producer.flush().await.unwrap();
+    assert_eq!(failed.load(Ordering::Relaxed), 0);
+    assert_eq!(acked.load(Ordering::Relaxed), N);
+
+    // Every value once, in the order sent.
+    let mut consumer = Consumer::new(
+        client.clone(),
+        ConsumerConfig::default()
+            .auto_offset_reset(OffsetReset::Earliest)
+            .fetch_max_wait(Duration::from_millis(50)),
+    );
+    consumer
+        .assign(vec![TopicPartition::new("once", 0)])
+        .unwrap();
+    let mut next = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while next < N {
+        assert!(Instant::now() < deadline, "read {next} of {N}");
+        for r in consumer.poll(Duration::from_millis(200)).await.unwrap() {
+            let v = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
+            assert_eq!(v, format!("{next:08}"), "record at offset {}", r.offset.0);
+            next += 1;
+        }
+    }
+    let end = Admin::new(client.clone())
+        .describe_topic("once")
+        .await
+        .unwrap()
+        .partitions[0]
+        .end_offset
+        .unwrap();
+    assert_eq!(end.0, N, "no record was written twice");
+}
