@@ -121,8 +121,8 @@ struct Opts {
     /// Batch compression.
     #[arg(long, value_enum, default_value_t = CompressionArg::None)]
     compression: CompressionArg,
-    /// Produce requests in flight per broker and producer (the SDK's default is 1).
-    #[arg(long, default_value_t = 1)]
+    /// Produce requests in flight per broker and producer (the SDK's default, 5).
+    #[arg(long, default_value_t = 5)]
     max_in_flight: usize,
     /// Producer buffer memory in bytes.
     #[arg(long, default_value_t = 64 << 20)]

@@ -14,7 +14,7 @@ use quiver_proto::api::{self, ApiKey, Request, ResponseError};
 use quiver_proto::{BrokerId, ErrorCode, PartitionId};
 
 use crate::error::{Error, Result};
-use crate::transport::{ClientTls, ConnectOptions, Connection};
+use crate::transport::{ClientTls, ConnectOptions, Connection, PendingCall};
 
 /// How to reach and trust a cluster.
 ///
@@ -476,6 +476,33 @@ impl Client {
             .inspect_err(|e| self.forget_on_error(addr, e))
     }
 
+    /// The first half of [`call_broker`](Self::call_broker): returns once the request is
+    /// written to the broker (bulk requests on a connection are written one after another, in
+    /// the order they get here); [`PendingResponse::response`] reads the answer.
+    pub async fn start_call_broker<R: Request>(
+        &self,
+        broker: BrokerId,
+        req: &R,
+        payload: Vec<Bytes>,
+    ) -> Result<PendingResponse<R>> {
+        let (addr, conn) = self.broker_connection(broker).await?;
+        let correlation = self.inner.correlation.fetch_add(1, Ordering::Relaxed);
+        let header = api::request_header(R::API, 0, correlation);
+        match conn.start_call(header, req.encode_bytes(), payload).await {
+            Ok(call) => Ok(PendingResponse {
+                client: self.clone(),
+                addr,
+                call,
+                _api: std::marker::PhantomData,
+            }),
+            Err(e) => {
+                let e = Error::from(e);
+                self.forget_on_error(addr, &e);
+                Err(e)
+            }
+        }
+    }
+
     /// Sends a request to one broker and returns once it is written, without waiting for the
     /// answer (acks=0 produce).
     pub async fn send_broker_oneway<R: Request>(
@@ -545,6 +572,14 @@ impl Client {
         Ok(self.call_broker(controller, req, Vec::new()).await?.0)
     }
 
+    fn decode<R: Request>(frame: &quiver_proto::frame::Frame) -> Result<R::Response> {
+        match api::decode_response::<R>(frame) {
+            Ok(resp) => Ok(resp),
+            Err(ResponseError::Refused(e)) => Err(Error::Refused(e)),
+            Err(e) => Err(Error::Protocol(e.to_string())),
+        }
+    }
+
     async fn call_on<R: Request>(
         &self,
         conn: &Connection,
@@ -554,11 +589,7 @@ impl Client {
         let correlation = self.inner.correlation.fetch_add(1, Ordering::Relaxed);
         let header = api::request_header(R::API, 0, correlation);
         let frame = conn.call(header, req.encode_bytes(), payload).await?;
-        match api::decode_response::<R>(&frame) {
-            Ok(resp) => Ok((resp, frame.payload)),
-            Err(ResponseError::Refused(e)) => Err(Error::Refused(e)),
-            Err(e) => Err(Error::Protocol(e.to_string())),
-        }
+        Self::decode::<R>(&frame).map(|resp| (resp, frame.payload))
     }
 
     fn forget_on_error(&self, addr: SocketAddr, e: &Error) {
@@ -632,4 +663,23 @@ fn idempotent(api: ApiKey) -> bool {
             | ApiKey::OffsetFetch
             | ApiKey::Fetch
     )
+}
+
+/// A request written to a broker, its answer not yet read ([`Client::start_call_broker`]).
+pub struct PendingResponse<R: Request> {
+    client: Client,
+    addr: SocketAddr,
+    call: PendingCall,
+    _api: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R: Request> PendingResponse<R> {
+    /// The answer, and its payload.
+    pub async fn response(self) -> Result<(R::Response, Bytes)> {
+        let result = match self.call.response().await {
+            Ok(frame) => Client::decode::<R>(&frame).map(|resp| (resp, frame.payload)),
+            Err(e) => Err(Error::from(e)),
+        };
+        result.inspect_err(|e| self.client.forget_on_error(self.addr, e))
+    }
 }

@@ -345,6 +345,9 @@ pub struct Connection {
     // Kept so the socket outlives every clone of the connection.
     _endpoint: quinn::Endpoint,
     opts: Arc<ConnectOptions>,
+    /// Held while a bulk request is written, so bulk requests leave in the order they were
+    /// made (see `call_raw`).
+    bulk_order: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Connection {
@@ -402,6 +405,7 @@ impl Connection {
             conn,
             _endpoint: endpoint,
             opts: Arc::new(opts),
+            bulk_order: Arc::default(),
         })
     }
 
@@ -413,6 +417,22 @@ impl Connection {
         body: Bytes,
         payload: Vec<Bytes>,
     ) -> Result<Frame> {
+        self.start_call(header, body, payload)
+            .await?
+            .response()
+            .await
+    }
+
+    /// The first half of [`call`](Self::call): returns once the request is written (bulk
+    /// requests in the order they got here, see `call_raw`); the answer is read by
+    /// [`PendingCall::response`]. For callers that must write requests in a given order but wait
+    /// for their answers together.
+    pub async fn start_call(
+        &self,
+        header: FrameHeader,
+        body: Bytes,
+        payload: Vec<Bytes>,
+    ) -> Result<PendingCall> {
         let payload_len: usize = payload.iter().map(Bytes::len).sum();
         let total = FRAME_HEADER_BYTES + body.len() + payload_len;
         if total > self.opts.frame_bytes_max {
@@ -430,41 +450,67 @@ impl Connection {
         )));
         chunks.push(body);
         chunks.extend(payload);
-        self.call_raw(chunks).await
+        self.start_raw(chunks).await
     }
 
     /// Sends pre-encoded bytes as a request (they need not be a valid frame) and reads the
     /// response frame. For tests of the broker's handling of bad input, and for tools.
-    pub async fn call_raw(&self, mut chunks: Vec<Bytes>) -> Result<Frame> {
+    ///
+    /// Bulk requests (over `frame::SMALL_FRAME_BYTES`) are written one whole request after
+    /// another: without that, a large request waiting for flow-control credit lets the next one
+    /// write in between, their bytes interleave, and the later one can arrive (and be served)
+    /// first. An idempotent producer with several requests of one partition in flight counts on
+    /// them arriving in order (a request that overtakes is refused as out of sequence and sent
+    /// again). Small requests are not held back: they jump the queue, as before.
+    pub async fn call_raw(&self, chunks: Vec<Bytes>) -> Result<Frame> {
+        self.start_raw(chunks).await?.response().await
+    }
+
+    async fn start_raw(&self, mut chunks: Vec<Bytes>) -> Result<PendingCall> {
         let timeout = self.opts.call_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let total: usize = chunks.iter().map(Bytes::len).sum();
+        let order = if frame::send_priority(total) == 0 {
+            let lock = self.bulk_order.clone().lock_owned();
+            Some(
+                tokio::time::timeout(timeout, lock)
+                    .await
+                    .map_err(|_| TransportError::Timeout(timeout))?,
+            )
+        } else {
+            None
+        };
         let (mut send, mut recv) = tokio::time::timeout(timeout, self.conn.open_bi())
             .await
             .map_err(|_| TransportError::Timeout(timeout))?
             .map_err(TransportError::from_connection)?;
         prioritise(&send, &chunks);
-        let exchange = async {
-            match send.write_all_chunks(&mut chunks).await {
-                Ok(()) => {
-                    let _ = send.finish();
-                }
-                // The broker refused the rest of the request; its answer (an error frame or a
-                // reset) is on the receive side.
-                Err(WriteError::Stopped(_)) => {}
-                Err(WriteError::ConnectionLost(e)) => {
-                    return Err(TransportError::from_connection(e))
-                }
-                Err(e) => return Err(TransportError::ConnectionLost(e.to_string())),
-            }
-            read_frame(&mut recv, self.opts.frame_bytes_max).await
-        };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(result) => result,
+        let written = tokio::time::timeout_at(deadline, send.write_all_chunks(&mut chunks)).await;
+        drop(order);
+        match written {
             Err(_) => {
                 let _ = send.reset(VarInt::from_u32(codes::CANCELLED));
                 let _ = recv.stop(VarInt::from_u32(codes::CANCELLED));
-                Err(TransportError::Timeout(timeout))
+                return Err(TransportError::Timeout(timeout));
             }
+            Ok(Ok(())) => {
+                let _ = send.finish();
+            }
+            // The broker refused the rest of the request; its answer (an error frame or a
+            // reset) is on the receive side.
+            Ok(Err(WriteError::Stopped(_))) => {}
+            Ok(Err(WriteError::ConnectionLost(e))) => {
+                return Err(TransportError::from_connection(e))
+            }
+            Ok(Err(e)) => return Err(TransportError::ConnectionLost(e.to_string())),
         }
+        Ok(PendingCall {
+            send,
+            recv,
+            deadline,
+            timeout,
+            frame_bytes_max: self.opts.frame_bytes_max,
+        })
     }
 
     /// Sends one request frame on a new stream and returns once it is written, without waiting
@@ -541,6 +587,31 @@ impl Connection {
     /// The underlying quinn connection (statistics, RTT).
     pub fn quinn(&self) -> &quinn::Connection {
         &self.conn
+    }
+}
+
+/// A request written, its answer not yet read ([`Connection::start_call`]).
+#[derive(Debug)]
+pub struct PendingCall {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    frame_bytes_max: usize,
+}
+
+impl PendingCall {
+    /// Reads the response frame, within the call's timeout (counted from the start of the call).
+    pub async fn response(mut self) -> Result<Frame> {
+        let read = read_frame(&mut self.recv, self.frame_bytes_max);
+        match tokio::time::timeout_at(self.deadline, read).await {
+            Ok(result) => result,
+            Err(_) => {
+                let _ = self.send.reset(VarInt::from_u32(codes::CANCELLED));
+                let _ = self.recv.stop(VarInt::from_u32(codes::CANCELLED));
+                Err(TransportError::Timeout(self.timeout))
+            }
+        }
     }
 }
 

@@ -162,6 +162,8 @@ struct State {
     exclusive_waiting: usize,
     truncating: bool,
     truncations: u64,
+    /// Appends that rolled the segment and have not staged yet (`RollingAppend`).
+    rolling_appends: usize,
     /// Bumped whenever staged bytes are discarded (failed write, truncate).
     generation: u64,
     /// (generation after a discard, acknowledged end at that moment).
@@ -282,6 +284,24 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Held by an append that rolled the segment until it has staged (or failed, or was dropped):
+/// meanwhile later appends wait instead of staging first.
+struct RollingAppend(Rc<Shared>);
+
+impl RollingAppend {
+    fn new(shared: &Rc<Shared>) -> RollingAppend {
+        shared.state.borrow_mut().rolling_appends += 1;
+        RollingAppend(shared.clone())
+    }
+}
+
+impl Drop for RollingAppend {
+    fn drop(&mut self) {
+        self.0.state.borrow_mut().rolling_appends -= 1;
+        self.0.progress.notify_all();
+    }
+}
+
 /// The producers' state at the end of the recovered active segment: its snapshot (the state at
 /// its start, written at roll) plus every batch in it.
 async fn load_producers(dir: &Path, rec: &Recovered, now: i64) -> Result<Producers> {
@@ -377,6 +397,7 @@ impl PartitionLog {
             exclusive_waiting: 0,
             truncating: false,
             truncations: 0,
+            rolling_appends: 0,
             generation: 0,
             discards: VecDeque::new(),
             last_failure: None,
@@ -431,12 +452,17 @@ impl PartitionLog {
                 max: APPEND_BYTES_MAX,
             });
         }
+        let mut rolled: Option<RollingAppend> = None;
         let (info, target, generation) = loop {
             let listen = shared.progress.listen();
             let need_roll = {
                 let mut s = shared.state.borrow_mut();
                 s.check_open()?;
-                if s.exclusive || s.exclusive_waiting > 0 {
+                // While an append rolls the segment for itself, later appends wait, so that
+                // appends are staged in the order they came (an idempotent producer's pipelined
+                // requests count on it).
+                let others_rolling = s.rolling_appends > usize::from(rolled.is_some());
+                if s.exclusive || s.exclusive_waiting > 0 || others_rolling {
                     None
                 } else {
                     let now = now_ms();
@@ -468,6 +494,7 @@ impl PartitionLog {
             };
             match need_roll {
                 Some(()) => {
+                    rolled.get_or_insert_with(|| RollingAppend::new(shared));
                     let sh = shared.clone();
                     run_detached(async move {
                         let _g = Shared::exclusive(&sh, false).await?;
@@ -478,6 +505,7 @@ impl PartitionLog {
                 None => listen.await,
             }
         };
+        drop(rolled);
         if total == 0 {
             return Ok(info);
         }
