@@ -402,7 +402,6 @@ struct State {
     /// The producer id and epoch, once the broker gave them (idempotence); `idempotent` turns
     /// off if the broker does not serve InitProducerId.
     producer: Option<(i64, i16)>,
-    producer_requested: bool,
     idempotent: bool,
     /// Per broker: (next ticket to give a request, ticket whose turn it is to be written).
     /// Requests are written to a broker in the order the sender made them, so that an
@@ -947,12 +946,8 @@ type DraftParts = (usize, Vec<Batch>, Vec<(PartKey, u64)>);
 
 /// The sender: decides which batches are ready and hands them to request tasks.
 async fn sender(shared: Arc<Shared>) {
-    {
-        let mut st = shared.state.lock().expect("not poisoned");
-        if st.idempotent {
-            st.producer_requested = true;
-            tokio::spawn(init_producer_id(shared.clone()));
-        }
+    if shared.state.lock().expect("not poisoned").idempotent {
+        tokio::spawn(init_producer_id(shared.clone()));
     }
     loop {
         let now = Instant::now();

@@ -522,47 +522,9 @@ impl Connection {
         body: Bytes,
         payload: Vec<Bytes>,
     ) -> Result<()> {
-        let payload_len: usize = payload.iter().map(Bytes::len).sum();
-        let total = FRAME_HEADER_BYTES + body.len() + payload_len;
-        if total > self.opts.frame_bytes_max {
-            return Err(FrameError::TooLarge {
-                len: total,
-                max: self.opts.frame_bytes_max,
-            }
-            .into());
-        }
-        let mut chunks = Vec::with_capacity(2 + payload.len());
-        chunks.push(Bytes::copy_from_slice(&frame::encode_header(
-            &header,
-            body.len(),
-            payload_len,
-        )));
-        chunks.push(body);
-        chunks.extend(payload);
-        let timeout = self.opts.call_timeout;
-        let (mut send, mut recv) = tokio::time::timeout(timeout, self.conn.open_bi())
-            .await
-            .map_err(|_| TransportError::Timeout(timeout))?
-            .map_err(TransportError::from_connection)?;
-        prioritise(&send, &chunks);
-        match tokio::time::timeout(timeout, send.write_all_chunks(&mut chunks)).await {
-            Err(_) => {
-                let _ = send.reset(VarInt::from_u32(codes::CANCELLED));
-                let _ = recv.stop(VarInt::from_u32(codes::CANCELLED));
-                return Err(TransportError::Timeout(timeout));
-            }
-            Ok(Ok(())) => {
-                let _ = send.finish();
-            }
-            Ok(Err(WriteError::Stopped(_))) => {}
-            Ok(Err(WriteError::ConnectionLost(e))) => {
-                return Err(TransportError::from_connection(e))
-            }
-            Ok(Err(e)) => return Err(TransportError::ConnectionLost(e.to_string())),
-        }
-        let max = self.opts.frame_bytes_max;
+        let call = self.start_call(header, body, payload).await?;
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(timeout, recv.read_to_end(max)).await;
+            let _ = call.response().await;
         });
         Ok(())
     }
