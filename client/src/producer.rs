@@ -461,6 +461,8 @@ struct Batch {
     seq: Option<(i16, i32)>,
     /// The stamp the sealed bytes carry.
     sealed_seq: Option<(i16, i32)>,
+    /// Sent in a request of its own (its partition's batches were refused together).
+    alone: bool,
     /// The buffer memory this batch holds; returned when the batch is dropped.
     _memory: OwnedSemaphorePermit,
 }
@@ -856,6 +858,7 @@ impl Shared {
                 retry_at: None,
                 seq: None,
                 sealed_seq: None,
+                alone: false,
                 _memory: permit,
             });
             wake = true;
@@ -1085,7 +1088,10 @@ fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, 
         // A retried batch goes alone: if the broker has it already, the answer's one base
         // offset is exactly where it went. And only once nothing before it is in flight, or it
         // could overtake again.
-        let alone = idempotent && q.batches.front().is_some_and(|b| b.attempts > 0);
+        let alone = q
+            .batches
+            .front()
+            .is_some_and(|b| b.alone || (idempotent && b.attempts > 0));
         if alone && q.batches.front().is_some_and(|b| !q.oldest(b.id)) {
             continue;
         }
@@ -1333,19 +1339,33 @@ async fn send_request(shared: Arc<Shared>, draft: Draft) {
                 if e.code() == Some(ErrorCode::OutOfOrderSequence) {
                     out_of_order.push(((topic.clone(), partition), parts[0].0.id));
                 }
-                let retry = (e.is_retriable() || sequence)
+                // The broker refuses a partition's batches together when one of them is bad
+                // (too large for the topic, invalid): each goes again alone, so that only the
+                // bad one fails.
+                let split = parts.len() > 1
+                    && matches!(
+                        e.code(),
+                        Some(
+                            ErrorCode::MessageTooLarge
+                                | ErrorCode::InvalidRecord
+                                | ErrorCode::CorruptMessage
+                                | ErrorCode::RecordListTooLarge
+                        )
+                    );
+                let retry = (e.is_retriable() || sequence || split)
                     && attempts <= config.retries
                     && parts.iter().all(|(b, _)| now + backoff < b.deadline);
                 if retry {
                     tracing::debug!(topic = %topic, partition = partition.0, attempts, error = %e, "retrying produce");
                     // A sequence refusal needs no backoff: the batch goes again as soon as the
                     // batches before it are answered.
-                    let retry_at = (!sequence).then_some(now + backoff);
+                    let retry_at = (!sequence && !split).then_some(now + backoff);
                     let batches = parts
                         .into_iter()
                         .map(|(mut b, _)| {
                             b.attempts = attempts;
                             b.retry_at = retry_at;
+                            b.alone |= split;
                             b
                         })
                         .collect();

@@ -82,3 +82,88 @@ async fn pipelined_records_survive_kill_9_once_each_and_in_order() {
         .unwrap();
     assert_eq!(end.0, N, "no record was written twice");
 }
+
+/// A record's opaque value and its offset, or why it failed.
+type Outcome = (u64, Result<u64, quiver_client::ErrorCode>);
+
+/// A numbered batch the broker refuses for good (too large for the topic) leaves a gap in the
+/// partition's sequence: the batches behind it are refused as out of order, the partition moves
+/// to a new epoch, and every other record is still written once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refused_for_good_does_not_stop_the_partition() {
+    let broker = Broker::start(&[]);
+    let client = broker.client().await;
+    Admin::new(client.clone())
+        .create_topic(NewTopic::new("gap", 1).config("max.message.bytes", "20000"))
+        .await
+        .unwrap();
+    let outcomes: Arc<std::sync::Mutex<Vec<Outcome>>> = Arc::default();
+    let sink = outcomes.clone();
+    let config = ProducerConfig::default()
+        .max_in_flight_per_broker(5)
+        .batch_size(4 * 1024)
+        .linger(Duration::ZERO)
+        .on_delivery(move |opaque, r| {
+            let r = r
+                .map(|m| m.offset.unwrap().0)
+                .map_err(|e| e.code().expect("a broker error"));
+            sink.lock().unwrap().push((opaque, r));
+        });
+    let producer = Producer::new(client.clone(), config).unwrap();
+    const N: u64 = 3_000;
+    const HUGE: u64 = 1_000;
+    for i in 0..N {
+        let value = if i == HUGE {
+            vec![b'x'; 60_000]
+        } else {
+            format!("{i:08}").into_bytes()
+        };
+        let record = ProducerRecord::new("gap").value(value);
+        producer.enqueue_with_opaque(record, i).await.unwrap();
+    }
+    producer.flush().await.unwrap();
+    let outcomes = outcomes.lock().unwrap().clone();
+    assert_eq!(outcomes.len() as u64, N);
+    for (i, r) in &outcomes {
+        match r {
+            Ok(_) => assert_ne!(*i, HUGE),
+            Err(code) => {
+                assert_eq!(*i, HUGE, "record {i} failed with {code:?}");
+                assert_eq!(*code, quiver_client::ErrorCode::MessageTooLarge);
+            }
+        }
+    }
+    // The producer goes on after it.
+    producer
+        .send(ProducerRecord::new("gap").value(format!("{N:08}").into_bytes()))
+        .await
+        .unwrap();
+
+    let mut consumer = Consumer::new(
+        client.clone(),
+        ConsumerConfig::default()
+            .auto_offset_reset(OffsetReset::Earliest)
+            .fetch_max_wait(Duration::from_millis(50)),
+    );
+    consumer
+        .assign(vec![TopicPartition::new("gap", 0)])
+        .unwrap();
+    let want: Vec<String> = (0..=N)
+        .filter(|&i| i != HUGE)
+        .map(|i| format!("{i:08}"))
+        .collect();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < want.len() {
+        assert!(
+            Instant::now() < deadline,
+            "read {} of {}",
+            got.len(),
+            want.len()
+        );
+        for r in consumer.poll(Duration::from_millis(200)).await.unwrap() {
+            got.push(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
+        }
+    }
+    assert_eq!(got, want);
+}
