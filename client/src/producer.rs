@@ -32,7 +32,9 @@
 //! retried with exponential backoff (`retry_backoff` doubling up to `retry_backoff_max`), after a
 //! metadata refresh when the error calls for one, until `retries` attempts or
 //! `delivery_timeout` after the batch was created. With idempotence a retry after a lost answer
-//! is written once; without it, it may be written twice.
+//! is written once; without it, it may be written twice. When the broker refuses a partition's
+//! batches together because one of them is bad (too large for the topic, invalid), each is sent
+//! again in a request of its own, so that only the bad one fails.
 
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeSet, HashMap, VecDeque};
