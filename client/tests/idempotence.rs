@@ -36,22 +36,25 @@ async fn pipelined_records_survive_kill_9_once_each_and_in_order() {
         });
     assert!(config.enable_idempotence, "idempotence is the default");
     let producer = Producer::new(client.clone(), config).unwrap();
-    const N: u64 = 60_000;
-    let mut killed = false;
-    for i in 0..N {
+    // Records keep going until the broker has been killed with requests in flight (once some
+    // records are acknowledged), and for 20,000 more after.
+    let mut killed_at: Option<u64> = None;
+    let mut i = 0u64;
+    while killed_at.is_none_or(|k| i < k + 20_000) {
         let record = ProducerRecord::new("once").value(format!("{i:08}").into_bytes());
         producer.enqueue_with_opaque(record, i).await.unwrap();
-        // Kill the broker with requests in flight, once some records are acknowledged.
-        if !killed && acked.load(Ordering::Relaxed) > 5_000 {
+        i += 1;
+        if killed_at.is_none() && acked.load(Ordering::Relaxed) > 5_000 {
             broker.kill9();
             broker.restart();
-            killed = true;
+            killed_at = Some(i);
         }
+        assert!(i < 20_000_000, "no acknowledgements");
     }
-    assert!(killed, "the broker was killed mid-stream");
+    let n = i;
     producer.flush().await.unwrap();
     assert_eq!(failed.load(Ordering::Relaxed), 0);
-    assert_eq!(acked.load(Ordering::Relaxed), N);
+    assert_eq!(acked.load(Ordering::Relaxed), n);
 
     // Every value once, in the order sent.
     let mut consumer = Consumer::new(
@@ -65,8 +68,8 @@ async fn pipelined_records_survive_kill_9_once_each_and_in_order() {
         .unwrap();
     let mut next = 0u64;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while next < N {
-        assert!(Instant::now() < deadline, "read {next} of {N}");
+    while next < n {
+        assert!(Instant::now() < deadline, "read {next} of {n}");
         for r in consumer.poll(Duration::from_millis(200)).await.unwrap() {
             let v = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
             assert_eq!(v, format!("{next:08}"), "record at offset {}", r.offset.0);
@@ -80,7 +83,7 @@ async fn pipelined_records_survive_kill_9_once_each_and_in_order() {
         .partitions[0]
         .end_offset
         .unwrap();
-    assert_eq!(end.0, N, "no record was written twice");
+    assert_eq!(end.0, n, "no record was written twice");
 }
 
 /// A record's opaque value and its offset, or why it failed.
