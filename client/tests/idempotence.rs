@@ -57,25 +57,8 @@ async fn pipelined_records_survive_kill_9_once_each_and_in_order() {
     assert_eq!(acked.load(Ordering::Relaxed), n);
 
     // Every value once, in the order sent.
-    let mut consumer = Consumer::new(
-        client.clone(),
-        ConsumerConfig::default()
-            .auto_offset_reset(OffsetReset::Earliest)
-            .fetch_max_wait(Duration::from_millis(50)),
-    );
-    consumer
-        .assign(vec![TopicPartition::new("once", 0)])
-        .unwrap();
-    let mut next = 0u64;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while next < n {
-        assert!(Instant::now() < deadline, "read {next} of {n}");
-        for r in consumer.poll(Duration::from_millis(200)).await.unwrap() {
-            let v = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
-            assert_eq!(v, format!("{next:08}"), "record at offset {}", r.offset.0);
-            next += 1;
-        }
-    }
+    let want: Vec<String> = (0..n).map(|i| format!("{i:08}")).collect();
+    assert_eq!(read_values(&client, "once", want.len()).await, want);
     let end = Admin::new(client.clone())
         .describe_topic("once")
         .await
@@ -142,6 +125,16 @@ async fn a_batch_refused_for_good_does_not_stop_the_partition() {
         .await
         .unwrap();
 
+    let want: Vec<String> = (0..=N)
+        .filter(|&i| i != HUGE)
+        .map(|i| format!("{i:08}"))
+        .collect();
+    let got = read_values(&client, "gap", want.len()).await;
+    assert_eq!(got, want);
+}
+
+/// The first `n` values of partition 0 of `topic`, as text.
+async fn read_values(client: &quiver_client::Client, topic: &str, n: usize) -> Vec<String> {
     let mut consumer = Consumer::new(
         client.clone(),
         ConsumerConfig::default()
@@ -149,24 +142,15 @@ async fn a_batch_refused_for_good_does_not_stop_the_partition() {
             .fetch_max_wait(Duration::from_millis(50)),
     );
     consumer
-        .assign(vec![TopicPartition::new("gap", 0)])
+        .assign(vec![TopicPartition::new(topic, 0)])
         .unwrap();
-    let want: Vec<String> = (0..=N)
-        .filter(|&i| i != HUGE)
-        .map(|i| format!("{i:08}"))
-        .collect();
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while got.len() < want.len() {
-        assert!(
-            Instant::now() < deadline,
-            "read {} of {}",
-            got.len(),
-            want.len()
-        );
+    while got.len() < n {
+        assert!(Instant::now() < deadline, "read {} of {n}", got.len());
         for r in consumer.poll(Duration::from_millis(200)).await.unwrap() {
             got.push(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
         }
     }
-    assert_eq!(got, want);
+    got
 }
