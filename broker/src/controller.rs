@@ -446,11 +446,15 @@ impl Controller {
         }
         let doomed = deleted.clone();
         self.publish(shard, deleted).await;
-        // Every shard has closed and deleted its partitions' files; the topic directory goes.
+        // Every shard has closed its partitions and handed their files to the engine's paced
+        // deleter; the topic directory is renamed out of the way at once and follows them.
         for info in doomed {
             let dir = crate::state::topic_dir(&shard.config.data_dir, &info.meta);
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                if e.kind() != std::io::ErrorKind::NotFound {
+            let trash = crate::state::deleted_topic_dir(&shard.config.data_dir, &info.meta);
+            match std::fs::rename(&dir, &trash) {
+                Ok(()) => quiver_engine::delete_dir_paced(trash),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
                     tracing::warn!(dir = %dir.display(), error = %e, "removing a deleted topic's directory failed");
                 }
             }

@@ -104,6 +104,33 @@ pub fn topic_dir(data_dir: &Path, meta: &TopicMeta) -> PathBuf {
         .join(format!("{}.{}", meta.name, meta.id))
 }
 
+/// Where a deleted topic's directory goes until the engine's deleter has removed it:
+/// `<data_dir>/topics/.deleted.<name>.<id>`. Start removes any left by a crash
+/// (`remove_deleted_topic_dirs`).
+pub fn deleted_topic_dir(data_dir: &Path, meta: &TopicMeta) -> PathBuf {
+    data_dir
+        .join("topics")
+        .join(format!("{DELETED_TOPIC_PREFIX}{}.{}", meta.name, meta.id))
+}
+
+const DELETED_TOPIC_PREFIX: &str = ".deleted.";
+
+/// Hands the directories of topics whose deletion a crash interrupted to the engine's deleter.
+pub fn remove_deleted_topic_dirs(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("topics")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(DELETED_TOPIC_PREFIX)
+        {
+            quiver_engine::delete_dir_paced(entry.path());
+        }
+    }
+}
+
 pub fn partition_dir(data_dir: &Path, meta: &TopicMeta, partition: PartitionId) -> PathBuf {
     topic_dir(data_dir, meta).join(partition.0.to_string())
 }

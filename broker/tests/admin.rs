@@ -184,6 +184,15 @@ async fn topics_are_described_altered_grown_and_deleted() {
         ErrorCode::UnknownTopicOrPartition
     );
     assert_eq!(dirs("a."), 0, "the deleted topic's files are gone");
+    // Out of the way at once; freed by the engine's paced deleter soon after.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while dirs(".deleted.") > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a deleted topic's files are still there"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let r = produce(&client, "a", 0, &[one_record()], Acks::Leader).await;
     assert_eq!(
         r.topics[0].partitions[0].error_code,
@@ -259,4 +268,25 @@ async fn topic_metadata_survives_kill_9() {
     let (resp, records) = fetch(&client, "kept", 3, 0, 0).await;
     assert_eq!(resp.topics[0].partitions[0].high_watermark.0, 1);
     assert!(!records.is_empty());
+}
+
+/// A topic deletion cut short by kill -9 (its directory already renamed out of the way) is
+/// finished at the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_cut_short_by_a_crash_is_finished_at_start() {
+    let mut broker = Broker::start(&[]);
+    broker.kill9();
+    let left = broker
+        .data_dir()
+        .join("topics")
+        .join(".deleted.gone.0123456789abcdef")
+        .join("0");
+    std::fs::create_dir_all(&left).unwrap();
+    std::fs::write(left.join("00000000000000000000.log"), vec![1u8; 100_000]).unwrap();
+    broker.restart();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while left.parent().unwrap().exists() {
+        assert!(std::time::Instant::now() < deadline, "{left:?} is still there");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

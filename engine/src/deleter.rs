@@ -21,23 +21,48 @@ const STEP_BYTES: u64 = 8 * 1024 * 1024;
 /// Pause after each step.
 const STEP_PAUSE: Duration = Duration::from_millis(2);
 
-static QUEUE: OnceLock<Option<mpsc::Sender<Vec<PathBuf>>>> = OnceLock::new();
+/// What the deleter is asked to delete.
+enum Job {
+    /// Files already out of every log.
+    Files(Vec<PathBuf>),
+    /// A directory already out of use, with everything in it.
+    Dir(PathBuf),
+}
 
-/// Queues `files` (already out of every log) to be deleted. If the thread cannot be started,
-/// they are deleted here, at once.
-pub(crate) fn submit(files: Vec<PathBuf>) {
-    if files.is_empty() {
-        return;
+impl Job {
+    fn run(self) {
+        match self {
+            Job::Files(files) => files.iter().for_each(|f| delete(f)),
+            Job::Dir(dir) => delete_dir(&dir),
+        }
     }
+}
+
+static QUEUE: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
+
+/// Queues `files` (already out of every log) to be deleted.
+pub(crate) fn submit(files: Vec<PathBuf>) {
+    if !files.is_empty() {
+        queue(Job::Files(files));
+    }
+}
+
+/// Deletes directory `dir` and everything in it in the background, paced like segment files
+/// (each file shrinks in synced steps before it goes). For directories nothing uses any more:
+/// a deleted log's, a deleted topic's. Rename it out of its users' way first; a crash part way
+/// leaves it to be found by that name.
+pub fn delete_dir_paced(dir: PathBuf) {
+    queue(Job::Dir(dir));
+}
+
+/// Hands a job to the deleter thread (started on first use). If the thread cannot be started,
+/// the job runs here, at once.
+fn queue(job: Job) {
     let queue = QUEUE.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Vec<PathBuf>>();
+        let (tx, rx) = mpsc::channel::<Job>();
         let spawned = std::thread::Builder::new()
             .name("segment-deleter".into())
-            .spawn(move || {
-                for files in rx {
-                    files.iter().for_each(|f| delete(f));
-                }
-            });
+            .spawn(move || rx.into_iter().for_each(Job::run));
         match spawned {
             Ok(_) => Some(tx),
             Err(e) => {
@@ -47,10 +72,34 @@ pub(crate) fn submit(files: Vec<PathBuf>) {
         }
     });
     let unsent = match queue {
-        Some(tx) => tx.send(files).err().map(|mpsc::SendError(files)| files),
-        None => Some(files),
+        Some(tx) => tx.send(job).err().map(|mpsc::SendError(job)| job),
+        None => Some(job),
     };
-    unsent.iter().flatten().for_each(|f| delete(f));
+    if let Some(job) = unsent {
+        job.run();
+    }
+}
+
+/// Every file below `dir` paced, then the (now small) tree at once.
+fn delete_dir(dir: &Path) {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => stack.push(entry.path()),
+                Ok(t) if t.is_file() => delete(&entry.path()),
+                _ => {}
+            }
+        }
+    }
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not delete a directory");
+        }
+    }
 }
 
 fn delete(path: &Path) {

@@ -120,6 +120,7 @@ mod segment;
 pub use config::{
     FlushPolicy, LogConfig, INDEX_INTERVAL_BYTES_MIN, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
 };
+pub use deleter::delete_dir_paced;
 pub use error::{Error, Result, SequenceError};
 pub use log::{
     AppendInfo, PartitionLog, RetentionReport, APPEND_BYTES_MAX, LOCK_FILE, READ_BYTES_MAX,

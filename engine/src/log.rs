@@ -819,10 +819,22 @@ impl PartitionLog {
             sh.lock.borrow_mut().take();
             sh.data.notify_all();
             sh.progress.notify_all();
-            // Off the core, like segment deletion (dma::remove_file): a big log takes a while.
+            // Renamed out of the way at once (off the core), then freed paced by the deleter
+            // thread, like deleted segments: unlinking big files at once stalls every other
+            // log's fdatasync (deleter.rs).
             let dir = sh.dir.clone();
+            let mut to = dir.clone().into_os_string();
+            to.push(segment::DELETED_SUFFIX);
+            let to = PathBuf::from(to);
             glommio::executor()
-                .spawn_blocking(move || std::fs::remove_dir_all(&dir).map_err(|e| (dir, e)))
+                .spawn_blocking(move || {
+                    if to.exists() {
+                        std::fs::remove_dir_all(&to).map_err(|e| (to.clone(), e))?;
+                    }
+                    std::fs::rename(&dir, &to).map_err(|e| (dir, e))?;
+                    crate::deleter::delete_dir_paced(to);
+                    Ok(())
+                })
                 .await
                 .map_err(|(dir, e)| Error::io("delete log", dir, e))
         })

@@ -364,7 +364,17 @@ fn segment_ms_rolls_and_delete_removes_everything() {
             Err(Error::Closed)
         ));
     });
+    // Gone from its place at once; freed (paced, by the deleter thread) soon after.
     assert!(!dir2.exists());
+    let trash = tmp.path().join("p.deleted");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while trash.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{trash:?} still there"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 #[test]
