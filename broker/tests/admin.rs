@@ -286,7 +286,10 @@ async fn a_deletion_cut_short_by_a_crash_is_finished_at_start() {
     broker.restart();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while left.parent().unwrap().exists() {
-        assert!(std::time::Instant::now() < deadline, "{left:?} is still there");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left:?} is still there"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
