@@ -52,7 +52,7 @@ use quiver_proto::api::produce::{
     TopicProduceData,
 };
 use quiver_proto::api::PayloadBuilder;
-use quiver_proto::batch::BatchBuilder;
+use quiver_proto::batch::{sequence_add, BatchBuilder};
 use quiver_proto::{BrokerId, ErrorCode, Offset, PartitionId, TimestampMs};
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
@@ -440,11 +440,6 @@ impl PartQueue {
         self.in_flight.first().is_none_or(|&f| f >= id)
             && self.batches.front().is_none_or(|b| b.id >= id)
     }
-}
-
-/// `seq + n` in the sequence space, which wraps from `i32::MAX` to 0.
-fn seq_add(seq: i32, n: u32) -> i32 {
-    ((i64::from(seq) + i64::from(n)) % (i64::from(i32::MAX) + 1)) as i32
 }
 
 struct Batch {
@@ -1132,7 +1127,7 @@ fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, 
                 let epoch = q.epoch.max(producer.map_or(0, |p| p.1));
                 q.epoch = epoch;
                 b.seq = Some((epoch, q.next_seq));
-                q.next_seq = seq_add(q.next_seq, b.pending.len() as u32);
+                q.next_seq = sequence_add(q.next_seq, b.pending.len() as u32);
             }
             first.get_or_insert(b.id);
             draft.1.push(b);

@@ -20,7 +20,7 @@
 //! the active segment. A producer idle for [`PRODUCER_IDLE_EXPIRY_MS`] is forgotten.
 
 use crate::error::{Error, Result, SequenceError};
-use quiver_proto::batch::{BatchInfo, ValidBatch};
+use quiver_proto::batch::{sequence_add, BatchInfo, ValidBatch};
 use std::collections::{HashMap, VecDeque};
 
 /// Batches remembered per producer, for duplicate detection: a producer keeps at most this many
@@ -58,13 +58,8 @@ pub(crate) struct Producers {
     map: HashMap<i64, Entry>,
 }
 
-/// `seq + n` in the sequence space, which wraps from `i32::MAX` to 0.
-fn seq_add(seq: i32, n: u32) -> i32 {
-    ((i64::from(seq) + i64::from(n)) % (i64::from(i32::MAX) + 1)) as i32
-}
-
 fn last_seq(info: &BatchInfo) -> i32 {
-    seq_add(info.base_sequence, info.record_count.saturating_sub(1))
+    sequence_add(info.base_sequence, info.record_count.saturating_sub(1))
 }
 
 impl Producers {
@@ -130,7 +125,7 @@ impl Producers {
                             last_offset: r.last_offset,
                         });
                     }
-                    seq_add(prev, 1)
+                    sequence_add(prev, 1)
                 }
             };
             if first != expected {
@@ -460,7 +455,7 @@ mod tests {
                 let seq = next.entry((pid, epoch)).or_insert(0);
                 let b = batch(pid, epoch, *seq, n);
                 if append(&mut p, &mut end, b).is_ok() {
-                    *seq = seq_add(*seq, n);
+                    *seq = sequence_add(*seq, n);
                 }
             }
             proptest::prop_assert_eq!(Producers::decode(&p.encode()), Some(p));

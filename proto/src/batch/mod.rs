@@ -534,6 +534,12 @@ pub fn set_log_append_time(batch: &mut [u8], now: TimestampMs) -> Result<(), Bat
     Ok(())
 }
 
+/// `seq + n` in an idempotent producer's sequence space (`base_sequence`), which wraps from
+/// `i32::MAX` to 0 (as Kafka's does).
+pub fn sequence_add(seq: i32, n: u32) -> i32 {
+    ((i64::from(seq) + i64::from(n)) % (i64::from(i32::MAX) + 1)) as i32
+}
+
 /// Stamps a producer's id, epoch and first sequence on a built batch and recomputes its CRC
 /// (the fields are under it). For an idempotent producer that restarts a partition's sequences
 /// and must resend batches it already built.
