@@ -470,7 +470,10 @@ impl Connection {
         let timeout = self.opts.call_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let total: usize = chunks.iter().map(Bytes::len).sum();
-        let order = if frame::send_priority(total) == 0 {
+        // Small requests get a higher priority than bulk ones (see `send_fairness` in
+        // `connect_with`); only bulk ones wait for their turn to be written.
+        let priority = frame::send_priority(total);
+        let order = if priority == 0 {
             let lock = self.bulk_order.clone().lock_owned();
             Some(
                 tokio::time::timeout(timeout, lock)
@@ -484,13 +487,13 @@ impl Connection {
             .await
             .map_err(|_| TransportError::Timeout(timeout))?
             .map_err(TransportError::from_connection)?;
-        prioritise(&send, &chunks);
+        // Only fails on a stream that is already closed, which the write will report.
+        let _ = send.set_priority(priority);
         let written = tokio::time::timeout_at(deadline, send.write_all_chunks(&mut chunks)).await;
         drop(order);
         match written {
             Err(_) => {
-                let _ = send.reset(VarInt::from_u32(codes::CANCELLED));
-                let _ = recv.stop(VarInt::from_u32(codes::CANCELLED));
+                cancel(&mut send, &mut recv);
                 return Err(TransportError::Timeout(timeout));
             }
             Ok(Ok(())) => {
@@ -569,20 +572,17 @@ impl PendingCall {
         match tokio::time::timeout_at(self.deadline, read).await {
             Ok(result) => result,
             Err(_) => {
-                let _ = self.send.reset(VarInt::from_u32(codes::CANCELLED));
-                let _ = self.recv.stop(VarInt::from_u32(codes::CANCELLED));
+                cancel(&mut self.send, &mut self.recv);
                 Err(TransportError::Timeout(self.timeout))
             }
         }
     }
 }
 
-/// Gives a small request's stream a higher priority than bulk ones (`frame::send_priority`;
-/// see `send_fairness` in `Connection::connect_with`).
-fn prioritise(send: &quinn::SendStream, chunks: &[Bytes]) {
-    let total: usize = chunks.iter().map(Bytes::len).sum();
-    // Only fails on a stream that is already closed, which the write will report.
-    let _ = send.set_priority(frame::send_priority(total));
+/// Abandons a call that timed out: the broker is told to stop on both halves of its stream.
+fn cancel(send: &mut quinn::SendStream, recv: &mut quinn::RecvStream) {
+    let _ = send.reset(VarInt::from_u32(codes::CANCELLED));
+    let _ = recv.stop(VarInt::from_u32(codes::CANCELLED));
 }
 
 /// Reads one frame: the 4-byte prefix first, checked before the buffer is allocated.
