@@ -470,10 +470,10 @@ impl Client {
         req: &R,
         payload: Vec<Bytes>,
     ) -> Result<(R::Response, Bytes)> {
-        let (addr, conn) = self.broker_connection(broker).await?;
-        self.call_on::<R>(&conn, req, payload)
+        self.start_call_broker(broker, req, payload)
+            .await?
+            .response()
             .await
-            .inspect_err(|e| self.forget_on_error(addr, e))
     }
 
     /// The first half of [`call_broker`](Self::call_broker): returns once the request is
@@ -486,9 +486,10 @@ impl Client {
         payload: Vec<Bytes>,
     ) -> Result<PendingResponse<R>> {
         let (addr, conn) = self.broker_connection(broker).await?;
-        let correlation = self.inner.correlation.fetch_add(1, Ordering::Relaxed);
-        let header = api::request_header(R::API, 0, correlation);
-        match conn.start_call(header, req.encode_bytes(), payload).await {
+        match conn
+            .start_call(self.next_header::<R>(), req.encode_bytes(), payload)
+            .await
+        {
             Ok(call) => Ok(PendingResponse {
                 client: self.clone(),
                 addr,
@@ -512,9 +513,7 @@ impl Client {
         payload: Vec<Bytes>,
     ) -> Result<()> {
         let (addr, conn) = self.broker_connection(broker).await?;
-        let correlation = self.inner.correlation.fetch_add(1, Ordering::Relaxed);
-        let header = api::request_header(R::API, 0, correlation);
-        conn.send_only(header, req.encode_bytes(), payload)
+        conn.send_only(self.next_header::<R>(), req.encode_bytes(), payload)
             .await
             .map_err(Error::from)
             .inspect_err(|e| self.forget_on_error(addr, e))
@@ -572,6 +571,12 @@ impl Client {
         Ok(self.call_broker(controller, req, Vec::new()).await?.0)
     }
 
+    /// The frame header of this client's next request of type `R` (a new correlation id).
+    fn next_header<R: Request>(&self) -> quiver_proto::frame::FrameHeader {
+        let correlation = self.inner.correlation.fetch_add(1, Ordering::Relaxed);
+        api::request_header(R::API, 0, correlation)
+    }
+
     fn decode<R: Request>(frame: &quiver_proto::frame::Frame) -> Result<R::Response> {
         match api::decode_response::<R>(frame) {
             Ok(resp) => Ok(resp),
@@ -586,9 +591,9 @@ impl Client {
         req: &R,
         payload: Vec<Bytes>,
     ) -> Result<(R::Response, Bytes)> {
-        let correlation = self.inner.correlation.fetch_add(1, Ordering::Relaxed);
-        let header = api::request_header(R::API, 0, correlation);
-        let frame = conn.call(header, req.encode_bytes(), payload).await?;
+        let frame = conn
+            .call(self.next_header::<R>(), req.encode_bytes(), payload)
+            .await?;
         Self::decode::<R>(&frame).map(|resp| (resp, frame.payload))
     }
 
