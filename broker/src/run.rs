@@ -90,7 +90,7 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
     let defaults = TopicConfig::defaults(&config);
     let shards = config.shard_count();
     let snapshot = Arc::new(Snapshot::build(store.state(), &defaults, shards)?);
-    let listen = resolve_listen(config.listen)?;
+    let (port_holder, listen) = resolve_listen(config.listen)?;
     let metrics = Arc::new(Metrics::new(
         |k| ApiKey::from_u16(k).map(ApiKey::name),
         shards,
@@ -154,6 +154,8 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
             }
         }
     }
+    // Every shard has joined the port; datagrams the holder got meanwhile are QUIC's to resend.
+    drop(port_holder);
     metrics.set_ready(true);
     let metrics_text = metrics_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
     tracing::info!(quic = %listen, metrics = %metrics_text, shards, data_dir = %config.data_dir.display(), "streamd ready");
@@ -205,20 +207,25 @@ fn server_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, RunError> {
 
 /// Binds the address once without SO_REUSEPORT: fails if anything (another streamd included)
 /// holds it, and turns port 0 into a concrete port that every shard then binds with SO_REUSEPORT.
+/// The socket gets SO_REUSEPORT after the bind and is returned: held until the shards have bound,
+/// it keeps the port this broker's (no other socket can take it in between), and it is then
+/// closed.
 ///
 /// A broker killed with SIGKILL releases its sockets only when the kernel has torn down its
 /// io_uring instances, which happens asynchronously after the process is gone; a restart right
 /// after a crash can therefore find the port still held for a moment. Waiting a few seconds for
 /// it beats failing, and a port held by a live process stays held and is reported.
-fn resolve_listen(addr: SocketAddr) -> Result<SocketAddr, RunError> {
+fn resolve_listen(addr: SocketAddr) -> Result<(UdpSocket, SocketAddr), RunError> {
     let deadline = std::time::Instant::now() + LISTEN_RETRY_MAX;
     let mut warned = false;
     loop {
         match UdpSocket::bind(addr) {
             Ok(probe) => {
-                return probe
-                    .local_addr()
-                    .map_err(|source| RunError::Listen { addr, source })
+                let listen = socket2::SockRef::from(&probe)
+                    .set_reuse_port(true)
+                    .and_then(|()| probe.local_addr())
+                    .map_err(|source| RunError::Listen { addr, source })?;
+                return Ok((probe, listen));
             }
             Err(e)
                 if e.kind() == std::io::ErrorKind::AddrInUse

@@ -28,3 +28,30 @@ async fn create_produce_fetch() {
     let r0 = recs.iter().next().unwrap().unwrap();
     assert_eq!(r0.key, Some(&b"k"[..]));
 }
+
+/// A second broker asked for a port a running one holds refuses to start (after waiting a few
+/// seconds for a crashed process's port to be released) instead of sharing it through
+/// SO_REUSEPORT, which would split the first broker's connections between two processes.
+#[test]
+fn a_second_broker_on_the_same_port_refuses_to_start() {
+    let first = Broker::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(streamd_path())
+        .current_dir(dir.path())
+        .args([
+            "--listen",
+            &first.addr.to_string(),
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "second streamd started: {stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {}", first.addr)),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("streamd ready"));
+}
