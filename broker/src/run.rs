@@ -86,7 +86,7 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
     let reset_secret = quiver_net::StatelessResetSecret(Arc::new(identity.reset_secret));
     let cluster_id: Arc<str> = identity.cluster_id.into();
     let store = FileMetadataStore::open(&config.data_dir)?;
-    crate::state::remove_deleted_topic_dirs(&config.data_dir);
+    crate::state::sweep_topic_dirs(&config.data_dir, store.state());
     let defaults = TopicConfig::defaults(&config);
     let shards = config.shard_count();
     let snapshot = Arc::new(Snapshot::build(store.state(), &defaults, shards)?);

@@ -106,7 +106,7 @@ pub fn topic_dir(data_dir: &Path, meta: &TopicMeta) -> PathBuf {
 
 /// Where a deleted topic's directory goes until the engine's deleter has removed it:
 /// `<data_dir>/topics/.deleted.<name>.<id>`. Start removes any left by a crash
-/// (`remove_deleted_topic_dirs`).
+/// (`sweep_topic_dirs`).
 pub fn deleted_topic_dir(data_dir: &Path, meta: &TopicMeta) -> PathBuf {
     data_dir
         .join("topics")
@@ -115,20 +115,42 @@ pub fn deleted_topic_dir(data_dir: &Path, meta: &TopicMeta) -> PathBuf {
 
 const DELETED_TOPIC_PREFIX: &str = ".deleted.";
 
-/// Hands the directories of topics whose deletion a crash interrupted to the engine's deleter.
-pub fn remove_deleted_topic_dirs(data_dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(data_dir.join("topics")) else {
-        return;
+/// Hands to the engine's deleter the topic directories a crash left behind: those of deletions
+/// it interrupted after the rename (`.deleted.<name>.<id>`), and those of topics the metadata
+/// does not hold, which a crash between the deletion's commit and the rename leaves. Those are
+/// renamed to the deleted form first, so their logs are never opened again. Returns how many
+/// directories were handed over.
+pub fn sweep_topic_dirs(data_dir: &Path, state: &MetadataState) -> usize {
+    let topics = data_dir.join("topics");
+    let Ok(entries) = std::fs::read_dir(&topics) else {
+        return 0;
     };
+    let live: std::collections::HashSet<String> = state
+        .topics
+        .values()
+        .map(|t| format!("{}.{}", t.name, t.id))
+        .collect();
+    let mut handed = 0;
     for entry in entries.flatten() {
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(DELETED_TOPIC_PREFIX)
-        {
-            quiver_engine::delete_dir_paced(entry.path());
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) || live.contains(&name) {
+            continue;
         }
+        let path = if name.starts_with(DELETED_TOPIC_PREFIX) {
+            entry.path()
+        } else {
+            let to = topics.join(format!("{DELETED_TOPIC_PREFIX}{name}"));
+            if let Err(e) = std::fs::rename(entry.path(), &to) {
+                tracing::warn!(dir = %entry.path().display(), error = %e, "cannot move aside the directory of a topic the metadata does not hold");
+                continue;
+            }
+            tracing::warn!(dir = %entry.path().display(), "removing the directory of a topic the metadata does not hold (its deletion was interrupted)");
+            to
+        };
+        quiver_engine::delete_dir_paced(path);
+        handed += 1;
     }
+    handed
 }
 
 pub fn partition_dir(data_dir: &Path, meta: &TopicMeta, partition: PartitionId) -> PathBuf {
