@@ -302,10 +302,21 @@ impl Drop for RollingAppend {
     }
 }
 
-/// The producers' state at the end of the recovered active segment: its snapshot (the state at
-/// its start, written at roll) plus every batch in it.
+/// The producers' state at the end of the recovered active segment: the snapshot a clean close
+/// wrote at that end, else the segment's snapshot (the state at its start, written at roll) plus
+/// every batch in it.
 async fn load_producers(dir: &Path, rec: &Recovered, now: i64) -> Result<Producers> {
     let base = rec.files.base;
+    if rec.next_offset != base {
+        if let Some(bytes) = segment::read_producers(dir, rec.next_offset).await? {
+            match Producers::decode(&bytes) {
+                Some(p) => return Ok(p),
+                None => {
+                    tracing::warn!(dir = %dir.display(), offset = rec.next_offset, "producer snapshot unreadable; reading the segment's batches instead")
+                }
+            }
+        }
+    }
     let mut producers = match segment::read_producers(dir, base).await? {
         None => Producers::default(),
         Some(bytes) => Producers::decode(&bytes).unwrap_or_else(|| {
@@ -343,7 +354,10 @@ impl PartitionLog {
             }
         }
         // Files being deleted (`.deleted`, segment::delete_files), half-written ones (`.tmp`)
-        // and index files whose log is gone are removed: a crash can leave them.
+        // and index files whose log is gone are removed: a crash can leave them. Producer
+        // snapshots at offsets that start no segment (a clean close's) are looked at once the
+        // log's end is known.
+        let mut loose_snapshots = Vec::new();
         files.retain(|base, exts| {
             exts.retain(|ext| {
                 let deleted = ext.ends_with(segment::DELETED_SUFFIX) || ext.ends_with(".tmp");
@@ -356,7 +370,11 @@ impl PartitionLog {
                 return true;
             }
             for ext in exts {
-                let _ = std::fs::remove_file(dir.join(segment::file_name(*base, ext)));
+                if ext == segment::PRODUCERS_EXT {
+                    loose_snapshots.push(*base);
+                } else {
+                    let _ = std::fs::remove_file(dir.join(segment::file_name(*base, ext)));
+                }
             }
             false
         });
@@ -381,6 +399,15 @@ impl PartitionLog {
             dma::sync_dir(&dir).await?;
         }
         let now = now_ms();
+        // A snapshot above the end (the log lost its tail since a clean close) would be wrong
+        // once the log grows back to its offset: removed before anything is written. One below
+        // the end is true but of no use.
+        if loose_snapshots.iter().any(|&o| o > rec.next_offset) {
+            segment::remove_producers_above(&dir, rec.next_offset).await?;
+        }
+        for &o in loose_snapshots.iter().filter(|&&o| o < rec.next_offset) {
+            let _ = std::fs::remove_file(dir.join(segment::file_name(o, segment::PRODUCERS_EXT)));
+        }
         let producers = load_producers(&dir, &rec, now).await?;
         let active = Active::from_recovered(rec, now);
         let durable_end = active.written.offset_end;
@@ -1693,6 +1720,14 @@ impl Shared {
             )
         };
         let res = self.seal(&files, &mark, &mut points, on_disk).await;
+        if res.is_ok() {
+            // The state at the end, so that the next open need not read the segment's batches.
+            // Without it (a failed write, or a rename a crash undid) open reads them.
+            let snapshot = self.state.borrow().producers.encode();
+            if let Err(e) = segment::write_producers(&self.dir, mark.offset_end, snapshot).await {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "producer snapshot at close not written");
+            }
+        }
         {
             let mut s = self.state.borrow_mut();
             if res.is_ok() {
@@ -1833,15 +1868,22 @@ impl Shared {
             }
             (doomed, s.config.index_interval_bytes)
         };
-        let res = self
-            .truncate_files(base, &doomed, pos, keep_points, interval)
-            .await;
+        // Snapshots above the new end go first, so that none is ever taken for the log grown
+        // back to its offset.
+        let res = match segment::remove_producers_above(&self.dir, new_end).await {
+            Ok(()) => {
+                self.truncate_files(base, &doomed, pos, keep_points, interval)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         let mut s = self.state.borrow_mut();
         s.truncating = false;
         s.truncations += 1;
         let out = match res {
             Ok(rec) => {
                 s.closed.retain(|c| c.base < base);
+                s.producers.forget_from(new_end);
                 s.active = Active::from_recovered(rec, now_ms());
                 s.durable_end = s.active.written.offset_end;
                 s.sync_issued_end = s.durable_end;

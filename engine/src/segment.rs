@@ -84,8 +84,53 @@ fn rename_for_deletion(dir: &Path, bases: &[u64]) -> Result<Vec<PathBuf>> {
     Ok(renamed)
 }
 
-/// The producer-state snapshot beside a segment: the state at the segment's start.
+/// A producer-state snapshot, `<offset>.producers`: the producers' state at that offset. Roll
+/// writes one at each new segment's base; a clean close writes one at the log's end, so that the
+/// next open need not read the active segment's batch headers to rebuild the state. A snapshot at
+/// offset O stays true while the log never goes below O, so truncation removes the snapshots
+/// above its new end before it cuts anything (`remove_producers_above`).
 pub(crate) const PRODUCERS_EXT: &str = "producers";
+
+/// The offsets of the producer snapshots in `dir`.
+pub(crate) fn producer_snapshots(dir: &Path) -> Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io("list dir", dir, e))? {
+        let entry = entry.map_err(|e| Error::io("list dir", dir, e))?;
+        let name = entry.file_name();
+        if let Some((offset, PRODUCERS_EXT)) = parse_file_name(&name.to_string_lossy()) {
+            out.push(offset);
+        }
+    }
+    Ok(out)
+}
+
+/// Removes the producer snapshots above `offset`, durably (the directory is synced), off the
+/// core.
+pub(crate) async fn remove_producers_above(dir: &Path, offset: u64) -> Result<()> {
+    let dir = dir.to_path_buf();
+    glommio::executor()
+        .spawn_blocking(move || {
+            let above: Vec<u64> = producer_snapshots(&dir)?
+                .into_iter()
+                .filter(|&o| o > offset)
+                .collect();
+            if above.is_empty() {
+                return Ok(());
+            }
+            for o in above {
+                let path = dir.join(file_name(o, PRODUCERS_EXT));
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("remove producer snapshot", &path, e)),
+                }
+            }
+            std::fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io("fsync dir", &dir, e))
+        })
+        .await
+}
 
 /// Writes the producer snapshot of segment `base` (temp file, fsync, rename; the caller syncs
 /// the directory), off the core.

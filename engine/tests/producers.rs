@@ -1,10 +1,10 @@
 //! Idempotent producers' sequences in the log: duplicates answered with where the batch went,
-//! gaps refused, and the state carried across reopen (the snapshot written at roll, plus the
-//! active segment's batches).
+//! gaps refused, and the state carried across reopen (the snapshot a clean close writes at the
+//! end; else the snapshot written at roll plus the active segment's batches).
 
 mod common;
 use common::*;
-use quiver_engine::{Error, PartitionLog, SequenceError};
+use quiver_engine::{Error, LogConfig, PartitionLog, SequenceError};
 use quiver_proto::batch::{BatchBuilder, BatchLimits, Compression, ValidBatch};
 use quiver_proto::{Offset, TimestampMs};
 
@@ -70,7 +70,8 @@ fn duplicates_and_gaps_survive_roll_and_reopen() {
         let next = log.append(&[pbatch(5, 0, 61 * 3, 3)], None).await.unwrap();
         assert_eq!(next.base_offset, end);
         let more = log.append(&[pbatch(5, 0, 62 * 3, 3)], None).await.unwrap();
-        log.close().await.unwrap();
+        // Dropped, as by a crash: no snapshot at the end.
+        drop(log);
 
         // Reopened again, the batches of the active segment (not yet in any snapshot) count.
         let log = reopen(&dir, small_config()).await;
@@ -112,6 +113,51 @@ fn a_damaged_snapshot_is_not_trusted() {
             SequenceError::OutOfOrder
         );
         log.append(&[pbatch(9, 1, 0, 1)], None).await.unwrap();
+        log.close().await.unwrap();
+    });
+}
+
+/// A clean close leaves the state at the end; a truncation removes it before it cuts, so that
+/// after the log grows back to the same end and crashes, the state comes from the batches really
+/// there, not from the snapshot of the batches truncated away.
+#[test]
+fn a_snapshot_above_a_truncation_is_never_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p");
+    run(tmp.path(), move || async move {
+        let log = PartitionLog::open(&dir, LogConfig::default())
+            .await
+            .unwrap();
+        for i in 0..4 {
+            log.append(&[pbatch(5, 0, i * 3, 3)], None).await.unwrap();
+        }
+        assert_eq!(log.end_offset(), Offset(12));
+        log.close().await.unwrap();
+        let at_end = dir.join(format!("{:020}.producers", 12));
+        assert!(at_end.exists(), "a clean close writes the state at the end");
+
+        // The state comes back from it: the last batch is a duplicate, the next one follows.
+        let log = reopen(&dir, LogConfig::default()).await;
+        let dup = log.append(&[pbatch(5, 0, 9, 3)], None).await.unwrap();
+        assert_eq!((dup.base_offset, log.end_offset()), (Offset(9), Offset(12)));
+        assert_eq!(log.truncate(Offset(6)).await.unwrap(), Offset(6));
+        assert!(
+            !at_end.exists(),
+            "truncation removes the snapshot above its end"
+        );
+        // After the cut producer 5 continues from sequence 6, and producer 7 writes; the log
+        // is back at 12, and then it crashes.
+        log.append(&[pbatch(5, 0, 6, 3)], None).await.unwrap();
+        log.append(&[pbatch(7, 0, 0, 3)], None).await.unwrap();
+        assert_eq!(log.end_offset(), Offset(12));
+        drop(log);
+
+        let log = reopen(&dir, LogConfig::default()).await;
+        assert_eq!(log.producer_count(), 2);
+        let dup = log.append(&[pbatch(7, 0, 0, 3)], None).await.unwrap();
+        assert_eq!((dup.base_offset, log.end_offset()), (Offset(9), Offset(12)));
+        let next = log.append(&[pbatch(5, 0, 9, 3)], None).await.unwrap();
+        assert_eq!(next.base_offset, Offset(12));
         log.close().await.unwrap();
     });
 }
