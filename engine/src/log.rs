@@ -850,9 +850,7 @@ impl PartitionLog {
             // thread, like deleted segments: unlinking big files at once stalls every other
             // log's fdatasync (deleter.rs).
             let dir = sh.dir.clone();
-            let mut to = dir.clone().into_os_string();
-            to.push(segment::DELETED_SUFFIX);
-            let to = PathBuf::from(to);
+            let to = segment::with_suffix(&dir, segment::DELETED_SUFFIX);
             glommio::executor()
                 .spawn_blocking(move || {
                     if to.exists() {

@@ -47,6 +47,21 @@ impl SegmentPaths {
 /// it finds.
 pub(crate) const DELETED_SUFFIX: &str = ".deleted";
 
+/// `path` with `suffix` appended to its last component (`00…0.log` -> `00…0.log.deleted`).
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// fsyncs directory `dir` from a blocking context (glommio's blocking pool); on the core,
+/// `dma::sync_dir`.
+fn sync_dir_blocking(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync dir", dir, e))
+}
+
 /// Deletes the files of segments `bases` in `dir`. Here they are renamed to `<name>.deleted` and
 /// the directory is synced, so the log no longer has them, and a crash from then on leaves only
 /// `.deleted` files, which open removes; the process's deleter thread (`crate::deleter`) frees
@@ -69,18 +84,15 @@ fn rename_for_deletion(dir: &Path, bases: &[u64]) -> Result<Vec<PathBuf>> {
         let p = SegmentPaths::new(dir, base);
         // The log first: index files left behind are removed at open.
         for path in [p.log, p.index, p.time] {
-            let mut to = path.clone().into_os_string();
-            to.push(DELETED_SUFFIX);
+            let to = with_suffix(&path, DELETED_SUFFIX);
             match std::fs::rename(&path, &to) {
-                Ok(()) => renamed.push(PathBuf::from(to)),
+                Ok(()) => renamed.push(to),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io("rename segment", &path, e)),
             }
         }
     }
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("fsync dir", dir, e))?;
+    sync_dir_blocking(dir)?;
     Ok(renamed)
 }
 
@@ -125,23 +137,19 @@ pub(crate) async fn remove_producers_above(dir: &Path, offset: u64) -> Result<()
                     Err(e) => return Err(Error::io("remove producer snapshot", &path, e)),
                 }
             }
-            std::fs::File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| Error::io("fsync dir", &dir, e))
+            sync_dir_blocking(&dir)
         })
         .await
 }
 
-/// Writes the producer snapshot of segment `base` (temp file, fsync, rename; the caller syncs
-/// the directory), off the core.
-pub(crate) async fn write_producers(dir: &Path, base: u64, bytes: Vec<u8>) -> Result<()> {
-    let path = dir.join(file_name(base, PRODUCERS_EXT));
+/// Writes the producer snapshot at `offset` (temp file, fsync, rename; a caller that needs the
+/// rename to survive a crash syncs the directory), off the core.
+pub(crate) async fn write_producers(dir: &Path, offset: u64, bytes: Vec<u8>) -> Result<()> {
+    let path = dir.join(file_name(offset, PRODUCERS_EXT));
     glommio::executor()
         .spawn_blocking(move || {
             use std::io::Write;
-            let mut tmp = path.clone().into_os_string();
-            tmp.push(".tmp");
-            let tmp = PathBuf::from(tmp);
+            let tmp = with_suffix(&path, ".tmp");
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
@@ -151,9 +159,9 @@ pub(crate) async fn write_producers(dir: &Path, base: u64, bytes: Vec<u8>) -> Re
         .map_err(|e| Error::io("write producer snapshot", dir, e))
 }
 
-/// The producer snapshot of segment `base`, if there is one.
-pub(crate) async fn read_producers(dir: &Path, base: u64) -> Result<Option<Vec<u8>>> {
-    let path = dir.join(file_name(base, PRODUCERS_EXT));
+/// The producer snapshot at `offset`, if there is one.
+pub(crate) async fn read_producers(dir: &Path, offset: u64) -> Result<Option<Vec<u8>>> {
+    let path = dir.join(file_name(offset, PRODUCERS_EXT));
     glommio::executor()
         .spawn_blocking(move || match std::fs::read(&path) {
             Ok(b) => Ok(Some(b)),
