@@ -99,9 +99,13 @@ pub fn owner_of(topic_id: u128, partition: PartitionId, shard_count: usize) -> S
 
 /// Where a topic's partition logs live: `<data_dir>/topics/<name>.<id>/<partition>/`.
 pub fn topic_dir(data_dir: &Path, meta: &TopicMeta) -> PathBuf {
-    data_dir
-        .join("topics")
-        .join(format!("{}.{}", meta.name, meta.id))
+    data_dir.join("topics").join(topic_dir_name(meta))
+}
+
+/// A topic directory's name, `<name>.<id>`: the start sweep (`sweep_topic_dirs`) removes any
+/// directory not named so for a topic the metadata holds, so this is the one place that says it.
+fn topic_dir_name(meta: &TopicMeta) -> String {
+    format!("{}.{}", meta.name, meta.id)
 }
 
 /// Where a deleted topic's directory goes until the engine's deleter has removed it:
@@ -110,7 +114,7 @@ pub fn topic_dir(data_dir: &Path, meta: &TopicMeta) -> PathBuf {
 pub fn deleted_topic_dir(data_dir: &Path, meta: &TopicMeta) -> PathBuf {
     data_dir
         .join("topics")
-        .join(format!("{DELETED_TOPIC_PREFIX}{}.{}", meta.name, meta.id))
+        .join(format!("{DELETED_TOPIC_PREFIX}{}", topic_dir_name(meta)))
 }
 
 const DELETED_TOPIC_PREFIX: &str = ".deleted.";
@@ -118,19 +122,14 @@ const DELETED_TOPIC_PREFIX: &str = ".deleted.";
 /// Hands to the engine's deleter the topic directories a crash left behind: those of deletions
 /// it interrupted after the rename (`.deleted.<name>.<id>`), and those of topics the metadata
 /// does not hold, which a crash between the deletion's commit and the rename leaves. Those are
-/// renamed to the deleted form first, so their logs are never opened again. Returns how many
-/// directories were handed over.
-pub fn sweep_topic_dirs(data_dir: &Path, state: &MetadataState) -> usize {
+/// renamed to the deleted form first, so their logs are never opened again.
+pub fn sweep_topic_dirs(data_dir: &Path, state: &MetadataState) {
     let topics = data_dir.join("topics");
     let Ok(entries) = std::fs::read_dir(&topics) else {
-        return 0;
+        return;
     };
-    let live: std::collections::HashSet<String> = state
-        .topics
-        .values()
-        .map(|t| format!("{}.{}", t.name, t.id))
-        .collect();
-    let mut handed = 0;
+    let live: std::collections::HashSet<String> =
+        state.topics.values().map(topic_dir_name).collect();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !entry.file_type().is_ok_and(|t| t.is_dir()) || live.contains(&name) {
@@ -148,9 +147,7 @@ pub fn sweep_topic_dirs(data_dir: &Path, state: &MetadataState) -> usize {
             to
         };
         quiver_engine::delete_dir_paced(path);
-        handed += 1;
     }
-    handed
 }
 
 pub fn partition_dir(data_dir: &Path, meta: &TopicMeta, partition: PartitionId) -> PathBuf {
