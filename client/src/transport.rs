@@ -293,6 +293,12 @@ pub struct ConnectOptions {
     /// every drop costs a loss recovery (tens of milliseconds when it is the tail of a
     /// burst). The kernel caps the request at `net.core.rmem_max` / `wmem_max`.
     pub socket_buffer_bytes: usize,
+    /// Largest UDP payload of one QUIC packet: the limit path MTU discovery searches up to and
+    /// the `max_udp_payload_size` announced to the broker. Discovery starts at 1,200 bytes and
+    /// keeps only what the path delivers (1,452 on a 1,500-byte Ethernet path), so a high limit
+    /// pays where the path allows large datagrams (loopback) and costs a few lost probes
+    /// elsewhere. 1,200 to 65,527.
+    pub udp_payload_max: u16,
 }
 
 impl Default for ConnectOptions {
@@ -310,13 +316,85 @@ impl Default for ConnectOptions {
             receive_window: 32 * 1024 * 1024,
             send_window: 32 * 1024 * 1024,
             socket_buffer_bytes: 8 * 1024 * 1024,
+            udp_payload_max: MAX_UDP_PAYLOAD,
         }
+    }
+}
+
+/// The largest UDP payload QUIC allows (RFC 9000, `max_udp_payload_size`).
+pub const MAX_UDP_PAYLOAD: u16 = 65_527;
+
+/// The most one UDP send may carry, GSO segments included (the IPv4 total length is 16 bits).
+const UDP_SEND_BYTES_MAX: usize = 65_000;
+
+/// The SDK's UDP socket: quinn's own, except that a transmit of several GSO segments larger than
+/// one UDP send may carry is split into sends that fit. quinn batches up to 10 segments of the
+/// current MTU per transmit; once MTU discovery has grown packets past 6.5 KB that exceeds 64
+/// KiB, and the kernel refuses the send with EMSGSIZE, which quinn-udp takes for a failed MTU
+/// probe and drops silently: every large batch would be lost.
+#[derive(Debug)]
+struct SplitSends {
+    inner: Arc<dyn quinn::AsyncUdpSocket>,
+}
+
+impl quinn::AsyncUdpSocket for SplitSends {
+    fn create_io_poller(self: Arc<Self>) -> std::pin::Pin<Box<dyn quinn::UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &quinn::udp::Transmit) -> std::io::Result<()> {
+        let segment = match transmit.segment_size {
+            Some(s) if transmit.contents.len() > UDP_SEND_BYTES_MAX && s > 0 => s,
+            _ => return self.inner.try_send(transmit),
+        };
+        let per_send = (UDP_SEND_BYTES_MAX / segment).max(1) * segment;
+        // A later part that would block makes the whole transmit be retried: the parts already
+        // sent then arrive twice, and QUIC drops the duplicate packets.
+        for part in transmit.contents.chunks(per_send) {
+            self.inner.try_send(&quinn::udp::Transmit {
+                destination: transmit.destination,
+                ecn: transmit.ecn,
+                contents: part,
+                segment_size: (part.len() > segment).then_some(segment),
+                src_ip: transmit.src_ip,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut std::task::Context,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+        meta: &mut [quinn::udp::RecvMeta],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.inner.poll_recv(cx, bufs, meta)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
     }
 }
 
 /// A client endpoint on its own UDP socket, with the socket buffers asked for (best effort:
 /// the kernel clamps them to its maximum).
-fn client_endpoint(bind: SocketAddr, buffer_bytes: usize) -> std::io::Result<quinn::Endpoint> {
+fn client_endpoint(
+    bind: SocketAddr,
+    buffer_bytes: usize,
+    udp_payload_max: u16,
+) -> std::io::Result<quinn::Endpoint> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(bind),
         socket2::Type::DGRAM,
@@ -330,12 +408,14 @@ fn client_endpoint(bind: SocketAddr, buffer_bytes: usize) -> std::io::Result<qui
     socket.bind(&bind.into())?;
     let runtime = quinn::default_runtime()
         .ok_or_else(|| std::io::Error::other("no async runtime (tokio) is running"))?;
-    quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        None,
-        socket.into(),
-        runtime,
-    )
+    let mut config = quinn::EndpointConfig::default();
+    config
+        .max_udp_payload_size(udp_payload_max.clamp(1200, MAX_UDP_PAYLOAD))
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let socket = Arc::new(SplitSends {
+        inner: runtime.wrap_udp_socket(socket.into())?,
+    });
+    quinn::Endpoint::new_with_abstract_socket(config, None, socket, runtime)
 }
 
 /// A QUIC connection to one broker (see the module documentation for an example).
@@ -384,6 +464,9 @@ impl Connection {
         // the queue instead (`frame::send_priority`), so a heartbeat does not wait behind a
         // bulk produce.
         transport.send_fairness(false);
+        let mut mtud = quinn::MtuDiscoveryConfig::default();
+        mtud.upper_bound(opts.udp_payload_max.clamp(1200, MAX_UDP_PAYLOAD));
+        transport.mtu_discovery_config(Some(mtud));
         config.transport_config(Arc::new(transport));
 
         let bind: SocketAddr = if addr.is_ipv6() {
@@ -391,7 +474,7 @@ impl Connection {
         } else {
             "0.0.0.0:0".parse().expect("literal")
         };
-        let endpoint = client_endpoint(bind, opts.socket_buffer_bytes)
+        let endpoint = client_endpoint(bind, opts.socket_buffer_bytes, opts.udp_payload_max)
             .map_err(|e| TransportError::Connect(e.to_string()))?;
         let connecting = endpoint
             .connect_with(config, addr, server_name)
@@ -624,6 +707,7 @@ async fn read_frame(recv: &mut quinn::RecvStream, frame_bytes_max: usize) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use quinn::AsyncUdpSocket;
 
     #[test]
     fn connection_is_send_sync_and_clone() {
@@ -638,6 +722,51 @@ mod tests {
         assert!(!Path::new(DEV_CA_PATH).exists());
         let err = ClientTls::dev_default().unwrap_err().to_string();
         assert!(err.contains("pass the broker's CA file"), "{err}");
+    }
+
+    /// A GSO transmit larger than one UDP send may carry arrives whole, split into sends that
+    /// fit. Sent as one, the kernel refuses it (EMSGSIZE) and quinn-udp drops it without a word.
+    #[tokio::test]
+    async fn an_oversized_gso_transmit_is_split_into_sends_that_fit() {
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let runtime = quinn::default_runtime().unwrap();
+        let plain = runtime
+            .wrap_udp_socket(std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .unwrap();
+        if plain.max_transmit_segments() < 4 {
+            eprintln!("no UDP GSO on this kernel: nothing to split");
+            return;
+        }
+        let split = SplitSends {
+            inner: plain.clone(),
+        };
+        let segment = 20_000;
+        let contents: Vec<u8> = (0..4 * segment).map(|i| (i / segment) as u8).collect();
+        let transmit = quinn::udp::Transmit {
+            destination: receiver.local_addr().unwrap(),
+            ecn: None,
+            contents: &contents,
+            segment_size: Some(segment),
+            src_ip: None,
+        };
+        let mut poller = plain.clone().create_io_poller();
+        std::future::poll_fn(|cx| poller.as_mut().poll_writable(cx))
+            .await
+            .unwrap();
+        // quinn's own socket "succeeds" and nothing arrives.
+        plain.try_send(&transmit).unwrap();
+        split.try_send(&transmit).unwrap();
+        let mut buf = vec![0u8; 65_536];
+        for i in 0..4u8 {
+            let n = receiver.recv(&mut buf).unwrap();
+            assert_eq!(n, segment, "datagram {i}");
+            assert!(buf[..n].iter().all(|&b| b == i), "datagram {i} in order");
+        }
+        receiver.set_nonblocking(true).unwrap();
+        assert!(receiver.recv(&mut buf).is_err(), "nothing more arrived");
     }
 
     #[test]

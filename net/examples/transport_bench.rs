@@ -369,13 +369,14 @@ async fn drive(conns: &[Connection], mode: Mode, args: &Args) -> f64 {
     eprintln!(
         "  client per GB: {:.0} datagrams in, {:.0} ACK frames, {:.0} credit frames, {:.0} sends; \
          {lost} packets lost, {congestion} congestion events in the run; at the end rtt {:?}, \
-         cwnd {} kB",
+         cwnd {} kB, mtu {}",
         dgrams as f64 / gb,
         acks as f64 / gb,
         credit as f64 / gb,
         sent_ios as f64 / gb,
         conns[0].quinn().rtt(),
-        conns[0].quinn().stats().path.cwnd / 1000
+        conns[0].quinn().stats().path.cwnd / 1000,
+        conns[0].quinn().stats().path.current_mtu
     );
     for t in tasks {
         t.await.unwrap();

@@ -36,7 +36,7 @@ use rustls::pki_types::CertificateDer;
 
 use crate::{
     codes,
-    config::EndpointConfig,
+    config::{EndpointConfig, MAX_UDP_PAYLOAD},
     error::{CallError, ConnectError},
     pool::{FramePool, POOL_BYTES_MAX},
     service::{DynService, Request, Response},
@@ -416,7 +416,7 @@ impl Driver {
         client_config: Option<ClientConfig>,
         service: Option<Rc<dyn DynService>>,
     ) -> Shared {
-        let endpoint_config = match &cfg.stateless_reset_secret {
+        let mut endpoint_config = match &cfg.stateless_reset_secret {
             Some(secret) => {
                 let mut c = quinn_proto::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
                     ring::hmac::HMAC_SHA256,
@@ -433,6 +433,9 @@ impl Driver {
             }
             None => quinn_proto::EndpointConfig::default(),
         };
+        endpoint_config
+            .max_udp_payload_size(cfg.udp_payload_max.clamp(1200, MAX_UDP_PAYLOAD))
+            .expect("clamped to the allowed range");
         let endpoint = quinn_proto::Endpoint::new(
             Arc::new(endpoint_config),
             server_config.clone(),

@@ -44,7 +44,7 @@ mod sync;
 pub mod tls;
 mod udp;
 
-pub use config::{EndpointConfig, StatelessResetSecret};
+pub use config::{EndpointConfig, StatelessResetSecret, MAX_UDP_PAYLOAD};
 pub use driver::EndpointStats;
 pub use endpoint::{BindError, ClientConnection, Endpoint, EndpointBuilder};
 pub use error::{CallError, ConnectError};

@@ -133,3 +133,58 @@ async fn large_frames_both_ways() {
     let stats = server.stop();
     assert_eq!(stats[0].inflight_bytes, 0, "every budget byte was returned");
 }
+
+/// On loopback, path MTU discovery grows packets far past Ethernet's 1,452 bytes in both
+/// directions, and bulk data then goes in packets that size: a 16 MiB request and a 16 MiB
+/// response each take a few hundred datagrams, not 11,000. Uploads also check the SDK's split
+/// of oversized GSO sends: without it every large client batch is dropped, loss resets the MTU
+/// to 1,200 and the upload needs more datagrams than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_data_goes_in_large_datagrams_on_loopback() {
+    let server = TestServer::start(ServerOptions::default());
+    let conn = server.connect().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while conn.quinn().stats().path.current_mtu < 16_000 {
+        assert!(
+            Instant::now() < deadline,
+            "MTU still {} after 10 s",
+            conn.quinn().stats().path.current_mtu
+        );
+        assert_echo(&conn, 0).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let size = 16 * 1024 * 1024;
+    let before = server.stats()[0].datagrams_received;
+    let payload = Bytes::from(vec![0x5au8; size]);
+    let f = conn
+        .call(header(API_ECHO, 1), Bytes::new(), vec![payload.clone()])
+        .await
+        .unwrap();
+    assert_eq!(f.payload, payload);
+    let uploaded = server.stats()[0].datagrams_received - before;
+    let client_before = conn.quinn().stats().udp_rx.datagrams;
+    let f = conn
+        .call(
+            header(API_BIG, 2),
+            Bytes::copy_from_slice(&(size as u32).to_le_bytes()),
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(f.payload.len(), size);
+    let downloaded = conn.quinn().stats().udp_rx.datagrams - client_before;
+    let stats = conn.quinn().stats();
+    // The echo answer (16 MiB) came down in the first call too; count the second call only.
+    assert!(
+        uploaded < 2_000,
+        "16 MiB up took {uploaded} datagrams (MTU {}, {} packets lost)",
+        stats.path.current_mtu,
+        stats.path.lost_packets
+    );
+    assert!(
+        downloaded < 2_000,
+        "16 MiB down took {downloaded} datagrams (MTU {})",
+        stats.path.current_mtu
+    );
+    server.stop();
+}
