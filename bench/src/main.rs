@@ -141,6 +141,11 @@ struct Opts {
     /// throughput.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     warmup: Duration,
+    /// Largest UDP payload of a QUIC packet the client discovers up to and accepts (1200 to
+    /// 65527; 1452 is what a 1500-byte Ethernet path allows).
+    #[arg(long, default_value_t = quiver_client::transport::MAX_UDP_PAYLOAD,
+          value_parser = clap::value_parser!(u16).range(1200..=65527))]
+    max_udp_payload: u16,
     /// Print one JSON object with the results instead of text.
     #[arg(long)]
     json: bool,
@@ -289,7 +294,9 @@ async fn connect(opts: &Opts) -> Result<Client, String> {
         None => ClientTls::dev_default(),
     }
     .map_err(|e| e.to_string())?;
-    Client::connect(ClientConfig::new(&opts.bootstrap).tls(tls))
+    let mut config = ClientConfig::new(&opts.bootstrap).tls(tls);
+    config.connect.udp_payload_max = opts.max_udp_payload;
+    Client::connect(config)
         .await
         .map_err(|e| format!("cannot reach a broker at {}: {e}", opts.bootstrap))
 }

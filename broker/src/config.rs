@@ -57,7 +57,7 @@ trait TomlRepr {
 macro_rules! toml_display {
     ($($t:ty),*) => { $( impl TomlRepr for $t { fn toml(&self) -> String { self.to_string() } } )* };
 }
-toml_display!(u32, u64, i64, bool);
+toml_display!(u16, u32, u64, i64, bool);
 
 macro_rules! toml_quoted {
     ($($t:ty),*) => {
@@ -218,6 +218,10 @@ settings! {
     fetch_max_wait_ms: u64 = 30_000, env "STREAMD_FETCH_MAX_WAIT_MS";
     /// A connection with no traffic for this long is closed (keep-alives count as traffic).
     idle_timeout_ms: u64 = 30_000, env "STREAMD_IDLE_TIMEOUT_MS";
+    /// Largest UDP payload of a QUIC packet (1200 to 65527): path MTU discovery searches up to
+    /// it, and clients are told the broker accepts it. Discovery keeps only what the path
+    /// delivers (1452 on 1500-byte Ethernet; 65495 on loopback).
+    max_udp_payload_bytes: u16 = 65_527, env "STREAMD_MAX_UDP_PAYLOAD_BYTES";
     /// On SIGTERM/SIGINT, how long in-flight requests get to finish before the broker exits.
     shutdown_timeout_ms: u64 = 10_000, env "STREAMD_SHUTDOWN_TIMEOUT_MS";
 }
@@ -384,6 +388,13 @@ impl Config {
                 "max_frame_bytes",
                 self.max_frame_bytes,
                 "must exceed default_max_message_bytes by at least 4096",
+            ));
+        }
+        if !(1200..=65_527).contains(&self.max_udp_payload_bytes) {
+            return Err(bad(
+                "max_udp_payload_bytes",
+                self.max_udp_payload_bytes,
+                "must be 1200 to 65527",
             ));
         }
         if self.fetch_max_wait_ms == 0
@@ -573,6 +584,10 @@ mod tests {
             ),
             (&["--tls-cert", "/etc/hostname"][..], "tls_cert/tls_key"),
             (&["--shards", "100000"][..], "shards"),
+            (
+                &["--max-udp-payload-bytes", "1000"][..],
+                "max_udp_payload_bytes",
+            ),
         ] {
             let err = Config::load(parse(args)).unwrap_err().to_string();
             assert!(err.contains(needle), "{args:?}: {err}");

@@ -357,6 +357,7 @@ async fn shard_start(
     let endpoint_config = EndpointConfig {
         frame_bytes_max: ctx.config.max_frame_bytes as usize,
         idle_timeout: Duration::from_millis(ctx.config.idle_timeout_ms),
+        udp_payload_max: ctx.config.max_udp_payload_bytes,
         reuse_port: true,
         stateless_reset_secret: Some(ctx.reset_secret.clone()),
         ..EndpointConfig::default()
