@@ -669,9 +669,12 @@ async fn producer_task(
     hist
 }
 
+/// A consumer and, when it reads a filled topic, the end offset it reads each partition to.
+type Reader = (Consumer, Option<Vec<(TopicPartition, u64)>>);
+
 type ConsumerTask = tokio::task::JoinHandle<Result<Histogram<u64>, String>>;
 
-fn spawn_consumers(run: &Arc<Run>, consumers: Vec<(Consumer, Option<u64>)>) -> Vec<ConsumerTask> {
+fn spawn_consumers(run: &Arc<Run>, consumers: Vec<Reader>) -> Vec<ConsumerTask> {
     consumers
         .into_iter()
         .map(|(c, target)| tokio::spawn(consumer_task(run.clone(), c, target)))
@@ -685,7 +688,7 @@ async fn make_consumers(
     partitions: &[TopicPartition],
     until: Option<Vec<(TopicPartition, u64, u64)>>,
     from_beginning: bool,
-) -> Result<Vec<(Consumer, Option<u64>)>, String> {
+) -> Result<Vec<Reader>, String> {
     let mut out = Vec::new();
     let n = opts.consumers.min(partitions.len() as u32).max(1) as usize;
     for c in 0..n {
@@ -710,11 +713,11 @@ async fn make_consumers(
             consumer.seek_to_end(&mine).await
         }
         .map_err(|e| e.to_string())?;
-        let target: Option<u64> = until.as_ref().map(|u| {
+        let target: Option<Vec<(TopicPartition, u64)>> = until.as_ref().map(|u| {
             u.iter()
                 .filter(|(tp, _, _)| mine.contains(tp))
-                .map(|(_, s, e)| e - s)
-                .sum()
+                .map(|(tp, _, e)| (tp.clone(), *e))
+                .collect()
         });
         out.push((consumer, target));
     }
@@ -724,13 +727,18 @@ async fn make_consumers(
 async fn consumer_task(
     run: Arc<Run>,
     mut consumer: Consumer,
-    target: Option<u64>,
+    target: Option<Vec<(TopicPartition, u64)>>,
 ) -> Result<Histogram<u64>, String> {
     let mut hist = histogram();
-    let mut got = 0u64;
     loop {
-        if target.is_some_and(|t| got >= t) {
-            break;
+        // Done at the end offsets taken before reading, by position rather than by a count of
+        // records: retention may delete the oldest segment between that snapshot and the read.
+        if let Some(t) = &target {
+            if t.iter()
+                .all(|(tp, end)| consumer.position(tp).is_some_and(|p| p.0 >= *end))
+            {
+                break;
+            }
         }
         if target.is_none() && run.stop.load(Ordering::Relaxed) {
             break;
@@ -741,7 +749,6 @@ async fn consumer_task(
             .map_err(|e| e.to_string())?;
         let now = Instant::now();
         for r in &records {
-            got += 1;
             run.received_total.fetch_add(1, Ordering::Relaxed);
             let bytes = r.value.as_ref().map_or(0, |v| v.len()) as u64
                 + r.key.as_ref().map_or(0, |k| k.len()) as u64;
