@@ -37,6 +37,9 @@ say "machine $(nproc) cpus, $(uname -r), $(awk '/MemTotal/ {printf "%.0f GiB", $
 for i in 1 2 3; do
     rate=$(dd if=/dev/zero of="$DATA/dd.tmp" bs=1M count=1024 oflag=direct 2>&1 | awk -F', ' '/copied/ {print $NF}')
     say "baseline dd oflag=direct 1 GiB run $i: $rate"
+    # Reading back: consume reads the disk with O_DIRECT too (no page cache), so this bounds it.
+    rate=$(dd if="$DATA/dd.tmp" of=/dev/null bs=1M iflag=direct 2>&1 | awk -F', ' '/copied/ {print $NF}')
+    say "baseline dd iflag=direct 1 GiB run $i: $rate"
     rm -f "$DATA/dd.tmp"
 done
 for inflight in 1 8; do
