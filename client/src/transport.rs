@@ -321,7 +321,8 @@ impl Default for ConnectOptions {
     }
 }
 
-/// The largest UDP payload QUIC allows (RFC 9000, `max_udp_payload_size`).
+/// The largest UDP payload QUIC allows (RFC 9000, `max_udp_payload_size`); the same as
+/// `quiver_net::MAX_UDP_PAYLOAD` (a test in `net/tests` checks it).
 pub const MAX_UDP_PAYLOAD: u16 = 65_527;
 
 /// The most one UDP send may carry, GSO segments included (the IPv4 total length is 16 bits).

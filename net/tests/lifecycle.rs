@@ -39,6 +39,10 @@ fn sdk_codes_mirror_net_codes() {
         quiver_net::tls::ALPN_QUIVER_V1,
         quiver_client::transport::ALPN_QUIVER_V1
     );
+    assert_eq!(
+        quiver_net::MAX_UDP_PAYLOAD,
+        quiver_client::transport::MAX_UDP_PAYLOAD
+    );
 }
 
 /// Shutdown lets the request in flight finish, refuses new connections meanwhile, then closes
