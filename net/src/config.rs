@@ -53,10 +53,11 @@ pub struct EndpointConfig {
     pub socket_buffer_bytes: usize,
     /// Largest UDP payload of one QUIC packet: the limit path MTU discovery searches up to, and
     /// the `max_udp_payload_size` this endpoint announces. Discovery starts from 1,200 bytes and
-    /// keeps only what the path delivers (a 1,500-byte Ethernet path settles at 1,452), so a
-    /// high limit costs a few lost probes on small-MTU paths and pays where the path allows
-    /// large datagrams (loopback: 65,495-byte packets, about a 45th of the per-packet work of
-    /// 1,452-byte ones; bench/RESULTS.md). 1,200 to 65,527.
+    /// keeps only what the path delivers (a 1,500-byte Ethernet path settles at 1,452). It pays
+    /// where the path allows large datagrams (loopback: 65,507-byte packets, a 45th as many as
+    /// of 1,452 bytes; bench/RESULTS.md). On a small-MTU path a high limit costs lost probes,
+    /// three per halving step with packets held at 1,200 meanwhile, unless the peer announces a
+    /// smaller `max_udp_payload_size`, as the SDK does from its route's MTU. 1,200 to 65,527.
     pub udp_payload_max: u16,
     /// Bind with SO_REUSEPORT so that one endpoint per core can share an address.
     pub reuse_port: bool,
