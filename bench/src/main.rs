@@ -144,7 +144,8 @@ struct Opts {
     /// Largest UDP payload of a QUIC packet the client discovers up to and accepts (1200 to
     /// 65527; 1452 is what a 1500-byte Ethernet path allows).
     #[arg(long, default_value_t = quiver_client::transport::MAX_UDP_PAYLOAD,
-          value_parser = clap::value_parser!(u16).range(1200..=65527))]
+          value_parser = clap::value_parser!(u16)
+              .range(1200..=i64::from(quiver_client::transport::MAX_UDP_PAYLOAD)))]
     max_udp_payload: u16,
     /// Print one JSON object with the results instead of text.
     #[arg(long)]

@@ -220,8 +220,8 @@ settings! {
     idle_timeout_ms: u64 = 30_000, env "STREAMD_IDLE_TIMEOUT_MS";
     /// Largest UDP payload of a QUIC packet (1200 to 65527): path MTU discovery searches up to
     /// it, and clients are told the broker accepts it. Discovery keeps only what the path
-    /// delivers (1452 on 1500-byte Ethernet; 65495 on loopback).
-    max_udp_payload_bytes: u16 = 65_527, env "STREAMD_MAX_UDP_PAYLOAD_BYTES";
+    /// delivers (1452 on 1500-byte Ethernet; 65507 on loopback).
+    max_udp_payload_bytes: u16 = quiver_net::MAX_UDP_PAYLOAD, env "STREAMD_MAX_UDP_PAYLOAD_BYTES";
     /// On SIGTERM/SIGINT, how long in-flight requests get to finish before the broker exits.
     shutdown_timeout_ms: u64 = 10_000, env "STREAMD_SHUTDOWN_TIMEOUT_MS";
 }
@@ -390,7 +390,7 @@ impl Config {
                 "must exceed default_max_message_bytes by at least 4096",
             ));
         }
-        if !(1200..=65_527).contains(&self.max_udp_payload_bytes) {
+        if !(1200..=quiver_net::MAX_UDP_PAYLOAD).contains(&self.max_udp_payload_bytes) {
             return Err(bad(
                 "max_udp_payload_bytes",
                 self.max_udp_payload_bytes,

@@ -294,10 +294,10 @@ pub struct ConnectOptions {
     /// burst). The kernel caps the request at `net.core.rmem_max` / `wmem_max`.
     pub socket_buffer_bytes: usize,
     /// Largest UDP payload of one QUIC packet: the limit path MTU discovery searches up to and
-    /// the `max_udp_payload_size` announced to the broker. Discovery starts at 1,200 bytes and
-    /// keeps only what the path delivers (1,452 on a 1,500-byte Ethernet path), so a high limit
-    /// pays where the path allows large datagrams (loopback) and costs a few lost probes
-    /// elsewhere. 1,200 to 65,527.
+    /// the `max_udp_payload_size` announced to the broker, lowered to what the route to the
+    /// broker carries as far as the kernel knows (its `IP_MTU`). Discovery starts at 1,200 bytes
+    /// and keeps only what the path delivers (1,452 on a 1,500-byte Ethernet path; 65,507 on
+    /// loopback). 1,200 to 65,527.
     pub udp_payload_max: u16,
 }
 
@@ -390,7 +390,7 @@ impl quinn::AsyncUdpSocket for SplitSends {
 }
 
 /// A client endpoint on its own UDP socket, with the socket buffers asked for (best effort:
-/// the kernel clamps them to its maximum).
+/// the kernel clamps them to its maximum), announcing `udp_payload_max` (1,200 to 65,527).
 fn client_endpoint(
     bind: SocketAddr,
     buffer_bytes: usize,
@@ -411,7 +411,7 @@ fn client_endpoint(
         .ok_or_else(|| std::io::Error::other("no async runtime (tokio) is running"))?;
     let mut config = quinn::EndpointConfig::default();
     config
-        .max_udp_payload_size(udp_payload_max.clamp(1200, MAX_UDP_PAYLOAD))
+        .max_udp_payload_size(udp_payload_max)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let socket = Arc::new(SplitSends {
         inner: runtime.wrap_udp_socket(socket.into())?,
@@ -420,20 +420,13 @@ fn client_endpoint(
 }
 
 /// The largest UDP payload the route to `addr` carries as far as this host knows: the MTU the
-/// kernel holds for that destination (`IP_MTU` of a socket connected to it: the interface's,
-/// or a smaller one learned from ICMP), less the IP and UDP headers. `None` where the kernel does
-/// not say.
-fn route_udp_payload(addr: SocketAddr) -> Option<u16> {
+/// kernel holds for that destination (`IP_MTU` of a socket bound to `bind` and connected to it:
+/// the interface's, or a smaller one learned from ICMP), less the IP and UDP headers. `None`
+/// where the kernel does not say.
+fn route_udp_payload(bind: SocketAddr, addr: SocketAddr) -> Option<u16> {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
-        let bind: SocketAddr = if addr.is_ipv6() {
-            "[::]:0"
-        } else {
-            "0.0.0.0:0"
-        }
-        .parse()
-        .ok()?;
         let socket = std::net::UdpSocket::bind(bind).ok()?;
         socket.connect(addr).ok()?;
         let (level, name, headers) = if addr.is_ipv6() {
@@ -460,7 +453,7 @@ fn route_udp_payload(addr: SocketAddr) -> Option<u16> {
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = addr;
+        let _ = (bind, addr);
         None
     }
 }
@@ -511,11 +504,16 @@ impl Connection {
         // the queue instead (`frame::send_priority`), so a heartbeat does not wait behind a
         // bulk produce.
         transport.send_fairness(false);
+        let bind: SocketAddr = if addr.is_ipv6() {
+            "[::]:0".parse().expect("literal")
+        } else {
+            "0.0.0.0:0".parse().expect("literal")
+        };
         // Search no higher than the route allows: packets past the interface's MTU are refused
         // by the kernel and count as lost probes, and quinn needs three per step, so searching
         // 1,200 to 65,527 on a 1,500-byte path kept packets at 1,200 for seconds. The broker's
         // search is bounded by the same number, announced as our max_udp_payload_size.
-        let payload_max = route_udp_payload(addr)
+        let payload_max = route_udp_payload(bind, addr)
             .map_or(opts.udp_payload_max, |r| r.min(opts.udp_payload_max))
             .clamp(1200, MAX_UDP_PAYLOAD);
         let mut mtud = quinn::MtuDiscoveryConfig::default();
@@ -523,11 +521,6 @@ impl Connection {
         transport.mtu_discovery_config(Some(mtud));
         config.transport_config(Arc::new(transport));
 
-        let bind: SocketAddr = if addr.is_ipv6() {
-            "[::]:0".parse().expect("literal")
-        } else {
-            "0.0.0.0:0".parse().expect("literal")
-        };
         let endpoint = client_endpoint(bind, opts.socket_buffer_bytes, payload_max)
             .map_err(|e| TransportError::Connect(e.to_string()))?;
         let connecting = endpoint
@@ -827,7 +820,8 @@ mod tests {
     fn the_route_to_loopback_carries_large_datagrams() {
         // Loopback's MTU is 65,536; the kernel reports at most an IP packet's 65,535, less
         // the headers.
-        let v4 = route_udp_payload("127.0.0.1:9".parse().unwrap()).unwrap();
+        let v4 = route_udp_payload("0.0.0.0:0".parse().unwrap(), "127.0.0.1:9".parse().unwrap())
+            .unwrap();
         assert_eq!(v4, 65_535 - 28);
     }
 

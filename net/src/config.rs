@@ -123,9 +123,15 @@ impl EndpointConfig {
             // (`frame::send_priority`), so they do not queue behind bulk ones.
             .send_fairness(false);
         let mut mtud = MtuDiscoveryConfig::default();
-        mtud.upper_bound(self.udp_payload_max.clamp(1200, MAX_UDP_PAYLOAD));
+        mtud.upper_bound(self.udp_payload_limit());
         t.mtu_discovery_config(Some(mtud));
         Arc::new(t)
+    }
+
+    /// `udp_payload_max` within what QUIC allows (1,200 to 65,527): the bound of the MTU search
+    /// and the `max_udp_payload_size` announced.
+    pub(crate) fn udp_payload_limit(&self) -> u16 {
+        self.udp_payload_max.clamp(1200, MAX_UDP_PAYLOAD)
     }
 }
 

@@ -36,7 +36,7 @@ use rustls::pki_types::CertificateDer;
 
 use crate::{
     codes,
-    config::{EndpointConfig, MAX_UDP_PAYLOAD},
+    config::EndpointConfig,
     error::{CallError, ConnectError},
     pool::{FramePool, POOL_BYTES_MAX},
     service::{DynService, Request, Response},
@@ -434,7 +434,7 @@ impl Driver {
             None => quinn_proto::EndpointConfig::default(),
         };
         endpoint_config
-            .max_udp_payload_size(cfg.udp_payload_max.clamp(1200, MAX_UDP_PAYLOAD))
+            .max_udp_payload_size(cfg.udp_payload_limit())
             .expect("clamped to the allowed range");
         let endpoint = quinn_proto::Endpoint::new(
             Arc::new(endpoint_config),
