@@ -485,11 +485,39 @@ impl Client {
         req: &R,
         payload: Vec<Bytes>,
     ) -> Result<PendingResponse<R>> {
-        let (addr, conn) = self.broker_connection(broker).await?;
-        match conn
-            .start_call(self.next_header::<R>(), req.encode_bytes(), payload)
+        self.start_call_broker_with(broker, req, payload, false)
             .await
-        {
+    }
+
+    /// [`start_call_broker`](Self::start_call_broker) for a request that must reach the broker
+    /// after every request started before it on the connection, small or not
+    /// ([`Connection::start_call_in_order`](crate::transport::Connection::start_call_in_order)):
+    /// an idempotent producer's pipelined requests.
+    pub async fn start_call_broker_in_order<R: Request>(
+        &self,
+        broker: BrokerId,
+        req: &R,
+        payload: Vec<Bytes>,
+    ) -> Result<PendingResponse<R>> {
+        self.start_call_broker_with(broker, req, payload, true)
+            .await
+    }
+
+    async fn start_call_broker_with<R: Request>(
+        &self,
+        broker: BrokerId,
+        req: &R,
+        payload: Vec<Bytes>,
+        in_order: bool,
+    ) -> Result<PendingResponse<R>> {
+        let (addr, conn) = self.broker_connection(broker).await?;
+        let (header, body) = (self.next_header::<R>(), req.encode_bytes());
+        let started = if in_order {
+            conn.start_call_in_order(header, body, payload).await
+        } else {
+            conn.start_call(header, body, payload).await
+        };
+        match started {
             Ok(call) => Ok(PendingResponse {
                 client: self.clone(),
                 addr,

@@ -6,7 +6,7 @@
 //! record to that partition's open batch. One background task per producer (the *sender*) sends
 //! a partition's batches when the oldest is full (`batch_size`), has waited `linger`, or a flush
 //! asks for it; it packs every ready partition led by the same broker into one Produce request,
-//! with at most `max_in_flight_per_broker` requests outstanding per broker (default 1). Each batch's memory
+//! with at most `max_in_flight_per_broker` requests outstanding per broker (default 5). Each batch's memory
 //! returns to the buffer when its answer arrives (acks=1/all) or once it is written (acks=0).
 //!
 //! # Order
@@ -23,7 +23,11 @@
 //! batch only if it continues the sequence, answers a batch it already has with the offsets it
 //! got the first time, and refuses one that skips ahead (`OutOfOrderSequence`). So a partition
 //! may have up to `max_in_flight_per_broker` (at most 5) requests in flight: if they arrive out
-//! of order, or one fails, the refused ones are resent in order, a retried batch alone. When a
+//! of order, or one fails, the refused ones are resent in order, a retried batch alone. They
+//! rarely do: requests are written to the connection one after another in the order made, small
+//! ones too (`Client::start_call_broker_in_order`), and the broker serves a connection's
+//! requests in the order their streams were opened once their bytes are there; a lost packet
+//! can still let a later request in first. When a
 //! numbered batch fails for good (or the broker has lost the producer's state), the partition
 //! waits for its requests in flight, moves to the next epoch and numbers its queue from 0 again.
 //!
@@ -1280,7 +1284,7 @@ async fn send_request(shared: Arc<Shared>, draft: Draft) {
     } else {
         let started = shared
             .client
-            .start_call_broker::<ProduceRequest>(broker, &req, payload.into_chunks())
+            .start_call_broker_in_order::<ProduceRequest>(broker, &req, payload.into_chunks())
             .await;
         pass_turn(&shared, broker);
         let answered = match started {

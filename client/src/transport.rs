@@ -563,6 +563,30 @@ impl Connection {
         body: Bytes,
         payload: Vec<Bytes>,
     ) -> Result<PendingCall> {
+        self.start_framed(header, body, payload, false).await
+    }
+
+    /// [`start_call`](Self::start_call) for a request that must reach the broker after every
+    /// request started before it on this connection, whatever its size: it is written in turn
+    /// with the bulk requests and does not jump ahead of them. An idempotent producer's requests
+    /// go this way: a small one that overtook a large one of the same partition was refused as
+    /// out of sequence and sent again.
+    pub async fn start_call_in_order(
+        &self,
+        header: FrameHeader,
+        body: Bytes,
+        payload: Vec<Bytes>,
+    ) -> Result<PendingCall> {
+        self.start_framed(header, body, payload, true).await
+    }
+
+    async fn start_framed(
+        &self,
+        header: FrameHeader,
+        body: Bytes,
+        payload: Vec<Bytes>,
+        in_order: bool,
+    ) -> Result<PendingCall> {
         let payload_len: usize = payload.iter().map(Bytes::len).sum();
         let total = FRAME_HEADER_BYTES + body.len() + payload_len;
         if total > self.opts.frame_bytes_max {
@@ -580,7 +604,7 @@ impl Connection {
         )));
         chunks.push(body);
         chunks.extend(payload);
-        self.start_raw(chunks).await
+        self.start_raw(chunks, in_order).await
     }
 
     /// Sends pre-encoded bytes as a request (they need not be a valid frame) and reads the
@@ -593,16 +617,21 @@ impl Connection {
     /// them arriving in order (a request that overtakes is refused as out of sequence and sent
     /// again). Small requests are not held back: they jump the queue, as before.
     pub async fn call_raw(&self, chunks: Vec<Bytes>) -> Result<Frame> {
-        self.start_raw(chunks).await?.response().await
+        self.start_raw(chunks, false).await?.response().await
     }
 
-    async fn start_raw(&self, mut chunks: Vec<Bytes>) -> Result<PendingCall> {
+    async fn start_raw(&self, mut chunks: Vec<Bytes>, in_order: bool) -> Result<PendingCall> {
         let timeout = self.opts.call_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let total: usize = chunks.iter().map(Bytes::len).sum();
         // Small requests get a higher priority than bulk ones (see `send_fairness` in
-        // `connect_with`); only bulk ones wait for their turn to be written.
-        let priority = frame::send_priority(total);
+        // `connect_with`); only bulk ones, and those that must keep their order, wait for their
+        // turn to be written.
+        let priority = if in_order {
+            0
+        } else {
+            frame::send_priority(total)
+        };
         let order = if priority == 0 {
             let lock = self.bulk_order.clone().lock_owned();
             Some(

@@ -958,6 +958,11 @@ fn process_conn(ctx: &mut Ctx<'_>, conn: &mut Conn) {
                 fail_everything(conn, ctx.stats);
             }
             Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
+                // quinn-proto reports `Opened` ahead of the `Readable` events already queued, so
+                // when the last bytes of one request and the whole of the next arrive together,
+                // the next would be read (and served) first. Requests are served in the order
+                // the peer opened their streams: the streams already open read what came first.
+                read_open_streams(ctx, conn);
                 while let Some(id) = conn.inner.streams().accept(Dir::Bi) {
                     if ctx.service.is_none() {
                         // A dial-out-only endpoint serves nothing.
@@ -1163,6 +1168,28 @@ fn server_read(ctx: &mut Ctx<'_>, conn: &mut Conn, id: StreamId) {
                 return;
             }
         }
+    }
+}
+
+/// Reads every server stream still reading its request, oldest first.
+fn read_open_streams(ctx: &mut Ctx<'_>, conn: &mut Conn) {
+    let mut reading: Vec<StreamId> = conn
+        .streams
+        .iter()
+        .filter(|(_, s)| {
+            matches!(
+                s,
+                StreamState::Server(ServerStream {
+                    phase: Phase::Reading,
+                    ..
+                })
+            )
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    reading.sort_unstable_by_key(|id| id.index());
+    for id in reading {
+        server_read(ctx, conn, id);
     }
 }
 

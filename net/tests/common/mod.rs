@@ -6,7 +6,7 @@ use std::{
     net::SocketAddr,
     path::Path,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU32, Ordering},
         mpsc, Arc, Mutex,
     },
     thread::JoinHandle,
@@ -30,6 +30,11 @@ pub const API_VERIFY: u16 = 3;
 pub const API_WHOAMI: u16 = 4;
 /// Body: u32 LE milliseconds to wait before echoing.
 pub const API_SLOW: u16 = 5;
+/// Responds with the request's arrival number (u32 LE): how many API_ORDER requests the
+/// service was handed before it, on any connection.
+pub const API_ORDER: u16 = 6;
+
+static ARRIVALS: AtomicU32 = AtomicU32::new(0);
 
 pub fn header(api_key: u16, correlation_id: u32) -> FrameHeader {
     FrameHeader {
@@ -63,6 +68,9 @@ pub struct TestService {
 #[allow(clippy::manual_async_fn)] // the trait's shape, spelled out on purpose
 impl Service for TestService {
     fn call(&self, req: Request) -> impl std::future::Future<Output = Response> + 'static {
+        // Counted when the service is handed the request, not when its task first runs.
+        let arrival =
+            (req.header.api_key == API_ORDER).then(|| ARRIVALS.fetch_add(1, Ordering::SeqCst));
         async move {
             let h = req.header;
             let ok = |body: Bytes, payload: Vec<Bytes>| Response {
@@ -112,6 +120,10 @@ impl Service for TestService {
                     glommio::timer::sleep(Duration::from_millis(ms as u64)).await;
                     ok(req.body, vec![])
                 }
+                API_ORDER => ok(
+                    Bytes::copy_from_slice(&arrival.unwrap_or(0).to_le_bytes()),
+                    vec![],
+                ),
                 other => {
                     error_response(h.correlation_id, other, format!("unknown api key {other}"))
                 }
