@@ -782,6 +782,11 @@ impl PartitionLog {
         run_detached(async move {
             // The lock covers only taking the segments out of the log; their files are deleted
             // after it is released, so appends and reads do not wait for the filesystem.
+            // Most checks find nothing to delete: they answer without the exclusive right,
+            // whose wait for every staged byte to be written stalls the appends behind it.
+            if !sh.retention_due(now.0)? {
+                return sh.delete_segments(Vec::new()).await;
+            }
             let victims = {
                 let _g = Shared::exclusive(&sh, false).await?;
                 sh.retention_victims(now.0)?
@@ -1742,23 +1747,19 @@ impl Shared {
     }
 
     /// Takes the closed segments that retention deletes out of the log (under the log's lock).
+    /// Whether retention would delete a segment now (and expires idle producers' state).
+    fn retention_due(&self, now: i64) -> Result<bool> {
+        let mut s = self.state.borrow_mut();
+        s.check_open()?;
+        s.producers.expire(now);
+        Ok(retention_count(&s, now) > 0)
+    }
+
     fn retention_victims(&self, now: i64) -> Result<Vec<Closed>> {
         let mut s = self.state.borrow_mut();
         s.check_open()?;
         s.producers.expire(now);
-        let (rms, rbytes) = (s.config.retention_ms, s.config.retention_bytes);
-        let mut total: i64 =
-            (s.closed.iter().map(|c| c.size).sum::<u64>() + s.active.written.len) as i64;
-        let mut n = 0;
-        for c in &s.closed {
-            let by_time = rms >= 0 && c.max_timestamp < now.saturating_sub(rms);
-            let by_size = rbytes >= 0 && total - c.size as i64 >= rbytes;
-            if !(by_time || by_size) {
-                break;
-            }
-            total -= c.size as i64;
-            n += 1;
-        }
+        let n = retention_count(&s, now);
         let victims: Vec<Closed> = s.closed.drain(..n).collect();
         s.cache
             .retain(|c| !victims.iter().any(|v| v.base == c.base));
@@ -1933,6 +1934,26 @@ impl Shared {
 }
 
 /// Writes one flush job: the log write and the index writes in flight together.
+/// How many closed segments, from the oldest, retention deletes at `now`: those older than
+/// `retention_ms` (by their max timestamp) or whose removal leaves the log at least
+/// `retention_bytes`.
+fn retention_count(s: &State, now: i64) -> usize {
+    let (rms, rbytes) = (s.config.retention_ms, s.config.retention_bytes);
+    let mut total: i64 =
+        (s.closed.iter().map(|c| c.size).sum::<u64>() + s.active.written.len) as i64;
+    let mut n = 0;
+    for c in &s.closed {
+        let by_time = rms >= 0 && c.max_timestamp < now.saturating_sub(rms);
+        let by_size = rbytes >= 0 && total - c.size as i64 >= rbytes;
+        if !(by_time || by_size) {
+            break;
+        }
+        total -= c.size as i64;
+        n += 1;
+    }
+    n
+}
+
 async fn write_job(job: &mut Job) -> Result<()> {
     let f = &job.files;
     let log_buf = job.log.take();
