@@ -27,9 +27,9 @@
 //! rarely do: requests are written to the connection one after another in the order made, small
 //! ones too (`Client::start_call_broker_in_order`), and the broker serves a connection's
 //! requests in the order their streams were opened once their bytes are there; a lost packet
-//! can still let a later request in first. When a
-//! numbered batch fails for good (or the broker has lost the producer's state), the partition
-//! waits for its requests in flight, moves to the next epoch and numbers its queue from 0 again.
+//! can still let a later request in first. When a numbered batch fails for good (or the broker
+//! has lost the producer's state), the partition waits for its requests in flight, moves to the
+//! next epoch and numbers its queue from 0 again.
 //!
 //! # Retries
 //! Retriable errors (`NotLeaderOrFollower`, `RequestTimedOut`, lost connections, ...) are

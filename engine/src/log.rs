@@ -780,13 +780,13 @@ impl PartitionLog {
     pub async fn apply_retention(&self, now: TimestampMs) -> Result<RetentionReport> {
         let sh = self.shared.clone();
         run_detached(async move {
-            // The lock covers only taking the segments out of the log; their files are deleted
-            // after it is released, so appends and reads do not wait for the filesystem.
             // Most checks find nothing to delete: they answer without the exclusive right,
             // whose wait for every staged byte to be written stalls the appends behind it.
             if !sh.retention_due(now.0)? {
                 return sh.delete_segments(Vec::new()).await;
             }
+            // The lock covers only taking the segments out of the log; their files are deleted
+            // after it is released, so appends and reads do not wait for the filesystem.
             let victims = {
                 let _g = Shared::exclusive(&sh, false).await?;
                 sh.retention_victims(now.0)?
@@ -1746,7 +1746,6 @@ impl Shared {
         res
     }
 
-    /// Takes the closed segments that retention deletes out of the log (under the log's lock).
     /// Whether retention would delete a segment now (and expires idle producers' state).
     fn retention_due(&self, now: i64) -> Result<bool> {
         let mut s = self.state.borrow_mut();
@@ -1755,6 +1754,7 @@ impl Shared {
         Ok(retention_count(&s, now) > 0)
     }
 
+    /// Takes the closed segments that retention deletes out of the log (under the log's lock).
     fn retention_victims(&self, now: i64) -> Result<Vec<Closed>> {
         let mut s = self.state.borrow_mut();
         s.check_open()?;
@@ -1933,7 +1933,6 @@ impl Shared {
     }
 }
 
-/// Writes one flush job: the log write and the index writes in flight together.
 /// How many closed segments, from the oldest, retention deletes at `now`: those older than
 /// `retention_ms` (by their max timestamp) or whose removal leaves the log at least
 /// `retention_bytes`.
@@ -1954,6 +1953,7 @@ fn retention_count(s: &State, now: i64) -> usize {
     n
 }
 
+/// Writes one flush job: the log write and the index writes in flight together.
 async fn write_job(job: &mut Job) -> Result<()> {
     let f = &job.files;
     let log_buf = job.log.take();
