@@ -5,7 +5,8 @@
 #
 #   bash bench/campaign.sh [DATA_DIR]        # DATA_DIR must be on the disk under test (not tmpfs)
 #
-# Environment: SECS (measured seconds per throughput run, default 10), SKIP_REDIS=1.
+# Environment: SECS (measured seconds per throughput run, default 10), SKIP_REDIS=1. Run as root,
+# it installs Debian's redis-server for the peer baseline when it is missing.
 # Prints one line per figure and writes them to $DATA_DIR/campaign.txt. Every streamd it starts
 # keeps at most 1 GiB per partition (so the runs cannot fill the disk); the data directory is
 # removed at the end.
@@ -47,6 +48,15 @@ for inflight in 1 8; do
         grep -E "^\| (upload|download)" | sed "s/^/baseline transport inflight $inflight: /" | tee -a "$OUT"
 done
 
+# The peer baseline comes from Debian's package; install it if it is missing and we may.
+if [ -z "${SKIP_REDIS:-}" ] && ! command -v redis-server >/dev/null && [ "$(id -u)" = 0 ] &&
+    command -v apt-get >/dev/null; then
+    say "installing redis-server (Debian) for the peer baseline"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null 2>&1 ||
+        say "could not install redis-server; the Redis baseline is skipped"
+    # The package starts a server on 6379; the baseline runs its own on 6399.
+    systemctl stop redis-server 2>/dev/null || true
+fi
 if [ -z "${SKIP_REDIS:-}" ] && command -v redis-server >/dev/null; then
     mkdir -p "$DATA/redis"
     redis-server --port 6399 --dir "$DATA/redis" --appendonly yes --appendfsync always \
