@@ -511,13 +511,15 @@ impl Client {
         in_order: bool,
     ) -> Result<PendingResponse<R>> {
         let (addr, conn) = self.broker_connection(broker).await?;
-        let (header, body) = (self.next_header::<R>(), req.encode_bytes());
-        let started = if in_order {
-            conn.start_call_in_order(header, body, payload).await
-        } else {
-            conn.start_call(header, body, payload).await
-        };
-        match started {
+        match conn
+            .start_framed(
+                self.next_header::<R>(),
+                req.encode_bytes(),
+                payload,
+                in_order,
+            )
+            .await
+        {
             Ok(call) => Ok(PendingResponse {
                 client: self.clone(),
                 addr,

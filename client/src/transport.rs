@@ -580,7 +580,9 @@ impl Connection {
         self.start_framed(header, body, payload, true).await
     }
 
-    async fn start_framed(
+    /// [`start_call`](Self::start_call), or with `in_order`
+    /// [`start_call_in_order`](Self::start_call_in_order).
+    pub(crate) async fn start_framed(
         &self,
         header: FrameHeader,
         body: Bytes,

@@ -1755,10 +1755,10 @@ impl Shared {
     }
 
     /// Takes the closed segments that retention deletes out of the log (under the log's lock).
+    /// Called after `retention_due` with the same `now`, which already expired producers.
     fn retention_victims(&self, now: i64) -> Result<Vec<Closed>> {
         let mut s = self.state.borrow_mut();
         s.check_open()?;
-        s.producers.expire(now);
         let n = retention_count(&s, now);
         let victims: Vec<Closed> = s.closed.drain(..n).collect();
         s.cache
