@@ -53,7 +53,58 @@ const TRANSMIT_DATAGRAMS_PER_PASS_MAX: usize = 64;
 /// header, rounded down.
 const UDP_PAYLOAD_MAX: usize = 65_000;
 /// A GRO receive buffer holds at most 64 KiB of coalesced segments.
-pub(crate) const RECV_BUFFER_BYTES: usize = 64 * 1024;
+const RECV_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Where one recvmmsg writes: a buffer per batch slot. A slot's datagrams go to quinn-proto
+/// without a copy: they are split off the slot's buffer, quinn-proto decrypts them in place and
+/// hands stream data out as slices of them. Once every slice is dropped (stream data is copied
+/// into request frames as it is read, in the same pass), the next receive takes the same buffer
+/// back; a slot whose buffer is still held (data out of order, or not read yet) gets a new one.
+pub(crate) struct RecvSlots {
+    slots: Vec<RecvSlot>,
+}
+
+struct RecvSlot {
+    buf: BytesMut,
+    /// Where the buffer's allocation starts, to know it is the one zeroed at creation.
+    base: usize,
+}
+
+impl RecvSlot {
+    fn new() -> RecvSlot {
+        let buf = BytesMut::zeroed(RECV_BUFFER_BYTES);
+        let base = buf.as_ptr() as usize;
+        RecvSlot { buf, base }
+    }
+
+    /// The whole buffer, writable: the same allocation when nothing split off it is still held
+    /// (no copy, no allocation), otherwise a new one.
+    fn whole(&mut self) -> &mut [u8] {
+        if self.buf.len() != RECV_BUFFER_BYTES {
+            self.buf.clear();
+            if self.buf.try_reclaim(RECV_BUFFER_BYTES) && self.buf.as_ptr() as usize == self.base {
+                // SAFETY: the buffer is back at the start of the allocation `new` made with
+                // `RECV_BUFFER_BYTES` zeroed bytes (its base), and try_reclaim made room for
+                // that many: every one of those bytes was initialised then and has only been
+                // overwritten (by the kernel, by quinn-proto's in-place decryption) since.
+                unsafe { self.buf.set_len(RECV_BUFFER_BYTES) }
+            } else {
+                *self = RecvSlot::new();
+            }
+        }
+        &mut self.buf[..]
+    }
+}
+
+impl RecvSlots {
+    pub(crate) fn new() -> RecvSlots {
+        RecvSlots {
+            slots: (0..quinn_udp::BATCH_SIZE)
+                .map(|_| RecvSlot::new())
+                .collect(),
+        }
+    }
+}
 /// How long closing connections get to deliver CONNECTION_CLOSE and drain at shutdown.
 pub(crate) const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(2);
 
@@ -505,12 +556,13 @@ impl Driver {
 
     /// One recvmmsg batch, fed to quinn-proto. Returns whether the socket may still hold
     /// datagrams.
-    pub fn on_readable_socket(&mut self, buf: &mut [u8], now: Instant) -> bool {
+    pub fn on_readable_socket(&mut self, recv: &mut RecvSlots, now: Instant) -> bool {
         let mut metas = [RecvMeta::default(); quinn_udp::BATCH_SIZE];
         let n = {
-            let mut iovs: Vec<IoSliceMut<'_>> = buf
-                .chunks_mut(RECV_BUFFER_BYTES)
-                .map(IoSliceMut::new)
+            let mut iovs: Vec<IoSliceMut<'_>> = recv
+                .slots
+                .iter_mut()
+                .map(|s| IoSliceMut::new(s.whole()))
                 .collect();
             match self.udp.recv(&mut iovs, &mut metas) {
                 Ok(n) => n,
@@ -522,10 +574,9 @@ impl Driver {
                 }
             }
         };
-        for (i, meta) in metas.iter().take(n).enumerate() {
-            // One copy (and allocation) per GRO batch; segments are split off it without
-            // copying, as quinn does.
-            let mut data = BytesMut::from(&buf[i * RECV_BUFFER_BYTES..][..meta.len]);
+        for (slot, meta) in recv.slots.iter_mut().zip(&metas).take(n) {
+            // A GRO batch is split off its slot, and its segments off it, without copying.
+            let mut data = slot.buf.split_to(meta.len);
             let stride = meta.stride.max(1);
             while !data.is_empty() {
                 let seg = data.split_to(stride.min(data.len()));
@@ -1480,5 +1531,41 @@ fn call_read(ctx: &mut Ctx<'_>, conn: &mut Conn, id: StreamId) {
             }
         }
         return;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A slot whose datagrams were all dropped gives back the same allocation without copying;
+    /// one whose datagram is still held gets a new buffer, and the held datagram keeps its bytes.
+    #[test]
+    fn a_receive_slot_is_reused_once_free_and_replaced_while_held() {
+        let mut slot = RecvSlot::new();
+        let base = slot.base;
+        slot.whole()[..5].copy_from_slice(b"hello");
+        let first = slot.buf.split_to(5).freeze();
+        assert_eq!(&first[..], b"hello");
+        drop(first);
+        let again = slot.whole();
+        assert_eq!(again.len(), RECV_BUFFER_BYTES);
+        assert_eq!(
+            again.as_ptr() as usize,
+            base,
+            "a free slot keeps its allocation"
+        );
+
+        slot.whole()[..5].copy_from_slice(b"world");
+        let held = slot.buf.split_to(5).freeze();
+        let fresh = slot.whole();
+        assert_eq!(fresh.len(), RECV_BUFFER_BYTES);
+        assert_ne!(
+            fresh.as_ptr() as usize,
+            base,
+            "a held slot is not written over"
+        );
+        fresh[..5].copy_from_slice(b"xxxxx");
+        assert_eq!(&held[..], b"world");
     }
 }

@@ -28,7 +28,7 @@ use quiver_proto::frame::{self, Frame, FrameError, FrameHeader, FRAME_HEADER_BYT
 use crate::{
     codes,
     config::EndpointConfig,
-    driver::{spawn_jobs, Driver, EndpointStats, Shared, RECV_BUFFER_BYTES, SHUTDOWN_DRAIN_MAX},
+    driver::{spawn_jobs, Driver, EndpointStats, RecvSlots, Shared, SHUTDOWN_DRAIN_MAX},
     error::{CallError, ConnectError},
     service::{DynService, Service},
     tls::PeerIdentity,
@@ -214,7 +214,7 @@ async fn recv_task(driver: Shared) {
         let d = driver.borrow();
         (d.udp.clone(), d.stop_wake.clone())
     };
-    let mut buf = vec![0u8; RECV_BUFFER_BYTES * quinn_udp::BATCH_SIZE];
+    let mut recv = RecvSlots::new();
     let mut more = false;
     loop {
         if driver.borrow().stopped {
@@ -245,7 +245,7 @@ async fn recv_task(driver: Shared) {
         let (m, wake, jobs) = {
             let mut d = driver.borrow_mut();
             let now = Instant::now();
-            let m = d.on_readable_socket(&mut buf, now);
+            let m = d.on_readable_socket(&mut recv, now);
             d.drive(now);
             (m, d.has_work().then(|| d.wake.clone()), d.take_jobs())
         };
