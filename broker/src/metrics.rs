@@ -88,6 +88,9 @@ pub struct Metrics {
     /// Bytes fetch read from logs, served or not (a fetch reads within its response limit, so
     /// this stays close to `bytes_out`).
     pub fetch_bytes_read: AtomicU64,
+    /// Messages one shard sent another over the mesh (work for the owner of a partition, a
+    /// group or the controller): the cross-core hops requests cost.
+    pub shard_messages: AtomicU64,
     pub records_in: AtomicU64,
     pub produce_latency: Histogram,
     pub fetch_latency: Histogram,
@@ -107,6 +110,7 @@ impl Metrics {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             fetch_bytes_read: AtomicU64::new(0),
+            shard_messages: AtomicU64::new(0),
             records_in: AtomicU64::new(0),
             produce_latency: Histogram::default(),
             fetch_latency: Histogram::default(),
@@ -203,6 +207,11 @@ impl Metrics {
                 "quiver_fetch_bytes_read_total",
                 "Record batch bytes fetch read from logs, served or not.",
                 self.fetch_bytes_read.load(Relaxed),
+            ),
+            (
+                "quiver_shard_messages_total",
+                "Messages one shard sent another (work on a partition, group or controller it does not own).",
+                self.shard_messages.load(Relaxed),
             ),
             (
                 "quiver_records_in_total",

@@ -214,6 +214,9 @@ impl Shard {
 
     pub(crate) async fn send_to(&self, to: ShardId, msg: ShardMsg) {
         let mesh = self.mesh.as_ref().expect("a remote owner implies a mesh");
+        self.metrics
+            .shard_messages
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if mesh.send_to(to.0 as usize, msg).await.is_err() {
             // The peer's receiver is gone: it is stopping. The reply sender inside the message
             // is dropped with it, which the caller sees as a cancelled reply.

@@ -175,7 +175,7 @@ async fn a_fetch_of_many_partitions_keeps_to_its_byte_limit() {
     use quiver_proto::Offset;
 
     const PARTS: u32 = 40;
-    let broker = Broker::start(&[]);
+    let broker = Broker::start(&["--shards", "2"]);
     let client = broker.client().await;
     assert_eq!(
         create_topic(&client, "wide", PARTS, &[]).await,
@@ -259,4 +259,8 @@ async fn a_fetch_of_many_partitions_keeps_to_its_byte_limit() {
         "{served}"
     );
     assert!(read <= served * 1.5, "read {read} bytes to serve {served}");
+    // Half the partitions are on the shard the connection is not on: each of their appends
+    // (4 per partition) crossed to the owner, and the counter saw it.
+    let hops = counter("quiver_shard_messages_total");
+    assert!(hops >= (PARTS as usize / 2 * 4) as f64, "{hops}");
 }

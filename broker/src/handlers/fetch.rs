@@ -3,7 +3,8 @@
 //! A fetch reads every asked partition on its owner; stored batches come back as `Bytes` and go
 //! into the response payload untouched. If less than `min_bytes` came back, the fetch waits, until
 //! `max_wait_ms` at most, for any of its partitions to get new visible data (woken by the engine
-//! on append, never by polling), then reads once more and answers with what there is.
+//! on append, never by polling), then reads once more and answers with what there is. So
+//! `min_bytes` is honoured only as one byte: any records end the wait.
 
 use std::collections::HashMap;
 use std::rc::Rc;
