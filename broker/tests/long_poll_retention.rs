@@ -264,3 +264,102 @@ async fn a_fetch_of_many_partitions_keeps_to_its_byte_limit() {
     let hops = counter("quiver_shard_messages_total");
     assert!(hops >= (PARTS as usize / 2 * 4) as f64, "{hops}");
 }
+
+/// A fetch with `min_bytes` waits until its partitions hold that many bytes between them (here
+/// two partitions on two shards), reads on from where it stopped after each wake-up (every
+/// record once, in order), and at its max wait answers with what there is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_waits_for_min_bytes_and_reads_each_record_once() {
+    use quiver_proto::api::fetch::{FetchPartition, FetchRequest, FetchResponse, FetchTopic};
+    use quiver_proto::Offset;
+
+    let broker = Broker::start(&["--shards", "2"]);
+    let client = broker.client().await;
+    assert_eq!(create_topic(&client, "mb", 2, &[]).await, ErrorCode::None);
+    let request = |min_bytes: u32, max_wait_ms: u32| FetchRequest {
+        max_wait_ms,
+        min_bytes,
+        max_bytes: 1 << 20,
+        isolation_level: Default::default(),
+        topics: vec![FetchTopic {
+            name: "mb".into(),
+            partitions: (0..2)
+                .map(|p| FetchPartition {
+                    partition: PartitionId(p),
+                    fetch_offset: Offset(0),
+                    partition_max_bytes: 1 << 20,
+                    current_leader_epoch: None,
+                })
+                .collect(),
+        }],
+        rack_id: None,
+    };
+    // Record offsets per partition in the answer, and its record bytes.
+    let offsets = |resp: &FetchResponse, payload: &bytes::Bytes| {
+        let mut total = 0;
+        let mut out = vec![Vec::new(), Vec::new()];
+        for p in &resp.topics[0].partitions {
+            assert_eq!(p.error_code, ErrorCode::None);
+            let records = p.records.slice(payload).unwrap();
+            total += records.len();
+            for b in quiver_proto::batch::BatchIter::new(&records) {
+                let view =
+                    quiver_proto::batch::BatchView::new(b.unwrap(), Default::default()).unwrap();
+                let n = view.records().unwrap().iter().count() as u64;
+                out[p.partition.0 as usize].extend((0..n).map(|i| view.base_offset().0 + i));
+            }
+        }
+        (out, total)
+    };
+    let one = batch(1, 1000);
+    let r = produce(&client, "mb", 0, std::slice::from_ref(&one), Acks::Leader).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, ErrorCode::None);
+
+    let waiter = {
+        let client = client.clone();
+        let req = request(8 * one.len() as u32, 20_000);
+        tokio::spawn(async move {
+            let answer = client.call_any(&req, Vec::new()).await.unwrap();
+            (Instant::now(), answer)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the fetch answered with one batch, under its min_bytes"
+    );
+    // Nine more batches, alternating partitions: the fetch has its 8 batches' worth on the way.
+    for i in 1..10 {
+        let r = produce(
+            &client,
+            "mb",
+            i % 2,
+            std::slice::from_ref(&one),
+            Acks::Leader,
+        )
+        .await;
+        assert_eq!(r.topics[0].partitions[0].error_code, ErrorCode::None);
+    }
+    let acked = Instant::now();
+    let (returned, (resp, payload)) = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the fetch answered once it had min_bytes, not at its 20 s max wait")
+        .unwrap();
+    assert!(returned <= acked + Duration::from_secs(5));
+    let (got, total) = offsets(&resp, &payload);
+    assert!(total >= 8 * one.len(), "{total} bytes, under min_bytes");
+    for (p, offs) in got.iter().enumerate() {
+        let expect: Vec<u64> = (0..offs.len() as u64).collect();
+        assert_eq!(offs, &expect, "partition {p}: each record once, in order");
+    }
+
+    // More than there is: the fetch waits its max wait, then answers with all there is.
+    let t0 = Instant::now();
+    let (resp, payload) = client
+        .call_any(&request(1 << 20, 500), Vec::new())
+        .await
+        .unwrap();
+    assert!(t0.elapsed() >= Duration::from_millis(500));
+    let (got, _) = offsets(&resp, &payload);
+    assert_eq!((got[0].len(), got[1].len()), (5, 5));
+}

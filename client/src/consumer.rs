@@ -4,9 +4,8 @@
 //! a time, covering every assigned, unpaused partition that broker leads and that has less than
 //! `max_partition_fetch_bytes` of records waiting in the buffer: the next records are on their
 //! way while the application works on the last (pipelining), and the buffer holds about two
-//! fetches per partition at most. The broker holds a fetch up to `fetch_max_wait` until records
-//! are there (any records: it does not yet wait for more than one byte of `fetch_min_bytes`).
-//! Records are decoded (CRC checked, decompressed) in the fetch task, off the caller's
+//! fetches per partition at most. The broker holds a fetch up to `fetch_max_wait` until
+//! `fetch_min_bytes` are there. Records are decoded (CRC checked, decompressed) in the fetch task, off the caller's
 //! task; uncompressed keys and values are slices of the fetched bytes, not copies.
 //!
 //! Groups: with `subscribe` (or `subscribe_pattern`), a background task heartbeats to the
@@ -174,8 +173,8 @@ pub struct ConsumerConfig {
     pub auto_offset_reset: OffsetReset,
     /// How long the broker may hold a fetch waiting for `fetch_min_bytes` (`fetch.max.wait.ms`).
     pub fetch_max_wait: Duration,
-    /// Bytes the broker waits for before answering a fetch (`fetch.min.bytes`). The broker
-    /// answers as soon as any records are there: values above 1 are sent but not yet honoured.
+    /// Bytes the broker waits for before answering a fetch (`fetch.min.bytes`), within
+    /// `fetch_max_wait`.
     pub fetch_min_bytes: u32,
     /// Bytes one fetch answer may carry (`fetch.max.bytes`); the first batch always comes whole.
     pub fetch_max_bytes: u32,

@@ -1,10 +1,11 @@
 //! Fetch (with long-poll) and ListOffsets.
 //!
 //! A fetch reads every asked partition on its owner; stored batches come back as `Bytes` and go
-//! into the response payload untouched. If less than `min_bytes` came back, the fetch waits, until
-//! `max_wait_ms` at most, for any of its partitions to get new visible data (woken by the engine
-//! on append, never by polling), then reads once more and answers with what there is. So
-//! `min_bytes` is honoured only as one byte: any records end the wait.
+//! into the response payload untouched. While less than `min_bytes` (one byte at least) came
+//! back, the fetch waits, until `max_wait_ms` at most, for any of its partitions to get records
+//! past what it read (woken by the engine on append, never by polling), then reads on from where
+//! it stopped; it answers with what there is once it has `min_bytes`, at the deadline, or when a
+//! partition fails.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -18,6 +19,7 @@ use quiver_proto::api::fetch::{
     ListOffsetsTopicResponse,
 };
 use quiver_proto::api::PayloadBuilder;
+use quiver_proto::batch::BatchIter;
 use quiver_proto::{ErrorCode, Offset, ShardId};
 
 use super::{part_error, Answer};
@@ -88,56 +90,84 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: FetchRequest) -> Answer {
         });
     }
 
-    let min_bytes = req.min_bytes as usize;
+    // Read until the partitions hold `min_bytes` between them (one byte at least), an error,
+    // the response limit or the deadline. Each wait is for records past what was read, and the
+    // read after it goes on from where the last one stopped, so nothing is read twice.
+    let min_bytes = (req.min_bytes as usize).max(1);
+    let mut acc: Vec<Gathered> = targets.iter().map(|t| Gathered::new(t.offset)).collect();
     let mut waited = false;
-    let reads = loop {
-        let reads = read_all(shard, &targets, response_max).await;
-        let got: usize = reads
+    loop {
+        let total: usize = acc.iter().map(|g| g.bytes).sum();
+        let open: Vec<usize> = (0..targets.len())
+            .filter(|&i| acc[i].open(targets[i].max_bytes))
+            .collect();
+        if open.is_empty() || total >= response_max {
+            break;
+        }
+        let asks: Vec<Ask> = open
             .iter()
-            .map(|r| r.records.as_ref().map_or(0, Bytes::len))
-            .sum();
+            .map(|&i| Ask {
+                owner: targets[i].owner,
+                key: targets[i].key,
+                offset: acc[i].next,
+                max_bytes: targets[i].max_bytes - acc[i].bytes,
+            })
+            .collect();
+        let reads = read_all(shard, &asks, response_max - total).await;
+        let mut got = 0;
+        let mut any_error = false;
+        for (&i, read) in open.iter().zip(reads) {
+            let (bytes, error) = acc[i].take(read);
+            got += bytes;
+            any_error |= error;
+        }
         shard
             .metrics
             .fetch_bytes_read
             .fetch_add(got as u64, Relaxed);
-        let any_error = reads.iter().any(|r| r.records.is_err());
-        if waited
-            || got >= min_bytes.max(1)
-            || any_error
-            || targets.is_empty()
-            || Instant::now() >= deadline
-        {
-            break reads;
+        let total = total + got;
+        // After a wait that brought nothing (the log changed under it), answer rather than wait
+        // again.
+        if total >= min_bytes || any_error || (waited && got == 0) || Instant::now() >= deadline {
+            break;
         }
         let mut by_owner: HashMap<ShardId, Vec<(PartKey, Offset)>> = HashMap::new();
-        for t in &targets {
-            by_owner.entry(t.owner).or_default().push((t.key, t.offset));
+        for (&i, ask) in open.iter().zip(&asks) {
+            if acc[i].open(targets[i].max_bytes) {
+                by_owner
+                    .entry(ask.owner)
+                    .or_default()
+                    .push((ask.key, acc[i].next));
+            }
+        }
+        if by_owner.is_empty() {
+            break;
         }
         shard.wait_any(by_owner, deadline).await;
         waited = true;
-    };
+    }
 
     // Assemble in request order within the response limit; the first non-empty partition is
     // always included whole, so a consumer always progresses.
     let mut payload = PayloadBuilder::new();
     let mut total = 0usize;
-    for (t, read) in targets.iter().zip(reads) {
+    for (t, got) in targets.iter().zip(acc) {
         let out = &mut topics[t.ti].partitions[t.pi];
-        out.high_watermark = read.high_watermark;
-        out.log_start_offset = read.log_start;
-        out.last_stable_offset = Some(read.high_watermark);
-        match read.records {
-            Ok(bytes) => {
-                if bytes.is_empty() || (total > 0 && total + bytes.len() > response_max) {
+        out.high_watermark = got.high_watermark;
+        out.log_start_offset = got.log_start;
+        out.last_stable_offset = Some(got.high_watermark);
+        match got.error {
+            None => {
+                if got.bytes == 0 || (total > 0 && total + got.bytes > response_max) {
                     continue;
                 }
-                total += bytes.len();
-                match payload.push(bytes) {
+                total += got.bytes;
+                match payload.push_all(got.chunks) {
                     Ok(r) => out.records = r,
                     Err(_) => break, // the payload is as large as a frame may carry
                 }
             }
-            Err(e) => {
+            Some(e) => {
                 failed = true;
                 if let PartError::Engine(quiver_engine::Error::OffsetOutOfRange {
                     start,
@@ -165,36 +195,121 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: FetchRequest) -> Answer {
     }
 }
 
-/// Reads every target with one message per owning shard. The response limit is split between
-/// the owners by their share of the partitions, so a fetch of many partitions holds about
-/// `response_max` bytes (each owner may pass its share by one batch), not the per-partition limit
-/// times the partitions. Results come back in target order.
-async fn read_all(shard: &Rc<Shard>, targets: &[Target], response_max: usize) -> Vec<PartRead> {
-    let mut by_owner: Vec<(ShardId, Vec<usize>)> = Vec::new();
-    for (i, t) in targets.iter().enumerate() {
-        match by_owner.iter_mut().find(|(o, _)| *o == t.owner) {
-            Some((_, v)) => v.push(i),
-            None => by_owner.push((t.owner, vec![i])),
+/// What a fetch has read of one partition so far.
+struct Gathered {
+    /// Where the next read starts: past the last batch read.
+    next: Offset,
+    chunks: Vec<Bytes>,
+    bytes: usize,
+    high_watermark: Offset,
+    log_start: Offset,
+    /// An error met before any records were read: the partition's answer.
+    error: Option<PartError>,
+    /// No more reads: an error after records were read (the next fetch meets it).
+    stopped: bool,
+}
+
+impl Gathered {
+    fn new(offset: Offset) -> Gathered {
+        Gathered {
+            next: offset,
+            chunks: Vec::new(),
+            bytes: 0,
+            high_watermark: Offset(0),
+            log_start: Offset(0),
+            error: None,
+            stopped: false,
         }
     }
-    let total = targets.len().max(1) as u128;
+
+    /// Whether the partition may still be read: no error, and under its own limit.
+    fn open(&self, max_bytes: usize) -> bool {
+        self.error.is_none() && !self.stopped && self.bytes < max_bytes
+    }
+
+    /// Adds a read; returns the bytes it brought and whether it failed.
+    fn take(&mut self, read: PartRead) -> (usize, bool) {
+        match read.records {
+            Ok(bytes) => {
+                self.high_watermark = read.high_watermark;
+                self.log_start = read.log_start;
+                let n = bytes.len();
+                if n > 0 {
+                    match offset_after(&bytes) {
+                        Some(next) => self.next = next,
+                        // Not whole batches (never from the engine): read no more, rather than
+                        // read the same records twice.
+                        None => self.stopped = true,
+                    }
+                    self.bytes += n;
+                    self.chunks.push(bytes);
+                }
+                (n, false)
+            }
+            Err(e) if self.chunks.is_empty() => {
+                self.high_watermark = read.high_watermark;
+                self.log_start = read.log_start;
+                self.error = Some(e);
+                (0, true)
+            }
+            Err(_) => {
+                self.stopped = true;
+                (0, true)
+            }
+        }
+    }
+}
+
+/// The offset after the last of these whole batches.
+fn offset_after(bytes: &[u8]) -> Option<Offset> {
+    let mut next = None;
+    for batch in BatchIter::new(bytes) {
+        let h = quiver_proto::batch::header(batch.ok()?).ok()?;
+        next = Some(Offset(
+            h.base_offset.get() + u64::from(h.last_offset_delta.get()) + 1,
+        ));
+    }
+    next
+}
+
+/// One partition to read: on which shard, from where, and how much at most.
+struct Ask {
+    owner: ShardId,
+    key: PartKey,
+    offset: Offset,
+    max_bytes: usize,
+}
+
+/// Reads every asked partition with one message per owning shard. The response limit is split
+/// between the owners by their share of the partitions, so a fetch of many partitions holds about
+/// `response_max` bytes (each owner may pass its share by one batch), not the per-partition limit
+/// times the partitions. Results come back in the order asked.
+async fn read_all(shard: &Rc<Shard>, asks: &[Ask], response_max: usize) -> Vec<PartRead> {
+    let mut by_owner: Vec<(ShardId, Vec<usize>)> = Vec::new();
+    for (i, a) in asks.iter().enumerate() {
+        match by_owner.iter_mut().find(|(o, _)| *o == a.owner) {
+            Some((_, v)) => v.push(i),
+            None => by_owner.push((a.owner, vec![i])),
+        }
+    }
+    let total = asks.len().max(1) as u128;
     let answers = futures_util::future::join_all(by_owner.iter().map(|(owner, idx)| {
         let budget = (response_max as u128 * idx.len() as u128 / total).min(usize::MAX as u128);
         let reads = idx
             .iter()
-            .map(|&i| (targets[i].key, targets[i].offset, targets[i].max_bytes))
+            .map(|&i| (asks[i].key, asks[i].offset, asks[i].max_bytes))
             .collect();
         shard.read_on(*owner, reads, budget as usize)
     }))
     .await;
-    let mut out: Vec<Option<PartRead>> = targets.iter().map(|_| None).collect();
+    let mut out: Vec<Option<PartRead>> = asks.iter().map(|_| None).collect();
     for ((_, idx), reads) in by_owner.iter().zip(answers) {
         for (&i, r) in idx.iter().zip(reads) {
             out[i] = Some(r);
         }
     }
     out.into_iter()
-        .map(|r| r.expect("every target was read"))
+        .map(|r| r.expect("every partition asked was read"))
         .collect()
 }
 
