@@ -816,22 +816,29 @@ impl Shared {
                     && b.estimated_size() + size <= config.batch_size
             })
         };
-        if keyless && !fits(st.queues.get(&(topic.clone(), partition))) {
+        // The queue's key holds the interned topic: one reference count taken per record, not
+        // one per lookup (the count is shared with the threads that complete batches).
+        let mut key: PartKey = (topic, partition);
+        if keyless && !fits(st.queues.get(&key)) {
             // KIP-480: a keyless record that would open a new batch moves the sticky partition.
             config
                 .partitioner
-                .on_new_batch(&topic, partitions, partition);
-            partition = config.partitioner.partition(&topic, None, partitions);
+                .on_new_batch(&key.0, partitions, partition);
+            partition = config.partitioner.partition(&key.0, None, partitions);
             if partition.0 >= partitions {
                 return Err(Error::Config(format!(
                     "the partitioner chose partition {} of a topic with {partitions}",
                     partition.0
                 )));
             }
+            key.1 = partition;
         }
         let mut wake = false;
         let st = &mut *st;
-        let q = st.queues.entry((topic.clone(), partition)).or_default();
+        if !st.queues.contains_key(&key) {
+            st.queues.insert(key.clone(), PartQueue::default());
+        }
+        let q = st.queues.get_mut(&key).expect("inserted above");
         if !fits(Some(q)) {
             if let Some(last) = q.batches.back_mut() {
                 last.full = true;
@@ -842,7 +849,7 @@ impl Shared {
             let now = Instant::now();
             q.batches.push_back(Batch {
                 id,
-                topic: topic.clone(),
+                topic: key.0.clone(),
                 partition,
                 // Sized for a batch up to 64 KiB up front; larger ones grow (a buffer per open
                 // batch of batch_size could be far more than buffer_memory accounts for).
