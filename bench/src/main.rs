@@ -200,12 +200,11 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")
 }
 
-/// Shared counters and the run's clock.
-/// The run's shared state. The counters are written for every record, by the producing tasks
-/// (`issued`, `sent_total`) and by the delivery reports and consumers (the others), on different
-/// threads: each has its own cache line, so one side's writes do not take the line from under the
-/// other's (at 100-byte records the two sides' counters sharing lines cost several percent of
-/// streambench).
+/// Shared counters and the run's clock. The counters are written for every record, by the
+/// producing tasks (`issued`, `sent_total`) and by the delivery reports and consumers (the
+/// others), on different threads: each has its own cache line, so one side's writes do not take
+/// the line from under the other's (at 100-byte records the two sides' counters sharing lines
+/// cost several percent of streambench).
 struct Run {
     opts: Opts,
     mode: Mode,

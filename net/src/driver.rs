@@ -54,6 +54,8 @@ const TRANSMIT_DATAGRAMS_PER_PASS_MAX: usize = 64;
 const UDP_PAYLOAD_MAX: usize = 65_000;
 /// A GRO receive buffer holds at most 64 KiB of coalesced segments.
 const RECV_BUFFER_BYTES: usize = 64 * 1024;
+/// How long closing connections get to deliver CONNECTION_CLOSE and drain at shutdown.
+pub(crate) const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(2);
 
 /// Where one recvmmsg writes: a buffer per batch slot. A slot's datagrams go to quinn-proto
 /// without a copy: they are split off the slot's buffer, quinn-proto decrypts them in place and
@@ -105,8 +107,6 @@ impl RecvSlots {
         }
     }
 }
-/// How long closing connections get to deliver CONNECTION_CLOSE and drain at shutdown.
-pub(crate) const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(2);
 
 pub(crate) type Shared = Rc<RefCell<Driver>>;
 
