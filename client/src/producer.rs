@@ -394,6 +394,13 @@ type PartKey = (Arc<str>, PartitionId);
 /// Bytes a new batch's buffer holds before it grows.
 const BATCH_PREALLOC_MAX: usize = 64 * 1024;
 
+/// Buffers of answered batches kept for new batches (`State::spare`). Rationale: a buffer
+/// freed and allocated again is returned to the kernel and faulted in anew page by page (glibc
+/// trims the heap it frees at its top); 8 is more than a broker's requests in flight take
+/// back between two sends, and bounds what the producer holds beyond `buffer_memory` to 8
+/// batches.
+const SPARE_BUFFERS_MAX: usize = 8;
+
 #[derive(Default)]
 struct State {
     /// Topic names seen, shared by every batch of the topic (no allocation per record).
@@ -413,6 +420,8 @@ struct State {
     /// Requests are written to a broker in the order the sender made them, so that an
     /// idempotent producer's requests for one partition arrive in sequence.
     turns: HashMap<BrokerId, (u64, u64)>,
+    /// Buffers of batches sent and answered, for new batches (at most `SPARE_BUFFERS_MAX`).
+    spare: Vec<Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -853,10 +862,13 @@ impl Shared {
                 partition,
                 // Sized for a batch up to 64 KiB up front; larger ones grow (a buffer per open
                 // batch of batch_size could be far more than buffer_memory accounts for).
-                builder: Some(BatchBuilder::with_capacity(
-                    config.compression,
-                    config.batch_size.min(BATCH_PREALLOC_MAX),
-                )),
+                builder: Some(match st.spare.pop() {
+                    Some(buffer) => BatchBuilder::with_buffer(config.compression, buffer),
+                    None => BatchBuilder::with_capacity(
+                        config.compression,
+                        config.batch_size.min(BATCH_PREALLOC_MAX),
+                    ),
+                }),
                 sealed: None,
                 pending: Vec::new(),
                 created: now,
@@ -1313,6 +1325,7 @@ async fn send_request(shared: Arc<Shared>, draft: Draft) {
         tracing::debug!(broker = %broker, request_bytes, partitions, took_ms = took.as_millis() as u64, "slow produce request");
     }
     let mut refresh = false;
+    let mut spare = Vec::new();
     let mut requeue: Vec<(PartKey, Vec<Batch>)> = Vec::new();
     let mut out_of_order: Vec<(PartKey, u64)> = Vec::new();
     for (((topic, partition), parts), outcome) in groups.into_iter().zip(outcomes) {
@@ -1322,9 +1335,11 @@ async fn send_request(shared: Arc<Shared>, draft: Draft) {
                 log_append_time,
             } => {
                 let mut next = base;
-                for (b, _) in parts {
+                for (mut b, bytes) in parts {
                     let count = b.pending.len() as u64;
                     finished_ids.push(b.id);
+                    drop(bytes);
+                    spare.extend(b.sealed.take().and_then(reclaim));
                     b.complete(
                         next,
                         log_append_time,
@@ -1420,12 +1435,23 @@ async fn send_request(shared: Arc<Shared>, draft: Draft) {
         if let Some(n) = st.in_flight.get_mut(&broker) {
             *n = n.saturating_sub(1);
         }
+        let room = SPARE_BUFFERS_MAX.saturating_sub(st.spare.len());
+        st.spare.extend(spare.into_iter().take(room));
         if refresh {
             shared.refresh_metadata_soon(&mut st, now);
         }
     }
     shared.finished(&finished_ids);
     shared.wake.notify_one();
+}
+
+/// The buffer of a sent batch, once nothing else holds it (the transport drops its slices of
+/// the batch when the broker has acknowledged them, which is before the answer in all but a
+/// lost packet's case).
+fn reclaim(sealed: Bytes) -> Option<Vec<u8>> {
+    let mut buffer = sealed.try_into_mut().ok()?;
+    buffer.clear();
+    Some(buffer.into())
 }
 
 /// Waits until it is request `ticket`'s turn to be written to `broker`.
@@ -1503,6 +1529,19 @@ fn needs_metadata(e: &Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sent_batch_gives_its_buffer_back_once_nothing_holds_it() {
+        let mut v = Vec::with_capacity(4096);
+        v.extend_from_slice(&[7; 1000]);
+        let at = v.as_ptr();
+        let sealed = Bytes::from(v);
+        let in_transport = sealed.slice(10..20);
+        assert_eq!(reclaim(sealed.clone()), None);
+        drop(in_transport);
+        let back = reclaim(sealed).expect("nothing else holds it");
+        assert_eq!((back.as_ptr(), back.len(), back.capacity()), (at, 0, 4096));
+    }
 
     #[test]
     fn acks_parse_like_kafka() {

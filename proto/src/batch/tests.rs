@@ -71,6 +71,21 @@ proptest! {
     }
 
     #[test]
+    fn a_reused_buffer_builds_the_same_batch(
+        codec in codec(),
+        recs in proptest::collection::vec(record(), 1..20),
+        junk in proptest::collection::vec(any::<u8>(), 0..2000),
+    ) {
+        let fresh = build(codec, &recs);
+        let mut b = BatchBuilder::with_buffer(codec, junk);
+        for (ts, k, v, hs) in &recs {
+            let hs: Vec<(&str, &[u8])> = hs.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+            b.append(TimestampMs(*ts), k.as_deref(), v.as_deref(), &hs).unwrap();
+        }
+        prop_assert_eq!(b.finish().unwrap(), fresh);
+    }
+
+    #[test]
     fn hostile_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = validate_deep(&data, BatchLimits::default());
         for b in BatchIter::new(&data).flatten() {
