@@ -896,8 +896,9 @@ impl Shared {
                 id,
                 topic: key.0.clone(),
                 partition,
-                // Sized for a batch up to 64 KiB up front; larger ones grow (a buffer per open
-                // batch of batch_size could be far more than buffer_memory accounts for).
+                // An answered batch's buffer if one is spare; else sized for a batch up to 64
+                // KiB up front, larger ones grow (a buffer per open batch of batch_size could be
+                // far more than buffer_memory accounts for).
                 builder: Some(match st.spare.pop() {
                     Some(buffer) => BatchBuilder::with_buffer(config.compression, buffer),
                     None => BatchBuilder::with_capacity(
