@@ -58,3 +58,51 @@ async fn every_record_is_reported_once_with_its_opaque_value_and_offset() {
         .unwrap_err();
     assert!(err.to_string().contains("on_delivery"), "{err}");
 }
+
+/// Many partitions with more ready batches than a request holds: each partition's batches take
+/// their turn. Measured by how far records overtake each other, not by time: the producer holds
+/// at most `buffer_memory` of records, so while partitions are drained in turn no record is
+/// acknowledged after records sent more than a few buffers' worth later. Draining the same
+/// partitions first every time left the others' batches behind until the end (with 1,000
+/// partitions in `streambench produce`: p99 4 s, max 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_with_ready_batches_take_turns_in_requests() {
+    const RECORDS: u64 = 60_000;
+    const BUFFER: usize = 4 << 20;
+    let broker = Broker::start(&[]);
+    let client = broker.client().await;
+    Admin::new(client.clone())
+        .create_topic(NewTopic::new("turns", 200))
+        .await
+        .unwrap();
+    // (highest sequence number acknowledged so far, the most a record was overtaken by, count)
+    let seen: Arc<Mutex<(u64, u64, u64)>> = Arc::default();
+    let sink = seen.clone();
+    let config = ProducerConfig::default()
+        .batch_size(8 * 1024)
+        .buffer_memory(BUFFER)
+        .max_request_size(64 * 1024)
+        .on_delivery(move |seq, result| {
+            result.expect("delivered");
+            let mut s = sink.lock().unwrap();
+            s.1 = s.1.max(s.0.saturating_sub(seq));
+            s.0 = s.0.max(seq);
+            s.2 += 1;
+        });
+    let producer = Producer::new(client.clone(), config).unwrap();
+    let value = bytes::Bytes::from(vec![7u8; 1024]);
+    for seq in 0..RECORDS {
+        let record = ProducerRecord::new("turns").value(value.clone());
+        producer.enqueue_with_opaque(record, seq).await.unwrap();
+    }
+    producer.flush().await.unwrap();
+    let (_, overtaken, count) = *seen.lock().unwrap();
+    assert_eq!(count, RECORDS);
+    // About 3,700 records fit in the buffer; taking turns, records were overtaken by 7,700
+    // to 8,700 in four runs, and by 59,915 (all but a few) when the same partitions went first.
+    let bound = 4 * (BUFFER / 1024) as u64;
+    assert!(
+        overtaken < bound,
+        "a record was acknowledged after {overtaken} records sent after it (bound {bound})"
+    );
+}
