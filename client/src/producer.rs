@@ -1187,11 +1187,12 @@ fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, 
                 let is_last = q.batches.len() == 1;
                 let ready = closing || b.ready(now, config.linger, flush_upto, is_last);
                 let size = b.estimated_size();
-                if !ready
-                    || b.pending.is_empty()
-                    || (draft.0 > 0 && draft.0 + size > config.max_request_size)
-                    || (alone && first.is_some())
-                {
+                if !ready || b.pending.is_empty() || (alone && first.is_some()) {
+                    break;
+                }
+                if draft.0 > 0 && draft.0 + size > config.max_request_size {
+                    // Ready, but the request is full: this partition goes first next time.
+                    blocked.get_or_insert(i);
                     break;
                 }
                 draft.0 += size;
@@ -1204,12 +1205,6 @@ fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, 
                 }
                 first.get_or_insert(b.id);
                 draft.1.push(b);
-            }
-            if q.batches.front().is_some_and(|b| {
-                closing || b.ready(now, config.linger, flush_upto, q.batches.len() == 1)
-            }) {
-                // Ready, but the request is full: this partition goes first next time.
-                blocked.get_or_insert(i);
             }
             if let Some(id) = first {
                 q.in_flight.insert(id);
