@@ -5,8 +5,9 @@
 //! `max_partition_fetch_bytes` of records waiting in the buffer: the next records are on their
 //! way while the application works on the last (pipelining), and the buffer holds about two
 //! fetches per partition at most. The broker holds a fetch up to `fetch_max_wait` until
-//! `fetch_min_bytes` are there. Records are decoded (CRC checked, decompressed) in the fetch task, off the caller's
-//! task; uncompressed keys and values are slices of the fetched bytes, not copies.
+//! `fetch_min_bytes` are there. Records are decoded (CRC checked, decompressed) in the fetch
+//! task, off the caller's task; uncompressed keys and values are slices of the fetched bytes, not
+//! copies.
 //!
 //! Groups: with `subscribe` (or `subscribe_pattern`), a background task heartbeats to the
 //! group's coordinator (KIP-848) and `poll` applies the partitions the broker assigns,
