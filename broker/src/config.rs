@@ -152,7 +152,8 @@ macro_rules! settings {
 settings! {
     /// Directory for logs, metadata and the development certificate. Created if missing.
     data_dir: PathBuf = PathBuf::from("data"), env "STREAMD_DATA_DIR";
-    /// UDP address the QUIC listener binds (every shard binds it with SO_REUSEPORT).
+    /// UDP address the QUIC listener binds (one socket per shard, SO_REUSEPORT, steered by the
+    /// client's source port).
     listen: SocketAddr = "127.0.0.1:9092".parse().expect("valid"), env "STREAMD_LISTEN";
     /// Host name or address given to clients in metadata. Empty: the listen address's IP.
     advertised_host: String = String::new(), env "STREAMD_ADVERTISED_HOST";

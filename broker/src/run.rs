@@ -1,16 +1,18 @@
 //! Starting and stopping the broker: the process, its shards, and the order things happen in.
 //!
-//! Start: lock the data directory; load TLS and metadata; check the QUIC address is free and
-//! resolve it (port 0 becomes a real port); start one glommio executor per shard, pinned to one
-//! allowed CPU. Each shard joins the channel mesh, opens (recovers) the logs placed on it, binds
-//! its endpoint on the shared address with SO_REUSEPORT and reports ready. When every shard is
+//! Start: lock the data directory; load TLS and metadata; bind one UDP socket per shard on the
+//! QUIC address, in shard order, as a group steered by source port (port 0 becomes a real
+//! port); start one glommio executor per shard, pinned to one allowed CPU. Each shard joins the
+//! channel mesh, opens (recovers) the logs placed on it, starts its endpoint on its socket and
+//! reports ready. When every shard is
 //! ready the broker prints one line, `streamd ready quic=ADDR metrics=ADDR`, and /health turns 200.
 //!
 //! Stop (SIGTERM or SIGINT): every shard stops accepting connections and lets in-flight requests
 //! finish (up to `shutdown_timeout_ms`); once all shards have drained (a request on one shard may
 //! still need a log on another), each flushes and closes its logs, and the process exits 0.
 
-use std::net::{SocketAddr, UdpSocket};
+use socket2::Socket;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -90,7 +92,8 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
     let defaults = TopicConfig::defaults(&config);
     let shards = config.shard_count();
     let snapshot = Arc::new(Snapshot::build(store.state(), &defaults, shards)?);
-    let (port_holder, listen) = resolve_listen(config.listen)?;
+    let (sockets, listen) = bind_listen(config.listen, shards)?;
+    let mut sockets = sockets.into_iter();
     let metrics = Arc::new(Metrics::new(
         |k| ApiKey::from_u16(k).map(ApiKey::name),
         shards,
@@ -126,6 +129,7 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
             reset_secret: reset_secret.clone(),
             cluster_id: cluster_id.clone(),
             listen,
+            socket: sockets.next(),
             drained: drained.clone(),
             ready: ready_tx.clone(),
         };
@@ -154,8 +158,6 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
             }
         }
     }
-    // Every shard has joined the port; datagrams the holder got meanwhile are QUIC's to resend.
-    drop(port_holder);
     metrics.set_ready(true);
     let metrics_text = metrics_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
     tracing::info!(quic = %listen, metrics = %metrics_text, shards, data_dir = %config.data_dir.display(), "streamd ready");
@@ -215,17 +217,23 @@ fn server_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, RunError> {
 /// io_uring instances, which happens asynchronously after the process is gone; a restart right
 /// after a crash can therefore find the port still held for a moment. Waiting a few seconds for
 /// it beats failing, and a port held by a live process stays held and is reported.
-fn resolve_listen(addr: SocketAddr) -> Result<(UdpSocket, SocketAddr), RunError> {
+/// Binds the shards' UDP sockets, one per shard, as a group steered by source port
+/// (`quiver_net::bind_steered_group`): socket i is shard i's, and a client reaches shard i from
+/// a source port p with p % shards == i. Returns them with the address they share.
+fn bind_listen(addr: SocketAddr, shards: usize) -> Result<(Vec<Socket>, SocketAddr), RunError> {
     let deadline = std::time::Instant::now() + LISTEN_RETRY_MAX;
     let mut warned = false;
     loop {
-        match UdpSocket::bind(addr) {
-            Ok(probe) => {
-                let listen = socket2::SockRef::from(&probe)
-                    .set_reuse_port(true)
-                    .and_then(|()| probe.local_addr())
+        match quiver_net::bind_steered_group(addr, shards) {
+            Ok(sockets) => {
+                let listen = sockets[0]
+                    .local_addr()
+                    .and_then(|a| {
+                        a.as_socket()
+                            .ok_or_else(|| std::io::Error::other("not an IP address"))
+                    })
                     .map_err(|source| RunError::Listen { addr, source })?;
-                return Ok((probe, listen));
+                return Ok((sockets, listen));
             }
             Err(e)
                 if e.kind() == std::io::ErrorKind::AddrInUse
@@ -258,6 +266,8 @@ struct ShardContext {
     reset_secret: quiver_net::StatelessResetSecret,
     cluster_id: Arc<str>,
     listen: SocketAddr,
+    /// This shard's socket of the steered group.
+    socket: Option<Socket>,
     drained: Arc<AtomicUsize>,
     ready: mpsc::Sender<Result<usize, String>>,
 }
@@ -275,9 +285,10 @@ async fn shard_main(ctx: ShardContext) -> Result<(), String> {
 
 /// Brings a shard up; returns the future that runs it until shutdown.
 async fn shard_start(
-    ctx: ShardContext,
+    mut ctx: ShardContext,
 ) -> Result<impl std::future::Future<Output = Result<(), String>>, String> {
     let id = ctx.id;
+    let socket = ctx.socket.take();
     quiver_engine::init_io_probe(&ctx.config.data_dir)
         .await
         .map_err(|e| format!("I/O probe: {e}"))?;
@@ -362,14 +373,18 @@ async fn shard_start(
         stateless_reset_secret: Some(ctx.reset_secret.clone()),
         ..EndpointConfig::default()
     };
-    let endpoint = Endpoint::builder(ctx.listen)
+    let mut builder = Endpoint::builder(ctx.listen)
         .config(endpoint_config)
         .server(
             ctx.tls.clone(),
             Handler {
                 shard: shard.clone(),
             },
-        )
+        );
+    if let Some(socket) = socket {
+        builder = builder.socket(socket);
+    }
+    let endpoint = builder
         .bind()
         .map_err(|e| format!("binding {}: {e}", ctx.listen))?;
     tracing::debug!(shard = id.0, addr = %endpoint.local_addr(), partitions = shard.open_logs().len(), "shard serving");

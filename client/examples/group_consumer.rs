@@ -20,7 +20,7 @@
 //!     --from earliest|latest    where partitions without a committed offset start (earliest)
 //!     --stop-before-commit N    fault injection for tests: after printing N records, stop the
 //!                               whole process with SIGSTOP before committing them (a frozen
-//!                               zombie); SIGCONT resumes it right there
+//!                               zombie), once; SIGCONT resumes it right there
 //!
 //! Output, one JSON object per line, flushed as it is written:
 //!
@@ -169,7 +169,7 @@ async fn main() {
     }
 }
 
-async fn run(args: Args) -> quiver_client::Result<()> {
+async fn run(mut args: Args) -> quiver_client::Result<()> {
     let mut config = ClientConfig::new(&args.bootstrap);
     if let Some(ca) = &args.ca_file {
         config = config.tls(ClientTls::from_ca_file(ca)?);
@@ -224,6 +224,8 @@ async fn run(args: Args) -> quiver_client::Result<()> {
         printed += records.len() as u64;
         if args.stop_before_commit.is_some_and(|n| printed >= n) {
             // A frozen process: everything stops here, heartbeats included, until SIGCONT.
+            // Once: resumed, it goes on as the zombie it now is.
+            args.stop_before_commit = None;
             // SAFETY: raise only sends a signal to this process.
             unsafe { libc::raise(libc::SIGSTOP) };
         }

@@ -1,4 +1,5 @@
-//! The low-level client: bootstrap, one connection per broker, cluster metadata, typed calls.
+//! The low-level client: bootstrap, connections (one per broker, and one per shard of a broker
+//! with several), cluster metadata, typed calls.
 //! `Producer`, `Consumer` and `Admin` are built on it; applications rarely need it directly.
 
 use std::collections::HashMap;
@@ -84,6 +85,45 @@ pub struct BrokerInfo {
     pub id: BrokerId,
     pub host: String,
     pub port: u16,
+    /// Shards (cores) of the broker, each owning some partitions; 0 or 1 when the broker does
+    /// not say. See [`Node`].
+    pub shards: u16,
+}
+
+/// Where requests for a partition go: its leader, and the leader's shard (core) that owns it.
+/// The client keeps one connection per broker and, for brokers with several shards, one per
+/// shard, sent from a UDP source port the broker steers to that shard; a request for a
+/// partition on its shard's connection is served without a hop between the broker's cores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Node {
+    pub broker: BrokerId,
+    /// `None`: the broker's shared connection (any shard).
+    pub shard: Option<u16>,
+}
+
+impl Node {
+    /// A broker's shared connection.
+    pub fn broker(broker: BrokerId) -> Node {
+        Node {
+            broker,
+            shard: None,
+        }
+    }
+}
+
+impl From<BrokerId> for Node {
+    fn from(broker: BrokerId) -> Node {
+        Node::broker(broker)
+    }
+}
+
+impl std::fmt::Display for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.shard {
+            Some(s) => write!(f, "{}/{}", self.broker, s),
+            None => write!(f, "{}", self.broker),
+        }
+    }
 }
 
 /// One partition as metadata describes it.
@@ -99,8 +139,20 @@ pub struct BrokerInfo {
 pub struct PartitionInfo {
     pub partition: PartitionId,
     pub leader: Option<BrokerId>,
+    /// The leader's shard that owns the partition, when the broker says.
+    pub leader_shard: Option<u16>,
     pub replicas: Vec<BrokerId>,
     pub isr: Vec<BrokerId>,
+}
+
+impl PartitionInfo {
+    /// Where requests for this partition go, `None` without a leader.
+    pub fn leader_node(&self) -> Option<Node> {
+        self.leader.map(|broker| Node {
+            broker,
+            shard: self.leader_shard,
+        })
+    }
 }
 
 /// One topic as metadata describes it.
@@ -155,7 +207,7 @@ struct Inner {
     config: ClientConfig,
     tls: ClientTls,
     correlation: AtomicU32,
-    connections: tokio::sync::Mutex<HashMap<SocketAddr, Connection>>,
+    connections: tokio::sync::Mutex<HashMap<ConnKey, Connection>>,
     cluster: RwLock<Arc<ClusterView>>,
     /// The broker that answered the bootstrap, used for calls that any broker can serve.
     bootstrap: RwLock<Option<(SocketAddr, String)>>,
@@ -164,6 +216,10 @@ struct Inner {
     /// What the bootstrap broker answered to ApiVersions, asked once on first need.
     api_versions: tokio::sync::OnceCell<ApiVersionsResponse>,
 }
+
+/// A connection's key: the broker's address, and for a shard's own connection the shard and
+/// the broker's shard count (the source port is chosen modulo the count).
+type ConnKey = (SocketAddr, Option<(u16, u16)>);
 
 impl Client {
     /// Connects to the first bootstrap broker that answers and loads the cluster's metadata.
@@ -202,7 +258,7 @@ impl Client {
 
     async fn bootstrap_from(&self, server: &str) -> Result<()> {
         let (addr, host) = resolve(server).await?;
-        let conn = self.connection(addr, &host).await?;
+        let conn = self.connection((addr, None), &host).await?;
         let (resp, _) = self
             .call_on::<MetadataRequest>(
                 &conn,
@@ -310,6 +366,7 @@ impl Client {
                         id: b.broker_id,
                         host: b.host,
                         port: b.port,
+                        shards: b.shard_count,
                     },
                 )
             })
@@ -339,6 +396,7 @@ impl Client {
                 .map(|p| PartitionInfo {
                     partition: p.partition,
                     leader: p.leader,
+                    leader_shard: p.leader_shard,
                     replicas: p.replicas,
                     isr: p.isr,
                 })
@@ -456,17 +514,18 @@ impl Client {
         req: &R,
         payload: Vec<Bytes>,
     ) -> std::result::Result<(R::Response, Bytes), (bool, Error)> {
-        let conn = self.connection(*addr, host).await.map_err(|e| (false, e))?;
+        let key = (*addr, None);
+        let conn = self.connection(key, host).await.map_err(|e| (false, e))?;
         self.call_on::<R>(&conn, req, payload)
             .await
-            .inspect_err(|e| self.forget_on_error(*addr, e))
+            .inspect_err(|e| self.forget_on_error(key, e))
             .map_err(|e| (true, e))
     }
 
     /// Calls one broker by id (the leader of a partition, the group coordinator).
     pub async fn call_broker<R: Request>(
         &self,
-        broker: BrokerId,
+        broker: impl Into<Node>,
         req: &R,
         payload: Vec<Bytes>,
     ) -> Result<(R::Response, Bytes)> {
@@ -481,11 +540,11 @@ impl Client {
     /// the order they get here); [`PendingResponse::response`] reads the answer.
     pub async fn start_call_broker<R: Request>(
         &self,
-        broker: BrokerId,
+        broker: impl Into<Node>,
         req: &R,
         payload: Vec<Bytes>,
     ) -> Result<PendingResponse<R>> {
-        self.start_call_broker_with(broker, req, payload, false)
+        self.start_call_node(broker.into(), req, payload, false)
             .await
     }
 
@@ -495,22 +554,22 @@ impl Client {
     /// an idempotent producer's pipelined requests.
     pub async fn start_call_broker_in_order<R: Request>(
         &self,
-        broker: BrokerId,
+        broker: impl Into<Node>,
         req: &R,
         payload: Vec<Bytes>,
     ) -> Result<PendingResponse<R>> {
-        self.start_call_broker_with(broker, req, payload, true)
+        self.start_call_node(broker.into(), req, payload, true)
             .await
     }
 
-    async fn start_call_broker_with<R: Request>(
+    async fn start_call_node<R: Request>(
         &self,
-        broker: BrokerId,
+        node: Node,
         req: &R,
         payload: Vec<Bytes>,
         in_order: bool,
     ) -> Result<PendingResponse<R>> {
-        let (addr, conn) = self.broker_connection(broker).await?;
+        let (key, conn) = self.node_connection(node).await?;
         match conn
             .start_framed(
                 self.next_header::<R>(),
@@ -522,13 +581,13 @@ impl Client {
         {
             Ok(call) => Ok(PendingResponse {
                 client: self.clone(),
-                addr,
+                key,
                 call,
                 _api: std::marker::PhantomData,
             }),
             Err(e) => {
                 let e = Error::from(e);
-                self.forget_on_error(addr, &e);
+                self.forget_on_error(key, &e);
                 Err(e)
             }
         }
@@ -538,18 +597,21 @@ impl Client {
     /// answer (acks=0 produce).
     pub async fn send_broker_oneway<R: Request>(
         &self,
-        broker: BrokerId,
+        broker: impl Into<Node>,
         req: &R,
         payload: Vec<Bytes>,
     ) -> Result<()> {
-        let (addr, conn) = self.broker_connection(broker).await?;
+        let (key, conn) = self.node_connection(broker.into()).await?;
         conn.send_only(self.next_header::<R>(), req.encode_bytes(), payload)
             .await
             .map_err(Error::from)
-            .inspect_err(|e| self.forget_on_error(addr, e))
+            .inspect_err(|e| self.forget_on_error(key, e))
     }
 
-    async fn broker_connection(&self, broker: BrokerId) -> Result<(SocketAddr, Connection)> {
+    /// The connection for a node: the broker's shared one, or, for a shard of a broker with
+    /// several, the shard's own (sent from a source port the broker steers to it).
+    async fn node_connection(&self, node: Node) -> Result<(ConnKey, Connection)> {
+        let broker = node.broker;
         let cached = self
             .inner
             .addrs
@@ -584,8 +646,13 @@ impl Client {
                 resolved
             }
         };
-        let conn = self.connection(addr, &host).await?;
-        Ok((addr, conn))
+        let shards = self.cluster().brokers.get(&broker).map_or(0, |b| b.shards);
+        let key = match node.shard {
+            Some(s) if shards > 1 && s < shards => (addr, Some((s, shards))),
+            _ => (addr, None),
+        };
+        let conn = self.connection(key, &host).await?;
+        Ok((key, conn))
     }
 
     /// Calls the controller (topic changes).
@@ -627,7 +694,7 @@ impl Client {
         Self::decode::<R>(&frame).map(|resp| (resp, frame.payload))
     }
 
-    fn forget_on_error(&self, addr: SocketAddr, e: &Error) {
+    fn forget_on_error(&self, key: ConnKey, e: &Error) {
         if let Error::Transport(t) = e {
             // A request that timed out suggests a broker that died without closing the
             // connection (SIGKILL, a lost host): QUIC would notice only at the idle timeout, so
@@ -635,28 +702,29 @@ impl Client {
             // one finish or time out on their own.
             if t.is_connection_error() || matches!(t, crate::TransportError::Timeout(_)) {
                 if let Ok(mut conns) = self.inner.connections.try_lock() {
-                    conns.remove(&addr);
+                    conns.remove(&key);
                 }
             }
         }
     }
 
-    async fn connection(&self, addr: SocketAddr, host: &str) -> Result<Connection> {
+    async fn connection(&self, key: ConnKey, host: &str) -> Result<Connection> {
         let mut conns = self.inner.connections.lock().await;
-        if let Some(c) = conns.get(&addr) {
+        if let Some(c) = conns.get(&key) {
             if c.quinn().close_reason().is_none() {
                 return Ok(c.clone());
             }
-            conns.remove(&addr);
+            conns.remove(&key);
         }
-        let conn = Connection::connect_with(
-            addr,
+        let conn = Connection::connect_steered(
+            key.0,
             host,
             &self.inner.tls,
             self.inner.config.connect.clone(),
+            key.1,
         )
         .await?;
-        conns.insert(addr, conn.clone());
+        conns.insert(key, conn.clone());
         Ok(conn)
     }
 
@@ -703,7 +771,7 @@ fn idempotent(api: ApiKey) -> bool {
 /// A request written to a broker, its answer not yet read ([`Client::start_call_broker`]).
 pub struct PendingResponse<R: Request> {
     client: Client,
-    addr: SocketAddr,
+    key: ConnKey,
     call: PendingCall,
     _api: std::marker::PhantomData<fn() -> R>,
 }
@@ -715,6 +783,6 @@ impl<R: Request> PendingResponse<R> {
             Ok(frame) => Client::decode::<R>(&frame).map(|resp| (resp, frame.payload)),
             Err(e) => Err(Error::from(e)),
         };
-        result.inspect_err(|e| self.client.forget_on_error(self.addr, e))
+        result.inspect_err(|e| self.client.forget_on_error(self.key, e))
     }
 }

@@ -37,7 +37,7 @@ use quiver_proto::{BrokerId, ErrorCode, Offset, PartitionId, TimestampMs};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::client::Client;
+use crate::client::{Client, Node};
 use crate::commit::{CommitHandle, Committer, OffsetAndMetadata};
 use crate::error::{Error, Result};
 use crate::group::{
@@ -357,7 +357,7 @@ enum PartResult {
 }
 
 struct FetchDone {
-    broker: BrokerId,
+    broker: Node,
     asked: Vec<(TopicPartition, Offset)>,
     result: Result<Vec<(TopicPartition, Offset, PartResult)>>,
 }
@@ -387,7 +387,7 @@ pub struct Consumer {
     assignment: BTreeMap<TopicPartition, PartState>,
     buffer: VecDeque<ConsumerRecord>,
     fetches: FuturesUnordered<JoinHandle<FetchDone>>,
-    brokers_in_flight: HashSet<BrokerId>,
+    brokers_in_flight: HashSet<Node>,
     topic_names: HashMap<String, Arc<str>>,
     warned_no_groups: bool,
     /// Set by `subscribe`: the group decides the assignment.
@@ -1047,7 +1047,7 @@ impl Consumer {
         if eligible.is_empty() {
             return Ok(());
         }
-        let mut by_broker: BTreeMap<BrokerId, Vec<(TopicPartition, Offset)>> = BTreeMap::new();
+        let mut by_broker: BTreeMap<Node, Vec<(TopicPartition, Offset)>> = BTreeMap::new();
         for (tp, offset) in eligible {
             match self.leader_of(&tp).await {
                 Ok(Some(b)) => {
@@ -1091,18 +1091,18 @@ impl Consumer {
         }
     }
 
-    /// The leader from cached metadata; `Ok(None)` (after starting a refresh) when there is
-    /// none now; an error if the topic or partition does not exist.
-    async fn leader_of(&self, tp: &TopicPartition) -> Result<Option<BrokerId>> {
+    /// The leader (and its shard) from cached metadata; `Ok(None)` (after starting a refresh)
+    /// when there is none now; an error if the topic or partition does not exist.
+    async fn leader_of(&self, tp: &TopicPartition) -> Result<Option<Node>> {
         let cluster = self.client.cluster();
         if let Some(t) = cluster.topics.get(&tp.topic) {
             if let Some(p) = t.partitions.get(tp.partition.0 as usize) {
-                return Ok(p.leader);
+                return Ok(p.leader_node());
             }
         }
         let t = self.client.topic(&tp.topic).await?;
         match t.partitions.get(tp.partition.0 as usize) {
-            Some(p) => Ok(p.leader),
+            Some(p) => Ok(p.leader_node()),
             None => {
                 // Perhaps partitions were added since the cache was filled.
                 let view = self
@@ -1111,7 +1111,7 @@ impl Consumer {
                     .await?;
                 let t = view.topics.get(&tp.topic);
                 match t.and_then(|t| t.partitions.get(tp.partition.0 as usize)) {
-                    Some(p) => Ok(p.leader),
+                    Some(p) => Ok(p.leader_node()),
                     None => Err(Error::broker(
                         ErrorCode::UnknownTopicOrPartition,
                         Some(format!("partition {tp} does not exist")),
@@ -1394,7 +1394,7 @@ fn record_bytes(r: &ConsumerRecord) -> usize {
 async fn fetch_task(
     client: Client,
     config: ConsumerConfig,
-    broker: BrokerId,
+    broker: Node,
     asked: Vec<(TopicPartition, Offset)>,
     names: Vec<Arc<str>>,
 ) -> FetchDone {

@@ -43,7 +43,7 @@ pub use admin::{
     Admin, AlterConfig, ClusterDescription, ConfigEntry, ConfigResource, GroupDescription,
     GroupListing, NewTopic, PartitionDescription, TopicDescription,
 };
-pub use client::{BrokerInfo, Client, ClientConfig, ClusterView, PartitionInfo, TopicInfo};
+pub use client::{BrokerInfo, Client, ClientConfig, ClusterView, Node, PartitionInfo, TopicInfo};
 pub use commit::{CommitHandle, OffsetAndMetadata};
 pub use consumer::{Assignor, Consumer, ConsumerConfig, OffsetReset, RebalanceEvent};
 pub use error::{Error, Result};

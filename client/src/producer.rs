@@ -5,9 +5,11 @@
 //! (`buffer_memory` bytes; back-pressure instead of growth), picks the partition and appends the
 //! record to that partition's open batch. One background task per producer (the *sender*) sends
 //! a partition's batches when the oldest is full (`batch_size`), has waited `linger`, or a flush
-//! asks for it; it packs every ready partition led by the same broker into one Produce request,
-//! with at most `max_in_flight_per_broker` requests outstanding per broker (default 5). Each batch's memory
-//! returns to the buffer when its answer arrives (acks=1/all) or once it is written (acks=0).
+//! asks for it; it packs every ready partition led by the same broker, and owned by the same
+//! shard of it ([`crate::Node`]), into one Produce request for that shard's connection, with at
+//! most `max_in_flight_per_broker` requests outstanding per connection (default 5). Each batch's
+//! memory returns to the buffer when its answer arrives (acks=1/all) or once it is written
+//! (acks=0).
 //!
 //! # Order
 //! Records to one partition are written in the order `send` was called. Without idempotence a
@@ -57,10 +59,10 @@ use quiver_proto::api::produce::{
 };
 use quiver_proto::api::PayloadBuilder;
 use quiver_proto::batch::{sequence_add, BatchBuilder};
-use quiver_proto::{BrokerId, ErrorCode, Offset, PartitionId, TimestampMs};
+use quiver_proto::{ErrorCode, Offset, PartitionId, TimestampMs};
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
-use crate::client::Client;
+use crate::client::{Client, Node};
 use crate::error::{Error, Result};
 use crate::partitioner::{DefaultPartitioner, Partitioner};
 use crate::record::{ProducerRecord, RecordMetadata};
@@ -149,8 +151,8 @@ pub struct ProducerConfig {
     /// First backoff between attempts; doubles per attempt up to `retry_backoff_max`.
     pub retry_backoff: Duration,
     pub retry_backoff_max: Duration,
-    /// Produce requests outstanding per broker; default 5 (Kafka's
-    /// `max.in.flight.requests.per.connection`). With idempotence that many requests of one
+    /// Produce requests outstanding per connection (a broker's, or one shard's of it); default 5
+    /// (Kafka's `max.in.flight.requests.per.connection`). With idempotence that many requests of one
     /// partition may be in flight; without it a partition still has one at a time. Measured on
     /// one local broker (bench/RESULTS.md, run D): 1 producer, 2 partitions, 1 KiB records,
     /// durable acks: 5 gave 556 to 636 MB/s, 1 gave 458 to 540 MB/s (the link and the disk
@@ -441,7 +443,7 @@ struct State {
     /// Topic names seen, shared by every batch of the topic (no allocation per record).
     topics: FxHashMap<String, Topic>,
     queues: FxHashMap<PartKey, PartQueue>,
-    in_flight: HashMap<BrokerId, usize>,
+    in_flight: HashMap<Node, usize>,
     /// Ids of batches not yet completed (flush waits for the ones below its mark).
     outstanding: BTreeSet<u64>,
     next_batch_id: u64,
@@ -454,7 +456,7 @@ struct State {
     /// Per broker: (next ticket to give a request, ticket whose turn it is to be written).
     /// Requests are written to a broker in the order the sender made them, so that an
     /// idempotent producer's requests for one partition arrive in sequence.
-    turns: HashMap<BrokerId, (u64, u64)>,
+    turns: HashMap<Node, (u64, u64)>,
     /// Buffers of batches sent and answered, for new batches (at most `SPARE_BUFFERS_MAX`).
     spare: Vec<Vec<u8>>,
     /// Where in the queues the next `collect` starts: the first partition the last one had
@@ -995,7 +997,7 @@ impl Shared {
 
 /// One Produce request's worth of batches for one broker.
 struct Draft {
-    broker: BrokerId,
+    broker: Node,
     batches: Vec<Batch>,
     /// The partitions in the request, each with the id of its first batch (its key in the
     /// queue's `in_flight`).
@@ -1083,7 +1085,7 @@ fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, 
     let closing = st.closing;
     let mut next_wake: Option<Instant> = None;
     let mut wake_at = |t: Instant| next_wake = Some(next_wake.map_or(t, |n: Instant| n.min(t)));
-    let mut drafts: HashMap<BrokerId, DraftParts> = HashMap::new();
+    let mut drafts: HashMap<Node, DraftParts> = HashMap::new();
     let mut expired: Vec<Batch> = Vec::new();
     let mut need_metadata = false;
     if st
@@ -1168,7 +1170,7 @@ fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, 
                 .topics
                 .get(&**topic)
                 .and_then(|t| t.partitions.get(partition.0 as usize))
-                .and_then(|p| p.leader);
+                .and_then(|p| p.leader_node());
             let Some(leader) = leader else {
                 need_metadata = true;
                 wake_at(now + config.retry_backoff);
@@ -1510,7 +1512,7 @@ fn reclaim(sealed: Bytes) -> Option<Vec<u8>> {
 }
 
 /// Waits until it is request `ticket`'s turn to be written to `broker`.
-async fn wait_turn(shared: &Shared, broker: BrokerId, ticket: u64) {
+async fn wait_turn(shared: &Shared, broker: Node, ticket: u64) {
     loop {
         let notified = shared.turn.notified();
         tokio::pin!(notified);
@@ -1530,7 +1532,7 @@ async fn wait_turn(shared: &Shared, broker: BrokerId, ticket: u64) {
 }
 
 /// Passes the turn to be written to `broker` to the next request.
-fn pass_turn(shared: &Shared, broker: BrokerId) {
+fn pass_turn(shared: &Shared, broker: Node) {
     shared
         .state
         .lock()

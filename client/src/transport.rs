@@ -328,6 +328,42 @@ pub const MAX_UDP_PAYLOAD: u16 = 65_527;
 /// The most one UDP send may carry, GSO segments included (the IPv4 total length is 16 bits).
 const UDP_SEND_BYTES_MAX: usize = 65_000;
 
+/// Attempts at binding a source port of the wanted residue before settling for any port.
+const STEERED_BIND_ATTEMPTS: usize = 64;
+
+/// An endpoint whose UDP source port p has `p % shards == shard`: random ports of that residue
+/// in the usual ephemeral range, until one is free.
+fn steered_endpoint(
+    bind: SocketAddr,
+    shard: u16,
+    shards: u16,
+    opts: &ConnectOptions,
+    payload_max: u16,
+) -> std::io::Result<quinn::Endpoint> {
+    use rand::Rng;
+    const LOW: u32 = 32_768;
+    const HIGH: u32 = 61_000;
+    let (shard, shards) = (u32::from(shard), u32::from(shards.max(1)));
+    let mut rng = rand::thread_rng();
+    for _ in 0..STEERED_BIND_ATTEMPTS {
+        let base = rng.gen_range(LOW..HIGH);
+        let port = base - base % shards + shard % shards;
+        let mut at = bind;
+        at.set_port(port as u16);
+        match client_endpoint(at, opts.socket_buffer_bytes, payload_max) {
+            Ok(e) => return Ok(e),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    tracing::debug!(
+        shard,
+        shards,
+        "no free source port for the shard; connecting from any port"
+    );
+    client_endpoint(bind, opts.socket_buffer_bytes, payload_max)
+}
+
 /// The SDK's UDP socket: quinn's own, except that a transmit of several GSO segments larger than
 /// one UDP send may carry is split into sends that fit. quinn batches up to 10 segments of the
 /// current MTU per transmit; once MTU discovery has grown packets past 6.5 KB that exceeds 64
@@ -482,6 +518,20 @@ impl Connection {
         tls: &ClientTls,
         opts: ConnectOptions,
     ) -> Result<Self> {
+        Self::connect_steered(addr, server_name, tls, opts, None).await
+    }
+
+    /// [`connect_with`](Self::connect_with) from a UDP source port p with
+    /// `p % shards == shard` when `steer` is `Some((shard, shards))`: a broker steers such a
+    /// connection to that shard (core), see [`crate::Node`]. When no such port can be bound
+    /// the connection goes from any port (and reaches some shard; correct, one hop slower).
+    pub async fn connect_steered(
+        addr: SocketAddr,
+        server_name: &str,
+        tls: &ClientTls,
+        opts: ConnectOptions,
+        steer: Option<(u16, u16)>,
+    ) -> Result<Self> {
         let crypto = QuicClientConfig::try_from(tls.rustls_config()?)
             .map_err(|e| TransportError::Config(e.to_string()))?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
@@ -521,8 +571,11 @@ impl Connection {
         transport.mtu_discovery_config(Some(mtud));
         config.transport_config(Arc::new(transport));
 
-        let endpoint = client_endpoint(bind, opts.socket_buffer_bytes, payload_max)
-            .map_err(|e| TransportError::Connect(e.to_string()))?;
+        let endpoint = match steer {
+            Some((shard, shards)) => steered_endpoint(bind, shard, shards, &opts, payload_max),
+            None => client_endpoint(bind, opts.socket_buffer_bytes, payload_max),
+        }
+        .map_err(|e| TransportError::Connect(e.to_string()))?;
         let connecting = endpoint
             .connect_with(config, addr, server_name)
             .map_err(|e| TransportError::Connect(e.to_string()))?;
@@ -862,5 +915,22 @@ mod tests {
             ClientTls::from_ca_pem(b"not a pem"),
             Err(TransportError::Config(_))
         ));
+    }
+
+    /// A shard's endpoint sends from a port the broker steers to that shard (80 of them held
+    /// at once: each bind finds a free port of the residue).
+    #[tokio::test]
+    async fn a_steered_endpoint_binds_a_port_of_its_shard() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let opts = ConnectOptions::default();
+        let mut held = Vec::new();
+        for (shard, shards) in [(0u16, 2u16), (1, 2), (2, 3), (5, 7)] {
+            for _ in 0..20 {
+                let e = steered_endpoint(any, shard, shards, &opts, 1452).unwrap();
+                let port = e.local_addr().unwrap().port();
+                assert_eq!(port % shards, shard, "port {port}");
+                held.push(e);
+            }
+        }
     }
 }

@@ -841,3 +841,70 @@ async fn bootstrap_skips_dead_servers_and_calls_move_to_a_live_broker() {
         1
     );
 }
+
+/// Against a broker with two shards, metadata says which shard owns each partition, and the
+/// SDK sends a partition's produce and fetch requests on a connection of that shard (from a
+/// UDP source port the broker steers to it), so none of them crosses between the broker's
+/// cores; every record still arrives, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_for_a_partition_go_to_the_shard_that_owns_it() {
+    let b = Broker::start(&["--shards", "2"]);
+    let client = b.client().await;
+    topic(&client, "sharded", 4).await;
+    let t = client.topic("sharded").await.unwrap();
+    let shards: BTreeSet<u16> = t.partitions.iter().filter_map(|p| p.leader_shard).collect();
+    assert_eq!(shards, BTreeSet::from([0, 1]), "{t:?}");
+    assert!(client.cluster().brokers.values().all(|b| b.shards == 2));
+    let hops = || -> f64 {
+        let text = b.metrics_text();
+        text.lines()
+            .find_map(|l| l.strip_prefix("quiver_shard_messages_total ")?.parse().ok())
+            .unwrap_or_else(|| panic!("no shard message counter in {text}"))
+    };
+    let producer = Producer::new(client.clone(), ProducerConfig::default()).unwrap();
+    let mut before = 0.0;
+    for round in 0..20 {
+        if round == 1 {
+            // From here on: the producer id is granted and the connections are open.
+            before = hops();
+        }
+        let mut pending = Vec::new();
+        for p in 0..4 {
+            let rec = ProducerRecord::new("sharded")
+                .partition(p)
+                .value(format!("round {round}"));
+            pending.push(producer.enqueue(rec).await.unwrap());
+        }
+        for d in pending {
+            d.await.unwrap();
+        }
+    }
+    let mut consumer = Consumer::new(
+        client.clone(),
+        ConsumerConfig::default()
+            .auto_offset_reset(OffsetReset::Earliest)
+            .fetch_max_wait(Duration::from_millis(20))
+            .max_partition_fetch_bytes(64),
+    );
+    consumer
+        .assign((0..4).map(|p| TopicPartition::new("sharded", p)).collect())
+        .unwrap();
+    let mut stored: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stored.values().map(Vec::len).sum::<usize>() < 80 {
+        assert!(Instant::now() < deadline, "read only {stored:?}");
+        for r in consumer.poll(Duration::from_millis(200)).await.unwrap() {
+            let v = r.value_str().unwrap().to_string();
+            stored.entry(r.partition.0).or_default().push(v);
+        }
+    }
+    let want: Vec<String> = (0..20).map(|round| format!("round {round}")).collect();
+    for p in 0..4 {
+        assert_eq!(stored[&p], want, "partition {p}");
+    }
+    // 19 rounds of produce requests and the fetches after them (small ones: a batch each):
+    // with one connection for all four partitions, each request for a partition of the other
+    // shard crossed over.
+    let crossed = hops() - before;
+    assert!(crossed <= 2.0, "{crossed} requests crossed between shards");
+}

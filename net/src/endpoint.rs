@@ -50,6 +50,7 @@ pub struct EndpointBuilder {
     config: EndpointConfig,
     server: Option<(Arc<rustls::ServerConfig>, Rc<dyn DynService>)>,
     client_tls: Option<Arc<rustls::ClientConfig>>,
+    socket: Option<socket2::Socket>,
 }
 
 impl EndpointBuilder {
@@ -61,6 +62,12 @@ impl EndpointBuilder {
     /// Accept connections and serve their requests with `service`.
     pub fn server<S: Service>(mut self, tls: Arc<rustls::ServerConfig>, service: S) -> Self {
         self.server = Some((tls, Rc::new(service)));
+        self
+    }
+
+    /// Use this bound socket (one of [`crate::bind_steered_group`]'s) instead of binding one.
+    pub fn socket(mut self, socket: socket2::Socket) -> Self {
+        self.socket = Some(socket);
         self
     }
 
@@ -79,8 +86,9 @@ impl EndpointBuilder {
                 let crypto = QuicServerConfig::try_from(tls)?;
                 let mut sc = quinn_proto::ServerConfig::with_crypto(Arc::new(crypto));
                 sc.transport_config(transport.clone());
-                // A connection stays on the core that accepted it (ARCHITECTURE.md): SO_REUSEPORT
-                // routes by 4-tuple, so a client that changed address would land elsewhere.
+                // A connection stays on the core that accepted it (ARCHITECTURE.md): the socket
+                // group routes by source port, so a client that changed address would land
+                // elsewhere.
                 sc.migration(false);
                 (Some(Arc::new(sc)), Some(service))
             }
@@ -95,11 +103,14 @@ impl EndpointBuilder {
             }
             None => None,
         };
-        let udp = UdpIo::bind(
-            self.addr,
-            self.config.reuse_port,
-            self.config.socket_buffer_bytes,
-        )?;
+        let udp = match self.socket {
+            Some(socket) => UdpIo::from_socket(socket, self.config.socket_buffer_bytes)?,
+            None => UdpIo::bind(
+                self.addr,
+                self.config.reuse_port,
+                self.config.socket_buffer_bytes,
+            )?,
+        };
         let local_addr = udp.local_addr();
         tracing::debug!(
             %local_addr,
@@ -129,6 +140,7 @@ impl Endpoint {
             config: EndpointConfig::default(),
             server: None,
             client_tls: None,
+            socket: None,
         }
     }
 

@@ -2,10 +2,11 @@
 //! per core, one stream per request.
 //!
 //! # Shape
-//! - Each shard (glommio executor, one per core) binds its own [`Endpoint`] on the broker's
-//!   address with SO_REUSEPORT. The kernel hashes each flow's 4-tuple to one socket, so a
-//!   connection's datagrams always reach the core that accepted it; connection migration is
-//!   disabled on the server so a client's address change cannot move it (ARCHITECTURE.md).
+//! - Each shard (glommio executor, one per core) has its own [`Endpoint`] on the broker's
+//!   address: one SO_REUSEPORT group ([`bind_steered_group`]) that sends a datagram from source
+//!   port p to shard p % shards, so a connection's datagrams always reach the core that
+//!   accepted it and a client picks the core by its port; connection migration is disabled on
+//!   the server so a client's address change cannot move it (ARCHITECTURE.md).
 //! - A request is one bidirectional stream: the client writes one frame (`proto::frame`) and
 //!   finishes; the server reads the 4-byte length prefix, refuses it with
 //!   `frame::check_len_prefix` before allocating, reads the frame, hands it to the [`Service`],
@@ -50,3 +51,4 @@ pub use endpoint::{BindError, ClientConnection, Endpoint, EndpointBuilder};
 pub use error::{CallError, ConnectError};
 pub use service::{Request, Response, Service};
 pub use tls::PeerIdentity;
+pub use udp::bind_steered_group;

@@ -49,6 +49,12 @@ impl UdpIo {
         if found_group {
             socket.set_reuse_port(true)?;
         }
+        UdpIo::from_socket(socket, buffer_bytes)
+    }
+
+    /// Takes over a socket bound elsewhere (one of [`bind_steered_group`]'s).
+    pub fn from_socket(socket: Socket, buffer_bytes: usize) -> io::Result<UdpIo> {
+        socket.set_nonblocking(true)?;
         // Best effort: the kernel clamps to net.core.{r,w}mem_max.
         let _ = socket.set_recv_buffer_size(buffer_bytes);
         let _ = socket.set_send_buffer_size(buffer_bytes);
@@ -151,6 +157,100 @@ impl UdpIo {
     }
 }
 
+/// Binds `count` sockets to `addr` as one SO_REUSEPORT group, in order, and makes the group
+/// steer each datagram by its UDP source port: a datagram from port p goes to socket
+/// `p % count` (the shards' endpoints; a client that wants shard k sends from such a port,
+/// and every datagram of its connection lands there, as the 4-tuple hash did before). The
+/// kernel indexes a group's sockets in the order they joined, so they are bound here, one
+/// after another, before any shard runs. Port 0 founds a group of its own (see
+/// [`UdpIo::bind`]); the others join the port it got.
+pub fn bind_steered_group(addr: SocketAddr, count: usize) -> io::Result<Vec<Socket>> {
+    let mut sockets: Vec<Socket> = Vec::with_capacity(count);
+    for i in 0..count.max(1) {
+        let at = match sockets.first() {
+            Some(first) => first
+                .local_addr()?
+                .as_socket()
+                .ok_or_else(|| io::Error::other("UDP socket without an IP address"))?,
+            None => addr,
+        };
+        let socket = Socket::new(Domain::for_address(at), Type::DGRAM, Some(Protocol::UDP))?;
+        let found_group = i == 0;
+        if !found_group {
+            socket.set_reuse_port(true)?;
+        }
+        if at.is_ipv6() {
+            let _ = socket.set_only_v6(false);
+        }
+        socket.bind(&at.into())?;
+        if found_group {
+            socket.set_reuse_port(true)?;
+        }
+        sockets.push(socket);
+    }
+    if sockets.len() > 1 {
+        steer_by_source_port(&sockets[0], sockets.len() as u32)?;
+    }
+    Ok(sockets)
+}
+
+/// Offset of the network header in classic BPF loads (`SKF_NET_OFF`).
+const SKF_NET_OFF: u32 = (-0x100000i32) as u32;
+
+/// Attaches a classic BPF program to a SO_REUSEPORT group that returns the index of the socket
+/// to deliver to: the UDP source port modulo `count`. The program reads the port from the IP
+/// header on (it runs with the packet's data at the UDP payload): at 40 bytes for IPv6, at the
+/// IPv4 header's own length for IPv4 (dual-stack sockets see both). An index the group does
+/// not have makes the kernel fall back to its hash.
+fn steer_by_source_port(socket: &Socket, count: u32) -> io::Result<()> {
+    const LD: u16 = 0x00;
+    const LDX: u16 = 0x01;
+    const ALU: u16 = 0x04;
+    const JMP: u16 = 0x05;
+    const RET: u16 = 0x06;
+    const H: u16 = 0x08;
+    const B: u16 = 0x10;
+    const ABS: u16 = 0x20;
+    const IND: u16 = 0x40;
+    const MSH: u16 = 0xa0;
+    const RSH: u16 = 0x70;
+    const MOD: u16 = 0x90;
+    const JEQ: u16 = 0x10;
+    const K: u16 = 0x00;
+    const A: u16 = 0x10;
+    let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    let program = [
+        op(LD | B | ABS, 0, 0, SKF_NET_OFF), // A = first byte of the IP header
+        op(ALU | RSH | K, 0, 0, 4),          // A = IP version
+        op(JMP | JEQ | K, 0, 3, 6),          // IPv6? else skip to the IPv4 branch
+        op(LD | H | ABS, 0, 0, SKF_NET_OFF + 40), // A = source port after the IPv6 header
+        op(ALU | MOD | K, 0, 0, count),
+        op(RET | A, 0, 0, 0),
+        op(LDX | B | MSH, 0, 0, SKF_NET_OFF), // X = IPv4 header length
+        op(LD | H | IND, 0, 0, SKF_NET_OFF),  // A = source port after it
+        op(ALU | MOD | K, 0, 0, count),
+        op(RET | A, 0, 0, 0),
+    ];
+    let prog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `program`, which lives until the call returns; the kernel copies it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            &prog as *const libc::sock_fprog as *const libc::c_void,
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,5 +314,33 @@ mod tests {
                 .expect("address in use");
             assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
         });
+    }
+
+    /// Datagrams reach the socket of the group chosen by their source port, over IPv4 and
+    /// IPv6, from any port.
+    #[test]
+    fn a_steered_group_delivers_by_source_port() {
+        for (bind, from) in [("127.0.0.1:0", "127.0.0.1:0"), ("[::1]:0", "[::1]:0")] {
+            let Ok(group) = bind_steered_group(bind.parse().unwrap(), 3) else {
+                continue; // no IPv6 on this host
+            };
+            let to = group[0].local_addr().unwrap().as_socket().unwrap();
+            for s in &group {
+                assert_eq!(s.local_addr().unwrap().as_socket().unwrap(), to);
+                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            }
+            for _ in 0..12 {
+                let sender = std::net::UdpSocket::bind(from).unwrap();
+                let port = sender.local_addr().unwrap().port();
+                sender.send_to(&port.to_be_bytes(), to).unwrap();
+                let want = &group[port as usize % 3];
+                let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 16];
+                let (n, _) = want.recv_from(&mut buf).unwrap();
+                assert_eq!(n, 2);
+                // SAFETY: recv_from initialised the first n bytes.
+                let got = unsafe { [buf[0].assume_init(), buf[1].assume_init()] };
+                assert_eq!(u16::from_be_bytes(got), port, "{bind}: port {port}");
+            }
+        }
     }
 }

@@ -91,6 +91,7 @@ pub(super) async fn metadata(shard: &Rc<Shard>, req: MetadataRequest) -> Metadat
                         replicas: vec![me],
                         isr: vec![me],
                         offline_replicas: Vec::new(),
+                        leader_shard: Some(snapshot.owner(info, PartitionId(p)).0 as u16),
                     })
                     .collect(),
             },
@@ -116,6 +117,7 @@ pub(super) async fn metadata(shard: &Rc<Shard>, req: MetadataRequest) -> Metadat
             host: shard.config.advertised_host(),
             port: shard.listen_port(),
             rack: None,
+            shard_count: snapshot.shard_count as u16,
         }],
         cluster_id: Some(shard.cluster_id().to_string()),
         controller_id: Some(me),

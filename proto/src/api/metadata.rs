@@ -19,6 +19,8 @@ tables! {
         host: String = string,
         port: u16 = scalar,
         rack: Option<String> = opt_string,
+        /// Shards of the broker, for source-port steering; 0: the broker does not steer.
+        shard_count: u16 = scalar,
     }
 
     /// One partition: leader, replicas, ISR.
@@ -31,6 +33,8 @@ tables! {
         replicas: Vec<BrokerId> = scalars,
         isr: Vec<BrokerId> = scalars,
         offline_replicas: Vec<BrokerId> = scalars,
+        /// The leader's shard owning the partition, when known.
+        leader_shard: Option<u16> = opt,
     }
 
     /// One topic.

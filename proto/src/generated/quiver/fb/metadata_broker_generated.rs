@@ -23,6 +23,7 @@ impl<'a> MetadataBroker<'a> {
   pub const VT_HOST: ::flatbuffers::VOffsetT = 6;
   pub const VT_PORT: ::flatbuffers::VOffsetT = 8;
   pub const VT_RACK: ::flatbuffers::VOffsetT = 10;
+  pub const VT_SHARD_COUNT: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -37,6 +38,7 @@ impl<'a> MetadataBroker<'a> {
     if let Some(x) = args.rack { builder.add_rack(x); }
     if let Some(x) = args.host { builder.add_host(x); }
     builder.add_broker_id(args.broker_id);
+    builder.add_shard_count(args.shard_count);
     builder.add_port(args.port);
     builder.finish()
   }
@@ -74,6 +76,17 @@ impl<'a> MetadataBroker<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MetadataBroker::VT_RACK, None)}
   }
+  /// Shards (cores) the broker runs, each owning some partitions. A client that opens one
+  /// connection per shard from a UDP source port p lands on shard p % shard_count, and talking
+  /// to a partition over its shard's connection saves the broker a hop between cores. 0 when
+  /// the broker does not steer by source port (any connection reaches every partition).
+  #[inline]
+  pub fn shard_count(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(MetadataBroker::VT_SHARD_COUNT, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for MetadataBroker<'_> {
@@ -86,6 +99,7 @@ impl ::flatbuffers::Verifiable for MetadataBroker<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("host", Self::VT_HOST, true)?
      .visit_field::<u16>("port", Self::VT_PORT, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("rack", Self::VT_RACK, false)?
+     .visit_field::<u16>("shard_count", Self::VT_SHARD_COUNT, false)?
      .finish();
     Ok(())
   }
@@ -95,6 +109,7 @@ pub struct MetadataBrokerArgs<'a> {
     pub host: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub port: u16,
     pub rack: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub shard_count: u16,
 }
 impl<'a> Default for MetadataBrokerArgs<'a> {
   #[inline]
@@ -104,6 +119,7 @@ impl<'a> Default for MetadataBrokerArgs<'a> {
       host: None, // required field
       port: 0,
       rack: None,
+      shard_count: 0,
     }
   }
 }
@@ -130,6 +146,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MetadataBrokerBuilder<'a, 'b,
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MetadataBroker::VT_RACK, rack);
   }
   #[inline]
+  pub fn add_shard_count(&mut self, shard_count: u16) {
+    self.fbb_.push_slot::<u16>(MetadataBroker::VT_SHARD_COUNT, shard_count, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MetadataBrokerBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     MetadataBrokerBuilder {
@@ -152,6 +172,7 @@ impl ::core::fmt::Debug for MetadataBroker<'_> {
       ds.field("host", &self.host());
       ds.field("port", &self.port());
       ds.field("rack", &self.rack());
+      ds.field("shard_count", &self.shard_count());
       ds.finish()
   }
 }

@@ -26,6 +26,7 @@ impl<'a> MetadataPartition<'a> {
   pub const VT_REPLICAS: ::flatbuffers::VOffsetT = 12;
   pub const VT_ISR: ::flatbuffers::VOffsetT = 14;
   pub const VT_OFFLINE_REPLICAS: ::flatbuffers::VOffsetT = 16;
+  pub const VT_LEADER_SHARD: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -43,6 +44,7 @@ impl<'a> MetadataPartition<'a> {
     builder.add_leader_epoch(args.leader_epoch);
     if let Some(x) = args.leader { builder.add_leader(x); }
     builder.add_partition(args.partition);
+    if let Some(x) = args.leader_shard { builder.add_leader_shard(x); }
     builder.add_error_code(args.error_code);
     builder.finish()
   }
@@ -104,6 +106,15 @@ impl<'a> MetadataPartition<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u32>>>(MetadataPartition::VT_OFFLINE_REPLICAS, None)}
   }
+  /// The leader's shard that owns this partition (see MetadataBroker.shard_count); absent
+  /// when unknown.
+  #[inline]
+  pub fn leader_shard(&self) -> Option<u16> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(MetadataPartition::VT_LEADER_SHARD, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for MetadataPartition<'_> {
@@ -119,6 +130,7 @@ impl ::flatbuffers::Verifiable for MetadataPartition<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("replicas", Self::VT_REPLICAS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("isr", Self::VT_ISR, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("offline_replicas", Self::VT_OFFLINE_REPLICAS, false)?
+     .visit_field::<u16>("leader_shard", Self::VT_LEADER_SHARD, false)?
      .finish();
     Ok(())
   }
@@ -131,6 +143,7 @@ pub struct MetadataPartitionArgs<'a> {
     pub replicas: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
     pub isr: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
     pub offline_replicas: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
+    pub leader_shard: Option<u16>,
 }
 impl<'a> Default for MetadataPartitionArgs<'a> {
   #[inline]
@@ -143,6 +156,7 @@ impl<'a> Default for MetadataPartitionArgs<'a> {
       replicas: None,
       isr: None,
       offline_replicas: None,
+      leader_shard: None,
     }
   }
 }
@@ -181,6 +195,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MetadataPartitionBuilder<'a, 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MetadataPartition::VT_OFFLINE_REPLICAS, offline_replicas);
   }
   #[inline]
+  pub fn add_leader_shard(&mut self, leader_shard: u16) {
+    self.fbb_.push_slot_always::<u16>(MetadataPartition::VT_LEADER_SHARD, leader_shard);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MetadataPartitionBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     MetadataPartitionBuilder {
@@ -205,6 +223,7 @@ impl ::core::fmt::Debug for MetadataPartition<'_> {
       ds.field("replicas", &self.replicas());
       ds.field("isr", &self.isr());
       ds.field("offline_replicas", &self.offline_replicas());
+      ds.field("leader_shard", &self.leader_shard());
       ds.finish()
   }
 }
