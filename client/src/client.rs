@@ -522,7 +522,8 @@ impl Client {
             .map_err(|e| (true, e))
     }
 
-    /// Calls one broker by id (the leader of a partition, the group coordinator).
+    /// Calls one broker by id (the leader of a partition, the group coordinator), on its shared
+    /// connection, or one shard of it on that shard's connection (a [`Node`]).
     pub async fn call_broker<R: Request>(
         &self,
         broker: impl Into<Node>,

@@ -316,30 +316,42 @@ mod tests {
         });
     }
 
-    /// Datagrams reach the socket of the group chosen by their source port, over IPv4 and
-    /// IPv6, from any port.
+    /// Datagrams reach the socket of the group chosen by their source port, over IPv4, IPv6,
+    /// and IPv4 to a dual-stack group on [::], from any port.
     #[test]
     fn a_steered_group_delivers_by_source_port() {
-        for (bind, from) in [("127.0.0.1:0", "127.0.0.1:0"), ("[::1]:0", "[::1]:0")] {
+        let cases = [
+            ("127.0.0.1:0", "127.0.0.1"),
+            ("[::1]:0", "::1"),
+            ("[::]:0", "127.0.0.1"),
+        ];
+        for (bind, from) in cases {
             let Ok(group) = bind_steered_group(bind.parse().unwrap(), 3) else {
                 continue; // no IPv6 on this host
             };
-            let to = group[0].local_addr().unwrap().as_socket().unwrap();
+            let port = group[0].local_addr().unwrap().as_socket().unwrap().port();
             for s in &group {
-                assert_eq!(s.local_addr().unwrap().as_socket().unwrap(), to);
+                let at = s.local_addr().unwrap().as_socket().unwrap();
+                assert_eq!(at.port(), port);
                 s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
             }
+            let from: std::net::IpAddr = from.parse().unwrap();
+            let to = SocketAddr::new(from, port);
             for _ in 0..12 {
-                let sender = std::net::UdpSocket::bind(from).unwrap();
-                let port = sender.local_addr().unwrap().port();
-                sender.send_to(&port.to_be_bytes(), to).unwrap();
-                let want = &group[port as usize % 3];
+                let sender = std::net::UdpSocket::bind(SocketAddr::new(from, 0)).unwrap();
+                let sent_from = sender.local_addr().unwrap().port();
+                sender.send_to(&sent_from.to_be_bytes(), to).unwrap();
+                let want = &group[sent_from as usize % 3];
                 let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 16];
                 let (n, _) = want.recv_from(&mut buf).unwrap();
                 assert_eq!(n, 2);
                 // SAFETY: recv_from initialised the first n bytes.
                 let got = unsafe { [buf[0].assume_init(), buf[1].assume_init()] };
-                assert_eq!(u16::from_be_bytes(got), port, "{bind}: port {port}");
+                assert_eq!(
+                    u16::from_be_bytes(got),
+                    sent_from,
+                    "{bind}: port {sent_from}"
+                );
             }
         }
     }
