@@ -36,20 +36,12 @@ impl UdpIo {
     /// hold (146 of 3,000 such binds in a row on this machine), and two unrelated endpoints would
     /// split each other's traffic; a test saw a handshake answered by another test's server.
     pub fn bind(addr: SocketAddr, reuse_port: bool, buffer_bytes: usize) -> io::Result<UdpIo> {
-        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-        let found_group = reuse_port && addr.port() == 0;
-        if reuse_port && !found_group {
-            socket.set_reuse_port(true)?;
-        }
-        if addr.is_ipv6() {
-            // Dual stack when bound to [::], as users of a broker expect.
-            let _ = socket.set_only_v6(false);
-        }
-        socket.bind(&addr.into())?;
-        if found_group {
-            socket.set_reuse_port(true)?;
-        }
-        UdpIo::from_socket(socket, buffer_bytes)
+        let share = match (reuse_port, addr.port()) {
+            (false, _) => Share::No,
+            (true, 0) => Share::Found,
+            (true, _) => Share::Join,
+        };
+        UdpIo::from_socket(bind_socket(addr, share)?, buffer_bytes)
     }
 
     /// Takes over a socket bound elsewhere (one of [`bind_steered_group`]'s).
@@ -162,36 +154,48 @@ impl UdpIo {
 /// `p % count` (the shards' endpoints; a client that wants shard k sends from such a port,
 /// and every datagram of its connection lands there, as the 4-tuple hash did before). The
 /// kernel indexes a group's sockets in the order they joined, so they are bound here, one
-/// after another, before any shard runs. Port 0 founds a group of its own (see
-/// [`UdpIo::bind`]); the others join the port it got.
+/// after another, before any shard runs. The first founds the group (bound alone, so a port
+/// another socket holds is refused and port 0 gets a free one; see [`UdpIo::bind`]); the others
+/// join the port it got.
 pub fn bind_steered_group(addr: SocketAddr, count: usize) -> io::Result<Vec<Socket>> {
-    let mut sockets: Vec<Socket> = Vec::with_capacity(count);
-    for i in 0..count.max(1) {
-        let at = match sockets.first() {
-            Some(first) => first
-                .local_addr()?
-                .as_socket()
-                .ok_or_else(|| io::Error::other("UDP socket without an IP address"))?,
-            None => addr,
-        };
-        let socket = Socket::new(Domain::for_address(at), Type::DGRAM, Some(Protocol::UDP))?;
-        let found_group = i == 0;
-        if !found_group {
-            socket.set_reuse_port(true)?;
-        }
-        if at.is_ipv6() {
-            let _ = socket.set_only_v6(false);
-        }
-        socket.bind(&at.into())?;
-        if found_group {
-            socket.set_reuse_port(true)?;
-        }
-        sockets.push(socket);
+    let first = bind_socket(addr, Share::Found)?;
+    let at = first
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("UDP socket without an IP address"))?;
+    let mut sockets = vec![first];
+    for _ in 1..count {
+        sockets.push(bind_socket(at, Share::Join)?);
     }
     if sockets.len() > 1 {
         steer_by_source_port(&sockets[0], sockets.len() as u32)?;
     }
     Ok(sockets)
+}
+
+/// How a socket shares its address with others of the same user (SO_REUSEPORT).
+enum Share {
+    No,
+    /// Bound alone, then open to others: fails on a port someone holds ([`UdpIo::bind`]).
+    Found,
+    /// Joins the group on the port.
+    Join,
+}
+
+fn bind_socket(addr: SocketAddr, share: Share) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if matches!(share, Share::Join) {
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        // Dual stack when bound to [::], as users of a broker expect.
+        let _ = socket.set_only_v6(false);
+    }
+    socket.bind(&addr.into())?;
+    if matches!(share, Share::Found) {
+        socket.set_reuse_port(true)?;
+    }
+    Ok(socket)
 }
 
 /// Offset of the network header in classic BPF loads (`SKF_NET_OFF`).
