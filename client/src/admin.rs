@@ -71,6 +71,8 @@ pub struct PartitionDescription {
     pub partition: PartitionId,
     #[serde(serialize_with = "ser_opt_broker")]
     pub leader: Option<BrokerId>,
+    /// The leader's shard (core) that owns the partition, when the broker says.
+    pub leader_shard: Option<u16>,
     #[serde(serialize_with = "ser_brokers")]
     pub replicas: Vec<BrokerId>,
     #[serde(serialize_with = "ser_brokers")]
@@ -364,6 +366,7 @@ impl Admin {
                     .map(|p| PartitionDescription {
                         partition: p.partition,
                         leader: p.leader,
+                        leader_shard: p.leader_shard,
                         replicas: p.replicas.clone(),
                         isr: p.isr.clone(),
                         start_offset: None,
@@ -422,6 +425,7 @@ impl Admin {
                 .map(|p| PartitionDescription {
                     partition: p.partition,
                     leader: p.leader,
+                    leader_shard: p.leader_shard,
                     replicas: p.replicas.clone(),
                     isr: p.isr.clone(),
                     start_offset: offset_of(&starts, p.partition),

@@ -939,6 +939,7 @@ async fn topic(client: &Client, cmd: &TopicCommand) -> CliResult {
                             vec![
                                 p.partition.0.to_string(),
                                 p.leader.map_or("-".into(), |l| l.0.to_string()),
+                                p.leader_shard.map_or("-".into(), |s| s.to_string()),
                                 ids(&p.replicas),
                                 ids(&p.isr),
                                 opt(p.start_offset),
@@ -947,7 +948,15 @@ async fn topic(client: &Client, cmd: &TopicCommand) -> CliResult {
                         })
                         .collect();
                     print_table(
-                        &["PARTITION", "LEADER", "REPLICAS", "ISR", "START", "END"],
+                        &[
+                            "PARTITION",
+                            "LEADER",
+                            "SHARD",
+                            "REPLICAS",
+                            "ISR",
+                            "START",
+                            "END",
+                        ],
                         &rows,
                     );
                     outln!();

@@ -274,6 +274,8 @@ fn topic_create_list_describe_alter_grow_delete_round_trip() {
     assert_eq!(d["partitions"][2]["partition"], 2);
     assert_eq!(d["partitions"][0]["end_offset"], 0);
     assert_eq!(d["partitions"][0]["leader"], 1);
+    // Which of the broker's cores owns it (any of them; the broker runs one per CPU).
+    assert!(d["partitions"][0]["leader_shard"].is_u64(), "{d}");
 
     ok(&streamctl(
         &b,
