@@ -1,7 +1,8 @@
 //! The consumer: assigned partitions, long-poll fetches, seeks, pause/resume, commits.
 //!
-//! `poll` returns records from a buffer; fetches fill it. One fetch per broker is outstanding at
-//! a time, covering every assigned, unpaused partition that broker leads and that has less than
+//! `poll` returns records from a buffer; fetches fill it. One fetch per broker shard
+//! ([`crate::Node`]) is outstanding at a time, on that shard's connection, covering every
+//! assigned, unpaused partition the shard owns and that has less than
 //! `max_partition_fetch_bytes` of records waiting in the buffer: the next records are on their
 //! way while the application works on the last (pipelining), and the buffer holds about two
 //! fetches per partition at most. The broker holds a fetch up to `fetch_max_wait` until
@@ -1026,7 +1027,8 @@ impl Consumer {
         Ok(())
     }
 
-    /// Sends one fetch per broker for the partitions that need records and have none pending.
+    /// Sends one fetch per broker shard for the partitions that need records and have none
+    /// pending.
     async fn start_fetches(&mut self) -> Result<()> {
         let now = Instant::now();
         // A partition is fetched again while fewer than one fetch's worth of its records wait
