@@ -225,16 +225,7 @@ fn bind_listen(addr: SocketAddr, shards: usize) -> Result<(Vec<Socket>, SocketAd
     let mut warned = false;
     loop {
         match quiver_net::bind_steered_group(addr, shards) {
-            Ok(sockets) => {
-                let listen = sockets[0]
-                    .local_addr()
-                    .and_then(|a| {
-                        a.as_socket()
-                            .ok_or_else(|| std::io::Error::other("not an IP address"))
-                    })
-                    .map_err(|source| RunError::Listen { addr, source })?;
-                return Ok((sockets, listen));
-            }
+            Ok(bound) => return Ok(bound),
             Err(e)
                 if e.kind() == std::io::ErrorKind::AddrInUse
                     && std::time::Instant::now() < deadline =>

@@ -156,8 +156,8 @@ impl UdpIo {
 /// kernel indexes a group's sockets in the order they joined, so they are bound here, one
 /// after another, before any shard runs. The first founds the group (bound alone, so a port
 /// another socket holds is refused and port 0 gets a free one; see [`UdpIo::bind`]); the others
-/// join the port it got.
-pub fn bind_steered_group(addr: SocketAddr, count: usize) -> io::Result<Vec<Socket>> {
+/// join the port it got. Returns the sockets, in shard order, and the address they share.
+pub fn bind_steered_group(addr: SocketAddr, count: usize) -> io::Result<(Vec<Socket>, SocketAddr)> {
     let first = bind_socket(addr, Share::Found)?;
     let at = first
         .local_addr()?
@@ -170,7 +170,7 @@ pub fn bind_steered_group(addr: SocketAddr, count: usize) -> io::Result<Vec<Sock
     if sockets.len() > 1 {
         steer_by_source_port(&sockets[0], sockets.len() as u32)?;
     }
-    Ok(sockets)
+    Ok((sockets, at))
 }
 
 /// How a socket shares its address with others of the same user (SO_REUSEPORT).
@@ -330,10 +330,10 @@ mod tests {
             ("[::]:0", "127.0.0.1"),
         ];
         for (bind, from) in cases {
-            let Ok(group) = bind_steered_group(bind.parse().unwrap(), 3) else {
+            let Ok((group, shared)) = bind_steered_group(bind.parse().unwrap(), 3) else {
                 continue; // no IPv6 on this host
             };
-            let port = group[0].local_addr().unwrap().as_socket().unwrap().port();
+            let port = shared.port();
             for s in &group {
                 let at = s.local_addr().unwrap().as_socket().unwrap();
                 assert_eq!(at.port(), port);
