@@ -114,3 +114,48 @@ async fn resent_batches_are_written_once_and_gaps_refused_across_kill_9() {
         .sum();
     assert_eq!(count, 9);
 }
+
+/// A retry of a batch older than the last ones the broker remembers (its answer was lost while
+/// later ones came back) is refused as a duplicate, not as a gap: a gap would make the producer
+/// restart its sequence and write the batch again. Nothing is written, also after kill -9.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_older_than_those_remembered_is_a_duplicate_across_kill_9() {
+    use quiver_proto::batch::IDEMPOTENT_BATCHES_KEPT;
+    let mut broker = Broker::start(&[]);
+    let client = broker.client().await;
+    assert_eq!(create_topic(&client, "idem", 1, &[]).await, ErrorCode::None);
+    let (a, _) = producer_id(&client).await;
+    let n = IDEMPOTENT_BATCHES_KEPT as i32 + 3;
+    for seq in 0..n {
+        assert_eq!(
+            send(&client, pbatch(a, 0, seq, 1)).await,
+            (ErrorCode::None, seq as u64)
+        );
+    }
+    for old in [0, 2] {
+        assert_eq!(
+            send(&client, pbatch(a, 0, old, 1)).await.0,
+            ErrorCode::DuplicateSequence
+        );
+    }
+    broker.kill9();
+    broker.restart();
+    let client = broker.client().await;
+    assert_eq!(
+        send(&client, pbatch(a, 0, 1, 1)).await.0,
+        ErrorCode::DuplicateSequence
+    );
+    // The last batches are still answered with their offsets, and the sequence goes on.
+    assert_eq!(
+        send(&client, pbatch(a, 0, n - 1, 1)).await,
+        (ErrorCode::None, n as u64 - 1)
+    );
+    assert_eq!(
+        send(&client, pbatch(a, 0, n, 1)).await,
+        (ErrorCode::None, n as u64)
+    );
+    let (resp, records) = fetch(&client, "idem", 0, 0, 0).await;
+    assert_eq!(resp.topics[0].partitions[0].error_code, ErrorCode::None);
+    let count = quiver_proto::batch::BatchIter::new(&records).count();
+    assert_eq!(count, n as usize + 1, "each batch once");
+}

@@ -24,8 +24,12 @@
 //! every batch carries the id, an epoch and its first sequence number. The broker appends a
 //! batch only if it continues the sequence, answers a batch it already has with the offsets it
 //! got the first time, and refuses one that skips ahead (`OutOfOrderSequence`). So a partition
-//! may have up to `max_in_flight_per_broker` (at most 5) requests in flight: if they arrive out
-//! of order, or one fails, the refused ones are resent in order, a retried batch alone. They
+//! may have up to `max_in_flight_per_broker` (at most 5) requests in flight, holding at most
+//! [`IDEMPOTENT_BATCHES_KEPT`] batches unanswered (the broker remembers that many of a
+//! producer's last batches per partition): if they arrive out of order, or one fails, the refused
+//! ones are resent in order, a retried batch alone. A retried batch older than what the broker
+//! remembers (possible only if its answer was lost while later ones came back) is refused as a
+//! duplicate, and reported written with no offset. They
 //! rarely do: requests are written to the connection one after another in the order made, small
 //! ones too (`Client::start_call_broker_in_order`), and the broker serves a connection's
 //! requests in the order their streams were opened once their bytes are there; a lost packet
@@ -43,7 +47,7 @@
 //! again in a request of its own, so that only the bad one fails.
 
 use rustc_hash::FxHashMap;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
@@ -58,7 +62,7 @@ use quiver_proto::api::produce::{
     TopicProduceData,
 };
 use quiver_proto::api::PayloadBuilder;
-use quiver_proto::batch::{sequence_add, BatchBuilder};
+use quiver_proto::batch::{sequence_add, BatchBuilder, IDEMPOTENT_BATCHES_KEPT};
 use quiver_proto::{ErrorCode, Offset, PartitionId, TimestampMs};
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
@@ -247,8 +251,10 @@ setters! {
     metadata_max_age: Duration;
 }
 
-/// Requests per partition an idempotent producer keeps in flight at most: the broker remembers
-/// this many batches per producer and partition to recognize a retry (engine `BATCHES_KEPT`).
+/// Requests per connection an idempotent producer keeps in flight at most (Kafka's limit). What
+/// the broker remembers to recognize a retry is counted in batches, not requests
+/// ([`IDEMPOTENT_BATCHES_KEPT`] per producer and partition), and the sender keeps each partition's
+/// unanswered batches within it.
 const MAX_IN_FLIGHT_IDEMPOTENT: usize = 5;
 
 impl ProducerConfig {
@@ -295,7 +301,7 @@ impl ProducerConfig {
             return bad("max_in_flight_per_broker must be at least 1");
         }
         if self.idempotent() && self.max_in_flight_per_broker > MAX_IN_FLIGHT_IDEMPOTENT {
-            return bad("max_in_flight_per_broker must be at most 5 with idempotence (the broker remembers a producer's last 5 batches per partition)");
+            return bad("max_in_flight_per_broker must be at most 5 with idempotence");
         }
         if self.buffer_memory < self.batch_size.min(self.max_request_size) {
             return bad("buffer_memory must hold at least one batch");
@@ -469,8 +475,9 @@ struct State {
 #[derive(Default)]
 struct PartQueue {
     batches: VecDeque<Batch>,
-    /// Produce requests outstanding with this partition's batches, by the id of the first.
-    in_flight: BTreeSet<u64>,
+    /// Produce requests outstanding with this partition's batches: the id of the first batch,
+    /// and how many batches.
+    in_flight: BTreeMap<u64, usize>,
     /// The epoch and next sequence of this partition (idempotence).
     epoch: i16,
     next_seq: i32,
@@ -492,7 +499,7 @@ impl PartQueue {
 
     /// Whether no batch older than `id` is queued or in flight.
     fn oldest(&self, id: u64) -> bool {
-        self.in_flight.first().is_none_or(|&f| f >= id)
+        self.in_flight.keys().next().is_none_or(|&f| f >= id)
             && self.batches.front().is_none_or(|b| b.id >= id)
     }
 }
@@ -1183,13 +1190,20 @@ fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, 
                 blocked.get_or_insert(i);
                 continue;
             }
-            // Take this partition's ready batches, in order, within the request size.
+            // Take this partition's ready batches, in order, within the request size and (with
+            // idempotence) the unanswered batches the broker remembers.
             let mut first = None;
+            let mut taken = 0;
+            let mut unanswered = q.in_flight.values().sum::<usize>();
             while let Some(b) = q.batches.front() {
                 let is_last = q.batches.len() == 1;
                 let ready = closing || b.ready(now, config.linger, flush_upto, is_last);
                 let size = b.estimated_size();
                 if !ready || b.pending.is_empty() || (alone && first.is_some()) {
+                    break;
+                }
+                if idempotent && unanswered >= IDEMPOTENT_BATCHES_KEPT {
+                    // Woken again when one of this partition's requests completes.
                     break;
                 }
                 if draft.0 > 0 && draft.0 + size > config.max_request_size {
@@ -1207,9 +1221,11 @@ fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, 
                 }
                 first.get_or_insert(b.id);
                 draft.1.push(b);
+                taken += 1;
+                unanswered += 1;
             }
             if let Some(id) = first {
-                q.in_flight.insert(id);
+                q.in_flight.insert(id, taken);
                 draft.2.push(((topic.clone(), *partition), id));
             } else if let Some(b) = q.batches.front() {
                 wake_at(b.created + config.linger);
@@ -1386,6 +1402,23 @@ async fn send_request(shared: Arc<Shared>, draft: Draft) {
     let mut requeue: Vec<(PartKey, Vec<Batch>)> = Vec::new();
     let mut out_of_order: Vec<(PartKey, u64)> = Vec::new();
     for (((topic, partition), parts), outcome) in groups.into_iter().zip(outcomes) {
+        let outcome = match outcome {
+            // A numbered batch refused alone as a duplicate is older than the batches the broker
+            // remembers (its answer was lost, later ones were answered): it is written, once, at
+            // offsets no longer known.
+            Outcome::Failed(e)
+                if e.code() == Some(ErrorCode::DuplicateSequence)
+                    && parts.len() == 1
+                    && parts[0].0.seq.is_some() =>
+            {
+                tracing::debug!(topic = %topic, partition = partition.0, error = %e, "a retried batch was already written");
+                Outcome::Written {
+                    base: None,
+                    log_append_time: None,
+                }
+            }
+            o => o,
+        };
         match outcome {
             Outcome::Written {
                 base,

@@ -25,7 +25,9 @@ async fn pipelined_records_survive_kill_9_once_each_and_in_order() {
     let (a, f) = (acked.clone(), failed.clone());
     let config = ProducerConfig::default()
         .max_in_flight_per_broker(5)
-        .batch_size(16 * 1024)
+        // Small batches, many to a request: far more batches than requests go unanswered, and
+        // what the broker remembers to recognize a retry is counted in batches.
+        .batch_size(2 * 1024)
         .linger(Duration::ZERO)
         .retry_backoff(Duration::from_millis(20))
         .on_delivery(move |_, r| {
@@ -58,7 +60,18 @@ async fn pipelined_records_survive_kill_9_once_each_and_in_order() {
 
     // Every value once, in the order sent.
     let want: Vec<String> = (0..n).map(|i| format!("{i:08}")).collect();
-    assert_eq!(read_values(&client, "once", want.len()).await, want);
+    let got = read_values(&client, "once", want.len()).await;
+    if let Some(at) = (0..want.len().max(got.len())).find(|&i| got.get(i) != want.get(i)) {
+        panic!(
+            "read {} values for {} sent; first difference at {at}: read {:?} where {:?} was sent \
+             (the kill came after record {killed_at:?}); read around it: {:?}",
+            got.len(),
+            want.len(),
+            got.get(at),
+            want.get(at),
+            &got[at.saturating_sub(3)..(at + 5).min(got.len())],
+        );
+    }
     let end = Admin::new(client.clone())
         .describe_topic("once")
         .await

@@ -12,20 +12,23 @@
 //! - no state: the first sequence must be 0;
 //! - a lower epoch than the state's: refused (`InvalidEpoch`), a stale producer instance;
 //! - a higher epoch: the producer restarted its sequences, the first sequence must be 0;
-//! - the same epoch: one of the last [`BATCHES_KEPT`] batches again is a duplicate; otherwise
-//!   the first sequence must follow the last one (sequences wrap from `i32::MAX` to 0).
+//! - the same epoch: one of the last [`BATCHES_KEPT`] batches again is a duplicate, answered
+//!   with where it went; a batch from before those (its sequences at or before the last one
+//!   written) is refused as a duplicate (`Duplicate`), since it is written but where is no longer
+//!   known; otherwise the first sequence must follow the last one (sequences wrap from
+//!   `i32::MAX` to 0).
 //!
 //! The state is kept in memory, written beside each new segment at roll (`<base>.producers`,
 //! the state at that segment's start), and rebuilt at open from that file plus the batches of
 //! the active segment. A producer idle for [`PRODUCER_IDLE_EXPIRY_MS`] is forgotten.
 
 use crate::error::{Error, Result, SequenceError};
-use quiver_proto::batch::{sequence_add, BatchInfo, ValidBatch};
+use quiver_proto::batch::{sequence_add, sequence_at_or_before, BatchInfo, ValidBatch};
 use std::collections::{HashMap, VecDeque};
 
 /// Batches remembered per producer, for duplicate detection: a producer keeps at most this many
-/// requests in flight per partition (the SDK enforces it), so a retry is always of one of these.
-pub const BATCHES_KEPT: usize = 5;
+/// batches unanswered per partition (the SDK enforces it), so a retry is always of one of these.
+pub const BATCHES_KEPT: usize = quiver_proto::batch::IDEMPOTENT_BATCHES_KEPT;
 /// A producer not heard from for this long is forgotten (Kafka's producer.id.expiration.ms).
 pub const PRODUCER_IDLE_EXPIRY_MS: i64 = 24 * 60 * 60 * 1000;
 
@@ -124,6 +127,14 @@ impl Producers {
                             base_offset: r.base_offset,
                             last_offset: r.last_offset,
                         });
+                    }
+                    if stored && sequence_at_or_before(first, prev) {
+                        // Written before the kept batches (a retry whose answer was lost while
+                        // later batches were answered): never write it twice.
+                        return Err(seq_error(
+                            SequenceError::Duplicate,
+                            format!("producer {pid} epoch {epoch}: sequences {first}..={last} were written before the last {BATCHES_KEPT} batches kept (last sequence {prev})"),
+                        ));
                     }
                     sequence_add(prev, 1)
                 }
@@ -397,13 +408,19 @@ mod tests {
             append(&mut p, &mut end, batch(1, 0, 1, 1)).unwrap(),
             Verdict::Append
         );
-        for s in 2..10 {
+        let next = BATCHES_KEPT as i32 + 5;
+        for s in 2..next {
             append(&mut p, &mut end, batch(1, 0, s, 1)).unwrap();
         }
         assert_eq!(p.map[&1].recent.len(), BATCHES_KEPT);
-        // Older than the kept window: neither a known duplicate nor next.
+        // Older than the kept window: written, but where is no longer known.
         assert_eq!(
             kind(append(&mut p, &mut end, batch(1, 0, 2, 1))),
+            SequenceError::Duplicate
+        );
+        // Ahead of the last one is a gap.
+        assert_eq!(
+            kind(append(&mut p, &mut end, batch(1, 0, next + 1, 1))),
             SequenceError::OutOfOrder
         );
     }

@@ -534,6 +534,18 @@ pub fn set_log_append_time(batch: &mut [u8], now: TimestampMs) -> Result<(), Bat
     Ok(())
 }
 
+/// Batches of one partition an idempotent producer may have unanswered at once. The broker
+/// remembers each producer's last this many batches per partition, so a retry of any of them is
+/// answered with the offsets it got the first time. (A request may carry several batches of a
+/// partition, so this counts batches, not requests.)
+pub const IDEMPOTENT_BATCHES_KEPT: usize = 32;
+
+/// Whether `seq` is `last` or comes before it in the wrapping sequence space: within the half
+/// of the space that ends at `last`.
+pub fn sequence_at_or_before(seq: i32, last: i32) -> bool {
+    (i64::from(last) - i64::from(seq)).rem_euclid(i64::from(i32::MAX) + 1) < 1 << 30
+}
+
 /// `seq + n` in an idempotent producer's sequence space (`base_sequence`), which wraps from
 /// `i32::MAX` to 0 (as Kafka's does).
 pub fn sequence_add(seq: i32, n: u32) -> i32 {

@@ -318,3 +318,17 @@ fn extreme_ratios_are_sent_uncompressed_and_refused_when_forged() {
         matches!(view.records(), Err(BatchError::DecompressedTooLarge { max }) if max == allowed)
     );
 }
+
+#[test]
+fn sequences_compare_across_the_wrap() {
+    assert!(sequence_at_or_before(5, 5));
+    assert!(sequence_at_or_before(0, 5));
+    assert!(!sequence_at_or_before(6, 5));
+    // Across the wrap from i32::MAX to 0.
+    assert!(sequence_at_or_before(i32::MAX - 3, 2));
+    assert!(!sequence_at_or_before(3, i32::MAX - 2));
+    assert_eq!(sequence_add(i32::MAX - 1, 4), 2);
+    // Half the space behind `last` is before it; the other half is after.
+    assert!(sequence_at_or_before(0, (1 << 30) - 1));
+    assert!(!sequence_at_or_before(0, 1 << 30));
+}
