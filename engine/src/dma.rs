@@ -16,9 +16,15 @@ use std::rc::Rc;
 /// The engine's write and tail granularity. Every device glommio reports here aligns to 512 or
 /// 4096 bytes, both of which divide it.
 pub(crate) const BLOCK: usize = 4096;
+/// The unit of reads: the largest single read buffer, and the window of the cursors that walk a
+/// segment.
+pub(crate) const CHUNK_BYTES_MAX: usize = 1024 * 1024;
 /// Largest single write buffer: a group commit bigger than this is written as several buffers in
 /// flight at once.
-pub(crate) const CHUNK_BYTES_MAX: usize = 1024 * 1024;
+const WRITE_CHUNK_MAX: usize = 8 * 1024 * 1024;
+/// A full write buffer grows by copying into one twice its size up to this size; past it, a new
+/// one twice the size starts (no copy).
+const CHUNK_GROW_MAX: usize = 1024 * 1024;
 const _: () = assert!(CHUNK_BYTES_MAX.is_multiple_of(BLOCK));
 
 pub(crate) fn align_down(v: u64) -> u64 {
@@ -124,7 +130,7 @@ impl WriteBuf {
     pub(crate) fn new(file: &DmaFile, file_pos: u64, tail: &[u8], hint: usize) -> WriteBuf {
         debug_assert_eq!(file_pos % BLOCK as u64, 0);
         debug_assert!(tail.len() < BLOCK);
-        let cap = (align_up((tail.len() + hint) as u64) as usize).clamp(BLOCK, CHUNK_BYTES_MAX);
+        let cap = (align_up((tail.len() + hint) as u64) as usize).clamp(BLOCK, WRITE_CHUNK_MAX);
         let mut wb = WriteBuf {
             file_pos,
             chunks: vec![file.alloc_dma_buffer(cap)],
@@ -146,17 +152,20 @@ impl WriteBuf {
             let room = last.len() - self.last_filled;
             if room == 0 {
                 let cap = last.len();
-                if cap < CHUNK_BYTES_MAX {
+                if cap * 2 <= CHUNK_GROW_MAX {
                     // Grow the last chunk (doubling) rather than leave a partial one behind.
                     let new_cap = (cap * 2)
                         .max(align_up((self.last_filled + bytes.len()) as u64) as usize)
-                        .min(CHUNK_BYTES_MAX);
+                        .min(CHUNK_GROW_MAX);
                     let mut grown = file.alloc_dma_buffer(new_cap);
                     grown.as_bytes_mut()[..self.last_filled]
                         .copy_from_slice(&last.as_bytes()[..self.last_filled]);
                     *last = grown;
                 } else {
-                    let cap = (align_up(bytes.len() as u64) as usize).clamp(BLOCK, CHUNK_BYTES_MAX);
+                    // A new chunk twice the last (no copy): a large write is a few writes.
+                    let cap = (align_up(bytes.len() as u64) as usize)
+                        .max(cap * 2)
+                        .clamp(BLOCK, WRITE_CHUNK_MAX);
                     self.chunks.push(file.alloc_dma_buffer(cap));
                     self.last_filled = 0;
                 }
