@@ -32,8 +32,10 @@
 //! positions. The partial last block of each file stays resident and is rewritten whole, with the
 //! new bytes after it, by the next write; bytes past the logical end of that block are zeros.
 //! Appends copy their batches into a pending write buffer (allocated while bytes are pending,
-//! freed once written) and one flusher task per log writes everything staged as one group:
-//! log blocks and index blocks in flight together, up to 1 MiB per buffer.
+//! freed once written) and one flusher task per log writes everything staged as one group: the
+//! log's blocks in buffers that double up to 8 MiB, and, once 256 new index points are due, the
+//! index blocks in flight beside them (the index files lag the log by fewer than 256 points
+//! until roll or close writes them in full; recovery rebuilds the missing ones from the log).
 //!
 //! * [`FlushPolicy::Sync`] (default): an append resolves only after an fdatasync issued after its
 //!   bytes were written has completed. One fdatasync covers every append in its group (group

@@ -26,6 +26,12 @@ pub const APPEND_BYTES_MAX: u64 = 256 * 1024 * 1024;
 const _: () = assert!(crate::config::SEGMENT_BYTES_MAX + APPEND_BYTES_MAX < u32::MAX as u64);
 /// fdatasyncs that may run while the flusher writes the next group.
 const SYNCS_IN_FLIGHT_MAX: usize = 4;
+/// Index points the active segment's index files may lag behind its log by: they are written
+/// once this many new points are due (and in full at roll and close), not with every group, so a
+/// group is usually one write, not three. After a crash, open rebuilds the missing points from the
+/// log (at most this many index intervals of it, 1 MiB at the default 4 KiB, walked anyway from
+/// the last point on disk).
+const INDEX_POINTS_PER_WRITE: usize = 256;
 /// Closed segments whose open file and index points a log keeps between reads: enough for a
 /// couple of lagging consumers in different old segments without reloading an index per read.
 const CLOSED_SEGMENTS_CACHED: usize = 2;
@@ -1469,7 +1475,9 @@ impl Shared {
                 match res {
                     Ok(()) => {
                         s.active.written = job.mark.clone();
-                        s.active.points_on_disk = s.active.points_on_disk.max(job.mark.points);
+                        if job.index.is_some() {
+                            s.active.points_on_disk = s.active.points_on_disk.max(job.mark.points);
+                        }
                         s.unsynced = s.durable_end < job.mark.offset_end;
                         if job.sync {
                             s.syncs_in_flight += 1;
@@ -1555,7 +1563,7 @@ impl Shared {
             }
             None => (None, a.handed.clone()),
         };
-        let index = (mark.points > index_from)
+        let index = (mark.points >= index_from + INDEX_POINTS_PER_WRITE)
             .then(|| segment::index_bytes(&a.points, index_from, mark.points));
         a.handed = mark.clone();
         Some(Job {

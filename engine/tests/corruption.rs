@@ -228,3 +228,64 @@ fn flipped_byte_in_closed_segment_is_reported_not_served() {
         assert!(matches!(&found[0], Error::Corrupt { position, .. } if position == pos25));
     });
 }
+
+/// The active segment's index files lag its log (they are written once enough new points are
+/// due, and in full at close): after a crash, open rebuilds the missing points from the log, and
+/// reads and timestamp lookups find the same batches as before.
+#[test]
+fn an_active_index_behind_its_log_after_a_crash_is_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p");
+    let d = dir.clone();
+    run(tmp.path(), move || async move {
+        let cfg = LogConfig {
+            index_interval_bytes: 1024,
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(&d, cfg.clone()).await.unwrap();
+        // Batch i: 2 records, timestamps 10i and 10i + 1, offsets 2i and 2i + 1; about 1.1 KB,
+        // so nearly every batch is an index point.
+        for i in 0..120u64 {
+            log.append(&[batch(2, 500, i, 10 * i as i64)], None)
+                .await
+                .unwrap();
+        }
+        assert_eq!(log.segment_count(), 1);
+        let before = read_all(&log, 0).await;
+        let lookups = [0i64, 7, 10, 555, 1001, 1189, 1190];
+        let mut answers = Vec::new();
+        for ts in lookups {
+            answers.push(
+                log.offset_for_timestamp(quiver_proto::TimestampMs(ts))
+                    .await
+                    .unwrap(),
+            );
+        }
+        assert_eq!(answers[3], Some(Offset(112)), "ts 555 is first reached at batch 56");
+        let index_len = std::fs::metadata(seg(&d, 0, "index")).unwrap().len();
+        assert!(
+            index_len < 100 * 8,
+            "the index files lag the log while it is open ({index_len} bytes)"
+        );
+        // A crash: the log is dropped without close.
+        drop(log);
+
+        let log = PartitionLog::open(&d, cfg.clone()).await.unwrap();
+        assert_eq!(read_all(&log, 0).await, before);
+        for i in [0u64, 1, 57, 119] {
+            let got = batches(&log.read(Offset(2 * i + 1), 1).await.unwrap());
+            assert_eq!(got[0].0, 2 * i, "the batch holding offset {}", 2 * i + 1);
+        }
+        for (ts, want) in lookups.iter().zip(&answers) {
+            let got = log
+                .offset_for_timestamp(quiver_proto::TimestampMs(*ts))
+                .await
+                .unwrap();
+            assert_eq!(got, *want, "ts {ts} after the crash");
+        }
+        log.close().await.unwrap();
+        // Close writes every point.
+        let index_len = std::fs::metadata(seg(&d, 0, "index")).unwrap().len();
+        assert!(index_len >= 100 * 8, "{index_len} bytes of index after close");
+    });
+}
