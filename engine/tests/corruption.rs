@@ -261,7 +261,11 @@ fn an_active_index_behind_its_log_after_a_crash_is_rebuilt() {
                     .unwrap(),
             );
         }
-        assert_eq!(answers[3], Some(Offset(112)), "ts 555 is first reached at batch 56");
+        assert_eq!(
+            answers[3],
+            Some(Offset(112)),
+            "ts 555 is first reached at batch 56"
+        );
         let index_len = std::fs::metadata(seg(&d, 0, "index")).unwrap().len();
         assert!(
             index_len < 100 * 8,
@@ -286,6 +290,9 @@ fn an_active_index_behind_its_log_after_a_crash_is_rebuilt() {
         log.close().await.unwrap();
         // Close writes every point.
         let index_len = std::fs::metadata(seg(&d, 0, "index")).unwrap().len();
-        assert!(index_len >= 100 * 8, "{index_len} bytes of index after close");
+        assert!(
+            index_len >= 100 * 8,
+            "{index_len} bytes of index after close"
+        );
     });
 }
