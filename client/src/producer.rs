@@ -27,13 +27,13 @@
 //! may have up to `max_in_flight_per_broker` (at most 5) requests in flight, holding at most
 //! [`IDEMPOTENT_BATCHES_KEPT`] batches unanswered (the broker remembers that many of a
 //! producer's last batches per partition): if they arrive out of order, or one fails, the refused
-//! ones are resent in order, a retried batch alone. A retried batch older than what the broker
-//! remembers (possible only if its answer was lost while later ones came back) is refused as a
-//! duplicate, and reported written with no offset. They
-//! rarely do: requests are written to the connection one after another in the order made, small
-//! ones too (`Client::start_call_broker_in_order`), and the broker serves a connection's
-//! requests in the order their streams were opened once their bytes are there; a lost packet
-//! can still let a later request in first. When a numbered batch fails for good (or the broker
+//! ones are resent in order, a retried batch alone. They rarely do: requests are written to the
+//! connection one after another in the order made, small ones too
+//! (`Client::start_call_broker_in_order`), and the broker serves a connection's requests in the
+//! order their streams were opened once their bytes are there; a lost packet can still let a
+//! later request in first. A retried batch older than what the broker remembers (possible only
+//! if its answer was lost while later ones came back) is refused as a duplicate, and reported
+//! written with no offset. When a numbered batch fails for good (or the broker
 //! has lost the producer's state), the partition waits for its requests in flight, moves to the
 //! next epoch and numbers its queue from 0 again.
 //!
@@ -1195,6 +1195,7 @@ fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, 
             let mut first = None;
             let mut taken = 0;
             let mut unanswered = q.in_flight.values().sum::<usize>();
+            let mut capped = false;
             while let Some(b) = q.batches.front() {
                 let is_last = q.batches.len() == 1;
                 let ready = closing || b.ready(now, config.linger, flush_upto, is_last);
@@ -1204,6 +1205,7 @@ fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, 
                 }
                 if idempotent && unanswered >= IDEMPOTENT_BATCHES_KEPT {
                     // Woken again when one of this partition's requests completes.
+                    capped = true;
                     break;
                 }
                 if draft.0 > 0 && draft.0 + size > config.max_request_size {
@@ -1227,7 +1229,7 @@ fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, 
             if let Some(id) = first {
                 q.in_flight.insert(id, taken);
                 draft.2.push(((topic.clone(), *partition), id));
-            } else if let Some(b) = q.batches.front() {
+            } else if let Some(b) = q.batches.front().filter(|_| !capped) {
                 wake_at(b.created + config.linger);
             }
         }
