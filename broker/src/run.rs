@@ -129,7 +129,9 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
             reset_secret: reset_secret.clone(),
             cluster_id: cluster_id.clone(),
             listen,
-            socket: sockets.next(),
+            socket: sockets
+                .next()
+                .expect("bind_listen binds one socket per shard"),
             drained: drained.clone(),
             ready: ready_tx.clone(),
         };
@@ -207,19 +209,16 @@ fn server_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, RunError> {
     Ok(tls::server_config(&files)?)
 }
 
-/// Binds the address once without SO_REUSEPORT: fails if anything (another streamd included)
-/// holds it, and turns port 0 into a concrete port that every shard then binds with SO_REUSEPORT.
-/// The socket gets SO_REUSEPORT after the bind and is returned: held until the shards have bound,
-/// it keeps the port this broker's (no other socket can take it in between), and it is then
-/// closed.
+/// Binds the shards' UDP sockets, one per shard, as a group steered by source port
+/// (`quiver_net::bind_steered_group`): socket i is shard i's, and a client reaches shard i from
+/// a source port p with p % shards == i. Returns them with the address they share. The first
+/// socket is bound without SO_REUSEPORT, so a port anything else holds (another streamd
+/// included) is refused, and port 0 becomes a concrete port.
 ///
 /// A broker killed with SIGKILL releases its sockets only when the kernel has torn down its
 /// io_uring instances, which happens asynchronously after the process is gone; a restart right
 /// after a crash can therefore find the port still held for a moment. Waiting a few seconds for
 /// it beats failing, and a port held by a live process stays held and is reported.
-/// Binds the shards' UDP sockets, one per shard, as a group steered by source port
-/// (`quiver_net::bind_steered_group`): socket i is shard i's, and a client reaches shard i from
-/// a source port p with p % shards == i. Returns them with the address they share.
 fn bind_listen(addr: SocketAddr, shards: usize) -> Result<(Vec<Socket>, SocketAddr), RunError> {
     let deadline = std::time::Instant::now() + LISTEN_RETRY_MAX;
     let mut warned = false;
@@ -258,7 +257,7 @@ struct ShardContext {
     cluster_id: Arc<str>,
     listen: SocketAddr,
     /// This shard's socket of the steered group.
-    socket: Option<Socket>,
+    socket: Socket,
     drained: Arc<AtomicUsize>,
     ready: mpsc::Sender<Result<usize, String>>,
 }
@@ -276,10 +275,10 @@ async fn shard_main(ctx: ShardContext) -> Result<(), String> {
 
 /// Brings a shard up; returns the future that runs it until shutdown.
 async fn shard_start(
-    mut ctx: ShardContext,
+    ctx: ShardContext,
 ) -> Result<impl std::future::Future<Output = Result<(), String>>, String> {
     let id = ctx.id;
-    let socket = ctx.socket.take();
+    let socket = ctx.socket;
     quiver_engine::init_io_probe(&ctx.config.data_dir)
         .await
         .map_err(|e| format!("I/O probe: {e}"))?;
@@ -364,18 +363,15 @@ async fn shard_start(
         stateless_reset_secret: Some(ctx.reset_secret.clone()),
         ..EndpointConfig::default()
     };
-    let mut builder = Endpoint::builder(ctx.listen)
+    let endpoint = Endpoint::builder(ctx.listen)
         .config(endpoint_config)
         .server(
             ctx.tls.clone(),
             Handler {
                 shard: shard.clone(),
             },
-        );
-    if let Some(socket) = socket {
-        builder = builder.socket(socket);
-    }
-    let endpoint = builder
+        )
+        .socket(socket)
         .bind()
         .map_err(|e| format!("binding {}: {e}", ctx.listen))?;
     tracing::debug!(shard = id.0, addr = %endpoint.local_addr(), partitions = shard.open_logs().len(), "shard serving");
