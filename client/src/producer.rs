@@ -1122,6 +1122,11 @@ fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, 
             if q.in_flight.len() >= per_partition {
                 continue;
             }
+            let mut unanswered = q.in_flight.values().sum::<usize>();
+            if idempotent && unanswered >= IDEMPOTENT_BATCHES_KEPT {
+                // Woken again when one of this partition's requests completes.
+                continue;
+            }
             // Batches past their delivery timeout fail here, oldest first.
             while q.batches.front().is_some_and(|b| now >= b.deadline) {
                 let b = q.batches.pop_front().expect("front exists");
@@ -1194,8 +1199,6 @@ fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, 
             // idempotence) the unanswered batches the broker remembers.
             let mut first = None;
             let mut taken = 0;
-            let mut unanswered = q.in_flight.values().sum::<usize>();
-            let mut capped = false;
             while let Some(b) = q.batches.front() {
                 let is_last = q.batches.len() == 1;
                 let ready = closing || b.ready(now, config.linger, flush_upto, is_last);
@@ -1204,8 +1207,6 @@ fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, 
                     break;
                 }
                 if idempotent && unanswered >= IDEMPOTENT_BATCHES_KEPT {
-                    // Woken again when one of this partition's requests completes.
-                    capped = true;
                     break;
                 }
                 if draft.0 > 0 && draft.0 + size > config.max_request_size {
@@ -1229,7 +1230,7 @@ fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, 
             if let Some(id) = first {
                 q.in_flight.insert(id, taken);
                 draft.2.push(((topic.clone(), *partition), id));
-            } else if let Some(b) = q.batches.front().filter(|_| !capped) {
+            } else if let Some(b) = q.batches.front() {
                 wake_at(b.created + config.linger);
             }
         }
