@@ -215,6 +215,10 @@ settings! {
     /// Bytes each shard may hold read ahead of consumers reading sequentially (a fetch that
     /// stopped short of a partition's end starts reading what follows). 0: no read-ahead.
     readahead_bytes_per_shard: u64 = 64 << 20, env "STREAMD_READAHEAD_BYTES_PER_SHARD";
+    /// Bytes of the batches appended last each shard keeps in memory, so that consumers at the
+    /// end of a partition are served without reading the disk (at most 4 MiB per partition).
+    /// 0: every fetch reads the segment files.
+    tail_cache_bytes_per_shard: u64 = 32 << 20, env "STREAMD_TAIL_CACHE_BYTES_PER_SHARD";
     /// Longest a fetch may wait for data (a request asking more is capped to this).
     fetch_max_wait_ms: u64 = 30_000, env "STREAMD_FETCH_MAX_WAIT_MS";
     /// A connection with no traffic for this long is closed (keep-alives count as traffic).

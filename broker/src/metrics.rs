@@ -228,6 +228,11 @@ impl Metrics {
                 "Bytes read ahead that a read then took (the rest expired or were replaced).",
                 taken,
             ),
+            (
+                "quiver_fetch_tail_cache_bytes_total",
+                "Bytes fetch served from memory: batches appended last, not read from disk.",
+                quiver_engine::tail::served_bytes(),
+            ),
         ] {
             let _ = writeln!(
                 out,

@@ -285,6 +285,9 @@ async fn shard_start(
     quiver_engine::readahead::set_shard_budget(
         usize::try_from(ctx.config.readahead_bytes_per_shard).unwrap_or(usize::MAX),
     );
+    quiver_engine::tail::set_shard_budget(
+        usize::try_from(ctx.config.tail_cache_bytes_per_shard).unwrap_or(usize::MAX),
+    );
     let (senders, receivers): (Option<Senders<ShardMsg>>, _) = match ctx.mesh {
         Some(mesh) => {
             let (s, r) = mesh

@@ -23,12 +23,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::Senders;
-use quiver_engine::{AppendInfo, PartitionLog};
+use quiver_engine::{AppendInfo, PartitionLog, Records};
 use quiver_proto::api::fetch::OffsetSpec;
-use quiver_proto::batch::{BatchIter, ValidBatch};
+use quiver_proto::batch::ValidBatch;
 use quiver_proto::{Offset, ShardId, TimestampMs};
 
 use crate::config::Config;
@@ -99,7 +98,7 @@ pub enum PartError {
 /// What a read returns: the batches (or why not) and the partition's offsets at that moment.
 #[derive(Clone, Debug)]
 pub struct PartRead {
-    pub records: Result<Bytes, PartError>,
+    pub records: Result<Records, PartError>,
     pub high_watermark: Offset,
     pub log_start: Offset,
 }
@@ -511,10 +510,10 @@ impl Shard {
                     async move {
                         // Cut at the high watermark taken with the answer, so it is
                         // self-consistent.
-                        answer.records = match log.read(offset, max).await {
-                            Ok(bytes) => Ok(cut_at(bytes, answer.high_watermark)),
-                            Err(e) => Err(PartError::Engine(e)),
-                        };
+                        answer.records = log
+                            .read_records(offset, max, answer.high_watermark)
+                            .await
+                            .map_err(PartError::Engine);
                         (i, answer)
                     }
                 },
@@ -522,7 +521,7 @@ impl Shard {
             .await;
             for (i, r) in results {
                 if let Ok(b) = &r.records {
-                    left = left.saturating_sub(b.len());
+                    left = left.saturating_sub(b.len);
                 }
                 out[i] = Some(r);
             }
@@ -552,7 +551,10 @@ impl Shard {
         };
         let hw = logs::visible_end(&log);
         let empty = PartRead {
-            records: Ok(Bytes::new()),
+            records: Ok(Records {
+                next: offset,
+                ..Records::default()
+            }),
             high_watermark: hw,
             log_start: log.start_offset(),
         };
@@ -740,21 +742,6 @@ impl Shard {
 }
 
 /// Keeps the whole batches of `bytes` that lie below `end`. Header-only work, per batch.
-fn cut_at(bytes: Bytes, end: Offset) -> Bytes {
-    let mut keep = 0;
-    for batch in BatchIter::new(&bytes) {
-        let Ok(batch) = batch else { break };
-        let Ok(h) = quiver_proto::batch::header(batch) else {
-            break;
-        };
-        if h.base_offset.get() >= end.0 {
-            break;
-        }
-        keep += batch.len();
-    }
-    bytes.slice(..keep)
-}
-
 pub async fn sleep_until(deadline: Instant) {
     let now = Instant::now();
     if deadline > now {

@@ -69,6 +69,18 @@ async fn a_waiting_fetch_wakes_on_produce_and_times_out_empty() {
         lag < Duration::from_secs(2),
         "fetch returned {lag:?} after the produce"
     );
+    // The records came from the batches kept in memory, not from a disk read (the fetch read
+    // at the end of the log).
+    let metrics = broker.metrics_text();
+    let from_memory: usize = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("quiver_fetch_tail_cache_bytes_total ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no tail cache counter in {metrics}"));
+    assert_eq!(from_memory, records.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -118,6 +118,7 @@ mod notify;
 mod producers;
 pub mod readahead;
 mod segment;
+pub mod tail;
 
 pub use config::{
     FlushPolicy, LogConfig, INDEX_INTERVAL_BYTES_MIN, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
@@ -125,7 +126,7 @@ pub use config::{
 pub use deleter::delete_dir_paced;
 pub use error::{Error, Result, SequenceError};
 pub use log::{
-    AppendInfo, PartitionLog, RetentionReport, APPEND_BYTES_MAX, LOCK_FILE, READ_BYTES_MAX,
+    AppendInfo, PartitionLog, Records, RetentionReport, APPEND_BYTES_MAX, LOCK_FILE, READ_BYTES_MAX,
 };
 
 use std::path::Path;

@@ -8,7 +8,8 @@ use crate::notify::Notify;
 use crate::producers::{Producers, Verdict};
 use crate::readahead::{self, Ahead, Preloaded, ReadAhead};
 use crate::segment::{self, ActiveFiles, Cursor, Recovered, SegmentPaths, WalkStart};
-use bytes::Bytes;
+use crate::tail::TailCache;
+use bytes::{Bytes, BytesMut};
 use glommio::io::DmaFile;
 use quiver_proto::batch::{self, BatchLimits, BatchView, ValidBatch, BATCH_HEADER_BYTES};
 use quiver_proto::{LeaderEpoch, Offset, TimestampMs};
@@ -179,6 +180,8 @@ struct State {
     /// Closed segments kept open with their index points, oldest first (at most
     /// [`CLOSED_SEGMENTS_CACHED`]).
     cache: Vec<Cache>,
+    /// The batches appended last, for readers at the end of the log (`crate::tail`).
+    tail: TailCache,
     /// The `PartitionLog` handle is gone; the lock goes when the background work ends.
     handle_dropped: bool,
     unsynced: bool,
@@ -242,7 +245,19 @@ impl State {
         a.points_on_disk = a.points_on_disk.min(a.written.points);
         let end = a.written.offset_end;
         self.producers.forget_from(end);
+        self.tail.truncate_after(end);
     }
+}
+
+/// What [`PartitionLog::read_records`] returns.
+#[derive(Clone, Debug, Default)]
+pub struct Records {
+    /// The batches' bytes, in order.
+    pub chunks: Vec<Bytes>,
+    /// Their total length.
+    pub len: usize,
+    /// The offset after the last batch (the offset asked when there is none).
+    pub next: Offset,
 }
 
 /// One flush cycle's work, taken from the state under one borrow.
@@ -436,6 +451,7 @@ impl PartitionLog {
             last_failure: None,
             status: Status::Open,
             cache: Vec::new(),
+            tail: TailCache::default(),
             handle_dropped: false,
             unsynced: false,
             last_sync: Instant::now(),
@@ -630,6 +646,56 @@ impl PartitionLog {
             }
             return res;
         }
+    }
+
+    /// Like [`PartitionLog::read`], but only batches that start below `end` (a visible end the
+    /// caller took), as chunks whose concatenation is the batches' bytes. When `offset` is among
+    /// the batches appended last they come from memory (`crate::tail`): no disk read, no copy of
+    /// a large batch, no second CRC check. Otherwise from the segment, as `read` does.
+    pub async fn read_records(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        end: Offset,
+    ) -> Result<Records> {
+        {
+            let s = self.shared.state.borrow();
+            s.check_readable()?;
+            let written = s.active.written.offset_end;
+            if !s.truncating && offset.0 >= s.start_offset() && offset.0 < written {
+                let max_bytes = max_bytes.clamp(1, READ_BYTES_MAX);
+                if let Some(hit) = s.tail.read(offset.0, max_bytes, end.0.min(written)) {
+                    return Ok(Records {
+                        chunks: hit.chunks,
+                        len: hit.len,
+                        next: Offset(hit.next),
+                    });
+                }
+            }
+        }
+        let bytes = self.read(offset, max_bytes).await?;
+        // Whole batches below `end`, and the offset after the last of them.
+        let (mut keep, mut next) = (0, offset);
+        for b in batch::BatchIter::new(&bytes) {
+            let Ok(h) = b.and_then(batch::header) else {
+                break;
+            };
+            if h.base_offset.get() >= end.0 {
+                break;
+            }
+            keep += h.batch_len.get() as usize;
+            next = Offset(h.base_offset.get() + u64::from(h.last_offset_delta.get()) + 1);
+        }
+        let bytes = bytes.slice(..keep);
+        Ok(Records {
+            len: bytes.len(),
+            chunks: if bytes.is_empty() {
+                Vec::new()
+            } else {
+                vec![bytes]
+            },
+            next,
+        })
     }
 
     /// The first offset whose record timestamp is at or after `ts`, or `None` if every readable
@@ -852,6 +918,7 @@ impl PartitionLog {
                 let mut s = sh.state.borrow_mut();
                 s.status = Status::Deleted;
                 s.cache.clear();
+                s.tail.clear();
             }
             sh.readaheads.borrow_mut().clear();
             sh.lock.borrow_mut().take();
@@ -1023,6 +1090,8 @@ fn stage(
     }
     let p = a.pending.as_mut().expect("just set");
     let mut hdr = [0u8; BATCH_HEADER_BYTES];
+    // The stamped headers, kept with the batches' bodies for the tail cache.
+    let mut headers = BytesMut::with_capacity(batches.len() * BATCH_HEADER_BYTES);
     for b in batches {
         let bytes = b.bytes();
         let (pos, off) = (p.mark.len, p.mark.offset_end);
@@ -1033,6 +1102,7 @@ fn stage(
         }
         p.buf.push(&a.files.log, &hdr);
         p.buf.push(&a.files.log, &bytes[BATCH_HEADER_BYTES..]);
+        headers.extend_from_slice(&hdr);
         p.mark.len += bytes.len() as u64;
         p.mark.offset_end += b.offset_count();
         p.mark.max_timestamp = p.mark.max_timestamp.max(b.info().max_timestamp.0);
@@ -1049,9 +1119,13 @@ fn stage(
     }
     debug_assert_eq!(p.buf.end(), p.mark.len);
     let end = p.mark.offset_end;
+    let mut headers = headers.freeze();
     let mut off = base_offset;
     for b in batches {
         s.producers.record(b.info(), off, now);
+        let header = headers.split_to(BATCH_HEADER_BYTES);
+        let body = b.bytes().slice(BATCH_HEADER_BYTES..);
+        s.tail.push(off, off + b.offset_count(), header, body);
         off += b.offset_count();
     }
     let info = AppendInfo {
@@ -1746,6 +1820,7 @@ impl Shared {
             }
             s.status = Status::Closed;
             s.cache.clear();
+            s.tail.clear();
         }
         self.readaheads.borrow_mut().clear();
         self.lock.borrow_mut().take();
@@ -1863,6 +1938,7 @@ impl Shared {
             s.truncations += 1;
             s.discard(Error::Discarded(format!("log truncated to {new_end}")));
             s.cache.clear();
+            s.tail.clear();
             self.readaheads.borrow_mut().clear();
             let mut doomed: Vec<u64> = s
                 .closed

@@ -19,7 +19,6 @@ use quiver_proto::api::fetch::{
     ListOffsetsTopicResponse,
 };
 use quiver_proto::api::PayloadBuilder;
-use quiver_proto::batch::BatchIter;
 use quiver_proto::{ErrorCode, Offset, ShardId};
 
 use super::{part_error, Answer};
@@ -230,19 +229,14 @@ impl Gathered {
     /// Adds a read; returns the bytes it brought and whether it failed.
     fn take(&mut self, read: PartRead) -> (usize, bool) {
         match read.records {
-            Ok(bytes) => {
+            Ok(records) => {
                 self.high_watermark = read.high_watermark;
                 self.log_start = read.log_start;
-                let n = bytes.len();
+                let n = records.len;
                 if n > 0 {
-                    match offset_after(&bytes) {
-                        Some(next) => self.next = next,
-                        // Not whole batches (never from the engine): read no more, rather than
-                        // read the same records twice.
-                        None => self.stopped = true,
-                    }
+                    self.next = records.next;
                     self.bytes += n;
-                    self.chunks.push(bytes);
+                    self.chunks.extend(records.chunks);
                 }
                 (n, false)
             }
@@ -258,18 +252,6 @@ impl Gathered {
             }
         }
     }
-}
-
-/// The offset after the last of these whole batches.
-fn offset_after(bytes: &[u8]) -> Option<Offset> {
-    let mut next = None;
-    for batch in BatchIter::new(bytes) {
-        let h = quiver_proto::batch::header(batch.ok()?).ok()?;
-        next = Some(Offset(
-            h.base_offset.get() + u64::from(h.last_offset_delta.get()) + 1,
-        ));
-    }
-    next
 }
 
 /// One partition to read: on which shard, from where, and how much at most.
