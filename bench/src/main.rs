@@ -322,9 +322,11 @@ async fn run(cli: Cli) -> Result<(), String> {
     if opts.producers == 0 || opts.consumers == 0 {
         return Err("--producers and --consumers must be at least 1".into());
     }
-    if cli.mode == Mode::E2e && opts.record_size < 8 {
+    if cli.mode == Mode::E2e && opts.record_size < 9 {
         return Err(
-            "e2e needs --record-size of at least 8 (the send time travels in the value)".into(),
+            "e2e needs --record-size of at least 9 (the send time and whether the record is \
+             measured travel in the value)"
+                .into(),
         );
     }
     if opts.rate < 0.0 || !opts.rate.is_finite() {
