@@ -561,6 +561,7 @@ impl Shard {
         // At the visible end, or appended but not yet visible: nothing to return yet, and not
         // an error.
         if offset == hw || (offset > hw && offset <= log.end_offset()) {
+            log.reader_at_end();
             Ok(empty)
         } else {
             Err((log, empty))

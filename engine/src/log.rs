@@ -8,7 +8,7 @@ use crate::notify::Notify;
 use crate::producers::{Producers, Verdict};
 use crate::readahead::{self, Ahead, Preloaded, ReadAhead};
 use crate::segment::{self, ActiveFiles, Cursor, Recovered, SegmentPaths, WalkStart};
-use crate::tail::TailCache;
+use crate::tail::{self, TailCache};
 use bytes::{Bytes, BytesMut};
 use glommio::io::DmaFile;
 use quiver_proto::batch::{self, BatchLimits, BatchView, ValidBatch, BATCH_HEADER_BYTES};
@@ -182,6 +182,10 @@ struct State {
     cache: Vec<Cache>,
     /// The batches appended last, for readers at the end of the log (`crate::tail`).
     tail: TailCache,
+    /// A read at or past this offset (the first of the last append) is a read at the end.
+    tail_from: u64,
+    /// When the log was last read at its end: while recent, appends are cached.
+    tail_read_at: Option<Instant>,
     /// The `PartitionLog` handle is gone; the lock goes when the background work ends.
     handle_dropped: bool,
     unsynced: bool,
@@ -452,6 +456,8 @@ impl PartitionLog {
             status: Status::Open,
             cache: Vec::new(),
             tail: TailCache::default(),
+            tail_from: durable_end,
+            tail_read_at: None,
             handle_dropped: false,
             unsynced: false,
             last_sync: Instant::now(),
@@ -648,8 +654,8 @@ impl PartitionLog {
         }
     }
 
-    /// Like [`PartitionLog::read`], but only batches that start below `end` (a visible end the
-    /// caller took), as chunks whose concatenation is the batches' bytes. When `offset` is among
+    /// Like [`PartitionLog::read`], but only batches that end at or below `end` (a visible end
+    /// the caller took), as chunks whose concatenation is the batches' bytes. When `offset` is among
     /// the batches appended last they come from memory (`crate::tail`): no disk read, no copy of
     /// a large batch, no second CRC check. Otherwise from the segment, as `read` does.
     pub async fn read_records(
@@ -659,12 +665,16 @@ impl PartitionLog {
         end: Offset,
     ) -> Result<Records> {
         {
-            let s = self.shared.state.borrow();
+            let mut s = self.shared.state.borrow_mut();
             s.check_readable()?;
+            if offset.0 >= s.tail_from {
+                s.tail_read_at = Some(Instant::now());
+            }
             let written = s.active.written.offset_end;
             if !s.truncating && offset.0 >= s.start_offset() && offset.0 < written {
                 let max_bytes = max_bytes.clamp(1, READ_BYTES_MAX);
                 if let Some(hit) = s.tail.read(offset.0, max_bytes, end.0.min(written)) {
+                    s.tail_read_at = Some(Instant::now());
                     return Ok(Records {
                         chunks: hit.chunks,
                         len: hit.len,
@@ -674,17 +684,18 @@ impl PartitionLog {
             }
         }
         let bytes = self.read(offset, max_bytes).await?;
-        // Whole batches below `end`, and the offset after the last of them.
+        // Whole batches that end at or below `end`, and the offset after the last of them.
         let (mut keep, mut next) = (0, offset);
         for b in batch::BatchIter::new(&bytes) {
             let Ok(h) = b.and_then(batch::header) else {
                 break;
             };
-            if h.base_offset.get() >= end.0 {
+            let after = h.base_offset.get() + u64::from(h.last_offset_delta.get()) + 1;
+            if after > end.0 {
                 break;
             }
             keep += h.batch_len.get() as usize;
-            next = Offset(h.base_offset.get() + u64::from(h.last_offset_delta.get()) + 1);
+            next = Offset(after);
         }
         let bytes = bytes.slice(..keep);
         Ok(Records {
@@ -696,6 +707,12 @@ impl PartitionLog {
             },
             next,
         })
+    }
+
+    /// Tells the log a reader waits at its end (a fetch with nothing new to read yet): what is
+    /// appended next is kept for it in the tail cache, as after a read at the end.
+    pub fn reader_at_end(&self) {
+        self.shared.state.borrow_mut().tail_read_at = Some(Instant::now());
     }
 
     /// The first offset whose record timestamp is at or after `ts`, or `None` if every readable
@@ -1090,8 +1107,11 @@ fn stage(
     }
     let p = a.pending.as_mut().expect("just set");
     let mut hdr = [0u8; BATCH_HEADER_BYTES];
-    // The stamped headers, kept with the batches' bodies for the tail cache.
-    let mut headers = BytesMut::with_capacity(batches.len() * BATCH_HEADER_BYTES);
+    // With a reader at the end, the batches as stored go to the tail cache too.
+    let tailing = s
+        .tail_read_at
+        .is_some_and(|t| t.elapsed() < tail::READER_TTL);
+    let mut cached = BytesMut::with_capacity(if tailing { total as usize } else { 0 });
     for b in batches {
         let bytes = b.bytes();
         let (pos, off) = (p.mark.len, p.mark.offset_end);
@@ -1102,7 +1122,10 @@ fn stage(
         }
         p.buf.push(&a.files.log, &hdr);
         p.buf.push(&a.files.log, &bytes[BATCH_HEADER_BYTES..]);
-        headers.extend_from_slice(&hdr);
+        if tailing {
+            cached.extend_from_slice(&hdr);
+            cached.extend_from_slice(&bytes[BATCH_HEADER_BYTES..]);
+        }
         p.mark.len += bytes.len() as u64;
         p.mark.offset_end += b.offset_count();
         p.mark.max_timestamp = p.mark.max_timestamp.max(b.info().max_timestamp.0);
@@ -1119,13 +1142,18 @@ fn stage(
     }
     debug_assert_eq!(p.buf.end(), p.mark.len);
     let end = p.mark.offset_end;
-    let mut headers = headers.freeze();
+    let mut cached = cached.freeze();
+    s.tail_from = base_offset;
+    if !tailing {
+        s.tail.clear();
+    }
     let mut off = base_offset;
     for b in batches {
         s.producers.record(b.info(), off, now);
-        let header = headers.split_to(BATCH_HEADER_BYTES);
-        let body = b.bytes().slice(BATCH_HEADER_BYTES..);
-        s.tail.push(off, off + b.offset_count(), header, body);
+        if tailing {
+            let bytes = cached.split_to(b.len());
+            s.tail.push(off, off + b.offset_count(), bytes);
+        }
         off += b.offset_count();
     }
     let info = AppendInfo {

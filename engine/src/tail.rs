@@ -2,12 +2,13 @@
 //! at the end of the log are served without a disk read.
 //!
 //! Reads are direct (no page cache), so without this a consumer that keeps up with producers
-//! waits for the disk on every fetch, for bytes the broker held a moment before. The cache keeps
-//! each appended batch as it is stored: its header as stamped at append (base offset, leader
-//! epoch) and its body, a slice of the request that carried it (no copy). A read served from the
-//! cache returns those slices, so a tailing fetch neither reads the disk, nor copies, nor checks
-//! CRCs again: every batch was validated when it arrived, and the stamped fields are outside the
-//! CRC.
+//! waits for the disk on every fetch, for bytes the broker held a moment before. While a log has
+//! such a reader (a read at or past the start of its last append, or one the cache served,
+//! within the last [`READER_TTL`]), each append also copies its batches, as stored (headers
+//! stamped), into one buffer the cache keeps. A read served from the cache returns slices of
+//! those buffers: no disk read, no copy of batches of [`COALESCE_BELOW`] or more, and no second
+//! CRC check (every batch was validated when it arrived, and the stamped fields are outside the
+//! CRC). A log nobody reads at its end caches nothing and pays nothing.
 //!
 //! The cached batches are contiguous in offsets and end at the log's staged end; a read is
 //! served from here only when its offset falls inside them, and only up to what is written.
@@ -16,22 +17,24 @@
 //! Bounds: each log keeps at most [`LOG_BYTES_MAX`], and every shard (glommio executor, one
 //! thread) has a byte budget shared by all its logs ([`set_shard_budget`], default
 //! [`SHARD_BUDGET_DEFAULT`]). An append that does not fit the budget after the log gave back its
-//! own oldest batches is not cached, and the log's cache starts again after it. The bytes
-//! counted are the batches'; a body keeps the buffer of its request alive, so memory held can be
-//! somewhat larger when one request carried batches for logs on several shards.
+//! own oldest batches is not cached, and the log's cache starts again after it. The buffers are
+//! the cache's own (the request's buffer is not kept), so the bytes counted are the bytes held.
 
 use bytes::{Bytes, BytesMut};
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 /// Bytes of batches one log keeps at most.
 pub const LOG_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Bytes of batches cached on one shard at most, by default.
 pub const SHARD_BUDGET_DEFAULT: usize = 32 * 1024 * 1024;
+/// How long after its last read at the end a log keeps caching what it appends.
+pub const READER_TTL: Duration = Duration::from_secs(2);
 /// Batches smaller than this are copied together into one buffer when served, so that a read of
 /// many small batches gives a few chunks rather than two per batch.
-const COALESCE_BELOW: usize = 16 * 1024;
+pub const COALESCE_BELOW: usize = 16 * 1024;
 
 thread_local! {
     static BUDGET: Cell<usize> = const { Cell::new(SHARD_BUDGET_DEFAULT) };
@@ -56,18 +59,17 @@ pub fn shard_bytes_in_use() -> usize {
     IN_USE.with(Cell::get)
 }
 
-/// One batch as stored: `header` (stamped) followed by `body` are its bytes in the segment.
+/// One batch as stored in the segment.
 struct Entry {
     base: u64,
     /// The offset after the batch's last record.
     end: u64,
-    header: Bytes,
-    body: Bytes,
+    bytes: Bytes,
 }
 
 impl Entry {
     fn len(&self) -> usize {
-        self.header.len() + self.body.len()
+        self.bytes.len()
     }
 }
 
@@ -89,11 +91,11 @@ pub(crate) struct TailCache {
 impl TailCache {
     /// Adds one appended batch. It must follow the last one cached; if it does not, or it does
     /// not fit, the cache starts again from the next batch that does.
-    pub fn push(&mut self, base: u64, end: u64, header: Bytes, body: Bytes) {
+    pub fn push(&mut self, base: u64, end: u64, bytes: Bytes) {
         if self.entries.back().is_some_and(|e| e.end != base) {
             self.clear();
         }
-        let n = header.len() + body.len();
+        let n = bytes.len();
         if n > LOG_BYTES_MAX {
             self.clear();
             return;
@@ -113,12 +115,7 @@ impl TailCache {
         }
         IN_USE.with(|u| u.set(u.get() + n));
         self.bytes += n;
-        self.entries.push_back(Entry {
-            base,
-            end,
-            header,
-            body,
-        });
+        self.entries.push_back(Entry { base, end, bytes });
     }
 
     /// Whole batches from the one that holds `offset`, up to `max_bytes` (at least one batch),
@@ -153,8 +150,7 @@ impl TailCache {
         while k < j {
             let e = &self.entries[k];
             if e.len() >= COALESCE_BELOW {
-                hit.chunks.push(e.header.clone());
-                hit.chunks.push(e.body.clone());
+                hit.chunks.push(e.bytes.clone());
                 k += 1;
                 continue;
             }
@@ -165,8 +161,7 @@ impl TailCache {
             let size = (k..run_end).map(|x| self.entries[x].len()).sum();
             let mut run = BytesMut::with_capacity(size);
             for e in self.entries.range(k..run_end) {
-                run.extend_from_slice(&e.header);
-                run.extend_from_slice(&e.body);
+                run.extend_from_slice(&e.bytes);
             }
             hit.chunks.push(run.freeze());
             k = run_end;
@@ -211,14 +206,14 @@ impl Drop for TailCache {
 mod tests {
     use super::*;
 
-    fn batch(base: u64, records: u64, body_len: usize) -> (u64, u64, Bytes, Bytes) {
-        let header = Bytes::from(base.to_le_bytes().to_vec());
-        let body = Bytes::from(vec![base as u8; body_len]);
-        (base, base + records, header, body)
+    fn batch(base: u64, records: u64, body_len: usize) -> (u64, u64, Bytes) {
+        let mut v = base.to_le_bytes().to_vec();
+        v.extend(vec![base as u8; body_len]);
+        (base, base + records, Bytes::from(v))
     }
 
-    fn push(c: &mut TailCache, b: (u64, u64, Bytes, Bytes)) {
-        c.push(b.0, b.1, b.2, b.3);
+    fn push(c: &mut TailCache, b: (u64, u64, Bytes)) {
+        c.push(b.0, b.1, b.2);
     }
 
     fn concat(h: &Hit) -> Vec<u8> {
@@ -259,11 +254,10 @@ mod tests {
         push(&mut c, batch(1, 1, 100));
         push(&mut c, batch(2, 10, COALESCE_BELOW));
         let h = c.read(0, 1 << 20, 12).unwrap();
-        // The two small batches in one chunk, then the large one's header and body as they are.
-        assert_eq!(h.chunks.len(), 3);
+        // The two small batches in one chunk, then the large one as it is.
+        assert_eq!(h.chunks.len(), 2);
         assert_eq!(h.chunks[0].len(), 2 * 108);
-        let body = &c.entries[2].body;
-        assert_eq!(h.chunks[2].as_ptr(), body.as_ptr());
+        assert_eq!(h.chunks[1].as_ptr(), c.entries[2].bytes.as_ptr());
         drop(c);
         assert_eq!(shard_bytes_in_use(), 0);
     }

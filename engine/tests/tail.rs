@@ -67,6 +67,21 @@ fn reads_at_the_tail_come_from_memory_and_match_the_disk() {
             ..small_config()
         };
         let log = PartitionLog::open(&dir, config.clone()).await.unwrap();
+        // Nobody reads at the end yet: nothing is cached.
+        for i in 0..10u64 {
+            log.append(&[batch(5, 300, 90_000 + i, 0)], None)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            shard_bytes_in_use(),
+            0,
+            "no reader at the end, nothing cached"
+        );
+        let end = log.readable_end().0;
+        assert_eq!(check_reads(&log, 0, end, 1 << 20).await, 0);
+        // A reader waits at the end: from now on appends are cached.
+        log.reader_at_end();
         // Small batches (copied together when served) and large ones (served as they came),
         // one to three per append, over several segments: about 3 MB, under the 4 MiB a log
         // keeps.
@@ -88,6 +103,7 @@ fn reads_at_the_tail_come_from_memory_and_match_the_disk() {
         // the middle of batches, is served from memory and equals what the files hold.
         for max in [1, 8 * 1024, 64 * 1024, 1 << 20] {
             assert!(check_reads(&log, 0, end, max).await > 0);
+            assert!(check_reads(&log, 10, end, max).await > 0);
         }
         for from in [1, 7, end / 3, end / 2 + 1, end - 1] {
             let served = check_reads(&log, from, end, 32 * 1024).await;
@@ -95,14 +111,21 @@ fn reads_at_the_tail_come_from_memory_and_match_the_disk() {
         }
         // Capped below the end given (a visible end below the readable one).
         let cap = end / 2;
-        let r = log
-            .read_records(Offset(0), 1 << 30, Offset(cap))
-            .await
-            .unwrap();
+        let mut next = end / 3;
+        loop {
+            let r = log
+                .read_records(Offset(next), 1 << 30, Offset(cap))
+                .await
+                .unwrap();
+            if r.len == 0 {
+                break;
+            }
+            assert!(r.next.0 <= cap, "read past {cap}: {}", r.next.0);
+            next = r.next.0;
+        }
         assert!(
-            r.next.0 <= cap && r.next.0 + 10 >= cap,
-            "stops at {cap}: {}",
-            r.next.0
+            next <= cap && next + 10 >= cap,
+            "stopped at {next}, not at {cap}"
         );
         let r = log
             .read_records(Offset(end), 1 << 20, Offset(end))
@@ -156,6 +179,7 @@ fn reads_at_the_tail_come_from_memory_and_match_the_disk() {
                 .unwrap();
         }
         let end = log.readable_end().0;
+        log.reader_at_end();
         assert_eq!(check_reads(&log, 0, end, 1 << 20).await, 0);
         assert_eq!(shard_bytes_in_use(), 0);
         log.close().await.unwrap();
