@@ -742,7 +742,6 @@ impl Shard {
     }
 }
 
-/// Keeps the whole batches of `bytes` that lie below `end`. Header-only work, per batch.
 pub async fn sleep_until(deadline: Instant) {
     let now = Instant::now();
     if deadline > now {
