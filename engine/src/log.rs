@@ -606,6 +606,11 @@ impl PartitionLog {
     /// `Bytes`; every batch served is CRC-checked on the way out, and a batch that fails is never
     /// served: the read stops before it, or fails with [`Error::Corrupt`] if it is the first.
     pub async fn read(&self, offset: Offset, max_bytes: usize) -> Result<Bytes> {
+        Ok(self.read_segment(offset, max_bytes).await?.0)
+    }
+
+    /// [`PartitionLog::read`], with the offset after the last batch read (`offset` when none).
+    async fn read_segment(&self, offset: Offset, max_bytes: usize) -> Result<(Bytes, u64)> {
         let shared = &self.shared;
         let max_bytes = max_bytes.clamp(1, READ_BYTES_MAX);
         loop {
@@ -624,7 +629,7 @@ impl PartitionLog {
                     listen.await;
                     continue;
                 }
-                Some(Plan::Empty) => return Ok(Bytes::new()),
+                Some(Plan::Empty) => return Ok((Bytes::new(), offset.0)),
                 Some(Plan::Load(c)) => {
                     shared.load_cache(c).await?;
                     continue;
@@ -643,7 +648,7 @@ impl PartitionLog {
             let res = match res {
                 Ok(r) => {
                     shared.read_ahead(&plan, &r, max_bytes);
-                    Ok(r.bytes)
+                    Ok((r.bytes, r.next_offset))
                 }
                 Err(e) => Err(e),
             };
@@ -683,21 +688,26 @@ impl PartitionLog {
                 }
             }
         }
-        let bytes = self.read(offset, max_bytes).await?;
-        // Whole batches that end at or below `end`, and the offset after the last of them.
-        let (mut keep, mut next) = (0, offset);
-        for b in batch::BatchIter::new(&bytes) {
-            let Ok(h) = b.and_then(batch::header) else {
-                break;
-            };
-            let after = h.base_offset.get() + u64::from(h.last_offset_delta.get()) + 1;
-            if after > end.0 {
-                break;
+        let (mut bytes, read_next) = self.read_segment(offset, max_bytes).await?;
+        let mut next = Offset(read_next);
+        if next > end {
+            // Read past `end` (written, not yet visible): keep the whole batches that end at or
+            // below it, and the offset after the last of them.
+            let mut keep = 0;
+            next = offset;
+            for b in batch::BatchIter::new(&bytes) {
+                let Ok(h) = b.and_then(batch::header) else {
+                    break;
+                };
+                let after = h.base_offset.get() + u64::from(h.last_offset_delta.get()) + 1;
+                if after > end.0 {
+                    break;
+                }
+                keep += h.batch_len.get() as usize;
+                next = Offset(after);
             }
-            keep += h.batch_len.get() as usize;
-            next = Offset(after);
+            bytes.truncate(keep);
         }
-        let bytes = bytes.slice(..keep);
         Ok(Records {
             len: bytes.len(),
             chunks: if bytes.is_empty() {

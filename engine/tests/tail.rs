@@ -57,6 +57,27 @@ async fn check_reads(log: &PartitionLog, from: u64, end: u64, max_bytes: usize) 
     tail::served_bytes() - served
 }
 
+/// Reads from `from` with `cap` as the visible end until nothing more comes: no read passes
+/// `cap`, and they stop within a batch (at most 10 records here) of it.
+async fn read_capped(log: &PartitionLog, from: u64, cap: u64) {
+    let mut next = from;
+    loop {
+        let r = log
+            .read_records(Offset(next), 1 << 30, Offset(cap))
+            .await
+            .unwrap();
+        if r.len == 0 {
+            break;
+        }
+        assert!(r.next.0 <= cap, "read past {cap}: {}", r.next.0);
+        next = r.next.0;
+    }
+    assert!(
+        next <= cap && next + 10 >= cap,
+        "stopped at {next}, not at {cap}"
+    );
+}
+
 #[test]
 fn reads_at_the_tail_come_from_memory_and_match_the_disk() {
     let tmp = tempfile::tempdir().unwrap();
@@ -110,23 +131,7 @@ fn reads_at_the_tail_come_from_memory_and_match_the_disk() {
             assert!(served > 0, "read from {from} hit the cache");
         }
         // Capped below the end given (a visible end below the readable one).
-        let cap = end / 2;
-        let mut next = end / 3;
-        loop {
-            let r = log
-                .read_records(Offset(next), 1 << 30, Offset(cap))
-                .await
-                .unwrap();
-            if r.len == 0 {
-                break;
-            }
-            assert!(r.next.0 <= cap, "read past {cap}: {}", r.next.0);
-            next = r.next.0;
-        }
-        assert!(
-            next <= cap && next + 10 >= cap,
-            "stopped at {next}, not at {cap}"
-        );
+        read_capped(&log, end / 3, end / 2).await;
         let r = log
             .read_records(Offset(end), 1 << 20, Offset(end))
             .await
@@ -181,6 +186,8 @@ fn reads_at_the_tail_come_from_memory_and_match_the_disk() {
         let end = log.readable_end().0;
         log.reader_at_end();
         assert_eq!(check_reads(&log, 0, end, 1 << 20).await, 0);
+        // From the segment too, reads stop at the end given, mid-batch included.
+        read_capped(&log, end - 90, end - 52).await;
         assert_eq!(shard_bytes_in_use(), 0);
         log.close().await.unwrap();
     });
