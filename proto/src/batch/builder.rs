@@ -39,7 +39,18 @@ pub struct BatchBuilder {
     producer_epoch: i16,
     base_sequence: i32,
     attributes_extra: u16,
+    /// CRC of the records section up to `crc_upto` (uncompressed batches only), kept up as
+    /// records are appended. Rationale: hashed within `CRC_CHUNK` of being written the bytes
+    /// are still in the core's cache; hashing a finished batch of a MiB reads it back from
+    /// memory, at a fifth of the speed on the machines measured (bench/RESULTS.md).
+    crc: crc32fast::Hasher,
+    crc_upto: usize,
 }
+
+/// Bytes of records appended before the running CRC takes them in: small enough to still be
+/// in the L1 cache, large enough for the wide CRC kernel (updates of ~100 bytes run at a tenth
+/// of its speed).
+const CRC_CHUNK: usize = 16 * 1024;
 
 impl BatchBuilder {
     pub fn new(compression: Compression) -> BatchBuilder {
@@ -70,6 +81,8 @@ impl BatchBuilder {
             producer_epoch: -1,
             base_sequence: -1,
             attributes_extra: 0,
+            crc: crc32fast::Hasher::new(),
+            crc_upto: BATCH_HEADER_BYTES,
         }
     }
 
@@ -164,6 +177,11 @@ impl BatchBuilder {
         }
         self.max_timestamp = self.max_timestamp.max(timestamp.0);
         self.count += 1;
+        if self.compression == Compression::None && self.records.len() - self.crc_upto >= CRC_CHUNK
+        {
+            self.crc.update(&self.records[self.crc_upto..]);
+            self.crc_upto = self.records.len();
+        }
         Ok(())
     }
 
@@ -185,6 +203,12 @@ impl BatchBuilder {
         }
         let mut codec = self.compression;
         let mut out = self.records;
+        // The CRC of the records section as it will be sent, when it is not compressed.
+        let section_crc = (codec == Compression::None).then(|| {
+            let mut crc = self.crc;
+            crc.update(&out[self.crc_upto..]);
+            crc
+        });
         if codec != Compression::None {
             let section = &out[BATCH_HEADER_BYTES..];
             let mut compressed = Vec::with_capacity(BATCH_HEADER_BYTES + section.len() / 2 + 64);
@@ -227,7 +251,15 @@ impl BatchBuilder {
             padding: [0; 2],
         };
         out[..BATCH_HEADER_BYTES].copy_from_slice(header.as_bytes());
-        let crc = super::compute_crc(&out);
+        let crc = match section_crc {
+            Some(section) => {
+                let mut crc = crc32fast::Hasher::new();
+                crc.update(&out[super::CRC_START..BATCH_HEADER_BYTES]);
+                crc.combine(&section);
+                crc.finalize()
+            }
+            None => super::compute_crc(&out),
+        };
         out[16..20].copy_from_slice(&crc.to_le_bytes());
         Ok(Bytes::from(out))
     }

@@ -86,6 +86,27 @@ proptest! {
     }
 
     #[test]
+    fn the_running_crc_equals_one_pass_over_the_batch(
+        sizes in proptest::collection::vec(0usize..9000, 1..40),
+        producer in any::<bool>(),
+    ) {
+        // Records of up to 9,000 bytes: the builder's running CRC takes in 16 KiB at a time, so
+        // batches end on and off those steps.
+        let mut b = BatchBuilder::new(Compression::None);
+        if producer {
+            b = b.producer(7, 3, 1_000);
+        }
+        for (i, n) in sizes.iter().enumerate() {
+            let value: Vec<u8> = (0..*n).map(|j| (i * 31 + j) as u8).collect();
+            b.append(TimestampMs(i as i64), None, Some(&value), &[("h", b"x")]).unwrap();
+        }
+        let bytes = b.finish().unwrap();
+        let stored = u32::from_le_bytes(bytes[16..20].try_into().unwrap());
+        prop_assert_eq!(stored, compute_crc(&bytes));
+        prop_assert!(validate(&bytes, BatchLimits::default()).is_ok());
+    }
+
+    #[test]
     fn hostile_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = validate_deep(&data, BatchLimits::default());
         for b in BatchIter::new(&data).flatten() {
