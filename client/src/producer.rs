@@ -594,9 +594,13 @@ impl Batch {
         log_append_time: Option<TimestampMs>,
         listener: Option<&DeliveryListener>,
     ) {
+        // The records' metadata share a name of their own, not the producer's interned one.
+        // Rationale: every clone and drop is an atomic update of the count; on the producer's
+        // count they contend with `send`, which updates it for each record on another core.
+        let topic: Arc<str> = Arc::from(&*self.topic.0);
         for (i, p) in self.pending.into_iter().enumerate() {
             let meta = RecordMetadata {
-                topic: self.topic.0.clone(),
+                topic: topic.clone(),
                 partition: self.partition,
                 offset: base.map(|b| b.plus(i as u64)),
                 timestamp: log_append_time.unwrap_or(p.timestamp),
