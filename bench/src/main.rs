@@ -127,6 +127,9 @@ struct Opts {
     /// Producer buffer memory in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     buffer_memory: usize,
+    /// Largest produce request in bytes (the SDK's default, 4 MiB).
+    #[arg(long, default_value_t = 4 << 20)]
+    max_request_size: usize,
     /// Records per second over all producers; 0 = as fast as possible.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
@@ -529,6 +532,7 @@ fn producer_config(opts: &Opts) -> ProducerConfig {
         .linger(opts.linger)
         .buffer_memory(opts.buffer_memory.max(opts.batch_size * 2))
         .max_in_flight_per_broker(opts.max_in_flight.max(1))
+        .max_request_size(opts.max_request_size)
 }
 
 /// 1 MiB of random bytes; values are slices of it (no copy per record).

@@ -249,7 +249,7 @@ impl ClientTls {
 
     fn rustls_config(&self) -> Result<rustls::ClientConfig> {
         let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
+            rustls::crypto::aws_lc_rs::default_provider(),
         ))
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TransportError::Config(e.to_string()))?
@@ -425,6 +425,36 @@ impl quinn::AsyncUdpSocket for SplitSends {
     }
 }
 
+/// Asks for socket buffers of `bytes` each way, best effort: past `net.core.{r,w}mem_max` with
+/// SO_{RCV,SND}BUFFORCE where the process may (CAP_NET_ADMIN), as the broker's sockets do
+/// (`quiver_net::udp::size_buffers` has the rationale: a datagram dropped at a full buffer is a
+/// QUIC loss).
+fn size_buffers(socket: &socket2::Socket, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let _ = socket.set_recv_buffer_size(bytes);
+    let _ = socket.set_send_buffer_size(bytes);
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let granted = [socket.recv_buffer_size(), socket.send_buffer_size()];
+    for (got, option) in granted
+        .into_iter()
+        .zip([libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE])
+    {
+        // The kernel reports twice what it granted.
+        if got.is_ok_and(|n| n / 2 < bytes) {
+            // SAFETY: a valid socket fd and a pointer to a c_int of the stated length.
+            unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    option,
+                    (&value as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
+    }
+}
+
 /// A client endpoint on its own UDP socket, with the socket buffers asked for (best effort:
 /// the kernel clamps them to its maximum), announcing `udp_payload_max` (1,200 to 65,527).
 fn client_endpoint(
@@ -440,8 +470,7 @@ fn client_endpoint(
     if bind.is_ipv6() {
         let _ = socket.set_only_v6(false);
     }
-    let _ = socket.set_recv_buffer_size(buffer_bytes);
-    let _ = socket.set_send_buffer_size(buffer_bytes);
+    size_buffers(&socket, buffer_bytes);
     socket.bind(&bind.into())?;
     let runtime = quinn::default_runtime()
         .ok_or_else(|| std::io::Error::other("no async runtime (tokio) is running"))?;

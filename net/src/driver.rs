@@ -469,8 +469,8 @@ impl Driver {
     ) -> Shared {
         let mut endpoint_config = match &cfg.stateless_reset_secret {
             Some(secret) => {
-                let mut c = quinn_proto::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
-                    ring::hmac::HMAC_SHA256,
+                let mut c = quinn_proto::EndpointConfig::new(Arc::new(aws_lc_rs::hmac::Key::new(
+                    aws_lc_rs::hmac::HMAC_SHA256,
                     &secret.0[..],
                 )));
                 // quinn-proto drops a packet whose connection id fails its generator's check

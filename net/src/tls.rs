@@ -1,4 +1,4 @@
-//! TLS for the transport: rustls (ring) configurations for the server side, for dial-out, and the
+//! TLS for the transport: rustls (aws-lc-rs) configurations for the server side, for dial-out, and the
 //! development CA that makes the out-of-the-box local setup work without turning verification off.
 //!
 //! Trust model (also in ARCHITECTURE.md): a client trusts exactly the CA files it is given. With
@@ -101,12 +101,14 @@ pub fn load_roots(ca_files: &[PathBuf]) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// ring's cipher suites with AES-128-GCM first. Rationale: ring lists AES-256-GCM first, and
-/// every QUIC packet is sealed and opened with the suite agreed; AES-128 does 10 rounds per block
-/// instead of 14 (ring seals 9 GB/s against 7 here) and is TLS 1.3's mandatory suite (QUIC's
-/// Initial packets use it too). The server picks in this order, whatever the client's order.
+/// aws-lc-rs's cipher suites with AES-128-GCM first. Rationale: the provider lists AES-256-GCM
+/// first, and every QUIC packet is sealed and opened with the suite agreed; AES-128 does 10
+/// rounds per block instead of 14 (ring sealed 9 GB/s against 7 here) and is TLS 1.3's mandatory
+/// suite (QUIC's Initial packets use it too). The server picks in this order, whatever the
+/// client's order. Why aws-lc-rs and not ring: its AVX-512 AES-GCM seals 64 KB packets at 12.8
+/// GB/s where ring's AVX2 code does 8.9 on this machine's CPU (bench/RESULTS.md).
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    let mut provider = rustls::crypto::ring::default_provider();
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     provider
         .cipher_suites
         .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
@@ -408,9 +410,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = ensure_dev_certs(dir.path()).unwrap();
         let server = server_config(&files.server_files()).unwrap();
-        // A client built on ring's own order (AES-256-GCM first), as the SDK's is.
+        // A client built on the provider's own order (AES-256-GCM first), as the SDK's is.
         let client = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
+            rustls::crypto::aws_lc_rs::default_provider(),
         ))
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()

@@ -25,6 +25,39 @@ pub(crate) struct UdpIo {
     local_addr: SocketAddr,
 }
 
+/// Asks for socket buffers of `bytes` each way, best effort. The kernel cuts SO_RCVBUF and
+/// SO_SNDBUF to `net.core.{r,w}mem_max` (4 MiB on the machines measured); a process allowed to
+/// (CAP_NET_ADMIN, as root) then goes past that cap with SO_{RCV,SND}BUFFORCE, as quic-go does.
+/// Rationale: a shard busy for a few milliseconds with a large produce lets 64 KB datagrams
+/// overflow a 4 MiB buffer; each one dropped is a QUIC loss (a retransmission, a congestion
+/// event, and a stream stalled until the hole is filled): 350 to 400 per 3 GB produced with one
+/// producer, none with 8 MiB (bench/RESULTS.md). `deploy/sysctl.d` raises the cap for everyone.
+pub fn size_buffers(socket: &Socket, bytes: usize) {
+    let _ = socket.set_recv_buffer_size(bytes);
+    let _ = socket.set_send_buffer_size(bytes);
+    // The kernel reports twice what it granted (its bookkeeping overhead included).
+    let short = |got: io::Result<usize>| got.is_ok_and(|n| n / 2 < bytes);
+    let force = |option: libc::c_int| {
+        let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        // SAFETY: a valid socket fd and a pointer to a c_int of the stated length.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    if short(socket.recv_buffer_size()) {
+        force(libc::SO_RCVBUFFORCE);
+    }
+    if short(socket.send_buffer_size()) {
+        force(libc::SO_SNDBUFFORCE);
+    }
+}
+
 impl UdpIo {
     /// Binds on the current glommio executor.
     ///
@@ -47,9 +80,7 @@ impl UdpIo {
     /// Takes over a socket bound elsewhere (one of [`bind_steered_group`]'s).
     pub fn from_socket(socket: Socket, buffer_bytes: usize) -> io::Result<UdpIo> {
         socket.set_nonblocking(true)?;
-        // Best effort: the kernel clamps to net.core.{r,w}mem_max.
-        let _ = socket.set_recv_buffer_size(buffer_bytes);
-        let _ = socket.set_send_buffer_size(buffer_bytes);
+        size_buffers(&socket, buffer_bytes);
         let state = UdpSocketState::new((&socket).into())?;
         let local_addr = socket
             .local_addr()?
