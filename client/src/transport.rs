@@ -427,7 +427,7 @@ impl quinn::AsyncUdpSocket for SplitSends {
 
 /// Asks for socket buffers of `bytes` each way, best effort: past `net.core.{r,w}mem_max` with
 /// SO_{RCV,SND}BUFFORCE where the process may (CAP_NET_ADMIN), as the broker's sockets do
-/// (`quiver_net::udp::size_buffers` has the rationale: a datagram dropped at a full buffer is a
+/// (`size_buffers` in net/src/udp.rs has the rationale: a datagram dropped at a full buffer is a
 /// QUIC loss).
 fn size_buffers(socket: &socket2::Socket, bytes: usize) {
     use std::os::fd::AsRawFd;

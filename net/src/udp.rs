@@ -32,29 +32,28 @@ pub(crate) struct UdpIo {
 /// overflow a 4 MiB buffer; each one dropped is a QUIC loss (a retransmission, a congestion
 /// event, and a stream stalled until the hole is filled): 350 to 400 per 3 GB produced with one
 /// producer, none with 8 MiB (bench/RESULTS.md). `deploy/sysctl.d` raises the cap for everyone.
-pub fn size_buffers(socket: &Socket, bytes: usize) {
+pub(crate) fn size_buffers(socket: &Socket, bytes: usize) {
     let _ = socket.set_recv_buffer_size(bytes);
     let _ = socket.set_send_buffer_size(bytes);
-    // The kernel reports twice what it granted (its bookkeeping overhead included).
-    let short = |got: io::Result<usize>| got.is_ok_and(|n| n / 2 < bytes);
-    let force = |option: libc::c_int| {
-        let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-        // SAFETY: a valid socket fd and a pointer to a c_int of the stated length.
-        unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let granted = [socket.recv_buffer_size(), socket.send_buffer_size()];
+    for (got, option) in granted
+        .into_iter()
+        .zip([libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE])
+    {
+        // The kernel reports twice what it granted (its bookkeeping overhead included).
+        if got.is_ok_and(|n| n / 2 < bytes) {
+            // SAFETY: a valid socket fd and a pointer to a c_int of the stated length.
+            unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    option,
+                    (&value as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
         }
-    };
-    if short(socket.recv_buffer_size()) {
-        force(libc::SO_RCVBUFFORCE);
-    }
-    if short(socket.send_buffer_size()) {
-        force(libc::SO_SNDBUFFORCE);
     }
 }
 
@@ -320,6 +319,41 @@ mod tests {
             assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
             sender.join().unwrap();
         });
+    }
+
+    /// The buffers asked for are granted past `net.core.rmem_max` when the process may force
+    /// them (CAP_NET_ADMIN: root in CI), and up to that cap otherwise.
+    #[test]
+    fn socket_buffers_go_past_the_kernels_cap_when_allowed() {
+        let want = 8 << 20;
+        let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        size_buffers(&socket, want);
+        let cap = |name: &str| -> usize {
+            std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        // CAP_NET_ADMIN (bit 12 of the effective set) is what SO_RCVBUFFORCE needs.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let caps = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap();
+        let may_force = caps & (1 << 12) != 0;
+        for (got, cap) in [
+            (socket.recv_buffer_size().unwrap(), cap("rmem_max")),
+            (socket.send_buffer_size().unwrap(), cap("wmem_max")),
+        ] {
+            let expect = if may_force { want } else { want.min(cap) };
+            assert!(
+                got / 2 >= expect,
+                "granted {} of {want} (cap {cap})",
+                got / 2
+            );
+        }
     }
 
     /// Port 0 with SO_REUSEPORT gets a port no other socket holds, and the next shard can still
