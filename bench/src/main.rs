@@ -127,9 +127,9 @@ struct Opts {
     /// Producer buffer memory in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     buffer_memory: usize,
-    /// Largest produce request in bytes (the SDK's default, 4 MiB).
-    #[arg(long, default_value_t = 4 << 20)]
-    max_request_size: usize,
+    /// Largest produce request in bytes (default: the SDK's, 4 MiB).
+    #[arg(long)]
+    max_request_size: Option<usize>,
     /// Records per second over all producers; 0 = as fast as possible.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
@@ -525,14 +525,17 @@ async fn fill(
 }
 
 fn producer_config(opts: &Opts) -> ProducerConfig {
-    ProducerConfig::default()
+    let config = ProducerConfig::default()
         .acks(opts.acks)
         .compression(opts.compression.codec())
         .batch_size(opts.batch_size)
         .linger(opts.linger)
         .buffer_memory(opts.buffer_memory.max(opts.batch_size * 2))
-        .max_in_flight_per_broker(opts.max_in_flight.max(1))
-        .max_request_size(opts.max_request_size)
+        .max_in_flight_per_broker(opts.max_in_flight.max(1));
+    match opts.max_request_size {
+        Some(bytes) => config.max_request_size(bytes),
+        None => config,
+    }
 }
 
 /// 1 MiB of random bytes; values are slices of it (no copy per record).
