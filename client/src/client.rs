@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -209,6 +209,8 @@ struct Inner {
     correlation: AtomicU32,
     connections: tokio::sync::Mutex<HashMap<ConnKey, Connection>>,
     cluster: RwLock<Arc<ClusterView>>,
+    /// Bumped each time `cluster` is replaced: what a cache of it checks to stay current.
+    metadata_generation: AtomicU64,
     /// The broker that answered the bootstrap, used for calls that any broker can serve.
     bootstrap: RwLock<Option<(SocketAddr, String)>>,
     /// Resolved addresses of brokers by id (cleared when metadata changes a broker's address).
@@ -238,6 +240,7 @@ impl Client {
                 correlation: AtomicU32::new(1),
                 connections: tokio::sync::Mutex::new(HashMap::new()),
                 cluster: RwLock::new(Arc::new(ClusterView::default())),
+                metadata_generation: AtomicU64::new(0),
                 bootstrap: RwLock::new(None),
                 addrs: RwLock::new(HashMap::new()),
                 api_versions: tokio::sync::OnceCell::new(),
@@ -414,6 +417,9 @@ impl Client {
         }
         let view = Arc::new(view);
         *guard = view.clone();
+        self.inner
+            .metadata_generation
+            .fetch_add(1, Ordering::Release);
         view
     }
 
@@ -429,6 +435,12 @@ impl Client {
                 Some(format!("topic '{name}' does not exist")),
             )
         })
+    }
+
+    /// Changes whenever the cached metadata is replaced: a value derived from the cache stays
+    /// right while this stays the same (read it before deriving).
+    pub(crate) fn metadata_generation(&self) -> u64 {
+        self.inner.metadata_generation.load(Ordering::Acquire)
     }
 
     /// A topic's partition count from cached metadata, without copying the topic's metadata.

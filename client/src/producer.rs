@@ -446,8 +446,9 @@ const SPARE_BUFFERS_MAX: usize = 8;
 
 #[derive(Default)]
 struct State {
-    /// Topic names seen, shared by every batch of the topic (no allocation per record).
-    topics: FxHashMap<String, Topic>,
+    /// Topic names seen, shared by every batch of the topic (no allocation per record), with
+    /// the partition count last read from the client's metadata.
+    topics: FxHashMap<String, Interned>,
     queues: FxHashMap<PartKey, PartQueue>,
     in_flight: HashMap<Node, usize>,
     /// Ids of batches not yet completed (flush waits for the ones below its mark).
@@ -723,63 +724,60 @@ impl Producer {
         let mut deadline = move || {
             *deadline.get_or_insert_with(|| tokio::time::Instant::now() + shared.config.max_block)
         };
-        let partitions = match shared.client.cached_partition_count(&record.topic) {
-            Some(n) => n,
-            None => {
-                match tokio::time::timeout_at(deadline(), shared.client.topic(&record.topic)).await
+        let permit = match shared.memory.clone().try_acquire_many_owned(size as u32) {
+            Ok(p) => p,
+            Err(TryAcquireError::Closed) => return Err(Error::Closed),
+            Err(TryAcquireError::NoPermits) => {
+                // A record for a topic without metadata fails or waits for that first, not for
+                // room in the buffer (the order of Kafka's producer).
+                if shared
+                    .client
+                    .cached_partition_count(&record.topic)
+                    .is_none()
                 {
-                    Ok(t) => t?.partitions.len() as u32,
+                    shared.load_topic(&record.topic, deadline()).await?;
+                }
+                match tokio::time::timeout_at(
+                    deadline(),
+                    shared.memory.clone().acquire_many_owned(size as u32),
+                )
+                .await
+                {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(_)) => return Err(Error::Closed),
                     Err(_) => {
                         return Err(Error::Timeout(format!(
-                            "no metadata for topic '{}' within max_block ({:?})",
-                            record.topic, shared.config.max_block
+                            "the producer's buffer ({} bytes) stayed full for max_block ({:?}); \
+                             the broker is not keeping up or cannot be reached",
+                            shared.config.buffer_memory, shared.config.max_block
                         )))
                     }
                 }
             }
         };
-        if partitions == 0 {
-            return Err(Error::broker(
-                ErrorCode::LeaderNotAvailable,
-                Some(format!("topic '{}' has no partitions yet", record.topic)),
-            ));
-        }
-        if let Some(p) = record.partition {
-            if p.0 >= partitions {
-                return Err(Error::broker(
-                    ErrorCode::UnknownTopicOrPartition,
-                    Some(format!(
-                        "topic '{}' has {partitions} partitions; partition {} does not exist",
-                        record.topic, p.0
-                    )),
-                ));
+        let (mut record, mut permit, mut done) = (record, permit, done);
+        let mut loaded = false;
+        loop {
+            match shared.append(record, permit, done)? {
+                Appended::Yes { wake } => {
+                    if wake {
+                        shared.wake.notify_one();
+                    }
+                    return Ok(());
+                }
+                Appended::NoMetadata(r, p, d) => {
+                    if loaded {
+                        return Err(Error::broker(
+                            ErrorCode::UnknownTopicOrPartition,
+                            Some(format!("topic '{}' is not in the metadata", r.topic)),
+                        ));
+                    }
+                    shared.load_topic(&r.topic, deadline()).await?;
+                    loaded = true;
+                    (record, permit, done) = (r, p, d);
+                }
             }
         }
-        let permit = match shared.memory.clone().try_acquire_many_owned(size as u32) {
-            Ok(p) => p,
-            Err(TryAcquireError::Closed) => return Err(Error::Closed),
-            Err(TryAcquireError::NoPermits) => match tokio::time::timeout_at(
-                deadline(),
-                shared.memory.clone().acquire_many_owned(size as u32),
-            )
-            .await
-            {
-                Ok(Ok(p)) => p,
-                Ok(Err(_)) => return Err(Error::Closed),
-                Err(_) => {
-                    return Err(Error::Timeout(format!(
-                        "the producer's buffer ({} bytes) stayed full for max_block ({:?}); the \
-                         broker is not keeping up or cannot be reached",
-                        shared.config.buffer_memory, shared.config.max_block
-                    )))
-                }
-            },
-        };
-        let wake = shared.append(record, partitions, permit, done)?;
-        if wake {
-            shared.wake.notify_one();
-        }
-        Ok(())
     }
 
     /// Sends every buffered record now and waits until each record buffered before the call
@@ -823,32 +821,105 @@ impl Producer {
     }
 }
 
+/// A topic name the producer has seen.
+struct Interned {
+    topic: Topic,
+    /// (the client's metadata generation it was read at, the topic's partition count).
+    /// Rationale: read from the client for each record, the count cost a lock and a SipHash of
+    /// the name, about 2% of the producing thread (bench/RESULTS.md).
+    partitions: Option<(u64, u32)>,
+}
+
+/// What [`Shared::append`] did with a record.
+enum Appended {
+    /// Appended; `wake`: the sender should look at the queues now.
+    Yes { wake: bool },
+    /// The client has no metadata for the record's topic: load it and try again.
+    NoMetadata(ProducerRecord, OwnedSemaphorePermit, Done),
+}
+
 impl State {
     /// The producer's one `Topic` for a name (never forgotten: `Topic` equality needs it).
     fn intern(&mut self, topic: &str) -> Topic {
         if let Some(t) = self.topics.get(topic) {
-            return t.clone();
+            return t.topic.clone();
         }
         let t = Topic(Arc::from(topic));
-        self.topics.insert(topic.to_string(), t.clone());
+        self.topics.insert(
+            topic.to_string(),
+            Interned {
+                topic: t.clone(),
+                partitions: None,
+            },
+        );
         t
+    }
+
+    /// The topic's interned name and partition count: the count kept here while the client's
+    /// metadata has not changed since it was read, else read again. `None`: the client has no
+    /// metadata for the topic.
+    fn topic_and_partitions(&mut self, name: &str, client: &Client) -> Option<(Topic, u32)> {
+        let generation = client.metadata_generation();
+        if let Some(e) = self.topics.get(name) {
+            if let Some((g, n)) = e.partitions {
+                if g == generation {
+                    return Some((e.topic.clone(), n));
+                }
+            }
+        }
+        let n = client.cached_partition_count(name)?;
+        let topic = self.intern(name);
+        if let Some(e) = self.topics.get_mut(name) {
+            e.partitions = Some((generation, n));
+        }
+        Some((topic, n))
     }
 }
 
 impl Shared {
-    /// Appends to the partition's open batch (or a new one). Returns whether the sender should
-    /// look at the queues now.
+    /// Loads a topic's metadata into the client, waiting at most until `deadline`.
+    async fn load_topic(&self, topic: &str, deadline: tokio::time::Instant) -> Result<()> {
+        match tokio::time::timeout_at(deadline, self.client.topic(topic)).await {
+            Ok(t) => t.map(|_| ()),
+            Err(_) => Err(Error::Timeout(format!(
+                "no metadata for topic '{topic}' within max_block ({:?})",
+                self.config.max_block
+            ))),
+        }
+    }
+
+    /// Appends to the partition's open batch (or a new one), or hands the record back when the
+    /// client has no metadata for its topic.
     fn append(
         &self,
         record: ProducerRecord,
-        partitions: u32,
         permit: OwnedSemaphorePermit,
         done: Done,
-    ) -> Result<bool> {
+    ) -> Result<Appended> {
         let config = &self.config;
         let mut st = self.state.lock().expect("not poisoned");
         if st.closing {
             return Err(Error::Closed);
+        }
+        let Some((topic, partitions)) = st.topic_and_partitions(&record.topic, &self.client) else {
+            return Ok(Appended::NoMetadata(record, permit, done));
+        };
+        if partitions == 0 {
+            return Err(Error::broker(
+                ErrorCode::LeaderNotAvailable,
+                Some(format!("topic '{}' has no partitions yet", record.topic)),
+            ));
+        }
+        if let Some(p) = record.partition {
+            if p.0 >= partitions {
+                return Err(Error::broker(
+                    ErrorCode::UnknownTopicOrPartition,
+                    Some(format!(
+                        "topic '{}' has {partitions} partitions; partition {} does not exist",
+                        record.topic, p.0
+                    )),
+                ));
+            }
         }
         let timestamp = record.timestamp.unwrap_or_else(crate::now_ms);
         let headers: Vec<(&str, &[u8])> = record
@@ -857,7 +928,6 @@ impl Shared {
             .map(|h| (h.key.as_str(), &h.value[..]))
             .collect();
         let size = permit.num_permits();
-        let topic = st.intern(&record.topic);
         let keyless = record.partition.is_none() && record.key.is_none();
         let mut partition = match record.partition {
             Some(p) => p,
@@ -962,7 +1032,7 @@ impl Shared {
             batch.full = true;
             wake = true;
         }
-        Ok(wake)
+        Ok(Appended::Yes { wake })
     }
 
     fn backoff(&self, attempts: u32) -> Duration {

@@ -773,13 +773,24 @@ async fn admin_topics_configs_partitions_and_cluster() {
         .unwrap();
     let retention = configs.iter().find(|c| c.name == "retention.ms").unwrap();
     assert_eq!(retention.value.as_deref(), Some("7200000"));
+    // A producer that knew the topic with 2 partitions sees the new ones once the client's
+    // metadata has them.
+    let producer = Producer::new(client.clone(), ProducerConfig::default()).unwrap();
+    let m = producer
+        .send(ProducerRecord::new("adm").partition(1).value("x"))
+        .await
+        .unwrap();
+    assert_eq!(m.partition, PartitionId(1));
+    let err = producer
+        .send(ProducerRecord::new("adm").partition(4).value("x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::UnknownTopicOrPartition), "{err}");
     admin.create_partitions("adm", 5).await.unwrap();
     assert_eq!(
         admin.describe_topic("adm").await.unwrap().partitions.len(),
         5
     );
-    // The producer sees the new partitions.
-    let producer = Producer::new(client.clone(), ProducerConfig::default()).unwrap();
     let m = producer
         .send(ProducerRecord::new("adm").partition(4).value("x"))
         .await
