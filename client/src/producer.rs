@@ -728,14 +728,18 @@ impl Producer {
             Ok(p) => p,
             Err(TryAcquireError::Closed) => return Err(Error::Closed),
             Err(TryAcquireError::NoPermits) => {
-                // A record for a topic without metadata fails or waits for that first, not for
-                // room in the buffer (the order of Kafka's producer).
+                // A record for a topic without metadata, or for a partition the topic does not
+                // have, fails or waits for metadata first, not for room in the buffer (the
+                // order of Kafka's producer).
                 if shared
                     .client
                     .cached_partition_count(&record.topic)
                     .is_none()
                 {
                     shared.load_topic(&record.topic, deadline()).await?;
+                }
+                if let Some(n) = shared.client.cached_partition_count(&record.topic) {
+                    check_partition(&record, n)?;
                 }
                 match tokio::time::timeout_at(
                     deadline(),
@@ -821,6 +825,28 @@ impl Producer {
     }
 }
 
+/// Whether a topic of `partitions` partitions can take the record now.
+fn check_partition(record: &ProducerRecord, partitions: u32) -> Result<()> {
+    if partitions == 0 {
+        return Err(Error::broker(
+            ErrorCode::LeaderNotAvailable,
+            Some(format!("topic '{}' has no partitions yet", record.topic)),
+        ));
+    }
+    if let Some(p) = record.partition {
+        if p.0 >= partitions {
+            return Err(Error::broker(
+                ErrorCode::UnknownTopicOrPartition,
+                Some(format!(
+                    "topic '{}' has {partitions} partitions; partition {} does not exist",
+                    record.topic, p.0
+                )),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A topic name the producer has seen.
 struct Interned {
     topic: Topic,
@@ -904,23 +930,7 @@ impl Shared {
         let Some((topic, partitions)) = st.topic_and_partitions(&record.topic, &self.client) else {
             return Ok(Appended::NoMetadata(record, permit, done));
         };
-        if partitions == 0 {
-            return Err(Error::broker(
-                ErrorCode::LeaderNotAvailable,
-                Some(format!("topic '{}' has no partitions yet", record.topic)),
-            ));
-        }
-        if let Some(p) = record.partition {
-            if p.0 >= partitions {
-                return Err(Error::broker(
-                    ErrorCode::UnknownTopicOrPartition,
-                    Some(format!(
-                        "topic '{}' has {partitions} partitions; partition {} does not exist",
-                        record.topic, p.0
-                    )),
-                ));
-            }
-        }
+        check_partition(&record, partitions)?;
         let timestamp = record.timestamp.unwrap_or_else(crate::now_ms);
         let headers: Vec<(&str, &[u8])> = record
             .headers

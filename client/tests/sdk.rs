@@ -785,7 +785,11 @@ async fn admin_topics_configs_partitions_and_cluster() {
         .send(ProducerRecord::new("adm").partition(4).value("x"))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Some(ErrorCode::UnknownTopicOrPartition), "{err}");
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::UnknownTopicOrPartition),
+        "{err}"
+    );
     admin.create_partitions("adm", 5).await.unwrap();
     assert_eq!(
         admin.describe_topic("adm").await.unwrap().partitions.len(),
