@@ -704,7 +704,7 @@ impl Producer {
         self.buffer(record, Done::Listener(opaque)).await
     }
 
-    async fn buffer(&self, record: ProducerRecord, done: Done) -> Result<()> {
+    async fn buffer(&self, mut record: ProducerRecord, mut done: Done) -> Result<()> {
         let shared = &self.shared;
         let size = record.estimated_size();
         if size > shared.config.max_request_size {
@@ -724,21 +724,21 @@ impl Producer {
         let mut deadline = move || {
             *deadline.get_or_insert_with(|| tokio::time::Instant::now() + shared.config.max_block)
         };
-        let permit = match shared.memory.clone().try_acquire_many_owned(size as u32) {
+        let mut permit = match shared.memory.clone().try_acquire_many_owned(size as u32) {
             Ok(p) => p,
             Err(TryAcquireError::Closed) => return Err(Error::Closed),
             Err(TryAcquireError::NoPermits) => {
                 // A record for a topic without metadata, or for a partition the topic does not
                 // have, fails or waits for metadata first, not for room in the buffer (the
                 // order of Kafka's producer).
-                if shared
-                    .client
-                    .cached_partition_count(&record.topic)
-                    .is_none()
-                {
-                    shared.load_topic(&record.topic, deadline()).await?;
-                }
-                if let Some(n) = shared.client.cached_partition_count(&record.topic) {
+                let partitions = match shared.client.cached_partition_count(&record.topic) {
+                    Some(n) => Some(n),
+                    None => {
+                        shared.load_topic(&record.topic, deadline()).await?;
+                        shared.client.cached_partition_count(&record.topic)
+                    }
+                };
+                if let Some(n) = partitions {
                     check_partition(&record, n)?;
                 }
                 match tokio::time::timeout_at(
@@ -759,7 +759,6 @@ impl Producer {
                 }
             }
         };
-        let (mut record, mut permit, mut done) = (record, permit, done);
         let mut loaded = false;
         loop {
             match shared.append(record, permit, done)? {
