@@ -215,6 +215,10 @@ settings! {
     /// Bytes each shard may hold read ahead of consumers reading sequentially (a fetch that
     /// stopped short of a partition's end starts reading what follows). 0: no read-ahead.
     readahead_bytes_per_shard: u64 = 64 << 20, env "STREAMD_READAHEAD_BYTES_PER_SHARD";
+    /// Memory each shard sets aside for direct I/O buffers (write groups, disk reads), registered
+    /// with io_uring and reused. A buffer that does not fit comes from the heap, which maps a
+    /// large block afresh each time, so the kernel faults in and zeroes every page of it again.
+    io_memory_bytes_per_shard: u64 = 64 << 20, env "STREAMD_IO_MEMORY_BYTES_PER_SHARD";
     /// Bytes of the batches appended last each shard keeps in memory, so that consumers at the
     /// end of a partition are served without reading the disk (at most 4 MiB per partition).
     /// 0: every fetch reads the segment files.
@@ -326,6 +330,13 @@ impl Config {
                 "metrics_listen",
                 &self.metrics_listen,
                 "expected IP:PORT, or empty to turn it off",
+            ));
+        }
+        if !(IO_MEMORY_MIN..=IO_MEMORY_MAX).contains(&self.io_memory_bytes_per_shard) {
+            return Err(bad(
+                "io_memory_bytes_per_shard",
+                self.io_memory_bytes_per_shard,
+                &format!("must be from {IO_MEMORY_MIN} to {IO_MEMORY_MAX}"),
             ));
         }
         let cert = !self.tls_cert.as_os_str().is_empty();
@@ -498,6 +509,12 @@ impl Config {
 /// aligned writes.
 pub const SEGMENT_BYTES_MIN: u64 = 4096;
 
+/// Bounds of io_memory_bytes_per_shard: glommio's buddy allocator needs room for its own
+/// bookkeeping, and the whole region is allocated when the shard starts (and pinned, when
+/// io_uring can register it).
+const IO_MEMORY_MIN: u64 = 1 << 20;
+const IO_MEMORY_MAX: u64 = 16 << 30;
+
 fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
@@ -592,6 +609,10 @@ mod tests {
             (
                 &["--max-udp-payload-bytes", "1000"][..],
                 "max_udp_payload_bytes",
+            ),
+            (
+                &["--io-memory-bytes-per-shard", "4096"][..],
+                "io_memory_bytes_per_shard",
             ),
         ] {
             let err = Config::load(parse(args)).unwrap_err().to_string();

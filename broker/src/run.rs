@@ -40,8 +40,6 @@ const MESH_CHANNEL_CAPACITY: usize = 1024;
 const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 /// How often a shard publishes its figures for /metrics.
 const STATS_INTERVAL: Duration = Duration::from_secs(2);
-/// glommio's registered I/O memory per shard.
-const IO_MEMORY_BYTES: usize = 16 << 20;
 
 /// Why the broker could not run. Printed as one line; the process exits non-zero.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +113,8 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let mut store = Some(store);
     let mut handles = Vec::with_capacity(shards);
+    // Validated to fit (at most 16 GiB).
+    let io_memory = usize::try_from(config.io_memory_bytes_per_shard).unwrap_or(usize::MAX);
     for i in 0..shards {
         let ctx = ShardContext {
             id: ShardId(i as u32),
@@ -138,7 +138,7 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
         let cpu = cpus[i % cpus.len()];
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{i}"))
-            .io_memory(IO_MEMORY_BYTES)
+            .io_memory(io_memory)
             .spawn(move || shard_main(ctx))
             .map_err(|e| RunError::Shard {
                 shard: i,
