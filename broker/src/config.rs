@@ -212,6 +212,21 @@ settings! {
     group_assignor: String = "sticky".to_string(), env "STREAMD_GROUP_ASSIGNOR";
     /// Largest request or response frame, in bytes, refused before it is read.
     max_frame_bytes: u32 = 64 << 20, env "STREAMD_MAX_FRAME_BYTES";
+    /// Most record bytes one fetch response carries (a fetch asking more, or giving 0, gets
+    /// this). Must leave room under max_frame_bytes for the response's body.
+    fetch_max_bytes: u32 = 55 << 20, env "STREAMD_FETCH_MAX_BYTES";
+    /// Most partitions this broker holds, over all topics (internal ones included). A create or
+    /// add-partitions past it is refused, naming this setting. The open-file limit may lower it
+    /// further (each partition keeps about four files open).
+    max_partitions: u32 = 20_000, env "STREAMD_MAX_PARTITIONS";
+    /// Most QUIC connections the broker holds, over all shards. Past half of it, a new client
+    /// must first prove its address (QUIC Retry); at it, new connections are refused.
+    max_connections: u32 = 10_000, env "STREAMD_MAX_CONNECTIONS";
+    /// Most QUIC connections from one IP address.
+    max_connections_per_ip: u32 = 1_000, env "STREAMD_MAX_CONNECTIONS_PER_IP";
+    /// A request whose frame has not arrived whole this long after its stream opened is
+    /// dropped (its stream reset), so a client that stalls mid-request holds nothing.
+    request_read_timeout_ms: u64 = 30_000, env "STREAMD_REQUEST_READ_TIMEOUT_MS";
     /// Bytes each shard may hold read ahead of consumers reading sequentially (a fetch that
     /// stopped short of a partition's end starts reading what follows). 0: no read-ahead.
     readahead_bytes_per_shard: u64 = 64 << 20, env "STREAMD_READAHEAD_BYTES_PER_SHARD";
@@ -406,6 +421,37 @@ impl Config {
                 "must exceed default_max_message_bytes by at least 4096",
             ));
         }
+        if self.fetch_max_bytes == 0
+            || u64::from(self.fetch_max_bytes) + FETCH_BODY_ROOM > u64::from(self.max_frame_bytes)
+        {
+            return Err(bad(
+                "fetch_max_bytes",
+                self.fetch_max_bytes,
+                &format!(
+                    "must be positive and leave {FETCH_BODY_ROOM} bytes under max_frame_bytes ({}) for the response body",
+                    self.max_frame_bytes
+                ),
+            ));
+        }
+        if self.max_partitions == 0 {
+            return Err(bad("max_partitions", 0, "must be positive"));
+        }
+        if self.max_connections == 0
+            || self.max_connections_per_ip == 0
+            || self.max_connections_per_ip > self.max_connections
+        {
+            return Err(bad(
+                "max_connections_per_ip",
+                self.max_connections_per_ip,
+                &format!(
+                    "both connection caps must be positive, and the per-address one at most max_connections ({})",
+                    self.max_connections
+                ),
+            ));
+        }
+        if self.request_read_timeout_ms == 0 {
+            return Err(bad("request_read_timeout_ms", 0, "must be positive"));
+        }
         if !(1200..=quiver_net::MAX_UDP_PAYLOAD).contains(&self.max_udp_payload_bytes) {
             return Err(bad(
                 "max_udp_payload_bytes",
@@ -505,9 +551,14 @@ impl Config {
     }
 }
 
-/// The smallest segment.bytes accepted: one direct-I/O block, so a segment always holds whole
-/// aligned writes.
-pub const SEGMENT_BYTES_MIN: u64 = 4096;
+/// Room a fetch response keeps under the frame limit for its body (partition entries, names):
+/// a request names at most 100,000 entries (`proto::api::limits`), about 6.4 MB of body with
+/// short names; more than that is refused whole rather than cut.
+pub const FETCH_BODY_ROOM: u64 = 8 << 20;
+
+/// The smallest segment.bytes accepted: the engine's own minimum (a topic set below it would
+/// have logs that cannot open).
+pub const SEGMENT_BYTES_MIN: u64 = quiver_engine::SEGMENT_BYTES_MIN;
 
 /// Bounds of io_memory_bytes_per_shard: glommio's buddy allocator needs room for its own
 /// bookkeeping, and the whole region is allocated when the shard starts (and pinned, when
@@ -613,6 +664,17 @@ mod tests {
             (
                 &["--io-memory-bytes-per-shard", "4096"][..],
                 "io_memory_bytes_per_shard",
+            ),
+            (&["--fetch-max-bytes", "0"][..], "fetch_max_bytes"),
+            (&["--fetch-max-bytes", "66060288"][..], "fetch_max_bytes"),
+            (&["--max-partitions", "0"][..], "max_partitions"),
+            (
+                &["--max-connections", "10", "--max-connections-per-ip", "11"][..],
+                "max_connections_per_ip",
+            ),
+            (
+                &["--request-read-timeout-ms", "0"][..],
+                "request_read_timeout_ms",
             ),
         ] {
             let err = Config::load(parse(args)).unwrap_err().to_string();

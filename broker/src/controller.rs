@@ -12,6 +12,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use quiver_proto::api::common::{ConfigEntry, TopicResult, Uuid};
@@ -128,36 +129,92 @@ impl AdminOp {
     }
 }
 
+/// What the controller refuses to grow past, fixed at start.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Most partitions the broker holds, over all topics.
+    pub partitions_max: u64,
+    /// What sets `partitions_max`, for the refusal's message (a setting, or the open-file limit).
+    pub partitions_max_source: String,
+    /// The longest file name the data directory's file system accepts.
+    pub file_name_max: usize,
+}
+
+/// Producer ids handed out so far: every id below this may be in use. Shared by every shard
+/// (one process), read on each produce with a producer id and raised by the controller when it
+/// hands one out, so a batch naming an id nobody was given is refused before any producer state
+/// is made for it.
+#[derive(Debug, Default)]
+pub struct ProducerIdsIssued(AtomicU64);
+
+impl ProducerIdsIssued {
+    pub fn new(below: u64) -> ProducerIdsIssued {
+        ProducerIdsIssued(AtomicU64::new(below))
+    }
+
+    /// Whether `id` was handed out (by this process, or before its last start).
+    pub fn contains(&self, id: i64) -> bool {
+        u64::try_from(id).is_ok_and(|id| id < self.0.load(Ordering::Acquire))
+    }
+
+    fn raise(&self, below: u64) {
+        self.0.fetch_max(below, Ordering::AcqRel);
+    }
+}
+
 pub struct Controller {
     store: RefCell<Box<dyn MetadataStore>>,
-    one_at_a_time: glommio::sync::Semaphore,
+    one_at_a_time: Rc<glommio::sync::Semaphore>,
     defaults: TopicConfig,
     default_partitions: u32,
     /// The next producer id to hand out (up to the store's `producer_ids_reserved`).
     next_producer_id: Cell<u64>,
+    producer_ids: Arc<ProducerIdsIssued>,
+    limits: Limits,
 }
 
 type ItemResult<T> = Result<T, (ErrorCode, String)>;
 
 impl Controller {
+    /// `producer_ids` must start at the store's `producer_ids_reserved` (every id below it may
+    /// have been handed out before this start).
     pub fn new(
         store: Box<dyn MetadataStore>,
         defaults: TopicConfig,
         default_partitions: u32,
+        producer_ids: Arc<ProducerIdsIssued>,
+        limits: Limits,
     ) -> Controller {
         Controller {
             next_producer_id: Cell::new(store.state().producer_ids_reserved),
             store: RefCell::new(store),
-            one_at_a_time: glommio::sync::Semaphore::new(1),
+            one_at_a_time: Rc::new(glommio::sync::Semaphore::new(1)),
             defaults,
             default_partitions,
+            producer_ids,
+            limits,
         }
     }
 
-    pub async fn handle(&self, shard: &Rc<Shard>, op: AdminOp) -> AnyResponse {
-        let Ok(_permit) = self.one_at_a_time.acquire_permit(1).await else {
+    /// Runs one admin change. Changes run one at a time; once this change holds the turn it runs
+    /// to the end in a task of its own, so a client that goes away (its request cancelled) cannot
+    /// stop it between making metadata durable and applying it on every shard.
+    pub async fn handle(self: &Rc<Self>, shard: &Rc<Shard>, op: AdminOp) -> AnyResponse {
+        let Ok(permit) = self.one_at_a_time.acquire_static_permit(1).await else {
             return op.failed(ErrorCode::BrokerShuttingDown, "controller is stopping");
         };
+        let (me, shard) = (self.clone(), shard.clone());
+        let fallback = op.failed(ErrorCode::BrokerShuttingDown, "controller is stopping");
+        glommio::spawn_local(async move {
+            let _permit = permit;
+            me.run(&shard, op).await
+        })
+        .detach()
+        .await
+        .unwrap_or(fallback)
+    }
+
+    async fn run(&self, shard: &Rc<Shard>, op: AdminOp) -> AnyResponse {
         match op {
             AdminOp::CreateTopics(r) => {
                 AnyResponse::CreateTopics(self.create_topics(shard, r).await)
@@ -231,6 +288,7 @@ impl Controller {
         }
         let id = self.next_producer_id.get();
         if id >= self.store.borrow().state().producer_ids_reserved {
+            // The reservation is made durable first, so an id is never given twice.
             let up_to = id + PRODUCER_ID_BLOCK;
             if let Err((code, message)) = self.submit(MetadataCommand::ReserveProducerIds { up_to })
             {
@@ -242,6 +300,7 @@ impl Controller {
             }
         }
         self.next_producer_id.set(id + 1);
+        self.producer_ids.raise(id + 1);
         InitProducerIdResponse {
             producer_id: id,
             producer_epoch: 0,
@@ -279,11 +338,38 @@ impl Controller {
                 MetaError::PartitionsCannotShrink { .. } => {
                     (ErrorCode::InvalidPartitions, e.to_string())
                 }
-                MetaError::Io { .. } | MetaError::Corrupt { .. } => {
+                MetaError::Io { .. }
+                | MetaError::Corrupt { .. }
+                | MetaError::Missing { .. }
+                | MetaError::VersionExhausted(_) => {
                     tracing::error!(error = %e, "metadata store failed");
                     (ErrorCode::StorageError, e.to_string())
                 }
             })
+    }
+
+    /// Refuses a change that would take the broker past its partition limit.
+    fn check_capacity(&self, adding: u64) -> ItemResult<()> {
+        let held: u64 = self
+            .store
+            .borrow()
+            .state()
+            .topics
+            .values()
+            .map(|t| u64::from(t.partitions))
+            .sum();
+        if held + adding > self.limits.partitions_max {
+            return Err((
+                ErrorCode::PolicyViolation,
+                format!(
+                    "adding {adding} partitions would give this broker {}, over its limit of {} ({}); nothing was created",
+                    held + adding,
+                    self.limits.partitions_max,
+                    self.limits.partitions_max_source
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn check_configs(&self, entries: &[ConfigEntry]) -> ItemResult<BTreeMap<String, String>> {
@@ -316,6 +402,8 @@ impl Controller {
         };
         let checked = (|| -> ItemResult<TopicMeta> {
             topic::validate_name(&t.name).map_err(|e| (ErrorCode::InvalidTopic, e.to_string()))?;
+            topic::check_name_fits(&t.name, self.limits.file_name_max)
+                .map_err(|e| (ErrorCode::InvalidTopic, e.to_string()))?;
             if topic::is_internal(&t.name) && !internal_allowed {
                 return Err((
                     ErrorCode::InvalidTopic,
@@ -340,6 +428,7 @@ impl Controller {
                     ),
                 ));
             }
+            self.check_capacity(u64::from(partitions))?;
             let rf = t.replication_factor.unwrap_or(1);
             if rf != 1 {
                 return Err((
@@ -381,9 +470,14 @@ impl Controller {
                     })
                     .collect();
                 if !validate_only {
-                    if let Err((code, message)) = self.submit(MetadataCommand::CreateTopic(meta)) {
-                        result.error_code = code;
-                        result.error_message = Some(message);
+                    let flush_ms = meta.configs.get("flush.ms").cloned();
+                    let name = meta.name.clone();
+                    match self.submit(MetadataCommand::CreateTopic(meta)) {
+                        Err((code, message)) => {
+                            result.error_code = code;
+                            result.error_message = Some(message);
+                        }
+                        Ok(()) => log_flush_policy(&name, flush_ms.as_deref()),
                     }
                 }
             }
@@ -495,6 +589,15 @@ impl Controller {
                         ),
                     ));
                 }
+                if topic::is_internal(&t.name) {
+                    return Err((
+                        ErrorCode::InvalidTopic,
+                        format!(
+                            "'{}' is an internal topic; its partitions are not changed by clients",
+                            t.name
+                        ),
+                    ));
+                }
                 if t.count > PARTITIONS_PER_TOPIC_MAX {
                     return Err((
                         ErrorCode::InvalidPartitions,
@@ -510,6 +613,7 @@ impl Controller {
                         "manual replica assignment needs a cluster".into(),
                     ));
                 }
+                self.check_capacity(u64::from(t.count - current))?;
                 if !r.validate_only {
                     self.submit(MetadataCommand::CreatePartitions {
                         name: t.name.clone(),
@@ -547,6 +651,15 @@ impl Controller {
                     return Err((
                         ErrorCode::InvalidRequest,
                         format!("only topic configs can be altered at runtime, not {:?}; broker settings live in streamd.toml", res.resource_type),
+                    ));
+                }
+                if topic::is_internal(&res.resource_name) {
+                    return Err((
+                        ErrorCode::InvalidTopic,
+                        format!(
+                            "'{}' is an internal topic; its configs are not changed by clients",
+                            res.resource_name
+                        ),
                     ));
                 }
                 let current = self
@@ -598,11 +711,15 @@ impl Controller {
                 TopicConfig::resolve(&self.defaults, &next)
                     .map_err(|e| (ErrorCode::InvalidConfig, e.to_string()))?;
                 if !r.validate_only {
+                    let flush_ms = set.get("flush.ms").cloned();
                     self.submit(MetadataCommand::AlterConfigs {
                         name: res.resource_name.clone(),
                         set,
                         remove,
                     })?;
+                    if flush_ms.is_some() {
+                        log_flush_policy(&res.resource_name, flush_ms.as_deref());
+                    }
                 }
                 Ok(())
             })();
@@ -622,5 +739,18 @@ impl Controller {
             throttle_time_ms: 0,
             responses,
         }
+    }
+}
+
+/// Says in the log when a topic's acknowledgements stop waiting for fdatasync: flush.ms > 0 is a
+/// choice to acknowledge records a power loss can take back (up to flush.ms of them).
+fn log_flush_policy(topic: &str, flush_ms: Option<&str>) {
+    let Some(ms) = flush_ms.and_then(|v| v.trim().parse::<u64>().ok()) else {
+        return;
+    };
+    if ms > 0 {
+        tracing::warn!(%topic, flush_ms = ms, "topic set to acknowledge produce requests before fdatasync: a power loss may lose up to {ms} ms of acknowledged records");
+    } else {
+        tracing::info!(%topic, "topic set to acknowledge produce requests only after fdatasync");
     }
 }

@@ -14,6 +14,7 @@ fn main() {
         }
     };
     init_logging(&config);
+    quiver_broker::process::exit_on_panic();
     if let Err(e) = quiver_broker::run::run(config) {
         tracing::error!(error = %e, "streamd failed");
         eprintln!("streamd: {e}");

@@ -42,7 +42,17 @@ pub struct MetadataState {
     /// out ids from here, so an id is never given twice (ids are reserved in blocks).
     #[serde(default)]
     pub producer_ids_reserved: u64,
+    /// Directory names (`<name>.<id>`) of the topics deleted last, newest last, at most
+    /// [`DELETED_TOPICS_KEPT`]. A start that finds one of these directories knows its deletion
+    /// was committed and finishes it; any other directory the metadata does not hold is put
+    /// aside (`*.stray`), never deleted (`state::sweep_topic_dirs`).
+    #[serde(default)]
+    pub deleted_topic_dirs: Vec<String>,
 }
+
+/// Deleted topics remembered in metadata. The controller renames a deleted topic's directory
+/// right after the deletion commits, so only the last few can still be on disk after a crash.
+pub const DELETED_TOPICS_KEPT: usize = 1024;
 
 /// A change to metadata. Commands are checked by the broker before they are submitted; `apply`
 /// checks only what keeps the state consistent.
@@ -78,16 +88,35 @@ pub enum MetaError {
     PartitionsCannotShrink { name: String, current: u32 },
     #[error("metadata file {path}: {message}")]
     Corrupt { path: PathBuf, message: String },
+    #[error("metadata version {0} cannot grow: the metadata file is damaged")]
+    VersionExhausted(u64),
     #[error("metadata I/O on {path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error(
+        "metadata file {path} is missing, but {topics} holds {count} topic directories (for \
+         example {example}): refusing to start with empty metadata, which would abandon their \
+         data. Restore {path} from a backup, or move {topics} away to start empty"
+    )]
+    Missing {
+        path: PathBuf,
+        topics: PathBuf,
+        count: usize,
+        example: String,
     },
 }
 
 impl MetadataState {
     /// Applies one command. On error the state is unchanged.
     pub fn apply(&mut self, cmd: &MetadataCommand) -> Result<(), MetaError> {
+        // The version counts commands; one that cannot grow (a damaged or forged file) refuses
+        // every change rather than wrap, which would make a new state look like an old one.
+        let next_version = self
+            .version
+            .checked_add(1)
+            .ok_or(MetaError::VersionExhausted(self.version))?;
         match cmd {
             MetadataCommand::CreateTopic(t) => {
                 if self.topics.contains_key(&t.name) {
@@ -96,9 +125,16 @@ impl MetadataState {
                 self.topics.insert(t.name.clone(), t.clone());
             }
             MetadataCommand::DeleteTopic { name } => {
-                self.topics
+                let t = self
+                    .topics
                     .remove(name)
                     .ok_or_else(|| MetaError::UnknownTopic(name.clone()))?;
+                self.deleted_topic_dirs
+                    .push(crate::state::topic_dir_name(&t));
+                if self.deleted_topic_dirs.len() > DELETED_TOPICS_KEPT {
+                    let excess = self.deleted_topic_dirs.len() - DELETED_TOPICS_KEPT;
+                    self.deleted_topic_dirs.drain(..excess);
+                }
             }
             MetadataCommand::CreatePartitions { name, total } => {
                 let t = self
@@ -129,7 +165,7 @@ impl MetadataState {
                 self.producer_ids_reserved = self.producer_ids_reserved.max(*up_to);
             }
         }
-        self.version += 1;
+        self.version = next_version;
         Ok(())
     }
 }
@@ -160,7 +196,21 @@ impl FileMetadataStore {
         let path = dir.join("metadata.json");
         let state = match fs::read(&path) {
             Ok(bytes) => decode(&path, &bytes)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => MetadataState::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // A first start, unless topics are already on disk: metadata is written before
+                // any topic directory is made, so their presence means the file was lost.
+                let topics = data_dir.join("topics");
+                let live = crate::state::topic_dirs_on_disk(&topics);
+                if let Some(example) = live.first() {
+                    return Err(MetaError::Missing {
+                        path,
+                        topics,
+                        count: live.len(),
+                        example: example.clone(),
+                    });
+                }
+                MetadataState::default()
+            }
             Err(source) => return Err(MetaError::Io { path, source }),
         };
         // A leftover temporary file is a write that never reached its rename: the old state
@@ -227,7 +277,13 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<MetadataState, MetaError> {
             "checksum mismatch (stored {want:08x}, computed {got:08x})"
         )));
     }
-    serde_json::from_slice(body).map_err(|e| corrupt(e.to_string()))
+    let state: MetadataState = serde_json::from_slice(body).map_err(|e| corrupt(e.to_string()))?;
+    if state.version == u64::MAX {
+        return Err(corrupt(
+            "version cannot grow (every change adds one to it)".into(),
+        ));
+    }
+    Ok(state)
 }
 
 impl MetadataStore for FileMetadataStore {
@@ -323,6 +379,57 @@ mod tests {
             FileMetadataStore::open(dir.path()).unwrap().state().version,
             1
         );
+    }
+
+    #[test]
+    fn a_missing_file_beside_topic_directories_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = FileMetadataStore::open(dir.path()).unwrap();
+        let t = topic("a", 1);
+        s.submit(MetadataCommand::CreateTopic(t.clone())).unwrap();
+        drop(s);
+        let topics = dir.path().join("topics");
+        fs::create_dir_all(topics.join(crate::state::topic_dir_name(&t)).join("0")).unwrap();
+        fs::remove_file(dir.path().join("meta/metadata.json")).unwrap();
+        let err = FileMetadataStore::open(dir.path())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("is missing") && err.contains("1 topic directories"),
+            "{err}"
+        );
+        // Only directories being deleted (or put aside) left: a start may go on, empty.
+        fs::rename(
+            topics.join(crate::state::topic_dir_name(&t)),
+            topics.join(format!(".deleted.{}", crate::state::topic_dir_name(&t))),
+        )
+        .unwrap();
+        fs::create_dir_all(topics.join("b.0123.stray")).unwrap();
+        let s = FileMetadataStore::open(dir.path()).unwrap();
+        assert!(s.state().topics.is_empty());
+    }
+
+    #[test]
+    fn deleted_topics_are_remembered_newest_last_and_bounded() {
+        let mut state = MetadataState::default();
+        for i in 0..(DELETED_TOPICS_KEPT + 5) {
+            let t = topic(&format!("t{i}"), 1);
+            state
+                .apply(&MetadataCommand::CreateTopic(t.clone()))
+                .unwrap();
+            state
+                .apply(&MetadataCommand::DeleteTopic {
+                    name: t.name.clone(),
+                })
+                .unwrap();
+            assert_eq!(
+                state.deleted_topic_dirs.last(),
+                Some(&crate::state::topic_dir_name(&t))
+            );
+        }
+        assert_eq!(state.deleted_topic_dirs.len(), DELETED_TOPICS_KEPT);
+        assert!(state.deleted_topic_dirs[0].starts_with("t5."));
     }
 
     #[test]

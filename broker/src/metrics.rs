@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Upper bounds of the latency histogram buckets, in microseconds (Prometheus renders seconds).
 const LATENCY_BUCKETS_US: [u64; 17] = [
@@ -76,6 +76,22 @@ pub struct PartitionStats {
     pub log_end_offset: u64,
     pub size_bytes: u64,
     pub segments: u64,
+    /// Damaged ranges found in the log (unreadable offsets with intact data after them).
+    pub corrupt_ranges: u64,
+}
+
+/// One shard's endpoint figures, as last published.
+#[derive(Default)]
+struct EndpointCounters {
+    open: AtomicU64,
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    retried: AtomicU64,
+    read_timeouts: AtomicU64,
+    write_timeouts: AtomicU64,
+    cancelled: AtomicU64,
+    frame_errors: AtomicU64,
+    tasks: AtomicU64,
 }
 
 /// The broker's metrics. One instance, shared by every shard through an `Arc`.
@@ -94,8 +110,8 @@ pub struct Metrics {
     pub records_in: AtomicU64,
     pub produce_latency: Histogram,
     pub fetch_latency: Histogram,
-    /// Per shard: (open connections, connections accepted), published by each shard's tick.
-    connections: Vec<(AtomicU64, AtomicU64)>,
+    /// Per shard: what its endpoint counted, published by each shard's tick.
+    endpoints: Vec<EndpointCounters>,
     partitions: Mutex<BTreeMap<(String, u32), PartitionStats>>,
     ready: AtomicBool,
 }
@@ -114,8 +130,8 @@ impl Metrics {
             records_in: AtomicU64::new(0),
             produce_latency: Histogram::default(),
             fetch_latency: Histogram::default(),
-            connections: (0..shards.max(1))
-                .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
+            endpoints: (0..shards.max(1))
+                .map(|_| EndpointCounters::default())
                 .collect(),
             partitions: Mutex::new(BTreeMap::new()),
             ready: AtomicBool::new(false),
@@ -154,11 +170,18 @@ impl Metrics {
         }
     }
 
-    /// What one shard's endpoint reports about its connections.
-    pub fn set_connections(&self, shard: usize, open: u64, accepted: u64) {
-        if let Some((o, a)) = self.connections.get(shard) {
-            o.store(open, Relaxed);
-            a.store(accepted, Relaxed);
+    /// What one shard's endpoint reports about its connections and requests.
+    pub fn set_endpoint(&self, shard: usize, stats: &quiver_net::EndpointStats) {
+        if let Some(c) = self.endpoints.get(shard) {
+            c.open.store(stats.connections as u64, Relaxed);
+            c.accepted.store(stats.connections_accepted, Relaxed);
+            c.refused.store(stats.connections_refused, Relaxed);
+            c.retried.store(stats.connections_retried, Relaxed);
+            c.read_timeouts.store(stats.read_timeouts, Relaxed);
+            c.write_timeouts.store(stats.write_timeouts, Relaxed);
+            c.cancelled.store(stats.requests_cancelled, Relaxed);
+            c.frame_errors.store(stats.frame_errors, Relaxed);
+            c.tasks.store(stats.service_tasks as u64, Relaxed);
         }
     }
 
@@ -239,16 +262,71 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
             );
         }
-        let open: u64 = self.connections.iter().map(|(o, _)| o.load(Relaxed)).sum();
-        let accepted: u64 = self.connections.iter().map(|(_, a)| a.load(Relaxed)).sum();
+        let sum = |f: fn(&EndpointCounters) -> &AtomicU64| -> u64 {
+            self.endpoints.iter().map(|c| f(c).load(Relaxed)).sum()
+        };
         let _ = writeln!(
             out,
-            "# HELP quiver_connections Open QUIC connections.\n# TYPE quiver_connections gauge\nquiver_connections {open}"
+            "# HELP quiver_connections Open QUIC connections.\n# TYPE quiver_connections gauge\nquiver_connections {}",
+            sum(|c| &c.open)
         );
         let _ = writeln!(
             out,
-            "# HELP quiver_connections_accepted_total QUIC connections accepted.\n# TYPE quiver_connections_accepted_total counter\nquiver_connections_accepted_total {accepted}"
+            "# HELP quiver_requests_in_service Requests being served now (a task each).\n# TYPE quiver_requests_in_service gauge\nquiver_requests_in_service {}",
+            sum(|c| &c.tasks)
         );
+        for (name, help, v) in [
+            (
+                "quiver_connections_accepted_total",
+                "QUIC connections accepted.",
+                sum(|c| &c.accepted),
+            ),
+            (
+                "quiver_connections_refused_total",
+                "QUIC connections refused (over a connection cap, or shutting down).",
+                sum(|c| &c.refused),
+            ),
+            (
+                "quiver_connections_retried_total",
+                "New QUIC connections asked to prove their address first (Retry).",
+                sum(|c| &c.retried),
+            ),
+            (
+                "quiver_request_read_timeouts_total",
+                "Requests dropped because their frame did not arrive whole in time.",
+                sum(|c| &c.read_timeouts),
+            ),
+            (
+                "quiver_response_write_timeouts_total",
+                "Responses dropped because the client did not read them in time.",
+                sum(|c| &c.write_timeouts),
+            ),
+            (
+                "quiver_requests_cancelled_total",
+                "Requests whose work was dropped because the client stopped the stream or left.",
+                sum(|c| &c.cancelled),
+            ),
+            (
+                "quiver_frame_errors_total",
+                "Malformed request frames.",
+                sum(|c| &c.frame_errors),
+            ),
+            (
+                "quiver_offsets_replay_skipped_records_total",
+                "Records of __consumer_offsets that replay could not decode and skipped.",
+                crate::group::OFFSETS_RECORDS_SKIPPED.load(Relaxed),
+            ),
+            (
+                "quiver_offsets_replay_skipped_ranges_total",
+                "Ranges of __consumer_offsets replay could not read (corrupt) and skipped.",
+                crate::group::OFFSETS_RANGES_SKIPPED.load(Relaxed),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
         self.produce_latency.render(
             &mut out,
             "quiver_produce_latency_seconds",
@@ -282,6 +360,11 @@ impl Metrics {
                 "quiver_log_end_offset",
                 "A partition's log end offset.",
                 |s| s.log_end_offset,
+            ),
+            (
+                "quiver_log_corrupt_ranges",
+                "Damaged ranges found in a partition's log: their offsets fail to read, intact data after them is kept.",
+                |s| s.corrupt_ranges,
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
@@ -319,40 +402,97 @@ fn escape_label(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Scrapes served at once; one more is answered `503` at once and closed. Rationale: a scraper
+/// or health probe must be answered even while a few clients hold connections open.
+pub const HTTP_CONNECTIONS_MAX: usize = 16;
+/// Time one HTTP connection gets, from accept to the last byte of the answer, however slowly its
+/// client sends or reads. Rationale: a client that trickles its request one byte a second would
+/// otherwise hold a connection slot as long as it likes.
+pub const HTTP_CONNECTION_DEADLINE: Duration = Duration::from_secs(2);
+/// Most bytes of request line and headers read from one HTTP request.
+pub const HTTP_REQUEST_BYTES_MAX: u64 = 16 * 1024;
+
 /// Serves /metrics and /health on `addr` from a background thread until the process exits.
 /// Returns the bound address (the port may be 0 in tests).
+///
+/// Each connection gets a thread of its own (at most [`HTTP_CONNECTIONS_MAX`]) and at most
+/// [`HTTP_CONNECTION_DEADLINE`] in all, so one slow client cannot stall /health or /metrics.
 pub fn serve_http(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
+    let active = Arc::new(AtomicU64::new(0));
     std::thread::Builder::new()
         .name("streamd-metrics".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
-                // One short request at a time: scrapes are rare and answered in microseconds. A
-                // client that stalls is cut off by the timeouts rather than holding the thread.
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-                let _ = answer(stream, &metrics);
+                if active.load(Relaxed) >= HTTP_CONNECTIONS_MAX as u64 {
+                    busy(stream);
+                    continue;
+                }
+                active.fetch_add(1, Relaxed);
+                let (metrics, held) = (metrics.clone(), active.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("streamd-http".into())
+                    .spawn(move || {
+                        let _ = answer(stream, &metrics, Instant::now() + HTTP_CONNECTION_DEADLINE);
+                        held.fetch_sub(1, Relaxed);
+                    });
+                if spawned.is_err() {
+                    active.fetch_sub(1, Relaxed);
+                }
             }
         })?;
     Ok(bound)
 }
 
-fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream);
+/// Answers a connection past [`HTTP_CONNECTIONS_MAX`] with `503` and closes it, without waiting
+/// for its client: what it has sent so far is read first (a socket closed with unread data is
+/// reset, and its client might never see the answer).
+fn busy(stream: TcpStream) {
+    let _ = stream.set_nonblocking(true);
+    let mut sink = [0u8; 1024];
+    while matches!((&stream).read(&mut sink), Ok(n) if n > 0) {}
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+    let _ = (&stream).write_all(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\nConnection: close\r\n\r\nbusy\n",
+    );
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
+/// Reads from a TCP stream until a deadline: each read may wait only for what is left.
+struct UntilDeadline {
+    stream: TcpStream,
+    until: Instant,
+}
+
+impl UntilDeadline {
+    fn left(&self) -> std::io::Result<Duration> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        Ok(left)
+    }
+}
+
+impl Read for UntilDeadline {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.left()?;
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
+}
+
+fn answer(stream: TcpStream, metrics: &Metrics, until: Instant) -> std::io::Result<()> {
+    let mut reader = BufReader::new(UntilDeadline { stream, until }).take(HTTP_REQUEST_BYTES_MAX);
     let mut request_line = String::new();
-    reader
-        .by_ref()
-        .take(8 * 1024)
-        .read_line(&mut request_line)?;
+    reader.read_line(&mut request_line)?;
     // Drain the headers (bounded) so the client sees a clean response, not a reset.
     let mut line = String::new();
-    for _ in 0..100 {
+    loop {
         line.clear();
-        if reader.by_ref().take(8 * 1024).read_line(&mut line)? == 0
-            || line == "\r\n"
-            || line == "\n"
-        {
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
             break;
         }
     }
@@ -383,7 +523,13 @@ fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
             "GET only\n".to_string(),
         ),
     };
-    let mut stream = reader.into_inner();
+    let wrapped = reader.into_inner().into_inner();
+    let mut stream = wrapped.stream;
+    let left = until.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(std::io::ErrorKind::TimedOut.into());
+    }
+    stream.set_write_timeout(Some(left))?;
     write!(
         stream,
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -116,6 +116,83 @@ pub fn watch_signals(flag: ShutdownFlag) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Files a partition keeps open: its active segment's log and two indexes, and its lock file.
+/// (Reads of old segments open a few more for a while.)
+pub const FILES_PER_PARTITION: u64 = 4;
+/// Files kept for everything but partitions: sockets, io_uring rings, the metrics server,
+/// closed segments being read, metadata writes.
+pub const FILES_RESERVED: u64 = 1024;
+
+/// Raises the soft open-file limit to the hard one (a broker holds files per partition; the
+/// default soft limit of many systems, 1024, would stop it at a few hundred). Returns (soft,
+/// hard) after the change.
+pub fn raise_open_file_limit() -> (u64, u64) {
+    // SAFETY: getrlimit/setrlimit read and write a plain struct we own.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return (1024, 1024);
+        }
+        if r.rlim_cur < r.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                r = raised;
+            }
+        }
+        (r.rlim_cur as u64, r.rlim_max as u64)
+    }
+}
+
+/// Exit status of a broker that stopped because some thread panicked.
+pub const PANIC_EXIT_CODE: i32 = 101;
+
+/// Makes a panic on any thread (a shard, the metrics server, start-up) end the whole process at
+/// once with [`PANIC_EXIT_CODE`], after the default message and one log line naming the thread
+/// (shards are named `shard-<n>`).
+///
+/// Why a hook and not `panic = "abort"`: without either, a panicking shard's thread unwinds and
+/// ends while the others run on, so the broker stays up half alive (its partitions unreachable,
+/// admin changes waiting for it for ever, SIGTERM waiting for it to drain). `panic = "abort"` in
+/// a Cargo profile would stop that too, but it applies to every binary and library built with
+/// the profile (the SDK must not abort the application that links it), it is ignored for tests,
+/// and it dies with SIGABRT before the log says which shard. The hook is installed by streamd's
+/// `main` only, logs through the broker's own log (JSON too), and exits with a status code.
+/// `_exit` rather than `exit`: other threads may hold locks that atexit handlers would wait for;
+/// nothing is lost that a kill -9 would not lose (acknowledged data is already durable).
+pub fn exit_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed").to_string();
+        // glommio names an executor's thread `<name>-<executor id>`: say which shard plainly.
+        let name = match name
+            .strip_prefix("shard-")
+            .and_then(|r| r.split('-').next())
+        {
+            Some(n) if n.parse::<u32>().is_ok() => format!("shard-{n}"),
+            _ => name,
+        };
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(thread = %name, %location, %message, "a thread of streamd panicked; the broker exits");
+        eprintln!("streamd: thread '{name}' panicked at {location}: {message}; exiting with status {PANIC_EXIT_CODE}");
+        // SAFETY: _exit(2) ends the process without running anything else; it takes no pointers.
+        unsafe { libc::_exit(PANIC_EXIT_CODE) }
+    }));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,6 +87,10 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
     let cluster_id: Arc<str> = identity.cluster_id.into();
     let store = FileMetadataStore::open(&config.data_dir)?;
     crate::state::sweep_topic_dirs(&config.data_dir, store.state());
+    let producer_ids = Arc::new(crate::controller::ProducerIdsIssued::new(
+        store.state().producer_ids_reserved,
+    ));
+    let limits = controller_limits(&config);
     let defaults = TopicConfig::defaults(&config);
     let shards = config.shard_count();
     let snapshot = Arc::new(Snapshot::build(store.state(), &defaults, shards)?);
@@ -105,6 +109,10 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
     };
     let shutdown = ShutdownFlag::default();
     watch_signals(shutdown.clone()).map_err(RunError::Signals)?;
+    let connection_limiter = Arc::new(quiver_net::ConnectionLimiter::new(
+        config.max_connections as usize,
+        config.max_connections_per_ip as usize,
+    ));
 
     let cpus = allowed_cpus();
     let mesh =
@@ -128,6 +136,9 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
             tls: tls.clone(),
             reset_secret: reset_secret.clone(),
             cluster_id: cluster_id.clone(),
+            producer_ids: producer_ids.clone(),
+            limits: limits.clone(),
+            connection_limiter: connection_limiter.clone(),
             listen,
             socket: sockets
                 .next()
@@ -185,6 +196,35 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
             tracing::info!("streamd stopped");
             Ok(())
         }
+    }
+}
+
+/// The controller's limits: the partition cap (the setting, or what the open-file limit allows
+/// if that is lower) and the file system's name limit.
+fn controller_limits(config: &Config) -> crate::controller::Limits {
+    let (soft, hard) = crate::process::raise_open_file_limit();
+    tracing::info!(soft, hard, "open-file limit");
+    let by_files =
+        soft.saturating_sub(crate::process::FILES_RESERVED) / crate::process::FILES_PER_PARTITION;
+    let (partitions_max, partitions_max_source) = if by_files < u64::from(config.max_partitions) {
+        (
+            by_files,
+            format!(
+                "set by the open-file limit of {soft}: about {} files per partition and {} for everything else; raise `ulimit -n` to allow more",
+                crate::process::FILES_PER_PARTITION,
+                crate::process::FILES_RESERVED
+            ),
+        )
+    } else {
+        (
+            u64::from(config.max_partitions),
+            "the max_partitions setting".to_string(),
+        )
+    };
+    crate::controller::Limits {
+        partitions_max,
+        partitions_max_source,
+        file_name_max: crate::topic::file_name_max(&config.data_dir),
     }
 }
 
@@ -255,6 +295,9 @@ struct ShardContext {
     tls: Arc<rustls::ServerConfig>,
     reset_secret: quiver_net::StatelessResetSecret,
     cluster_id: Arc<str>,
+    producer_ids: Arc<crate::controller::ProducerIdsIssued>,
+    limits: crate::controller::Limits,
+    connection_limiter: Arc<quiver_net::ConnectionLimiter>,
     listen: SocketAddr,
     /// This shard's socket of the steered group.
     socket: Socket,
@@ -300,17 +343,24 @@ async fn shard_start(
     };
     let controller = ctx.store.map(|store| {
         let store: Box<dyn MetadataStore> = Box::new(store);
-        Controller::new(store, ctx.defaults.clone(), ctx.config.default_partitions)
+        Controller::new(
+            store,
+            ctx.defaults.clone(),
+            ctx.config.default_partitions,
+            ctx.producer_ids.clone(),
+            ctx.limits.clone(),
+        )
     });
-    let shard = Rc::new(Shard::new(
+    let shard = Rc::new(Shard::new(crate::shard::ShardInit {
         id,
-        ctx.config.clone(),
-        ctx.metrics.clone(),
-        ctx.shutdown.clone(),
-        ctx.snapshot.clone(),
-        senders,
+        config: ctx.config.clone(),
+        metrics: ctx.metrics.clone(),
+        shutdown: ctx.shutdown.clone(),
+        snapshot: ctx.snapshot.clone(),
+        mesh: senders,
         controller,
-    ));
+        producer_ids: ctx.producer_ids.clone(),
+    }));
     shard.set_listen_port(ctx.listen.port());
     shard.set_cluster_id(ctx.cluster_id.clone());
 
@@ -364,6 +414,8 @@ async fn shard_start(
         udp_payload_max: ctx.config.max_udp_payload_bytes,
         reuse_port: true,
         stateless_reset_secret: Some(ctx.reset_secret.clone()),
+        read_timeout: Duration::from_millis(ctx.config.request_read_timeout_ms),
+        connection_limiter: ctx.connection_limiter.clone(),
         ..EndpointConfig::default()
     };
     let endpoint = Endpoint::builder(ctx.listen)
@@ -385,18 +437,16 @@ async fn shard_start(
         let (shard, endpoint) = (shard.clone(), endpoint.clone());
         glommio::spawn_local(async move {
             loop {
-                let stats = endpoint.stats();
-                shard.metrics.set_connections(
-                    shard.id.0 as usize,
-                    stats.connections as u64,
-                    stats.connections_accepted,
-                );
+                shard
+                    .metrics
+                    .set_endpoint(shard.id.0 as usize, &endpoint.stats());
                 glommio::timer::sleep(STATS_INTERVAL).await;
             }
         })
         .detach();
     }
     let _ = ctx.ready.send(Ok(id.0 as usize));
+    inject_panic_fault(id);
 
     let shards = shard.shard_count();
     Ok(async move {
@@ -414,6 +464,29 @@ async fn shard_start(
         tracing::debug!(shard = id.0, "shard stopped");
         Ok(())
     })
+}
+
+/// Test builds only: `STREAMD_FAULT_PANIC_SHARD=<n>` makes shard n panic shortly after the broker
+/// is ready, so a test can check that a panicking shard takes the whole process down
+/// (`process::exit_on_panic`). Release builds have no such switch.
+fn inject_panic_fault(id: ShardId) {
+    #[cfg(debug_assertions)]
+    if std::env::var("STREAMD_FAULT_PANIC_SHARD")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        == Some(id.0)
+    {
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+            panic!(
+                "fault injected by STREAMD_FAULT_PANIC_SHARD on shard {}",
+                id.0
+            );
+        })
+        .detach();
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = id;
 }
 
 /// How often group members' session and rebalance deadlines are checked.

@@ -31,7 +31,7 @@ use quiver_proto::batch::ValidBatch;
 use quiver_proto::{Offset, ShardId, TimestampMs};
 
 use crate::config::Config;
-use crate::controller::{AdminOp, Controller};
+use crate::controller::{AdminOp, Controller, ProducerIdsIssued};
 use crate::logs;
 use crate::metrics::Metrics;
 use crate::process::ShutdownFlag;
@@ -117,7 +117,9 @@ pub struct Shard {
     snapshot: RefCell<Arc<Snapshot>>,
     logs: RefCell<HashMap<PartKey, Slot>>,
     mesh: Option<Senders<ShardMsg>>,
-    pub controller: Option<Controller>,
+    pub controller: Option<Rc<Controller>>,
+    /// Producer ids handed out so far (shared by every shard; raised by the controller).
+    pub producer_ids: Arc<ProducerIdsIssued>,
     /// Coordination of the consumer groups whose offsets partitions this shard owns.
     pub groups: crate::group::Coordinator,
     stopping: Cell<bool>,
@@ -133,26 +135,32 @@ enum Slot {
     Failed(String),
 }
 
+/// What a shard is made of when it starts.
+pub struct ShardInit {
+    pub id: ShardId,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: ShutdownFlag,
+    pub snapshot: Arc<Snapshot>,
+    pub mesh: Option<Senders<ShardMsg>>,
+    /// Shard 0's.
+    pub controller: Option<Controller>,
+    pub producer_ids: Arc<ProducerIdsIssued>,
+}
+
 impl Shard {
-    pub fn new(
-        id: ShardId,
-        config: Arc<Config>,
-        metrics: Arc<Metrics>,
-        shutdown: ShutdownFlag,
-        snapshot: Arc<Snapshot>,
-        mesh: Option<Senders<ShardMsg>>,
-        controller: Option<Controller>,
-    ) -> Shard {
-        let groups = crate::group::Coordinator::new(&config);
+    pub fn new(init: ShardInit) -> Shard {
+        let groups = crate::group::Coordinator::new(&init.config);
         Shard {
-            id,
-            config,
-            metrics,
-            shutdown,
-            snapshot: RefCell::new(snapshot),
+            id: init.id,
+            config: init.config,
+            metrics: init.metrics,
+            shutdown: init.shutdown,
+            snapshot: RefCell::new(init.snapshot),
             logs: RefCell::new(HashMap::new()),
-            mesh,
-            controller,
+            mesh: init.mesh,
+            controller: init.controller.map(Rc::new),
+            producer_ids: init.producer_ids,
             groups,
             stopping: Cell::new(false),
             listen_port: Cell::new(0),
@@ -721,6 +729,7 @@ impl Shard {
                     log_end_offset: log.end_offset().0,
                     size_bytes: log.size_bytes(),
                     segments: log.segment_count() as u64,
+                    corrupt_ranges: log.corrupt_ranges().len() as u64,
                 },
             ))
         });

@@ -102,11 +102,16 @@ pub fn topic_dir(data_dir: &Path, meta: &TopicMeta) -> PathBuf {
     data_dir.join("topics").join(topic_dir_name(meta))
 }
 
-/// A topic directory's name, `<name>.<id>`: the start sweep (`sweep_topic_dirs`) removes any
+/// A topic directory's name, `<name>.<id>`: the start sweep (`sweep_topic_dirs`) puts aside any
 /// directory not named so for a topic the metadata holds, so this is the one place that says it.
-fn topic_dir_name(meta: &TopicMeta) -> String {
+pub fn topic_dir_name(meta: &TopicMeta) -> String {
     format!("{}.{}", meta.name, meta.id)
 }
+
+/// Bytes a topic directory's name adds to the topic's name at most: `.deleted.` before it (while
+/// it is deleted) and `.<32 hex digits>` after it. A topic name longer than the file system's
+/// name limit minus this is refused at create (`topic::check_name_fits`).
+pub const TOPIC_DIR_NAME_OVERHEAD: usize = DELETED_TOPIC_PREFIX.len() + 1 + 32;
 
 /// Where a deleted topic's directory goes until the engine's deleter has removed it:
 /// `<data_dir>/topics/.deleted.<name>.<id>`. Start removes any left by a crash
@@ -118,36 +123,98 @@ pub fn deleted_topic_dir(data_dir: &Path, meta: &TopicMeta) -> PathBuf {
 }
 
 const DELETED_TOPIC_PREFIX: &str = ".deleted.";
+/// What a directory of `topics/` that the metadata does not hold is renamed to.
+pub const STRAY_SUFFIX: &str = ".stray";
 
-/// Hands to the engine's deleter the topic directories a crash left behind: those of deletions
-/// it interrupted after the rename (`.deleted.<name>.<id>`), and those of topics the metadata
-/// does not hold, which a crash between the deletion's commit and the rename leaves. Those are
-/// renamed to the deleted form first, so their logs are never opened again.
-pub fn sweep_topic_dirs(data_dir: &Path, state: &MetadataState) {
+/// Directories in `topics` that look like live topics: neither being deleted nor put aside.
+pub fn topic_dirs_on_disk(topics: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(topics) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(DELETED_TOPIC_PREFIX) && !is_stray(n))
+        .collect();
+    out.sort();
+    out
+}
+
+fn is_stray(name: &str) -> bool {
+    name.ends_with(STRAY_SUFFIX) || name.contains(&format!("{STRAY_SUFFIX}."))
+}
+
+/// What the start sweep did with the directories of `topics/`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// Deletions a crash interrupted, finished now (handed to the paced deleter).
+    pub deleted: Vec<String>,
+    /// Directories the metadata does not hold, renamed to `<name>.stray` and kept.
+    pub strays: Vec<String>,
+}
+
+/// Finishes what a crash left in `topics/`, deleting only what the metadata says was deleted:
+/// - `.deleted.<name>.<id>` directories (a deletion interrupted after its rename) and directories
+///   of topics the metadata lists as deleted (`MetadataState::deleted_topic_dirs`: interrupted
+///   between the deletion's commit and the rename) go to the engine's paced deleter;
+/// - any other directory the metadata does not hold is renamed to `<dir>.stray` (or
+///   `<dir>.stray.<n>` if that exists) and logged, never deleted: it may be data that metadata
+///   lost, and an operator decides. Its logs are never opened again.
+pub fn sweep_topic_dirs(data_dir: &Path, state: &MetadataState) -> Sweep {
+    let mut sweep = Sweep::default();
     let topics = data_dir.join("topics");
     let Ok(entries) = std::fs::read_dir(&topics) else {
-        return;
+        return sweep;
     };
     let live: std::collections::HashSet<String> =
         state.topics.values().map(topic_dir_name).collect();
+    let deleted: std::collections::HashSet<&str> = state
+        .deleted_topic_dirs
+        .iter()
+        .map(String::as_str)
+        .collect();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !entry.file_type().is_ok_and(|t| t.is_dir()) || live.contains(&name) {
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) || live.contains(&name) || is_stray(&name) {
             continue;
         }
-        let path = if name.starts_with(DELETED_TOPIC_PREFIX) {
-            entry.path()
-        } else {
+        if name.starts_with(DELETED_TOPIC_PREFIX) {
+            sweep.deleted.push(name);
+            quiver_engine::delete_dir_paced(entry.path());
+        } else if deleted.contains(name.as_str()) {
             let to = topics.join(format!("{DELETED_TOPIC_PREFIX}{name}"));
             if let Err(e) = std::fs::rename(entry.path(), &to) {
-                tracing::warn!(dir = %entry.path().display(), error = %e, "cannot move aside the directory of a topic the metadata does not hold");
+                tracing::warn!(dir = %entry.path().display(), error = %e, "cannot move aside the directory of a deleted topic");
                 continue;
             }
-            tracing::warn!(dir = %entry.path().display(), "removing the directory of a topic the metadata does not hold (its deletion was interrupted)");
-            to
-        };
-        quiver_engine::delete_dir_paced(path);
+            tracing::info!(dir = %entry.path().display(), "finishing the deletion of a topic a crash interrupted");
+            sweep.deleted.push(name);
+            quiver_engine::delete_dir_paced(to);
+        } else {
+            let mut to = topics.join(format!("{name}{STRAY_SUFFIX}"));
+            let mut n = 1;
+            while to.exists() {
+                to = topics.join(format!("{name}{STRAY_SUFFIX}.{n}"));
+                n += 1;
+            }
+            match std::fs::rename(entry.path(), &to) {
+                Ok(()) => {
+                    tracing::warn!(dir = %entry.path().display(), moved_to = %to.display(), "a topic directory the metadata does not hold was put aside, not deleted; remove it once it is known to be unneeded");
+                    sweep.strays.push(name);
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %entry.path().display(), error = %e, "cannot put aside a topic directory the metadata does not hold; it is left as it is")
+                }
+            }
+        }
     }
+    if !sweep.deleted.is_empty() || !sweep.strays.is_empty() {
+        if let Err(e) = std::fs::File::open(&topics).and_then(|d| d.sync_all()) {
+            tracing::warn!(dir = %topics.display(), error = %e, "cannot sync the topics directory after the start sweep");
+        }
+    }
+    sweep
 }
 
 pub fn partition_dir(data_dir: &Path, meta: &TopicMeta, partition: PartitionId) -> PathBuf {
@@ -157,6 +224,45 @@ pub fn partition_dir(data_dir: &Path, meta: &TopicMeta, partition: PartitionId) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn meta(name: &str) -> TopicMeta {
+        TopicMeta {
+            name: name.into(),
+            id: crate::meta::new_topic_id(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: Default::default(),
+            created_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_sweep_deletes_only_what_metadata_deleted_and_puts_the_rest_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = dir.path().join("topics");
+        let (live, gone, unknown) = (meta("live"), meta("gone"), meta("unknown"));
+        let mut state = MetadataState::default();
+        state.topics.insert("live".into(), live.clone());
+        state.deleted_topic_dirs.push(topic_dir_name(&gone));
+        for t in [&live, &gone, &unknown] {
+            std::fs::create_dir_all(topics.join(topic_dir_name(t)).join("0")).unwrap();
+        }
+        let sweep = sweep_topic_dirs(dir.path(), &state);
+        assert_eq!(sweep.strays, vec![topic_dir_name(&unknown)]);
+        assert!(topics.join(topic_dir_name(&live)).join("0").is_dir());
+        let stray = topics.join(format!("{}.stray", topic_dir_name(&unknown)));
+        assert!(stray.join("0").is_dir(), "kept, renamed");
+        assert!(!topics.join(topic_dir_name(&gone)).exists());
+        // A second stray of the same name does not overwrite the first.
+        std::fs::create_dir_all(topics.join(topic_dir_name(&unknown))).unwrap();
+        let again = sweep_topic_dirs(dir.path(), &state);
+        assert_eq!(again.strays.len(), 1);
+        assert!(topics
+            .join(format!("{}.stray.1", topic_dir_name(&unknown)))
+            .is_dir());
+        assert!(stray.join("0").is_dir());
+        assert_eq!(topic_dirs_on_disk(&topics), vec![topic_dir_name(&live)]);
+    }
 
     #[test]
     fn placement_is_balanced_within_a_topic_and_stable() {

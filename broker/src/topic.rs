@@ -28,6 +28,8 @@ pub enum NameError {
     TooLong { len: usize, max: usize },
     #[error("topic name '{name}' contains '{bad}': only ASCII letters, digits, '.', '_' and '-' are allowed")]
     BadChar { name: String, bad: char },
+    #[error("topic name is {len} bytes; this broker's file system allows topic names of at most {max} bytes (its directory names carry a 32-digit id)")]
+    TooLongForFiles { len: usize, max: usize },
 }
 
 /// Checks a topic name against Kafka's rules.
@@ -51,6 +53,38 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
         return Err(NameError::BadChar {
             name: name.to_string(),
             bad,
+        });
+    }
+    Ok(())
+}
+
+/// The longest file name the file system holding `dir` accepts (`statvfs`'s `f_namemax`; 255
+/// on ext4, xfs and btrfs), or 255 if it cannot be asked.
+pub fn file_name_max(dir: &std::path::Path) -> usize {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return 255;
+    };
+    // SAFETY: statvfs(3) reads the NUL-terminated path and fills the plain-data struct we own.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) == 0 && st.f_namemax > 0 {
+            return st.f_namemax as usize;
+        }
+    }
+    255
+}
+
+/// Checks that a topic's directory names fit the file system: `<name>.<id>`, and
+/// `.deleted.<name>.<id>` while it is deleted (`state::TOPIC_DIR_NAME_OVERHEAD`). Kafka allows
+/// 249-byte names because its directories are `<name>-<partition>`; Quiver's carry a 32-digit
+/// id, so on a file system with 255-byte names a topic name may have 213 bytes.
+pub fn check_name_fits(name: &str, file_name_max: usize) -> Result<(), NameError> {
+    let max = file_name_max.saturating_sub(crate::state::TOPIC_DIR_NAME_OVERHEAD);
+    if name.len() > max {
+        return Err(NameError::TooLongForFiles {
+            len: name.len(),
+            max,
         });
     }
     Ok(())
@@ -278,6 +312,17 @@ mod tests {
             validate_name(&"x".repeat(250)),
             Err(NameError::TooLong { len: 250, max: 249 })
         ));
+    }
+
+    #[test]
+    fn names_must_fit_the_file_system_with_the_directory_suffixes() {
+        assert_eq!(check_name_fits(&"x".repeat(213), 255), Ok(()));
+        assert_eq!(
+            check_name_fits(&"x".repeat(214), 255),
+            Err(NameError::TooLongForFiles { len: 214, max: 213 })
+        );
+        assert!(check_name_fits("a", 10).is_err());
+        assert!(file_name_max(std::path::Path::new("/")) >= 14);
     }
 
     #[test]

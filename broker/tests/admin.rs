@@ -272,21 +272,36 @@ async fn topic_metadata_survives_kill_9() {
 
 /// A topic deletion cut short by kill -9 is finished at the next start: one whose directory was
 /// already renamed out of the way, and one that crashed between the commit and the rename (a
-/// directory of a topic the metadata does not hold). Live topics keep their data.
+/// directory of a topic the metadata lists as deleted). A directory the metadata knows nothing
+/// of is put aside (`.stray`), never deleted. Live topics keep their data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deletion_cut_short_by_a_crash_is_finished_at_start() {
     let mut broker = Broker::start(&[]);
-    {
+    let topics = broker.data_dir().join("topics");
+    let gone_dir_name = {
         let client = broker.client().await;
         assert_eq!(create_topic(&client, "kept", 1, &[]).await, ErrorCode::None);
+        assert_eq!(create_topic(&client, "gone", 1, &[]).await, ErrorCode::None);
         let r = produce(&client, "kept", 0, &[one_record()], Acks::Leader).await;
         assert_eq!(r.topics[0].partitions[0].error_code, ErrorCode::None);
-    }
+        let name = std::fs::read_dir(&topics)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with("gone."))
+            .unwrap();
+        quiver_client::Admin::new(client.clone())
+            .delete_topic("gone")
+            .await
+            .unwrap();
+        name
+    };
     broker.kill9();
-    let topics = broker.data_dir().join("topics");
-    let renamed = topics.join(".deleted.gone.0123456789abcdef");
+    let renamed = topics.join(".deleted.older.0123456789abcdef");
+    // As if the crash came between the deletion's commit and the directory's rename.
+    let committed = topics.join(&gone_dir_name);
     let orphan = topics.join("orphan.fedcba9876543210");
-    for dir in [&renamed, &orphan] {
+    for dir in [&renamed, &committed, &orphan] {
         std::fs::create_dir_all(dir.join("0")).unwrap();
         std::fs::write(
             dir.join("0").join("00000000000000000000.log"),
@@ -301,7 +316,7 @@ async fn a_deletion_cut_short_by_a_crash_is_finished_at_start() {
             .unwrap()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.contains("gone") || n.contains("orphan"))
+            .filter(|n| n.contains("gone") || n.contains("older"))
             .collect::<Vec<_>>()
     };
     while !leftovers().is_empty() {
@@ -312,6 +327,15 @@ async fn a_deletion_cut_short_by_a_crash_is_finished_at_start() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    assert!(!orphan.exists());
+    let stray = topics.join("orphan.fedcba9876543210.stray");
+    assert_eq!(
+        std::fs::metadata(stray.join("0").join("00000000000000000000.log"))
+            .unwrap()
+            .len(),
+        100_000,
+        "an unknown directory is kept, put aside"
+    );
     let client = broker.client().await;
     let (resp, records) = fetch(&client, "kept", 0, 0, 1 << 20).await;
     assert_eq!(resp.topics[0].partitions[0].high_watermark.0, 1);

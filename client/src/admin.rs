@@ -111,7 +111,7 @@ pub struct TopicDescription {
 ///
 /// ```
 /// # use quiver_client::ConfigEntry;
-/// let e = ConfigEntry { name: "retention.ms".into(), value: Some("1000".into()), source: "TopicOverride".into(), read_only: false, sensitive: false };
+/// let e = ConfigEntry { name: "retention.ms".into(), value: Some("1000".into()), source: "TopicOverride".into(), read_only: false, sensitive: false, note: None };
 /// assert!(e.is_override());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -122,6 +122,9 @@ pub struct ConfigEntry {
     pub source: String,
     pub read_only: bool,
     pub sensitive: bool,
+    /// What the broker says the value means, when it changes a promise (for example
+    /// `flush.ms` > 0: acknowledgements come before fsync).
+    pub note: Option<String>,
 }
 
 impl ConfigEntry {
@@ -467,6 +470,7 @@ impl Admin {
                 source: source_name(c.config_source).to_string(),
                 read_only: c.read_only,
                 sensitive: c.is_sensitive,
+                note: c.documentation,
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));

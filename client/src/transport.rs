@@ -52,6 +52,8 @@ pub mod codes {
     pub const WRITE_TIMEOUT: u32 = 0x13;
     pub const CANCELLED: u32 = 0x14;
     pub const STREAM_PROTOCOL: u32 = 0x15;
+    pub const RESPONSE_TOO_LARGE: u32 = 0x16;
+    pub const READ_TIMEOUT: u32 = 0x17;
     pub const CONNECTION_ABUSE: u32 = 0x20;
     pub const CLOSED_BY_APPLICATION: u32 = 0x21;
 
@@ -66,6 +68,8 @@ pub mod codes {
             0x13 => "write timeout: response not read in time",
             0x14 => "cancelled",
             0x15 => "stream protocol violation",
+            0x16 => "response too large",
+            0x17 => "read timeout: request not received in time",
             0x20 => "connection abuse",
             0x21 => "closed by application",
             _ => "unknown code",
@@ -685,7 +689,7 @@ impl Connection {
             &header,
             body.len(),
             payload_len,
-        )));
+        )?));
         chunks.push(body);
         chunks.extend(payload);
         self.start_raw(chunks, in_order).await

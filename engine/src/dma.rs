@@ -102,7 +102,11 @@ pub(crate) async fn truncate(file: &DmaFile, path: &Path, len: u64) -> Result<()
 pub(crate) async fn fdatasync(file: &DmaFile, path: &Path) -> Result<()> {
     file.fdatasync()
         .await
-        .map_err(|e| Error::io("fdatasync", path, e))
+        .map_err(|e| Error::io("fdatasync", path, e))?;
+    SYNC_COUNTS
+        .0
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
 }
 
 /// fsyncs a directory, so that files created or removed in it stay so after a crash.
@@ -112,7 +116,35 @@ pub(crate) async fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io("open dir", dir, e))?;
     d.sync().await.map_err(|e| Error::io("fsync dir", dir, e))?;
     let _ = d.close().await;
+    SYNC_COUNTS
+        .1
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(())
+}
+
+/// (file fdatasyncs, directory fsyncs) completed by the engine in this process.
+static SYNC_COUNTS: (std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64) = (
+    std::sync::atomic::AtomicU64::new(0),
+    std::sync::atomic::AtomicU64::new(0),
+);
+
+/// Syncs the engine has completed in this process, for metrics and for tests of what is made
+/// durable when.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncCounts {
+    /// fdatasyncs of segment and index files.
+    pub files: u64,
+    /// fsyncs of directories (new files and directories, renames, removals).
+    pub dirs: u64,
+}
+
+/// The counts so far.
+pub fn sync_counts() -> SyncCounts {
+    use std::sync::atomic::Ordering::Relaxed;
+    SyncCounts {
+        files: SYNC_COUNTS.0.load(Relaxed),
+        dirs: SYNC_COUNTS.1.load(Relaxed),
+    }
 }
 
 /// Bytes staged for one write at a block-aligned file position: the resident tail first, then

@@ -18,12 +18,15 @@ pub enum Error {
         start: Offset,
         end: Offset,
     },
-    /// Bytes on disk that are not what the engine wrote: never served as data.
-    #[error("corrupt data in {} at byte {position}: {reason}", path.display())]
+    /// Bytes on disk that are not what the engine wrote: never served as data. `resume_at` is
+    /// the first offset readable after the damaged range, when the engine knows it (a range it
+    /// found at open or while rebuilding an index; see "Recovery and corruption policy").
+    #[error("corrupt data in {} at byte {position}: {reason}{}", path.display(), resume_at.map_or(String::new(), |o| format!("; readable again from offset {o}")))]
     Corrupt {
         path: PathBuf,
         position: u64,
         reason: String,
+        resume_at: Option<quiver_proto::Offset>,
     },
     /// The device is full (ENOSPC, or a short write). The append was not stored; the log stays
     /// usable and a later append may succeed once space is freed.
@@ -72,6 +75,8 @@ pub enum SequenceError {
     Duplicate,
     /// An epoch older than the producer's current one.
     InvalidEpoch,
+    /// A producer new to the log while it keeps state for `PRODUCERS_PER_LOG_MAX` producers.
+    TooManyProducers,
 }
 
 impl Error {
@@ -98,6 +103,7 @@ impl Error {
             path: path.into(),
             position,
             reason: reason.to_string(),
+            resume_at: None,
         }
     }
 }

@@ -50,6 +50,37 @@ impl IndexPoint {
     }
 }
 
+/// Offsets a segment may span: an index point holds its batch's offset relative to the segment's
+/// base in 32 bits, so a log rolls to a new segment before an append would take the active one
+/// past this (`log.rs`), and appends are refused beyond `APPEND_OFFSETS_MAX`.
+pub(crate) const SEGMENT_OFFSETS_MAX: u64 = u32::MAX as u64;
+
+impl IndexPoint {
+    /// The point for the batch at byte `position` of the segment based at `base`, whose first
+    /// offset is `batch_offset`; `None` if either does not fit the index's 32-bit fields (a
+    /// segment this engine did not write, since it rolls first), never a truncated value.
+    pub(crate) fn new(
+        base: u64,
+        batch_offset: u64,
+        position: u64,
+        max_timestamp: i64,
+    ) -> Option<IndexPoint> {
+        let rel = batch_offset.checked_sub(base)?;
+        Some(IndexPoint {
+            rel_offset: u32::try_from(rel).ok()?,
+            position: u32::try_from(position).ok()?,
+            max_timestamp,
+        })
+    }
+}
+
+/// `offset` relative to the segment based at `base`, for a lookup: past what 32 bits hold it is
+/// the largest value (the lookup then finds the segment's last point, which is right, since no
+/// point can lie beyond it).
+pub(crate) fn rel_for_lookup(offset: u64, base: u64) -> u32 {
+    u32::try_from(offset.saturating_sub(base)).unwrap_or(u32::MAX)
+}
+
 /// Why index files cannot be used as they are.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum IndexDamage {
@@ -175,6 +206,29 @@ mod tests {
         for (ts, want) in cases {
             assert_eq!(lookup_time(&pts, ts).map(|p| p.position), want, "ts {ts}");
         }
+    }
+
+    #[test]
+    fn points_and_lookups_never_truncate_offsets() {
+        let base = 1_000;
+        // (batch offset, position, expected point)
+        let cases = [
+            (1_000, 0, Some((0, 0))),
+            (1_000 + u64::from(u32::MAX), 10, Some((u32::MAX, 10))),
+            (1_000 + u64::from(u32::MAX) + 1, 10, None),
+            (999, 10, None),
+            (1_001, u64::from(u32::MAX) + 1, None),
+        ];
+        for (offset, pos, want) in cases {
+            assert_eq!(
+                IndexPoint::new(base, offset, pos, 0).map(|p| (p.rel_offset, p.position)),
+                want,
+                "offset {offset} position {pos}"
+            );
+        }
+        assert_eq!(rel_for_lookup(1_005, 1_000), 5);
+        assert_eq!(rel_for_lookup(1_000 + (1 << 40), 1_000), u32::MAX);
+        assert_eq!(rel_for_lookup(5, 1_000), 0);
     }
 
     #[test]

@@ -95,23 +95,49 @@
 //!
 //! The active segment is recovered from its last known-good point: the last index point that
 //! still names a whole batch with a valid CRC and the expected offset. From there every batch is
-//! checked (header sanity, expected base offset, whole batch present, CRC) and the log is cut
-//! after the last good one. A torn or corrupt tail is logged with its position and size (zero
-//! padding is not); index points past the cut are dropped and the index files cut to match.
+//! checked (header sanity, expected base offset, whole batch present, CRC). At the first batch
+//! that fails:
 //!
-//! A corrupt batch inside a closed segment is never served. A read that reaches it returns the
-//! good batches before it, and a read that starts at it fails with [`Error::Corrupt`] carrying the
-//! segment's path and the byte position (and logs it at error level). Rebuilding that segment's
-//! index reports it too, and [`PartitionLog::verify`] scrubs a whole log on demand. The engine
-//! does not cut or skip the bad range on its own: the offsets stay in place for replication to
-//! repair, and an operator can truncate. Note that `base_offset` and `leader_epoch` are outside
-//! the CRC by design (they are stamped after validation): a flipped base offset is caught by the
-//! density check, a flipped leader epoch is not detectable.
+//! * if nothing intact follows it (a partial last batch, zero padding, garbage to the end), or
+//!   the damage holds a whole 4 KiB block of zeros (a write the device never finished: a crash
+//!   in the middle of a group, whose later blocks may have landed), it is a torn tail: the log is
+//!   cut there. Nothing from there on was acknowledged, since its fdatasync never completed. The
+//!   cut is logged with its position and size (zero padding is not); index points past it are
+//!   dropped and the index files cut to match;
+//! * otherwise it is corruption with intact data after it (`segment::next_intact` finds the next
+//!   batch that passes every check, its base offset confirmed by the batch after it): the damaged
+//!   range is skipped and recorded ([`PartitionLog::corrupt_ranges`], logged at error level), an
+//!   index point is put at the intact batch so lookups past the damage start beyond it, and the
+//!   walk goes on. Nothing intact is cut, and the log's end stays where it was, so no offset is
+//!   ever given twice.
+//!
+//! ```text
+//! active segment 0, 20 batches of 3 records; batch 10 (offsets 30..=32) has a flipped byte
+//! before: [0..=29 ok] [30..=32 bad CRC] [33..=59 ok]  -> old policy cut at 30, end 30
+//! now:    [0..=29 ok] [hole 30..33]     [33..=59 ok]  -> end 60; read(31) is Corrupt
+//!                                                        { resume_at: Some(33) }
+//! ```
+//!
+//! After a crash, open fdatasyncs the recovered active segment before it is served: bytes
+//! written but not yet synced may be readable now and gone after a power loss. A clean close
+//! leaves a producer snapshot at the log's end, and then there is nothing to sync.
+//!
+//! A corrupt batch is never served. A read that reaches it returns the good batches before it,
+//! and a read that starts at it fails with [`Error::Corrupt`] carrying the segment's path, the
+//! byte position and, when known, `resume_at`: the first offset readable after it (the end of a
+//! recorded range, else the segment's next index point, else the next segment's base). Closed
+//! segments are not re-read at open, so damage there is found by the read that meets it, or when
+//! its index is rebuilt (which skips and records it like recovery does); [`PartitionLog::verify`]
+//! scrubs a whole log on demand and reports every damaged range. Note that `base_offset` and
+//! `leader_epoch` are outside the CRC by design (they are stamped after validation): a flipped
+//! base offset is caught by the density check, a flipped leader epoch is not detectable.
 
 mod config;
 mod deleter;
 mod dma;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod index;
 mod log;
 mod notify;
@@ -124,9 +150,11 @@ pub use config::{
     FlushPolicy, LogConfig, INDEX_INTERVAL_BYTES_MIN, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
 };
 pub use deleter::delete_dir_paced;
+pub use dma::{sync_counts, SyncCounts};
 pub use error::{Error, Result, SequenceError};
 pub use log::{
-    AppendInfo, PartitionLog, Records, RetentionReport, APPEND_BYTES_MAX, LOCK_FILE, READ_BYTES_MAX,
+    AppendInfo, CorruptRange, PartitionLog, Records, RetentionReport, APPEND_BYTES_MAX,
+    APPEND_OFFSETS_MAX, LOCK_FILE, READ_BYTES_MAX,
 };
 
 use std::path::Path;

@@ -25,6 +25,11 @@ pub const READ_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// overrun `segment_bytes` (at most [`crate::SEGMENT_BYTES_MAX`]) by one append.
 pub const APPEND_BYTES_MAX: u64 = 256 * 1024 * 1024;
 const _: () = assert!(crate::config::SEGMENT_BYTES_MAX + APPEND_BYTES_MAX < u32::MAX as u64);
+/// Most offsets one append may take: far more than any producer's request (a batch holds at most
+/// `RECORDS_PER_BATCH_MAX` records), and small enough that a segment rolled before it always
+/// holds it within its index's 32-bit relative offsets.
+pub const APPEND_OFFSETS_MAX: u64 = 1 << 30;
+const _: () = assert!(APPEND_OFFSETS_MAX < crate::index::SEGMENT_OFFSETS_MAX);
 /// fdatasyncs that may run while the flusher writes the next group.
 const SYNCS_IN_FLIGHT_MAX: usize = 4;
 /// Index points the active segment's index files may lag behind its log by: they are written
@@ -194,6 +199,8 @@ struct State {
     sync_timer_armed: bool,
     /// Idempotent producers' sequences (`crate::producers`).
     producers: Producers,
+    /// Damaged ranges found with intact batches after them, oldest first.
+    damage: Vec<CorruptRange>,
 }
 
 impl State {
@@ -250,6 +257,33 @@ impl State {
         let end = a.written.offset_end;
         self.producers.forget_from(end);
         self.tail.truncate_after(end);
+    }
+}
+
+/// Offsets of a log that cannot be read: a damaged batch with intact batches after it, found
+/// by recovery or by rebuilding a segment's index (see "Recovery and corruption policy").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CorruptRange {
+    /// The segment holding it.
+    pub segment_base: Offset,
+    /// Byte position of the damage in the segment.
+    pub position: u64,
+    /// The first offset that cannot be read.
+    pub first: Offset,
+    /// The first offset readable after it.
+    pub next: Offset,
+    pub reason: String,
+}
+
+impl CorruptRange {
+    fn new(segment_base: u64, h: segment::Hole) -> CorruptRange {
+        CorruptRange {
+            segment_base: Offset(segment_base),
+            position: h.pos,
+            first: Offset(h.first),
+            next: Offset(h.next),
+            reason: h.reason,
+        }
     }
 }
 
@@ -352,7 +386,9 @@ async fn load_producers(dir: &Path, rec: &Recovered, now: i64) -> Result<Produce
     segment::walk_headers(
         &rec.files.log,
         &rec.files.paths.log,
+        rec.files.base,
         rec.len,
+        &rec.holes,
         |info, base_offset| producers.record(info, base_offset, now),
     )
     .await?;
@@ -367,7 +403,7 @@ impl PartitionLog {
     pub async fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<PartitionLog> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create dir", &dir, e))?;
+        create_dir_durable(&dir).await?;
         let lock = lock_dir(&dir)?;
         let mut files: BTreeMap<u64, Vec<String>> = BTreeMap::new();
         let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("list dir", &dir, e))?;
@@ -406,12 +442,14 @@ impl PartitionLog {
         let bases: Vec<u64> = files.keys().copied().collect();
         let interval = config.index_interval_bytes;
         let mut closed = Vec::with_capacity(bases.len().saturating_sub(1));
+        let mut damage = Vec::new();
         for &base in bases.iter().take(bases.len().saturating_sub(1)) {
             let paths = SegmentPaths::new(&dir, base);
             let size = std::fs::metadata(&paths.log)
                 .map_err(|e| Error::io("stat", &paths.log, e))?
                 .len();
-            let max_timestamp = closed_max_timestamp(&paths, base, size, interval).await?;
+            let (max_timestamp, holes) = closed_max_timestamp(&paths, base, size, interval).await?;
+            damage.extend(holes.into_iter().map(|h| CorruptRange::new(base, h)));
             closed.push(Closed {
                 base,
                 size,
@@ -422,6 +460,14 @@ impl PartitionLog {
         let rec = segment::recover_active(&dir, active_base, interval).await?;
         if bases.is_empty() {
             dma::sync_dir(&dir).await?;
+        }
+        // What recovery found is served, and a retried batch found in it is answered as written
+        // (`Verdict::Duplicate`), only once it is durable: after a crash, bytes written but not
+        // yet fdatasynced may be readable now and gone after a power loss. A clean close leaves
+        // a producer snapshot at the log's end, after its last fdatasync; then nothing is owed.
+        let closed_cleanly = loose_snapshots.contains(&rec.next_offset);
+        if rec.len > 0 && !closed_cleanly {
+            dma::fdatasync(&rec.files.log, &rec.files.paths.log).await?;
         }
         let now = now_ms();
         // A snapshot above the end (the log lost its tail since a clean close) would be wrong
@@ -434,6 +480,12 @@ impl PartitionLog {
             let _ = std::fs::remove_file(dir.join(segment::file_name(o, segment::PRODUCERS_EXT)));
         }
         let producers = load_producers(&dir, &rec, now).await?;
+        damage.extend(
+            rec.holes
+                .iter()
+                .cloned()
+                .map(|h| CorruptRange::new(rec.files.base, h)),
+        );
         let active = Active::from_recovered(rec, now);
         let durable_end = active.written.offset_end;
         tracing::debug!(dir = %dir.display(), segments = closed.len() + 1, end = durable_end, "log opened");
@@ -464,6 +516,7 @@ impl PartitionLog {
             sync_requested: false,
             sync_timer_armed: false,
             producers,
+            damage,
         };
         let shared = Rc::new(Shared {
             dir,
@@ -507,6 +560,13 @@ impl PartitionLog {
                 max: APPEND_BYTES_MAX,
             });
         }
+        let offsets: u64 = batches.iter().map(ValidBatch::offset_count).sum();
+        if offsets > APPEND_OFFSETS_MAX {
+            return Err(Error::AppendTooLarge {
+                bytes: total,
+                max: APPEND_BYTES_MAX,
+            });
+        }
         let mut rolled: Option<RollingAppend> = None;
         let (info, target, generation) = loop {
             let listen = shared.progress.listen();
@@ -522,9 +582,16 @@ impl PartitionLog {
                 } else {
                     let now = now_ms();
                     let live = s.active.live();
-                    let roll = live.len > 0
-                        && (live.len + total > s.config.segment_bytes
-                            || now - s.active.since_ms >= s.config.segment_ms as i64);
+                    let roll = must_roll(
+                        Fill {
+                            bytes: live.len,
+                            offsets: live.offset_end - s.active.files.base,
+                            age_ms: now - s.active.since_ms,
+                        },
+                        total,
+                        offsets,
+                        &s.config,
+                    );
                     if !roll {
                         match s.producers.check(batches)? {
                             Verdict::Append => {
@@ -652,6 +719,20 @@ impl PartitionLog {
                 }
                 Err(e) => Err(e),
             };
+            let res = match res {
+                Err(Error::Corrupt {
+                    path,
+                    position,
+                    reason,
+                    resume_at: None,
+                }) => Err(Error::Corrupt {
+                    resume_at: shared.resume_after(plan.base, position).map(Offset),
+                    path,
+                    position,
+                    reason,
+                }),
+                other => other,
+            };
             if let Err(e @ Error::Corrupt { .. }) = &res {
                 tracing::error!(error = %e, "read reached a corrupt batch; not served");
             }
@@ -755,6 +836,7 @@ impl PartitionLog {
                         len: a.written.len,
                         start: index::lookup_time(&a.points[..a.written.points], ts.0),
                         truncations: s.truncations,
+                        limit: u64::MAX,
                     }));
                 }
                 (found, s.truncations)
@@ -999,14 +1081,30 @@ impl PartitionLog {
                 WalkStart::origin(base),
                 interval,
                 &mut points,
+                segment::OnDamage::Skip,
             )
             .await?;
+            for h in w.holes {
+                tracing::error!(segment = %paths.log.display(), position = h.pos, reason = %h.reason, "verify: corrupt batch (intact batches follow)");
+                found.push(Error::Corrupt {
+                    path: paths.log.clone(),
+                    position: h.pos,
+                    reason: h.reason,
+                    resume_at: Some(Offset(h.next)),
+                });
+            }
             if let Some((pos, why)) = w.stop {
                 tracing::error!(segment = %paths.log.display(), position = pos, %why, "verify: corrupt batch");
                 found.push(Error::corrupt(&paths.log, pos, why));
             }
         }
         Ok(found)
+    }
+
+    /// Damaged ranges of the log known so far (found at open, or when a segment's index was
+    /// rebuilt): their offsets fail to read, intact batches after them are kept and served.
+    pub fn corrupt_ranges(&self) -> Vec<CorruptRange> {
+        self.shared.state.borrow().damage.clone()
     }
 
     /// Bytes in the log's segments (including staged appends), for metrics and retention.
@@ -1049,6 +1147,32 @@ impl Drop for PartitionLog {
     }
 }
 
+/// Creates `dir` and any missing parents, each made durable in its parent (fsync of the parent
+/// after the create), so that a log whose first append was acknowledged cannot lose its
+/// directory, or its topic's, to a crash.
+async fn create_dir_durable(dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.exists() {
+        missing.push(at.to_path_buf());
+        match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => at = p,
+            _ => break,
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create dir", dir, e))?;
+    // Outermost first: each new directory's entry is synced in its parent.
+    for created in missing.iter().rev() {
+        if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
+            dma::sync_dir(parent).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Name of the lock file in a log's directory.
 pub const LOCK_FILE: &str = ".lock";
 
@@ -1081,6 +1205,27 @@ async fn run_detached<T: 'static>(
         .detach()
         .await
         .unwrap_or(Err(Error::Closed))
+}
+
+/// How full the active segment is.
+#[derive(Clone, Copy, Debug)]
+struct Fill {
+    bytes: u64,
+    /// Offsets it spans from its base.
+    offsets: u64,
+    age_ms: i64,
+}
+
+/// Whether an append of `bytes` taking `offsets` offsets must go to a new segment: the active
+/// one holds something, and the append would take it past `segment_bytes`, or it is older than
+/// `segment_ms`, or its offsets would span more than its index can address (32-bit relative
+/// offsets; hostile compressed batches can claim many offsets in few bytes, so bytes alone do
+/// not bound it).
+fn must_roll(fill: Fill, bytes: u64, offsets: u64, config: &LogConfig) -> bool {
+    fill.bytes > 0
+        && (fill.bytes + bytes > config.segment_bytes
+            || fill.age_ms >= config.segment_ms as i64
+            || fill.offsets + offsets > index::SEGMENT_OFFSETS_MAX)
 }
 
 /// Assigns offsets and copies the batches into the pending write buffer.
@@ -1142,11 +1287,11 @@ fn stage(
         p.mark.last_batch = Some((pos, off));
         let last_index_pos = a.points.last().map_or(0, |q| u64::from(q.position));
         if pos - last_index_pos >= interval {
-            a.points.push(IndexPoint {
-                rel_offset: (off - a.files.base) as u32,
-                position: pos as u32,
-                max_timestamp: p.mark.max_timestamp,
-            });
+            // Always fits: the segment rolled before its offsets or bytes could outgrow the
+            // index (`append`); were it not to, the point is left out, which only slows lookups.
+            if let Some(point) = IndexPoint::new(a.files.base, off, pos, p.mark.max_timestamp) {
+                a.points.push(point);
+            }
         }
         p.mark.points = a.points.len();
     }
@@ -1189,6 +1334,20 @@ struct ReadPlan {
     /// The index point to start from (`None`: the segment's start).
     start: Option<IndexPoint>,
     truncations: u64,
+    /// The first offset the segment may not hold: the next segment's base (`u64::MAX` for the
+    /// active one). A closed segment whose batches run past it (damage) serves none of them:
+    /// those offsets belong to the next segment, or are the log's to give.
+    limit: u64,
+}
+
+/// The first offset segment `base` may not hold: the next segment's base.
+fn segment_limit(s: &State, base: u64) -> u64 {
+    s.closed
+        .iter()
+        .map(|c| c.base)
+        .chain([s.active.files.base])
+        .find(|&b| b > base)
+        .unwrap_or(u64::MAX)
 }
 
 fn plan_read(s: &State, offset: u64) -> Result<Plan> {
@@ -1202,7 +1361,7 @@ fn plan_read(s: &State, offset: u64) -> Result<Plan> {
         return Ok(Plan::Empty);
     }
     if offset >= a.files.base {
-        let rel = (offset - a.files.base) as u32;
+        let rel = index::rel_for_lookup(offset, a.files.base);
         return Ok(Plan::Read(ReadPlan {
             file: a.files.log.clone(),
             path: a.files.paths.log.clone(),
@@ -1210,6 +1369,7 @@ fn plan_read(s: &State, offset: u64) -> Result<Plan> {
             len: a.written.len,
             start: index::lookup_offset(&a.points[..a.written.points], rel),
             truncations: s.truncations,
+            limit: u64::MAX,
         }));
     }
     let i = s.closed.partition_point(|c| c.base <= offset) - 1;
@@ -1220,8 +1380,9 @@ fn plan_read(s: &State, offset: u64) -> Result<Plan> {
             path: cache.path.clone(),
             base: c.base,
             len: c.size,
-            start: index::lookup_offset(&cache.points, (offset - c.base) as u32),
+            start: index::lookup_offset(&cache.points, index::rel_for_lookup(offset, c.base)),
             truncations: s.truncations,
+            limit: segment_limit(s, c.base),
         })),
         _ => Ok(Plan::Load(c)),
     }
@@ -1264,9 +1425,17 @@ async fn read_batches(
     let corrupt = |pos: u64, why: String| Error::corrupt(&plan.path, pos, why);
     // Skip the batches before the one that holds `offset` (at most an index interval's worth).
     let first_len = loop {
-        let (base, last, len) = header_at(&mut cur, pos, expected).await?;
+        let (_, last, len) = header_at(&mut cur, pos, expected).await?;
+        if last >= plan.limit {
+            return Err(corrupt(
+                pos,
+                format!(
+                    "batch runs to offset {last}, past the next segment's base {}",
+                    plan.limit
+                ),
+            ));
+        }
         if last >= offset {
-            let _ = base;
             break len;
         }
         pos += u64::from(len);
@@ -1300,6 +1469,12 @@ async fn read_batches(
             .map(|h| h.base_offset.get())
             .unwrap_or(u64::MAX);
         let ok = match info {
+            Ok(i) if base == expected && base + u64::from(i.last_offset_delta) >= plan.limit => {
+                Err(format!(
+                    "batch runs past the next segment's base {}",
+                    plan.limit
+                ))
+            }
             Ok(i) if base == expected && u64::from(i.batch_len) <= avail => {
                 let b = cur.slice(end, i.batch_len as usize);
                 match batch::validate(b, BatchLimits::default()) {
@@ -1382,6 +1557,11 @@ async fn find_timestamp(plan: &ReadPlan, ts: i64) -> Result<Option<u64>> {
         let f = segment::check_batch(&mut cur, pos, expected)
             .await?
             .map_err(|(p, why)| Error::corrupt(&plan.path, p, why))?;
+        if f.last_offset >= plan.limit {
+            // Damage: the segment claims offsets of the next one. What is past here is not
+            // this segment's to answer with.
+            return Ok(None);
+        }
         if f.max_timestamp >= ts {
             let bytes = cur.slice(f.pos, f.len as usize);
             let view = BatchView::new(bytes, BatchLimits::default())
@@ -1409,10 +1589,10 @@ async fn closed_max_timestamp(
     base: u64,
     size: u64,
     interval: u32,
-) -> Result<i64> {
+) -> Result<(i64, Vec<segment::Hole>)> {
     use crate::index::{OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES};
     if size == 0 {
-        return Ok(i64::MIN);
+        return Ok((i64::MIN, Vec::new()));
     }
     let isize = std::fs::metadata(&paths.index)
         .map(|m| m.len())
@@ -1432,12 +1612,15 @@ async fn closed_max_timestamp(
         )
         .await?;
         if r.len() == TIME_ENTRY_BYTES {
-            return Ok(i64::from_le_bytes(r[..8].try_into().expect("8 bytes")));
+            return Ok((
+                i64::from_le_bytes(r[..8].try_into().expect("8 bytes")),
+                Vec::new(),
+            ));
         }
     }
     tracing::warn!(segment = %paths.log.display(), "closed segment index missing or damaged; rebuilding");
-    let (_, max_ts, _) = segment::rebuild_closed_index(paths, base, interval).await?;
-    Ok(max_ts)
+    let r = segment::rebuild_closed_index(paths, base, interval).await?;
+    Ok((r.max_timestamp, r.holes))
 }
 
 /// Releases the exclusive right on drop.
@@ -1462,6 +1645,41 @@ impl Drop for WaitingGuard<'_> {
 }
 
 impl Shared {
+    /// Where reading can go on after the damaged batch at byte `position` of segment `base`: the
+    /// end of a damaged range recovery found there, else the next index point of the segment
+    /// past `position` (its batch is checked when read), else the next segment's base. `None`
+    /// when nothing is known to follow.
+    fn resume_after(&self, base: u64, position: u64) -> Option<u64> {
+        let s = self.state.borrow();
+        if let Some(r) = s
+            .damage
+            .iter()
+            .find(|r| r.segment_base.0 == base && r.position == position)
+        {
+            return Some(r.next.0);
+        }
+        let points: Option<Vec<IndexPoint>> = if s.active.files.base == base {
+            Some(s.active.points[..s.active.written.points].to_vec())
+        } else {
+            s.cache
+                .iter()
+                .find(|c| c.base == base)
+                .map(|c| c.points.to_vec())
+        };
+        if let Some(p) = points
+            .unwrap_or_default()
+            .iter()
+            .find(|p| u64::from(p.position) > position)
+        {
+            return Some(base + u64::from(p.rel_offset));
+        }
+        s.closed
+            .iter()
+            .map(|c| c.base)
+            .chain([s.active.files.base])
+            .find(|&b| b > base)
+    }
+
     /// The read-ahead of the batch at `offset` in `plan`'s segment, if one was started.
     fn take_readahead(&self, plan: &ReadPlan, offset: u64) -> Option<ReadAhead> {
         let mut r = self.readaheads.borrow_mut();
@@ -1722,10 +1940,16 @@ impl Shared {
     async fn load_cache(&self, c: Closed) -> Result<()> {
         let interval = self.state.borrow().config.index_interval_bytes;
         let paths = SegmentPaths::new(&self.dir, c.base);
-        let points = segment::load_closed_index(&paths, c.base, c.size, interval).await?;
+        let (points, holes) = segment::load_closed_index(&paths, c.base, c.size, interval).await?;
         let log = dma::open_ro(&paths.log).await?;
         let mut s = self.state.borrow_mut();
         if s.closed.iter().any(|x| x.base == c.base) {
+            for h in holes {
+                let r = CorruptRange::new(c.base, h);
+                if !s.damage.contains(&r) {
+                    s.damage.push(r);
+                }
+            }
             s.cache.retain(|x| x.base != c.base);
             if s.cache.len() == CLOSED_SEGMENTS_CACHED {
                 s.cache.remove(0);
@@ -1754,6 +1978,7 @@ impl Shared {
             len: c.size,
             start: lookup(&cache.points),
             truncations: s.truncations,
+            limit: segment_limit(&s, c.base),
         })
     }
 
@@ -1777,12 +2002,19 @@ impl Shared {
             )
         };
         self.seal(&files, &mark, &mut points, on_disk).await?;
-        let rec = segment::recover_active(&self.dir, mark.offset_end, interval).await?;
+        // The new segment's producer snapshot is durable before the segment exists, and the
+        // segment's directory entry before anything is appended to it: open takes the last
+        // segment as the active one and rebuilds producer state from its snapshot, so a crash
+        // at any point here leaves either the old segment active (its own snapshot and batches
+        // give the state) or the new one with its snapshot. Without the order, a crash could
+        // leave a new, empty active segment with no snapshot, the producers' state would be
+        // lost, and a retried batch whose first answer was lost would be written twice.
         // Nothing is staged under the exclusive lock, so this is the state at the new base.
         let snapshot = self.state.borrow().producers.encode();
         segment::write_producers(&self.dir, mark.offset_end, snapshot).await?;
         dma::sync_dir(&self.dir).await?;
-        segment::remove_producers(&self.dir, files.base).await;
+        let rec = segment::recover_active(&self.dir, mark.offset_end, interval).await?;
+        dma::sync_dir(&self.dir).await?;
         {
             let mut s = self.state.borrow_mut();
             s.closed.push(Closed {
@@ -1808,11 +2040,11 @@ impl Shared {
     ) -> Result<()> {
         if let Some((pos, base_offset)) = mark.last_batch {
             if points.last().is_none_or(|p| u64::from(p.position) != pos) {
-                points.push(IndexPoint {
-                    rel_offset: (base_offset - files.base) as u32,
-                    position: pos as u32,
-                    max_timestamp: mark.max_timestamp,
-                });
+                if let Some(point) =
+                    IndexPoint::new(files.base, base_offset, pos, mark.max_timestamp)
+                {
+                    points.push(point);
+                }
             }
         }
         let p = &files.paths;
@@ -1884,6 +2116,8 @@ impl Shared {
         let victims: Vec<Closed> = s.closed.drain(..n).collect();
         s.cache
             .retain(|c| !victims.iter().any(|v| v.base == c.base));
+        s.damage
+            .retain(|r| !victims.iter().any(|v| v.base == r.segment_base.0));
         Ok(victims)
     }
 
@@ -1945,12 +2179,12 @@ impl Shared {
             Some(c) => {
                 let interval = self.state.borrow().config.index_interval_bytes;
                 let paths = SegmentPaths::new(&self.dir, c.base);
-                let pts = segment::load_closed_index(&paths, c.base, c.size, interval).await?;
+                let (pts, _) = segment::load_closed_index(&paths, c.base, c.size, interval).await?;
                 (c.base, pts, dma::open_ro(&paths.log).await?, c.size)
             }
         };
         let paths = SegmentPaths::new(&self.dir, base);
-        let start = index::lookup_offset(&points, (offset - base) as u32)
+        let start = index::lookup_offset(&points, index::rel_for_lookup(offset, base))
             .map_or(WalkStart::origin(base), |p| WalkStart::at_point(base, &p));
         let mut cur = Cursor::new(plan_file, paths.log.clone(), len, CHUNK_BYTES_MAX);
         let (mut pos, mut expected) = (start.pos, start.offset);
@@ -2004,6 +2238,9 @@ impl Shared {
         let out = match res {
             Ok(rec) => {
                 s.closed.retain(|c| c.base < base);
+                s.damage.retain(|r| {
+                    r.segment_base.0 < base || (r.segment_base.0 == base && r.position < pos)
+                });
                 s.producers.forget_from(new_end);
                 s.active = Active::from_recovered(rec, now_ms());
                 s.durable_end = s.active.written.offset_end;
@@ -2106,4 +2343,55 @@ async fn write_job(job: &mut Job) -> Result<()> {
     let (a, b) = futures_lite::future::zip(log_fut, index_fut).await;
     a?;
     b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (segment bytes, offsets spanned, age ms, append bytes, append offsets, rolls?)
+    #[test]
+    fn when_an_append_rolls_the_segment() {
+        let config = LogConfig {
+            segment_bytes: 1 << 20,
+            segment_ms: 60_000,
+            ..LogConfig::default()
+        };
+        let max = u64::from(u32::MAX);
+        let cases = [
+            // An empty segment takes anything, even more than it may hold.
+            (0, 0, 0, 2 << 20, 1, false),
+            (0, 0, 120_000, 10, 1, false),
+            // Bytes.
+            (1000, 10, 0, (1 << 20) - 1000, 1, false),
+            (1000, 10, 0, (1 << 20) - 999, 1, true),
+            // Age.
+            (1000, 10, 59_999, 10, 1, false),
+            (1000, 10, 60_000, 10, 1, true),
+            // Offsets: the index addresses at most u32::MAX offsets past the base.
+            (1000, max - 5, 0, 10, 5, false),
+            (1000, max - 5, 0, 10, 6, true),
+            (1000, 1, 0, 10, APPEND_OFFSETS_MAX, false),
+            (
+                1000,
+                max - APPEND_OFFSETS_MAX + 1,
+                0,
+                10,
+                APPEND_OFFSETS_MAX,
+                true,
+            ),
+        ];
+        for (seg_bytes, spanned, age, bytes, offsets, want) in cases {
+            let fill = Fill {
+                bytes: seg_bytes,
+                offsets: spanned,
+                age_ms: age,
+            };
+            assert_eq!(
+                must_roll(fill, bytes, offsets, &config),
+                want,
+                "{fill:?} + {bytes} bytes, {offsets} offsets"
+            );
+        }
+    }
 }

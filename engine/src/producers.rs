@@ -31,6 +31,13 @@ use std::collections::{HashMap, VecDeque};
 pub const BATCHES_KEPT: usize = quiver_proto::batch::IDEMPOTENT_BATCHES_KEPT;
 /// A producer not heard from for this long is forgotten (Kafka's producer.id.expiration.ms).
 pub const PRODUCER_IDLE_EXPIRY_MS: i64 = 24 * 60 * 60 * 1000;
+/// Producers one log keeps state for. A batch from a producer new to the log is refused
+/// (`SequenceError::TooManyProducers`) while the log holds this many; state goes when a producer
+/// has been idle for [`PRODUCER_IDLE_EXPIRY_MS`]. Rationale: each producer costs up to ~1 KiB
+/// per partition it writes; the broker already refuses producer ids it never handed out, and this
+/// bounds what ids it did hand out can cost. Refusing rather than evicting: forgetting a live
+/// producer's state would let its retried batch be written twice.
+pub const PRODUCERS_PER_LOG_MAX: usize = 10_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Range {
@@ -102,7 +109,19 @@ impl Producers {
                 Some((e.epoch, e.recent.back()?.last_seq, true))
             });
             let expected = match known {
-                None => 0,
+                None => {
+                    let new = overlay
+                        .iter()
+                        .filter(|o| !self.map.contains_key(&o.0))
+                        .count();
+                    if self.map.len() + new >= PRODUCERS_PER_LOG_MAX {
+                        return Err(seq_error(
+                            SequenceError::TooManyProducers,
+                            format!("producer {pid}: this partition already keeps state for {} producers, its limit; a new producer is accepted once idle ones expire ({} h)", self.map.len() + new, PRODUCER_IDLE_EXPIRY_MS / 3_600_000),
+                        ));
+                    }
+                    0
+                }
                 Some((cur, _, _)) if epoch < cur => {
                     return Err(seq_error(
                         SequenceError::InvalidEpoch,
@@ -171,7 +190,9 @@ impl Producers {
             first_seq: info.base_sequence,
             last_seq: last_seq(info),
             base_offset,
-            last_offset: base_offset + u64::from(info.last_offset_delta),
+            // Saturating: offsets come from the log, which checked them, but a number read
+            // from disk is never trusted to add without overflow.
+            last_offset: base_offset.saturating_add(u64::from(info.last_offset_delta)),
         });
         e.last_append_ms = e.last_append_ms.max(now_ms);
     }
@@ -361,6 +382,37 @@ mod tests {
         // Batches without a producer id are not checked.
         assert_eq!(
             append(&mut p, &mut end, batch(-1, -1, -1, 1)).unwrap(),
+            Verdict::Append
+        );
+    }
+
+    #[test]
+    fn a_log_keeps_state_for_a_bounded_number_of_producers() {
+        let (mut p, mut end) = (Producers::default(), 0u64);
+        for pid in 0..PRODUCERS_PER_LOG_MAX as i64 {
+            p.record(batch(pid, 0, 0, 1).info(), end, 0);
+            end += 1;
+        }
+        assert_eq!(p.len(), PRODUCERS_PER_LOG_MAX);
+        // A new producer is refused, without state made for it...
+        assert_eq!(
+            kind(append(&mut p, &mut end, batch(1 << 40, 0, 0, 1))),
+            SequenceError::TooManyProducers
+        );
+        assert_eq!(p.len(), PRODUCERS_PER_LOG_MAX);
+        // ...and so is an append that brings two new ones when one slot is free.
+        p.map.remove(&0);
+        assert_eq!(
+            kind(p.check(&[batch(1 << 41, 0, 0, 1), batch(1 << 42, 0, 0, 1)])),
+            SequenceError::TooManyProducers
+        );
+        // Known producers carry on.
+        assert_eq!(
+            append(&mut p, &mut end, batch(5, 0, 1, 1)).unwrap(),
+            Verdict::Append
+        );
+        assert_eq!(
+            append(&mut p, &mut end, batch(1 << 41, 0, 0, 1)).unwrap(),
             Verdict::Append
         );
     }

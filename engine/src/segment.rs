@@ -82,8 +82,9 @@ fn rename_for_deletion(dir: &Path, bases: &[u64]) -> Result<Vec<PathBuf>> {
     let mut renamed = Vec::with_capacity(bases.len() * 3);
     for &base in bases {
         let p = SegmentPaths::new(dir, base);
-        // The log first: index files left behind are removed at open.
-        for path in [p.log, p.index, p.time] {
+        // The log first: index files and snapshots left behind are removed at open.
+        let snapshot = dir.join(file_name(base, PRODUCERS_EXT));
+        for path in [p.log, p.index, p.time, snapshot] {
             let to = with_suffix(&path, DELETED_SUFFIX);
             match std::fs::rename(&path, &to) {
                 Ok(()) => renamed.push(to),
@@ -97,10 +98,12 @@ fn rename_for_deletion(dir: &Path, bases: &[u64]) -> Result<Vec<PathBuf>> {
 }
 
 /// A producer-state snapshot, `<offset>.producers`: the producers' state at that offset. Roll
-/// writes one at each new segment's base; a clean close writes one at the log's end, so that the
-/// next open need not read the active segment's batch headers to rebuild the state. A snapshot at
-/// offset O stays true while the log never goes below O, so truncation removes the snapshots
-/// above its new end before it cuts anything (`remove_producers_above`).
+/// writes one at each new segment's base, before the segment itself, and it stays with its
+/// segment until retention or truncation deletes both (so a log truncated back into a closed
+/// segment still has that segment's snapshot); a clean close writes one at the log's end, so
+/// that the next open need not read the active segment's batch headers to rebuild the state. A
+/// snapshot at offset O stays true while the log never goes below O, so truncation removes the
+/// snapshots above its new end before it cuts anything (`remove_producers_above`).
 pub(crate) const PRODUCERS_EXT: &str = "producers";
 
 /// The offsets of the producer snapshots in `dir`.
@@ -171,38 +174,66 @@ pub(crate) async fn read_producers(dir: &Path, offset: u64) -> Result<Option<Vec
         .await
 }
 
-/// Removes the producer snapshot of segment `base` (superseded by a newer one); a failure only
-/// leaves a small file that open removes once its segment is gone.
-pub(crate) async fn remove_producers(dir: &Path, base: u64) {
-    let _ = glommio::io::remove(dir.join(file_name(base, PRODUCERS_EXT))).await;
-}
-
 /// Calls `f` with the header and base offset of every batch in `[0, end)` of a segment log
-/// already recovered (whole, valid batches), reading in windows of 64 KiB: a large batch costs
-/// one small read for its header, not a read of its records.
+/// already recovered, reading in windows of 64 KiB: a large batch costs one small read for its
+/// header, not a read of its records. `holes` (damage recovery found, with intact batches after)
+/// are stepped over. Damage recovery did not see (before the last index point, which recovery
+/// does not re-read: a bad header, or a base offset that breaks the density of offsets from
+/// `base`) is skipped to the next intact batch ([`next_intact`]) with a warning, or ends the
+/// walk if nothing intact follows; the log still opens. Only batches at the offsets they must
+/// have are given to `f`.
 pub(crate) async fn walk_headers(
     file: &Rc<DmaFile>,
     path: &Path,
+    base: u64,
     end: u64,
+    holes: &[Hole],
     mut f: impl FnMut(&batch::BatchInfo, u64),
 ) -> Result<()> {
     let mut cur = Cursor::new(file.clone(), path.to_path_buf(), end, 64 * 1024);
-    let mut pos = 0u64;
+    let (mut pos, mut expected) = (0u64, base);
     while pos < end {
-        let corrupt = |reason: String| Error::Corrupt {
-            path: path.to_path_buf(),
-            position: pos,
-            reason,
-        };
-        if !cur.ensure(pos, BATCH_HEADER_BYTES).await? {
-            return Err(corrupt("partial batch header".into()));
+        if let Some(h) = holes.iter().find(|h| h.pos == pos) {
+            (pos, expected) = (h.end, h.next);
+            continue;
         }
-        let hdr = cur.slice(pos, BATCH_HEADER_BYTES);
-        let info = batch::validate_header(hdr, BatchLimits::default())
-            .map_err(|e| corrupt(format!("bad batch header: {e}")))?;
-        let base_offset = batch::header(hdr).expect("checked").base_offset.get();
-        f(&info, base_offset);
-        pos += u64::from(info.batch_len);
+        let info = if cur.ensure(pos, BATCH_HEADER_BYTES).await? {
+            let hdr = cur.slice(pos, BATCH_HEADER_BYTES);
+            batch::validate_header(hdr, BatchLimits::default())
+                .map_err(|e| e.to_string())
+                .and_then(|info| {
+                    let at = batch::header(hdr).expect("checked").base_offset.get();
+                    if at == expected {
+                        Ok(info)
+                    } else {
+                        Err(format!("batch base offset {at}, expected {expected}"))
+                    }
+                })
+        } else {
+            Err("partial batch header".to_string())
+        };
+        match info {
+            Ok(info) => {
+                f(&info, expected);
+                pos += u64::from(info.batch_len);
+                expected += u64::from(info.last_offset_delta) + 1;
+            }
+            Err(why) => {
+                // Go on from the next intact batch, so producers seen after the damage keep
+                // their state (without it, a retry of one of their batches could be written
+                // twice); what the damaged range held is unknown.
+                match next_intact(&mut cur, pos, expected, false).await? {
+                    Some(next) => {
+                        tracing::warn!(segment = %path.display(), position = pos, resumed_at = next.pos, %why, "damaged batch while rebuilding producer state; skipped to the next intact batch");
+                        (pos, expected) = (next.pos, next.base_offset);
+                    }
+                    None => {
+                        tracing::warn!(segment = %path.display(), position = pos, %why, "damaged batch while rebuilding producer state; producers seen only after it start over");
+                        break;
+                    }
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -348,6 +379,32 @@ impl WalkStart {
     }
 }
 
+/// A damaged range inside a segment with intact batches after it (see "Recovery and corruption
+/// policy" in lib.rs): bytes `[pos, end)` hold no batch that checks, and offsets
+/// `[first, next)` are unreadable; the batch at `end` starts at offset `next`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Hole {
+    pub pos: u64,
+    pub end: u64,
+    pub first: u64,
+    pub next: u64,
+    pub reason: String,
+}
+
+/// What a walk does at a batch that fails its check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnDamage {
+    /// Stop there (the caller decides what the rest is).
+    Stop,
+    /// Look for the next intact batch and go on from it, recording a [`Hole`]. For sealed
+    /// segments, whose every byte was fdatasynced: damage there is corruption.
+    Skip,
+    /// As `Skip`, but damage that looks like a write the device never finished (a whole 4 KiB
+    /// block of zeros inside it) ends the walk instead: for the active segment, where a crash
+    /// during a write leaves exactly that, and what follows it was never acknowledged.
+    SkipUnlessTorn,
+}
+
 /// The result of a validating walk over `[start.pos, cur.end)`.
 #[derive(Clone, Debug)]
 pub(crate) struct Walk {
@@ -357,17 +414,22 @@ pub(crate) struct Walk {
     pub max_timestamp: i64,
     pub last_batch: Option<Found>,
     pub last_index_pos: u64,
+    /// Damaged ranges skipped (only with `OnDamage::Skip*`).
+    pub holes: Vec<Hole>,
     pub stop: Option<Stop>,
 }
 
 /// Walks and checks every batch from `start` to the end of `cur`, appending index points every
-/// `interval` bytes to `points`. Stops at the first batch that fails [`check_batch`].
+/// `interval` bytes to `points` (and one at the first intact batch after each hole, so lookups
+/// past a hole start beyond it). At a batch that fails [`check_batch`] it stops, or skips to the
+/// next intact batch as `on_damage` says.
 pub(crate) async fn walk(
     cur: &mut Cursor,
     base: u64,
     start: WalkStart,
     interval: u32,
     points: &mut Vec<IndexPoint>,
+    on_damage: OnDamage,
 ) -> Result<Walk> {
     let mut w = Walk {
         valid_len: start.pos,
@@ -375,30 +437,125 @@ pub(crate) async fn walk(
         max_timestamp: start.max_timestamp,
         last_batch: None,
         last_index_pos: start.last_index_pos,
+        holes: Vec::new(),
         stop: None,
     };
+    let mut force_point = false;
     while w.valid_len < cur.end {
         let found = match check_batch(cur, w.valid_len, w.next_offset).await? {
             Ok(f) => f,
             Err(stop) => {
+                if on_damage != OnDamage::Stop {
+                    let torn_ends = on_damage == OnDamage::SkipUnlessTorn;
+                    if let Some(f) = next_intact(cur, stop.0, w.next_offset, torn_ends).await? {
+                        w.holes.push(Hole {
+                            pos: stop.0,
+                            end: f.pos,
+                            first: w.next_offset,
+                            next: f.base_offset,
+                            reason: stop.1,
+                        });
+                        w.valid_len = f.pos;
+                        w.next_offset = f.base_offset;
+                        force_point = true;
+                        continue;
+                    }
+                }
                 w.stop = Some(stop);
                 break;
             }
         };
-        w.max_timestamp = w.max_timestamp.max(found.max_timestamp);
-        if found.pos - w.last_index_pos >= u64::from(interval) {
-            points.push(IndexPoint {
-                rel_offset: (found.base_offset - base) as u32,
-                position: found.pos as u32,
-                max_timestamp: w.max_timestamp,
-            });
+        // A batch the index cannot address is not one this engine wrote (it rolls first).
+        let Some(point) = IndexPoint::new(
+            base,
+            found.base_offset,
+            found.pos,
+            w.max_timestamp.max(found.max_timestamp),
+        )
+        .filter(|_| found.last_offset - base <= crate::index::SEGMENT_OFFSETS_MAX) else {
+            w.stop = Some((
+                found.pos,
+                "batch beyond what the segment's index can address".into(),
+            ));
+            break;
+        };
+        w.max_timestamp = point.max_timestamp;
+        if force_point || found.pos - w.last_index_pos >= u64::from(interval) {
+            points.push(point);
             w.last_index_pos = found.pos;
+            force_point = false;
         }
         w.valid_len = found.pos + u64::from(found.len);
         w.next_offset = found.last_offset + 1;
         w.last_batch = Some(found);
     }
     Ok(w)
+}
+
+/// The first intact batch after the damaged one at `from`: a header that looks like one of ours
+/// with a base offset at or past `expected`, whose whole batch passes [`check_batch`], and whose
+/// base offset (outside the CRC) is confirmed by the batch after it or, for the last batch of the
+/// segment, is within one offset per byte skipped. `None` if there is none, or (with
+/// `torn_ends`) if the damage holds a whole 4 KiB block of zeros: the shape a crash leaves when a
+/// write reached the device only in part, whose batches were never acknowledged.
+///
+/// Scans byte by byte with a cheap header filter first; only candidates are CRC-checked. Runs
+/// only on damage, so its cost (one pass over the rest of the segment at worst) is paid rarely.
+pub(crate) async fn next_intact(
+    cur: &mut Cursor,
+    from: u64,
+    expected: u64,
+    torn_ends: bool,
+) -> Result<Option<Found>> {
+    let mut pos = from + 1;
+    while pos + BATCH_HEADER_BYTES as u64 <= cur.end {
+        if !cur.ensure(pos, BATCH_HEADER_BYTES).await? {
+            return Ok(None);
+        }
+        let candidate = {
+            let h = cur.slice(pos, BATCH_HEADER_BYTES);
+            batch::validate_header(h, BatchLimits::default())
+                .ok()
+                .map(|info| {
+                    (
+                        batch::header(h).expect("checked").base_offset.get(),
+                        info.batch_len,
+                    )
+                })
+                .filter(|(b, len)| *b >= expected && pos + u64::from(*len) <= cur.end)
+        };
+        if let Some((b, _)) = candidate {
+            if let Ok(f) = check_batch(cur, pos, b).await? {
+                let after = f.pos + u64::from(f.len);
+                let confirmed = if after + BATCH_HEADER_BYTES as u64 <= cur.end {
+                    check_batch(cur, after, f.last_offset + 1).await?.is_ok()
+                } else {
+                    false
+                };
+                let plausible = f.base_offset - expected <= f.pos - from;
+                if confirmed || plausible {
+                    if torn_ends && holds_zero_block(cur, from, f.pos).await? {
+                        return Ok(None);
+                    }
+                    return Ok(Some(f));
+                }
+            }
+        }
+        pos += 1;
+    }
+    Ok(None)
+}
+
+/// Whether `[from, to)` holds a whole, aligned block of zeros.
+async fn holds_zero_block(cur: &mut Cursor, from: u64, to: u64) -> Result<bool> {
+    let mut b = from.div_ceil(BLOCK as u64) * BLOCK as u64;
+    while b + BLOCK as u64 <= to {
+        if cur.ensure(b, BLOCK).await? && cur.slice(b, BLOCK).iter().all(|&x| x == 0) {
+            return Ok(true);
+        }
+        b += BLOCK as u64;
+    }
+    Ok(false)
 }
 
 /// Whether `[from, to)` of the file is all zero (direct I/O padding rather than torn data).
@@ -483,6 +640,8 @@ pub(crate) struct Recovered {
     pub last_batch: Option<(u64, u64)>,
     /// Wall-clock ms the segment file was created, if the file system knows.
     pub created_ms: Option<i64>,
+    /// Damaged ranges the recovery walk skipped (intact batches follow each).
+    pub holes: Vec<Hole>,
 }
 
 #[derive(Clone)]
@@ -533,7 +692,25 @@ pub(crate) async fn recover_active(dir: &Path, base: u64, interval: u32) -> Resu
     let start = points
         .last()
         .map_or(WalkStart::origin(base), |p| WalkStart::at_point(base, p));
-    let w = walk(&mut cur, base, start, interval, &mut points).await?;
+    let w = walk(
+        &mut cur,
+        base,
+        start,
+        interval,
+        &mut points,
+        OnDamage::SkipUnlessTorn,
+    )
+    .await?;
+    for h in &w.holes {
+        tracing::error!(
+            segment = %paths.log.display(),
+            position = h.pos,
+            damaged_bytes = h.end - h.pos,
+            offsets = format!("{}..{}", h.first, h.next),
+            reason = %h.reason,
+            "corrupt batch inside the active segment: intact batches follow it and are kept; reads of its offsets fail"
+        );
+    }
     if let Some((pos, reason)) = &w.stop {
         if all_zero(&log, &paths.log, *pos, log_size).await? {
             tracing::debug!(segment = %paths.log.display(), pos, "tail is zero padding");
@@ -607,16 +784,18 @@ pub(crate) async fn recover_active(dir: &Path, base: u64, interval: u32) -> Resu
         max_timestamp: w.max_timestamp,
         last_batch,
         created_ms,
+        holes: w.holes,
     })
 }
 
-/// Rebuilds a closed segment's index files by walking all of it. A walk that stops early means
-/// the segment holds a corrupt batch: that is reported and the points before it are kept.
+/// Rebuilds a closed segment's index files by walking all of it. Damage is skipped to the next
+/// intact batch (a sealed segment was fdatasynced whole, so it is corruption, not a torn write)
+/// and reported; damage with nothing intact after it ends the walk.
 pub(crate) async fn rebuild_closed_index(
     paths: &SegmentPaths,
     base: u64,
     interval: u32,
-) -> Result<(Vec<IndexPoint>, i64, Option<Stop>)> {
+) -> Result<Rebuilt> {
     let log = dma::open_ro(&paths.log).await?;
     let size = dma::file_size(&log, &paths.log).await?;
     let mut cur = Cursor::new(log, paths.log.clone(), size, CHUNK_BYTES_MAX);
@@ -627,8 +806,15 @@ pub(crate) async fn rebuild_closed_index(
         WalkStart::origin(base),
         interval,
         &mut points,
+        OnDamage::Skip,
     )
     .await?;
+    for h in &w.holes {
+        tracing::error!(
+            segment = %paths.log.display(), position = h.pos, offsets = format!("{}..{}", h.first, h.next), reason = %h.reason,
+            "corrupt batch in a closed segment: reads of its offsets fail; intact batches after it stay readable"
+        );
+    }
     if let Some((pos, reason)) = &w.stop {
         tracing::error!(
             segment = %paths.log.display(), position = pos, %reason,
@@ -638,11 +824,10 @@ pub(crate) async fn rebuild_closed_index(
     // The roll point: the last batch is always an index point in a closed segment.
     if let Some(f) = w.last_batch {
         if points.last().is_none_or(|p| u64::from(p.position) != f.pos) {
-            points.push(IndexPoint {
-                rel_offset: (f.base_offset - base) as u32,
-                position: f.pos as u32,
-                max_timestamp: w.max_timestamp,
-            });
+            // The walk stopped before any batch the index cannot address.
+            if let Some(point) = IndexPoint::new(base, f.base_offset, f.pos, w.max_timestamp) {
+                points.push(point);
+            }
         }
     }
     let index = dma::open_rw(&paths.index, true).await?;
@@ -659,16 +844,29 @@ pub(crate) async fn rebuild_closed_index(
     .await?;
     dma::fdatasync(&index, &paths.index).await?;
     dma::fdatasync(&time, &paths.time).await?;
-    Ok((points, w.max_timestamp, w.stop))
+    Ok(Rebuilt {
+        points,
+        max_timestamp: w.max_timestamp,
+        holes: w.holes,
+    })
 }
 
-/// Loads a closed segment's index points, rebuilding the files if they are damaged.
+/// A closed segment's index as rebuilt from its log.
+pub(crate) struct Rebuilt {
+    pub points: Vec<IndexPoint>,
+    pub max_timestamp: i64,
+    /// Damaged ranges with intact batches after them.
+    pub holes: Vec<Hole>,
+}
+
+/// Loads a closed segment's index points, rebuilding the files if they are damaged (and then
+/// also returns the damaged ranges the rebuild found).
 pub(crate) async fn load_closed_index(
     paths: &SegmentPaths,
     base: u64,
     log_size: u64,
     interval: u32,
-) -> Result<Vec<IndexPoint>> {
+) -> Result<(Vec<IndexPoint>, Vec<Hole>)> {
     let read = |p: PathBuf| async move {
         match dma::open_ro(&p).await {
             Ok(f) => dma::read_all(&f, &p).await,
@@ -678,10 +876,11 @@ pub(crate) async fn load_closed_index(
     let ib = read(paths.index.clone()).await?;
     let tb = read(paths.time.clone()).await?;
     match index::parse(&ib, &tb, log_size, true) {
-        Ok(p) if !p.is_empty() || log_size == 0 => Ok(p),
+        Ok(p) if !p.is_empty() || log_size == 0 => Ok((p, Vec::new())),
         other => {
             tracing::warn!(segment = %paths.log.display(), damage = ?other.err(), "closed segment index missing or damaged; rebuilding");
-            Ok(rebuild_closed_index(paths, base, interval).await?.0)
+            let r = rebuild_closed_index(paths, base, interval).await?;
+            Ok((r.points, r.holes))
         }
     }
 }

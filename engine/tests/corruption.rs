@@ -296,3 +296,165 @@ fn an_active_index_behind_its_log_after_a_crash_is_rebuilt() {
         );
     });
 }
+
+/// Zeroes `[from, to)` of a file, as a device that never finished a write leaves it.
+fn zero(path: &Path, from: u64, to: u64) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(&vec![0u8; (to - from) as usize], from)
+        .unwrap();
+    f.sync_all().unwrap();
+}
+
+/// Corruption policy (lib.rs, ARCHITECTURE.md): a damaged batch inside the active segment with
+/// intact batches after it is not a torn tail. Recovery keeps what follows, the damaged offsets
+/// fail to read with an error naming where reading resumes, the range is reported, and the log's
+/// end (so every later offset) stays where it was: nothing is cut, no offset is given twice.
+#[test]
+fn a_corrupt_batch_inside_the_active_segment_keeps_the_intact_batches_after_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p");
+    let d = dir.clone();
+    run(tmp.path(), move || async move {
+        let log = PartitionLog::open(&d, LogConfig::default()).await.unwrap();
+        let bs = fill(&log, 20).await;
+        drop(log); // a crash: recovery walks the active segment
+        let (b10, pos10) = &bs[10];
+        flip(&seg(&d, 0, "log"), pos10 + b10.len() as u64 / 2);
+        let log = reopen(&d, LogConfig::default()).await;
+        assert_eq!(
+            log.end_offset(),
+            Offset(60),
+            "nothing after the damage is cut"
+        );
+        let ranges = log.corrupt_ranges();
+        assert_eq!(ranges.len(), 1, "{ranges:?}");
+        assert_eq!((ranges[0].first, ranges[0].next), (Offset(30), Offset(33)));
+        assert_eq!(ranges[0].position, *pos10);
+        // Before it: served, and the read stops short of it.
+        let got = batches(&log.read(Offset(0), 1 << 20).await.unwrap());
+        assert_eq!(got.last().unwrap().0, 27);
+        // At it: an error that says where reading resumes.
+        for off in [30, 31, 32] {
+            match log.read(Offset(off), 1 << 20).await {
+                Err(Error::Corrupt {
+                    resume_at,
+                    position,
+                    ..
+                }) => {
+                    assert_eq!(resume_at, Some(Offset(33)), "read {off}");
+                    assert_eq!(position, *pos10);
+                }
+                other => panic!("read {off}: {other:?}"),
+            }
+        }
+        // After it: every intact batch, byte for byte.
+        let after = read_all(&log, 33).await;
+        assert_eq!(after.len(), 9);
+        for (got, (want, _)) in after.iter().zip(&bs[11..]) {
+            assert_eq!(got.2, want.bytes()[8..].to_vec());
+        }
+        // The log goes on after its old end: offsets are never given twice.
+        let info = log.append(&[batch(1, 10, 1, 1)], None).await.unwrap();
+        assert_eq!(info.base_offset, Offset(60));
+        log.close().await.unwrap();
+        // And it stays so across a clean restart.
+        let log = PartitionLog::open(&d, LogConfig::default()).await.unwrap();
+        assert_eq!(log.end_offset(), Offset(61));
+        assert!(matches!(
+            log.read(Offset(30), 1).await,
+            Err(Error::Corrupt { .. })
+        ));
+        assert_eq!(batches(&log.read(Offset(60), 1).await.unwrap())[0].0, 60);
+    });
+}
+
+/// A crash during a write can leave whole blocks the device never wrote (zeros) followed by
+/// blocks it did. Those batches were never acknowledged (their fdatasync never completed), so
+/// recovery cuts from the damage on, as for a torn tail, rather than keeping them around a hole.
+#[test]
+fn a_torn_write_with_later_blocks_on_disk_is_cut_not_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p");
+    let d = dir.clone();
+    run(tmp.path(), move || async move {
+        let log = PartitionLog::open(&d, LogConfig::default()).await.unwrap();
+        let bs = fill(&log, 60).await;
+        drop(log);
+        // Zero the whole 4 KiB block after the one batch 20 starts in.
+        let (_, pos20) = &bs[20];
+        let block = (pos20 / 4096 + 1) * 4096;
+        zero(&seg(&d, 0, "log"), block, block + 4096);
+        let first_hit = bs
+            .iter()
+            .position(|(b, p)| p + b.len() as u64 > block)
+            .unwrap();
+        let log = reopen(&d, LogConfig::default()).await;
+        assert!(log.corrupt_ranges().is_empty());
+        assert_eq!(
+            log.end_offset(),
+            Offset(first_hit as u64 * 3),
+            "cut at the first batch the unwritten block damaged"
+        );
+        assert_eq!(read_all(&log, 0).await.len(), first_hit);
+    });
+}
+
+/// A closed segment whose index must be rebuilt at open finds its damage then; one whose index
+/// is intact finds it when a read reaches it. Either way the read error says where reading
+/// resumes, and what follows the damage is served.
+#[test]
+fn damage_in_a_closed_segment_tells_readers_where_to_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p");
+    let d = dir.clone();
+    run(tmp.path(), move || async move {
+        let cfg = LogConfig {
+            index_interval_bytes: 1024,
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(&d, cfg.clone()).await.unwrap();
+        let bs = fill(&log, 40).await;
+        assert!(log.roll().await.unwrap());
+        log.append(&[batch(1, 10, 99, 0)], None).await.unwrap();
+        log.close().await.unwrap();
+        let (b25, pos25) = &bs[25];
+        flip(&seg(&d, 0, "log"), pos25 + b25.len() as u64 / 2);
+
+        // Index intact: the damage is met by the read, which resumes at the next index point.
+        let log = PartitionLog::open(&d, cfg.clone()).await.unwrap();
+        assert!(log.corrupt_ranges().is_empty());
+        let resume = match log.read(Offset(75), 1 << 20).await {
+            Err(Error::Corrupt {
+                resume_at: Some(r), ..
+            }) => r,
+            other => panic!("{other:?}"),
+        };
+        assert!(resume > Offset(75) && resume <= Offset(120), "{resume:?}");
+        assert_eq!(batches(&log.read(resume, 1).await.unwrap())[0].0, resume.0);
+        log.close().await.unwrap();
+
+        // Index gone: open rebuilds it, finds the damage, and reports the exact range.
+        std::fs::remove_file(seg(&d, 0, "index")).unwrap();
+        let log = PartitionLog::open(&d, cfg.clone()).await.unwrap();
+        let ranges = log.corrupt_ranges();
+        assert_eq!(ranges.len(), 1, "{ranges:?}");
+        assert_eq!((ranges[0].first, ranges[0].next), (Offset(75), Offset(78)));
+        match log.read(Offset(76), 1 << 20).await {
+            Err(Error::Corrupt { resume_at, .. }) => assert_eq!(resume_at, Some(Offset(78))),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(read_all(&log, 78).await.len(), 40 - 26 + 1);
+        // The scrub reports it with the same resume point.
+        let found = log.verify().await.unwrap();
+        assert!(
+            matches!(
+                &found[..],
+                [Error::Corrupt {
+                    resume_at: Some(Offset(78)),
+                    ..
+                }]
+            ),
+            "{found:?}"
+        );
+    });
+}

@@ -282,11 +282,10 @@ async fn serve_quinn_stream(
     };
     let resp = respond(f.header, frame_bytes);
     let payload_len: usize = resp.payload.iter().map(Bytes::len).sum();
-    let mut chunks = vec![Bytes::copy_from_slice(&frame::encode_header(
-        &resp.header,
-        resp.body.len(),
-        payload_len,
-    ))];
+    let Ok(header) = frame::encode_header(&resp.header, resp.body.len(), payload_len) else {
+        return;
+    };
+    let mut chunks = vec![Bytes::copy_from_slice(&header)];
     chunks.extend(resp.payload);
     if send.write_all_chunks(&mut chunks).await.is_ok() {
         let _ = send.finish();

@@ -21,6 +21,11 @@ pub const WRITE_TIMEOUT: u32 = 0x13;
 pub const CANCELLED: u32 = 0x14;
 /// The stream was used against the protocol (data after the frame, a unidirectional stream).
 pub const STREAM_PROTOCOL: u32 = 0x15;
+/// The service's response could not be framed (over 4 GiB); a bug on the broker's side, reported
+/// instead of sent.
+pub const RESPONSE_TOO_LARGE: u32 = 0x16;
+/// The request's frame did not arrive in full within the read timeout after its first bytes.
+pub const READ_TIMEOUT: u32 = 0x17;
 /// Connection closed for abuse: too many malformed frames.
 pub const CONNECTION_ABUSE: u32 = 0x20;
 /// Connection closed by the application (a dial-out connection closed by its owner).
@@ -49,6 +54,8 @@ pub fn describe(code: u64) -> &'static str {
         0x13 => "write timeout: response not read in time",
         0x14 => "cancelled",
         0x15 => "stream protocol violation",
+        0x16 => "response too large",
+        0x17 => "read timeout: request not received in time",
         0x20 => "connection abuse",
         0x21 => "closed by application",
         _ => "unknown code",

@@ -5,6 +5,8 @@ use std::{sync::Arc, time::Duration};
 use quinn_proto::{IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt};
 use quiver_proto::frame::FRAME_BYTES_MAX_DEFAULT;
 
+use crate::limits::{ConnectionLimiter, CONNECTIONS_MAX_DEFAULT, CONNECTIONS_PER_IP_MAX_DEFAULT};
+
 /// The largest UDP payload QUIC allows (RFC 9000, `max_udp_payload_size`): the default of
 /// [`EndpointConfig::udp_payload_max`].
 pub const MAX_UDP_PAYLOAD: u16 = 65_527;
@@ -44,6 +46,14 @@ pub struct EndpointConfig {
     /// A response not fully delivered and acknowledged this long after it was ready is reset with
     /// `codes::WRITE_TIMEOUT`, releasing its memory.
     pub write_timeout: Duration,
+    /// A request stream whose frame has not arrived whole this long after the stream opened (or
+    /// after it was let in from waiting for budget) is stopped and reset with
+    /// `codes::READ_TIMEOUT`, releasing its buffer. Rationale: a peer that sends a header and then
+    /// trickles (or stops) would otherwise hold its frame's budget for ever.
+    pub read_timeout: Duration,
+    /// Connection caps shared by every endpoint of the process (see `limits.rs`): total, per IP
+    /// address, and when new connections must first prove their address with a Retry.
+    pub connection_limiter: Arc<ConnectionLimiter>,
     /// Malformed frames tolerated on one connection before it is closed with
     /// `codes::CONNECTION_ABUSE`.
     pub frame_errors_max: u32,
@@ -90,6 +100,11 @@ impl Default for EndpointConfig {
             idle_timeout: Duration::from_secs(30),
             keep_alive_interval: Some(Duration::from_secs(10)),
             write_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(30),
+            connection_limiter: Arc::new(ConnectionLimiter::new(
+                CONNECTIONS_MAX_DEFAULT,
+                CONNECTIONS_PER_IP_MAX_DEFAULT,
+            )),
             frame_errors_max: 64,
             call_timeout: Duration::from_secs(30),
             socket_buffer_bytes: 8 * 1024 * 1024,

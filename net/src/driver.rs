@@ -17,9 +17,9 @@
 use std::{
     cell::RefCell,
     cmp::Reverse,
-    collections::{BinaryHeap, HashMap, VecDeque},
+    collections::{BTreeSet, BinaryHeap, HashMap, VecDeque},
     io::{self, IoSliceMut},
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     rc::{Rc, Weak},
     sync::Arc,
     time::{Duration, Instant},
@@ -27,8 +27,8 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use quinn_proto::{
-    Chunks, ClientConfig, ConnectionError, ConnectionHandle, DatagramEvent, Dir, EcnCodepoint,
-    Event, ReadError, ReadableError, StreamEvent, StreamId, VarInt, WriteError,
+    ClientConfig, ConnectionError, ConnectionHandle, DatagramEvent, Dir, EcnCodepoint, Event,
+    ReadableError, StreamEvent, StreamId, VarInt, WriteError,
 };
 use quinn_udp::RecvMeta;
 use quiver_proto::frame::{self, Frame, FrameError, FrameHeader, FRAME_HEADER_BYTES};
@@ -38,9 +38,11 @@ use crate::{
     codes,
     config::EndpointConfig,
     error::{CallError, ConnectError},
+    frame_reader::{FrameReader, QuinnChunks, ReadOutcome},
+    limits::{Admission, Refusal},
     pool::{FramePool, POOL_BYTES_MAX},
     service::{DynService, Request, Response},
-    sync::{oneshot, Notify, OneshotReceiver, OneshotSender},
+    sync::{oneshot, Cancel, Notify, OneshotReceiver, OneshotSender},
     tls::PeerIdentity,
     udp::UdpIo,
 };
@@ -118,6 +120,9 @@ pub(crate) struct Job {
     ch: ConnectionHandle,
     conn_id: u64,
     id: StreamId,
+    /// Set when the stream or the connection goes away while the service works: the service
+    /// future is then dropped.
+    cancel: Rc<Cancel>,
 }
 
 /// Counters for one endpoint; see `Endpoint::stats`.
@@ -125,7 +130,10 @@ pub(crate) struct Job {
 pub struct EndpointStats {
     pub connections: usize,
     pub connections_accepted: u64,
+    /// New connections refused: shutting down, or over a connection cap.
     pub connections_refused: u64,
+    /// New connections asked to prove their address first (QUIC Retry).
+    pub connections_retried: u64,
     /// Server-side request streams currently open (reading, serving or writing).
     pub requests_in_flight: usize,
     /// The largest `requests_in_flight` reached.
@@ -137,6 +145,14 @@ pub struct EndpointStats {
     pub inflight_bytes_peak_per_connection: u64,
     pub frame_errors: u64,
     pub write_timeouts: u64,
+    /// Requests whose frame did not arrive whole within the read timeout.
+    pub read_timeouts: u64,
+    /// Requests whose service future was dropped because the peer stopped the stream or the
+    /// connection went away before the answer.
+    pub requests_cancelled: u64,
+    /// Service tasks running now (requests being served, cancelled ones not included once
+    /// they have stopped).
+    pub service_tasks: usize,
     pub datagrams_received: u64,
     pub datagrams_sent: u64,
     /// sendmsg calls (each carries up to the GSO segment count of datagrams).
@@ -198,6 +214,11 @@ struct Conn {
     parked: VecDeque<StreamId>,
     /// Write deadlines in the order responses became ready, which is deadline order.
     deadlines: VecDeque<(Instant, StreamId)>,
+    /// Read deadlines of the streams still reading their request, exactly those (an entry goes
+    /// when its stream's frame is read, parks or ends), so the set never outgrows the streams.
+    read_deadlines: BTreeSet<(Instant, StreamId)>,
+    /// The peer's IP address as counted by the connection limiter (accepted connections only).
+    counted_ip: Option<IpAddr>,
     pending_calls: VecDeque<PendingCall>,
     connect_waiters: Vec<OneshotSender<Result<(), ConnectError>>>,
     connected: bool,
@@ -217,7 +238,12 @@ struct ServerStream {
     phase: Phase,
     /// Budget bytes this stream holds (request buffer, then unsent response bytes).
     charged: u64,
+    /// Write deadline, once the response is being written.
     deadline: Option<Instant>,
+    /// Read deadline, while the request is being read (not while parked for budget).
+    read_deadline: Option<Instant>,
+    /// The service's cancellation, while it serves this request.
+    cancel: Option<Rc<Cancel>>,
 }
 
 enum Phase {
@@ -246,117 +272,6 @@ struct PendingCall {
     reply: OneshotSender<Result<Frame, CallError>>,
 }
 
-/// Reads one frame from a stream: the 4-byte prefix first, checked before any allocation.
-#[derive(Default)]
-struct FrameReader {
-    prefix: [u8; 4],
-    got: usize,
-    /// Total frame size once the prefix is checked.
-    total: Option<usize>,
-    buf: Option<BytesMut>,
-}
-
-enum ReadOutcome {
-    /// Wait for more stream data.
-    Blocked,
-    /// The prefix is checked; call `alloc` to continue.
-    NeedAlloc(usize),
-    /// The whole frame; `fin` tells whether the stream's end was seen right after it.
-    Done {
-        bytes: Bytes,
-        fin: bool,
-    },
-    Invalid(FrameError),
-    Reset(VarInt),
-    /// The stream's receive side no longer exists.
-    Closed,
-}
-
-impl FrameReader {
-    fn alloc(&mut self, pool: &mut FramePool) {
-        let total = self.total.expect("alloc after the prefix is checked");
-        let mut buf = pool.take(total);
-        buf.extend_from_slice(&self.prefix);
-        self.buf = Some(buf);
-    }
-
-    fn read(&mut self, chunks: &mut Chunks<'_>, frame_bytes_max: usize) -> ReadOutcome {
-        loop {
-            match (self.total, &mut self.buf) {
-                (None, _) => match chunks.next(4 - self.got) {
-                    Ok(Some(c)) => {
-                        self.prefix[self.got..self.got + c.bytes.len()].copy_from_slice(&c.bytes);
-                        self.got += c.bytes.len();
-                        if self.got == 4 {
-                            match frame::check_len_prefix(self.prefix, frame_bytes_max) {
-                                Ok(total) => {
-                                    self.total = Some(total);
-                                    return ReadOutcome::NeedAlloc(total);
-                                }
-                                Err(e) => return ReadOutcome::Invalid(e),
-                            }
-                        }
-                    }
-                    Ok(None) => {
-                        return ReadOutcome::Invalid(FrameError::Truncated {
-                            got: self.got,
-                            need: FRAME_HEADER_BYTES,
-                        })
-                    }
-                    Err(ReadError::Blocked) => return ReadOutcome::Blocked,
-                    Err(ReadError::Reset(code)) => return ReadOutcome::Reset(code),
-                },
-                (Some(total), None) => return ReadOutcome::NeedAlloc(total),
-                (Some(total), Some(buf)) => {
-                    let need = total - buf.len();
-                    if need == 0 {
-                        let bytes = std::mem::take(buf).freeze();
-                        let fin = match chunks.next(1) {
-                            Ok(None) => true,
-                            Ok(Some(_)) => {
-                                return ReadOutcome::Invalid(FrameError::TooLarge {
-                                    len: total + 1,
-                                    max: total,
-                                })
-                            }
-                            Err(ReadError::Blocked) => false,
-                            Err(ReadError::Reset(code)) => return ReadOutcome::Reset(code),
-                        };
-                        self.buf = None;
-                        return ReadOutcome::Done { bytes, fin };
-                    }
-                    match chunks.next(need) {
-                        Ok(Some(c)) => buf.extend_from_slice(&c.bytes),
-                        Ok(None) => {
-                            return ReadOutcome::Invalid(FrameError::Truncated {
-                                got: buf.len(),
-                                need: total,
-                            })
-                        }
-                        Err(ReadError::Blocked) => return ReadOutcome::Blocked,
-                        Err(ReadError::Reset(code)) => return ReadOutcome::Reset(code),
-                    }
-                }
-            }
-        }
-    }
-
-    /// The header, when enough of the frame has arrived to decode it (for error responses).
-    fn header(&self) -> Option<FrameHeader> {
-        let buf = self.buf.as_ref()?;
-        if buf.len() < FRAME_HEADER_BYTES {
-            return None;
-        }
-        let b = &buf[..];
-        Some(FrameHeader {
-            api_key: u16::from_le_bytes([b[4], b[5]]),
-            api_version: u16::from_le_bytes([b[6], b[7]]),
-            correlation_id: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
-            flags: u16::from_le_bytes([b[12], b[13]]),
-        })
-    }
-}
-
 fn read_frame(
     inner: &mut quinn_proto::Connection,
     id: StreamId,
@@ -370,7 +285,7 @@ fn read_frame(
         // Only ordered reads are ever made on a stream.
         Err(ReadableError::IllegalOrderedRead) => return ReadOutcome::Closed,
     };
-    let outcome = reader.read(&mut chunks, frame_bytes_max);
+    let outcome = reader.read(&mut QuinnChunks(&mut chunks), frame_bytes_max);
     // Whether credit must be sent is moot: the connection is polled for transmits after every
     // pass that touched it.
     let _ = chunks.finalize();
@@ -408,6 +323,8 @@ impl Conn {
             identity: None,
             parked: VecDeque::new(),
             deadlines: VecDeque::new(),
+            read_deadlines: BTreeSet::new(),
+            counted_ip: None,
             pending_calls: VecDeque::new(),
             connect_waiters: Vec::new(),
             connected: false,
@@ -422,9 +339,15 @@ impl Conn {
         self.inflight_bytes == 0 || self.inflight_bytes + bytes <= budget
     }
 
-    /// Forgets a server stream, returning its budget.
+    /// Forgets a server stream, returning its budget; a service still working on it is
+    /// cancelled.
     fn drop_server_stream(&mut self, id: StreamId, stats: &mut EndpointStats) {
         if let Some(StreamState::Server(mut s)) = self.streams.remove(&id) {
+            unset_read_deadline(&mut self.read_deadlines, id, &mut s.read_deadline);
+            if let Some(cancel) = s.cancel.take() {
+                cancel.cancel();
+                stats.requests_cancelled += 1;
+            }
             let charged = s.charged;
             release(&mut self.inflight_bytes, &mut s, charged, stats);
             self.serving -= 1;
@@ -611,6 +534,33 @@ impl Driver {
                     self.send_response(&t, &response);
                     return;
                 }
+                let ip = incoming.remote_address().ip();
+                let limiter = self.cfg.connection_limiter.clone();
+                match limiter.admit(
+                    ip,
+                    incoming.remote_address_validated(),
+                    incoming.may_retry(),
+                ) {
+                    Admission::Accept => {}
+                    Admission::Retry => {
+                        self.stats.connections_retried += 1;
+                        match self.endpoint.retry(incoming, &mut response) {
+                            Ok(t) => self.send_response(&t, &response),
+                            Err(e) => self.endpoint.ignore(e.into_incoming()),
+                        }
+                        return;
+                    }
+                    Admission::Refuse(why) => {
+                        self.stats.connections_refused += 1;
+                        tracing::debug!(%ip, reason = match why {
+                            Refusal::Total => "connection cap",
+                            Refusal::PerIp => "per-address connection cap",
+                        }, "connection refused");
+                        let t = self.endpoint.refuse(incoming, &mut response);
+                        self.send_response(&t, &response);
+                        return;
+                    }
+                }
                 match self
                     .endpoint
                     .accept(incoming, now, &mut response, self.server_config.clone())
@@ -619,10 +569,13 @@ impl Driver {
                         self.stats.connections_accepted += 1;
                         let id = self.next_conn_id;
                         self.next_conn_id += 1;
-                        self.conns.insert(ch, Conn::new(id, conn));
+                        let mut c = Conn::new(id, conn);
+                        c.counted_ip = Some(ip);
+                        self.conns.insert(ch, c);
                         self.mark(ch);
                     }
                     Err(e) => {
+                        limiter.release(ip);
                         tracing::debug!(cause = %e.cause, "incoming connection failed");
                         if let Some(t) = e.response {
                             self.send_response(&t, &response);
@@ -695,6 +648,7 @@ impl Driver {
         let Some(StreamState::Server(mut s)) = conn.streams.remove(&id) else {
             return; // The peer reset the stream meanwhile.
         };
+        s.cancel = None;
         let charged = s.charged;
         release(&mut conn.inflight_bytes, &mut s, charged, &mut self.stats);
         self.stats.requests_served += 1;
@@ -890,6 +844,9 @@ impl Driver {
             if drained {
                 let mut conn = self.conns.remove(&ch).expect("present");
                 fail_everything(&mut conn, &mut self.stats);
+                if let Some(ip) = conn.counted_ip {
+                    self.cfg.connection_limiter.release(ip);
+                }
                 continue;
             }
             // New connection ids may have produced events; process them before transmitting.
@@ -953,9 +910,15 @@ impl Driver {
                 }
             }
 
-            // Timer: quinn's next timeout or the oldest write deadline, whichever is first.
+            // Timer: quinn's next timeout or the oldest read or write deadline, whichever is
+            // first.
             let mut timer = conn.inner.poll_timeout();
-            if let Some(&(d, _)) = conn.deadlines.front() {
+            for &(d, _) in conn
+                .deadlines
+                .front()
+                .into_iter()
+                .chain(conn.read_deadlines.first())
+            {
                 timer = Some(timer.map_or(d, |t| t.min(d)));
             }
             if timer != conn.timer {
@@ -987,6 +950,7 @@ fn process_conn(ctx: &mut Ctx<'_>, conn: &mut Conn) {
         conn.inner.handle_timeout(ctx.now);
     }
     expire_writes(ctx, conn);
+    expire_reads(ctx, conn);
 
     while let Some(ev) = conn.inner.poll() {
         match ev {
@@ -1027,6 +991,8 @@ fn process_conn(ctx: &mut Ctx<'_>, conn: &mut Conn) {
                             .reset(varint(codes::STREAM_PROTOCOL));
                         continue;
                     }
+                    let read_deadline = ctx.now + ctx.cfg.read_timeout;
+                    conn.read_deadlines.insert((read_deadline, id));
                     conn.streams.insert(
                         id,
                         StreamState::Server(ServerStream {
@@ -1034,6 +1000,8 @@ fn process_conn(ctx: &mut Ctx<'_>, conn: &mut Conn) {
                             phase: Phase::Reading,
                             charged: 0,
                             deadline: None,
+                            read_deadline: Some(read_deadline),
+                            cancel: None,
                         }),
                     );
                     conn.serving += 1;
@@ -1132,6 +1100,18 @@ fn fail_everything(conn: &mut Conn, stats: &mut EndpointStats) {
     }
     conn.parked.clear();
     conn.deadlines.clear();
+    conn.read_deadlines.clear();
+}
+
+/// Takes a stream's read deadline out of its slot and out of the connection's set.
+fn unset_read_deadline(
+    set: &mut BTreeSet<(Instant, StreamId)>,
+    id: StreamId,
+    slot: &mut Option<Instant>,
+) {
+    if let Some(d) = slot.take() {
+        set.remove(&(d, id));
+    }
 }
 
 fn expire_writes(ctx: &mut Ctx<'_>, conn: &mut Conn) {
@@ -1160,6 +1140,34 @@ fn expire_writes(ctx: &mut Ctx<'_>, conn: &mut Conn) {
     }
 }
 
+/// Stops the request streams whose frame did not arrive whole in time (`read_timeout`).
+fn expire_reads(ctx: &mut Ctx<'_>, conn: &mut Conn) {
+    while let Some(&(deadline, id)) = conn.read_deadlines.first() {
+        if deadline > ctx.now {
+            break;
+        }
+        conn.read_deadlines.pop_first();
+        let expired = match conn.streams.get_mut(&id) {
+            Some(StreamState::Server(s)) if s.read_deadline == Some(deadline) => {
+                s.read_deadline = None;
+                true
+            }
+            _ => false,
+        };
+        if expired {
+            tracing::debug!(conn = conn.id, %id, "request read timed out");
+            ctx.stats.read_timeouts += 1;
+            let _ = conn.inner.recv_stream(id).stop(varint(codes::READ_TIMEOUT));
+            let _ = conn
+                .inner
+                .send_stream(id)
+                .reset(varint(codes::READ_TIMEOUT));
+            conn.parked.retain(|p| *p != id);
+            conn.drop_server_stream(id, ctx.stats);
+        }
+    }
+}
+
 fn server_read(ctx: &mut Ctx<'_>, conn: &mut Conn, id: StreamId) {
     let frame_max = ctx.cfg.frame_bytes_max;
     loop {
@@ -1179,7 +1187,9 @@ fn server_read(ctx: &mut Ctx<'_>, conn: &mut Conn, id: StreamId) {
                     s.reader.alloc(ctx.pool);
                     charge(&mut conn.inflight_bytes, s, total as u64, ctx.stats);
                 } else {
+                    // Waiting for our budget is not the peer's delay: no read deadline meanwhile.
                     s.phase = Phase::Parked;
+                    unset_read_deadline(&mut conn.read_deadlines, id, &mut s.read_deadline);
                     conn.parked.push_back(id);
                     return;
                 }
@@ -1191,6 +1201,7 @@ fn server_read(ctx: &mut Ctx<'_>, conn: &mut Conn, id: StreamId) {
                     // FIN is already here and this does not run.
                     let _ = conn.inner.recv_stream(id).stop(varint(codes::NO_ERROR));
                 }
+                unset_read_deadline(&mut conn.read_deadlines, id, &mut s.read_deadline);
                 match frame::decode(bytes, frame_max) {
                     Ok(frame) => {
                         s.phase = Phase::Serving;
@@ -1260,6 +1271,9 @@ fn resume_parked(ctx: &mut Ctx<'_>, conn: &mut Conn) {
         if let Some(StreamState::Server(s)) = conn.streams.get_mut(&id) {
             s.reader.alloc(ctx.pool);
             s.phase = Phase::Reading;
+            let deadline = ctx.now + ctx.cfg.read_timeout;
+            s.read_deadline = Some(deadline);
+            conn.read_deadlines.insert((deadline, id));
             charge(&mut conn.inflight_bytes, s, total as u64, ctx.stats);
         }
         server_read(ctx, conn, id);
@@ -1298,6 +1312,10 @@ fn reject(
 }
 
 fn spawn_service(ctx: &mut Ctx<'_>, conn: &mut Conn, id: StreamId, frame: Frame) {
+    let cancel = Rc::new(Cancel::default());
+    if let Some(StreamState::Server(s)) = conn.streams.get_mut(&id) {
+        s.cancel = Some(cancel.clone());
+    }
     let req = Request {
         header: frame.header,
         body: frame.body,
@@ -1311,6 +1329,7 @@ fn spawn_service(ctx: &mut Ctx<'_>, conn: &mut Conn, id: StreamId, frame: Frame)
         ch: ctx.ch,
         conn_id: conn.id,
         id,
+        cancel,
     });
 }
 
@@ -1320,21 +1339,32 @@ pub(crate) fn spawn_jobs(driver: &Shared, jobs: Vec<Job>) {
         return;
     }
     let (svc, weak, wake) = {
-        let d = driver.borrow();
+        let mut d = driver.borrow_mut();
         let Some(svc) = d.service.clone() else {
             return;
         };
+        d.stats.service_tasks += jobs.len();
         (svc, d.weak_self.clone(), d.wake.clone())
     };
     for job in jobs {
         let (svc, weak, wake) = (svc.clone(), weak.clone(), wake.clone());
         glommio::spawn_local(async move {
-            let resp = svc.call(job.req).await;
+            // A request whose peer went away is dropped where it waits (a long-poll fetch, a
+            // wait for budget), so a loop of open, wait, cancel holds no task or memory.
+            let call = async { Some(svc.call(job.req).await) };
+            let cancelled = async {
+                job.cancel.cancelled().await;
+                None
+            };
+            let resp = futures_lite::future::or(call, cancelled).await;
             if let Some(driver) = weak.upgrade() {
-                driver
-                    .borrow_mut()
-                    .on_response(job.ch, job.conn_id, job.id, resp, Instant::now());
-                wake.notify();
+                let mut d = driver.borrow_mut();
+                d.stats.service_tasks -= 1;
+                if let Some(resp) = resp {
+                    d.on_response(job.ch, job.conn_id, job.id, resp, Instant::now());
+                    drop(d);
+                    wake.notify();
+                }
             }
         })
         .detach();
@@ -1350,11 +1380,24 @@ fn start_writing(
     now: Instant,
     stats: &mut EndpointStats,
 ) {
-    let header = frame::encode_header(
+    let header = match frame::encode_header(
         &resp.header,
         resp.body.len(),
         resp.wire_len() - resp.body.len() - FRAME_HEADER_BYTES,
-    );
+    ) {
+        Ok(h) => h,
+        Err(e) => {
+            // A service bug, not the peer's doing: say so on the stream rather than panic.
+            tracing::error!(conn = conn.id, %id, error = %e, "response cannot be framed");
+            let _ = conn
+                .inner
+                .send_stream(id)
+                .reset(varint(codes::RESPONSE_TOO_LARGE));
+            conn.streams.insert(id, StreamState::Server(s));
+            conn.drop_server_stream(id, stats);
+            return;
+        }
+    };
     let mut chunks = Vec::with_capacity(2 + resp.payload.len());
     chunks.push(Bytes::copy_from_slice(&header));
     if !resp.body.is_empty() {
@@ -1364,6 +1407,7 @@ fn start_writing(
     let total: u64 = chunks.iter().map(|c| c.len() as u64).sum();
     prioritise(&mut conn.inner, id, total);
     charge(&mut conn.inflight_bytes, &mut s, total, stats);
+    unset_read_deadline(&mut conn.read_deadlines, id, &mut s.read_deadline);
     let deadline = now + write_timeout;
     s.deadline = Some(deadline);
     s.phase = Phase::Writing(Outgoing { chunks, next: 0 });

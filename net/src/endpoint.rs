@@ -362,11 +362,10 @@ impl ClientConnection {
                 }));
             }
             let mut chunks = Vec::with_capacity(2 + payload.len());
-            chunks.push(Bytes::copy_from_slice(&frame::encode_header(
-                &header,
-                body.len(),
-                payload_len,
-            )));
+            chunks.push(Bytes::copy_from_slice(
+                &frame::encode_header(&header, body.len(), payload_len)
+                    .map_err(CallError::Frame)?,
+            ));
             if !body.is_empty() {
                 chunks.push(body);
             }

@@ -21,12 +21,16 @@
 //! Per connection: at most `streams_concurrent_max` requests in flight; at most
 //! `inflight_bytes_max` bytes held for requests and unsent responses (past it, request data is
 //! left unread, so QUIC flow control slows the peer); QUIC buffers at most `receive_window`
-//! inbound and `send_window` outbound; a response not delivered within `write_timeout` is reset.
+//! inbound and `send_window` outbound; a request not received whole within `read_timeout` and a
+//! response not delivered within `write_timeout` are reset; a request whose stream the peer
+//! stops, or whose connection goes, has its service future dropped at once (cancelled).
+//! Per process: at most `connection_limiter`'s caps of connections, in all and per IP address,
+//! with QUIC Retry once half of the total is reached ([`limits`]).
 //! A frame error is answered by [`Service::reject`] or a stream reset with a code from [`codes`];
 //! too many of them close the connection with [`codes::CONNECTION_ABUSE`].
 //!
 //! # TLS and trust
-//! rustls with ring, TLS 1.3, ALPN `quiver/1` ([`tls::ALPN_QUIVER_V1`]). Production configures
+//! rustls with aws-lc-rs, TLS 1.3, ALPN `quiver/1` ([`tls::ALPN_QUIVER_V1`]). Production configures
 //! certificate and key files; without them the broker calls [`tls::ensure_dev_certs`], which
 //! creates a development CA and a server certificate under `<data_dir>/tls` on first start.
 //! Clients verify the server against the CA files they are given; by default the SDK looks for
@@ -39,6 +43,8 @@ mod config;
 mod driver;
 mod endpoint;
 mod error;
+mod frame_reader;
+pub mod limits;
 mod pool;
 mod service;
 mod sync;
@@ -49,6 +55,7 @@ pub use config::{EndpointConfig, StatelessResetSecret, MAX_UDP_PAYLOAD};
 pub use driver::EndpointStats;
 pub use endpoint::{BindError, ClientConnection, Endpoint, EndpointBuilder};
 pub use error::{CallError, ConnectError};
+pub use limits::ConnectionLimiter;
 pub use service::{Request, Response, Service};
 pub use tls::PeerIdentity;
 pub use udp::bind_steered_group;

@@ -108,3 +108,25 @@ impl<T> Future for OneshotReceiver<T> {
         Poll::Pending
     }
 }
+
+/// A request's cancellation: set by the driver when the request's stream or connection goes
+/// away, awaited beside the service future, which is then dropped. Cheap to make (one per
+/// request) and cheap to wait on (one waker).
+#[derive(Default)]
+pub(crate) struct Cancel {
+    cancelled: Cell<bool>,
+    notify: Notify,
+}
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.cancelled.set(true);
+        self.notify.notify();
+    }
+
+    pub async fn cancelled(&self) {
+        while !self.cancelled.get() {
+            self.notify.wait().await;
+        }
+    }
+}

@@ -22,6 +22,8 @@ fn sdk_codes_mirror_net_codes() {
         (codes::WRITE_TIMEOUT, client_codes::WRITE_TIMEOUT),
         (codes::CANCELLED, client_codes::CANCELLED),
         (codes::STREAM_PROTOCOL, client_codes::STREAM_PROTOCOL),
+        (codes::RESPONSE_TOO_LARGE, client_codes::RESPONSE_TOO_LARGE),
+        (codes::READ_TIMEOUT, client_codes::READ_TIMEOUT),
         (codes::CONNECTION_ABUSE, client_codes::CONNECTION_ABUSE),
         (
             codes::CLOSED_BY_APPLICATION,

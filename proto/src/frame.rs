@@ -26,6 +26,12 @@
 //! way out; the payload lets the broker hand the stored `Bytes` straight to the QUIC stream.
 //!
 //! The frame length is read and checked against the limit before anything is allocated.
+//!
+//! A body refers to payload bytes with `(offset, length)` references (`api::PayloadRef`). Rule:
+//! each payload byte belongs to at most one reference. A request whose references overlap (two
+//! produce entries naming the same batch, or one batch and part of it) is refused before any
+//! work, in one place: `api::limits::check`, run by `api::decode_request`. So a producer's bytes
+//! are appended at most once, however the body is written.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -164,15 +170,26 @@ pub fn decode(buf: Bytes, frame_bytes_max: usize) -> Result<Frame, FrameError> {
 /// Encodes the 20-byte header for a frame whose body and payload have the given sizes. The
 /// caller then writes the body and the payload chunks after it, so the payload is never copied.
 ///
-/// Panics if the sizes cannot be represented, which is a bug in the caller: sizes are bounded by
-/// `FRAME_BYTES_MAX_DEFAULT` long before `u32::MAX`.
+/// Fails with [`FrameError::TooLarge`] when the frame cannot be described by the header's 32-bit
+/// length (a sender that built more than that has a bug, but a sender must not panic on it: the
+/// transport resets the stream instead).
 pub fn encode_header(
     header: &FrameHeader,
     body_len: usize,
     payload_len: usize,
-) -> [u8; FRAME_HEADER_BYTES] {
-    let after = HEADER_AFTER_LEN + body_len + payload_len;
-    let after = u32::try_from(after).expect("frame length fits u32");
+) -> Result<[u8; FRAME_HEADER_BYTES], FrameError> {
+    let too_large = || FrameError::TooLarge {
+        len: FRAME_HEADER_BYTES
+            .saturating_add(body_len)
+            .saturating_add(payload_len),
+        max: u32::MAX as usize,
+    };
+    let after = HEADER_AFTER_LEN
+        .checked_add(body_len)
+        .and_then(|n| n.checked_add(payload_len))
+        .ok_or_else(too_large)?;
+    let after = u32::try_from(after).map_err(|_| too_large())?;
+    let body_len = u32::try_from(body_len).map_err(|_| too_large())?;
     let mut out = [0u8; FRAME_HEADER_BYTES];
     let mut w = &mut out[..];
     w.put_u32_le(after);
@@ -181,16 +198,21 @@ pub fn encode_header(
     w.put_u32_le(header.correlation_id);
     w.put_u16_le(header.flags);
     w.put_u16_le(0);
-    w.put_u32_le(u32::try_from(body_len).expect("body length fits u32"));
-    out
+    w.put_u32_le(body_len);
+    Ok(out)
 }
 
 /// Encodes a whole frame into one contiguous buffer (convenient for small frames and tests; the
 /// broker's fetch path writes header, body and payload chunks separately instead).
+///
+/// Panics if the frame is over 4 GiB: it is for frames built in memory whole, which cannot get
+/// there without the caller first holding 4 GiB (use [`encode_header`] for anything else).
 pub fn encode(header: &FrameHeader, body: &[u8], payload: &[&[u8]]) -> Bytes {
     let payload_len: usize = payload.iter().map(|p| p.len()).sum();
     let mut out = BytesMut::with_capacity(FRAME_HEADER_BYTES + body.len() + payload_len);
-    out.put_slice(&encode_header(header, body.len(), payload_len));
+    out.put_slice(
+        &encode_header(header, body.len(), payload_len).expect("an in-memory frame under 4 GiB"),
+    );
     out.put_slice(body);
     for p in payload {
         out.put_slice(p);
@@ -268,6 +290,26 @@ mod tests {
             decode(cut, FRAME_BYTES_MAX_DEFAULT),
             Err(FrameError::Truncated { .. })
         ));
+    }
+
+    #[test]
+    fn a_header_for_more_than_four_gib_is_an_error_not_a_panic() {
+        let big = u32::MAX as usize;
+        for (body, payload) in [
+            (0, big),
+            (big, 0),
+            (big / 2, big / 2 + 100),
+            (usize::MAX, 1),
+        ] {
+            assert!(
+                matches!(
+                    encode_header(&H, body, payload),
+                    Err(FrameError::TooLarge { .. })
+                ),
+                "{body} + {payload}"
+            );
+        }
+        assert!(encode_header(&H, 10, u32::MAX as usize - 36).is_ok());
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! Test support shared by every crate's integration tests: starts the real `streamd` binary on
 //! loopback in a temporary directory, stops it gently (SIGTERM) or not (SIGKILL), and gives a
 //! client that trusts its development CA. A dev-dependency only; nothing ships it.
+//!
+//! [`hostile`] is a client that forges what it sends, for tests of bad input.
+
+pub mod hostile;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -25,25 +29,42 @@ pub struct Broker {
     pub addr: SocketAddr,
     pub metrics: SocketAddr,
     pub args: Vec<String>,
+    /// Environment variables set for the process (besides the test's own).
+    pub envs: Vec<(String, String)>,
     _temp: Option<tempfile::TempDir>,
 }
 
 impl Broker {
     /// Starts streamd with `extra` flags on ephemeral ports.
     pub fn start(extra: &[&str]) -> Broker {
+        Broker::start_with_env(extra, &[])
+    }
+
+    /// Starts streamd with `extra` flags and `envs` set in its environment.
+    pub fn start_with_env(extra: &[&str], envs: &[(&str, &str)]) -> Broker {
+        let mut b = Broker::unstarted(extra);
+        b.envs = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        b.spawn(None);
+        b
+    }
+
+    /// A broker in a fresh temporary directory, not started yet (`spawn` or `try_spawn` it).
+    pub fn unstarted(extra: &[&str]) -> Broker {
         let temp = tempfile::tempdir().expect("temp dir");
         let dir = temp.path().to_path_buf();
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let mut b = Broker {
+        Broker {
             child: None,
             dir,
             addr: "0.0.0.0:0".parse().unwrap(),
             metrics: "0.0.0.0:0".parse().unwrap(),
             args,
+            envs: Vec::new(),
             _temp: Some(temp),
-        };
-        b.spawn(None);
-        b
+        }
     }
 
     /// (Re)starts the process in the same directory; `port` asks for a specific QUIC port.
@@ -53,7 +74,8 @@ impl Broker {
         }
     }
 
-    fn try_spawn(&mut self, port: Option<u16>) -> Result<(), String> {
+    /// Starts the process and waits for it to be ready; on failure, its log.
+    pub fn try_spawn(&mut self, port: Option<u16>) -> Result<(), String> {
         let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
         let mut child = Command::new(streamd_path())
             .current_dir(&self.dir)
@@ -66,6 +88,7 @@ impl Broker {
                 "info",
             ])
             .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
@@ -169,6 +192,96 @@ impl Broker {
             eprintln!("testkit: port {port} was taken, restarting on a new port; log:\n{log}");
             self.spawn(None);
         }
+    }
+
+    /// Waits (at most `timeout`) for the process to exit by itself; its exit code (`None` if it
+    /// is still running, or was ended by a signal).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let c = self.child.as_mut()?;
+            if let Some(status) = c.try_wait().expect("try_wait") {
+                self.child = None;
+                return status.code();
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process's resident memory, in KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.as_ref().expect("running").id();
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The sum of a metric's samples (over its labels) on /metrics; 0 if it has none.
+    pub fn metric(&self, name: &str) -> f64 {
+        self.metrics_text()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.strip_prefix(name))
+            .filter(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Checks that an ordinary producer and consumer (the SDK, idempotence on) still work: a
+    /// new topic, `n` records produced and read back in order. Panics otherwise.
+    pub async fn assert_serves_clients(&self, topic: &str, n: usize) {
+        use quiver_client::{
+            Admin, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig,
+            ProducerRecord,
+        };
+        let client = self.client().await;
+        Admin::new(client.clone())
+            .create_topic(NewTopic::new(topic, 2))
+            .await
+            .expect("topic created");
+        let producer = Producer::new(client.clone(), ProducerConfig::default()).unwrap();
+        let mut deliveries = Vec::with_capacity(n);
+        for i in 0..n {
+            deliveries.push(
+                producer
+                    .enqueue(
+                        ProducerRecord::new(topic)
+                            .key(b"k".to_vec())
+                            .value(format!("{i:06}").into_bytes()),
+                    )
+                    .await
+                    .expect("enqueued"),
+            );
+        }
+        producer.flush().await.expect("flushed");
+        for d in deliveries {
+            d.await.expect("every record written");
+        }
+        let mut consumer = Consumer::new(
+            client.clone(),
+            ConsumerConfig::default().auto_offset_reset(OffsetReset::Earliest),
+        );
+        consumer.assign_topic(topic).await.unwrap();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while got.len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "read {} of {n} records",
+                got.len()
+            );
+            for r in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+                got.push(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
+            }
+        }
+        let want: Vec<String> = (0..n).map(|i| format!("{i:06}")).collect();
+        assert_eq!(got, want, "one key: every record once, in order");
     }
 
     pub fn metrics_text(&self) -> String {

@@ -972,6 +972,11 @@ async fn topic(client: &Client, cmd: &TopicCommand) -> CliResult {
                         })
                         .collect();
                     print_table(&["CONFIG", "VALUE", "SOURCE"], &rows);
+                    for c in &d.configs {
+                        if let Some(note) = &c.note {
+                            outln!("note: {}: {note}", c.name);
+                        }
+                    }
                     Ok(())
                 }
             }

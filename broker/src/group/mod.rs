@@ -68,6 +68,31 @@ pub fn check_group_id(group: &str) -> Result<(), (ErrorCode, String)> {
     Ok(())
 }
 
+/// Records of `__consumer_offsets` that replay could not decode and skipped, since start (all
+/// shards). Reported as `quiver_offsets_replay_skipped_records_total`.
+pub static OFFSETS_RECORDS_SKIPPED: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+/// Ranges of `__consumer_offsets` replay could not read (corrupt batches), since start.
+pub static OFFSETS_RANGES_SKIPPED: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
+/// What one partition's replay skipped.
+#[derive(Default)]
+struct Skipped {
+    records: u64,
+    ranges: u64,
+}
+
+impl Skipped {
+    fn note(&mut self, partition: PartitionId, offset: Offset, why: &str) {
+        self.records += 1;
+        // The first few are logged with their offset; the count says the rest.
+        if self.records <= 10 {
+            tracing::error!(partition = partition.0, offset = offset.0, %why, "__consumer_offsets: skipping a record replay cannot decode");
+        }
+    }
+}
+
 struct Committed {
     value: OffsetValue,
     /// Position of the record in the offsets log: a later record never loses to an earlier one
@@ -161,50 +186,116 @@ impl Coordinator {
     }
 
     /// Replays one offsets partition into memory. Runs once per partition, when its log opens.
+    ///
+    /// Every step moves forward: a batch whose records cannot be decoded, or a record whose key
+    /// or value cannot, is skipped, counted and logged, and replay goes on after it (a batch's
+    /// header says where it ends). A range the engine will not serve (a corrupt batch) is
+    /// skipped when the engine knows where good data resumes; otherwise replay stops there, with
+    /// what it has. Either way the coordinator starts: one bad record must not keep a broker
+    /// from starting, and groups whose offsets were elsewhere are unaffected.
     pub async fn load(&self, partition: PartitionId, log: Rc<PartitionLog>) {
         let started = Instant::now();
         let mut next = log.start_offset();
         let end = log.readable_end();
         let mut records = 0u64;
+        let mut skipped = Skipped::default();
         while next < end {
             let bytes = match log.read(next, 1 << 20).await {
                 Ok(b) if !b.is_empty() => b,
                 Ok(_) => break,
+                Err(quiver_engine::Error::Corrupt {
+                    resume_at: Some(resume),
+                    ..
+                }) if resume > next => {
+                    tracing::error!(
+                        partition = partition.0,
+                        from = next.0,
+                        to = resume.0,
+                        "__consumer_offsets: skipping a corrupt range the engine will not serve"
+                    );
+                    skipped.ranges += 1;
+                    next = resume;
+                    continue;
+                }
                 Err(e) => {
-                    // Not served as data (the engine refuses corrupt batches); what was read so
-                    // far stands, and the coordinator still starts so groups can work.
+                    // Not served as data (the engine refuses corrupt batches), and where good data
+                    // resumes is unknown: what was read so far stands.
                     tracing::error!(partition = partition.0, offset = next.0, error = %e, "reading __consumer_offsets failed; later commits in this partition were not loaded");
+                    skipped.ranges += 1;
                     break;
                 }
             };
+            let before = next;
             for batch in BatchIter::new(&bytes) {
                 let Ok(batch) = batch else { break };
+                // The engine served it, so its header and CRC are good: its offsets are known.
                 let Ok(view) = BatchView::new(batch, BatchLimits::default()) else {
                     break;
                 };
-                let Ok(recs) = view.records() else { break };
-                for r in recs.iter() {
-                    let Ok(r) = r else { break };
-                    if r.offset < next {
-                        continue;
-                    }
-                    next = r.offset.plus(1);
-                    records += 1;
-                    let Some(key) = r.key.and_then(|k| records::decode_key(k).ok()) else {
-                        continue;
-                    };
-                    self.apply_record(
-                        key,
-                        r.value.and_then(|v| records::decode_value(v).ok()),
-                        r.offset.0,
-                    );
+                let after = view.last_offset().plus(1);
+                if after <= next {
+                    continue;
                 }
+                match view.records() {
+                    Ok(recs) => {
+                        for r in recs.iter() {
+                            let r = match r {
+                                Ok(r) => r,
+                                Err(e) => {
+                                    skipped.note(partition, next, &format!("record: {e}"));
+                                    break;
+                                }
+                            };
+                            if r.offset < next {
+                                continue;
+                            }
+                            next = r.offset.plus(1);
+                            records += 1;
+                            let key = match r.key.map(records::decode_key) {
+                                Some(Ok(k)) => k,
+                                other => {
+                                    let why = match other {
+                                        Some(Err(e)) => e,
+                                        _ => "no key".to_string(),
+                                    };
+                                    skipped.note(partition, r.offset, &format!("key: {why}"));
+                                    continue;
+                                }
+                            };
+                            let value = match r.value.map(records::decode_value) {
+                                None => None,
+                                Some(Ok(v)) => Some(v),
+                                Some(Err(e)) => {
+                                    skipped.note(partition, r.offset, &format!("value: {e}"));
+                                    continue;
+                                }
+                            };
+                            self.apply_record(key, value, r.offset.0);
+                        }
+                    }
+                    Err(e) => skipped.note(partition, view.base_offset(), &format!("batch: {e}")),
+                }
+                // Past this batch, whatever its records held.
+                next = next.max(after);
+            }
+            if next == before {
+                // Nothing in what was read could be framed: do not read it again.
+                tracing::error!(partition = partition.0, offset = next.0, "__consumer_offsets: bytes read could not be framed as batches; replay of this partition stops here");
+                skipped.ranges += 1;
+                break;
             }
         }
         self.loaded.borrow_mut().insert(partition.0);
+        if skipped.records > 0 || skipped.ranges > 0 {
+            OFFSETS_RECORDS_SKIPPED
+                .fetch_add(skipped.records, std::sync::atomic::Ordering::Relaxed);
+            OFFSETS_RANGES_SKIPPED.fetch_add(skipped.ranges, std::sync::atomic::Ordering::Relaxed);
+        }
         tracing::info!(
             partition = partition.0,
             records,
+            skipped_records = skipped.records,
+            skipped_ranges = skipped.ranges,
             groups = self.offsets.borrow().len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "loaded committed offsets"

@@ -98,7 +98,15 @@ pub(super) async fn metadata(shard: &Rc<Shard>, req: MetadataRequest) -> Metadat
         }
     };
     let topics = match &req.topics {
-        Some(names) => names.iter().map(|n| describe(n)).collect(),
+        // Each distinct name once, in the order first asked: a repeated name adds nothing.
+        Some(names) => {
+            let mut seen = std::collections::HashSet::new();
+            names
+                .iter()
+                .filter(|n| seen.insert(n.as_str()))
+                .map(|n| describe(n))
+                .collect()
+        }
         None => {
             let mut names: Vec<&String> = snapshot
                 .topics
@@ -193,11 +201,23 @@ pub(super) fn describe_configs(
                                 } else {
                                     ConfigType::Long
                                 },
-                                documentation: None,
+                                documentation: config_note(k, &info.config),
                             })
                             .collect();
                     }
                 },
+                ConfigResourceType::Broker
+                    if !res.resource_name.is_empty()
+                        && res.resource_name != shard.config.broker_id.to_string() =>
+                {
+                    // One broker's settings, asked by its id (or by no name): without this check
+                    // every distinct name repeated the whole list, a hundredfold amplification.
+                    out.error_code = ErrorCode::ResourceNotFound;
+                    out.error_message = Some(format!(
+                        "this is broker {}; ask broker '{}' for its own configs",
+                        shard.config.broker_id, res.resource_name
+                    ));
+                }
                 ConfigResourceType::Broker => {
                     out.configs = shard
                         .config
@@ -227,5 +247,18 @@ pub(super) fn describe_configs(
     DescribeConfigsResponse {
         throttle_time_ms: 0,
         results,
+    }
+}
+
+/// A note shown with a topic config when its value changes what an acknowledgement means.
+/// `flush.ms` > 0: produce requests are answered before their records are fdatasynced, so a
+/// power loss (not a crash of streamd alone) can lose up to that much acknowledged data.
+fn config_note(key: &str, config: &crate::topic::TopicConfig) -> Option<String> {
+    match key {
+        "flush.ms" if config.flush_ms > 0 => Some(format!(
+            "acknowledgements come before fsync: produce requests are answered once written, and synced every {} ms, so a power loss may lose up to {} ms of acknowledged records",
+            config.flush_ms, config.flush_ms
+        )),
+        _ => None,
     }
 }

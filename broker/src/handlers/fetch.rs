@@ -6,6 +6,11 @@
 //! past what it read (woken by the engine on append, never by polling), then reads on from where
 //! it stopped; it answers with what there is once it has `min_bytes`, at the deadline, or when a
 //! partition fails.
+//!
+//! What one fetch may cost: at most `fetch_max_bytes` of records (the request's `max_bytes`,
+//! capped to it; 0 means the cap), held once, since each partition appears at most once
+//! (`proto::api::limits`); one entry per partition named (at most 100,000); and its wait, at
+//! most `fetch_max_wait_ms`, which ends at once if the client cancels the request.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -43,10 +48,12 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: FetchRequest) -> Answer {
     let max_wait =
         Duration::from_millis(u64::from(req.max_wait_ms).min(shard.config.fetch_max_wait_ms));
     let deadline = started + max_wait;
-    let response_max = if req.max_bytes == 0 {
-        usize::MAX
-    } else {
-        req.max_bytes as usize
+    // The broker's cap, whatever the request says (0 asks for the cap): a response always fits
+    // a frame, and what one fetch holds in memory is bounded.
+    let cap = shard.config.fetch_max_bytes as usize;
+    let response_max = match req.max_bytes as usize {
+        0 => cap,
+        n => n.min(cap),
     };
     let mut failed = false;
 

@@ -119,14 +119,20 @@ async fn on_coordinator(shard: &Rc<Shard>, req: GroupReq) -> GroupResp {
         Some(Err((code, message))) => return req.failed(code, message),
         None => shard.id,
     };
-    if owner == shard.id {
-        return serve_local(shard, req).await;
-    }
-    let (reply, rx) = oneshot::channel();
     let fallback = req.failed(
         ErrorCode::CoordinatorNotAvailable,
         "the coordinating shard is stopping".into(),
     );
+    if owner == shard.id {
+        // In a task of its own, as across the mesh: a request whose client goes away still
+        // finishes, so a commit is never left written but not applied.
+        let shard = shard.clone();
+        return glommio::spawn_local(async move { serve_local(&shard, req).await })
+            .detach()
+            .await
+            .unwrap_or(fallback);
+    }
+    let (reply, rx) = oneshot::channel();
     shard
         .send_to(owner, crate::shard::ShardMsg::Group { req, reply })
         .await;

@@ -162,12 +162,56 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
         ApiKey::Fetch => shard.metrics.fetch_latency.record(elapsed),
         _ => {}
     }
-    shard.metrics.request(header.api_key, answer.failed);
-    Response {
-        header: api::response_header(&header, false),
-        body: Bytes::from(answer.body.encode()),
-        payload: answer.payload,
+    let failed = answer.failed;
+    let (response, over) = framed(
+        &header,
+        answer.body,
+        answer.payload,
+        shard.config.max_frame_bytes as usize,
+    );
+    if let Some(bytes) = over {
+        tracing::warn!(peer = %req.peer, api = %api, bytes, max = shard.config.max_frame_bytes, "response over the frame limit; answering with an error");
     }
+    shard
+        .metrics
+        .request(header.api_key, failed || over.is_some());
+    response
+}
+
+/// The response frame for `body` and `payload`, or, when it would exceed `frame_max`, an
+/// `InvalidRequest` error response instead (and the size it would have had).
+///
+/// The last line of defence: each API bounds its own answer (fetch_max_bytes, the entry limit
+/// and name lengths of `proto::api::limits`, one broker's configs per DescribeConfigs), so no
+/// request is known to get here. If one does, its client gets an error it can read rather than
+/// a frame it would refuse, and the transport never meets a frame it cannot send.
+fn framed(
+    header: &FrameHeader,
+    body: AnyResponse,
+    payload: Vec<Bytes>,
+    frame_max: usize,
+) -> (Response, Option<usize>) {
+    let body = Bytes::from(body.encode());
+    let payload_bytes: usize = payload.iter().map(Bytes::len).sum();
+    let frame_bytes = quiver_proto::frame::FRAME_HEADER_BYTES + body.len() + payload_bytes;
+    if frame_bytes > frame_max {
+        let e = error_response(
+            header,
+            ErrorCode::InvalidRequest,
+            &format!(
+                "the response would be {frame_bytes} bytes, over the {frame_max}-byte frame limit; ask for fewer partitions or bytes"
+            ),
+        );
+        return (e, Some(frame_bytes));
+    }
+    (
+        Response {
+            header: api::response_header(header, false),
+            body,
+            payload,
+        },
+        None,
+    )
 }
 
 fn error_response(header: &FrameHeader, code: ErrorCode, message: &str) -> Response {
@@ -197,10 +241,47 @@ pub(crate) fn part_error(e: &PartError) -> (ErrorCode, String) {
                 SequenceError::OutOfOrder => ErrorCode::OutOfOrderSequence,
                 SequenceError::Duplicate => ErrorCode::DuplicateSequence,
                 SequenceError::InvalidEpoch => ErrorCode::InvalidProducerEpoch,
+                SequenceError::TooManyProducers => ErrorCode::PolicyViolation,
             },
             #[allow(unreachable_patterns)]
             _ => ErrorCode::StorageError,
         },
     };
     (code, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quiver_proto::api::fetch::FetchResponse;
+
+    #[test]
+    fn an_answer_over_the_frame_limit_becomes_an_error_response() {
+        let header = FrameHeader {
+            api_key: ApiKey::Fetch.as_u16(),
+            api_version: 0,
+            correlation_id: 5,
+            flags: 0,
+        };
+        let body = || AnyResponse::Fetch(FetchResponse::default());
+        // (payload bytes, frame limit, answered with the error?)
+        let cases = [
+            (0, 1 << 20, false),
+            (1000, 1 << 20, false),
+            (2 << 20, 1 << 20, true),
+        ];
+        for (payload, max, refused) in cases {
+            let (resp, over) = framed(&header, body(), vec![Bytes::from(vec![0u8; payload])], max);
+            assert_eq!(over.is_some(), refused, "{payload} of {max}");
+            assert_eq!(resp.header.is_error_response(), refused);
+            assert!(resp.wire_len() <= max);
+            assert_eq!(resp.header.correlation_id, 5);
+            if refused {
+                let e = quiver_proto::api::ErrorResponse::decode(&resp.body).unwrap();
+                assert_eq!(e.error_code, ErrorCode::InvalidRequest);
+                assert!(e.message.unwrap().contains("frame limit"));
+                assert!(resp.payload.is_empty());
+            }
+        }
+    }
 }

@@ -1,16 +1,22 @@
 //! Produce: validate each batch once, append on the owning shard, answer when durable.
+//!
+//! What one request may cost: its frame (at most `max_frame_bytes`, held within the
+//! connection's byte budget until the appends are done, acks=0 included); one pass over each
+//! batch's bytes for the CRC and one over its records (decompressed into a buffer of at most
+//! `batch::DECOMPRESSED_BYTES_MAX` if compressed), so that a consumer never meets a batch it
+//! cannot decode; and one append per partition, each partition named at most once and each
+//! payload byte referenced at most once (`proto::api::limits`).
 
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use quiver_proto::api::produce::{
     Acks, PartitionProduceData, PartitionProduceResponse, ProduceRequest, ProduceResponse,
     TopicProduceResponse,
 };
 use quiver_proto::batch::{self, BatchError, BatchIter, BatchLimits, ValidBatch};
-use quiver_proto::{ErrorCode, Offset, ShardId, TimestampMs};
+use quiver_proto::{ErrorCode, ShardId, TimestampMs};
 
 use super::{part_error, Answer};
 use crate::config::TimestampType;
@@ -46,7 +52,7 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: ProduceRequest, payload: Byte
                 partition: p.partition,
                 ..Default::default()
             };
-            match prepare(&t.name, info, p, &payload, now, &snapshot) {
+            match prepare(&t.name, info, p, &payload, now, &snapshot, shard) {
                 Ok(prep) => jobs.push((ti, pi, prep)),
                 Err((code, message)) => {
                     failed = true;
@@ -71,31 +77,7 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: ProduceRequest, payload: Byte
         }
     });
 
-    if req.acks == Acks::None {
-        // Fire and forget: the producer does not wait for an answer, so the appends run on
-        // their own and the response carries no offsets (-1 in Kafka; here base_offset 0 and
-        // no error, which an acks=0 client ignores).
-        for append in appends {
-            let metrics = shard.metrics.clone();
-            glommio::spawn_local(async move {
-                let (_, _, records, bytes, _, result) = append.await;
-                if result.is_ok() {
-                    count(&metrics, records, bytes);
-                }
-            })
-            .detach();
-        }
-        return Answer {
-            body: ProduceResponse {
-                topics,
-                throttle_time_ms: 0,
-            }
-            .into(),
-            payload: Vec::new(),
-            failed,
-        };
-    }
-
+    let acks_none = req.acks == Acks::None;
     for (ti, pi, records, bytes, time, result) in futures_util::future::join_all(appends).await {
         let topic = &mut topics[ti];
         let out = &mut topic.partitions[pi];
@@ -113,6 +95,17 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: ProduceRequest, payload: Byte
                 }
                 out.error_code = code;
                 out.error_message = Some(message);
+            }
+        }
+    }
+    if acks_none {
+        // Fire and forget: the producer does not wait for an answer (it reads and drops it), so
+        // it carries no offsets. The request still waits for its appends before answering, so
+        // its bytes stay within the connection's budget until they are written: a producer at
+        // acks=0 is slowed by QUIC flow control like any other, not given unbounded memory.
+        for t in &mut topics {
+            for p in &mut t.partitions {
+                p.base_offset = quiver_proto::Offset(0);
             }
         }
     }
@@ -140,26 +133,26 @@ fn fill_log_start(
     snapshot: &crate::state::Snapshot,
     topics: &mut [TopicProduceResponse],
 ) {
-    let logs: BTreeMap<PartKey, Offset> = shard
-        .open_logs()
-        .into_iter()
-        .map(|(k, l)| (k, l.start_offset()))
-        .collect();
     for t in topics {
         let Some(info) = snapshot.topic(&t.name) else {
             continue;
         };
         for p in &mut t.partitions {
-            if let Some(start) = logs.get(&info.key(p.partition)) {
-                p.log_start_offset = *start;
+            if snapshot.owner(info, p.partition) != shard.id {
+                continue;
+            }
+            if let Ok(log) = shard.log(&info.key(p.partition)) {
+                p.log_start_offset = log.start_offset();
             }
         }
     }
 }
 
-/// Checks one partition's record batches: the topic and partition exist, the payload reference
-/// is in bounds, and every batch is whole, within max.message.bytes, and passes the header and
-/// CRC check. Switches batches to LogAppendTime when the topic says so.
+/// Checks one partition's record batches: the topic exists and is not internal, the partition
+/// exists, the payload reference is in bounds, and every batch is whole, within
+/// max.message.bytes, passes the header and CRC check and holds exactly the records its header
+/// counts, each decodable; a batch with a producer id names one InitProducerId handed out.
+/// Switches batches to LogAppendTime when the topic says so.
 fn prepare(
     topic: &str,
     info: Option<&Arc<TopicInfo>>,
@@ -167,6 +160,7 @@ fn prepare(
     payload: &Bytes,
     now: TimestampMs,
     snapshot: &crate::state::Snapshot,
+    shard: &Shard,
 ) -> Result<Prepared, Refusal> {
     let info = info.ok_or_else(|| {
         (
@@ -174,6 +168,12 @@ fn prepare(
             format!("topic '{topic}' does not exist"),
         )
     })?;
+    if info.internal {
+        return Err((
+            ErrorCode::InvalidTopic,
+            format!("'{topic}' is an internal topic: only the broker writes to it"),
+        ));
+    }
     if !info.has_partition(p.partition) {
         return Err((
             ErrorCode::UnknownTopicOrPartition,
@@ -213,13 +213,18 @@ fn prepare(
         }
         let slice = bytes.slice(pos..pos + len);
         pos += len;
-        let mut valid = ValidBatch::new(slice, limits).map_err(|e| batch_refusal(index, &e))?;
+        let mut valid =
+            ValidBatch::new_deep(slice, limits).map_err(|e| batch_refusal(index, &e))?;
+        let pid = valid.info().producer_id;
+        if pid >= 0 && !shard.producer_ids.contains(pid) {
+            return Err((
+                ErrorCode::UnknownProducerId,
+                format!("batch {index}: producer id {pid} was not handed out by this broker (ask InitProducerId for one)"),
+            ));
+        }
         if info.config.timestamp_type == TimestampType::LogAppendTime {
             // The one case where the broker changes bytes under the CRC (and so recomputes it).
-            let mut owned = BytesMut::from(&valid.bytes()[..]);
-            batch::set_log_append_time(&mut owned, now).map_err(|e| batch_refusal(index, &e))?;
-            valid =
-                ValidBatch::new(owned.freeze(), limits).map_err(|e| batch_refusal(index, &e))?;
+            valid = valid.with_log_append_time(now);
         }
         records += u64::from(valid.info().record_count);
         batches.push(valid);
@@ -241,7 +246,12 @@ fn batch_refusal(index: usize, e: &BatchError) -> Refusal {
         BatchError::CrcMismatch { .. }
         | BatchError::Truncated { .. }
         | BatchError::LengthMismatch { .. }
-        | BatchError::BadLength { .. } => ErrorCode::CorruptMessage,
+        | BatchError::BadLength { .. }
+        | BatchError::BadRecord { .. }
+        | BatchError::RecordsTooSmall { .. }
+        | BatchError::Decompress(_)
+        | BatchError::DecompressedTooLarge { .. }
+        | BatchError::TooManyHeaders { .. } => ErrorCode::CorruptMessage,
         _ => ErrorCode::InvalidRecord,
     };
     (code, format!("batch {index}: {e}"))

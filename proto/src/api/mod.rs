@@ -34,6 +34,7 @@ pub mod common;
 pub mod fetch;
 pub mod group;
 pub mod handshake;
+pub mod limits;
 pub mod metadata;
 pub mod produce;
 
@@ -397,6 +398,10 @@ pub enum RequestError {
     UnexpectedFlags { api: ApiKey, flags: u16 },
     #[error("{api} request body: {error}")]
     Decode { api: ApiKey, error: DecodeError },
+    /// The body decoded but breaks a rule of [`limits`] (too many entries, a repeated entry,
+    /// overlapping payload references, an absurd name).
+    #[error("{api} request refused: {reason}")]
+    Limits { api: ApiKey, reason: String },
 }
 
 impl RequestError {
@@ -406,6 +411,7 @@ impl RequestError {
             RequestError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
             RequestError::UnexpectedFlags { .. } => ErrorCode::InvalidRequest,
             RequestError::Decode { error, .. } => error.error_code(),
+            RequestError::Limits { .. } => ErrorCode::InvalidRequest,
         }
     }
 
@@ -415,7 +421,8 @@ impl RequestError {
             RequestError::UnknownApi { api_key } => *api_key,
             RequestError::UnsupportedVersion { api, .. }
             | RequestError::UnexpectedFlags { api, .. }
-            | RequestError::Decode { api, .. } => api.as_u16(),
+            | RequestError::Decode { api, .. }
+            | RequestError::Limits { api, .. } => api.as_u16(),
         }
     }
 
@@ -508,10 +515,14 @@ pub fn verify_response(api_key: u16, flags: u16, body: &[u8]) -> Result<(), Resp
     result.map_err(|error| ResponseError::Decode { api_key, error })
 }
 
-/// Checks the header and decodes the request body: what a broker does with each request frame.
+/// Checks the header, decodes the request body and holds it to the rules of [`limits`]: what a
+/// broker does with each request frame. A request that passes names no more than
+/// [`limits::REQUEST_ENTRIES_MAX`] entries and repeats none that matter.
 pub fn decode_request(header: &FrameHeader, body: &[u8]) -> Result<AnyRequest, RequestError> {
     let api = check_request(header)?;
-    AnyRequest::decode(api, body).map_err(|error| RequestError::Decode { api, error })
+    let req = AnyRequest::decode(api, body).map_err(|error| RequestError::Decode { api, error })?;
+    limits::check(&req).map_err(|reason| RequestError::Limits { api, reason })?;
+    Ok(req)
 }
 
 /// Decodes a response frame to a call of `R`: `R::Response`, or `Refused` with the broker's

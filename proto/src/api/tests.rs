@@ -68,9 +68,19 @@ fn check_round_trip<R: Request>(req: &R, resp: &R::Response, payload: &[u8], cor
     );
     assert_eq!(R::verify_with(&f.body, &half_bounds(f.body.len())), Ok(()));
     assert_eq!(&R::decode(&f.body).expect("request decodes"), req);
-    let any = decode_request(&f.header, &f.body).expect("request dispatches");
+    let any = AnyRequest::decode(R::API, &f.body).expect("request decodes as any");
     assert_eq!(any.api(), R::API);
     assert_eq!(any.encode(), f.body.to_vec());
+    // Random bodies may break the request limits (repeats, overlapping payload references):
+    // then dispatch refuses them, saying which rule.
+    match (decode_request(&f.header, &f.body), limits::check(&any)) {
+        (Ok(d), Ok(())) => assert_eq!(d, any),
+        (Err(RequestError::Limits { api, reason }), Err(why)) => {
+            assert_eq!(api, R::API);
+            assert_eq!(reason, why);
+        }
+        (got, limits) => panic!("dispatch {got:?} disagrees with the limits {limits:?}"),
+    }
 
     let bytes = response_frame(resp, &f.header, std::slice::from_ref(&payload));
     let g = frame::decode(bytes, FRAME_BYTES_MAX_DEFAULT).expect("frame decodes");

@@ -369,8 +369,9 @@ pub fn validate_header(bytes: &[u8], limits: BatchLimits) -> Result<BatchInfo, B
     })
 }
 
-/// The deep check: [`validate`], then decompress and walk every record and header. For tests, the
-/// fuzz target and tools; the broker does not run it per produce (it is per-record work).
+/// The deep check: [`validate`], then decompress and walk every record and header. The broker
+/// runs it once per produced batch ([`ValidBatch::new_deep`]), so what it stores always decodes;
+/// a read back from disk gets only [`validate`] (the CRC then vouches for the records).
 pub fn validate_deep(bytes: &[u8], limits: BatchLimits) -> Result<BatchInfo, BatchError> {
     let info = validate(bytes, limits)?;
     let view = BatchView { bytes, info };
@@ -379,7 +380,13 @@ pub fn validate_deep(bytes: &[u8], limits: BatchLimits) -> Result<BatchInfo, Bat
     let mut prev_delta: Option<u32> = None;
     for r in records.iter() {
         let r = r?;
-        let delta = (r.offset.0 - view.base_offset().0) as u32;
+        // Records carry a 32-bit offset delta, so this always fits; never truncated.
+        let delta = u32::try_from(r.offset.0 - view.base_offset().0).map_err(|_| {
+            BatchError::BadRecord {
+                index: n,
+                what: "offset delta out of range",
+            }
+        })?;
         if prev_delta.is_some_and(|p| delta <= p) || delta > info.last_offset_delta {
             return Err(BatchError::BadRecord {
                 index: n,
@@ -427,6 +434,30 @@ impl ValidBatch {
     pub fn new(bytes: bytes::Bytes, limits: BatchLimits) -> Result<ValidBatch, BatchError> {
         let info = validate(&bytes, limits)?;
         Ok(ValidBatch { bytes, info })
+    }
+
+    /// Validates `bytes` (one whole batch) with [`validate_deep`]: besides the header and CRC,
+    /// every record is decoded (after decompression) and their count, offsets and timestamps
+    /// must agree with the header. What the broker runs on a produced batch, so that no
+    /// consumer ever meets a stored batch it cannot decode.
+    pub fn new_deep(bytes: bytes::Bytes, limits: BatchLimits) -> Result<ValidBatch, BatchError> {
+        let info = validate_deep(&bytes, limits)?;
+        Ok(ValidBatch { bytes, info })
+    }
+
+    /// A copy of this batch switched to LogAppendTime at `now` ([`set_log_append_time`]: the
+    /// attribute bit and `max_timestamp` change and the CRC is recomputed). Not validated again:
+    /// the records are untouched and the header fields changed are set here.
+    pub fn with_log_append_time(&self, now: TimestampMs) -> ValidBatch {
+        let mut owned = bytes::BytesMut::from(&self.bytes[..]);
+        set_log_append_time(&mut owned, now).expect("a valid batch holds a whole header");
+        let mut info = self.info;
+        info.timestamp_type = TimestampType::LogAppendTime;
+        info.max_timestamp = now;
+        ValidBatch {
+            bytes: owned.freeze(),
+            info,
+        }
     }
 
     pub fn bytes(&self) -> &bytes::Bytes {
