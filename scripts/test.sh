@@ -25,5 +25,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "tests"
 cargo test --workspace --locked
 
+step "fuzzing, bounded (every cargo-fuzz target for 20 s)"
+bash scripts/fuzz.sh
+
 echo
 echo "all tests passed"
