@@ -35,47 +35,14 @@ use rustls::{
     RootCertStore,
 };
 
-/// ALPN protocol name; must match the broker's (`quiver_net::tls::ALPN_QUIVER_V1`).
-pub const ALPN_QUIVER_V1: &[u8] = b"quiver/1";
+/// ALPN protocol name (`quiver_proto::wire`, shared with the broker).
+pub use quiver_proto::wire::ALPN_QUIVER_V1;
 
 /// Where the SDK looks for the development CA when no CA file is given.
 pub const DEV_CA_PATH: &str = "data/tls/ca.pem";
 
-/// QUIC application error codes, mirroring `quiver_net::codes` (the SDK may not depend on net;
-/// a test in net checks that both lists agree).
-pub mod codes {
-    pub const NO_ERROR: u32 = 0;
-    pub const SHUTDOWN: u32 = 1;
-    pub const FRAME_TOO_LARGE: u32 = 0x10;
-    pub const FRAME_TRUNCATED: u32 = 0x11;
-    pub const FRAME_INVALID: u32 = 0x12;
-    pub const WRITE_TIMEOUT: u32 = 0x13;
-    pub const CANCELLED: u32 = 0x14;
-    pub const STREAM_PROTOCOL: u32 = 0x15;
-    pub const RESPONSE_TOO_LARGE: u32 = 0x16;
-    pub const READ_TIMEOUT: u32 = 0x17;
-    pub const CONNECTION_ABUSE: u32 = 0x20;
-    pub const CLOSED_BY_APPLICATION: u32 = 0x21;
-
-    /// A short description of a code, for error messages.
-    pub fn describe(code: u64) -> &'static str {
-        match code {
-            0 => "no error",
-            1 => "broker shutting down",
-            0x10 => "frame too large",
-            0x11 => "frame truncated",
-            0x12 => "frame invalid",
-            0x13 => "write timeout: response not read in time",
-            0x14 => "cancelled",
-            0x15 => "stream protocol violation",
-            0x16 => "response too large",
-            0x17 => "read timeout: request not received in time",
-            0x20 => "connection abuse",
-            0x21 => "closed by application",
-            _ => "unknown code",
-        }
-    }
-}
+/// QUIC application error codes (`quiver_proto::wire::codes`, shared with the broker).
+pub use quiver_proto::wire::codes;
 
 /// Everything that can go wrong below the API layer.
 ///
@@ -326,8 +293,8 @@ impl Default for ConnectOptions {
 }
 
 /// The largest UDP payload QUIC allows (RFC 9000, `max_udp_payload_size`); the same as
-/// `quiver_net::MAX_UDP_PAYLOAD` (a test in `net/tests` checks it).
-pub const MAX_UDP_PAYLOAD: u16 = 65_527;
+/// `quiver_proto::wire::MAX_UDP_PAYLOAD`.
+pub use quiver_proto::wire::MAX_UDP_PAYLOAD;
 
 /// The most one UDP send may carry, GSO segments included (the IPv4 total length is 16 bits).
 const UDP_SEND_BYTES_MAX: usize = 65_000;
@@ -429,35 +396,7 @@ impl quinn::AsyncUdpSocket for SplitSends {
     }
 }
 
-/// Asks for socket buffers of `bytes` each way, best effort: past `net.core.{r,w}mem_max` with
-/// SO_{RCV,SND}BUFFORCE where the process may (CAP_NET_ADMIN), as the broker's sockets do
-/// (`size_buffers` in net/src/udp.rs has the rationale: a datagram dropped at a full buffer is a
-/// QUIC loss).
-fn size_buffers(socket: &socket2::Socket, bytes: usize) {
-    use std::os::fd::AsRawFd;
-    let _ = socket.set_recv_buffer_size(bytes);
-    let _ = socket.set_send_buffer_size(bytes);
-    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    let granted = [socket.recv_buffer_size(), socket.send_buffer_size()];
-    for (got, option) in granted
-        .into_iter()
-        .zip([libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE])
-    {
-        // The kernel reports twice what it granted.
-        if got.is_ok_and(|n| n / 2 < bytes) {
-            // SAFETY: a valid socket fd and a pointer to a c_int of the stated length.
-            unsafe {
-                libc::setsockopt(
-                    socket.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    option,
-                    (&value as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
-        }
-    }
-}
+use quiver_sockbuf::size_buffers;
 
 /// A client endpoint on its own UDP socket, with the socket buffers asked for (best effort:
 /// the kernel clamps them to its maximum), announcing `udp_payload_max` (1,200 to 65,527).

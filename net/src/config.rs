@@ -9,7 +9,7 @@ use crate::limits::{ConnectionLimiter, CONNECTIONS_MAX_DEFAULT, CONNECTIONS_PER_
 
 /// The largest UDP payload QUIC allows (RFC 9000, `max_udp_payload_size`): the default of
 /// [`EndpointConfig::udp_payload_max`].
-pub const MAX_UDP_PAYLOAD: u16 = 65_527;
+pub use quiver_proto::wire::MAX_UDP_PAYLOAD;
 
 /// Configuration shared by the server side and dial-out of one endpoint.
 #[derive(Clone, Debug)]

@@ -29,9 +29,8 @@ use rustls::{
     RootCertStore,
 };
 
-/// ALPN protocol name; it names the frame format version (`proto::frame`). A peer speaking another
-/// version fails the handshake instead of misreading frames.
-pub const ALPN_QUIVER_V1: &[u8] = b"quiver/1";
+/// ALPN protocol name (`quiver_proto::wire`).
+pub use quiver_proto::wire::ALPN_QUIVER_V1;
 
 /// Why a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -7,45 +7,9 @@ use std::{rc::Rc, time::Duration};
 
 use bytes::Bytes;
 use common::*;
-use quiver_client::transport::{codes as client_codes, ConnectOptions, Connection, TransportError};
+use quiver_client::transport::{ConnectOptions, Connection, TransportError};
 use quiver_net::{codes, tls, CallError, Endpoint, EndpointConfig};
 use tokio::task::JoinSet;
-
-#[test]
-fn sdk_codes_mirror_net_codes() {
-    let pairs = [
-        (codes::NO_ERROR, client_codes::NO_ERROR),
-        (codes::SHUTDOWN, client_codes::SHUTDOWN),
-        (codes::FRAME_TOO_LARGE, client_codes::FRAME_TOO_LARGE),
-        (codes::FRAME_TRUNCATED, client_codes::FRAME_TRUNCATED),
-        (codes::FRAME_INVALID, client_codes::FRAME_INVALID),
-        (codes::WRITE_TIMEOUT, client_codes::WRITE_TIMEOUT),
-        (codes::CANCELLED, client_codes::CANCELLED),
-        (codes::STREAM_PROTOCOL, client_codes::STREAM_PROTOCOL),
-        (codes::RESPONSE_TOO_LARGE, client_codes::RESPONSE_TOO_LARGE),
-        (codes::READ_TIMEOUT, client_codes::READ_TIMEOUT),
-        (codes::CONNECTION_ABUSE, client_codes::CONNECTION_ABUSE),
-        (
-            codes::CLOSED_BY_APPLICATION,
-            client_codes::CLOSED_BY_APPLICATION,
-        ),
-    ];
-    for (net, client) in pairs {
-        assert_eq!(net, client);
-        assert_eq!(
-            codes::describe(net as u64),
-            client_codes::describe(client as u64)
-        );
-    }
-    assert_eq!(
-        quiver_net::tls::ALPN_QUIVER_V1,
-        quiver_client::transport::ALPN_QUIVER_V1
-    );
-    assert_eq!(
-        quiver_net::MAX_UDP_PAYLOAD,
-        quiver_client::transport::MAX_UDP_PAYLOAD
-    );
-}
 
 /// Shutdown lets the request in flight finish, refuses new connections meanwhile, then closes
 /// the connection with the shutdown code and reason.
