@@ -19,6 +19,10 @@ cargo fmt --all -- --check
 step "build (tests start the real binaries)"
 cargo build --workspace --bins --locked
 
+step "structure: the crate map (cargo metadata) and the broker's files without cycles"
+cargo test --locked -p quiver-testkit --test crate_map
+cargo test --locked -p quiver-broker --test layout
+
 step "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

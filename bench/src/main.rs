@@ -26,30 +26,9 @@ use quiver_client::{
     Acks, Admin, Client, ClientConfig, ClientTls, Compression, Consumer, ConsumerConfig, ErrorCode,
     NewTopic, OffsetSpec, Producer, ProducerConfig, ProducerRecord, TimestampMs, TopicPartition,
 };
+use quiver_tools::outln;
 use rand::RngCore;
 use serde_json::json;
-
-/// `println!` that treats a closed stdout (`| head`) as the end of the output, not a crash.
-macro_rules! outln {
-    () => { emit(format_args!("")) };
-    ($($arg:tt)*) => { emit(format_args!($($arg)*)) };
-}
-
-fn emit(args: std::fmt::Arguments<'_>) {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    let written = out
-        .write_fmt(args)
-        .and_then(|()| out.write_all(b"\n"))
-        .and_then(|()| out.flush());
-    if let Err(e) = written {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
-        }
-        eprintln!("streambench: writing output: {e}");
-        std::process::exit(1);
-    }
-}
 
 #[derive(Parser, Debug, Clone)]
 #[command(

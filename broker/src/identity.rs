@@ -89,12 +89,12 @@ impl Identity {
 
 /// Writes a file that must not exist yet, durably (file and directory synced).
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IdentityError> {
-    crate::meta::write_durably(path, &path.with_extension("tmp"), bytes, mode).map_err(|source| {
-        IdentityError::Io {
+    crate::cluster::meta::write_durably(path, &path.with_extension("tmp"), bytes, mode).map_err(
+        |source| IdentityError::Io {
             path: path.to_path_buf(),
             source,
-        }
-    })
+        },
+    )
 }
 
 #[cfg(test)]

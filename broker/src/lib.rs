@@ -1,21 +1,27 @@
 //! streamd, the Quiver broker: the one crate that joins proto, engine and net.
 //!
-//! See ARCHITECTURE.md for the map; `shard` says what each core owns, `run` the order of start
-//! and stop, `handlers` the APIs, `controller` how topics change.
+//! The broker's parts, each a room of its own (ARCHITECTURE.md has the map and the rules):
+//! - `runtime`: the per-core machinery: shards, the mesh between them, partition placement;
+//! - `handlers`: the API, one module per family, dispatched from the transport;
+//! - `group`: the consumer group coordinator and its offsets records;
+//! - `cluster`: what the cluster knows: topics and their configs, the metadata state and store,
+//!   the controller that changes them (later the Raft quorum and replication);
+//! - `run` (start and stop), `config`, `metrics`, `process`, `identity`.
+//!
+//! Dependencies between them point one way: `handlers` and `run` use the rest; `runtime` uses
+//! `cluster`'s types and hosts `group`'s coordinator; `cluster` and `group` use neither
+//! `runtime` nor `handlers` (a test, `tests/layout.rs`, checks that no file imports a file that
+//! imports it back).
 
+pub mod cluster;
 pub mod config;
-pub mod controller;
 pub mod group;
 pub mod handlers;
 pub mod identity;
-pub mod logs;
-pub mod meta;
 pub mod metrics;
 pub mod process;
 pub mod run;
-pub mod shard;
-pub mod state;
-pub mod topic;
+pub mod runtime;
 
 /// Milliseconds since the Unix epoch, by the wall clock.
 pub fn now_ms() -> i64 {

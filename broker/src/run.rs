@@ -24,15 +24,15 @@ use quiver_net::{Endpoint, EndpointConfig};
 use quiver_proto::api::ApiKey;
 use quiver_proto::ShardId;
 
+use crate::cluster::controller::Controller;
+use crate::cluster::meta::{FileMetadataStore, MetadataStore};
+use crate::cluster::state::Snapshot;
+use crate::cluster::topic::TopicConfig;
 use crate::config::Config;
-use crate::controller::Controller;
 use crate::handlers::Handler;
-use crate::meta::{FileMetadataStore, MetadataStore};
 use crate::metrics::{serve_http, Metrics};
 use crate::process::{allowed_cpus, lock_data_dir, watch_signals, ShutdownFlag};
-use crate::shard::{Shard, ShardMsg};
-use crate::state::Snapshot;
-use crate::topic::TopicConfig;
+use crate::runtime::{Shard, ShardMsg};
 
 /// Messages waiting between two shards before a sender waits.
 const MESH_CHANNEL_CAPACITY: usize = 1024;
@@ -49,9 +49,9 @@ pub enum RunError {
     #[error("TLS: {0}")]
     Tls(#[from] quiver_net::tls::TlsError),
     #[error("metadata: {0}")]
-    Meta(#[from] crate::meta::MetaError),
+    Meta(#[from] crate::cluster::meta::MetaError),
     #[error("metadata holds an invalid topic config: {0}")]
-    TopicConfig(#[from] crate::topic::ConfigValueError),
+    TopicConfig(#[from] crate::cluster::topic::ConfigValueError),
     #[error("cannot listen on {addr} (UDP): {source}")]
     Listen {
         addr: SocketAddr,
@@ -86,14 +86,14 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
     let reset_secret = quiver_net::StatelessResetSecret(Arc::new(identity.reset_secret));
     let cluster_id: Arc<str> = identity.cluster_id.into();
     let store = FileMetadataStore::open(&config.data_dir)?;
-    crate::state::sweep_topic_dirs(&config.data_dir, store.state());
-    let producer_ids = Arc::new(crate::controller::ProducerIdsIssued::new(
+    crate::cluster::state::sweep_topic_dirs(&config.data_dir, store.state());
+    let producer_ids = Arc::new(crate::cluster::controller::ProducerIdsIssued::new(
         store.state().producer_ids_reserved,
     ));
     let limits = controller_limits(&config);
     let defaults = TopicConfig::defaults(&config);
     let shards = config.shard_count();
-    let snapshot = Arc::new(Snapshot::build(store.state(), &defaults, shards)?);
+    let snapshot = Arc::new(Snapshot::build(store.state(), &defaults)?);
     let (sockets, listen) = bind_listen(config.listen, shards)?;
     let mut sockets = sockets.into_iter();
     let metrics = Arc::new(Metrics::new(
@@ -126,6 +126,7 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
     for i in 0..shards {
         let ctx = ShardContext {
             id: ShardId(i as u32),
+            shard_count: shards,
             config: config.clone(),
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
@@ -201,7 +202,7 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
 
 /// The controller's limits: the partition cap (the setting, or what the open-file limit allows
 /// if that is lower) and the file system's name limit.
-fn controller_limits(config: &Config) -> crate::controller::Limits {
+fn controller_limits(config: &Config) -> crate::cluster::controller::Limits {
     let (soft, hard) = crate::process::raise_open_file_limit();
     tracing::info!(soft, hard, "open-file limit");
     let by_files =
@@ -221,10 +222,10 @@ fn controller_limits(config: &Config) -> crate::controller::Limits {
             "the max_partitions setting".to_string(),
         )
     };
-    crate::controller::Limits {
+    crate::cluster::controller::Limits {
         partitions_max,
         partitions_max_source,
-        file_name_max: crate::topic::file_name_max(&config.data_dir),
+        file_name_max: crate::cluster::topic::file_name_max(&config.data_dir),
     }
 }
 
@@ -285,6 +286,7 @@ const LISTEN_RETRY_MAX: Duration = Duration::from_secs(5);
 
 struct ShardContext {
     id: ShardId,
+    shard_count: usize,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     shutdown: ShutdownFlag,
@@ -295,8 +297,8 @@ struct ShardContext {
     tls: Arc<rustls::ServerConfig>,
     reset_secret: quiver_net::StatelessResetSecret,
     cluster_id: Arc<str>,
-    producer_ids: Arc<crate::controller::ProducerIdsIssued>,
-    limits: crate::controller::Limits,
+    producer_ids: Arc<crate::cluster::controller::ProducerIdsIssued>,
+    limits: crate::cluster::controller::Limits,
     connection_limiter: Arc<quiver_net::ConnectionLimiter>,
     listen: SocketAddr,
     /// This shard's socket of the steered group.
@@ -345,14 +347,17 @@ async fn shard_start(
         let store: Box<dyn MetadataStore> = Box::new(store);
         Controller::new(
             store,
+            ctx.snapshot.clone(),
+            ctx.config.data_dir.clone(),
             ctx.defaults.clone(),
             ctx.config.default_partitions,
             ctx.producer_ids.clone(),
             ctx.limits.clone(),
         )
     });
-    let shard = Rc::new(Shard::new(crate::shard::ShardInit {
+    let shard = Rc::new(Shard::new(crate::runtime::ShardInit {
         id,
+        shard_count: ctx.shard_count,
         config: ctx.config.clone(),
         metrics: ctx.metrics.clone(),
         shutdown: ctx.shutdown.clone(),
@@ -381,8 +386,8 @@ async fn shard_start(
 
     // The controller makes sure the internal offsets topic exists before the broker says it is
     // ready; every shard has then opened and replayed its offsets partitions.
-    if let Some(c) = &shard.controller {
-        let op = crate::controller::AdminOp::EnsureTopic {
+    if shard.controller.is_some() {
+        let op = crate::cluster::controller::AdminOp::EnsureTopic {
             name: crate::group::OFFSETS_TOPIC.to_string(),
             partitions: ctx.config.offsets_topic_partitions,
             configs: [
@@ -392,7 +397,9 @@ async fn shard_start(
             .into(),
             internal: true,
         };
-        if let quiver_proto::api::AnyResponse::CreateTopics(r) = c.handle(&shard, op).await {
+        if let quiver_proto::api::AnyResponse::CreateTopics(r) =
+            crate::handlers::admin_change(&shard, op).await
+        {
             if let Some(t) = r
                 .topics
                 .iter()

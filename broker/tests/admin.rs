@@ -341,3 +341,40 @@ async fn a_deletion_cut_short_by_a_crash_is_finished_at_start() {
     assert_eq!(resp.topics[0].partitions[0].high_watermark.0, 1);
     assert!(!records.is_empty());
 }
+
+/// A topic's partitions are spread over every shard (the count the broker started with, not
+/// the one CPU a shard's thread is pinned to), and every shard answers with the new topic at
+/// once: the change is applied everywhere before CreateTopics answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_topics_spread_over_every_shard_and_every_shard_sees_them() {
+    let broker = Broker::start(&["--shards", "2"]);
+    let client = broker.client().await;
+    assert_eq!(
+        create_topic(&client, "spread", 4, &[]).await,
+        ErrorCode::None
+    );
+    // Several connections: the kernel steers each to one shard's socket, so some land on a
+    // shard other than the controller's.
+    let mut shards_seen = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let c = broker.client().await;
+        let md = c
+            .call_any(
+                &MetadataRequest {
+                    topics: Some(vec!["spread".into()]),
+                    ..Default::default()
+                },
+                vec![],
+            )
+            .await
+            .unwrap()
+            .0;
+        assert_eq!(md.brokers[0].shard_count, 2);
+        assert_eq!(md.topics[0].error_code, ErrorCode::None, "{md:?}");
+        for p in &md.topics[0].partitions {
+            shards_seen.insert(p.leader_shard.expect("a shard leads it"));
+        }
+        c.close().await;
+    }
+    assert_eq!(shards_seen, [0u16, 1].into(), "partitions on both shards");
+}

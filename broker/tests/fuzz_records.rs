@@ -10,7 +10,7 @@ mod checks;
 mod mutate;
 
 use mutate::Rng;
-use quiver_broker::meta::{FileMetadataStore, MetadataCommand, MetadataStore};
+use quiver_broker::cluster::meta::{FileMetadataStore, MetadataCommand, MetadataStore};
 use std::path::{Path, PathBuf};
 
 fn scratch(name: &str) -> tempfile::TempDir {

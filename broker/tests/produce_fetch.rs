@@ -304,3 +304,63 @@ fn produce_request(
     };
     (req, payload.into_chunks())
 }
+
+/// A topic with message.timestamp.type=LogAppendTime: the broker stamps its own clock on each
+/// batch (every record then reads the batch's time), answers with that time, and stores the
+/// stamped batch with a CRC that checks, across kill -9. A batch whose CRC is wrong is refused
+/// on such a topic as on any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_append_time_topics_store_the_brokers_time_with_a_good_crc() {
+    let mut broker = Broker::start(&[]);
+    let client = broker.client().await;
+    assert_eq!(
+        create_topic(
+            &client,
+            "stamped",
+            1,
+            &[("message.timestamp.type", "LogAppendTime")]
+        )
+        .await,
+        ErrorCode::None
+    );
+    let records: Vec<Rec> = (0..50).map(record).collect();
+    let before = now_ms();
+    let batches = [
+        build(&records[..20], Compression::None),
+        build(&records[20..], Compression::Zstd),
+    ];
+    let resp = produce(&client, "stamped", 0, &batches, Acks::All).await;
+    let p = &resp.topics[0].partitions[0];
+    assert_eq!(p.error_code, ErrorCode::None);
+    let stamped = p
+        .log_append_time_ms
+        .expect("the broker says the time it stamped")
+        .0;
+    assert!(
+        (before..=now_ms()).contains(&stamped),
+        "{before} <= {stamped}"
+    );
+
+    let mut corrupt = build(&records[..1], Compression::None).to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 1;
+    let resp = produce(&client, "stamped", 0, &[corrupt.into()], Acks::All).await;
+    assert_eq!(
+        resp.topics[0].partitions[0].error_code,
+        ErrorCode::CorruptMessage
+    );
+
+    broker.kill9();
+    broker.restart();
+    let client = broker.client().await;
+    // `read_all` checks each batch's CRC (BatchView::new) as it reads.
+    let back = read_all(&client, "stamped", 0).await;
+    assert_eq!(back.len(), 50);
+    for ((offset, got), want) in back.iter().zip(&records) {
+        assert_eq!(got.timestamp, stamped, "offset {offset}");
+        assert_eq!(
+            (&got.key, &got.value, &got.headers),
+            (&want.key, &want.value, &want.headers)
+        );
+    }
+}

@@ -16,6 +16,7 @@ pub mod wire;
 #[allow(
     clippy::all,
     clippy::pedantic,
+    clippy::undocumented_unsafe_blocks,
     dead_code,
     deprecated,
     missing_docs,

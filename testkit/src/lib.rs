@@ -163,6 +163,8 @@ impl Broker {
     /// SIGTERM and wait; returns the exit status code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours; the pid is our own
+        // child's, not yet waited for, so it cannot name a reused process.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

@@ -127,7 +127,7 @@ pub struct Coordinator {
 pub struct GroupLock(#[allow(dead_code)] glommio::sync::StaticPermit);
 
 /// Where a group's requests go: the owning shard, and the offsets partition's key there.
-pub type Route = (quiver_proto::ShardId, crate::state::PartKey);
+pub type Route = (quiver_proto::ShardId, crate::cluster::state::PartKey);
 
 impl Coordinator {
     pub fn new(config: &crate::config::Config) -> Coordinator {

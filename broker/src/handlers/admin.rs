@@ -12,11 +12,11 @@ use quiver_proto::api::metadata::{
     MetadataRequest, MetadataResponse, MetadataTopic,
 };
 use quiver_proto::api::AnyResponse;
-use quiver_proto::{BrokerId, ErrorCode, LeaderEpoch, PartitionId};
+use quiver_proto::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, ShardId};
 
-use super::{Answer, SERVED};
-use crate::controller::AdminOp;
-use crate::shard::Shard;
+use super::common::{Answer, SERVED};
+use crate::cluster::controller::AdminOp;
+use crate::runtime::Shard;
 
 pub(super) fn api_versions(shard: &Shard) -> ApiVersionsResponse {
     ApiVersionsResponse {
@@ -45,8 +45,8 @@ pub(super) async fn auto_create<'a>(shard: &Rc<Shard>, names: impl Iterator<Item
     let missing: Vec<String> = names
         .filter(|n| {
             snapshot.topic(n).is_none()
-                && crate::topic::validate_name(n).is_ok()
-                && !crate::topic::is_internal(n)
+                && crate::cluster::topic::validate_name(n).is_ok()
+                && !crate::cluster::topic::is_internal(n)
         })
         .map(str::to_string)
         .collect();
@@ -57,7 +57,7 @@ pub(super) async fn auto_create<'a>(shard: &Rc<Shard>, names: impl Iterator<Item
             configs: BTreeMap::new(),
             internal: false,
         };
-        let _ = shard.admin(op).await;
+        let _ = change(shard, op).await;
     }
 }
 
@@ -91,7 +91,7 @@ pub(super) async fn metadata(shard: &Rc<Shard>, req: MetadataRequest) -> Metadat
                         replicas: vec![me],
                         isr: vec![me],
                         offline_replicas: Vec::new(),
-                        leader_shard: Some(snapshot.owner(info, PartitionId(p)).0 as u16),
+                        leader_shard: Some(shard.owner(info, PartitionId(p)).0 as u16),
                     })
                     .collect(),
             },
@@ -125,7 +125,7 @@ pub(super) async fn metadata(shard: &Rc<Shard>, req: MetadataRequest) -> Metadat
             host: shard.config.advertised_host(),
             port: shard.listen_port(),
             rack: None,
-            shard_count: snapshot.shard_count as u16,
+            shard_count: shard.shard_count() as u16,
         }],
         cluster_id: Some(shard.cluster_id().to_string()),
         controller_id: Some(me),
@@ -133,8 +133,39 @@ pub(super) async fn metadata(shard: &Rc<Shard>, req: MetadataRequest) -> Metadat
     }
 }
 
-pub(super) async fn change(shard: &Rc<Shard>, op: AdminOp) -> Answer {
-    let body = shard.admin(op).await;
+/// Runs an admin change on the controller (shard 0): waits for its turn, makes the change
+/// durable, has every shard apply it, then answers. The whole of it runs in a task on shard 0
+/// (`Shard::run_on`), so a client that goes away cannot stop it between the metadata write and
+/// its application.
+pub async fn change(shard: &Rc<Shard>, op: AdminOp) -> AnyResponse {
+    let stopping = op.failed(ErrorCode::BrokerShuttingDown, "broker is shutting down");
+    shard
+        .run_on(ShardId(0), move |shard| async move {
+            let Some(controller) = shard.controller.clone() else {
+                return op.failed(
+                    ErrorCode::NotController,
+                    "admin request reached a shard without the controller",
+                );
+            };
+            let Some(turn) = controller.turn().await else {
+                return op.failed(ErrorCode::BrokerShuttingDown, "controller is stopping");
+            };
+            let (answer, plan) = turn.change(op).await;
+            if let Some(plan) = plan {
+                shard
+                    .broadcast_apply(plan.snapshot.clone(), plan.deleted.clone())
+                    .await;
+                turn.finish(&plan);
+            }
+            answer
+        })
+        .await
+        .unwrap_or(stopping)
+}
+
+/// [`change`], as a handler's answer.
+pub(super) async fn answer(shard: &Rc<Shard>, op: AdminOp) -> Answer {
+    let body = change(shard, op).await;
     let failed = match &body {
         AnyResponse::CreateTopics(r) => r.topics.iter().any(|t| t.error_code != ErrorCode::None),
         AnyResponse::DeleteTopics(r) => r.responses.iter().any(|t| t.error_code != ErrorCode::None),
@@ -253,7 +284,7 @@ pub(super) fn describe_configs(
 /// A note shown with a topic config when its value changes what an acknowledgement means.
 /// `flush.ms` > 0: produce requests are answered before their records are fdatasynced, so a
 /// power loss (not a crash of streamd alone) can lose up to that much acknowledged data.
-fn config_note(key: &str, config: &crate::topic::TopicConfig) -> Option<String> {
+fn config_note(key: &str, config: &crate::cluster::topic::TopicConfig) -> Option<String> {
     match key {
         "flush.ms" if config.flush_ms > 0 => Some(format!(
             "acknowledgements come before fsync: produce requests are answered once written, and synced every {} ms, so a power loss may lose up to {} ms of acknowledged records",

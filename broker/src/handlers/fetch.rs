@@ -26,9 +26,9 @@ use quiver_proto::api::fetch::{
 use quiver_proto::api::PayloadBuilder;
 use quiver_proto::{ErrorCode, Offset, ShardId};
 
-use super::{part_error, Answer};
-use crate::shard::{PartError, PartRead, Shard};
-use crate::state::PartKey;
+use super::common::{part_error, Answer};
+use crate::cluster::state::PartKey;
+use crate::runtime::{PartError, PartRead, Shard};
 
 /// Bytes read for a partition when the request gives no per-partition limit.
 const PARTITION_MAX_BYTES_DEFAULT: u32 = 1 << 20;
@@ -77,7 +77,7 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: FetchRequest) -> Answer {
                     targets.push(Target {
                         ti,
                         pi,
-                        owner: snapshot.owner(info, p.partition),
+                        owner: shard.owner(info, p.partition),
                         key: info.key(p.partition),
                         offset: p.fetch_offset,
                         max_bytes: (per as usize).min(response_max),
@@ -320,7 +320,7 @@ pub(super) async fn list_offsets(
                 Some(info) if info.has_partition(p.partition) => {
                     match shard
                         .list_offset_on(
-                            snapshot.owner(info, p.partition),
+                            shard.owner(info, p.partition),
                             info.key(p.partition),
                             p.timestamp,
                         )

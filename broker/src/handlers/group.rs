@@ -1,99 +1,22 @@
-//! Group APIs: each request goes to the shard that coordinates its group (the owner of the
-//! group's `__consumer_offsets` partition), here or across the mesh.
+//! Group APIs: each request runs on the shard that coordinates its group (the owner of the
+//! group's `__consumer_offsets` partition), here or across the mesh, and gets its own typed
+//! answer back (`Shard::run_on`).
 
 use std::rc::Rc;
 
-use futures_channel::oneshot;
 use quiver_proto::api::group::{
     ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, Coordinator,
     DeletableGroupResult, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
     DescribeGroupsResponse, DescribedGroup, FindCoordinatorRequest, FindCoordinatorResponse,
-    GroupState, ListGroupsRequest, ListGroupsResponse, ListedGroup, OffsetCommitPartitionResponse,
+    GroupState, ListGroupsRequest, ListGroupsResponse, OffsetCommitPartitionResponse,
     OffsetCommitRequest, OffsetCommitResponse, OffsetCommitTopicResponse, OffsetFetchRequest,
     OffsetFetchResponse,
 };
 use quiver_proto::{BrokerId, ErrorCode, PartitionId, ShardId};
 
+use crate::cluster::state::PartKey;
 use crate::group::{check_group_id, offsets_partition, OFFSETS_TOPIC};
-use crate::shard::Shard;
-use crate::state::PartKey;
-
-/// A group request as it crosses the mesh.
-pub enum GroupReq {
-    Heartbeat(ConsumerGroupHeartbeatRequest, String),
-    Commit(OffsetCommitRequest),
-    Fetch(OffsetFetchRequest),
-    Describe(String),
-    Delete(String),
-    List,
-}
-
-pub enum GroupResp {
-    Heartbeat(ConsumerGroupHeartbeatResponse),
-    Commit(OffsetCommitResponse),
-    Fetch(OffsetFetchResponse),
-    Describe(DescribedGroup),
-    Delete(DeletableGroupResult),
-    List(Vec<ListedGroup>),
-}
-
-impl GroupReq {
-    fn group(&self) -> Option<&str> {
-        match self {
-            GroupReq::Heartbeat(r, _) => Some(&r.group_id),
-            GroupReq::Commit(r) => Some(&r.group_id),
-            GroupReq::Fetch(r) => Some(&r.group_id),
-            GroupReq::Describe(g) | GroupReq::Delete(g) => Some(g),
-            GroupReq::List => None,
-        }
-    }
-
-    /// The answer that fails this request with `code`.
-    fn failed(&self, code: ErrorCode, message: String) -> GroupResp {
-        match self {
-            GroupReq::Heartbeat(r, _) => GroupResp::Heartbeat(ConsumerGroupHeartbeatResponse {
-                error_code: code,
-                error_message: Some(message),
-                member_id: Some(r.member_id.clone()),
-                ..Default::default()
-            }),
-            GroupReq::Commit(r) => GroupResp::Commit(OffsetCommitResponse {
-                throttle_time_ms: 0,
-                topics: r
-                    .topics
-                    .iter()
-                    .map(|t| OffsetCommitTopicResponse {
-                        name: t.name.clone(),
-                        partitions: t
-                            .partitions
-                            .iter()
-                            .map(|p| OffsetCommitPartitionResponse {
-                                partition: p.partition,
-                                error_code: code,
-                            })
-                            .collect(),
-                    })
-                    .collect(),
-            }),
-            GroupReq::Fetch(_) => GroupResp::Fetch(OffsetFetchResponse {
-                error_code: code,
-                ..Default::default()
-            }),
-            GroupReq::Describe(g) => GroupResp::Describe(DescribedGroup {
-                error_code: code,
-                error_message: Some(message),
-                group_id: g.clone(),
-                group_state: GroupState::Unknown,
-                ..Default::default()
-            }),
-            GroupReq::Delete(g) => GroupResp::Delete(DeletableGroupResult {
-                group_id: g.clone(),
-                error_code: code,
-            }),
-            GroupReq::List => GroupResp::List(Vec::new()),
-        }
-    }
-}
+use crate::runtime::Shard;
 
 /// Where a group is coordinated: the owning shard, the offsets partition's key, and its number.
 fn route(
@@ -109,97 +32,67 @@ fn route(
         )
     })?;
     let p = offsets_partition(group, info.meta.partitions);
-    Ok((snapshot.owner(info, p), info.key(p), p))
+    Ok((shard.owner(info, p), info.key(p), p))
 }
 
-/// Runs a group request on its coordinating shard.
-async fn on_coordinator(shard: &Rc<Shard>, req: GroupReq) -> GroupResp {
-    let owner = match req.group().map(|g| route(shard, g)) {
-        Some(Ok((owner, _, _))) => owner,
-        Some(Err((code, message))) => return req.failed(code, message),
-        None => shard.id,
-    };
-    let fallback = req.failed(
-        ErrorCode::CoordinatorNotAvailable,
-        "the coordinating shard is stopping".into(),
-    );
-    if owner == shard.id {
-        // In a task of its own, as across the mesh: a request whose client goes away still
-        // finishes, so a commit is never left written but not applied.
-        let shard = shard.clone();
-        return glommio::spawn_local(async move { serve_local(&shard, req).await })
-            .detach()
-            .await
-            .unwrap_or(fallback);
-    }
-    let (reply, rx) = oneshot::channel();
-    shard
-        .send_to(owner, crate::shard::ShardMsg::Group { req, reply })
-        .await;
-    rx.await.unwrap_or(fallback)
+/// What a request works with on its group's coordinator.
+struct OnCoordinator {
+    shard: Rc<Shard>,
+    /// The group's offsets partition and its log there.
+    partition: PartitionId,
+    log: Result<Rc<quiver_engine::PartitionLog>, String>,
 }
 
-/// Serves a group request on the shard that coordinates it.
-pub async fn serve_local(shard: &Rc<Shard>, req: GroupReq) -> GroupResp {
-    if let GroupReq::List = req {
-        return GroupResp::List(shard.groups.list());
-    }
-    let group = req.group().expect("all but List name a group").to_string();
+/// Runs `work` for group `group` on the shard that coordinates it, holding the group's lock
+/// (one request at a time per group, `group::Coordinator::lock`), in a task of its own there
+/// (so a request whose client goes away still finishes: a commit is never left written but not
+/// applied). Whatever stops it from running (a bad group id, no coordinator yet, the shard
+/// stopping) is answered by `failed`, the request's own error shape.
+async fn on_coordinator<T, W, Fut>(
+    shard: &Rc<Shard>,
+    group: String,
+    failed: impl FnOnce(ErrorCode, String) -> T,
+    work: W,
+) -> T
+where
+    T: Send + 'static,
+    W: FnOnce(OnCoordinator) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
     let (owner, key, partition) = match route(shard, &group) {
         Ok(r) => r,
-        Err((code, message)) => return req.failed(code, message),
+        Err((code, message)) => return failed(code, message),
     };
-    if owner != shard.id {
-        return req.failed(
-            ErrorCode::NotCoordinator,
-            format!("shard {} does not coordinate group '{group}'", shard.id.0),
-        );
+    let ran = shard
+        .run_on(owner, move |shard| async move {
+            let _lock = shard.groups.lock(&group).await;
+            let log = shard.log(&key).map_err(|e| e.to_string());
+            let out = work(OnCoordinator {
+                shard: shard.clone(),
+                partition,
+                log,
+            })
+            .await;
+            drop(_lock);
+            shard.groups.forget_lock(&group);
+            out
+        })
+        .await;
+    match ran {
+        Some(out) => out,
+        None => failed(
+            ErrorCode::CoordinatorNotAvailable,
+            "the coordinating shard is stopping".into(),
+        ),
     }
-    // One request at a time per group (see `group::Coordinator::lock`).
-    let lock = shard.groups.lock(&group).await;
-    let snapshot = shard.snapshot();
-    let partitions = |t: &str| {
-        snapshot
-            .topic(t)
-            .filter(|i| !i.internal)
-            .map(|i| i.meta.partitions)
-    };
-    match req {
-        GroupReq::Heartbeat(r, host) => {
-            GroupResp::Heartbeat(shard.groups.heartbeat(r, host, &partitions, partition))
-        }
-        GroupReq::Fetch(r) => GroupResp::Fetch(shard.groups.fetch(&r, partition)),
-        GroupReq::Describe(g) => GroupResp::Describe(shard.groups.describe(&g)),
-        GroupReq::Commit(r) => {
-            let log = match shard.log(&key) {
-                Ok(l) => l,
-                Err(e) => {
-                    return GroupReq::Commit(r)
-                        .failed(ErrorCode::CoordinatorNotAvailable, e.to_string())
-                }
-            };
-            let exists = |t: &str, p: u32| {
-                snapshot
-                    .topic(t)
-                    .is_some_and(|i| i.has_partition(PartitionId(p)))
-            };
-            GroupResp::Commit(shard.groups.commit(&log, r, &exists, partition).await)
-        }
-        GroupReq::Delete(g) => {
-            let log = match shard.log(&key) {
-                Ok(l) => l,
-                Err(e) => {
-                    return GroupReq::Delete(g)
-                        .failed(ErrorCode::CoordinatorNotAvailable, e.to_string())
-                }
-            };
-            let resp = shard.groups.delete(&log, &g, partition).await;
-            drop(lock);
-            shard.groups.forget_lock(&g);
-            GroupResp::Delete(resp)
-        }
-        GroupReq::List => unreachable!("answered above"),
-    }
+}
+
+/// The number of partitions of a (non-internal) topic, as the group state machine asks.
+fn partitions_of(snapshot: &crate::cluster::state::Snapshot, topic: &str) -> Option<u32> {
+    snapshot
+        .topic(topic)
+        .filter(|i| !i.internal)
+        .map(|i| i.meta.partitions)
 }
 
 pub(super) fn find_coordinator(
@@ -235,24 +128,73 @@ pub(super) async fn heartbeat(
     req: ConsumerGroupHeartbeatRequest,
     host: String,
 ) -> ConsumerGroupHeartbeatResponse {
-    match on_coordinator(shard, GroupReq::Heartbeat(req, host)).await {
-        GroupResp::Heartbeat(r) => r,
-        _ => unreachable!("a heartbeat is answered with a heartbeat"),
-    }
+    let member_id = req.member_id.clone();
+    let failed = move |code, message| ConsumerGroupHeartbeatResponse {
+        error_code: code,
+        error_message: Some(message),
+        member_id: Some(member_id),
+        ..Default::default()
+    };
+    on_coordinator(shard, req.group_id.clone(), failed, move |c| async move {
+        let snapshot = c.shard.snapshot();
+        let partitions = |t: &str| partitions_of(&snapshot, t);
+        c.shard
+            .groups
+            .heartbeat(req, host, &partitions, c.partition)
+    })
+    .await
 }
 
 pub(super) async fn commit(shard: &Rc<Shard>, req: OffsetCommitRequest) -> OffsetCommitResponse {
-    match on_coordinator(shard, GroupReq::Commit(req)).await {
-        GroupResp::Commit(r) => r,
-        _ => unreachable!("a commit is answered with a commit"),
+    let failed_req = req.clone();
+    let failed = move |code, _message| commit_failed(&failed_req, code);
+    on_coordinator(shard, req.group_id.clone(), failed, move |c| async move {
+        let log = match c.log {
+            Ok(l) => l,
+            Err(_) => return commit_failed(&req, ErrorCode::CoordinatorNotAvailable),
+        };
+        let snapshot = c.shard.snapshot();
+        let exists = |t: &str, p: u32| {
+            snapshot
+                .topic(t)
+                .is_some_and(|i| i.has_partition(PartitionId(p)))
+        };
+        c.shard.groups.commit(&log, req, &exists, c.partition).await
+    })
+    .await
+}
+
+/// A commit's answer with every partition failed with `code`.
+fn commit_failed(req: &OffsetCommitRequest, code: ErrorCode) -> OffsetCommitResponse {
+    OffsetCommitResponse {
+        throttle_time_ms: 0,
+        topics: req
+            .topics
+            .iter()
+            .map(|t| OffsetCommitTopicResponse {
+                name: t.name.clone(),
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| OffsetCommitPartitionResponse {
+                        partition: p.partition,
+                        error_code: code,
+                    })
+                    .collect(),
+            })
+            .collect(),
     }
 }
 
 pub(super) async fn fetch(shard: &Rc<Shard>, req: OffsetFetchRequest) -> OffsetFetchResponse {
-    match on_coordinator(shard, GroupReq::Fetch(req)).await {
-        GroupResp::Fetch(r) => r,
-        _ => unreachable!("a fetch is answered with a fetch"),
-    }
+    let failed = |code, _message| OffsetFetchResponse {
+        error_code: code,
+        ..Default::default()
+    };
+    on_coordinator(shard, req.group_id.clone(), failed, move |c| async move {
+        c.shard.groups.fetch(&req, c.partition)
+    })
+    .await
 }
 
 pub(super) async fn describe(
@@ -261,10 +203,23 @@ pub(super) async fn describe(
 ) -> DescribeGroupsResponse {
     let mut groups = Vec::with_capacity(req.groups.len());
     for g in req.groups {
-        match on_coordinator(shard, GroupReq::Describe(g)).await {
-            GroupResp::Describe(d) => groups.push(d),
-            _ => unreachable!("a describe is answered with a describe"),
-        }
+        let failed = {
+            let g = g.clone();
+            move |code, message| DescribedGroup {
+                error_code: code,
+                error_message: Some(message),
+                group_id: g,
+                group_state: GroupState::Unknown,
+                ..Default::default()
+            }
+        };
+        let group = g.clone();
+        groups.push(
+            on_coordinator(shard, g, failed, move |c| async move {
+                c.shard.groups.describe(&group)
+            })
+            .await,
+        );
     }
     DescribeGroupsResponse {
         throttle_time_ms: 0,
@@ -275,10 +230,26 @@ pub(super) async fn describe(
 pub(super) async fn delete(shard: &Rc<Shard>, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(req.groups_names.len());
     for g in req.groups_names {
-        match on_coordinator(shard, GroupReq::Delete(g)).await {
-            GroupResp::Delete(d) => results.push(d),
-            _ => unreachable!("a delete is answered with a delete"),
-        }
+        let failed = {
+            let g = g.clone();
+            move |code, _message| DeletableGroupResult {
+                group_id: g,
+                error_code: code,
+            }
+        };
+        let group = g.clone();
+        results.push(
+            on_coordinator(shard, g, failed, move |c| async move {
+                match c.log {
+                    Ok(log) => c.shard.groups.delete(&log, &group, c.partition).await,
+                    Err(_) => DeletableGroupResult {
+                        group_id: group,
+                        error_code: ErrorCode::CoordinatorNotAvailable,
+                    },
+                }
+            })
+            .await,
+        );
     }
     DeleteGroupsResponse {
         throttle_time_ms: 0,
@@ -288,24 +259,12 @@ pub(super) async fn delete(shard: &Rc<Shard>, req: DeleteGroupsRequest) -> Delet
 
 /// Every shard's groups, filtered.
 pub(super) async fn list(shard: &Rc<Shard>, req: ListGroupsRequest) -> ListGroupsResponse {
-    let mut groups = shard.groups.list();
+    let mut groups = Vec::new();
     for s in 0..shard.shard_count() as u32 {
-        if s == shard.id.0 {
-            continue;
-        }
-        let (reply, rx) = oneshot::channel();
-        shard
-            .send_to(
-                ShardId(s),
-                crate::shard::ShardMsg::Group {
-                    req: GroupReq::List,
-                    reply,
-                },
-            )
+        let listed = shard
+            .run_on(ShardId(s), |shard| async move { shard.groups.list() })
             .await;
-        if let Ok(GroupResp::List(more)) = rx.await {
-            groups.extend(more);
-        }
+        groups.extend(listed.unwrap_or_default());
     }
     groups.retain(|g| req.states_filter.is_empty() || req.states_filter.contains(&g.group_state));
     groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));

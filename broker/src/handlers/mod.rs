@@ -4,9 +4,12 @@
 //! to the owning shard (`Shard::*_on`); admin changes go to the controller on shard 0.
 
 mod admin;
+mod common;
 mod fetch;
-pub mod group;
+mod group;
 mod produce;
+
+pub use admin::change as admin_change;
 
 use std::future::Future;
 use std::rc::Rc;
@@ -18,30 +21,10 @@ use quiver_proto::api::{self, AnyRequest, AnyResponse, ApiKey, Message};
 use quiver_proto::frame::{FrameError, FrameHeader};
 use quiver_proto::ErrorCode;
 
-use crate::shard::{PartError, Shard};
-
-/// The APIs this broker serves today; ApiVersions lists exactly these, and the others are
-/// refused with a message saying so.
-pub const SERVED: &[ApiKey] = &[
-    ApiKey::ApiVersions,
-    ApiKey::Metadata,
-    ApiKey::Produce,
-    ApiKey::Fetch,
-    ApiKey::ListOffsets,
-    ApiKey::CreateTopics,
-    ApiKey::DeleteTopics,
-    ApiKey::CreatePartitions,
-    ApiKey::DescribeConfigs,
-    ApiKey::IncrementalAlterConfigs,
-    ApiKey::FindCoordinator,
-    ApiKey::ConsumerGroupHeartbeat,
-    ApiKey::OffsetCommit,
-    ApiKey::OffsetFetch,
-    ApiKey::DescribeGroups,
-    ApiKey::ListGroups,
-    ApiKey::DeleteGroups,
-    ApiKey::InitProducerId,
-];
+use crate::cluster::controller::AdminOp;
+use crate::runtime::Shard;
+use common::Answer;
+pub use common::SERVED;
 
 /// The transport's view of a shard.
 pub struct Handler {
@@ -77,24 +60,6 @@ impl Service for Handler {
     }
 }
 
-/// What a handler produces: the response body, the payload chunks, and whether it failed
-/// (for the error counter).
-pub(crate) struct Answer {
-    body: AnyResponse,
-    payload: Vec<Bytes>,
-    failed: bool,
-}
-
-impl Answer {
-    fn ok(body: impl Into<AnyResponse>) -> Answer {
-        Answer {
-            body: body.into(),
-            payload: Vec::new(),
-            failed: false,
-        }
-    }
-}
-
 async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
     let started = Instant::now();
     let header = req.header;
@@ -113,22 +78,14 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
         AnyRequest::Produce(r) => produce::handle(shard, r, req.payload).await,
         AnyRequest::Fetch(r) => fetch::handle(shard, r).await,
         AnyRequest::ListOffsets(r) => Answer::ok(fetch::list_offsets(shard, r).await),
-        AnyRequest::CreateTopics(r) => {
-            admin::change(shard, crate::controller::AdminOp::CreateTopics(r)).await
-        }
-        AnyRequest::DeleteTopics(r) => {
-            admin::change(shard, crate::controller::AdminOp::DeleteTopics(r)).await
-        }
-        AnyRequest::CreatePartitions(r) => {
-            admin::change(shard, crate::controller::AdminOp::CreatePartitions(r)).await
-        }
+        AnyRequest::CreateTopics(r) => admin::answer(shard, AdminOp::CreateTopics(r)).await,
+        AnyRequest::DeleteTopics(r) => admin::answer(shard, AdminOp::DeleteTopics(r)).await,
+        AnyRequest::CreatePartitions(r) => admin::answer(shard, AdminOp::CreatePartitions(r)).await,
         AnyRequest::IncrementalAlterConfigs(r) => {
-            admin::change(shard, crate::controller::AdminOp::AlterConfigs(r)).await
+            admin::answer(shard, AdminOp::AlterConfigs(r)).await
         }
         AnyRequest::DescribeConfigs(r) => Answer::ok(admin::describe_configs(shard, r)),
-        AnyRequest::InitProducerId(r) => {
-            admin::change(shard, crate::controller::AdminOp::InitProducerId(r)).await
-        }
+        AnyRequest::InitProducerId(r) => admin::answer(shard, AdminOp::InitProducerId(r)).await,
         AnyRequest::FindCoordinator(r) => Answer::ok(group::find_coordinator(shard, r)),
         AnyRequest::ConsumerGroupHeartbeat(r) => {
             let resp = group::heartbeat(shard, r, req.peer.ip().to_string()).await;
@@ -221,33 +178,6 @@ fn error_response(header: &FrameHeader, code: ErrorCode, message: &str) -> Respo
         body: e.encode_bytes(),
         payload: Vec::new(),
     }
-}
-
-/// The protocol's error code for a failed partition operation, with a message.
-pub(crate) fn part_error(e: &PartError) -> (ErrorCode, String) {
-    use quiver_engine::{Error as E, SequenceError};
-    let code = match e {
-        PartError::NotHosted => ErrorCode::UnknownTopicOrPartition,
-        PartError::Failed(_) => ErrorCode::StorageError,
-        PartError::ShuttingDown => ErrorCode::BrokerShuttingDown,
-        PartError::Engine(e) => match e {
-            E::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
-            E::DiskFull { .. } => ErrorCode::DiskFull,
-            E::AppendTooLarge { .. } => ErrorCode::RecordListTooLarge,
-            E::InvalidConfig(_) => ErrorCode::InvalidConfig,
-            E::Closed => ErrorCode::NotLeaderOrFollower,
-            E::Corrupt { .. } | E::Io { .. } | E::Discarded(_) => ErrorCode::StorageError,
-            E::Sequence { kind, .. } => match kind {
-                SequenceError::OutOfOrder => ErrorCode::OutOfOrderSequence,
-                SequenceError::Duplicate => ErrorCode::DuplicateSequence,
-                SequenceError::InvalidEpoch => ErrorCode::InvalidProducerEpoch,
-                SequenceError::TooManyProducers => ErrorCode::PolicyViolation,
-            },
-            #[allow(unreachable_patterns)]
-            _ => ErrorCode::StorageError,
-        },
-    };
-    (code, e.to_string())
 }
 
 #[cfg(test)]

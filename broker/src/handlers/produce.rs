@@ -18,10 +18,10 @@ use quiver_proto::api::produce::{
 use quiver_proto::batch::{self, BatchError, BatchIter, BatchLimits, ValidBatch};
 use quiver_proto::{ErrorCode, ShardId, TimestampMs};
 
-use super::{part_error, Answer};
+use super::common::{part_error, Answer};
+use crate::cluster::state::{PartKey, TopicInfo};
 use crate::config::TimestampType;
-use crate::shard::Shard;
-use crate::state::{PartKey, TopicInfo};
+use crate::runtime::Shard;
 
 /// A partition's part of a produce request, checked and ready to append.
 struct Prepared {
@@ -52,7 +52,7 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: ProduceRequest, payload: Byte
                 partition: p.partition,
                 ..Default::default()
             };
-            match prepare(&t.name, info, p, &payload, now, &snapshot, shard) {
+            match prepare(&t.name, info, p, &payload, now, shard) {
                 Ok(prep) => jobs.push((ti, pi, prep)),
                 Err((code, message)) => {
                     failed = true;
@@ -130,7 +130,7 @@ fn count(metrics: &crate::metrics::Metrics, records: u64, bytes: u64) {
 
 fn fill_log_start(
     shard: &Shard,
-    snapshot: &crate::state::Snapshot,
+    snapshot: &crate::cluster::state::Snapshot,
     topics: &mut [TopicProduceResponse],
 ) {
     for t in topics {
@@ -138,7 +138,7 @@ fn fill_log_start(
             continue;
         };
         for p in &mut t.partitions {
-            if snapshot.owner(info, p.partition) != shard.id {
+            if shard.owner(info, p.partition) != shard.id {
                 continue;
             }
             if let Ok(log) = shard.log(&info.key(p.partition)) {
@@ -159,7 +159,6 @@ fn prepare(
     p: &PartitionProduceData,
     payload: &Bytes,
     now: TimestampMs,
-    snapshot: &crate::state::Snapshot,
     shard: &Shard,
 ) -> Result<Prepared, Refusal> {
     let info = info.ok_or_else(|| {
@@ -213,8 +212,14 @@ fn prepare(
         }
         let slice = bytes.slice(pos..pos + len);
         pos += len;
-        let mut valid =
-            ValidBatch::new_deep(slice, limits).map_err(|e| batch_refusal(index, &e))?;
+        // LogAppendTime is the one case where the broker changes bytes under the CRC: the
+        // batch is validated as the producer sent it, then stamped, in one CRC pass.
+        let valid = if info.config.timestamp_type == TimestampType::LogAppendTime {
+            ValidBatch::new_deep_log_append_time(slice, limits, now)
+        } else {
+            ValidBatch::new_deep(slice, limits)
+        }
+        .map_err(|e| batch_refusal(index, &e))?;
         let pid = valid.info().producer_id;
         if pid >= 0 && !shard.producer_ids.contains(pid) {
             return Err((
@@ -222,17 +227,13 @@ fn prepare(
                 format!("batch {index}: producer id {pid} was not handed out by this broker (ask InitProducerId for one)"),
             ));
         }
-        if info.config.timestamp_type == TimestampType::LogAppendTime {
-            // The one case where the broker changes bytes under the CRC (and so recomputes it).
-            valid = valid.with_log_append_time(now);
-        }
         records += u64::from(valid.info().record_count);
         batches.push(valid);
     }
     let log_append_time =
         (info.config.timestamp_type == TimestampType::LogAppendTime).then_some(now);
     Ok(Prepared {
-        owner: snapshot.owner(info, p.partition),
+        owner: shard.owner(info, p.partition),
         key: info.key(p.partition),
         batches,
         records,

@@ -3,11 +3,11 @@
 //! `metadata_json` (`fuzz/fuzz_targets/`, which include this file).
 #![allow(dead_code)]
 
+use quiver_broker::cluster::meta::{
+    FileMetadataStore, MetaError, MetadataCommand, MetadataState, MetadataStore, TopicMeta,
+};
 use quiver_broker::group::records::{
     decode_key, decode_value, encode_key, encode_value, OffsetKey, OffsetValue, METADATA_BYTES_MAX,
-};
-use quiver_broker::meta::{
-    FileMetadataStore, MetaError, MetadataCommand, MetadataState, MetadataStore, TopicMeta,
 };
 use std::collections::BTreeMap;
 use std::path::Path;

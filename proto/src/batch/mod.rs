@@ -109,6 +109,10 @@ pub const RECORD_BYTES_MIN: usize = 7;
 pub const BATCH_VERSION: u8 = 1;
 /// Bytes the CRC skips: base_offset, batch_len, leader_epoch and the crc field itself.
 pub const CRC_START: usize = 20;
+/// The end of the header bytes under the CRC that LogAppendTime stamping changes (`attributes`
+/// at 22 and `max_timestamp` at 36..44): [`ValidBatch::new_deep_log_append_time`] takes the
+/// CRC of `[CRC_START, STAMPED_END)` apart from the rest.
+const STAMPED_END: usize = 44;
 
 const _: () = assert!(BATCH_HEADER_BYTES == std::mem::size_of::<BatchHeader>());
 const _: () = assert!(BATCH_BYTES_MAX <= u32::MAX as usize);
@@ -275,6 +279,13 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
 /// reads back from disk: `bytes` is exactly one batch whose header is sane and whose CRC matches.
 /// No per-record work (the CRC is one pass over the bytes).
 pub fn validate(bytes: &[u8], limits: BatchLimits) -> Result<BatchInfo, BatchError> {
+    let info = validate_whole_header(bytes, limits)?;
+    check_crc(bytes, compute_crc(bytes))?;
+    Ok(info)
+}
+
+/// [`validate_header`], and `bytes` is exactly the batch its header says.
+fn validate_whole_header(bytes: &[u8], limits: BatchLimits) -> Result<BatchInfo, BatchError> {
     let info = validate_header(bytes, limits)?;
     if info.batch_len as usize != bytes.len() {
         return Err(BatchError::LengthMismatch {
@@ -282,15 +293,15 @@ pub fn validate(bytes: &[u8], limits: BatchLimits) -> Result<BatchInfo, BatchErr
             actual: bytes.len(),
         });
     }
-    let h = header(bytes)?;
-    let actual = compute_crc(bytes);
-    if h.crc.get() != actual {
-        return Err(BatchError::CrcMismatch {
-            expected: h.crc.get(),
-            actual,
-        });
-    }
     Ok(info)
+}
+
+fn check_crc(bytes: &[u8], actual: u32) -> Result<(), BatchError> {
+    let expected = header(bytes)?.crc.get();
+    if expected != actual {
+        return Err(BatchError::CrcMismatch { expected, actual });
+    }
+    Ok(())
 }
 
 /// Header sanity alone (no CRC, and `bytes` may hold more than this batch or only its header).
@@ -374,6 +385,12 @@ pub fn validate_header(bytes: &[u8], limits: BatchLimits) -> Result<BatchInfo, B
 /// a read back from disk gets only [`validate`] (the CRC then vouches for the records).
 pub fn validate_deep(bytes: &[u8], limits: BatchLimits) -> Result<BatchInfo, BatchError> {
     let info = validate(bytes, limits)?;
+    check_records(bytes, info)?;
+    Ok(info)
+}
+
+/// The per-record half of [`validate_deep`], on a batch whose header and CRC passed.
+fn check_records(bytes: &[u8], info: BatchInfo) -> Result<(), BatchError> {
     let view = BatchView { bytes, info };
     let records = view.records()?;
     let mut n = 0u32;
@@ -418,7 +435,7 @@ pub fn validate_deep(bytes: &[u8], limits: BatchLimits) -> Result<BatchInfo, Bat
             what: "last offset delta differs",
         });
     }
-    Ok(info)
+    Ok(())
 }
 
 /// A batch that passed [`validate`]: the type the engine's append takes, so unvalidated bytes
@@ -445,19 +462,43 @@ impl ValidBatch {
         Ok(ValidBatch { bytes, info })
     }
 
-    /// A copy of this batch switched to LogAppendTime at `now` ([`set_log_append_time`]: the
-    /// attribute bit and `max_timestamp` change and the CRC is recomputed). Not validated again:
-    /// the records are untouched and the header fields changed are set here.
-    pub fn with_log_append_time(&self, now: TimestampMs) -> ValidBatch {
-        let mut owned = bytes::BytesMut::from(&self.bytes[..]);
-        set_log_append_time(&mut owned, now).expect("a valid batch holds a whole header");
-        let mut info = self.info;
+    /// [`ValidBatch::new_deep`] for a topic that keeps LogAppendTime: validates `bytes` as the
+    /// producer sent it (so a CreateTime record's timestamp is checked against the producer's
+    /// `max_timestamp`), then returns a copy switched to LogAppendTime at `now`: the attribute
+    /// bit and `max_timestamp` set and the CRC recomputed.
+    ///
+    /// One CRC pass over the batch, not two: the CRC is taken in two parts, the header bytes
+    /// `[CRC_START, STAMPED_END)` that stamping changes and the rest; the old CRC is checked
+    /// from both, and the new one needs only the 24 stamped header bytes again, combined with
+    /// the rest's (crc32fast's `combine`, a few multiplications whatever the batch's length).
+    pub fn new_deep_log_append_time(
+        bytes: bytes::Bytes,
+        limits: BatchLimits,
+        now: TimestampMs,
+    ) -> Result<ValidBatch, BatchError> {
+        let mut info = validate_whole_header(&bytes, limits)?;
+        let mut rest = crc32fast::Hasher::new();
+        rest.update(&bytes[STAMPED_END..]);
+        let crc_with = |head: &[u8]| {
+            let mut h = crc32fast::Hasher::new();
+            h.update(head);
+            h.combine(&rest);
+            h.finalize()
+        };
+        check_crc(&bytes, crc_with(&bytes[CRC_START..STAMPED_END]))?;
+        check_records(&bytes, info)?;
+        let mut owned = bytes::BytesMut::from(&bytes[..]);
+        let h = header_mut(&mut owned)?;
+        h.attributes.set(h.attributes.get() | ATTR_LOG_APPEND_TIME);
+        h.max_timestamp.set(now.0);
+        let crc = crc_with(&owned[CRC_START..STAMPED_END]);
+        header_mut(&mut owned)?.crc.set(crc);
         info.timestamp_type = TimestampType::LogAppendTime;
         info.max_timestamp = now;
-        ValidBatch {
+        Ok(ValidBatch {
             bytes: owned.freeze(),
             info,
-        }
+        })
     }
 
     pub fn bytes(&self) -> &bytes::Bytes {

@@ -163,6 +163,63 @@ fn log_append_time_recomputes_crc_and_overrides_timestamps() {
         .all(|r| r.unwrap().timestamp == TimestampMs(5_000)));
 }
 
+/// The one-pass LogAppendTime path gives the same bytes as stamping a copy and recomputing the
+/// whole CRC, for every codec and for batches from one record to thousands; and it refuses what
+/// `new_deep` refuses: a flipped bit in the stamped part of the header, in the rest of the header,
+/// in the records, and a record newer than the producer's own `max_timestamp`.
+#[test]
+fn log_append_time_in_one_pass_matches_the_two_pass_stamp_and_refuses_what_new_deep_refuses() {
+    let now = TimestampMs(9_999);
+    for codec in [Compression::None, Compression::Lz4, Compression::Zstd] {
+        for n in [1i64, 7, 3000] {
+            let recs: Vec<Rec> = (0..n)
+                .map(|i| (100 + i, Some(vec![i as u8; 3]), Some(vec![7; 50]), vec![]))
+                .collect();
+            let bytes = build(codec, &recs);
+            let one =
+                ValidBatch::new_deep_log_append_time(bytes.clone(), BatchLimits::default(), now)
+                    .unwrap();
+            let mut two = bytes.to_vec();
+            set_log_append_time(&mut two, now).unwrap();
+            assert_eq!(&one.bytes()[..], &two[..], "{codec:?} n={n}");
+            assert_eq!(
+                *one.info(),
+                validate_deep(&two, BatchLimits::default()).unwrap()
+            );
+            for at in [CRC_START + 2, 30, STAMPED_END + 2, bytes.len() - 1] {
+                let mut bad = bytes.to_vec();
+                bad[at] ^= 0x10;
+                let bad = bytes::Bytes::from(bad);
+                let deep = ValidBatch::new_deep(bad.clone(), BatchLimits::default()).unwrap_err();
+                let stamped =
+                    ValidBatch::new_deep_log_append_time(bad, BatchLimits::default(), now)
+                        .unwrap_err();
+                assert_eq!(
+                    std::mem::discriminant(&deep),
+                    std::mem::discriminant(&stamped),
+                    "{codec:?} n={n} byte {at}: {deep} vs {stamped}"
+                );
+            }
+        }
+    }
+    // A CreateTime record newer than the batch's max_timestamp is refused before stamping, even
+    // though stamping would replace max_timestamp.
+    let mut lying = build(
+        Compression::None,
+        &[
+            (100, None, Some(vec![1]), vec![]),
+            (200, None, None, vec![]),
+        ],
+    )
+    .to_vec();
+    header_mut(&mut lying).unwrap().max_timestamp.set(150);
+    let crc = compute_crc(&lying);
+    header_mut(&mut lying).unwrap().crc.set(crc);
+    let err = ValidBatch::new_deep_log_append_time(lying.into(), BatchLimits::default(), now)
+        .unwrap_err();
+    assert!(matches!(err, BatchError::BadRecord { .. }), "{err}");
+}
+
 #[test]
 fn batch_iter_yields_whole_batches_then_reports_the_partial_one() {
     let a = build(Compression::None, &[(1, None, Some(vec![1; 10]), vec![])]);

@@ -1,13 +1,15 @@
 //! A shard: one glommio executor pinned to one core, and everything it owns.
 //!
 //! # What a shard owns
-//! - The partition logs placed on it (`state::owner_of`). A log is `!Send`, lives in this
+//! - The partition logs placed on it (`placement::owner_of`). A log is `!Send`, lives in this
 //!   shard's `logs` map and is touched by no other thread; another shard that needs it sends a
 //!   `ShardMsg` over the glommio channel mesh and awaits the reply on a oneshot channel.
 //! - Its QUIC endpoint (one UDP socket with SO_REUSEPORT) and the connections the kernel hashed to
 //!   it; a request is served on the shard that received it.
 //! - A copy of the metadata snapshot (`Arc<Snapshot>`, replaced whole on change).
-//! - Shard 0 also owns the controller: the metadata store, through which every topic change goes.
+//! - The services it hosts for the rest of the broker: the group coordinator of the groups whose
+//!   offsets partitions it owns, and on shard 0 the controller. The shard holds them; it does
+//!   not know their requests, which reach it as closures (`run_on`).
 //!
 //! # What may not be held across an `.await`
 //! A `RefCell` borrow of `logs` or `snapshot`: clone the `Rc<PartitionLog>` or the
@@ -30,84 +32,17 @@ use quiver_proto::api::fetch::OffsetSpec;
 use quiver_proto::batch::ValidBatch;
 use quiver_proto::{Offset, ShardId, TimestampMs};
 
+use super::logs;
+use super::mesh::{ListedOffset, PartError, PartRead};
+
+/// What one shard asks of another (`mesh::ShardMsg`, run by a `Shard`).
+pub type ShardMsg = super::mesh::ShardMsg<Shard>;
+type Task = super::mesh::Task<Shard>;
+use crate::cluster::controller::{Controller, ProducerIdsIssued};
+use crate::cluster::state::{PartKey, Snapshot, TopicInfo};
 use crate::config::Config;
-use crate::controller::{AdminOp, Controller, ProducerIdsIssued};
-use crate::logs;
 use crate::metrics::Metrics;
 use crate::process::ShutdownFlag;
-use crate::state::{PartKey, Snapshot, TopicInfo};
-
-/// What one shard asks of another.
-pub enum ShardMsg {
-    Append {
-        key: PartKey,
-        batches: Vec<ValidBatch>,
-        reply: oneshot::Sender<Result<AppendInfo, PartError>>,
-    },
-    /// Read these partitions (key, offset, per-partition limit), in order, spending at most
-    /// `budget` bytes over all of them (see [`Shard::read_many_local`]).
-    Read {
-        reads: Vec<(PartKey, Offset, usize)>,
-        budget: usize,
-        reply: oneshot::Sender<Vec<PartRead>>,
-    },
-    /// Resolve when any of these partitions has data at or beyond its offset, or at `deadline`.
-    Wait {
-        waits: Vec<(PartKey, Offset)>,
-        deadline: Instant,
-        reply: oneshot::Sender<()>,
-    },
-    ListOffset {
-        key: PartKey,
-        spec: OffsetSpec,
-        reply: oneshot::Sender<Result<ListedOffset, PartError>>,
-    },
-    /// A topic change, for the controller (shard 0).
-    Admin {
-        op: AdminOp,
-        reply: oneshot::Sender<quiver_proto::api::AnyResponse>,
-    },
-    /// A consumer-group request, for the shard that coordinates the group.
-    Group {
-        req: crate::handlers::group::GroupReq,
-        reply: oneshot::Sender<crate::handlers::group::GroupResp>,
-    },
-    /// New metadata: open, reconfigure or delete the logs this shard owns.
-    Apply {
-        snapshot: Arc<Snapshot>,
-        deleted: Vec<Arc<TopicInfo>>,
-        reply: oneshot::Sender<()>,
-    },
-}
-
-/// Why a partition operation failed on its owner.
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum PartError {
-    /// The partition is not hosted by its owner (the topic was deleted meanwhile).
-    #[error("partition is not hosted on this broker (topic deleted?)")]
-    NotHosted,
-    /// The partition's log failed to open (e.g. an I/O error during recovery).
-    #[error("partition log is unavailable: {0}")]
-    Failed(String),
-    #[error(transparent)]
-    Engine(#[from] quiver_engine::Error),
-    #[error("broker is shutting down")]
-    ShuttingDown,
-}
-
-/// What a read returns: the batches (or why not) and the partition's offsets at that moment.
-#[derive(Clone, Debug)]
-pub struct PartRead {
-    pub records: Result<Records, PartError>,
-    pub high_watermark: Offset,
-    pub log_start: Offset,
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct ListedOffset {
-    pub offset: Option<Offset>,
-    pub timestamp: Option<TimestampMs>,
-}
 
 pub struct Shard {
     pub id: ShardId,
@@ -122,6 +57,7 @@ pub struct Shard {
     pub producer_ids: Arc<ProducerIdsIssued>,
     /// Coordination of the consumer groups whose offsets partitions this shard owns.
     pub groups: crate::group::Coordinator,
+    shard_count: usize,
     stopping: Cell<bool>,
     listen_port: Cell<u16>,
     cluster_id: RefCell<Arc<str>>,
@@ -138,6 +74,9 @@ enum Slot {
 /// What a shard is made of when it starts.
 pub struct ShardInit {
     pub id: ShardId,
+    /// How many shards the broker runs. Counted once, before the shards start: inside a shard
+    /// the thread is pinned to one CPU, so counting the CPUs there would say 1.
+    pub shard_count: usize,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub shutdown: ShutdownFlag,
@@ -162,6 +101,7 @@ impl Shard {
             controller: init.controller.map(Rc::new),
             producer_ids: init.producer_ids,
             groups,
+            shard_count: init.shard_count,
             stopping: Cell::new(false),
             listen_port: Cell::new(0),
             cluster_id: RefCell::new(Arc::from("")),
@@ -191,7 +131,12 @@ impl Shard {
     }
 
     pub fn shard_count(&self) -> usize {
-        self.snapshot.borrow().shard_count
+        self.shard_count
+    }
+
+    /// The shard that owns a partition of `topic`.
+    pub fn owner(&self, topic: &TopicInfo, partition: quiver_proto::PartitionId) -> ShardId {
+        super::placement::owner_of(topic.id, partition, self.shard_count)
     }
 
     pub(crate) fn log(&self, key: &PartKey) -> Result<Rc<PartitionLog>, PartError> {
@@ -340,27 +285,29 @@ impl Shard {
         rx.await.unwrap_or(Err(PartError::ShuttingDown))
     }
 
-    /// Runs an admin operation on the controller (shard 0).
-    pub async fn admin(self: &Rc<Self>, op: AdminOp) -> quiver_proto::api::AnyResponse {
-        if let Some(c) = &self.controller {
-            return c.handle(self, op).await;
-        }
+    /// Runs `f` on shard `on` in a task of its own and returns what it returns: the one way
+    /// work other than reading and appending crosses the mesh (admin changes for the
+    /// controller, group requests for their coordinator), each with its own typed answer. The
+    /// task runs to its end even if the caller stops waiting, so a change cannot stop half-way.
+    /// `None` if `on` is stopping and never ran it.
+    pub async fn run_on<T, F, Fut>(self: &Rc<Self>, on: ShardId, f: F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = T> + 'static,
+    {
         let (reply, rx) = oneshot::channel();
-        self.send_to(
-            ShardId(0),
-            ShardMsg::Admin {
-                op: op.clone(),
-                reply,
-            },
-        )
-        .await;
-        match rx.await {
-            Ok(r) => r,
-            Err(_) => op.failed(
-                quiver_proto::ErrorCode::BrokerShuttingDown,
-                "broker is shutting down",
-            ),
+        let task: Task = Box::new(move |shard| {
+            Box::pin(async move {
+                let _ = reply.send(f(shard).await);
+            })
+        });
+        if on == self.id {
+            spawn_task(self.clone(), task);
+        } else {
+            self.send_to(on, ShardMsg::Run(task)).await;
         }
+        rx.await.ok()
     }
 
     /// Applies new metadata on every shard (this one included) and returns once all have.
@@ -370,7 +317,7 @@ impl Shard {
         deleted: Vec<Arc<TopicInfo>>,
     ) {
         let mut waits = Vec::new();
-        for s in 0..snapshot.shard_count as u32 {
+        for s in 0..self.shard_count as u32 {
             if s == self.id.0 {
                 continue;
             }
@@ -429,20 +376,7 @@ impl Shard {
                     let r = me.list_offset_local(key, spec).await;
                     let _ = reply.send(r);
                 }
-                ShardMsg::Admin { op, reply } => {
-                    let r = match &me.controller {
-                        Some(c) => c.handle(&me, op).await,
-                        None => op.failed(
-                            quiver_proto::ErrorCode::NotController,
-                            "admin request reached a shard without the controller",
-                        ),
-                    };
-                    let _ = reply.send(r);
-                }
-                ShardMsg::Group { req, reply } => {
-                    let r = crate::handlers::group::serve_local(&me, req).await;
-                    let _ = reply.send(r);
-                }
+                ShardMsg::Run(task) => task(me.clone()).await,
                 ShardMsg::Apply {
                     snapshot,
                     deleted,
@@ -649,7 +583,7 @@ impl Shard {
             let log_config = logs::log_config(&topic.config);
             for p in 0..topic.meta.partitions {
                 let partition = quiver_proto::PartitionId(p);
-                if snapshot.owner(topic, partition) != self.id {
+                if self.owner(topic, partition) != self.id {
                     continue;
                 }
                 let key = topic.key(partition);
@@ -664,9 +598,9 @@ impl Shard {
                     }
                     Some(Slot::Failed(_)) => {}
                     None => {
-                        let dir = crate::state::partition_dir(
+                        let dir = crate::cluster::dirs::partition_dir(
                             &self.config.data_dir,
-                            &topic.meta,
+                            &topic.meta.dir_name(),
                             partition,
                         );
                         let slot = match PartitionLog::open(&dir, log_config.clone()).await {
@@ -749,6 +683,11 @@ impl Shard {
             }
         }
     }
+}
+
+/// Runs a mesh task on this shard, in a task of its own.
+fn spawn_task(shard: Rc<Shard>, task: Task) {
+    glommio::spawn_local(async move { task(shard).await }).detach();
 }
 
 pub async fn sleep_until(deadline: Instant) {

@@ -33,6 +33,13 @@ pub struct TopicMeta {
     pub created_ms: i64,
 }
 
+impl TopicMeta {
+    /// The name of this topic's directory under `topics/` (`dirs::topic_dir_name`).
+    pub fn dir_name(&self) -> String {
+        super::dirs::topic_dir_name(&self.name, &self.id)
+    }
+}
+
 /// Everything metadata knows. `version` counts applied commands.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataState {
@@ -45,7 +52,7 @@ pub struct MetadataState {
     /// Directory names (`<name>.<id>`) of the topics deleted last, newest last, at most
     /// [`DELETED_TOPICS_KEPT`]. A start that finds one of these directories knows its deletion
     /// was committed and finishes it; any other directory the metadata does not hold is put
-    /// aside (`*.stray`), never deleted (`state::sweep_topic_dirs`).
+    /// aside (`*.stray`), never deleted (`dirs::sweep`).
     #[serde(default)]
     pub deleted_topic_dirs: Vec<String>,
 }
@@ -129,8 +136,7 @@ impl MetadataState {
                     .topics
                     .remove(name)
                     .ok_or_else(|| MetaError::UnknownTopic(name.clone()))?;
-                self.deleted_topic_dirs
-                    .push(crate::state::topic_dir_name(&t));
+                self.deleted_topic_dirs.push(t.dir_name());
                 if self.deleted_topic_dirs.len() > DELETED_TOPICS_KEPT {
                     let excess = self.deleted_topic_dirs.len() - DELETED_TOPICS_KEPT;
                     self.deleted_topic_dirs.drain(..excess);
@@ -171,10 +177,44 @@ impl MetadataState {
 }
 
 /// Where metadata is kept. One instance per broker, owned by the controller shard.
+///
+/// A change is made in three steps, so that its I/O can run off the core (the controller runs
+/// the write on glommio's blocking pool): `prepare` applies the command to a copy and says what
+/// write makes it durable, the caller runs the write, then `commit` makes the new state current.
+/// Only one change may be between `prepare` and `commit` at a time (the controller's turn).
 pub trait MetadataStore {
     fn state(&self) -> &MetadataState;
-    /// Applies `cmd` durably: when this returns Ok the change survives kill -9.
-    fn submit(&mut self, cmd: MetadataCommand) -> Result<&MetadataState, MetaError>;
+    /// The state after `cmd`, and the write that makes it durable. Changes nothing.
+    fn prepare(&self, cmd: &MetadataCommand) -> Result<(MetadataState, DurableWrite), MetaError>;
+    /// `next` (from `prepare`) is durable: make it the state.
+    fn commit(&mut self, next: MetadataState);
+    /// Applies `cmd` durably, here and now (blocking): when this returns Ok the change survives
+    /// kill -9. For tools and tests; the controller uses the three steps.
+    fn submit(&mut self, cmd: MetadataCommand) -> Result<&MetadataState, MetaError> {
+        let (next, write) = self.prepare(&cmd)?;
+        write.run()?;
+        self.commit(next);
+        Ok(self.state())
+    }
+}
+
+/// A write that makes a new metadata state durable: the whole file, written to a temporary file,
+/// synced, renamed over the old one, and the directory synced. `Send`, to run on a blocking pool.
+#[derive(Debug)]
+pub struct DurableWrite {
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl DurableWrite {
+    /// Runs the write (blocking I/O: a file write and two syncs).
+    pub fn run(self) -> Result<(), MetaError> {
+        let tmp = self.path.with_extension("json.tmp");
+        write_durably(&self.path, &tmp, &self.bytes, 0o666).map_err(|source| MetaError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
 }
 
 /// Metadata in one file, rewritten atomically per change.
@@ -200,7 +240,7 @@ impl FileMetadataStore {
                 // A first start, unless topics are already on disk: metadata is written before
                 // any topic directory is made, so their presence means the file was lost.
                 let topics = data_dir.join("topics");
-                let live = crate::state::topic_dirs_on_disk(&topics);
+                let live = super::dirs::topic_dirs_on_disk(&topics);
                 if let Some(example) = live.first() {
                     return Err(MetaError::Missing {
                         path,
@@ -219,16 +259,12 @@ impl FileMetadataStore {
         Ok(FileMetadataStore { path, state })
     }
 
-    fn persist(&self, state: &MetadataState) -> Result<(), MetaError> {
-        let io = |source| MetaError::Io {
-            path: self.path.clone(),
-            source,
-        };
+    /// The file's bytes for `state`: the checksummed header line, then the JSON.
+    fn encode(state: &MetadataState) -> Vec<u8> {
         let body = serde_json::to_vec_pretty(state).expect("metadata serializes");
         let mut file = format!("{HEADER_PREFIX}{:08x}\n", crc32fast::hash(&body)).into_bytes();
         file.extend_from_slice(&body);
-        let tmp = self.path.with_extension("json.tmp");
-        write_durably(&self.path, &tmp, &file, 0o666).map_err(io)
+        file
     }
 }
 
@@ -291,12 +327,18 @@ impl MetadataStore for FileMetadataStore {
         &self.state
     }
 
-    fn submit(&mut self, cmd: MetadataCommand) -> Result<&MetadataState, MetaError> {
+    fn prepare(&self, cmd: &MetadataCommand) -> Result<(MetadataState, DurableWrite), MetaError> {
         let mut next = self.state.clone();
-        next.apply(&cmd)?;
-        self.persist(&next)?;
+        next.apply(cmd)?;
+        let write = DurableWrite {
+            path: self.path.clone(),
+            bytes: Self::encode(&next),
+        };
+        Ok((next, write))
+    }
+
+    fn commit(&mut self, next: MetadataState) {
         self.state = next;
-        Ok(&self.state)
     }
 }
 
@@ -389,7 +431,7 @@ mod tests {
         s.submit(MetadataCommand::CreateTopic(t.clone())).unwrap();
         drop(s);
         let topics = dir.path().join("topics");
-        fs::create_dir_all(topics.join(crate::state::topic_dir_name(&t)).join("0")).unwrap();
+        fs::create_dir_all(topics.join(t.dir_name()).join("0")).unwrap();
         fs::remove_file(dir.path().join("meta/metadata.json")).unwrap();
         let err = FileMetadataStore::open(dir.path())
             .err()
@@ -401,8 +443,8 @@ mod tests {
         );
         // Only directories being deleted (or put aside) left: a start may go on, empty.
         fs::rename(
-            topics.join(crate::state::topic_dir_name(&t)),
-            topics.join(format!(".deleted.{}", crate::state::topic_dir_name(&t))),
+            topics.join(t.dir_name()),
+            topics.join(format!(".deleted.{}", t.dir_name())),
         )
         .unwrap();
         fs::create_dir_all(topics.join("b.0123.stray")).unwrap();
@@ -423,10 +465,7 @@ mod tests {
                     name: t.name.clone(),
                 })
                 .unwrap();
-            assert_eq!(
-                state.deleted_topic_dirs.last(),
-                Some(&crate::state::topic_dir_name(&t))
-            );
+            assert_eq!(state.deleted_topic_dirs.last(), Some(&t.dir_name()));
         }
         assert_eq!(state.deleted_topic_dirs.len(), DELETED_TOPICS_KEPT);
         assert!(state.deleted_topic_dirs[0].starts_with("t5."));

@@ -1,16 +1,26 @@
 //! The controller: the one place topics change. It lives on shard 0 and owns the metadata store;
-//! other shards forward admin requests to it over the mesh.
+//! admin requests reach it there as closures (`runtime::Shard::run_on`).
 //!
-//! A change is checked here, made durable by the store, turned into a new snapshot and applied
-//! on every shard (each opens or deletes the logs it owns) before the client is answered, so a
-//! client that created a topic can produce to it at once, through any shard. Changes run one at
-//! a time (a semaphore), so two requests never race on the same topic.
+//! Call order, one change at a time (a change holds the controller's [`Turn`], so two requests
+//! never race on the same topic):
+//! 1. `Controller::turn().await`: wait for the turn;
+//! 2. `Turn::change(op).await`: check the change and make it durable in the store; returns the
+//!    answer for the client and, if metadata changed, the [`Plan`] every shard must apply (the
+//!    new snapshot, the topics deleted);
+//! 3. the caller applies the plan on every shard (`Shard::broadcast_apply`: each opens or
+//!    deletes the logs it owns), then `Turn::finish(&plan)` moves deleted topics' directories to
+//!    the paced deleter;
+//! 4. the answer goes to the client, so one that created a topic can produce to it at once,
+//!    through any shard.
 //!
-//! The store's file I/O (a small write and two syncs) runs on shard 0 itself; admin changes are
-//! rare and the pause is a few milliseconds. The Raft controller will replace the store.
+//! The controller knows nothing of shards: it returns what must be applied. The store's writes
+//! (a small file written and synced, then its directory) run on glommio's blocking pool, so
+//! partitions on shard 0 do not stall during admin changes; the Raft log that replaces the store
+//! will run the same way.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,10 +36,9 @@ use quiver_proto::api::produce::{InitProducerIdRequest, InitProducerIdResponse};
 use quiver_proto::api::AnyResponse;
 use quiver_proto::ErrorCode;
 
-use crate::meta::{new_topic_id, MetaError, MetadataCommand, MetadataStore, TopicMeta};
-use crate::shard::Shard;
-use crate::state::{Snapshot, TopicInfo};
-use crate::topic::{self, TopicConfig, PARTITIONS_PER_TOPIC_MAX};
+use super::meta::{new_topic_id, MetaError, MetadataCommand, MetadataStore, TopicMeta};
+use super::state::{Snapshot, TopicInfo};
+use super::topic::{self, TopicConfig, PARTITIONS_PER_TOPIC_MAX};
 
 /// A topic change, as it crosses the mesh to the controller.
 #[derive(Clone, Debug)]
@@ -140,6 +149,21 @@ pub struct Limits {
     pub file_name_max: usize,
 }
 
+/// What every shard must apply after a change: the new snapshot, and the topics it deleted
+/// (whose logs each shard closes and hands to the deleter).
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub snapshot: Arc<Snapshot>,
+    pub deleted: Vec<Arc<TopicInfo>>,
+}
+
+/// The controller's turn: changes run one at a time, each from `change` to `finish` (see the
+/// module's call order).
+pub struct Turn {
+    controller: Rc<Controller>,
+    _permit: glommio::sync::StaticPermit,
+}
+
 /// Producer ids handed out so far: every id below this may be in use. Shared by every shard
 /// (one process), read on each produce with a producer id and raised by the controller when it
 /// hands one out, so a batch naming an id nobody was given is refused before any producer state
@@ -164,6 +188,9 @@ impl ProducerIdsIssued {
 
 pub struct Controller {
     store: RefCell<Box<dyn MetadataStore>>,
+    /// The snapshot of the last plan (what every shard has applied, or is applying).
+    current: RefCell<Arc<Snapshot>>,
+    data_dir: PathBuf,
     one_at_a_time: Rc<glommio::sync::Semaphore>,
     defaults: TopicConfig,
     default_partitions: u32,
@@ -178,8 +205,11 @@ type ItemResult<T> = Result<T, (ErrorCode, String)>;
 impl Controller {
     /// `producer_ids` must start at the store's `producer_ids_reserved` (every id below it may
     /// have been handed out before this start).
+    /// `current` is the snapshot the shards start with (built from the store's state).
     pub fn new(
         store: Box<dyn MetadataStore>,
+        current: Arc<Snapshot>,
+        data_dir: PathBuf,
         defaults: TopicConfig,
         default_partitions: u32,
         producer_ids: Arc<ProducerIdsIssued>,
@@ -188,6 +218,8 @@ impl Controller {
         Controller {
             next_producer_id: Cell::new(store.state().producer_ids_reserved),
             store: RefCell::new(store),
+            current: RefCell::new(current),
+            data_dir,
             one_at_a_time: Rc::new(glommio::sync::Semaphore::new(1)),
             defaults,
             default_partitions,
@@ -196,46 +228,38 @@ impl Controller {
         }
     }
 
-    /// Runs one admin change. Changes run one at a time; once this change holds the turn it runs
-    /// to the end in a task of its own, so a client that goes away (its request cancelled) cannot
-    /// stop it between making metadata durable and applying it on every shard.
-    pub async fn handle(self: &Rc<Self>, shard: &Rc<Shard>, op: AdminOp) -> AnyResponse {
-        let Ok(permit) = self.one_at_a_time.acquire_static_permit(1).await else {
-            return op.failed(ErrorCode::BrokerShuttingDown, "controller is stopping");
-        };
-        let (me, shard) = (self.clone(), shard.clone());
-        let fallback = op.failed(ErrorCode::BrokerShuttingDown, "controller is stopping");
-        glommio::spawn_local(async move {
-            let _permit = permit;
-            me.run(&shard, op).await
+    /// Waits for the controller's turn; `None` if the controller is stopping.
+    pub async fn turn(self: &Rc<Self>) -> Option<Turn> {
+        let permit = self.one_at_a_time.acquire_static_permit(1).await.ok()?;
+        Some(Turn {
+            controller: self.clone(),
+            _permit: permit,
         })
-        .detach()
-        .await
-        .unwrap_or(fallback)
     }
 
-    async fn run(&self, shard: &Rc<Shard>, op: AdminOp) -> AnyResponse {
-        match op {
-            AdminOp::CreateTopics(r) => {
-                AnyResponse::CreateTopics(self.create_topics(shard, r).await)
-            }
+    async fn change(&self, op: AdminOp) -> (AnyResponse, Option<Plan>) {
+        let mut deleted = Vec::new();
+        let answer = match op {
+            AdminOp::CreateTopics(r) => AnyResponse::CreateTopics(self.create_topics(r).await),
             AdminOp::DeleteTopics(r) => {
-                AnyResponse::DeleteTopics(self.delete_topics(shard, r).await)
+                AnyResponse::DeleteTopics(self.delete_topics(r, &mut deleted).await)
             }
             AdminOp::CreatePartitions(r) => {
-                AnyResponse::CreatePartitions(self.create_partitions(shard, r).await)
+                AnyResponse::CreatePartitions(self.create_partitions(r).await)
             }
             AdminOp::AlterConfigs(r) => {
-                AnyResponse::IncrementalAlterConfigs(self.alter_configs(shard, r).await)
+                AnyResponse::IncrementalAlterConfigs(self.alter_configs(r).await)
             }
-            AdminOp::InitProducerId(r) => AnyResponse::InitProducerId(self.init_producer_id(&r)),
+            AdminOp::InitProducerId(r) => {
+                AnyResponse::InitProducerId(self.init_producer_id(&r).await)
+            }
             AdminOp::EnsureTopic {
                 name,
                 partitions,
                 configs,
                 internal,
             } => {
-                let exists = shard.snapshot().topic(&name).is_some();
+                let exists = self.store.borrow().state().topics.contains_key(&name);
                 let result = if exists {
                     CreatableTopicResult {
                         name: name.clone(),
@@ -255,22 +279,21 @@ impl Controller {
                             })
                             .collect(),
                     };
-                    let res = self.create_one(&spec, false, internal);
-                    self.publish(shard, vec![]).await;
-                    res
+                    self.create_one(&spec, false, internal).await
                 };
                 AnyResponse::CreateTopics(CreateTopicsResponse {
                     throttle_time_ms: 0,
                     topics: vec![result],
                 })
             }
-        }
+        };
+        (answer, self.plan(deleted))
     }
 
     /// An idempotent producer's id and epoch. A producer that had one gets its epoch bumped (a
     /// new session of sequences); a new one, or one whose epoch is exhausted, gets a new id. Ids
     /// come from blocks reserved durably, so none is handed out twice, even across restarts.
-    fn init_producer_id(&self, r: &InitProducerIdRequest) -> InitProducerIdResponse {
+    async fn init_producer_id(&self, r: &InitProducerIdRequest) -> InitProducerIdResponse {
         if r.transactional_id.is_some() {
             return InitProducerIdResponse {
                 error_code: ErrorCode::InvalidRequest,
@@ -290,7 +313,9 @@ impl Controller {
         if id >= self.store.borrow().state().producer_ids_reserved {
             // The reservation is made durable first, so an id is never given twice.
             let up_to = id + PRODUCER_ID_BLOCK;
-            if let Err((code, message)) = self.submit(MetadataCommand::ReserveProducerIds { up_to })
+            if let Err((code, message)) = self
+                .submit(MetadataCommand::ReserveProducerIds { up_to })
+                .await
             {
                 tracing::error!(%message, "cannot reserve producer ids");
                 return InitProducerIdResponse {
@@ -308,44 +333,61 @@ impl Controller {
         }
     }
 
-    /// Makes the store's state the shards' state.
-    async fn publish(&self, shard: &Rc<Shard>, deleted: Vec<Arc<TopicInfo>>) {
+    /// What the shards must apply for the store's state to be theirs: `None` when nothing
+    /// changed since the last plan.
+    fn plan(&self, deleted: Vec<Arc<TopicInfo>>) -> Option<Plan> {
         let snapshot = {
             let store = self.store.borrow();
-            match Snapshot::build(store.state(), &self.defaults, shard.shard_count()) {
+            if store.state().version == self.current.borrow().version && deleted.is_empty() {
+                return None;
+            }
+            match Snapshot::build(store.state(), &self.defaults) {
                 Ok(s) => Arc::new(s),
                 Err(e) => {
                     // Overrides are checked before they are stored; this is a bug, not input.
                     tracing::error!(error = %e, "stored topic config does not resolve");
-                    return;
+                    return None;
                 }
             }
         };
-        if snapshot.version == shard.snapshot().version && deleted.is_empty() {
-            return;
-        }
-        shard.broadcast_apply(snapshot, deleted).await;
+        *self.current.borrow_mut() = snapshot.clone();
+        Some(Plan { snapshot, deleted })
     }
 
-    fn submit(&self, cmd: MetadataCommand) -> ItemResult<()> {
-        self.store
-            .borrow_mut()
-            .submit(cmd)
-            .map(|_| ())
-            .map_err(|e| match e {
-                MetaError::TopicExists(_) => (ErrorCode::TopicAlreadyExists, e.to_string()),
-                MetaError::UnknownTopic(_) => (ErrorCode::UnknownTopicOrPartition, e.to_string()),
-                MetaError::PartitionsCannotShrink { .. } => {
-                    (ErrorCode::InvalidPartitions, e.to_string())
+    /// Makes `cmd` durable in the store: the next state is prepared here, written on glommio's
+    /// blocking pool (off this core), then committed. Only the holder of the turn calls it, so
+    /// nothing else changes the store in between.
+    async fn submit(&self, cmd: MetadataCommand) -> ItemResult<()> {
+        let prepared = self.store.borrow().prepare(&cmd);
+        let result = match prepared {
+            Ok((next, write)) => {
+                match glommio::executor()
+                    .spawn_blocking(move || write.run())
+                    .await
+                {
+                    Ok(()) => {
+                        self.store.borrow_mut().commit(next);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
                 }
-                MetaError::Io { .. }
-                | MetaError::Corrupt { .. }
-                | MetaError::Missing { .. }
-                | MetaError::VersionExhausted(_) => {
-                    tracing::error!(error = %e, "metadata store failed");
-                    (ErrorCode::StorageError, e.to_string())
-                }
-            })
+            }
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| match e {
+            MetaError::TopicExists(_) => (ErrorCode::TopicAlreadyExists, e.to_string()),
+            MetaError::UnknownTopic(_) => (ErrorCode::UnknownTopicOrPartition, e.to_string()),
+            MetaError::PartitionsCannotShrink { .. } => {
+                (ErrorCode::InvalidPartitions, e.to_string())
+            }
+            MetaError::Io { .. }
+            | MetaError::Corrupt { .. }
+            | MetaError::Missing { .. }
+            | MetaError::VersionExhausted(_) => {
+                tracing::error!(error = %e, "metadata store failed");
+                (ErrorCode::StorageError, e.to_string())
+            }
+        })
     }
 
     /// Refuses a change that would take the broker past its partition limit.
@@ -390,7 +432,7 @@ impl Controller {
         Ok(out)
     }
 
-    fn create_one(
+    async fn create_one(
         &self,
         t: &CreatableTopic,
         validate_only: bool,
@@ -472,7 +514,7 @@ impl Controller {
                 if !validate_only {
                     let flush_ms = meta.configs.get("flush.ms").cloned();
                     let name = meta.name.clone();
-                    match self.submit(MetadataCommand::CreateTopic(meta)) {
+                    match self.submit(MetadataCommand::CreateTopic(meta)).await {
                         Err((code, message)) => {
                             result.error_code = code;
                             result.error_message = Some(message);
@@ -485,17 +527,11 @@ impl Controller {
         result
     }
 
-    async fn create_topics(
-        &self,
-        shard: &Rc<Shard>,
-        r: CreateTopicsRequest,
-    ) -> CreateTopicsResponse {
-        let topics = r
-            .topics
-            .iter()
-            .map(|t| self.create_one(t, r.validate_only, false))
-            .collect();
-        self.publish(shard, vec![]).await;
+    async fn create_topics(&self, r: CreateTopicsRequest) -> CreateTopicsResponse {
+        let mut topics = Vec::with_capacity(r.topics.len());
+        for t in &r.topics {
+            topics.push(self.create_one(t, r.validate_only, false).await);
+        }
         CreateTopicsResponse {
             throttle_time_ms: 0,
             topics,
@@ -504,14 +540,13 @@ impl Controller {
 
     async fn delete_topics(
         &self,
-        shard: &Rc<Shard>,
         r: DeleteTopicsRequest,
+        deleted: &mut Vec<Arc<TopicInfo>>,
     ) -> DeleteTopicsResponse {
-        let before = shard.snapshot();
-        let mut deleted = Vec::new();
+        let before = self.current.borrow().clone();
         let mut responses = Vec::new();
         for name in &r.topic_names {
-            let res = (|| -> ItemResult<()> {
+            let res: ItemResult<()> = async {
                 let info = before.topic(name).ok_or_else(|| {
                     (
                         ErrorCode::UnknownTopicOrPartition,
@@ -524,10 +559,12 @@ impl Controller {
                         format!("'{name}' is an internal topic and cannot be deleted"),
                     ));
                 }
-                self.submit(MetadataCommand::DeleteTopic { name: name.clone() })?;
+                self.submit(MetadataCommand::DeleteTopic { name: name.clone() })
+                    .await?;
                 deleted.push(info.clone());
                 Ok(())
-            })();
+            }
+            .await;
             let (error_code, error_message) = match res {
                 Ok(()) => (ErrorCode::None, None),
                 Err((c, m)) => (c, Some(m)),
@@ -538,35 +575,16 @@ impl Controller {
                 error_message,
             });
         }
-        let doomed = deleted.clone();
-        self.publish(shard, deleted).await;
-        // Every shard has closed its partitions and handed their files to the engine's paced
-        // deleter; the topic directory is renamed out of the way at once and follows them.
-        for info in doomed {
-            let dir = crate::state::topic_dir(&shard.config.data_dir, &info.meta);
-            let trash = crate::state::deleted_topic_dir(&shard.config.data_dir, &info.meta);
-            match std::fs::rename(&dir, &trash) {
-                Ok(()) => quiver_engine::delete_dir_paced(trash),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "removing a deleted topic's directory failed");
-                }
-            }
-        }
         DeleteTopicsResponse {
             throttle_time_ms: 0,
             responses,
         }
     }
 
-    async fn create_partitions(
-        &self,
-        shard: &Rc<Shard>,
-        r: CreatePartitionsRequest,
-    ) -> CreatePartitionsResponse {
+    async fn create_partitions(&self, r: CreatePartitionsRequest) -> CreatePartitionsResponse {
         let mut results = Vec::new();
         for t in &r.topics {
-            let res = (|| -> ItemResult<()> {
+            let res: ItemResult<()> = async {
                 let current = self
                     .store
                     .borrow()
@@ -618,10 +636,12 @@ impl Controller {
                     self.submit(MetadataCommand::CreatePartitions {
                         name: t.name.clone(),
                         total: t.count,
-                    })?;
+                    })
+                    .await?;
                 }
                 Ok(())
-            })();
+            }
+            .await;
             let (error_code, error_message) = match res {
                 Ok(()) => (ErrorCode::None, None),
                 Err((c, m)) => (c, Some(m)),
@@ -632,7 +652,6 @@ impl Controller {
                 error_message,
             });
         }
-        self.publish(shard, vec![]).await;
         CreatePartitionsResponse {
             throttle_time_ms: 0,
             results,
@@ -641,12 +660,11 @@ impl Controller {
 
     async fn alter_configs(
         &self,
-        shard: &Rc<Shard>,
         r: IncrementalAlterConfigsRequest,
     ) -> IncrementalAlterConfigsResponse {
         let mut responses = Vec::new();
         for res in &r.resources {
-            let outcome = (|| -> ItemResult<()> {
+            let outcome: ItemResult<()> = async {
                 if res.resource_type != ConfigResourceType::Topic {
                     return Err((
                         ErrorCode::InvalidRequest,
@@ -716,13 +734,15 @@ impl Controller {
                         name: res.resource_name.clone(),
                         set,
                         remove,
-                    })?;
+                    })
+                    .await?;
                     if flush_ms.is_some() {
                         log_flush_policy(&res.resource_name, flush_ms.as_deref());
                     }
                 }
                 Ok(())
-            })();
+            }
+            .await;
             let (error_code, error_message) = match outcome {
                 Ok(()) => (ErrorCode::None, None),
                 Err((c, m)) => (c, Some(m)),
@@ -734,10 +754,35 @@ impl Controller {
                 resource_name: res.resource_name.clone(),
             });
         }
-        self.publish(shard, vec![]).await;
         IncrementalAlterConfigsResponse {
             throttle_time_ms: 0,
             responses,
+        }
+    }
+}
+
+impl Turn {
+    /// Checks `op` and makes it durable; returns the client's answer and what every shard must
+    /// apply before it is sent (`None`: metadata did not change).
+    pub async fn change(&self, op: AdminOp) -> (AnyResponse, Option<Plan>) {
+        self.controller.change(op).await
+    }
+
+    /// After every shard has applied `plan` (and so closed the deleted topics' logs and handed
+    /// their files to the engine's paced deleter): each deleted topic's directory is renamed out
+    /// of the way at once and follows them (`dirs::sweep` finishes it after a crash).
+    pub fn finish(&self, plan: &Plan) {
+        let data_dir = &self.controller.data_dir;
+        for info in &plan.deleted {
+            let dir = super::dirs::topic_dir(data_dir, &info.meta.dir_name());
+            let trash = super::dirs::deleted_topic_dir(data_dir, &info.meta.dir_name());
+            match std::fs::rename(&dir, &trash) {
+                Ok(()) => quiver_engine::delete_dir_paced(trash),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "removing a deleted topic's directory failed");
+                }
+            }
         }
     }
 }

@@ -76,11 +76,11 @@ pub fn file_name_max(dir: &std::path::Path) -> usize {
 }
 
 /// Checks that a topic's directory names fit the file system: `<name>.<id>`, and
-/// `.deleted.<name>.<id>` while it is deleted (`state::TOPIC_DIR_NAME_OVERHEAD`). Kafka allows
+/// `.deleted.<name>.<id>` while it is deleted (`dirs::TOPIC_DIR_NAME_OVERHEAD`). Kafka allows
 /// 249-byte names because its directories are `<name>-<partition>`; Quiver's carry a 32-digit
 /// id, so on a file system with 255-byte names a topic name may have 213 bytes.
 pub fn check_name_fits(name: &str, file_name_max: usize) -> Result<(), NameError> {
-    let max = file_name_max.saturating_sub(crate::state::TOPIC_DIR_NAME_OVERHEAD);
+    let max = file_name_max.saturating_sub(super::dirs::TOPIC_DIR_NAME_OVERHEAD);
     if name.len() > max {
         return Err(NameError::TooLongForFiles {
             len: name.len(),

@@ -3,7 +3,7 @@
 use quiver_engine::{FlushPolicy, LogConfig, PartitionLog};
 use quiver_proto::Offset;
 
-use crate::topic::TopicConfig;
+use crate::cluster::topic::TopicConfig;
 
 /// The engine config a topic's config implies.
 pub fn log_config(c: &TopicConfig) -> LogConfig {

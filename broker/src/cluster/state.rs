@@ -1,0 +1,137 @@
+//! What every shard knows about topics: an immutable snapshot of metadata, shared by `Arc` and
+//! replaced whole when metadata changes. A request clones the `Arc` once and reads it without
+//! locks; a change never tears a request's view.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use quiver_proto::PartitionId;
+
+use super::dirs::{self, Sweep};
+use super::meta::{MetadataState, TopicMeta};
+use super::topic::{ConfigValueError, TopicConfig};
+
+/// A partition inside this broker: the topic's id (so a re-created topic never meets an old
+/// topic's log) and the partition number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartKey {
+    pub topic_id: u128,
+    pub partition: PartitionId,
+}
+
+/// One topic, resolved.
+#[derive(Debug)]
+pub struct TopicInfo {
+    pub meta: TopicMeta,
+    pub id: u128,
+    pub config: TopicConfig,
+    pub internal: bool,
+}
+
+impl TopicInfo {
+    pub fn key(&self, partition: PartitionId) -> PartKey {
+        PartKey {
+            topic_id: self.id,
+            partition,
+        }
+    }
+
+    pub fn has_partition(&self, partition: PartitionId) -> bool {
+        partition.0 < self.meta.partitions
+    }
+}
+
+/// Metadata as every shard sees it.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub version: u64,
+    pub topics: HashMap<String, Arc<TopicInfo>>,
+}
+
+impl Snapshot {
+    pub fn build(
+        state: &MetadataState,
+        defaults: &TopicConfig,
+    ) -> Result<Snapshot, ConfigValueError> {
+        let mut topics = HashMap::with_capacity(state.topics.len());
+        for (name, meta) in &state.topics {
+            let config = TopicConfig::resolve(defaults, &meta.configs)?;
+            let id = u128::from_str_radix(&meta.id, 16).unwrap_or(0);
+            let internal = super::topic::is_internal(name);
+            topics.insert(
+                name.clone(),
+                Arc::new(TopicInfo {
+                    meta: meta.clone(),
+                    id,
+                    config,
+                    internal,
+                }),
+            );
+        }
+        Ok(Snapshot {
+            version: state.version,
+            topics,
+        })
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&Arc<TopicInfo>> {
+        self.topics.get(name)
+    }
+}
+
+/// Finishes what a crash left in `topics/` (see `dirs::sweep`): the live directories are the
+/// topics `state` holds; the deleted ones are those it lists as deleted.
+pub fn sweep_topic_dirs(data_dir: &Path, state: &MetadataState) -> Sweep {
+    let live: HashSet<String> = state.topics.values().map(TopicMeta::dir_name).collect();
+    let deleted: HashSet<&str> = state
+        .deleted_topic_dirs
+        .iter()
+        .map(String::as_str)
+        .collect();
+    dirs::sweep(data_dir, &live, &deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(name: &str) -> TopicMeta {
+        TopicMeta {
+            name: name.into(),
+            id: crate::cluster::meta::new_topic_id(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: Default::default(),
+            created_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_sweep_deletes_only_what_metadata_deleted_and_puts_the_rest_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = dir.path().join("topics");
+        let (live, gone, unknown) = (meta("live"), meta("gone"), meta("unknown"));
+        let mut state = MetadataState::default();
+        state.topics.insert("live".into(), live.clone());
+        state.deleted_topic_dirs.push(gone.dir_name());
+        for t in [&live, &gone, &unknown] {
+            std::fs::create_dir_all(topics.join(t.dir_name()).join("0")).unwrap();
+        }
+        let sweep = sweep_topic_dirs(dir.path(), &state);
+        assert_eq!(sweep.strays, vec![unknown.dir_name()]);
+        assert!(topics.join(live.dir_name()).join("0").is_dir());
+        let stray = topics.join(format!("{}.stray", unknown.dir_name()));
+        assert!(stray.join("0").is_dir(), "kept, renamed");
+        assert!(!topics.join(gone.dir_name()).exists());
+        // A second stray of the same name does not overwrite the first.
+        std::fs::create_dir_all(topics.join(unknown.dir_name())).unwrap();
+        let again = sweep_topic_dirs(dir.path(), &state);
+        assert_eq!(again.strays.len(), 1);
+        assert!(topics
+            .join(format!("{}.stray.1", unknown.dir_name()))
+            .is_dir());
+        assert!(stray.join("0").is_dir());
+        assert_eq!(dirs::topic_dirs_on_disk(&topics), vec![live.dir_name()]);
+    }
+}

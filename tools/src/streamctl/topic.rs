@@ -1,0 +1,219 @@
+//! `streamctl topic` and `streamctl cluster`: create, list, describe, alter, grow and delete
+//! topics; describe the cluster.
+
+use quiver_client::{Admin, AlterConfig, Client, ConfigResource, NewTopic, Offset};
+use quiver_tools::outln;
+use serde_json::json;
+
+use crate::args::{Output, OutputArgs, TopicCommand};
+use crate::output::{print_json, print_table};
+use crate::CliResult;
+
+pub async fn topic(client: &Client, cmd: &TopicCommand) -> CliResult {
+    let admin = Admin::new(client.clone());
+    let e = |e: quiver_client::Error| e.to_string();
+    match cmd {
+        TopicCommand::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+            out,
+        } => {
+            let mut t = NewTopic {
+                name: name.clone(),
+                partitions: *partitions,
+                replication_factor: *replication_factor,
+                ..NewTopic::default()
+            };
+            for (k, v) in configs {
+                t = t.config(k.clone(), v.clone());
+            }
+            admin.create_topic(t).await.map_err(e)?;
+            let d = admin.describe_topic(name).await.map_err(e)?;
+            match out.output {
+                Output::Json => print_json(&json!({"created": name, "topic": d})),
+                Output::Text => {
+                    outln!(
+                        "created topic {name} with {} partition{}",
+                        d.partitions.len(),
+                        if d.partitions.len() == 1 { "" } else { "s" }
+                    );
+                    Ok(())
+                }
+            }
+        }
+        TopicCommand::List { out } => {
+            let topics = admin.list_topics().await.map_err(e)?;
+            match out.output {
+                Output::Json => print_json(&topics),
+                Output::Text => {
+                    let rows: Vec<Vec<String>> = topics
+                        .iter()
+                        .map(|t| {
+                            let rf = t.partitions.first().map_or(0, |p| p.replicas.len());
+                            vec![
+                                t.name.clone(),
+                                t.partitions.len().to_string(),
+                                rf.to_string(),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["NAME", "PARTITIONS", "REPLICAS"], &rows);
+                    Ok(())
+                }
+            }
+        }
+        TopicCommand::Describe { name, out } => {
+            let d = admin.describe_topic(name).await.map_err(e)?;
+            match out.output {
+                Output::Json => print_json(&d),
+                Output::Text => {
+                    outln!("NAME        {}", d.name);
+                    outln!("ID          {}", d.id);
+                    outln!("PARTITIONS  {}", d.partitions.len());
+                    outln!();
+                    let ids = |v: &[quiver_client::BrokerId]| {
+                        v.iter()
+                            .map(|b| b.0.to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    };
+                    let opt = |o: Option<Offset>| o.map_or("-".to_string(), |o| o.0.to_string());
+                    let rows: Vec<Vec<String>> = d
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            vec![
+                                p.partition.0.to_string(),
+                                p.leader.map_or("-".into(), |l| l.0.to_string()),
+                                p.leader_shard.map_or("-".into(), |s| s.to_string()),
+                                ids(&p.replicas),
+                                ids(&p.isr),
+                                opt(p.start_offset),
+                                opt(p.end_offset),
+                            ]
+                        })
+                        .collect();
+                    print_table(
+                        &[
+                            "PARTITION",
+                            "LEADER",
+                            "SHARD",
+                            "REPLICAS",
+                            "ISR",
+                            "START",
+                            "END",
+                        ],
+                        &rows,
+                    );
+                    outln!();
+                    let rows: Vec<Vec<String>> = d
+                        .configs
+                        .iter()
+                        .map(|c| {
+                            vec![
+                                c.name.clone(),
+                                c.value.clone().unwrap_or_else(|| "-".into()),
+                                c.source.clone(),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["CONFIG", "VALUE", "SOURCE"], &rows);
+                    for c in &d.configs {
+                        if let Some(note) = &c.note {
+                            outln!("note: {}: {note}", c.name);
+                        }
+                    }
+                    Ok(())
+                }
+            }
+        }
+        TopicCommand::Delete { name, out } => {
+            admin.delete_topic(name).await.map_err(e)?;
+            match out.output {
+                Output::Json => print_json(&json!({ "deleted": name })),
+                Output::Text => {
+                    outln!("deleted topic {name}");
+                    Ok(())
+                }
+            }
+        }
+        TopicCommand::Alter {
+            name,
+            set,
+            delete,
+            out,
+        } => {
+            if set.is_empty() && delete.is_empty() {
+                return Err("nothing to change: give --set KEY=VALUE or --delete KEY".into());
+            }
+            let mut changes: Vec<AlterConfig> = set
+                .iter()
+                .map(|(k, v)| AlterConfig::set(k.clone(), v.clone()))
+                .collect();
+            changes.extend(delete.iter().map(|k| AlterConfig::delete(k.clone())));
+            admin
+                .alter_configs(ConfigResource::Topic(name.clone()), changes)
+                .await
+                .map_err(e)?;
+            let configs = admin
+                .describe_configs(ConfigResource::Topic(name.clone()))
+                .await
+                .map_err(e)?;
+            match out.output {
+                Output::Json => print_json(&json!({ "altered": name, "configs": configs })),
+                Output::Text => {
+                    outln!("altered topic {name}");
+                    Ok(())
+                }
+            }
+        }
+        TopicCommand::AddPartitions { name, total, out } => {
+            admin.create_partitions(name, *total).await.map_err(e)?;
+            match out.output {
+                Output::Json => print_json(&json!({ "topic": name, "partitions": total })),
+                Output::Text => {
+                    outln!("topic {name} now has {total} partitions");
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+pub async fn cluster(client: &Client, out: OutputArgs) -> CliResult {
+    let admin = Admin::new(client.clone());
+    let c = admin.describe_cluster().await.map_err(|e| e.to_string())?;
+    match out.output {
+        Output::Json => print_json(&c),
+        Output::Text => {
+            outln!(
+                "CLUSTER     {}",
+                c.cluster_id.as_deref().unwrap_or("(no id)")
+            );
+            outln!(
+                "CONTROLLER  {}",
+                c.controller.map_or("-".into(), |b| b.0.to_string())
+            );
+            outln!();
+            let rows: Vec<Vec<String>> = c
+                .brokers
+                .iter()
+                .map(|b| {
+                    vec![
+                        b.id.to_string(),
+                        b.address(),
+                        if Some(b.id) == c.controller.map(|c| c.0) {
+                            "yes".into()
+                        } else {
+                            "".into()
+                        },
+                    ]
+                })
+                .collect();
+            print_table(&["BROKER", "ADDRESS", "CONTROLLER"], &rows);
+            Ok(())
+        }
+    }
+}
