@@ -18,6 +18,7 @@ use crate::commit::OffsetAndMetadata;
 use crate::consumer::list_offsets_raw;
 use crate::error::{Error, Result};
 use crate::group::find_coordinator;
+use crate::grouping::by_topic;
 use crate::record::TopicPartition;
 
 /// A topic to create.
@@ -760,22 +761,19 @@ impl Admin {
         if offsets.is_empty() {
             return Ok(());
         }
-        let mut topics: Vec<OffsetCommitTopic> = Vec::new();
-        for (tp, o) in offsets {
+        let parts = offsets.iter().map(|(tp, o)| {
             let part = OffsetCommitPartition {
                 partition: tp.partition,
                 committed_offset: *o,
                 committed_leader_epoch: None,
                 committed_metadata: None,
             };
-            match topics.iter_mut().find(|t| t.name == tp.topic) {
-                Some(t) => t.partitions.push(part),
-                None => topics.push(OffsetCommitTopic {
-                    name: tp.topic.clone(),
-                    partitions: vec![part],
-                }),
-            }
-        }
+            (&tp.topic, part)
+        });
+        let topics = by_topic(parts, |name, partitions| OffsetCommitTopic {
+            name: name.clone(),
+            partitions,
+        });
         let req = OffsetCommitRequest {
             group_id: group.to_string(),
             generation_id_or_member_epoch: NO_GENERATION,
@@ -864,16 +862,13 @@ impl Admin {
             }
         }
         let mut ends: BTreeMap<TopicPartition, Offset> = BTreeMap::new();
-        let mut by_topic: BTreeMap<&str, Vec<(TopicPartition, OffsetSpec)>> = BTreeMap::new();
-        for tp in rows.keys() {
-            by_topic
-                .entry(tp.topic.as_str())
-                .or_default()
-                .push((tp.clone(), OffsetSpec::Latest));
-        }
-        for asked in by_topic.values() {
+        let asked = rows
+            .keys()
+            .map(|tp| (&tp.topic, (tp.clone(), OffsetSpec::Latest)));
+        // A topic at a time: a deleted topic fails its own listing only.
+        for asked in by_topic(asked, |_, asked| asked) {
             // A deleted topic has no end; its committed offsets are still shown.
-            if let Ok(found) = list_offsets_raw(&self.client, asked).await {
+            if let Ok(found) = list_offsets_raw(&self.client, &asked).await {
                 ends.extend(found.into_iter().filter_map(|(tp, o)| o.map(|o| (tp, o))));
             }
         }

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::group::{backoff, find_coordinator, CommitIdentity};
+use crate::grouping::by_topic;
 use crate::record::TopicPartition;
 
 /// How long a commit keeps retrying errors that may pass (no coordinator yet, a lost
@@ -276,22 +277,19 @@ async fn commit_once(
             b
         }
     };
-    let mut topics: Vec<OffsetCommitTopic> = Vec::new();
-    for (tp, o) in &job.offsets {
+    let parts = job.offsets.iter().map(|(tp, o)| {
         let part = OffsetCommitPartition {
             partition: tp.partition,
             committed_offset: o.offset,
             committed_leader_epoch: None,
             committed_metadata: o.metadata.clone(),
         };
-        match topics.iter_mut().find(|t| t.name == tp.topic) {
-            Some(t) => t.partitions.push(part),
-            None => topics.push(OffsetCommitTopic {
-                name: tp.topic.clone(),
-                partitions: vec![part],
-            }),
-        }
-    }
+        (&tp.topic, part)
+    });
+    let topics = by_topic(parts, |name, partitions| OffsetCommitTopic {
+        name: name.clone(),
+        partitions,
+    });
     // A member commits as itself (the broker fences stale epochs and removed members); a
     // consumer with assigned partitions commits from outside the group, which the broker
     // accepts while the group has no members.

@@ -29,6 +29,7 @@ use tokio::sync::Notify;
 
 use crate::client::Client;
 use crate::error::{Error, Result};
+use crate::grouping::by_topic;
 use crate::record::TopicPartition;
 
 /// What a member subscribes to.
@@ -223,17 +224,11 @@ impl Drop for Membership {
 }
 
 fn wire_partitions(tps: &BTreeSet<TopicPartition>) -> Vec<TopicPartitions> {
-    let mut out: Vec<TopicPartitions> = Vec::new();
-    for tp in tps {
-        match out.iter_mut().find(|t| t.topic == tp.topic) {
-            Some(t) => t.partitions.push(tp.partition),
-            None => out.push(TopicPartitions {
-                topic: tp.topic.clone(),
-                partitions: vec![tp.partition],
-            }),
-        }
-    }
-    out
+    let parts = tps.iter().map(|tp| (&tp.topic, tp.partition));
+    by_topic(parts, |topic, partitions| TopicPartitions {
+        topic: topic.clone(),
+        partitions,
+    })
 }
 
 async fn coordinator(shared: &GroupShared) -> Result<BrokerId> {

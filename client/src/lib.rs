@@ -33,6 +33,7 @@ pub mod commit;
 pub mod consumer;
 pub mod error;
 mod group;
+mod grouping;
 pub mod partitioner;
 pub mod producer;
 pub mod record;

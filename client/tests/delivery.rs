@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use quiver_client::{Admin, NewTopic, Producer, ProducerConfig, ProducerRecord};
+use quiver_client::{Admin, Error, NewTopic, Offset, Producer, ProducerConfig, ProducerRecord};
 use quiver_testkit::Broker;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,4 +106,33 @@ async fn partitions_with_ready_batches_take_turns_in_requests() {
         overtaken < bound,
         "a record was acknowledged after {overtaken} records sent after it (bound {bound})"
     );
+}
+
+/// A record the batch builder refuses (more headers than a record may have) fails in `enqueue`
+/// and leaves the batch it opened empty; the sender drops that batch, and a flush waiting for it
+/// returns. (It once waited for ever: the batch left the outstanding set with no wake-up.)
+#[tokio::test]
+async fn a_flush_does_not_wait_for_a_batch_whose_only_record_was_refused() {
+    let broker = Broker::start(&[]);
+    let client = broker.client().await;
+    Admin::new(client.clone())
+        .create_topic(NewTopic::new("h", 1))
+        .await
+        .unwrap();
+    let producer = Producer::new(client, ProducerConfig::default()).unwrap();
+    let mut record = ProducerRecord::new("h").value("x");
+    for i in 0..1025 {
+        record = record.header(format!("h{i}"), "v");
+    }
+    let err = producer.enqueue(record).await.err().expect("refused");
+    assert!(matches!(err, Error::Record(_)), "{err}");
+    tokio::time::timeout(Duration::from_secs(10), producer.flush())
+        .await
+        .expect("the flush returns")
+        .unwrap();
+    let meta = producer
+        .send(ProducerRecord::new("h").value("y"))
+        .await
+        .unwrap();
+    assert_eq!(meta.offset, Some(Offset(0)));
 }

@@ -24,6 +24,9 @@
 //! tails are zero padding (direct I/O writes whole blocks), so parsing stops at the first
 //! all-zero entry; a closed segment's files are cut to their exact length at roll.
 
+use crate::offset::OffsetExt;
+use quiver_proto::Offset;
+
 pub(crate) const OFFSET_ENTRY_BYTES: usize = 8;
 pub(crate) const TIME_ENTRY_BYTES: usize = 12;
 
@@ -52,7 +55,7 @@ impl IndexPoint {
 
 /// Offsets a segment may span: an index point holds its batch's offset relative to the segment's
 /// base in 32 bits, so a log rolls to a new segment before an append would take the active one
-/// past this (`log.rs`), and appends are refused beyond `APPEND_OFFSETS_MAX`.
+/// past this (`log/append.rs`), and appends are refused beyond `APPEND_OFFSETS_MAX`.
 pub(crate) const SEGMENT_OFFSETS_MAX: u64 = u32::MAX as u64;
 
 impl IndexPoint {
@@ -60,25 +63,30 @@ impl IndexPoint {
     /// offset is `batch_offset`; `None` if either does not fit the index's 32-bit fields (a
     /// segment this engine did not write, since it rolls first), never a truncated value.
     pub(crate) fn new(
-        base: u64,
-        batch_offset: u64,
+        base: Offset,
+        batch_offset: Offset,
         position: u64,
         max_timestamp: i64,
     ) -> Option<IndexPoint> {
-        let rel = batch_offset.checked_sub(base)?;
+        let rel = batch_offset.checked_since(base)?;
         Some(IndexPoint {
             rel_offset: u32::try_from(rel).ok()?,
             position: u32::try_from(position).ok()?,
             max_timestamp,
         })
     }
+
+    /// The base offset of the point's batch, in the segment based at `base`.
+    pub(crate) fn offset(&self, base: Offset) -> Offset {
+        base.plus(u64::from(self.rel_offset))
+    }
 }
 
 /// `offset` relative to the segment based at `base`, for a lookup: past what 32 bits hold it is
 /// the largest value (the lookup then finds the segment's last point, which is right, since no
 /// point can lie beyond it).
-pub(crate) fn rel_for_lookup(offset: u64, base: u64) -> u32 {
-    u32::try_from(offset.saturating_sub(base)).unwrap_or(u32::MAX)
+pub(crate) fn rel_for_lookup(offset: Offset, base: Offset) -> u32 {
+    u32::try_from(offset.checked_since(base).unwrap_or(0)).unwrap_or(u32::MAX)
 }
 
 /// Why index files cannot be used as they are.
@@ -210,7 +218,7 @@ mod tests {
 
     #[test]
     fn points_and_lookups_never_truncate_offsets() {
-        let base = 1_000;
+        let base = Offset(1_000);
         // (batch offset, position, expected point)
         let cases = [
             (1_000, 0, Some((0, 0))),
@@ -220,15 +228,19 @@ mod tests {
             (1_001, u64::from(u32::MAX) + 1, None),
         ];
         for (offset, pos, want) in cases {
+            let point = IndexPoint::new(base, Offset(offset), pos, 0);
             assert_eq!(
-                IndexPoint::new(base, offset, pos, 0).map(|p| (p.rel_offset, p.position)),
+                point.map(|p| (p.rel_offset, p.position)),
                 want,
                 "offset {offset} position {pos}"
             );
+            if let Some(p) = point {
+                assert_eq!(p.offset(base), Offset(offset));
+            }
         }
-        assert_eq!(rel_for_lookup(1_005, 1_000), 5);
-        assert_eq!(rel_for_lookup(1_000 + (1 << 40), 1_000), u32::MAX);
-        assert_eq!(rel_for_lookup(5, 1_000), 0);
+        assert_eq!(rel_for_lookup(Offset(1_005), base), 5);
+        assert_eq!(rel_for_lookup(Offset(1_000 + (1 << 40)), base), u32::MAX);
+        assert_eq!(rel_for_lookup(Offset(5), base), 0);
     }
 
     #[test]

@@ -141,6 +141,7 @@ pub mod fuzzing;
 mod index;
 mod log;
 mod notify;
+mod offset;
 mod producers;
 pub mod readahead;
 mod segment;

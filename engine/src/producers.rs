@@ -23,7 +23,9 @@
 //! the active segment. A producer idle for [`PRODUCER_IDLE_EXPIRY_MS`] is forgotten.
 
 use crate::error::{Error, Result, SequenceError};
+use crate::offset::OffsetExt;
 use quiver_proto::batch::{sequence_add, sequence_at_or_before, BatchInfo, ValidBatch};
+use quiver_proto::Offset;
 use std::collections::{HashMap, VecDeque};
 
 /// Batches remembered per producer, for duplicate detection: a producer keeps at most this many
@@ -43,8 +45,8 @@ pub const PRODUCERS_PER_LOG_MAX: usize = 10_000;
 struct Range {
     first_seq: i32,
     last_seq: i32,
-    base_offset: u64,
-    last_offset: u64,
+    base_offset: Offset,
+    last_offset: Offset,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,7 +62,10 @@ pub(crate) enum Verdict {
     /// New batches: append them.
     Append,
     /// The one batch of the append is already in the log at these offsets.
-    Duplicate { base_offset: u64, last_offset: u64 },
+    Duplicate {
+        base_offset: Offset,
+        last_offset: Offset,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -170,7 +175,7 @@ impl Producers {
     }
 
     /// Records a batch appended at `base_offset`.
-    pub(crate) fn record(&mut self, info: &BatchInfo, base_offset: u64, now_ms: i64) {
+    pub(crate) fn record(&mut self, info: &BatchInfo, base_offset: Offset, now_ms: i64) {
         if info.producer_id < 0 || info.base_sequence < 0 {
             return;
         }
@@ -192,14 +197,14 @@ impl Producers {
             base_offset,
             // Saturating: offsets come from the log, which checked them, but a number read
             // from disk is never trusted to add without overflow.
-            last_offset: base_offset.saturating_add(u64::from(info.last_offset_delta)),
+            last_offset: base_offset.saturating_plus(u64::from(info.last_offset_delta)),
         });
         e.last_append_ms = e.last_append_ms.max(now_ms);
     }
 
     /// Forgets batches at or past `end` (staged bytes discarded, or the log truncated). A producer
     /// left with none is forgotten: its next batch must start a new epoch or sequence 0.
-    pub(crate) fn forget_from(&mut self, end: u64) {
+    pub(crate) fn forget_from(&mut self, end: Offset) {
         self.map.retain(|_, e| {
             while e.recent.back().is_some_and(|r| r.last_offset >= end) {
                 e.recent.pop_back();
@@ -231,8 +236,8 @@ impl Producers {
             for r in &e.recent {
                 out.extend_from_slice(&r.first_seq.to_le_bytes());
                 out.extend_from_slice(&r.last_seq.to_le_bytes());
-                out.extend_from_slice(&r.base_offset.to_le_bytes());
-                out.extend_from_slice(&r.last_offset.to_le_bytes());
+                out.extend_from_slice(&r.base_offset.0.to_le_bytes());
+                out.extend_from_slice(&r.last_offset.0.to_le_bytes());
             }
         }
         let crc = crc32fast::hash(&out);
@@ -266,8 +271,8 @@ impl Producers {
                 recent.push_back(Range {
                     first_seq: i32::from_le_bytes(r.array()?),
                     last_seq: i32::from_le_bytes(r.array()?),
-                    base_offset: u64::from_le_bytes(r.array()?),
-                    last_offset: u64::from_le_bytes(r.array()?),
+                    base_offset: Offset(u64::from_le_bytes(r.array()?)),
+                    last_offset: Offset(u64::from_le_bytes(r.array()?)),
                 });
             }
             map.insert(
@@ -317,11 +322,11 @@ mod tests {
         ValidBatch::new(b.finish().expect("builds"), BatchLimits::default()).expect("valid")
     }
 
-    fn append(p: &mut Producers, end: &mut u64, b: ValidBatch) -> Result<Verdict> {
+    fn append(p: &mut Producers, end: &mut Offset, b: ValidBatch) -> Result<Verdict> {
         let v = p.check(std::slice::from_ref(&b))?;
         if v == Verdict::Append {
             p.record(b.info(), *end, 0);
-            *end += u64::from(b.info().record_count);
+            *end = end.plus(u64::from(b.info().record_count));
         }
         Ok(v)
     }
@@ -335,7 +340,7 @@ mod tests {
 
     #[test]
     fn sequences_continue_duplicates_are_found_and_gaps_refused() {
-        let (mut p, mut end) = (Producers::default(), 0u64);
+        let (mut p, mut end) = (Producers::default(), Offset(0));
         assert_eq!(
             kind(append(&mut p, &mut end, batch(7, 0, 3, 2))),
             SequenceError::OutOfOrder
@@ -352,11 +357,11 @@ mod tests {
         assert_eq!(
             append(&mut p, &mut end, batch(7, 0, 0, 3)).unwrap(),
             Verdict::Duplicate {
-                base_offset: 0,
-                last_offset: 2
+                base_offset: Offset(0),
+                last_offset: Offset(2),
             }
         );
-        assert_eq!(end, 5);
+        assert_eq!(end, Offset(5));
         assert_eq!(
             kind(append(&mut p, &mut end, batch(7, 0, 6, 1))),
             SequenceError::OutOfOrder
@@ -388,10 +393,10 @@ mod tests {
 
     #[test]
     fn a_log_keeps_state_for_a_bounded_number_of_producers() {
-        let (mut p, mut end) = (Producers::default(), 0u64);
+        let (mut p, mut end) = (Producers::default(), Offset(0));
         for pid in 0..PRODUCERS_PER_LOG_MAX as i64 {
             p.record(batch(pid, 0, 0, 1).info(), end, 0);
-            end += 1;
+            end = end.plus(1);
         }
         assert_eq!(p.len(), PRODUCERS_PER_LOG_MAX);
         // A new producer is refused, without state made for it...
@@ -426,8 +431,8 @@ mod tests {
             kind(p.check(&[batch(1, 0, 2, 2), batch(1, 0, 0, 2)])),
             SequenceError::OutOfOrder
         );
-        p.record(two[0].info(), 0, 0);
-        p.record(two[1].info(), 2, 0);
+        p.record(two[0].info(), Offset(0), 0);
+        p.record(two[1].info(), Offset(2), 0);
         assert_eq!(
             kind(p.check(&[two[1].clone(), batch(1, 0, 4, 1)])),
             SequenceError::Duplicate
@@ -435,15 +440,15 @@ mod tests {
         assert_eq!(
             p.check(&two[1..]).unwrap(),
             Verdict::Duplicate {
-                base_offset: 2,
-                last_offset: 3
+                base_offset: Offset(2),
+                last_offset: Offset(3),
             }
         );
     }
 
     #[test]
     fn sequences_wrap_and_only_the_last_batches_are_kept() {
-        let (mut p, mut end) = (Producers::default(), 0u64);
+        let (mut p, mut end) = (Producers::default(), Offset(0));
         append(&mut p, &mut end, batch(1, 0, 0, 1)).unwrap();
         p.map
             .get_mut(&1)
@@ -479,7 +484,7 @@ mod tests {
 
     #[test]
     fn forgetting_discarded_batches_and_snapshots_round_trip() {
-        let (mut p, mut end) = (Producers::default(), 0u64);
+        let (mut p, mut end) = (Producers::default(), Offset(0));
         for s in 0..3 {
             append(&mut p, &mut end, batch(1, 2, s, 1)).unwrap();
         }
@@ -493,7 +498,7 @@ mod tests {
         flipped[12] ^= 1;
         assert_eq!(Producers::decode(&flipped), None);
         // Offsets 2.. discarded: producer 1 goes back to sequence 1, producer 9 is forgotten.
-        p.forget_from(2);
+        p.forget_from(Offset(2));
         assert_eq!(p.len(), 1);
         assert_eq!(
             p.check(&[batch(1, 2, 2, 1)]).map_err(kind_of),
@@ -518,7 +523,7 @@ mod tests {
         #[test]
         fn snapshots_round_trip(ops in proptest::collection::vec((0i64..4, 0i16..3, 1u32..4), 0..40)) {
             let mut p = Producers::default();
-            let mut end = 0u64;
+            let mut end = Offset(0);
             let mut next: HashMap<(i64, i16), i32> = HashMap::new();
             for (pid, epoch, n) in ops {
                 let seq = next.entry((pid, epoch)).or_insert(0);

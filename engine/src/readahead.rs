@@ -15,6 +15,7 @@ use crate::dma;
 use crate::error::Result;
 use crate::notify::Notify;
 use glommio::io::{DmaFile, ReadResult};
+use quiver_proto::Offset;
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::rc::{Rc, Weak};
@@ -91,9 +92,9 @@ struct Slot {
 /// Where a read-ahead sits: the bytes of segment `base` from file position `pos`, where the batch
 /// with base offset `offset` starts. Valid while the log's truncation count is `truncations`.
 pub(crate) struct ReadAhead {
-    pub base: u64,
+    pub base: Offset,
     pub pos: u64,
-    pub offset: u64,
+    pub offset: Offset,
     pub truncations: u64,
     slot: Rc<Slot>,
 }
@@ -103,7 +104,7 @@ pub(crate) struct ReadAhead {
 pub(crate) struct Preloaded {
     pub buf: ReadResult,
     pub pos: u64,
-    pub offset: u64,
+    pub offset: Offset,
     pub _reservation: Reservation,
 }
 
@@ -111,9 +112,9 @@ pub(crate) struct Preloaded {
 pub(crate) struct Ahead {
     pub file: Rc<DmaFile>,
     pub path: PathBuf,
-    pub base: u64,
+    pub base: Offset,
     pub pos: u64,
-    pub offset: u64,
+    pub offset: Offset,
     pub len: usize,
     pub truncations: u64,
 }

@@ -4,8 +4,10 @@
 use crate::dma::{self, align_down, WriteBuf, BLOCK, CHUNK_BYTES_MAX};
 use crate::error::{Error, Result};
 use crate::index::{self, IndexPoint, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES};
+use crate::offset::OffsetExt;
 use glommio::io::{DmaFile, ReadResult};
 use quiver_proto::batch::{self, BatchLimits, BATCH_HEADER_BYTES};
+use quiver_proto::Offset;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -13,17 +15,17 @@ pub(crate) const LOG_EXT: &str = "log";
 pub(crate) const INDEX_EXT: &str = "index";
 pub(crate) const TIME_EXT: &str = "timeindex";
 
-pub(crate) fn file_name(base: u64, ext: &str) -> String {
-    format!("{base:020}.{ext}")
+pub(crate) fn file_name(base: Offset, ext: &str) -> String {
+    format!("{:020}.{ext}", base.0)
 }
 
 /// The base offset named by a segment file name, and its extension.
-pub(crate) fn parse_file_name(name: &str) -> Option<(u64, &str)> {
+pub(crate) fn parse_file_name(name: &str) -> Option<(Offset, &str)> {
     let (stem, ext) = name.split_once('.')?;
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some((stem.parse().ok()?, ext))
+    Some((Offset(stem.parse().ok()?), ext))
 }
 
 #[derive(Clone, Debug)]
@@ -34,7 +36,7 @@ pub(crate) struct SegmentPaths {
 }
 
 impl SegmentPaths {
-    pub(crate) fn new(dir: &Path, base: u64) -> SegmentPaths {
+    pub(crate) fn new(dir: &Path, base: Offset) -> SegmentPaths {
         SegmentPaths {
             log: dir.join(file_name(base, LOG_EXT)),
             index: dir.join(file_name(base, INDEX_EXT)),
@@ -67,7 +69,7 @@ fn sync_dir_blocking(dir: &Path) -> Result<()> {
 /// `.deleted` files, which open removes; the process's deleter thread (`crate::deleter`) frees
 /// their space afterwards, paced so that the other logs' fdatasyncs do not wait on it. The
 /// renames run on glommio's blocking pool, off the core.
-pub(crate) async fn delete_files(dir: &Path, bases: Vec<u64>) -> Result<()> {
+pub(crate) async fn delete_files(dir: &Path, bases: Vec<Offset>) -> Result<()> {
     let dir = dir.to_path_buf();
     let renamed = glommio::executor()
         .spawn_blocking(move || rename_for_deletion(&dir, &bases))
@@ -78,7 +80,7 @@ pub(crate) async fn delete_files(dir: &Path, bases: Vec<u64>) -> Result<()> {
 
 /// Renames each existing file of `bases`, in that order, to `<name>.deleted`, syncs `dir`, and
 /// returns the new names.
-fn rename_for_deletion(dir: &Path, bases: &[u64]) -> Result<Vec<PathBuf>> {
+fn rename_for_deletion(dir: &Path, bases: &[Offset]) -> Result<Vec<PathBuf>> {
     let mut renamed = Vec::with_capacity(bases.len() * 3);
     for &base in bases {
         let p = SegmentPaths::new(dir, base);
@@ -107,7 +109,7 @@ fn rename_for_deletion(dir: &Path, bases: &[u64]) -> Result<Vec<PathBuf>> {
 pub(crate) const PRODUCERS_EXT: &str = "producers";
 
 /// The offsets of the producer snapshots in `dir`.
-pub(crate) fn producer_snapshots(dir: &Path) -> Result<Vec<u64>> {
+pub(crate) fn producer_snapshots(dir: &Path) -> Result<Vec<Offset>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io("list dir", dir, e))? {
         let entry = entry.map_err(|e| Error::io("list dir", dir, e))?;
@@ -121,11 +123,11 @@ pub(crate) fn producer_snapshots(dir: &Path) -> Result<Vec<u64>> {
 
 /// Removes the producer snapshots above `offset`, durably (the directory is synced), off the
 /// core.
-pub(crate) async fn remove_producers_above(dir: &Path, offset: u64) -> Result<()> {
+pub(crate) async fn remove_producers_above(dir: &Path, offset: Offset) -> Result<()> {
     let dir = dir.to_path_buf();
     glommio::executor()
         .spawn_blocking(move || {
-            let above: Vec<u64> = producer_snapshots(&dir)?
+            let above: Vec<Offset> = producer_snapshots(&dir)?
                 .into_iter()
                 .filter(|&o| o > offset)
                 .collect();
@@ -147,7 +149,7 @@ pub(crate) async fn remove_producers_above(dir: &Path, offset: u64) -> Result<()
 
 /// Writes the producer snapshot at `offset` (temp file, fsync, rename; a caller that needs the
 /// rename to survive a crash syncs the directory), off the core.
-pub(crate) async fn write_producers(dir: &Path, offset: u64, bytes: Vec<u8>) -> Result<()> {
+pub(crate) async fn write_producers(dir: &Path, offset: Offset, bytes: Vec<u8>) -> Result<()> {
     let path = dir.join(file_name(offset, PRODUCERS_EXT));
     glommio::executor()
         .spawn_blocking(move || {
@@ -163,7 +165,7 @@ pub(crate) async fn write_producers(dir: &Path, offset: u64, bytes: Vec<u8>) -> 
 }
 
 /// The producer snapshot at `offset`, if there is one.
-pub(crate) async fn read_producers(dir: &Path, offset: u64) -> Result<Option<Vec<u8>>> {
+pub(crate) async fn read_producers(dir: &Path, offset: Offset) -> Result<Option<Vec<u8>>> {
     let path = dir.join(file_name(offset, PRODUCERS_EXT));
     glommio::executor()
         .spawn_blocking(move || match std::fs::read(&path) {
@@ -185,10 +187,10 @@ pub(crate) async fn read_producers(dir: &Path, offset: u64) -> Result<Option<Vec
 pub(crate) async fn walk_headers(
     file: &Rc<DmaFile>,
     path: &Path,
-    base: u64,
+    base: Offset,
     end: u64,
     holes: &[Hole],
-    mut f: impl FnMut(&batch::BatchInfo, u64),
+    mut f: impl FnMut(&batch::BatchInfo, Offset),
 ) -> Result<()> {
     let mut cur = Cursor::new(file.clone(), path.to_path_buf(), end, 64 * 1024);
     let (mut pos, mut expected) = (0u64, base);
@@ -202,7 +204,7 @@ pub(crate) async fn walk_headers(
             batch::validate_header(hdr, BatchLimits::default())
                 .map_err(|e| e.to_string())
                 .and_then(|info| {
-                    let at = batch::header(hdr).expect("checked").base_offset.get();
+                    let at = Offset(batch::header(hdr).expect("checked").base_offset.get());
                     if at == expected {
                         Ok(info)
                     } else {
@@ -216,7 +218,7 @@ pub(crate) async fn walk_headers(
             Ok(info) => {
                 f(&info, expected);
                 pos += u64::from(info.batch_len);
-                expected += u64::from(info.last_offset_delta) + 1;
+                expected = expected.plus(u64::from(info.last_offset_delta) + 1);
             }
             Err(why) => {
                 // Go on from the next intact batch, so producers seen after the damage keep
@@ -300,8 +302,8 @@ impl Cursor {
 pub(crate) struct Found {
     pub pos: u64,
     pub len: u32,
-    pub base_offset: u64,
-    pub last_offset: u64,
+    pub base_offset: Offset,
+    pub last_offset: Offset,
     pub max_timestamp: i64,
 }
 
@@ -314,7 +316,7 @@ pub(crate) type Stop = (u64, String);
 pub(crate) async fn check_batch(
     cur: &mut Cursor,
     pos: u64,
-    expected_offset: u64,
+    expected_offset: Offset,
 ) -> Result<Result<Found, Stop>> {
     if !cur.ensure(pos, BATCH_HEADER_BYTES).await? {
         return Ok(Err((pos, "partial batch header".into())));
@@ -325,7 +327,7 @@ pub(crate) async fn check_batch(
             Err(e) => return Ok(Err((pos, format!("bad batch header: {e}")))),
         };
     let hdr = batch::header(cur.slice(pos, BATCH_HEADER_BYTES)).expect("checked");
-    let base_offset = hdr.base_offset.get();
+    let base_offset = Offset(hdr.base_offset.get());
     if base_offset != expected_offset {
         return Ok(Err((
             pos,
@@ -343,7 +345,7 @@ pub(crate) async fn check_batch(
         pos,
         len: info.batch_len,
         base_offset,
-        last_offset: base_offset + u64::from(info.last_offset_delta),
+        last_offset: base_offset.plus(u64::from(info.last_offset_delta)),
         max_timestamp: info.max_timestamp.0,
     }))
 }
@@ -352,7 +354,7 @@ pub(crate) async fn check_batch(
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct WalkStart {
     pub pos: u64,
-    pub offset: u64,
+    pub offset: Offset,
     /// Running max timestamp of every batch before `pos` (i64::MIN if none).
     pub max_timestamp: i64,
     /// Position of the last index point at or before `pos` (0 if none).
@@ -360,16 +362,16 @@ pub(crate) struct WalkStart {
 }
 
 impl WalkStart {
-    pub(crate) fn at_point(base: u64, p: &IndexPoint) -> WalkStart {
+    pub(crate) fn at_point(base: Offset, p: &IndexPoint) -> WalkStart {
         WalkStart {
             pos: u64::from(p.position),
-            offset: base + u64::from(p.rel_offset),
+            offset: p.offset(base),
             max_timestamp: p.max_timestamp,
             last_index_pos: u64::from(p.position),
         }
     }
 
-    pub(crate) fn origin(base: u64) -> WalkStart {
+    pub(crate) fn origin(base: Offset) -> WalkStart {
         WalkStart {
             pos: 0,
             offset: base,
@@ -386,8 +388,8 @@ impl WalkStart {
 pub(crate) struct Hole {
     pub pos: u64,
     pub end: u64,
-    pub first: u64,
-    pub next: u64,
+    pub first: Offset,
+    pub next: Offset,
     pub reason: String,
 }
 
@@ -410,7 +412,7 @@ pub(crate) enum OnDamage {
 pub(crate) struct Walk {
     /// End of the last good batch.
     pub valid_len: u64,
-    pub next_offset: u64,
+    pub next_offset: Offset,
     pub max_timestamp: i64,
     pub last_batch: Option<Found>,
     pub last_index_pos: u64,
@@ -425,7 +427,7 @@ pub(crate) struct Walk {
 /// next intact batch as `on_damage` says.
 pub(crate) async fn walk(
     cur: &mut Cursor,
-    base: u64,
+    base: Offset,
     start: WalkStart,
     interval: u32,
     points: &mut Vec<IndexPoint>,
@@ -472,7 +474,7 @@ pub(crate) async fn walk(
             found.pos,
             w.max_timestamp.max(found.max_timestamp),
         )
-        .filter(|_| found.last_offset - base <= crate::index::SEGMENT_OFFSETS_MAX) else {
+        .filter(|_| found.last_offset.since(base) <= crate::index::SEGMENT_OFFSETS_MAX) else {
             w.stop = Some((
                 found.pos,
                 "batch beyond what the segment's index can address".into(),
@@ -486,7 +488,7 @@ pub(crate) async fn walk(
             force_point = false;
         }
         w.valid_len = found.pos + u64::from(found.len);
-        w.next_offset = found.last_offset + 1;
+        w.next_offset = found.last_offset.plus(1);
         w.last_batch = Some(found);
     }
     Ok(w)
@@ -504,7 +506,7 @@ pub(crate) async fn walk(
 pub(crate) async fn next_intact(
     cur: &mut Cursor,
     from: u64,
-    expected: u64,
+    expected: Offset,
     torn_ends: bool,
 ) -> Result<Option<Found>> {
     let mut pos = from + 1;
@@ -518,7 +520,7 @@ pub(crate) async fn next_intact(
                 .ok()
                 .map(|info| {
                     (
-                        batch::header(h).expect("checked").base_offset.get(),
+                        Offset(batch::header(h).expect("checked").base_offset.get()),
                         info.batch_len,
                     )
                 })
@@ -528,11 +530,13 @@ pub(crate) async fn next_intact(
             if let Ok(f) = check_batch(cur, pos, b).await? {
                 let after = f.pos + u64::from(f.len);
                 let confirmed = if after + BATCH_HEADER_BYTES as u64 <= cur.end {
-                    check_batch(cur, after, f.last_offset + 1).await?.is_ok()
+                    check_batch(cur, after, f.last_offset.plus(1))
+                        .await?
+                        .is_ok()
                 } else {
                     false
                 };
-                let plausible = f.base_offset - expected <= f.pos - from;
+                let plausible = f.base_offset.since(expected) <= f.pos - from;
                 if confirmed || plausible {
                     if torn_ends && holds_zero_block(cur, from, f.pos).await? {
                         return Ok(None);
@@ -635,9 +639,10 @@ pub(crate) struct Recovered {
     pub points_on_disk: usize,
     pub len: u64,
     pub tail: Vec<u8>,
-    pub next_offset: u64,
+    pub next_offset: Offset,
     pub max_timestamp: i64,
-    pub last_batch: Option<(u64, u64)>,
+    /// (position, base offset) of the last batch.
+    pub last_batch: Option<(u64, Offset)>,
     /// Wall-clock ms the segment file was created, if the file system knows.
     pub created_ms: Option<i64>,
     /// Damaged ranges the recovery walk skipped (intact batches follow each).
@@ -646,7 +651,7 @@ pub(crate) struct Recovered {
 
 #[derive(Clone)]
 pub(crate) struct ActiveFiles {
-    pub base: u64,
+    pub base: Offset,
     pub paths: SegmentPaths,
     pub log: Rc<DmaFile>,
     pub index: Rc<DmaFile>,
@@ -657,7 +662,7 @@ pub(crate) struct ActiveFiles {
 /// keeps the index points that still describe real batches, re-walks the log from the last one,
 /// cuts whatever follows the last whole, valid batch (logging what was cut unless it is only
 /// zero padding) and cuts the index files to the points that remain.
-pub(crate) async fn recover_active(dir: &Path, base: u64, interval: u32) -> Result<Recovered> {
+pub(crate) async fn recover_active(dir: &Path, base: Offset, interval: u32) -> Result<Recovered> {
     let paths = SegmentPaths::new(dir, base);
     let log = dma::open_rw(&paths.log, true).await?;
     let index = dma::open_rw(&paths.index, true).await?;
@@ -675,13 +680,9 @@ pub(crate) async fn recover_active(dir: &Path, base: u64, interval: u32) -> Resu
     let mut cur = Cursor::new(log.clone(), paths.log.clone(), log_size, CHUNK_BYTES_MAX);
     // The last point that still names a whole, valid batch is the last known-good position.
     while let Some(p) = points.last() {
-        if check_batch(
-            &mut cur,
-            u64::from(p.position),
-            base + u64::from(p.rel_offset),
-        )
-        .await?
-        .is_ok()
+        if check_batch(&mut cur, u64::from(p.position), p.offset(base))
+            .await?
+            .is_ok()
         {
             break;
         }
@@ -719,7 +720,7 @@ pub(crate) async fn recover_active(dir: &Path, base: u64, interval: u32) -> Resu
                 segment = %paths.log.display(),
                 position = pos,
                 cut_bytes = log_size - pos,
-                next_offset = w.next_offset,
+                next_offset = w.next_offset.0,
                 %reason,
                 "recovery cut a torn or corrupt tail"
             );
@@ -793,7 +794,7 @@ pub(crate) async fn recover_active(dir: &Path, base: u64, interval: u32) -> Resu
 /// and reported; damage with nothing intact after it ends the walk.
 pub(crate) async fn rebuild_closed_index(
     paths: &SegmentPaths,
-    base: u64,
+    base: Offset,
     interval: u32,
 ) -> Result<Rebuilt> {
     let log = dma::open_ro(&paths.log).await?;
@@ -863,7 +864,7 @@ pub(crate) struct Rebuilt {
 /// also returns the damaged ranges the rebuild found).
 pub(crate) async fn load_closed_index(
     paths: &SegmentPaths,
-    base: u64,
+    base: Offset,
     log_size: u64,
     interval: u32,
 ) -> Result<(Vec<IndexPoint>, Vec<Hole>)> {

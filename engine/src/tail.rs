@@ -21,6 +21,7 @@
 //! the cache's own (the request's buffer is not kept), so the bytes counted are the bytes held.
 
 use bytes::{Bytes, BytesMut};
+use quiver_proto::Offset;
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -61,9 +62,9 @@ pub fn shard_bytes_in_use() -> usize {
 
 /// One batch as stored in the segment.
 struct Entry {
-    base: u64,
+    base: Offset,
     /// The offset after the batch's last record.
-    end: u64,
+    end: Offset,
     bytes: Bytes,
 }
 
@@ -79,7 +80,7 @@ pub(crate) struct Hit {
     pub chunks: Vec<Bytes>,
     pub len: usize,
     /// The offset after the last batch returned.
-    pub next: u64,
+    pub next: Offset,
 }
 
 #[derive(Default)]
@@ -91,7 +92,7 @@ pub(crate) struct TailCache {
 impl TailCache {
     /// Adds one appended batch. It must follow the last one cached; if it does not, or it does
     /// not fit, the cache starts again from the next batch that does.
-    pub fn push(&mut self, base: u64, end: u64, bytes: Bytes) {
+    pub fn push(&mut self, base: Offset, end: Offset, bytes: Bytes) {
         if self.entries.back().is_some_and(|e| e.end != base) {
             self.clear();
         }
@@ -121,7 +122,7 @@ impl TailCache {
     /// Whole batches from the one that holds `offset`, up to `max_bytes` (at least one batch),
     /// none ending past `end`. `None` when `offset` is not inside the cached batches, or the
     /// batch that holds it ends past `end`.
-    pub fn read(&self, offset: u64, max_bytes: usize, end: u64) -> Option<Hit> {
+    pub fn read(&self, offset: Offset, max_bytes: usize, end: Offset) -> Option<Hit> {
         let first = self.entries.front()?;
         if offset < first.base || offset >= self.entries.back()?.end {
             return None;
@@ -171,7 +172,7 @@ impl TailCache {
     }
 
     /// Drops the batches that end past `end` (staged bytes that were discarded).
-    pub fn truncate_after(&mut self, end: u64) {
+    pub fn truncate_after(&mut self, end: Offset) {
         while self.entries.back().is_some_and(|e| e.end > end) {
             let e = self.entries.pop_back().expect("checked");
             self.release(e.len());
@@ -206,14 +207,19 @@ impl Drop for TailCache {
 mod tests {
     use super::*;
 
-    fn batch(base: u64, records: u64, body_len: usize) -> (u64, u64, Bytes) {
+    fn batch(base: u64, records: u64, body_len: usize) -> (Offset, Offset, Bytes) {
         let mut v = base.to_le_bytes().to_vec();
         v.extend(vec![base as u8; body_len]);
-        (base, base + records, Bytes::from(v))
+        (Offset(base), Offset(base + records), Bytes::from(v))
     }
 
-    fn push(c: &mut TailCache, b: (u64, u64, Bytes)) {
+    fn push(c: &mut TailCache, b: (Offset, Offset, Bytes)) {
         c.push(b.0, b.1, b.2);
+    }
+
+    /// `TailCache::read` with plain numbers, to keep the cases short.
+    fn read(c: &TailCache, offset: u64, max_bytes: usize, end: u64) -> Option<Hit> {
+        c.read(Offset(offset), max_bytes, Offset(end))
     }
 
     fn concat(h: &Hit) -> Vec<u8> {
@@ -226,10 +232,13 @@ mod tests {
         push(&mut c, batch(10, 5, 100));
         push(&mut c, batch(15, 5, 100));
         push(&mut c, batch(20, 5, 100));
-        assert!(c.read(9, 1 << 20, 25).is_none(), "below the cached batches");
-        assert!(c.read(25, 1 << 20, 25).is_none(), "at the end");
-        let h = c.read(17, 1 << 20, 25).unwrap();
-        assert_eq!(h.next, 25);
+        assert!(
+            read(&c, 9, 1 << 20, 25).is_none(),
+            "below the cached batches"
+        );
+        assert!(read(&c, 25, 1 << 20, 25).is_none(), "at the end");
+        let h = read(&c, 17, 1 << 20, 25).unwrap();
+        assert_eq!(h.next, Offset(25));
         assert_eq!(h.len, 2 * 108);
         let mut want = 15u64.to_le_bytes().to_vec();
         want.extend(vec![15u8; 100]);
@@ -237,10 +246,10 @@ mod tests {
         want.extend(vec![20u8; 100]);
         assert_eq!(concat(&h), want);
         // Capped at what is readable, and by max_bytes (but at least one batch).
-        assert_eq!(c.read(10, 1 << 20, 20).unwrap().next, 20);
-        assert_eq!(c.read(10, 1, 25).unwrap().next, 15);
+        assert_eq!(read(&c, 10, 1 << 20, 20).unwrap().next, Offset(20));
+        assert_eq!(read(&c, 10, 1, 25).unwrap().next, Offset(15));
         assert!(
-            c.read(20, 1 << 20, 20).is_none(),
+            read(&c, 20, 1 << 20, 20).is_none(),
             "its batch is not written yet"
         );
         c.clear();
@@ -253,7 +262,7 @@ mod tests {
         push(&mut c, batch(0, 1, 100));
         push(&mut c, batch(1, 1, 100));
         push(&mut c, batch(2, 10, COALESCE_BELOW));
-        let h = c.read(0, 1 << 20, 12).unwrap();
+        let h = read(&c, 0, 1 << 20, 12).unwrap();
         // The two small batches in one chunk, then the large one as it is.
         assert_eq!(h.chunks.len(), 2);
         assert_eq!(h.chunks[0].len(), 2 * 108);
@@ -268,13 +277,13 @@ mod tests {
         push(&mut c, batch(0, 5, 10));
         push(&mut c, batch(5, 5, 10));
         push(&mut c, batch(10, 5, 10));
-        c.truncate_after(10);
-        assert!(c.read(10, 1 << 20, 100).is_none());
-        assert_eq!(c.read(0, 1 << 20, 100).unwrap().next, 10);
+        c.truncate_after(Offset(10));
+        assert!(read(&c, 10, 1 << 20, 100).is_none());
+        assert_eq!(read(&c, 0, 1 << 20, 100).unwrap().next, Offset(10));
         // Not following on from offset 10: the old batches go.
         push(&mut c, batch(12, 3, 10));
-        assert!(c.read(5, 1 << 20, 100).is_none());
-        assert_eq!(c.read(12, 1 << 20, 100).unwrap().next, 15);
+        assert!(read(&c, 5, 1 << 20, 100).is_none());
+        assert_eq!(read(&c, 12, 1 << 20, 100).unwrap().next, Offset(15));
         assert_eq!(shard_bytes_in_use(), 18);
         c.clear();
         assert_eq!(shard_bytes_in_use(), 0);
@@ -288,18 +297,18 @@ mod tests {
             push(&mut c, batch(i, 1, size - 8));
         }
         assert_eq!(c.bytes, LOG_BYTES_MAX);
-        assert!(c.read(5, 1 << 30, 10).is_none(), "the oldest went first");
-        assert_eq!(c.read(6, 1 << 30, 10).unwrap().next, 10);
+        assert!(read(&c, 5, 1 << 30, 10).is_none(), "the oldest went first");
+        assert_eq!(read(&c, 6, 1 << 30, 10).unwrap().next, Offset(10));
         // A shard budget smaller than what the log holds: the log gives back its own first,
         // and a batch that cannot fit at all is not cached.
         set_shard_budget(size);
         push(&mut c, batch(10, 1, size - 8));
         assert_eq!(shard_bytes_in_use(), size);
-        assert_eq!(c.read(10, 1 << 30, 11).unwrap().next, 11);
+        assert_eq!(read(&c, 10, 1 << 30, 11).unwrap().next, Offset(11));
         let mut other = TailCache::default();
         push(&mut other, batch(0, 1, 100));
         assert!(
-            other.read(0, 1 << 20, 1).is_none(),
+            read(&other, 0, 1 << 20, 1).is_none(),
             "the budget is held by the first log"
         );
         set_shard_budget(0);

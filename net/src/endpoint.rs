@@ -1,39 +1,47 @@
-//! The public face of one core's QUIC endpoint, and the three glommio tasks that drive it:
+//! The public face of one core's QUIC endpoint, and the three glommio tasks that own its I/O
+//! and feed the sans-IO driver (`driver/`, whose call order they follow):
 //!
 //! - the receive task sleeps in io_uring until the socket has datagrams, drains it with
-//!   recvmmsg/GRO one batch at a time and after each batch drives the connections it touched
-//!   (ACKs go out at once) and hands completed requests to the service;
-//! - the driver task wakes on quinn-proto timers, write deadlines and application input
-//!   (service responses, dial-out calls, closes) and drives the marked connections, gathering
+//!   recvmmsg/GRO one batch at a time and after each batch has the driver process the
+//!   connections it touched (ACKs go out at once) and spawns the service tasks of the requests
+//!   it completed;
+//! - the driver task wakes on the driver's deadline (quinn-proto timers, read and write
+//!   deadlines) and on application input (service responses, dial-out calls, closes) and sends
 //!   the transmits of every connection that has something to send;
 //! - the transmit task exists for the rare full socket buffer: it waits in io_uring until the
 //!   kernel takes the blocked datagram, then lets the others send again.
+//!
+//! Service requests run in tasks of their own (`spawn_jobs`), dropped when the driver cancels
+//! them; dial-out callers wait on oneshots that the driver's `DialEvent`s complete.
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
+    collections::HashMap,
+    io,
     net::SocketAddr,
-    rc::Rc,
+    rc::{Rc, Weak},
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use futures_lite::future;
-use quinn_proto::{
-    crypto::rustls::{NoInitialCipherSuite, QuicClientConfig, QuicServerConfig},
-    ConnectionHandle,
-};
+use quinn_proto::crypto::rustls::{NoInitialCipherSuite, QuicClientConfig, QuicServerConfig};
 use quiver_proto::frame::{self, Frame, FrameError, FrameHeader, FRAME_HEADER_BYTES};
 
 use crate::{
     codes,
     config::EndpointConfig,
-    driver::{spawn_jobs, Driver, EndpointStats, RecvSlots, Shared, SHUTDOWN_DRAIN_MAX},
+    driver::{DialConn, DialEvent, Driver, EndpointStats, Job, SocketCaps},
     error::{CallError, ConnectError},
     service::{DynService, Service},
+    sync::{oneshot, Notify, OneshotSender},
     tls::PeerIdentity,
-    udp::UdpIo,
+    udp::{to_udp_ecn, RecvSlots, UdpIo},
 };
+
+/// How long closing connections get to deliver CONNECTION_CLOSE and drain at shutdown.
+const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(2);
 
 /// Why an endpoint could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -80,29 +88,12 @@ impl EndpointBuilder {
     /// Binds the UDP socket and starts the endpoint's tasks on the current glommio executor.
     /// Panics if called outside a glommio executor (a bug in the caller, not input).
     pub fn bind(self) -> Result<Endpoint, BindError> {
-        let transport = self.config.transport();
-        let (server_config, service) = match self.server {
-            Some((tls, service)) => {
-                let crypto = QuicServerConfig::try_from(tls)?;
-                let mut sc = quinn_proto::ServerConfig::with_crypto(Arc::new(crypto));
-                sc.transport_config(transport.clone());
-                // A connection stays on the core that accepted it (ARCHITECTURE.md): the socket
-                // group routes by source port, so a client that changed address would land
-                // elsewhere.
-                sc.migration(false);
-                (Some(Arc::new(sc)), Some(service))
-            }
+        let (server_tls, service) = match self.server {
+            Some((tls, service)) => (Some(tls), Some(service)),
             None => (None, None),
         };
-        let client_config = match self.client_tls {
-            Some(tls) => {
-                let crypto = QuicClientConfig::try_from(tls)?;
-                let mut cc = quinn_proto::ClientConfig::new(Arc::new(crypto));
-                cc.transport_config(transport);
-                Some(cc)
-            }
-            None => None,
-        };
+        let (server_config, client_config) =
+            quinn_configs(&self.config, server_tls, self.client_tls)?;
         let udp = match self.socket {
             Some(socket) => UdpIo::from_socket(socket, self.config.socket_buffer_bytes)?,
             None => UdpIo::bind(
@@ -118,18 +109,195 @@ impl EndpointBuilder {
             gro = udp.gro_segments(),
             "endpoint bound"
         );
-        let driver = Driver::new(self.config, udp, server_config, client_config, service);
-        glommio::spawn_local(recv_task(driver.clone())).detach();
-        glommio::spawn_local(driver_task(driver.clone())).detach();
-        glommio::spawn_local(transmit_task(driver.clone())).detach();
-        Ok(Endpoint { driver, local_addr })
+        let caps = SocketCaps {
+            gso_segments_max: udp.max_gso_segments(),
+            may_fragment: udp.may_fragment(),
+        };
+        let driver = Driver::new(
+            self.config,
+            server_config,
+            client_config,
+            service.clone(),
+            caps,
+            None,
+        );
+        let shared = Rc::new(Shared {
+            driver: RefCell::new(driver),
+            udp,
+            service,
+            wake: Notify::default(),
+            tx_wake: Notify::default(),
+            idle_wake: Notify::default(),
+            stop_wake: Notify::default(),
+            stopped: Cell::new(false),
+            driver_sleep: Cell::new(None),
+            io: RefCell::new(Io {
+                send_buf: Vec::with_capacity(64 * 1024),
+                blocked: None,
+                connects: HashMap::new(),
+                calls: HashMap::new(),
+                service_tasks: 0,
+                datagrams_sent: 0,
+                send_calls: 0,
+            }),
+        });
+        glommio::spawn_local(recv_task(shared.clone())).detach();
+        glommio::spawn_local(driver_task(shared.clone())).detach();
+        glommio::spawn_local(transmit_task(shared.clone())).detach();
+        Ok(Endpoint { shared, local_addr })
+    }
+}
+
+/// quinn-proto's server and client configurations for TLS configurations and these limits.
+pub(crate) fn quinn_configs(
+    config: &EndpointConfig,
+    server_tls: Option<Arc<rustls::ServerConfig>>,
+    client_tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<
+    (
+        Option<Arc<quinn_proto::ServerConfig>>,
+        Option<quinn_proto::ClientConfig>,
+    ),
+    NoInitialCipherSuite,
+> {
+    let transport = config.transport();
+    let server_config = match server_tls {
+        Some(tls) => {
+            let crypto = QuicServerConfig::try_from(tls)?;
+            let mut sc = quinn_proto::ServerConfig::with_crypto(Arc::new(crypto));
+            sc.transport_config(transport.clone());
+            // A connection stays on the core that accepted it (ARCHITECTURE.md): the socket
+            // group routes by source port, so a client that changed address would land
+            // elsewhere.
+            sc.migration(false);
+            Some(Arc::new(sc))
+        }
+        None => None,
+    };
+    let client_config = match client_tls {
+        Some(tls) => {
+            let crypto = QuicClientConfig::try_from(tls)?;
+            let mut cc = quinn_proto::ClientConfig::new(Arc::new(crypto));
+            cc.transport_config(transport);
+            Some(cc)
+        }
+        None => None,
+    };
+    Ok((server_config, client_config))
+}
+
+/// What the endpoint's tasks share: the driver, the socket, the wakers. Lives on one executor.
+struct Shared {
+    driver: RefCell<Driver>,
+    udp: UdpIo,
+    service: Option<Rc<dyn DynService>>,
+    /// Wakes the driver task (service completions, calls, closes, an earlier deadline).
+    wake: Notify,
+    /// Wakes the transmit task when a send hit a full socket buffer.
+    tx_wake: Notify,
+    /// Wakes a shutdown in progress when requests or connections drain.
+    idle_wake: Notify,
+    /// Wakes the receive task so that it can exit.
+    stop_wake: Notify,
+    stopped: Cell<bool>,
+    /// While the driver task sleeps: until when (`None`: until woken). A deadline armed
+    /// earlier than that by the receive task must wake it, or the deadline would be missed.
+    driver_sleep: Cell<Option<Option<Instant>>>,
+    io: RefCell<Io>,
+}
+
+/// The I/O side's state, borrowed only with the driver's borrow held or alone, never across an
+/// `.await`.
+struct Io {
+    /// Where the driver writes each transmit; one buffer, reused.
+    send_buf: Vec<u8>,
+    /// A transmit that found the socket buffer full, for the transmit task.
+    blocked: Option<BlockedTransmit>,
+    /// Dial-out handshakes waited for, by connection id.
+    connects: HashMap<u64, OneshotSender<Result<(), ConnectError>>>,
+    /// Dial-out calls waited for, by token.
+    calls: HashMap<u64, OneshotSender<Result<Frame, CallError>>>,
+    service_tasks: usize,
+    datagrams_sent: u64,
+    send_calls: u64,
+}
+
+struct BlockedTransmit {
+    contents: Vec<u8>,
+    segment_size: Option<usize>,
+    destination: SocketAddr,
+}
+
+impl Shared {
+    /// Steps 4 to 6 of the driver's call order: one pass of transmits sent, its jobs collected
+    /// into `jobs` (spawn them once the borrow is let go), its dial-out events delivered.
+    fn pump(&self, d: &mut Driver, now: Instant, jobs: &mut Vec<Job>) {
+        let io = &mut *self.io.borrow_mut();
+        while let Some(t) = d.poll_transmit(now, &mut io.send_buf) {
+            let contents = &io.send_buf[..t.size];
+            let sent = self.udp.send(&quinn_udp::Transmit {
+                destination: t.destination,
+                ecn: t.ecn.map(to_udp_ecn),
+                contents,
+                segment_size: t.segment_size,
+                src_ip: t.src_ip,
+            });
+            if t.stateless {
+                continue; // Best effort; the peer retries.
+            }
+            match sent {
+                Ok(()) => {
+                    io.send_calls += 1;
+                    io.datagrams_sent += t.datagrams() as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    io.blocked = Some(BlockedTransmit {
+                        contents: contents.to_vec(),
+                        segment_size: t.segment_size,
+                        destination: t.destination,
+                    });
+                    d.handle_send_blocked();
+                    self.tx_wake.notify();
+                }
+                Err(e) => tracing::debug!(error = %e, "send error"),
+            }
+        }
+        jobs.extend(std::iter::from_fn(|| d.poll_job()));
+        while let Some(ev) = d.poll_event() {
+            match ev {
+                DialEvent::Connected { conn_id, result } => {
+                    if let Some(tx) = io.connects.remove(&conn_id) {
+                        tx.send(result);
+                    }
+                }
+                DialEvent::Response { token, result } => {
+                    if let Some(tx) = io.calls.remove(&token) {
+                        if tx.is_wanted() {
+                            tx.send(result);
+                        }
+                    }
+                }
+            }
+        }
+        if d.is_shutting_down() {
+            self.idle_wake.notify();
+        }
+    }
+
+    fn stats(&self) -> EndpointStats {
+        let mut s = self.driver.borrow().stats();
+        let io = self.io.borrow();
+        s.service_tasks = io.service_tasks;
+        s.datagrams_sent = io.datagrams_sent;
+        s.send_calls = io.send_calls;
+        s
     }
 }
 
 /// One core's QUIC endpoint. `!Send`: it lives on the glommio executor that bound it, and so do
 /// all its connections. Dropping the handle does not stop it; call `shutdown`.
 pub struct Endpoint {
-    driver: Shared,
+    shared: Rc<Shared>,
     local_addr: SocketAddr,
 }
 
@@ -149,7 +317,7 @@ impl Endpoint {
     }
 
     pub fn stats(&self) -> EndpointStats {
-        self.driver.borrow().stats()
+        self.shared.stats()
     }
 
     /// Dials out from this endpoint's socket (broker to broker), completing the handshake.
@@ -158,20 +326,24 @@ impl Endpoint {
         addr: SocketAddr,
         server_name: &str,
     ) -> Result<ClientConnection, ConnectError> {
-        let (ch, id, rx) = {
-            let mut d = self.driver.borrow_mut();
-            if d.stopped {
+        let (conn, rx) = {
+            if self.shared.stopped.get() {
                 return Err(ConnectError::EndpointClosed);
             }
-            let r = d.connect(addr, server_name, Instant::now())?;
-            d.wake.notify();
-            r
+            let conn =
+                self.shared
+                    .driver
+                    .borrow_mut()
+                    .connect(Instant::now(), addr, server_name)?;
+            let (tx, rx) = oneshot();
+            self.shared.io.borrow_mut().connects.insert(conn.id, tx);
+            self.shared.wake.notify();
+            (conn, rx)
         };
         match rx.await {
             Some(Ok(())) => Ok(ClientConnection {
-                driver: self.driver.clone(),
-                ch,
-                id,
+                shared: self.shared.clone(),
+                conn,
                 remote: addr,
             }),
             Some(Err(e)) => Err(e),
@@ -183,58 +355,60 @@ impl Endpoint {
     /// for up to `grace`, close every connection with `codes::SHUTDOWN` and the reason "broker
     /// shutting down", give the closes a moment to reach peers, then stop the tasks.
     pub async fn shutdown(&self, grace: Duration) {
+        let shared = &self.shared;
+        if shared.stopped.get() {
+            return;
+        }
         let deadline = Instant::now() + grace;
-        let idle = {
-            let mut d = self.driver.borrow_mut();
-            if d.stopped {
-                return;
-            }
-            d.begin_shutdown();
-            d.wake.notify();
-            d.idle_wake.clone()
-        };
+        shared.driver.borrow_mut().begin_shutdown();
+        shared.wake.notify();
         loop {
             let now = Instant::now();
-            if self.driver.borrow().requests_in_flight() == 0 || now >= deadline {
+            if shared.driver.borrow().requests_in_flight() == 0 || now >= deadline {
                 break;
             }
-            future::or(idle.wait(), glommio::timer::sleep(deadline - now)).await;
+            future::or(
+                shared.idle_wake.wait(),
+                glommio::timer::sleep(deadline - now),
+            )
+            .await;
         }
-        {
-            let mut d = self.driver.borrow_mut();
-            d.close_all(codes::SHUTDOWN, "broker shutting down", Instant::now());
-            d.wake.notify();
-        }
+        shared.driver.borrow_mut().close_all(
+            Instant::now(),
+            codes::SHUTDOWN,
+            "broker shutting down",
+        );
+        shared.wake.notify();
         let drain_deadline = Instant::now() + SHUTDOWN_DRAIN_MAX;
         loop {
             let now = Instant::now();
-            if self.driver.borrow().connections() == 0 || now >= drain_deadline {
+            if shared.driver.borrow().connections() == 0 || now >= drain_deadline {
                 break;
             }
-            future::or(idle.wait(), glommio::timer::sleep(drain_deadline - now)).await;
+            future::or(
+                shared.idle_wake.wait(),
+                glommio::timer::sleep(drain_deadline - now),
+            )
+            .await;
         }
-        let d = &mut *self.driver.borrow_mut();
-        d.stopped = true;
-        d.wake.notify();
-        d.tx_wake.notify();
-        d.stop_wake.notify();
+        shared.stopped.set(true);
+        shared.wake.notify();
+        shared.tx_wake.notify();
+        shared.stop_wake.notify();
     }
 }
 
-async fn recv_task(driver: Shared) {
-    let (udp, stop) = {
-        let d = driver.borrow();
-        (d.udp.clone(), d.stop_wake.clone())
-    };
+async fn recv_task(shared: Rc<Shared>) {
     let mut recv = RecvSlots::new();
+    let mut jobs = Vec::new();
     let mut more = false;
     loop {
-        if driver.borrow().stopped {
+        if shared.stopped.get() {
             return;
         }
         if !more {
-            let readable = future::or(async { Some(udp.readable().await) }, async {
-                stop.wait().await;
+            let readable = future::or(async { Some(shared.udp.readable().await) }, async {
+                shared.stop_wake.wait().await;
                 None
             })
             .await;
@@ -250,21 +424,31 @@ async fn recv_task(driver: Shared) {
                 Some(Ok(())) => {}
             }
         }
-        // One recvmmsg batch, then the connections it touched are driven (stream data is read
-        // while still in cache, ACKs go out) and the requests it completed are handed to the
-        // service before the next batch: a request's response does not wait for the socket to
-        // be drained.
-        let (m, wake, jobs) = {
-            let mut d = driver.borrow_mut();
+        // One recvmmsg batch, then the connections it touched are processed (stream data is
+        // read while still in cache, ACKs go out) and the requests it completed are handed to
+        // the service before the next batch: a request's response does not wait for the socket
+        // to be drained.
+        let wake = {
+            let d = &mut *shared.driver.borrow_mut();
             let now = Instant::now();
-            let m = d.on_readable_socket(&mut recv, now);
-            d.drive(now);
-            (m, d.has_work().then(|| d.wake.clone()), d.take_jobs())
+            more = recv.recv(&shared.udp, |remote, local_ip, ecn, data| {
+                d.handle_datagram(now, remote, local_ip, ecn, data)
+            });
+            shared.pump(d, now, &mut jobs);
+            // The driver task sleeps until its deadline: wake it for more work or for a
+            // deadline this pass armed earlier than that.
+            let earlier = match (shared.driver_sleep.get(), d.poll_timeout()) {
+                (Some(until), Some(t)) => until.is_none_or(|u| t < u),
+                _ => false,
+            };
+            if earlier {
+                shared.driver_sleep.set(None);
+            }
+            earlier || d.has_work()
         };
-        more = m;
-        spawn_jobs(&driver, jobs);
-        if let Some(w) = wake {
-            w.notify();
+        spawn_jobs(&shared, &mut jobs);
+        if wake {
+            shared.wake.notify();
         }
         if more {
             // Let the service tasks and the driver task (responses) run between batches.
@@ -273,69 +457,103 @@ async fn recv_task(driver: Shared) {
     }
 }
 
-async fn driver_task(driver: Shared) {
-    let wake = driver.borrow().wake.clone();
+async fn driver_task(shared: Rc<Shared>) {
+    let mut jobs = Vec::new();
     loop {
-        let (deadline, work, jobs) = {
-            let mut d = driver.borrow_mut();
-            if d.stopped {
-                return;
-            }
-            d.driver_sleep = None;
+        if shared.stopped.get() {
+            return;
+        }
+        let (deadline, work) = {
+            let d = &mut *shared.driver.borrow_mut();
+            shared.driver_sleep.set(None);
             let now = Instant::now();
-            d.fire_timers(now);
-            d.drive(now);
-            (d.next_deadline(), d.has_work(), d.take_jobs())
+            d.handle_timeout(now);
+            shared.pump(d, now, &mut jobs);
+            (d.poll_timeout(), d.has_work())
         };
-        spawn_jobs(&driver, jobs);
+        spawn_jobs(&shared, &mut jobs);
         if work {
             future::yield_now().await;
             continue;
         }
-        driver.borrow_mut().driver_sleep = Some(deadline);
+        shared.driver_sleep.set(Some(deadline));
         match deadline {
             Some(t) => {
                 let now = Instant::now();
                 if t > now {
-                    future::or(wake.wait(), glommio::timer::sleep(t - now)).await;
+                    future::or(shared.wake.wait(), glommio::timer::sleep(t - now)).await;
                 }
             }
-            None => wake.wait().await,
+            None => shared.wake.wait().await,
         }
     }
 }
 
-async fn transmit_task(driver: Shared) {
-    let (udp, tx_wake) = {
-        let d = driver.borrow();
-        (d.udp.clone(), d.tx_wake.clone())
-    };
+async fn transmit_task(shared: Rc<Shared>) {
     loop {
-        tx_wake.wait().await;
-        let blocked = {
-            let mut d = driver.borrow_mut();
-            if d.stopped {
-                return;
-            }
-            d.take_blocked()
-        };
-        if let Some((contents, segment_size, destination)) = blocked {
-            if let Err(e) = udp.send_waiting(&contents, segment_size, destination).await {
+        shared.tx_wake.wait().await;
+        if shared.stopped.get() {
+            return;
+        }
+        let blocked = shared.io.borrow_mut().blocked.take();
+        if let Some(b) = blocked {
+            if let Err(e) = shared
+                .udp
+                .send_waiting(&b.contents, b.segment_size, b.destination)
+                .await
+            {
                 tracing::debug!(error = %e, "blocked send failed");
             }
         }
-        let mut d = driver.borrow_mut();
-        d.unblock();
-        d.wake.notify();
+        shared.driver.borrow_mut().handle_send_unblocked();
+        shared.wake.notify();
+    }
+}
+
+/// Starts one service task per job (step 5). Call with no borrow of the driver held: glommio
+/// may run a spawned task at once, and the service must never run inside the driver's borrow.
+fn spawn_jobs(shared: &Rc<Shared>, jobs: &mut Vec<Job>) {
+    if jobs.is_empty() {
+        return;
+    }
+    let Some(svc) = shared.service.clone() else {
+        jobs.clear();
+        return;
+    };
+    shared.io.borrow_mut().service_tasks += jobs.len();
+    for job in jobs.drain(..) {
+        let svc = svc.clone();
+        let weak: Weak<Shared> = Rc::downgrade(shared);
+        glommio::spawn_local(async move {
+            let Job { req, key, cancel } = job;
+            // A request whose peer went away is dropped where it waits (a long-poll fetch, a
+            // wait for budget), so a loop of open, wait, cancel holds no task or memory.
+            let call = async { Some(svc.call(req).await) };
+            let cancelled = async {
+                cancel.cancelled().await;
+                None
+            };
+            let resp = future::or(call, cancelled).await;
+            if let Some(shared) = weak.upgrade() {
+                shared.io.borrow_mut().service_tasks -= 1;
+                if let Some(resp) = resp {
+                    shared
+                        .driver
+                        .borrow_mut()
+                        .handle_response(Instant::now(), key, resp);
+                    shared.wake.notify();
+                }
+            }
+        })
+        .detach();
     }
 }
 
 /// A dial-out connection (broker to broker). Cheap to clone; `!Send` like its endpoint.
 #[derive(Clone)]
 pub struct ClientConnection {
-    driver: Shared,
-    ch: ConnectionHandle,
-    id: u64,
+    shared: Rc<Shared>,
+    conn: DialConn,
     remote: SocketAddr,
 }
 
@@ -350,10 +568,10 @@ impl ClientConnection {
     ) -> Result<Frame, CallError> {
         let payload_len: usize = payload.iter().map(Bytes::len).sum();
         let (token, rx, timeout) = {
-            let mut d = self.driver.borrow_mut();
-            if d.stopped {
+            if self.shared.stopped.get() {
                 return Err(CallError::EndpointClosed);
             }
+            let mut d = self.shared.driver.borrow_mut();
             let total = FRAME_HEADER_BYTES + body.len() + payload_len;
             if total > d.cfg.frame_bytes_max {
                 return Err(CallError::Frame(FrameError::TooLarge {
@@ -370,14 +588,15 @@ impl ClientConnection {
                 chunks.push(body);
             }
             chunks.extend(payload.into_iter().filter(|p| !p.is_empty()));
-            let (token, rx) = d.start_call(self.ch, self.id, chunks)?;
-            d.wake.notify();
+            let token = d.start_call(self.conn, chunks)?;
+            let (tx, rx) = oneshot();
+            self.shared.io.borrow_mut().calls.insert(token, tx);
+            self.shared.wake.notify();
             (token, rx, d.cfg.call_timeout)
         };
         let mut guard = CancelOnDrop {
-            driver: &self.driver,
-            ch: self.ch,
-            id: self.id,
+            shared: &self.shared,
+            conn: self.conn,
             token,
             armed: true,
         };
@@ -401,20 +620,18 @@ impl ClientConnection {
 
     /// Closes the connection with `codes::CLOSED_BY_APPLICATION` and `reason`.
     pub fn close(&self, reason: &str) {
-        let mut d = self.driver.borrow_mut();
-        d.close(
-            self.ch,
-            self.id,
+        self.shared.driver.borrow_mut().close(
+            Instant::now(),
+            self.conn,
             codes::CLOSED_BY_APPLICATION,
             reason,
-            Instant::now(),
         );
-        d.wake.notify();
+        self.shared.wake.notify();
     }
 
     /// The server certificate's names.
     pub fn peer_identity(&self) -> Option<Arc<PeerIdentity>> {
-        self.driver.borrow().peer_identity(self.ch, self.id)
+        self.shared.driver.borrow().peer_identity(self.conn)
     }
 
     pub fn remote_address(&self) -> SocketAddr {
@@ -424,9 +641,8 @@ impl ClientConnection {
 
 /// Resets a call's stream when its future is dropped or times out before the response.
 struct CancelOnDrop<'a> {
-    driver: &'a RefCell<Driver>,
-    ch: ConnectionHandle,
-    id: u64,
+    shared: &'a Shared,
+    conn: DialConn,
     token: u64,
     armed: bool,
 }
@@ -436,9 +652,12 @@ impl Drop for CancelOnDrop<'_> {
         if !self.armed {
             return;
         }
-        if let Ok(mut d) = self.driver.try_borrow_mut() {
-            d.cancel_call(self.ch, self.id, self.token);
-            d.wake.notify();
+        if let Ok(mut io) = self.shared.io.try_borrow_mut() {
+            io.calls.remove(&self.token);
+        }
+        if let Ok(mut d) = self.shared.driver.try_borrow_mut() {
+            d.cancel_call(self.conn, self.token);
+            self.shared.wake.notify();
         }
     }
 }

@@ -14,6 +14,11 @@
 //!   and finishes.
 //! - The same endpoint dials out ([`Endpoint::connect`] → [`ClientConnection::call`]) for
 //!   broker-to-broker traffic.
+//! - The state machine around quinn-proto (`driver/`) is sans-IO: datagrams, timer expiries
+//!   and application input go in with the time, transmits, service jobs, dial-out events and
+//!   the next deadline come out; the glommio tasks of `endpoint.rs` own the socket, the wakers
+//!   and the service tasks. So the transport runs without sockets on a virtual clock in tests
+//!   (`sim/`: loss, reordering, duplication, stalled peers).
 //! - UDP I/O is batched with quinn-udp (recvmmsg + GRO in, GSO out); waiting is done by io_uring
 //!   through glommio (see `udp.rs`); nothing busy-polls.
 //!
@@ -47,6 +52,8 @@ mod frame_reader;
 pub mod limits;
 mod pool;
 mod service;
+#[cfg(test)]
+mod sim;
 mod sync;
 pub mod tls;
 mod udp;

@@ -12,12 +12,16 @@
 
 use std::{
     io::{self, IoSliceMut},
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd},
 };
 
+use bytes::BytesMut;
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
+
+/// A GRO receive buffer holds at most 64 KiB of coalesced segments.
+const RECV_BUFFER_BYTES: usize = 64 * 1024;
 
 pub(crate) struct UdpIo {
     socket: glommio::net::UdpSocket,
@@ -149,6 +153,115 @@ impl UdpIo {
     }
 }
 
+/// Where one recvmmsg writes: a buffer per batch slot. A slot's datagrams go to the driver (and
+/// quinn-proto) without a copy: they are split off the slot's buffer, quinn-proto decrypts them
+/// in place and hands stream data out as slices of them. Once every slice is dropped (stream
+/// data is copied into request frames as it is read, in the same pass), the next receive takes
+/// the same buffer back; a slot whose buffer is still held (data out of order, or not read yet)
+/// gets a new one.
+pub(crate) struct RecvSlots {
+    slots: Vec<RecvSlot>,
+}
+
+struct RecvSlot {
+    buf: BytesMut,
+    /// Where the buffer's allocation starts, to know it is the one zeroed at creation.
+    base: usize,
+}
+
+impl RecvSlot {
+    fn new() -> RecvSlot {
+        let buf = BytesMut::zeroed(RECV_BUFFER_BYTES);
+        let base = buf.as_ptr() as usize;
+        RecvSlot { buf, base }
+    }
+
+    /// The whole buffer, writable: the same allocation when nothing split off it is still held
+    /// (no copy, no allocation), otherwise a new one.
+    fn whole(&mut self) -> &mut [u8] {
+        if self.buf.len() != RECV_BUFFER_BYTES {
+            self.buf.clear();
+            if self.buf.try_reclaim(RECV_BUFFER_BYTES) && self.buf.as_ptr() as usize == self.base {
+                // SAFETY: the buffer is back at the start of the allocation `new` made with
+                // `RECV_BUFFER_BYTES` zeroed bytes (its base), and try_reclaim made room for
+                // that many: every one of those bytes was initialised then and has only been
+                // overwritten (by the kernel, by quinn-proto's in-place decryption) since.
+                unsafe { self.buf.set_len(RECV_BUFFER_BYTES) }
+            } else {
+                *self = RecvSlot::new();
+            }
+        }
+        &mut self.buf[..]
+    }
+}
+
+impl RecvSlots {
+    pub(crate) fn new() -> RecvSlots {
+        RecvSlots {
+            slots: (0..quinn_udp::BATCH_SIZE)
+                .map(|_| RecvSlot::new())
+                .collect(),
+        }
+    }
+
+    /// One recvmmsg batch from `udp`: each datagram (a GRO buffer split into its segments, off
+    /// the slot's buffer, without copying) goes to `each(remote, local_ip, ecn, bytes)`.
+    /// Returns whether the socket may still hold datagrams.
+    pub(crate) fn recv(
+        &mut self,
+        udp: &UdpIo,
+        mut each: impl FnMut(SocketAddr, Option<IpAddr>, Option<quinn_proto::EcnCodepoint>, BytesMut),
+    ) -> bool {
+        let mut metas = [RecvMeta::default(); quinn_udp::BATCH_SIZE];
+        let n = {
+            let mut iovs: Vec<IoSliceMut<'_>> = self
+                .slots
+                .iter_mut()
+                .map(|s| IoSliceMut::new(s.whole()))
+                .collect();
+            match udp.recv(&mut iovs, &mut metas) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) => {
+                    // ICMP errors and the like: UDP is lossy anyway; carry on.
+                    tracing::debug!(error = %e, "recv error");
+                    return false;
+                }
+            }
+        };
+        for (slot, meta) in self.slots.iter_mut().zip(&metas).take(n) {
+            let ecn = meta.ecn.map(from_udp_ecn);
+            for seg in split_segments(slot.buf.split_to(meta.len), meta.stride) {
+                each(meta.addr, meta.dst_ip, ecn, seg);
+            }
+        }
+        true
+    }
+}
+
+/// The datagrams of a GRO buffer (segments of `stride` bytes, the last one possibly shorter),
+/// split off it without copying.
+pub(crate) fn split_segments(mut data: BytesMut, stride: usize) -> impl Iterator<Item = BytesMut> {
+    let stride = stride.max(1);
+    std::iter::from_fn(move || (!data.is_empty()).then(|| data.split_to(stride.min(data.len()))))
+}
+
+pub(crate) fn to_udp_ecn(e: quinn_proto::EcnCodepoint) -> quinn_udp::EcnCodepoint {
+    match e {
+        quinn_proto::EcnCodepoint::Ect0 => quinn_udp::EcnCodepoint::Ect0,
+        quinn_proto::EcnCodepoint::Ect1 => quinn_udp::EcnCodepoint::Ect1,
+        quinn_proto::EcnCodepoint::Ce => quinn_udp::EcnCodepoint::Ce,
+    }
+}
+
+fn from_udp_ecn(e: quinn_udp::EcnCodepoint) -> quinn_proto::EcnCodepoint {
+    match e {
+        quinn_udp::EcnCodepoint::Ect0 => quinn_proto::EcnCodepoint::Ect0,
+        quinn_udp::EcnCodepoint::Ect1 => quinn_proto::EcnCodepoint::Ect1,
+        quinn_udp::EcnCodepoint::Ce => quinn_proto::EcnCodepoint::Ce,
+    }
+}
+
 /// Binds `count` sockets to `addr` as one SO_REUSEPORT group, in order, and makes the group
 /// steer each datagram by its UDP source port: a datagram from port p goes to socket
 /// `p % count` (the shards' endpoints; a client that wants shard k sends from such a port,
@@ -259,6 +372,49 @@ fn steer_by_source_port(socket: &Socket, count: u32) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
+
+    /// A slot whose datagrams were all dropped gives back the same allocation without copying;
+    /// one whose datagram is still held gets a new buffer, and the held datagram keeps its bytes.
+    #[test]
+    fn a_receive_slot_is_reused_once_free_and_replaced_while_held() {
+        let mut slot = RecvSlot::new();
+        let base = slot.base;
+        slot.whole()[..5].copy_from_slice(b"hello");
+        let first = slot.buf.split_to(5).freeze();
+        assert_eq!(&first[..], b"hello");
+        drop(first);
+        let again = slot.whole();
+        assert_eq!(again.len(), RECV_BUFFER_BYTES);
+        assert_eq!(
+            again.as_ptr() as usize,
+            base,
+            "a free slot keeps its allocation"
+        );
+
+        slot.whole()[..5].copy_from_slice(b"world");
+        let held = slot.buf.split_to(5).freeze();
+        let fresh = slot.whole();
+        assert_eq!(fresh.len(), RECV_BUFFER_BYTES);
+        assert_ne!(
+            fresh.as_ptr() as usize,
+            base,
+            "a held slot is not written over"
+        );
+        fresh[..5].copy_from_slice(b"xxxxx");
+        assert_eq!(&held[..], b"world");
+    }
+
+    /// GRO segments come off one buffer in order, the last one shorter, without copying.
+    #[test]
+    fn gro_segments_split_without_copying() {
+        let data = BytesMut::from(&b"aaabbbcc"[..]);
+        let base = data.as_ptr() as usize;
+        let segs: Vec<BytesMut> = split_segments(data, 3).collect();
+        assert_eq!(segs.len(), 3);
+        assert_eq!(&segs[2][..], b"cc");
+        assert_eq!(segs[1].as_ptr() as usize, base + 3);
+        assert_eq!(split_segments(BytesMut::from(&b"x"[..]), 0).count(), 1);
+    }
 
     #[test]
     fn peek_wait_works_on_a_nonblocking_socket() {

@@ -1,0 +1,320 @@
+//! Appending: the producers' check, offsets, stamping and copying the batches into the pending
+//! write buffer (`stage`), rolling the segment first when the append would overfill it, and
+//! waiting for the group commit's verdict.
+
+use super::commit::{Outcome, Ticket};
+use super::{
+    now_ms, run_detached, AppendInfo, Mark, PartitionLog, Pending, Shared, State, Status,
+    APPEND_BYTES_MAX, APPEND_OFFSETS_MAX,
+};
+use crate::config::LogConfig;
+use crate::dma::{align_down, WriteBuf};
+use crate::error::{Error, Result};
+use crate::index::{self, IndexPoint};
+use crate::offset::OffsetExt;
+use crate::producers::Verdict;
+use crate::tail;
+use bytes::BytesMut;
+use quiver_proto::batch::{self, ValidBatch, BATCH_HEADER_BYTES};
+use quiver_proto::{LeaderEpoch, TimestampMs};
+use std::rc::Rc;
+
+impl PartitionLog {
+    /// Appends batches (already validated by proto) as one unit: assigns offsets from the log end
+    /// (stamping each batch's base offset, and its leader epoch if given), copies them into the
+    /// log's write buffer and resolves when they are durable under the flush policy. Concurrent
+    /// appends share one write and one fdatasync (group commit).
+    ///
+    /// Rolls the active segment first if the batches would take it past `segment_bytes` or it is
+    /// older than `segment_ms`. Dropping the future does not withdraw the batches: once this is
+    /// first polled they have offsets and will be written.
+    pub async fn append(
+        &self,
+        batches: &[ValidBatch],
+        leader_epoch: Option<LeaderEpoch>,
+    ) -> Result<AppendInfo> {
+        let shared = &self.shared;
+        let total: u64 = batches.iter().map(|b| b.len() as u64).sum();
+        if total > APPEND_BYTES_MAX {
+            return Err(Error::AppendTooLarge {
+                bytes: total,
+                max: APPEND_BYTES_MAX,
+            });
+        }
+        let offsets: u64 = batches.iter().map(ValidBatch::offset_count).sum();
+        if offsets > APPEND_OFFSETS_MAX {
+            return Err(Error::AppendTooLarge {
+                bytes: total,
+                max: APPEND_BYTES_MAX,
+            });
+        }
+        let mut rolled: Option<RollingAppend> = None;
+        let (info, ticket) = loop {
+            let listen = shared.progress.listen();
+            let need_roll = {
+                let mut s = shared.state.borrow_mut();
+                s.check_open()?;
+                // While an append rolls the segment for itself, later appends wait, so that
+                // appends are staged in the order they came (an idempotent producer's pipelined
+                // requests count on it).
+                let others_rolling = s.rolling_appends > usize::from(rolled.is_some());
+                if s.exclusive || s.exclusive_waiting > 0 || others_rolling {
+                    None
+                } else {
+                    let now = now_ms();
+                    let roll = must_roll(
+                        Fill {
+                            bytes: s.active.live().len,
+                            offsets: s.commit.staged_end().since(s.active.files.base),
+                            age_ms: now - s.active.since_ms,
+                        },
+                        total,
+                        offsets,
+                        &s.config,
+                    );
+                    if !roll {
+                        match s.producers.check(batches)? {
+                            Verdict::Append => {
+                                break stage(&mut s, batches, leader_epoch, total, now);
+                            }
+                            // Answered once the first write of it is acknowledged.
+                            Verdict::Duplicate {
+                                base_offset,
+                                last_offset,
+                            } => {
+                                let info = AppendInfo {
+                                    base_offset,
+                                    next_offset: last_offset.plus(1),
+                                    append_time: TimestampMs(now),
+                                };
+                                break (info, s.commit.ticket(info.next_offset));
+                            }
+                        }
+                    }
+                    Some(())
+                }
+            };
+            match need_roll {
+                Some(()) => {
+                    rolled.get_or_insert_with(|| RollingAppend::new(shared));
+                    let sh = shared.clone();
+                    run_detached(async move {
+                        let _g = Shared::exclusive(&sh, false).await?;
+                        sh.roll_locked().await
+                    })
+                    .await?;
+                }
+                None => listen.await,
+            }
+        };
+        drop(rolled);
+        if total == 0 {
+            return Ok(info);
+        }
+        Shared::kick(shared);
+        loop {
+            let listen = shared.progress.listen();
+            {
+                let s = shared.state.borrow();
+                match s.commit.outcome(ticket) {
+                    Outcome::Acknowledged | Outcome::Survived => return Ok(info),
+                    Outcome::Waiting => match &s.status {
+                        Status::Open => {}
+                        Status::Failed(e) => return Err(e.clone()),
+                        Status::Closed | Status::Deleted => return Err(Error::Closed),
+                    },
+                    Outcome::Lost => {
+                        return Err(s
+                            .last_failure
+                            .clone()
+                            .unwrap_or_else(|| Error::Discarded("discarded".into())))
+                    }
+                }
+            }
+            listen.await;
+        }
+    }
+}
+
+/// Held by an append that rolled the segment until it has staged (or failed, or was dropped):
+/// meanwhile later appends wait instead of staging first.
+struct RollingAppend(Rc<Shared>);
+
+impl RollingAppend {
+    fn new(shared: &Rc<Shared>) -> RollingAppend {
+        shared.state.borrow_mut().rolling_appends += 1;
+        RollingAppend(shared.clone())
+    }
+}
+
+impl Drop for RollingAppend {
+    fn drop(&mut self) {
+        self.0.state.borrow_mut().rolling_appends -= 1;
+        self.0.progress.notify_all();
+    }
+}
+
+/// How full the active segment is.
+#[derive(Clone, Copy, Debug)]
+struct Fill {
+    bytes: u64,
+    /// Offsets it spans from its base.
+    offsets: u64,
+    age_ms: i64,
+}
+
+/// Whether an append of `bytes` taking `offsets` offsets must go to a new segment: the active
+/// one holds something, and the append would take it past `segment_bytes`, or it is older than
+/// `segment_ms`, or its offsets would span more than its index can address (32-bit relative
+/// offsets; hostile compressed batches can claim many offsets in few bytes, so bytes alone do
+/// not bound it).
+fn must_roll(fill: Fill, bytes: u64, offsets: u64, config: &LogConfig) -> bool {
+    fill.bytes > 0
+        && (fill.bytes + bytes > config.segment_bytes
+            || fill.age_ms >= config.segment_ms as i64
+            || fill.offsets + offsets > index::SEGMENT_OFFSETS_MAX)
+}
+
+/// Assigns offsets and copies the batches into the pending write buffer; returns what the
+/// append stored and the ticket it waits on.
+fn stage(
+    s: &mut State,
+    batches: &[ValidBatch],
+    epoch: Option<LeaderEpoch>,
+    total: u64,
+    now: i64,
+) -> (AppendInfo, Ticket) {
+    let interval = u64::from(s.config.index_interval_bytes);
+    let base_offset = s.commit.staged_end();
+    if total == 0 {
+        let info = AppendInfo {
+            base_offset,
+            next_offset: base_offset,
+            append_time: TimestampMs(now),
+        };
+        return (info, s.commit.ticket(base_offset));
+    }
+    let a = &mut s.active;
+    if a.live().len == 0 {
+        a.since_ms = now;
+    }
+    if a.pending.is_none() {
+        let h = &a.handed;
+        let buf = WriteBuf::new(&a.files.log, align_down(h.len), &h.tail, total as usize);
+        let mark = Mark {
+            tail: Vec::new(),
+            ..h.clone()
+        };
+        a.pending = Some(Pending { buf, mark });
+    }
+    let p = a.pending.as_mut().expect("just set");
+    let mut hdr = [0u8; BATCH_HEADER_BYTES];
+    // With a reader at the end, the batches as stored go to the tail cache too.
+    let tailing = s
+        .tail_read_at
+        .is_some_and(|t| t.elapsed() < tail::READER_TTL);
+    let mut cached = BytesMut::with_capacity(if tailing { total as usize } else { 0 });
+    let mut end = base_offset;
+    for b in batches {
+        let bytes = b.bytes();
+        let (pos, off) = (p.mark.len, end);
+        hdr.copy_from_slice(&bytes[..BATCH_HEADER_BYTES]);
+        batch::set_base_offset(&mut hdr, off).expect("header-sized");
+        if let Some(e) = epoch {
+            batch::set_leader_epoch(&mut hdr, e).expect("header-sized");
+        }
+        p.buf.push(&a.files.log, &hdr);
+        p.buf.push(&a.files.log, &bytes[BATCH_HEADER_BYTES..]);
+        if tailing {
+            cached.extend_from_slice(&hdr);
+            cached.extend_from_slice(&bytes[BATCH_HEADER_BYTES..]);
+        }
+        p.mark.len += bytes.len() as u64;
+        end = end.plus(b.offset_count());
+        p.mark.max_timestamp = p.mark.max_timestamp.max(b.info().max_timestamp.0);
+        p.mark.last_batch = Some((pos, off));
+        let last_index_pos = a.points.last().map_or(0, |q| u64::from(q.position));
+        if pos - last_index_pos >= interval {
+            // Always fits: the segment rolled before its offsets or bytes could outgrow the
+            // index (`append`); were it not to, the point is left out, which only slows lookups.
+            if let Some(point) = IndexPoint::new(a.files.base, off, pos, p.mark.max_timestamp) {
+                a.points.push(point);
+            }
+        }
+        p.mark.points = a.points.len();
+    }
+    debug_assert_eq!(p.buf.end(), p.mark.len);
+    let ticket = s.commit.stage(end);
+    let mut cached = cached.freeze();
+    s.tail_from = base_offset;
+    if !tailing {
+        s.tail.clear();
+    }
+    let mut off = base_offset;
+    for b in batches {
+        s.producers.record(b.info(), off, now);
+        let next = off.plus(b.offset_count());
+        if tailing {
+            let bytes = cached.split_to(b.len());
+            s.tail.push(off, next, bytes);
+        }
+        off = next;
+    }
+    let info = AppendInfo {
+        base_offset,
+        next_offset: end,
+        append_time: TimestampMs(now),
+    };
+    (info, ticket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (segment bytes, offsets spanned, age ms, append bytes, append offsets, rolls?)
+    #[test]
+    fn when_an_append_rolls_the_segment() {
+        let config = LogConfig {
+            segment_bytes: 1 << 20,
+            segment_ms: 60_000,
+            ..LogConfig::default()
+        };
+        let max = u64::from(u32::MAX);
+        let cases = [
+            // An empty segment takes anything, even more than it may hold.
+            (0, 0, 0, 2 << 20, 1, false),
+            (0, 0, 120_000, 10, 1, false),
+            // Bytes.
+            (1000, 10, 0, (1 << 20) - 1000, 1, false),
+            (1000, 10, 0, (1 << 20) - 999, 1, true),
+            // Age.
+            (1000, 10, 59_999, 10, 1, false),
+            (1000, 10, 60_000, 10, 1, true),
+            // Offsets: the index addresses at most u32::MAX offsets past the base.
+            (1000, max - 5, 0, 10, 5, false),
+            (1000, max - 5, 0, 10, 6, true),
+            (1000, 1, 0, 10, APPEND_OFFSETS_MAX, false),
+            (
+                1000,
+                max - APPEND_OFFSETS_MAX + 1,
+                0,
+                10,
+                APPEND_OFFSETS_MAX,
+                true,
+            ),
+        ];
+        for (seg_bytes, spanned, age, bytes, offsets, want) in cases {
+            let fill = Fill {
+                bytes: seg_bytes,
+                offsets: spanned,
+                age_ms: age,
+            };
+            assert_eq!(
+                must_roll(fill, bytes, offsets, &config),
+                want,
+                "{fill:?} + {bytes} bytes, {offsets} offsets"
+            );
+        }
+    }
+}
