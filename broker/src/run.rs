@@ -234,7 +234,9 @@ fn server_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, RunError> {
     let client_ca =
         (!config.tls_client_ca.as_os_str().is_empty()).then(|| config.tls_client_ca.clone());
     let files = if config.tls_cert.as_os_str().is_empty() {
-        let dev = tls::ensure_dev_certs(&config.data_dir)?;
+        // The certificate names what clients dial: the listen address and the advertised host.
+        let names = [config.listen.ip().to_string(), config.advertised_host()];
+        let dev = tls::ensure_dev_certs_for(&config.data_dir, &names)?;
         tracing::info!(ca = %dev.ca_cert.display(), "using the development certificate; clients trust it with the CA file");
         tls::ServerTlsFiles {
             client_ca,

@@ -12,7 +12,8 @@
 //! <data_dir>/tls/ca.pem       development CA certificate (give this to clients)
 //! <data_dir>/tls/ca.key       its private key (0600)
 //! <data_dir>/tls/server.pem   server certificate signed by the CA; SANs: localhost, 127.0.0.1,
-//!                             ::1 and this machine's hostname
+//!                             ::1, this machine's hostname, and the broker's listen address and
+//!                             advertised host (reissued by the same CA when those change)
 //! <data_dir>/tls/server.key   its private key (0600)
 //! ```
 
@@ -213,11 +214,24 @@ const DEV_CA_COMMON_NAME: &str = "Quiver development CA";
 /// Creates the development CA and a server certificate signed by it under `<data_dir>/tls` on
 /// first start, and reuses them on later starts. Call it once per process before the shards bind
 /// (it is not safe against two processes creating the same directory at the same instant).
+/// Same as [`ensure_dev_certs_for`] with no names beyond the defaults.
 ///
 /// Rationale for a CA rather than one self-signed server certificate: clients keep trusting the
 /// same `ca.pem` when the server certificate is reissued, and the same CA can sign client
 /// certificates for mutual TLS in development.
 pub fn ensure_dev_certs(data_dir: &Path) -> Result<DevCerts, TlsError> {
+    ensure_dev_certs_for(data_dir, &[])
+}
+
+/// [`ensure_dev_certs`], with a server certificate that also names `names` (the addresses and
+/// host names clients will dial: the broker's listen address and advertised host). The default
+/// names are `localhost`, `127.0.0.1`, `::1` and this machine's host name.
+///
+/// When the certificate on disk does not name one of them (the broker was started with another
+/// `--listen` or `--advertised-host`), or does not match its key, a new server certificate is
+/// issued by the same development CA, naming the old DNS names, the defaults and `names`; the CA
+/// is never replaced, so clients that trust `ca.pem` keep working.
+pub fn ensure_dev_certs_for(data_dir: &Path, names: &[String]) -> Result<DevCerts, TlsError> {
     let dir = data_dir.join("tls");
     let files = DevCerts::at(&dir);
     let present = [
@@ -228,6 +242,30 @@ pub fn ensure_dev_certs(data_dir: &Path) -> Result<DevCerts, TlsError> {
     ];
     let count = present.iter().filter(|(p, _)| p.exists()).count();
     if count == present.len() {
+        let missing = names_missing_from(&files, names);
+        if missing.is_empty() && server_config(&files.server_files()).is_ok() {
+            return Ok(files);
+        }
+        let ca_key_pem = fs::read_to_string(&files.ca_key).map_err(io_err(&files.ca_key))?;
+        let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem)?;
+        let ca = dev_ca_params().self_signed(&ca_key)?;
+        let mut all = dev_server_names(names);
+        if let Some(old) = load_certs(&files.server_cert)
+            .ok()
+            .and_then(|c| c.first().and_then(PeerIdentity::from_cert))
+        {
+            for n in old.dns_names {
+                if !all.contains(&n) {
+                    all.push(n);
+                }
+            }
+        }
+        write_server_cert(&files, &ca, &ca_key, all)?;
+        tracing::info!(
+            dir = %dir.display(),
+            added = %missing.join(", "),
+            "reissued the development server certificate from the same CA to name the addresses clients dial"
+        );
         return Ok(files);
     }
     if count != 0 {
@@ -243,16 +281,63 @@ pub fn ensure_dev_certs(data_dir: &Path) -> Result<DevCerts, TlsError> {
     let ca_key = rcgen::KeyPair::generate()?;
     let ca = dev_ca_params().self_signed(&ca_key)?;
 
+    // Keys first and the CA certificate last: a crash in between leaves an incomplete directory,
+    // which the next start reports instead of silently trusting half a setup.
+    write_atomic(&files.ca_key, ca_key.serialize_pem().as_bytes(), 0o600)?;
+    write_server_cert(&files, &ca, &ca_key, dev_server_names(names))?;
+    write_atomic(&files.ca_cert, ca.pem().as_bytes(), 0o644)?;
+    tracing::info!(dir = %dir.display(), "created development CA and server certificate");
+    Ok(files)
+}
+
+/// The default names of a development server certificate, then `extra` (each once; empty and
+/// unspecified addresses such as `0.0.0.0` left out).
+fn dev_server_names(extra: &[String]) -> Vec<String> {
     let mut names = vec![
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),
         "::1".to_owned(),
     ];
-    if let Some(host) = hostname() {
-        if !names.contains(&host) {
-            names.push(host);
+    let host = hostname();
+    for n in host.iter().chain(extra) {
+        let unspecified = n
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_unspecified());
+        if !n.is_empty() && !unspecified && !names.contains(n) {
+            names.push(n.clone());
         }
     }
+    names
+}
+
+/// Which of `names` the server certificate in `files` is not valid for (all of them when it
+/// cannot be read).
+fn names_missing_from(files: &DevCerts, names: &[String]) -> Vec<String> {
+    let certs = load_certs(&files.server_cert).unwrap_or_default();
+    let ee = certs
+        .first()
+        .and_then(|c| webpki::EndEntityCert::try_from(c).ok());
+    dev_server_names(names)
+        .into_iter()
+        .filter(|n| {
+            let Some(ee) = &ee else { return true };
+            let Ok(name) = rustls::pki_types::ServerName::try_from(n.as_str()) else {
+                return false; // not a name a client could dial; nothing to add
+            };
+            ee.verify_is_valid_for_subject_name(&name).is_err()
+        })
+        .collect()
+}
+
+/// Issues a server certificate for `names` signed by the development CA and writes it with its
+/// new key (key first: a crash between the two leaves a pair that does not match, which the next
+/// start detects and reissues).
+fn write_server_cert(
+    files: &DevCerts,
+    ca: &rcgen::Certificate,
+    ca_key: &rcgen::KeyPair,
+    names: Vec<String>,
+) -> Result<(), TlsError> {
     let mut params = rcgen::CertificateParams::new(names)?;
     params
         .distinguished_name
@@ -260,20 +345,13 @@ pub fn ensure_dev_certs(data_dir: &Path) -> Result<DevCerts, TlsError> {
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
     let server_key = rcgen::KeyPair::generate()?;
-    let server = params.signed_by(&server_key, &ca, &ca_key)?;
-
-    // Keys first and the CA certificate last: a crash in between leaves an incomplete directory,
-    // which the next start reports instead of silently trusting half a setup.
-    write_atomic(&files.ca_key, ca_key.serialize_pem().as_bytes(), 0o600)?;
+    let server = params.signed_by(&server_key, ca, ca_key)?;
     write_atomic(
         &files.server_key,
         server_key.serialize_pem().as_bytes(),
         0o600,
     )?;
-    write_atomic(&files.server_cert, server.pem().as_bytes(), 0o644)?;
-    write_atomic(&files.ca_cert, ca.pem().as_bytes(), 0o644)?;
-    tracing::info!(dir = %dir.display(), "created development CA and server certificate");
-    Ok(files)
+    write_atomic(&files.server_cert, server.pem().as_bytes(), 0o644)
 }
 
 fn dev_ca_params() -> rcgen::CertificateParams {
@@ -443,6 +521,46 @@ mod tests {
                 Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
             );
         }
+    }
+
+    #[test]
+    fn the_dev_server_certificate_is_reissued_to_name_new_addresses_by_the_same_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ensure_dev_certs(dir.path()).unwrap();
+        let ca = fs::read(&first.ca_cert).unwrap();
+        let server = fs::read(&first.server_cert).unwrap();
+        let names = ["127.0.0.2".to_owned(), "broker-1.example".to_owned()];
+        assert_eq!(names_missing_from(&first, &names), names.to_vec());
+
+        let files = ensure_dev_certs_for(dir.path(), &names).unwrap();
+        assert_eq!(fs::read(&files.ca_cert).unwrap(), ca, "the CA is kept");
+        assert_ne!(fs::read(&files.server_cert).unwrap(), server);
+        assert!(names_missing_from(&files, &names).is_empty());
+        server_config(&files.server_files()).unwrap();
+
+        // Nothing new asked: nothing rewritten; an unspecified address is not a name.
+        let reissued = fs::read(&files.server_cert).unwrap();
+        ensure_dev_certs_for(dir.path(), &["0.0.0.0".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        assert_eq!(fs::read(&files.server_cert).unwrap(), reissued);
+
+        // A new address keeps the old DNS names.
+        let files = ensure_dev_certs_for(dir.path(), &["10.1.2.3".to_owned()]).unwrap();
+        assert!(names_missing_from(
+            &files,
+            &["10.1.2.3".to_owned(), "broker-1.example".to_owned()]
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn a_dev_server_key_that_does_not_match_its_certificate_is_reissued() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = ensure_dev_certs(dir.path()).unwrap();
+        let other = rcgen::KeyPair::generate().unwrap();
+        fs::write(&files.server_key, other.serialize_pem()).unwrap();
+        assert!(server_config(&files.server_files()).is_err());
+        ensure_dev_certs(dir.path()).unwrap();
+        server_config(&files.server_files()).unwrap();
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct Broker {
     pub addr: SocketAddr,
     pub metrics: SocketAddr,
     pub args: Vec<String>,
+    /// The address `--listen` binds (127.0.0.1 unless a test sets another loopback address).
+    pub listen_ip: std::net::IpAddr,
     /// Environment variables set for the process (besides the test's own).
     pub envs: Vec<(String, String)>,
     _temp: Option<tempfile::TempDir>,
@@ -62,6 +64,7 @@ impl Broker {
             addr: "0.0.0.0:0".parse().unwrap(),
             metrics: "0.0.0.0:0".parse().unwrap(),
             args,
+            listen_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             envs: Vec::new(),
             _temp: Some(temp),
         }
@@ -76,7 +79,7 @@ impl Broker {
 
     /// Starts the process and waits for it to be ready; on failure, its log.
     pub fn try_spawn(&mut self, port: Option<u16>) -> Result<(), String> {
-        let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
+        let listen = SocketAddr::new(self.listen_ip, port.unwrap_or(0)).to_string();
         let mut child = Command::new(streamd_path())
             .current_dir(&self.dir)
             .args([
