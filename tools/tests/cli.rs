@@ -450,7 +450,8 @@ fn errors_exit_non_zero_with_one_clear_line() {
         .args(["--bootstrap", &b.addr.to_string(), "topic", "list"])
         .output()
         .unwrap();
-    assert_fails(&out, 1, "CA file");
+    assert_fails(&out, 1, "pass --ca-file <PEM>");
+    assert_fails(&out, 1, "./data/tls/ca.pem");
     // ...and with --ca-file it works from anywhere.
     let out = Command::new(env!("CARGO_BIN_EXE_streamctl"))
         .current_dir(&elsewhere)

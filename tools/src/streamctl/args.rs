@@ -1,5 +1,7 @@
 //! The command line: what each subcommand takes, its help text, and the parsers of durations,
-//! times and start positions.
+//! separators and output formats. Flags mean one thing everywhere: `-p`/`--partition` one
+//! partition, `--partitions` a count, `-o`/`--output` the output format, `-t`/`--topic` a
+//! topic, `-K` a key separator, `-H` a header.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,17 +9,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use quiver_client::{Acks, Assignor, Compression, TimestampMs};
 
-pub const ENCODING_HELP: &str = "\
-JSON output (--format json) prints one object per line:
-  {\"topic\":\"t\",\"partition\":0,\"offset\":5,\"timestamp\":1700000000000,
-   \"timestamp_type\":\"CreateTime\",\"key\":\"k\",\"value\":\"v\",
-   \"headers\":[{\"key\":\"h\",\"value\":\"x\"}]}
-Keys, values and header values that are valid UTF-8 appear as JSON strings (\"key\", \"value\");
-bytes that are not valid UTF-8 appear instead as standard base64 (RFC 4648, with padding) under
-\"key_base64\", \"value_base64\" (and \"value_base64\" in a header). A missing key or a tombstone
-value is null. Nothing is ever replaced or lost: decoding the strings as UTF-8, or the base64
-fields, gives back the exact bytes that were produced. The timestamp is milliseconds since the
-Unix epoch.";
+use crate::from::{parse_from, StartAt, FROM_HELP};
+use crate::text::Template;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -67,18 +60,30 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// A combination of flags that clap's declarations cannot refuse; shown with the usage.
+    pub fn conflict(&self) -> Option<&'static str> {
+        match &self.command {
+            Command::Produce(p)
+                if p.input == Input::Json && (p.key_separator.is_some() || p.null_empty) =>
+            {
+                Some(
+                    "--key-separator and --null-empty apply to --input text; a JSON record \
+                     names its key, and a null value, itself",
+                )
+            }
+            _ => None,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Write records: one per line of stdin (or --file).
-    #[command(
-        after_help = "Each line (without its trailing \\n) is one record's value; bytes are sent \
-        as they are, so values need not be UTF-8. With --key-separator, the bytes before the first \
-        separator are the key and the rest the value; a line without the separator has no key.\n\n\
-        Example:\n  printf 'user-1:hello\\nuser-2:world\\n' | streamctl produce demo --key-separator : --header source=cli"
-    )]
+    /// Write records: one per line of stdin (or --file), as text or JSON lines.
+    #[command(after_help = PRODUCE_HELP)]
     Produce(ProduceArgs),
-    /// Read records and print them, as text or JSON lines.
-    #[command(after_help = ENCODING_HELP)]
+    /// Read records and print them, as text, a template or JSON lines.
+    #[command(after_help = CONSUME_HELP)]
     Consume(ConsumeArgs),
     /// Create, list, describe, alter, grow and delete topics.
     #[command(subcommand)]
@@ -90,6 +95,56 @@ pub enum Command {
     #[command(subcommand)]
     Group(GroupCommand),
 }
+
+pub const PRODUCE_HELP: &str = r#"Text input (the default): each line, without its trailing \n, is one record's value; bytes are
+sent as they are, so values need not be UTF-8. Empty lines are skipped. With -K SEP, the bytes
+before the first SEP are the key and the rest is the value, as it is; a line without SEP has no
+key. In the key, \SEP stands for SEP and \\ for a backslash (consume -K writes keys that way).
+With --null-empty, an empty value (the line `user-1:` with -K :) is sent as null: a tombstone.
+--header applies to every record.
+
+JSON input (--input json) reads what consume --output json prints, one object per line, and
+writes the same records: key or key_base64, value or value_base64 (null or absent: no key, a
+tombstone), headers ([{"key":"h","value":"v"}, ...] or {"h":"v"}; value_base64 for bytes),
+partition (--partition overrides it) and timestamp (ms since the Unix epoch, kept as the
+record's CreateTime). topic, offset and timestamp_type are ignored, so what consume printed
+from one topic can be written to another; any other field is an error. Blank lines are
+skipped.
+
+Examples:
+  printf 'user-1:hello\nuser-2:world\n' | streamctl produce demo -K : --header source=cli
+  printf 'user-1:\n' | streamctl produce demo -K : --null-empty        # a tombstone for user-1
+  streamctl consume orders -o json --until-end | streamctl produce orders-copy --input json"#;
+
+pub const CONSUME_HELP: &str = r#"Stopping: -n N after N records, --timeout D after D without a record, --until-end (-e) at the
+end each partition had when consume started. Ctrl-C (SIGINT) or SIGTERM stops fetching and,
+with --group, commits exactly what was printed and leaves the group; the exit code is then 130
+(SIGINT) or 143 (SIGTERM). A second signal exits at once, committing nothing more.
+
+Text output (the default) prints each value's bytes and a newline; -K SEP prints KEY SEP VALUE,
+with SEP and backslashes in the key escaped by a backslash, as produce -K reads it back. A
+template (-f) prints what it says, with no newline added:
+  %k key  %v value  %t topic  %p partition  %o offset  %T timestamp (ms)
+  %h headers (name=value,...)  %% a percent sign;  \n \t \r \\ as in C
+In text and templates an absent key and a null value (a tombstone) print as --null-string:
+nothing by default, as with kcat; --null-string NULL tells them from empty ones. JSON output
+always tells them apart: null, or "".
+
+JSON output (--output json, or -F json) prints one object per line:
+  {"topic":"t","partition":0,"offset":5,"timestamp":1700000000000,
+   "timestamp_type":"CreateTime","key":"k","value":"v",
+   "headers":[{"key":"h","value":"x"}]}
+Keys, values and header values that are valid UTF-8 appear as JSON strings ("key", "value");
+bytes that are not valid UTF-8 appear instead as standard base64 (RFC 4648, with padding) under
+"key_base64", "value_base64" (and "value_base64" in a header). A missing key or a tombstone
+value is null. Nothing is ever replaced or lost: decoding the strings as UTF-8, or the base64
+fields, gives back the exact bytes that were produced. The timestamp is milliseconds since the
+Unix epoch. produce --input json reads these lines back into the same records.
+
+Examples:
+  streamctl consume orders --tail 5 --until-end          # the last 5 of each partition, then exit
+  streamctl consume orders --from 2026-12-05 -e -f '%p %o %k=%v\n'
+  streamctl consume orders --group billing               # Ctrl-C commits what was printed"#;
 
 #[derive(Subcommand, Debug)]
 pub enum GroupCommand {
@@ -152,9 +207,9 @@ pub struct ResetArgs {
     /// To this offset.
     #[arg(long, value_name = "N")]
     pub to_offset: Option<u64>,
-    /// To the first record at or after this time (RFC 3339, e.g. 2024-05-01T12:00:00Z); to
-    /// the end where no record is that recent.
-    #[arg(long, value_name = "TIME", value_parser = parse_datetime)]
+    /// To the first record at or after this time (RFC 3339, e.g. 2024-05-01T12:00:00Z, or a
+    /// date, 2024-05-01, midnight UTC); to the end where no record is that recent.
+    #[arg(long, value_name = "TIME", value_parser = crate::from::parse_time)]
     pub to_datetime: Option<TimestampMs>,
     /// By N records from the committed offset (negative: back, to read again).
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
@@ -171,15 +226,24 @@ pub struct ProduceArgs {
     /// Topic to write to.
     pub topic: String,
     /// Read records from this file instead of stdin.
-    #[arg(long, short = 'f')]
+    #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
-    /// Split each line at the first occurrence of SEP into key and value.
-    #[arg(long, short = 'K')]
+    /// What each input line is: a value (text; see -K) or a JSON record as consume
+    /// --output json prints it.
+    #[arg(long, value_enum, default_value_t = Input::Text)]
+    pub input: Input,
+    /// Text input: the bytes before the first SEP of a line are the key (\SEP and \\ escape
+    /// in the key), the rest the value.
+    #[arg(long, short = 'K', value_name = "SEP", value_parser = parse_separator)]
     pub key_separator: Option<String>,
+    /// Text input: send an empty value (after the key separator) as null, a tombstone.
+    #[arg(long, requires = "key_separator")]
+    pub null_empty: bool,
     /// Header for every record, as KEY=VALUE (repeatable).
     #[arg(long = "header", short = 'H', value_parser = parse_key_value)]
     pub headers: Vec<(String, String)>,
-    /// Write every record to this partition (default: by key, or spread when there is none).
+    /// Write every record to this partition (default: the JSON record's partition, else by
+    /// key, or spread when there is no key).
     #[arg(long, short = 'p')]
     pub partition: Option<u32>,
     /// How many replicas must have each record: 0, 1 or all.
@@ -191,6 +255,14 @@ pub struct ProduceArgs {
     /// How long a batch may wait for more records.
     #[arg(long, default_value = "5ms", value_parser = parse_duration)]
     pub linger: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Input {
+    /// One value per line (and a key with -K).
+    Text,
+    /// One JSON record per line, as consume --output json prints it.
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -214,16 +286,30 @@ impl std::convert::From<CompressionArg> for Compression {
 pub struct ConsumeArgs {
     /// Topic to read.
     pub topic: String,
-    /// Where to start: beginning, end, an offset, or an RFC 3339 time
-    /// (2024-05-01T12:00:00Z; the first record at or after it).
-    #[arg(long, short = 'o', default_value = "beginning", value_parser = parse_from)]
-    pub from: StartAt,
+    /// Where to start in each partition: beginning (default), end, an offset (42), the last N
+    /// records (-10), a time (@1700000000000 in ms, 2026-12-05, 2026-12-05T10:00:00Z).
+    #[arg(
+        long,
+        value_name = "POSITION",
+        value_parser = parse_from,
+        allow_hyphen_values = true,
+        long_help = FROM_HELP
+    )]
+    pub from: Option<StartAt>,
+    /// Start at the last N records of each partition (--from -N).
+    #[arg(long, value_name = "N", conflicts_with = "from")]
+    pub tail: Option<u64>,
+    /// Exit once every partition is read up to the end it had when consume started
+    /// (partitions empty then are done at once), like kcat -e.
+    #[arg(long, short = 'e')]
+    pub until_end: bool,
     /// Read only this partition (repeatable; default: every partition).
     #[arg(long = "partition", short = 'p')]
     pub partitions: Vec<u32>,
     /// Read as a member of this consumer group: the group splits the topic's partitions
     /// between its members and remembers (commits) how far they read; --from then only
     /// applies to partitions the group has no committed offset for (beginning or end).
+    /// With --until-end: exit once the partitions this member holds are read to their end.
     #[arg(long, short = 'g', conflicts_with = "partitions")]
     pub group: Option<String>,
     /// With --group: static membership. A stable id for this consumer (a host or pod name);
@@ -240,14 +326,46 @@ pub struct ConsumeArgs {
     #[arg(long, short = 'n')]
     pub max_messages: Option<u64>,
     /// Exit when no record arrives for this long (e.g. 5s, 500ms). Default: wait forever.
-    #[arg(long, short = 't', value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    /// Output format.
-    #[arg(long, short = 'F', value_enum, default_value_t = Format::Text)]
-    pub format: Format,
-    /// Text format: print KEY SEP VALUE (the inverse of produce --key-separator).
-    #[arg(long, short = 'K')]
+    /// Output format: text or json (see below).
+    #[arg(
+        long,
+        short = 'o',
+        visible_alias = "format",
+        visible_short_alias = 'F',
+        value_name = "FORMAT",
+        default_value = "text",
+        value_parser = parse_consume_output
+    )]
+    pub output: Output,
+    /// Print each record through this template, e.g. '%k=%v\n' (see below).
+    #[arg(
+        long,
+        short = 'f',
+        value_name = "TEMPLATE",
+        value_parser = Template::parse,
+        conflicts_with_all = ["output", "key_separator"]
+    )]
+    pub template: Option<Template>,
+    /// Text output: print KEY SEP VALUE (the inverse of produce --key-separator).
+    #[arg(long, short = 'K', value_name = "SEP", value_parser = parse_separator)]
     pub key_separator: Option<String>,
+    /// Text and template output: print an absent key or a null value as this (default:
+    /// nothing).
+    #[arg(long, value_name = "STRING")]
+    pub null_string: Option<String>,
+}
+
+impl ConsumeArgs {
+    /// `--from`, or `--tail`, or the beginning.
+    pub fn start(&self) -> StartAt {
+        match (self.from, self.tail) {
+            (Some(f), _) => f,
+            (None, Some(n)) => StartAt::Tail(n),
+            (None, None) => StartAt::Beginning,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -270,26 +388,10 @@ impl From<AssignorArg> for Assignor {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// The value's bytes as they are, one record per line.
-    Text,
-    /// One JSON object per record and line (see below).
-    Json,
-}
-
-#[derive(Clone, Debug)]
-pub enum StartAt {
-    Beginning,
-    End,
-    Offset(u64),
-    Time(TimestampMs),
-}
-
 #[derive(Args, Debug, Clone, Copy)]
 pub struct OutputArgs {
     /// Output format of the command.
-    #[arg(long, value_enum, default_value_t = Output::Text)]
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     pub output: Output,
 }
 
@@ -305,7 +407,7 @@ pub enum TopicCommand {
     Create {
         name: String,
         /// Partition count (default: the broker's default_partitions).
-        #[arg(long, short = 'p')]
+        #[arg(long)]
         partitions: Option<u32>,
         /// Replication factor (default: the broker's).
         #[arg(long, short = 'r')]
@@ -349,8 +451,8 @@ pub enum TopicCommand {
     AddPartitions {
         name: String,
         /// The new total partition count.
-        #[arg(long, short = 'p')]
-        total: u32,
+        #[arg(long = "partitions", visible_alias = "total", value_name = "N")]
+        partitions: u32,
         #[command(flatten)]
         out: OutputArgs,
     },
@@ -369,6 +471,33 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("expected KEY=VALUE, got '{s}'")),
+    }
+}
+
+/// A key separator: not empty, and without a backslash (which escapes it in keys).
+pub fn parse_separator(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("the key separator must not be empty".into());
+    }
+    if s.contains('\\') {
+        return Err(
+            "the key separator must not hold a backslash: it escapes the separator in keys".into(),
+        );
+    }
+    Ok(s.to_string())
+}
+
+/// consume's --output: `text` or `json`, and a pointer to --from for kcat's and rpk's `-o
+/// beginning`.
+pub fn parse_consume_output(s: &str) -> Result<Output, String> {
+    match s {
+        "text" => Ok(Output::Text),
+        "json" => Ok(Output::Json),
+        _ if crate::from::parse_from(s).is_ok() => Err(format!(
+            "'{s}' is not an output format (text or json); to choose where to start, use \
+             --from {s} (-o in kcat and rpk)"
+        )),
+        _ => Err(format!("'{s}' is not an output format: use text or json")),
     }
 }
 
@@ -399,27 +528,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-pub fn parse_datetime(s: &str) -> Result<TimestampMs, String> {
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| format!("'{s}' is not an RFC 3339 time such as 2024-05-01T12:00:00Z ({e})"))?;
-    Ok(TimestampMs((t.unix_timestamp_nanos() / 1_000_000) as i64))
-}
-
-pub fn parse_from(s: &str) -> Result<StartAt, String> {
-    match s {
-        "beginning" | "earliest" | "start" => return Ok(StartAt::Beginning),
-        "end" | "latest" => return Ok(StartAt::End),
-        _ => {}
-    }
-    if let Ok(n) = s.parse::<u64>() {
-        return Ok(StartAt::Offset(n));
-    }
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| format!("'{s}' is not beginning, end, an offset or an RFC 3339 time ({e})"))?;
-    let ms = t.unix_timestamp_nanos() / 1_000_000;
-    Ok(StartAt::Time(TimestampMs(ms as i64)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,20 +541,5 @@ mod tests {
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
-    }
-
-    #[test]
-    fn from_accepts_names_offsets_and_rfc3339_times() {
-        assert!(matches!(
-            parse_from("beginning").unwrap(),
-            StartAt::Beginning
-        ));
-        assert!(matches!(parse_from("end").unwrap(), StartAt::End));
-        assert!(matches!(parse_from("42").unwrap(), StartAt::Offset(42)));
-        match parse_from("2024-05-01T12:00:00.250+02:00").unwrap() {
-            StartAt::Time(t) => assert_eq!(t.0, 1_714_557_600_250),
-            other => panic!("{other:?}"),
-        }
-        assert!(parse_from("yesterday").is_err());
     }
 }

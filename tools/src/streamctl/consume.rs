@@ -1,21 +1,194 @@
-//! `streamctl consume`: by partition or as a group member, printing records as text or JSON lines.
+//! `streamctl consume`: by partition or as a group member, printing records as text, through a
+//! template or as JSON lines, until -n, --timeout, --until-end or a signal says stop.
+//!
+//! What "printed" means, and why it matters for a group: a record counts as printed once the
+//! write that carries it to stdout returned. Every record `poll` handed out and that was not
+//! printed (past the end with --until-end, after -n, after a signal, or lost with a failed
+//! write) is given back at once with a seek to the first of them, per partition, so the
+//! consumer's positions are always "after the last printed record", and the group's commit,
+//! whether the periodic one or the one `close` makes on the way out, commits exactly that.
 
-use std::io::Write;
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use quiver_client::{
-    Client, Consumer, ConsumerConfig, ConsumerRecord, Offset, OffsetReset, TimestampType,
-    TopicPartition,
+    Client, Consumer, ConsumerConfig, ConsumerRecord, Offset, OffsetReset, TopicPartition,
 };
-use serde_json::{json, Map, Value};
+use tokio::signal::unix::{signal, SignalKind};
 
-use crate::args::{ConsumeArgs, Format, StartAt};
-use crate::CliResult;
+use crate::args::{ConsumeArgs, Output};
+use crate::from::StartAt;
+use crate::start::{ranges, seek_all, Range};
+use crate::text::{write_line, Template};
+use crate::{json, CliResult, Exit};
 
-/// `consume --group`: subscribe, print, and commit what was printed.
-async fn consume_group(client: &Client, a: &ConsumeArgs, group: &str) -> CliResult {
-    let offset_reset = match a.from {
+/// The longest one `poll` waits, so that a signal is seen within about this long.
+const POLL_SLICE: Duration = Duration::from_millis(200);
+
+const SIGINT: i32 = 2;
+const SIGTERM: i32 = 15;
+
+/// How records are printed.
+enum Printer {
+    Line {
+        separator: Option<Vec<u8>>,
+        null: Vec<u8>,
+    },
+    Template {
+        template: Template,
+        null: Vec<u8>,
+    },
+    Json,
+}
+
+impl Printer {
+    fn new(a: &ConsumeArgs) -> Printer {
+        let null = a.null_string.as_deref().unwrap_or("").as_bytes().to_vec();
+        match (&a.template, a.output) {
+            (Some(t), _) => Printer::Template {
+                template: t.clone(),
+                null,
+            },
+            (None, Output::Json) => Printer::Json,
+            (None, Output::Text) => Printer::Line {
+                separator: a.key_separator.as_ref().map(|s| s.as_bytes().to_vec()),
+                null,
+            },
+        }
+    }
+
+    fn write(&self, out: &mut impl Write, r: &ConsumerRecord) -> std::io::Result<()> {
+        match self {
+            Printer::Line { separator, null } => write_line(out, r, separator.as_deref(), null),
+            Printer::Template { template, null } => template.write(out, r, null),
+            Printer::Json => {
+                serde_json::to_writer(&mut *out, &json::encode(r))?;
+                out.write_all(b"\n")
+            }
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, caught: the first asks for a clean stop, a second exits at once.
+struct Signals {
+    caught: Arc<AtomicI32>,
+}
+
+impl Signals {
+    fn install() -> CliResult<Signals> {
+        let e = |e: std::io::Error| format!("cannot handle signals: {e}");
+        let mut int = signal(SignalKind::interrupt()).map_err(e)?;
+        let mut term = signal(SignalKind::terminate()).map_err(e)?;
+        let caught = Arc::new(AtomicI32::new(0));
+        let seen = caught.clone();
+        tokio::spawn(async move {
+            loop {
+                let n = tokio::select! {
+                    _ = int.recv() => SIGINT,
+                    _ = term.recv() => SIGTERM,
+                };
+                if seen.swap(n, Ordering::SeqCst) != 0 {
+                    eprintln!("streamctl: second signal: exiting now");
+                    std::process::exit(128 + n);
+                }
+            }
+        });
+        Ok(Signals { caught })
+    }
+
+    fn caught(&self) -> Option<i32> {
+        match self.caught.load(Ordering::SeqCst) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+}
+
+/// Why reading stopped.
+enum Stop {
+    Done,
+    Signal(i32),
+    WriteFailed(std::io::Error),
+}
+
+pub async fn consume(client: &Client, a: &ConsumeArgs) -> CliResult<Exit> {
+    // First, so that no record is read before a signal would be caught.
+    let signals = Signals::install()?;
+    let printer = Printer::new(a);
+    let start = a.start();
+    let topic = client.topic(&a.topic).await.map_err(|e| e.to_string())?;
+    let count = topic.partitions.len() as u32;
+    let (mut consumer, ranges) = match &a.group {
+        Some(group) => {
+            let consumer = join(client, a, group, start).await?;
+            // With --until-end, where every partition ends now: this member reads those it
+            // is given up to there.
+            let ranges = if a.until_end {
+                let all: Vec<TopicPartition> = (0..count)
+                    .map(|p| TopicPartition::new(&a.topic, p))
+                    .collect();
+                ranges(client, &all).await?
+            } else {
+                BTreeMap::new()
+            };
+            (consumer, ranges)
+        }
+        None => {
+            let tps = chosen_partitions(a, count)?;
+            let reset = match start {
+                StartAt::End => OffsetReset::Latest,
+                _ => OffsetReset::Earliest,
+            };
+            let mut consumer = Consumer::new(
+                client.clone(),
+                ConsumerConfig::default()
+                    .auto_offset_reset(reset)
+                    .fetch_max_wait(Duration::from_millis(500)),
+            );
+            consumer.assign(tps.clone()).map_err(|e| e.to_string())?;
+            let ranges = ranges(client, &tps).await?;
+            seek_all(&mut consumer, start, &ranges).await?;
+            (consumer, ranges)
+        }
+    };
+    let ends = a.until_end.then_some(&ranges);
+    let outcome = read(&mut consumer, a, &printer, &signals, ends).await;
+    // A member commits its positions (what was printed) and leaves the group, after an
+    // error too.
+    let closed = match &a.group {
+        Some(_) => consumer.close().await.map_err(|e| e.to_string()),
+        None => Ok(()),
+    };
+    let (stop, printed) = outcome?;
+    closed?;
+    match stop {
+        Stop::Done => Ok(Exit::Success),
+        Stop::Signal(n) => {
+            let name = if n == SIGINT { "SIGINT" } else { "SIGTERM" };
+            let s = if printed == 1 { "" } else { "s" };
+            let committed = match &a.group {
+                Some(g) => format!("; group {g} committed what was printed"),
+                None => String::new(),
+            };
+            eprintln!("streamctl: stopped by {name} after {printed} record{s}{committed}");
+            Ok(Exit::Code(128 + n))
+        }
+        Stop::WriteFailed(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Exit::Success),
+        Stop::WriteFailed(e) => Err(format!("writing output: {e}")),
+    }
+}
+
+/// `--group`: a member subscribed to the topic.
+async fn join(
+    client: &Client,
+    a: &ConsumeArgs,
+    group: &str,
+    start: StartAt,
+) -> CliResult<Consumer> {
+    let offset_reset = match start {
         StartAt::Beginning => OffsetReset::Earliest,
         StartAt::End => OffsetReset::Latest,
         _ => {
@@ -41,268 +214,142 @@ async fn consume_group(client: &Client, a: &ConsumeArgs, group: &str) -> CliResu
         .subscribe(vec![a.topic.clone()])
         .await
         .map_err(|e| e.to_string())?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    let mut printed = 0u64;
-    let mut last_record = Instant::now();
-    let separator = a.key_separator.as_deref().map(str::as_bytes);
-    let mut unprinted: Vec<(TopicPartition, Offset)> = Vec::new();
-    let mut write_error = None;
-    'outer: loop {
-        let wait = match a.timeout {
-            Some(t) => {
-                let left = t.saturating_sub(last_record.elapsed());
-                if left.is_zero() {
-                    break;
-                }
-                left.min(Duration::from_secs(1))
-            }
-            None => Duration::from_secs(1),
-        };
-        let records = consumer.poll(wait).await.map_err(|e| e.to_string())?;
-        if !records.is_empty() {
-            last_record = Instant::now();
-        }
-        for (i, r) in records.iter().enumerate() {
-            if a.max_messages.is_some_and(|m| printed >= m) {
-                // Not printed: the group resumes from the first of these, per partition.
-                for r in &records[i..] {
-                    let tp = TopicPartition::new(&*r.topic, r.partition.0);
-                    if !unprinted.iter().any(|(t, _)| *t == tp) {
-                        unprinted.push((tp, r.offset));
-                    }
-                }
-                break 'outer;
-            }
-            let written = match a.format {
-                Format::Text => write_text(&mut out, r, separator),
-                Format::Json => write_json(&mut out, r),
-            };
-            if let Err(e) = written {
-                write_error = Some(e);
-                break 'outer;
-            }
-            printed += 1;
-        }
-        if let Err(e) = out.flush() {
-            write_error = Some(e);
-            break;
-        }
-        if a.max_messages.is_some_and(|m| printed >= m) {
-            break;
-        }
-    }
-    let _ = out.flush();
-    for (tp, offset) in unprinted {
-        consumer.seek(&tp, offset).map_err(|e| e.to_string())?;
-    }
-    // Commits the positions (everything printed) and leaves the group.
-    consumer.close().await.map_err(|e| e.to_string())?;
-    match write_error {
-        Some(e) => broken_pipe_ok(e),
-        None => Ok(()),
-    }
+    Ok(consumer)
 }
 
-pub async fn consume(client: &Client, a: &ConsumeArgs) -> CliResult {
-    if let Some(group) = &a.group {
-        return consume_group(client, a, group).await;
-    }
-    let offset_reset = match a.from {
-        StartAt::End => OffsetReset::Latest,
-        _ => OffsetReset::Earliest,
-    };
-    let mut consumer = Consumer::new(
-        client.clone(),
-        ConsumerConfig::default()
-            .auto_offset_reset(offset_reset)
-            .fetch_max_wait(Duration::from_millis(500)),
-    );
-    let topic = client.topic(&a.topic).await.map_err(|e| e.to_string())?;
-    let count = topic.partitions.len() as u32;
-    let tps: Vec<TopicPartition> = if a.partitions.is_empty() {
-        (0..count)
+/// `--partition`s, checked against the topic, or every partition.
+fn chosen_partitions(a: &ConsumeArgs, count: u32) -> CliResult<Vec<TopicPartition>> {
+    if a.partitions.is_empty() {
+        return Ok((0..count)
             .map(|p| TopicPartition::new(&a.topic, p))
-            .collect()
-    } else {
-        for p in &a.partitions {
-            if *p >= count {
-                return Err(format!(
-                    "topic '{}' has {count} partitions; partition {p} does not exist",
-                    a.topic
-                ));
-            }
-        }
-        a.partitions
-            .iter()
-            .map(|p| TopicPartition::new(&a.topic, *p))
-            .collect()
-    };
-    consumer.assign(tps.clone()).map_err(|e| e.to_string())?;
-    match &a.from {
-        StartAt::Beginning => consumer.seek_to_beginning(&tps).await,
-        StartAt::End => consumer.seek_to_end(&tps).await,
-        StartAt::Offset(o) => tps.iter().try_for_each(|tp| consumer.seek(tp, Offset(*o))),
-        StartAt::Time(t) => consumer.seek_to_timestamp(&tps, *t).await,
+            .collect());
     }
-    .map_err(|e| e.to_string())?;
+    let mut ps = a.partitions.clone();
+    ps.sort_unstable();
+    ps.dedup();
+    if let Some(p) = ps.iter().find(|p| **p >= count) {
+        return Err(format!(
+            "topic '{}' has {count} partitions; partition {p} does not exist",
+            a.topic
+        ));
+    }
+    Ok(ps
+        .iter()
+        .map(|p| TopicPartition::new(&a.topic, *p))
+        .collect())
+}
 
+/// Whether a partition is read up to where it ended when consume started.
+fn read_to_end(consumer: &Consumer, tp: &TopicPartition, range: Option<&Range>) -> bool {
+    match range {
+        // Created since: it had nothing then.
+        None => true,
+        Some(r) if r.is_empty() => true,
+        Some(r) => consumer.position(tp).is_some_and(|p| p >= r.end),
+    }
+}
+
+/// Polls and prints until told to stop; returns why, and how many records were printed.
+async fn read(
+    consumer: &mut Consumer,
+    a: &ConsumeArgs,
+    printer: &Printer,
+    signals: &Signals,
+    ends: Option<&BTreeMap<TopicPartition, Range>>,
+) -> CliResult<(Stop, u64)> {
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut printed = 0u64;
     let mut last_record = Instant::now();
-    let separator = a.key_separator.as_deref().map(str::as_bytes);
-    'outer: loop {
-        if a.max_messages.is_some_and(|m| printed >= m) {
-            break;
+    let limit_reached = |printed: u64| a.max_messages.is_some_and(|m| printed >= m);
+    let stop = loop {
+        if let Some(n) = signals.caught() {
+            break Stop::Signal(n);
+        }
+        if limit_reached(printed) {
+            break Stop::Done;
+        }
+        if let Some(ends) = ends {
+            let assigned = consumer.assignment();
+            // A group member may hold nothing yet: it is not done before it has joined.
+            if !assigned.is_empty()
+                && assigned
+                    .iter()
+                    .all(|tp| read_to_end(consumer, tp, ends.get(tp)))
+            {
+                break Stop::Done;
+            }
         }
         let wait = match a.timeout {
             Some(t) => {
                 let left = t.saturating_sub(last_record.elapsed());
                 if left.is_zero() {
-                    break;
+                    break Stop::Done;
                 }
-                left.min(Duration::from_secs(1))
+                left.min(POLL_SLICE)
             }
-            None => Duration::from_secs(1),
+            None => POLL_SLICE,
         };
         let records = consumer.poll(wait).await.map_err(|e| e.to_string())?;
         if !records.is_empty() {
             last_record = Instant::now();
         }
+        // Per partition, the first record written since the last flush, and the first not
+        // printed.
+        let mut written: BTreeMap<TopicPartition, Offset> = BTreeMap::new();
+        let mut held: BTreeMap<TopicPartition, Offset> = BTreeMap::new();
+        let mut failed = None;
         for r in &records {
-            let written = match a.format {
-                Format::Text => write_text(&mut out, r, separator),
-                Format::Json => write_json(&mut out, r),
-            };
-            if let Err(e) = written {
-                return broken_pipe_ok(e);
+            let tp = TopicPartition::new(&*r.topic, r.partition.0);
+            let past_end = ends
+                .and_then(|e| e.get(&tp))
+                .is_some_and(|range| r.offset >= range.end);
+            if past_end || failed.is_some() || signals.caught().is_some() || limit_reached(printed)
+            {
+                keep_first(&mut held, tp, r.offset);
+                continue;
             }
-            printed += 1;
-            if a.max_messages.is_some_and(|m| printed >= m) {
-                break 'outer;
+            match printer.write(&mut out, r) {
+                Ok(()) => {
+                    keep_first(&mut written, tp, r.offset);
+                    printed += 1;
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    keep_first(&mut held, tp, r.offset);
+                }
             }
         }
         if let Err(e) = out.flush() {
-            return broken_pipe_ok(e);
-        }
-    }
-    if let Err(e) = out.flush() {
-        return broken_pipe_ok(e);
-    }
-    Ok(())
-}
-
-/// A reader that went away (`| head`) ends the output; that is not an error.
-fn broken_pipe_ok(e: std::io::Error) -> CliResult {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        Ok(())
-    } else {
-        Err(format!("writing output: {e}"))
-    }
-}
-
-fn write_text(
-    out: &mut impl Write,
-    r: &ConsumerRecord,
-    separator: Option<&[u8]>,
-) -> std::io::Result<()> {
-    if let Some(sep) = separator {
-        if let Some(k) = &r.key {
-            out.write_all(k)?;
-        }
-        out.write_all(sep)?;
-    }
-    if let Some(v) = &r.value {
-        out.write_all(v)?;
-    }
-    out.write_all(b"\n")
-}
-
-/// `name` as a string when the bytes are UTF-8, else `name_base64`; null when absent.
-fn put_bytes(obj: &mut Map<String, Value>, name: &str, bytes: Option<&[u8]>) {
-    match bytes {
-        None => {
-            obj.insert(name.to_string(), Value::Null);
-        }
-        Some(b) => match std::str::from_utf8(b) {
-            Ok(s) => {
-                obj.insert(name.to_string(), Value::String(s.to_string()));
+            // What was written since the last flush may not have reached the reader.
+            for (tp, o) in written {
+                keep_first(&mut held, tp, o);
             }
-            Err(_) => {
-                obj.insert(
-                    format!("{name}_base64"),
-                    Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
-                );
-            }
-        },
-    }
+            failed.get_or_insert(e);
+        }
+        for (tp, o) in &held {
+            consumer.seek(tp, *o).map_err(|e| e.to_string())?;
+        }
+        if let Some(ends) = ends {
+            // Partitions read to their end fetch no more.
+            let paused = consumer.paused();
+            let done: Vec<TopicPartition> = consumer
+                .assignment()
+                .into_iter()
+                .filter(|tp| !paused.contains(tp) && read_to_end(consumer, tp, ends.get(tp)))
+                .collect();
+            consumer.pause(&done).map_err(|e| e.to_string())?;
+        }
+        if let Some(e) = failed {
+            break Stop::WriteFailed(e);
+        }
+    };
+    Ok((stop, printed))
 }
 
-fn record_json(r: &ConsumerRecord) -> Value {
-    let mut obj = Map::new();
-    obj.insert("topic".into(), json!(&*r.topic));
-    obj.insert("partition".into(), json!(r.partition.0));
-    obj.insert("offset".into(), json!(r.offset.0));
-    obj.insert("timestamp".into(), json!(r.timestamp.0));
-    obj.insert(
-        "timestamp_type".into(),
-        json!(match r.timestamp_type {
-            TimestampType::CreateTime => "CreateTime",
-            TimestampType::LogAppendTime => "LogAppendTime",
-        }),
-    );
-    put_bytes(&mut obj, "key", r.key.as_deref());
-    put_bytes(&mut obj, "value", r.value.as_deref());
-    let headers: Vec<Value> = r
-        .headers
-        .iter()
-        .map(|h| {
-            let mut o = Map::new();
-            o.insert("key".into(), json!(h.key));
-            put_bytes(&mut o, "value", Some(&h.value));
-            Value::Object(o)
-        })
-        .collect();
-    obj.insert("headers".into(), Value::Array(headers));
-    Value::Object(obj)
-}
-
-fn write_json(out: &mut impl Write, r: &ConsumerRecord) -> std::io::Result<()> {
-    serde_json::to_writer(&mut *out, &record_json(r))?;
-    out.write_all(b"\n")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::Bytes;
-    use quiver_client::{Offset, TimestampMs};
-
-    #[test]
-    fn json_uses_strings_for_utf8_and_base64_otherwise() {
-        let r = ConsumerRecord {
-            topic: "t".into(),
-            partition: quiver_client::PartitionId(1),
-            offset: Offset(2),
-            timestamp: TimestampMs(3),
-            timestamp_type: TimestampType::CreateTime,
-            key: Some(Bytes::from_static("ключ".as_bytes())),
-            value: Some(Bytes::from_static(&[0xff, 0x00])),
-            headers: vec![quiver_client::Header::new("h", Bytes::from_static(&[0xc3]))],
-        };
-        let v = record_json(&r);
-        assert_eq!(v["key"], "ключ");
-        assert_eq!(v["value_base64"], "/wA=");
-        assert!(v.get("value").is_none());
-        assert_eq!(v["headers"][0]["value_base64"], "ww==");
-        let tomb = ConsumerRecord {
-            key: None,
-            value: None,
-            headers: vec![],
-            ..r
-        };
-        let v = record_json(&tomb);
-        assert!(v["key"].is_null() && v["value"].is_null());
-    }
+/// Records `offset` for `tp` unless an earlier one is there.
+fn keep_first(map: &mut BTreeMap<TopicPartition, Offset>, tp: TopicPartition, offset: Offset) {
+    map.entry(tp)
+        .and_modify(|o| *o = (*o).min(offset))
+        .or_insert(offset);
 }

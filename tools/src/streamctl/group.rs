@@ -1,5 +1,6 @@
 //! `streamctl group`: list, describe and delete consumer groups, and reset their offsets.
 
+use quiver_client::admin::GroupOffset;
 use quiver_client::{Admin, Client, Offset, OffsetSpec, TopicPartition};
 use quiver_tools::outln;
 use serde_json::json;
@@ -19,7 +20,7 @@ pub async fn group(client: &Client, cmd: &GroupCommand) -> CliResult {
                 Output::Text => {
                     let rows: Vec<Vec<String>> = groups
                         .iter()
-                        .map(|g| vec![g.group_id.clone(), g.state.clone()])
+                        .map(|g| vec![g.group_id.clone(), g.state.to_string()])
                         .collect();
                     print_table(&["GROUP", "STATE"], &rows);
                     Ok(())
@@ -28,14 +29,21 @@ pub async fn group(client: &Client, cmd: &GroupCommand) -> CliResult {
         }
         GroupCommand::Describe { name, out } => {
             let g = admin.describe_group(name).await.map_err(e)?;
+            let topics = lag_by_topic(&g.offsets);
             match out.output {
-                Output::Json => print_json(&g),
+                Output::Json => {
+                    let mut v = serde_json::to_value(&g).map_err(|e| e.to_string())?;
+                    v["topics"] = serde_json::to_value(&topics).map_err(|e| e.to_string())?;
+                    print_json(&v)
+                }
                 Output::Text => {
+                    let total: u64 = topics.iter().map(|t| t.lag).sum();
                     outln!("GROUP     {}", g.group_id);
                     outln!("STATE     {}", g.state);
                     outln!("ASSIGNOR  {}", g.assignor.as_deref().unwrap_or("-"));
                     outln!("EPOCH     {}", g.group_epoch);
                     outln!("MEMBERS   {}", g.members.len());
+                    outln!("LAG       {total}");
                     if !g.members.is_empty() {
                         outln!();
                         let rows: Vec<Vec<String>> = g
@@ -76,6 +84,19 @@ pub async fn group(client: &Client, cmd: &GroupCommand) -> CliResult {
                         &["TOPIC", "PARTITION", "COMMITTED", "END", "LAG", "MEMBER"],
                         &rows,
                     );
+                    outln!();
+                    let rows: Vec<Vec<String>> = topics
+                        .iter()
+                        .map(|t| {
+                            vec![
+                                t.topic.clone(),
+                                t.partitions.to_string(),
+                                t.uncommitted.to_string(),
+                                t.lag.to_string(),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["TOPIC", "PARTITIONS", "UNCOMMITTED", "TOTAL-LAG"], &rows);
                     Ok(())
                 }
             }
@@ -92,6 +113,44 @@ pub async fn group(client: &Client, cmd: &GroupCommand) -> CliResult {
             }
         }
     }
+}
+
+/// One topic's lag in a group: the sum over its partitions with a committed offset.
+#[derive(Debug, PartialEq, Eq, serde::Serialize)]
+struct TopicLag {
+    topic: String,
+    /// Partitions the group has an offset for or a member owns.
+    partitions: usize,
+    /// Of those, the ones without a committed offset (not in `lag`: nothing says where the
+    /// group would start).
+    uncommitted: usize,
+    lag: u64,
+}
+
+/// Per topic, in the order the partitions come.
+fn lag_by_topic(offsets: &[GroupOffset]) -> Vec<TopicLag> {
+    let mut out: Vec<TopicLag> = Vec::new();
+    for o in offsets {
+        let i = match out.iter().position(|t| t.topic == o.topic) {
+            Some(i) => i,
+            None => {
+                out.push(TopicLag {
+                    topic: o.topic.clone(),
+                    partitions: 0,
+                    uncommitted: 0,
+                    lag: 0,
+                });
+                out.len() - 1
+            }
+        };
+        let t = &mut out[i];
+        t.partitions += 1;
+        match (o.committed, o.lag) {
+            (None, _) => t.uncommitted += 1,
+            (Some(_), lag) => t.lag += lag.unwrap_or(0),
+        }
+    }
+    out
 }
 
 /// `orders:0,1 payments:3`
@@ -248,4 +307,44 @@ async fn reset_offsets(admin: &Admin, r: &ResetArgs) -> CliResult {
         eprintln!("streamctl: dry run, nothing changed; add --execute to commit these offsets");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_adds_up_per_topic_over_committed_partitions() {
+        let o = |topic: &str, committed: Option<u64>, lag: Option<u64>| GroupOffset {
+            topic: topic.into(),
+            partition: 0,
+            committed,
+            metadata: None,
+            end: Some(100),
+            lag,
+            member_id: None,
+        };
+        let offsets = [
+            o("orders", Some(90), Some(10)),
+            o("payments", Some(1), Some(99)),
+            o("orders", Some(95), Some(5)),
+            o("orders", None, None),
+            // A topic deleted since: committed, but no end, so no lag.
+            o("gone", Some(3), None),
+        ];
+        let lag = |topic: &str, partitions, uncommitted, lag| TopicLag {
+            topic: topic.into(),
+            partitions,
+            uncommitted,
+            lag,
+        };
+        assert_eq!(
+            lag_by_topic(&offsets),
+            vec![
+                lag("orders", 3, 1, 15),
+                lag("payments", 1, 0, 99),
+                lag("gone", 1, 0, 0),
+            ]
+        );
+    }
 }

@@ -1,18 +1,29 @@
 //! `streamctl`: produce, consume and administer a Quiver cluster from the shell.
 //!
 //! Errors are one line on stderr, `streamctl: <message>`, with exit code 1; usage errors exit
-//! with 2.
+//! with 2; a consume stopped by SIGINT or SIGTERM exits with 130 or 143.
+//!
+//! Files: `args.rs` the command line; `produce.rs`, `consume.rs`, `topic.rs`, `group.rs` one
+//! command family each; `from.rs` and `start.rs` where consume starts (parsing, then placing
+//! in each partition's range); `text.rs` and `json.rs` records as text lines, templates and
+//! JSON lines, each format written and read in one file; `output.rs` tables and JSON of the
+//! admin commands.
 
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
+use quiver_client::transport::DEV_CA_PATH;
 use quiver_client::{Client, ClientConfig, ClientTls};
 
 mod args;
 mod consume;
+mod from;
 mod group;
+mod json;
 mod output;
 mod produce;
+mod start;
+mod text;
 mod topic;
 
 use args::{Cli, ClusterCommand, Command};
@@ -23,6 +34,11 @@ use topic::{cluster, topic};
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(conflict) = cli.conflict() {
+        Cli::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, conflict)
+            .exit();
+    }
     // Diagnostics on stderr only when asked for (RUST_LOG=quiver_client=debug, ...).
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
@@ -38,7 +54,8 @@ fn main() {
         Err(e) => fail(&format!("cannot start the async runtime: {e}")),
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => {}
+        Ok(Exit::Success) => {}
+        Ok(Exit::Code(code)) => std::process::exit(code),
         Err(e) => fail(&e),
     }
 }
@@ -52,9 +69,25 @@ fn fail(message: &str) -> ! {
 
 pub type CliResult<T = ()> = Result<T, String>;
 
+/// How a command that did not fail ends.
+pub enum Exit {
+    Success,
+    /// Stopped by a signal: 128 + its number, as a shell reports it.
+    Code(i32),
+}
+
 async fn connect(cli: &Cli) -> CliResult<Client> {
     let mut tls = match &cli.ca_file {
         Some(path) => ClientTls::from_ca_file(path).map_err(|e| e.to_string())?,
+        None if !std::path::Path::new(DEV_CA_PATH).exists() => {
+            return Err(format!(
+                "no CA file to trust: pass --ca-file <PEM> (or set STREAMCTL_CA_FILE) with the \
+                 broker's CA certificate; without it streamctl trusts ./{DEV_CA_PATH}, the \
+                 development CA that a streamd started with no flags writes to its data \
+                 directory (<data_dir>/tls/ca.pem, ./data by default), so run streamctl from \
+                 the directory streamd was started in or pass --ca-file <that dir>/{DEV_CA_PATH}"
+            ))
+        }
         None => ClientTls::dev_default().map_err(|e| e.to_string())?,
     };
     if let (Some(cert), Some(key)) = (&cli.client_cert, &cli.client_key) {
@@ -70,14 +103,15 @@ async fn connect(cli: &Cli) -> CliResult<Client> {
         .map_err(|e| format!("cannot reach a broker at {}: {e}", cli.bootstrap))
 }
 
-async fn run(cli: Cli) -> CliResult {
+async fn run(cli: Cli) -> CliResult<Exit> {
     let client = connect(&cli).await?;
+    let success = |r: CliResult| r.map(|()| Exit::Success);
     let result = match &cli.command {
-        Command::Produce(a) => produce(&client, a).await,
+        Command::Produce(a) => success(produce(&client, a).await),
         Command::Consume(a) => consume(&client, a).await,
-        Command::Topic(t) => topic(&client, t).await,
-        Command::Cluster(ClusterCommand::Describe { out }) => cluster(&client, *out).await,
-        Command::Group(g) => group(&client, g).await,
+        Command::Topic(t) => success(topic(&client, t).await),
+        Command::Cluster(ClusterCommand::Describe { out }) => success(cluster(&client, *out).await),
+        Command::Group(g) => success(group(&client, g).await),
     };
     client.close().await;
     result

@@ -169,7 +169,11 @@ pub async fn topic(client: &Client, cmd: &TopicCommand) -> CliResult {
                 }
             }
         }
-        TopicCommand::AddPartitions { name, total, out } => {
+        TopicCommand::AddPartitions {
+            name,
+            partitions: total,
+            out,
+        } => {
             admin.create_partitions(name, *total).await.map_err(e)?;
             match out.output {
                 Output::Json => print_json(&json!({ "topic": name, "partitions": total })),

@@ -7,16 +7,22 @@ use std::process::{Command, Output, Stdio};
 
 use quiver_testkit::Broker;
 
-/// Runs streamctl in the broker's working directory (so it finds the development CA at
-/// ./data/tls/ca.pem), bootstrapping from it, with `stdin` as its input.
-pub fn streamctl(b: &Broker, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_streamctl"))
-        .current_dir(&b.dir)
+/// streamctl as a user runs it next to the broker: in the broker's working directory (so it
+/// finds the development CA at ./data/tls/ca.pem), bootstrapping from it, with `args`.
+pub fn command(b: &Broker, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_streamctl"));
+    c.current_dir(&b.dir)
         .env_remove("STREAMCTL_BOOTSTRAP")
         .env_remove("STREAMCTL_CA_FILE")
         .arg("--bootstrap")
         .arg(b.addr.to_string())
-        .args(args)
+        .args(args);
+    c
+}
+
+/// Runs streamctl (see [`command`]) with `stdin` as its input, and waits for it.
+pub fn streamctl(b: &Broker, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = command(b, args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -25,7 +31,10 @@ pub fn streamctl(b: &Broker, args: &[&str], stdin: Option<&[u8]>) -> Output {
     {
         let mut input = child.stdin.take().unwrap();
         if let Some(data) = stdin {
-            input.write_all(data).unwrap();
+            // A process that refused its arguments may be gone before reading its input.
+            if let Err(e) = input.write_all(data) {
+                assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+            }
         }
     }
     child.wait_with_output().unwrap()
@@ -50,4 +59,22 @@ pub fn assert_fails(out: &Output, code: i32, needle: &str) {
         assert!(stderr.starts_with("streamctl: "), "{stderr}");
     }
     assert!(stderr.contains(needle), "expected '{needle}' in: {stderr}");
+}
+
+/// Each line of `stdout` as a JSON object.
+pub fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Writes `lines` (each ended with \n) to one partition of `topic` with `streamctl produce`.
+pub fn produce_lines(b: &Broker, topic: &str, partition: u32, lines: &[String]) {
+    let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    ok(&streamctl(
+        b,
+        &["produce", topic, "--partition", &partition.to_string()],
+        Some(input.as_bytes()),
+    ));
 }
