@@ -195,8 +195,30 @@ pub struct ReplicaLog {
 /// What every replica of every partition holds at the end of the run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FinalState {
-    /// Replicas by partition.
+    /// Replicas by partition (in JSON, a list of `[partition, replicas]` pairs: JSON keys are
+    /// strings only).
+    #[serde(with = "as_pairs")]
     pub partitions: BTreeMap<Tp, Vec<ReplicaLog>>,
+}
+
+mod as_pairs {
+    use super::{BTreeMap, ReplicaLog, Tp};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<Tp, Vec<ReplicaLog>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        m.iter().collect::<Vec<_>>().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<Tp, Vec<ReplicaLog>>, D::Error> {
+        Ok(Vec::<(Tp, Vec<ReplicaLog>)>::deserialize(d)?
+            .into_iter()
+            .collect())
+    }
 }
 
 /// The recorded run: operations in the order they were invoked.
@@ -243,6 +265,28 @@ mod tests {
         ] {
             assert_eq!(Written::decode(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_final_state_round_trips_through_json() {
+        let mut s = FinalState::default();
+        s.partitions.insert(
+            Tp::new("t", 3),
+            vec![ReplicaLog {
+                broker: 1,
+                log_start: 0,
+                high_watermark: 1,
+                records: vec![Stored {
+                    offset: 0,
+                    written: Some(Written {
+                        producer: 1,
+                        seq: 2,
+                    }),
+                }],
+            }],
+        );
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<FinalState>(&json).unwrap(), s);
     }
 
     #[test]
