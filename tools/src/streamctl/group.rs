@@ -19,7 +19,7 @@ pub async fn group(client: &Client, cmd: &GroupCommand) -> CliResult {
                 Output::Text => {
                     let rows: Vec<Vec<String>> = groups
                         .iter()
-                        .map(|g| vec![g.group_id.clone(), g.state.clone()])
+                        .map(|g| vec![g.group_id.clone(), g.state.to_string()])
                         .collect();
                     print_table(&["GROUP", "STATE"], &rows);
                     Ok(())
