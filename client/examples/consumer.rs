@@ -39,7 +39,8 @@ async fn main() -> quiver_client::Result<()> {
             last = Instant::now();
             n += 1;
             match r.deserialize_value::<Order, _>(&JsonSerde) {
-                Ok(order) => println!(
+                Ok(None) => println!("{}/{}@{} tombstone", r.topic, r.partition, r.offset),
+                Ok(Some(order)) => println!(
                     "{}/{}@{} key={:?} schema={:?} {order:?}",
                     r.topic,
                     r.partition,

@@ -43,8 +43,10 @@ pub(crate) const COMMIT_RETRY_TIME_MAX: Duration = Duration::from_secs(30);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct OffsetAndMetadata {
+    /// The next record to read.
     #[serde(serialize_with = "ser_offset")]
     pub offset: Offset,
+    /// A string stored with the offset.
     pub metadata: Option<String>,
 }
 
@@ -53,6 +55,7 @@ fn ser_offset<S: serde::Serializer>(o: &Offset, s: S) -> std::result::Result<S::
 }
 
 impl OffsetAndMetadata {
+    /// `offset` without metadata.
     pub fn new(offset: Offset) -> OffsetAndMetadata {
         OffsetAndMetadata {
             offset,
@@ -60,6 +63,7 @@ impl OffsetAndMetadata {
         }
     }
 
+    /// Stores `m` with the offset.
     pub fn metadata(mut self, m: impl Into<String>) -> OffsetAndMetadata {
         self.metadata = Some(m.into());
         self

@@ -1,8 +1,12 @@
 //! The SDK's one error type.
 
+use std::fmt;
+use std::net::SocketAddr;
+
 use quiver_proto::api::common::ErrorResponse;
 use quiver_proto::ErrorCode;
 
+use crate::client::Node;
 use crate::transport::TransportError;
 
 /// Everything an SDK call can fail with.
@@ -14,13 +18,26 @@ use crate::transport::TransportError;
 /// assert!(e.is_retriable()); // Kafka treats it as retriable: the topic may be being created
 /// ```
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
-    /// The connection or a stream failed (connect, TLS, reset, timeout).
-    #[error("transport: {0}")]
-    Transport(#[from] TransportError),
+    /// The connection or a stream to a broker failed (connect, TLS, reset, timeout). `broker`
+    /// names the broker's address (and its id, when the client knows it).
+    #[error("{}{error}", BrokerAddr::prefix(.broker.as_ref()))]
+    Transport {
+        /// The broker the connection was to, when known.
+        broker: Option<BrokerAddr>,
+        /// What went wrong.
+        #[source]
+        error: TransportError,
+    },
     /// The broker answered with an error code for this topic, partition or item.
     #[error("{}: {message}", code.name())]
-    Broker { code: ErrorCode, message: String },
+    Broker {
+        /// The protocol error code.
+        code: ErrorCode,
+        /// The broker's message, or the code's description.
+        message: String,
+    },
     /// The broker refused the whole request (unknown API, unsupported version, malformed).
     #[error("broker refused the request: {} {}", .0.error_code.name(), .0.message.as_deref().unwrap_or(""))]
     Refused(ErrorResponse),
@@ -42,10 +59,74 @@ pub enum Error {
     /// The broker does not serve an API this call needs (it is older, or the feature is not
     /// built yet): e.g. committing offsets against a broker without consumer groups.
     #[error("the broker does not support {api}: {reason}")]
-    Unsupported { api: &'static str, reason: String },
+    Unsupported {
+        /// The API's name (`OffsetCommit`, ...).
+        api: &'static str,
+        /// What needed it.
+        reason: String,
+    },
+    /// Records failed to be delivered since the last [`Producer::flush`] or
+    /// [`Producer::close`] returned: returned by `flush` and `close` (and their `_timeout`
+    /// forms), whether or not each record's own [`Delivery`] or delivery listener also
+    /// reported its failure.
+    ///
+    /// [`Producer::flush`]: crate::Producer::flush
+    /// [`Producer::close`]: crate::Producer::close
+    /// [`Delivery`]: crate::Delivery
+    #[error("{failed} record(s) were not delivered; the first failed with: {first}")]
+    DeliveryFailed {
+        /// How many records failed.
+        failed: u64,
+        /// Why the first of them failed.
+        first: Box<Error>,
+    },
     /// The producer or consumer was closed.
     #[error("closed")]
     Closed,
+}
+
+impl From<TransportError> for Error {
+    fn from(error: TransportError) -> Error {
+        Error::Transport {
+            broker: None,
+            error,
+        }
+    }
+}
+
+/// The broker a transport error happened with: its address, and its id (and shard) when the
+/// client knows them.
+///
+/// ```
+/// use quiver_client::{BrokerAddr, BrokerId, Node};
+/// let b = BrokerAddr { addr: "127.0.0.1:9092".parse().unwrap(), node: Some(Node::broker(BrokerId(1))) };
+/// assert_eq!(b.to_string(), "broker 1 at 127.0.0.1:9092");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerAddr {
+    /// The address the client connects to.
+    pub addr: SocketAddr,
+    /// The broker's id (and the shard of its connection), when known.
+    pub node: Option<Node>,
+}
+
+impl BrokerAddr {
+    fn prefix(b: Option<&BrokerAddr>) -> String {
+        b.map_or_else(|| "transport: ".to_string(), |b| format!("{b}: "))
+    }
+}
+
+impl fmt::Display for BrokerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.node {
+            Some(Node {
+                broker,
+                shard: Some(s),
+            }) => write!(f, "broker {broker} (shard {s}) at {}", self.addr),
+            Some(Node { broker, .. }) => write!(f, "broker {broker} at {}", self.addr),
+            None => write!(f, "broker at {}", self.addr),
+        }
+    }
 }
 
 impl Error {
@@ -66,16 +147,67 @@ impl Error {
         }
     }
 
+    /// The transport error, when the connection or a stream failed.
+    pub fn transport(&self) -> Option<&TransportError> {
+        match self {
+            Error::Transport { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
     /// Whether trying again (after a metadata refresh and a backoff) may succeed.
     pub fn is_retriable(&self) -> bool {
         match self {
             Error::Broker { code, .. } => code.is_retriable(),
             Error::Refused(e) => e.error_code.is_retriable(),
-            Error::Transport(t) => t.is_retriable(),
+            Error::Transport { error, .. } => error.is_retriable(),
             Error::Timeout(_) => true,
             _ => false,
         }
     }
 }
 
+/// `Result` with the SDK's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quiver_proto::BrokerId;
+    use std::time::Duration;
+
+    #[test]
+    fn a_transport_error_names_the_broker() {
+        let e = Error::Transport {
+            broker: Some(BrokerAddr {
+                addr: "10.0.0.7:9092".parse().unwrap(),
+                node: Some(Node {
+                    broker: BrokerId(3),
+                    shard: Some(1),
+                }),
+            }),
+            error: TransportError::Timeout(Duration::from_secs(10)),
+        };
+        let s = e.to_string();
+        assert!(
+            s.starts_with("broker 3 (shard 1) at 10.0.0.7:9092: "),
+            "{s}"
+        );
+        assert!(e.is_retriable());
+        let unknown = Error::from(TransportError::ConnectionLost("reset".into()));
+        assert_eq!(unknown.to_string(), "transport: connection lost: reset");
+    }
+
+    #[test]
+    fn delivery_failures_carry_the_count_and_the_first_error() {
+        let e = Error::DeliveryFailed {
+            failed: 3,
+            first: Box::new(Error::Timeout("delivery_timeout".into())),
+        };
+        assert_eq!(
+            e.to_string(),
+            "3 record(s) were not delivered; the first failed with: timed out: delivery_timeout"
+        );
+        assert!(!e.is_retriable());
+    }
+}

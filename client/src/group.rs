@@ -210,16 +210,86 @@ impl Membership {
 }
 
 impl Drop for Membership {
+    /// A consumer dropped without `close` (an early `?` return): the leave is sent at once
+    /// from a task of its own, best effort and without blocking the drop, so the group hands
+    /// the partitions on now rather than at the session timeout. The heartbeat task stops (it
+    /// may be waiting on a heartbeat's answer, up to the request timeout).
     fn drop(&mut self) {
-        // Best effort: the task sends the leave heartbeat if the runtime still runs.
-        let mut st = self.shared.state.lock().expect("not poisoned");
-        if !st.done {
+        self.task.abort();
+        {
+            let mut st = self.shared.state.lock().expect("not poisoned");
+            if st.done {
+                return;
+            }
             st.leaving = true;
-            drop(st);
-            self.shared.nudge.notify_one();
-        } else {
-            self.task.abort();
         }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(leave_now(self.shared.clone()));
+            }
+            Err(_) => tracing::warn!(
+                group = %self.shared.group_id,
+                "a group member was dropped outside a tokio runtime without close(): the group \
+                 frees its partitions only at the session timeout"
+            ),
+        }
+    }
+}
+
+/// Sends the leave heartbeat (if the member joined) and marks the membership done.
+async fn leave_now(shared: Arc<GroupShared>) {
+    let req = {
+        let st = shared.state.lock().expect("not poisoned");
+        (st.epoch != JOIN_EPOCH && !st.done).then(|| heartbeat_request(&shared, &st))
+    };
+    if let Some(req) = req {
+        let sent = async {
+            let c = coordinator(&shared).await?;
+            shared.client.call_broker(c, &req, Vec::new()).await
+        };
+        match tokio::time::timeout(LEAVE_TIMEOUT, sent).await {
+            Ok(Ok(_)) => tracing::debug!(group = %shared.group_id, "left the group on drop"),
+            Ok(Err(e)) => {
+                tracing::debug!(group = %shared.group_id, error = %e, "leave on drop failed")
+            }
+            Err(_) => tracing::debug!(group = %shared.group_id, "leave on drop timed out"),
+        }
+    }
+    finish(&shared);
+}
+
+/// How long a dropped member's leave may take before it is given up (the session timeout
+/// then frees its partitions).
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The heartbeat to send now: a leave if `st.leaving` (epoch -1, or -2 for a static member,
+/// which will be back), else the member's epoch with what it owns.
+fn heartbeat_request(shared: &GroupShared, st: &GroupState) -> ConsumerGroupHeartbeatRequest {
+    let joining = st.epoch == JOIN_EPOCH;
+    let leave_epoch = if shared.instance_id.is_some() {
+        STATIC_LEAVE_EPOCH
+    } else {
+        LEAVE_EPOCH
+    };
+    ConsumerGroupHeartbeatRequest {
+        group_id: shared.group_id.clone(),
+        member_id: shared.member_id.clone(),
+        member_epoch: if st.leaving { leave_epoch } else { st.epoch },
+        instance_id: shared.instance_id.clone(),
+        rack_id: None,
+        rebalance_timeout_ms: joining.then(|| {
+            shared
+                .rebalance_timeout
+                .as_millis()
+                .min(u128::from(u32::MAX)) as u32
+        }),
+        subscribed_topic_names: (joining || st.send_subscription).then(|| st.subscribed.clone()),
+        server_assignor: if joining {
+            shared.assignor.clone()
+        } else {
+            None
+        },
+        topic_partitions: Some(wire_partitions(&st.owned)),
     }
 }
 
@@ -315,32 +385,7 @@ async fn heartbeat_loop(shared: Arc<GroupShared>) {
                 // A pattern that matches no topic yet: a join must name at least one.
                 Step::Wait(shared.metadata_max_age.min(Duration::from_secs(1)))
             } else {
-                let leave_epoch = if shared.instance_id.is_some() {
-                    STATIC_LEAVE_EPOCH
-                } else {
-                    LEAVE_EPOCH
-                };
-                let req = ConsumerGroupHeartbeatRequest {
-                    group_id: shared.group_id.clone(),
-                    member_id: shared.member_id.clone(),
-                    member_epoch: if st.leaving { leave_epoch } else { st.epoch },
-                    instance_id: shared.instance_id.clone(),
-                    rack_id: None,
-                    rebalance_timeout_ms: joining.then(|| {
-                        shared
-                            .rebalance_timeout
-                            .as_millis()
-                            .min(u128::from(u32::MAX)) as u32
-                    }),
-                    subscribed_topic_names: (joining || st.send_subscription)
-                        .then(|| st.subscribed.clone()),
-                    server_assignor: if joining {
-                        shared.assignor.clone()
-                    } else {
-                        None
-                    },
-                    topic_partitions: Some(wire_partitions(&st.owned)),
-                };
+                let req = heartbeat_request(&shared, &st);
                 st.send_subscription = false;
                 Step::Send(Box::new(req), st.leaving)
             }

@@ -1,10 +1,90 @@
 //! The records users send and receive, and the small value types around them.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use quiver_proto::{Offset, PartitionId, TimestampMs};
+
+/// What a key, a value or a header value can be made from: owned bytes are taken as they are
+/// (no copy), borrowed ones are copied. So `.key(name.as_str())` and `.value(&buf[..n])` work
+/// as well as `.value(String)` or `.value(Bytes)`.
+///
+/// ```
+/// use quiver_client::{IntoPayload, ProducerRecord};
+/// let name = String::from("customer-7");
+/// let buf = [1u8, 2, 3, 4];
+/// let r = ProducerRecord::new("orders").key(name.as_str()).value(&buf[..2]);
+/// assert_eq!(r.key.as_deref(), Some(&b"customer-7"[..]));
+/// assert_eq!(r.value.as_deref(), Some(&[1u8, 2][..]));
+/// assert_eq!(&"x".into_payload()[..], b"x");
+/// ```
+pub trait IntoPayload {
+    /// The bytes.
+    fn into_payload(self) -> Bytes;
+}
+
+impl IntoPayload for Bytes {
+    fn into_payload(self) -> Bytes {
+        self
+    }
+}
+
+impl IntoPayload for BytesMut {
+    fn into_payload(self) -> Bytes {
+        self.freeze()
+    }
+}
+
+impl IntoPayload for String {
+    fn into_payload(self) -> Bytes {
+        Bytes::from(self)
+    }
+}
+
+impl IntoPayload for Vec<u8> {
+    fn into_payload(self) -> Bytes {
+        Bytes::from(self)
+    }
+}
+
+impl IntoPayload for Box<[u8]> {
+    fn into_payload(self) -> Bytes {
+        Bytes::from(self)
+    }
+}
+
+impl<const N: usize> IntoPayload for [u8; N] {
+    fn into_payload(self) -> Bytes {
+        Bytes::copy_from_slice(&self)
+    }
+}
+
+impl IntoPayload for Cow<'_, str> {
+    fn into_payload(self) -> Bytes {
+        match self {
+            Cow::Borrowed(s) => Bytes::copy_from_slice(s.as_bytes()),
+            Cow::Owned(s) => Bytes::from(s),
+        }
+    }
+}
+
+impl IntoPayload for Cow<'_, [u8]> {
+    fn into_payload(self) -> Bytes {
+        match self {
+            Cow::Borrowed(s) => Bytes::copy_from_slice(s),
+            Cow::Owned(s) => Bytes::from(s),
+        }
+    }
+}
+
+/// Borrowed data (`&str`, `&[u8]`, `&String`, `&Vec<u8>`, `&[u8; N]`, `&Bytes`, ...): copied.
+impl<T: AsRef<[u8]> + ?Sized> IntoPayload for &T {
+    fn into_payload(self) -> Bytes {
+        Bytes::copy_from_slice(self.as_ref())
+    }
+}
 
 /// A topic and one of its partitions.
 ///
@@ -15,11 +95,14 @@ use quiver_proto::{Offset, PartitionId, TimestampMs};
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicPartition {
+    /// The topic's name.
     pub topic: String,
+    /// The partition's number.
     pub partition: PartitionId,
 }
 
 impl TopicPartition {
+    /// Partition `partition` of `topic`.
     pub fn new(topic: impl Into<String>, partition: u32) -> TopicPartition {
         TopicPartition {
             topic: topic.into(),
@@ -44,21 +127,26 @@ impl fmt::Display for TopicPartition {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Header {
+    /// The header's name.
     pub key: String,
+    /// The header's value.
     pub value: Bytes,
 }
 
 impl Header {
-    pub fn new(key: impl Into<String>, value: impl Into<Bytes>) -> Header {
+    /// A header (the value may be borrowed: it is copied, see [`IntoPayload`]).
+    pub fn new(key: impl Into<String>, value: impl IntoPayload) -> Header {
         Header {
             key: key.into(),
-            value: value.into(),
+            value: value.into_payload(),
         }
     }
 }
 
 /// A record to send: topic, optional key, value, headers, and optionally an explicit partition
-/// and timestamp. Built with chained setters.
+/// and timestamp. Built with chained setters. Keys and values take owned bytes as they are and
+/// copy borrowed ones ([`IntoPayload`]). For typed keys and values, see
+/// [`TypedProducer`](crate::TypedProducer).
 ///
 /// ```
 /// use quiver_client::ProducerRecord;
@@ -71,11 +159,13 @@ impl Header {
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProducerRecord {
+    /// The topic to write to.
     pub topic: String,
     /// Decides the partition (same key, same partition) unless `partition` is set.
     pub key: Option<Bytes>,
     /// `None` is a tombstone (a null value).
     pub value: Option<Bytes>,
+    /// Headers, in order.
     pub headers: Vec<Header>,
     /// Sends to this partition, bypassing the partitioner.
     pub partition: Option<PartitionId>,
@@ -92,27 +182,31 @@ impl ProducerRecord {
         }
     }
 
-    pub fn key(mut self, key: impl Into<Bytes>) -> ProducerRecord {
-        self.key = Some(key.into());
+    /// Sets the key (same key, same partition).
+    pub fn key(mut self, key: impl IntoPayload) -> ProducerRecord {
+        self.key = Some(key.into_payload());
         self
     }
 
-    pub fn value(mut self, value: impl Into<Bytes>) -> ProducerRecord {
-        self.value = Some(value.into());
+    /// Sets the value (without one the record is a tombstone).
+    pub fn value(mut self, value: impl IntoPayload) -> ProducerRecord {
+        self.value = Some(value.into_payload());
         self
     }
 
     /// Appends a header (names may repeat; order is kept).
-    pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> ProducerRecord {
+    pub fn header(mut self, key: impl Into<String>, value: impl IntoPayload) -> ProducerRecord {
         self.headers.push(Header::new(key, value));
         self
     }
 
+    /// Sends to this partition, bypassing the partitioner.
     pub fn partition(mut self, partition: u32) -> ProducerRecord {
         self.partition = Some(PartitionId(partition));
         self
     }
 
+    /// Sets the record's CreateTime.
     pub fn timestamp(mut self, timestamp: TimestampMs) -> ProducerRecord {
         self.timestamp = Some(timestamp);
         self
@@ -145,6 +239,7 @@ impl ProducerRecord {
 pub struct RecordMetadata {
     /// Shared with the other records of its batch (no allocation per record).
     pub topic: std::sync::Arc<str>,
+    /// The partition it was written to.
     pub partition: PartitionId,
     /// The record's offset; `None` with acks=0, where the broker's answer is not awaited.
     pub offset: Option<Offset>,
@@ -168,14 +263,21 @@ pub use quiver_proto::batch::TimestampType;
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsumerRecord {
+    /// The topic it was read from.
     pub topic: Arc<str>,
+    /// The partition it was read from.
     pub partition: PartitionId,
+    /// Its offset in the partition.
     pub offset: Offset,
+    /// Its timestamp (see `timestamp_type`).
     pub timestamp: TimestampMs,
+    /// Who set the timestamp: the producer (CreateTime) or the broker (LogAppendTime).
     pub timestamp_type: TimestampType,
+    /// The key; `None`: a null key.
     pub key: Option<Bytes>,
     /// `None` is a tombstone.
     pub value: Option<Bytes>,
+    /// Headers, in order.
     pub headers: Vec<Header>,
 }
 
@@ -199,19 +301,38 @@ impl ConsumerRecord {
         self.headers.iter().find(|h| h.key == key).map(|h| &h.value)
     }
 
-    /// The value decoded with a deserializer (see [`crate::serialization`]).
+    /// The value decoded with a deserializer (see [`crate::serialization`]); `None` for a
+    /// tombstone (a null value), which is never handed to the deserializer.
+    ///
+    /// ```
+    /// # use quiver_client::{ConsumerRecord, Offset, PartitionId, TimestampMs, TimestampType, StringSerde};
+    /// # let mut r = ConsumerRecord { topic: "t".into(), partition: PartitionId(0), offset: Offset(0),
+    /// #   timestamp: TimestampMs(0), timestamp_type: TimestampType::CreateTime, key: None,
+    /// #   value: Some(bytes::Bytes::from_static(b"hi")), headers: vec![] };
+    /// let v: Option<String> = r.deserialize_value(&StringSerde)?;
+    /// assert_eq!(v.as_deref(), Some("hi"));
+    /// r.value = None; // a tombstone
+    /// assert_eq!(r.deserialize_value::<String, _>(&StringSerde)?, None);
+    /// # Ok::<(), quiver_client::Error>(())
+    /// ```
     pub fn deserialize_value<T, D: crate::serialization::Deserializer<T>>(
         &self,
         deserializer: &D,
-    ) -> crate::Result<T> {
-        deserializer.deserialize(&self.topic, self.value.as_deref().unwrap_or_default())
+    ) -> crate::Result<Option<T>> {
+        self.value
+            .as_deref()
+            .map(|v| deserializer.deserialize(&self.topic, v))
+            .transpose()
     }
 
-    /// The key decoded with a deserializer.
+    /// The key decoded with a deserializer; `None` for a null key.
     pub fn deserialize_key<T, D: crate::serialization::Deserializer<T>>(
         &self,
         deserializer: &D,
-    ) -> crate::Result<T> {
-        deserializer.deserialize(&self.topic, self.key.as_deref().unwrap_or_default())
+    ) -> crate::Result<Option<T>> {
+        self.key
+            .as_deref()
+            .map(|k| deserializer.deserialize(&self.topic, k))
+            .transpose()
     }
 }

@@ -4,6 +4,9 @@
 //! and protobuf through prost (`ProtobufSerde`, behind the `protobuf` feature). Implement
 //! [`Serializer`] / [`Deserializer`] for any other format.
 //!
+//! A [`TypedProducer`](crate::TypedProducer) and a [`TypedConsumer`](crate::TypedConsumer)
+//! apply them to every record; a null key or value is `None` and never reaches them.
+//!
 //! ```
 //! use quiver_client::{JsonSerde, ProducerRecord, Serializer, Deserializer};
 //! #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
@@ -28,6 +31,7 @@ use crate::error::{Error, Result};
 /// assert_eq!(&StringSerde.serialize("t", "hé").unwrap()[..], "hé".as_bytes());
 /// ```
 pub trait Serializer<T: ?Sized> {
+    /// The bytes of `data`, for a record of `topic`.
     fn serialize(&self, topic: &str, data: &T) -> Result<Bytes>;
 }
 
@@ -40,6 +44,7 @@ pub trait Serializer<T: ?Sized> {
 /// assert!(Deserializer::<String>::deserialize(&StringSerde, "t", &[0xff]).is_err());
 /// ```
 pub trait Deserializer<T> {
+    /// The value `data` holds, from a record of `topic`.
     fn deserialize(&self, topic: &str, data: &[u8]) -> Result<T>;
 }
 
@@ -56,6 +61,12 @@ pub struct BytesSerde;
 
 impl Serializer<[u8]> for BytesSerde {
     fn serialize(&self, _topic: &str, data: &[u8]) -> Result<Bytes> {
+        Ok(Bytes::copy_from_slice(data))
+    }
+}
+
+impl Serializer<Vec<u8>> for BytesSerde {
+    fn serialize(&self, _topic: &str, data: &Vec<u8>) -> Result<Bytes> {
         Ok(Bytes::copy_from_slice(data))
     }
 }

@@ -1,5 +1,9 @@
+//! Low-level: most users need nothing here but [`ClientTls`] (re-exported at the crate root).
+//!
 //! The SDK's transport: QUIC with quinn on tokio, one bidirectional stream per request, speaking
-//! the frames of `quiver_proto::frame`.
+//! the frames of `quiver_proto::frame`. [`Connection`] is for tools and tests that speak the
+//! wire themselves; applications use [`Producer`](crate::Producer),
+//! [`Consumer`](crate::Consumer) and [`Admin`](crate::Admin).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), quiver_client::transport::TransportError> {
@@ -11,8 +15,12 @@
 //!
 //! Trust: the server is always verified. A [`ClientTls`] trusts the CA files it is given; with
 //! none, [`ClientTls::dev_default`] looks for the broker's development CA at `./data/tls/ca.pem`
-//! (streamd's default data directory) and otherwise fails with a message asking for a CA file.
-//! There is no option that turns verification off.
+//! (streamd's default data directory, relative to the directory streamd was started in) and
+//! otherwise fails with a message naming the ways to give a CA file
+//! ([`ClientTls::from_ca_file`], `QUIVER_CA_FILE` with
+//! [`ClientConfig::from_env`](crate::ClientConfig::from_env), `ssl.ca.location` with
+//! [`ClientConfig::from_properties`](crate::ClientConfig::from_properties)). There is no option
+//! that turns verification off.
 //!
 //! [`Connection`] is `Send + Sync` and cheap to clone; calls from many tasks run concurrently on
 //! one connection, each on its own stream.
@@ -54,24 +62,42 @@ pub use quiver_proto::wire::codes;
 /// assert!(!TransportError::Tls("unknown issuer".into()).is_retriable());
 /// ```
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum TransportError {
+    /// The TLS settings cannot be used (a missing or unreadable CA file, a bad key).
     #[error("TLS configuration: {0}")]
     Config(String),
+    /// No connection could be started (no socket, a bad address).
     #[error("cannot connect: {0}")]
     Connect(String),
+    /// The broker did not answer the QUIC handshake in time: nothing listens at the address,
+    /// or UDP to it is blocked.
+    #[error("no answer to the QUIC handshake within {0:?} (is streamd running at this address, and does UDP reach it?)")]
+    HandshakeTimeout(Duration),
     /// The handshake was refused: the server is not trusted, or it refused our certificate.
     #[error("TLS handshake refused: {0}")]
     Tls(String),
     /// The peer closed the connection on purpose, with a code from [`codes`] and a reason.
     #[error("connection closed by the broker with code {code:#x} ({}): {reason}", codes::describe(*.code))]
-    ConnectionClosed { code: u64, reason: String },
+    ConnectionClosed {
+        /// The QUIC application error code.
+        code: u64,
+        /// The broker's reason.
+        reason: String,
+    },
+    /// The connection went away without a close from the broker (idle timeout, reset).
     #[error("connection lost: {0}")]
     ConnectionLost(String),
     /// The broker reset the request's stream, with a code from [`codes`].
     #[error("request stream reset by the broker with code {code:#x} ({})", codes::describe(*.code))]
-    StreamReset { code: u64 },
+    StreamReset {
+        /// The QUIC application error code.
+        code: u64,
+    },
+    /// A request got no (whole) answer within the call timeout.
     #[error("no response within {0:?}")]
     Timeout(Duration),
+    /// A frame was malformed or too large.
     #[error("frame: {0}")]
     Frame(#[from] FrameError),
 }
@@ -86,6 +112,7 @@ impl TransportError {
                 *code != u64::from(codes::CONNECTION_ABUSE)
             }
             TransportError::Connect(_)
+            | TransportError::HandshakeTimeout(_)
             | TransportError::ConnectionLost(_)
             | TransportError::StreamReset { .. }
             | TransportError::Timeout(_) => true,
@@ -97,6 +124,7 @@ impl TransportError {
         matches!(
             self,
             TransportError::Connect(_)
+                | TransportError::HandshakeTimeout(_)
                 | TransportError::ConnectionClosed { .. }
                 | TransportError::ConnectionLost(_)
                 | TransportError::Tls(_)
@@ -154,7 +182,7 @@ impl ClientTls {
     pub fn from_ca_file(path: impl AsRef<Path>) -> Result<ClientTls> {
         let path = path.as_ref();
         let pem = std::fs::read(path)
-            .map_err(|e| TransportError::Config(format!("{}: {e}", path.display())))?;
+            .map_err(|e| TransportError::Config(format!("CA file {}: {e}", path.display())))?;
         Self::from_ca_pem(&pem)
             .map_err(|e| TransportError::Config(format!("{}: {e}", path.display())))
     }
@@ -180,13 +208,22 @@ impl ClientTls {
     }
 
     /// The out-of-the-box local setup: trust the development CA that streamd creates in its
-    /// default data directory, `./data/tls/ca.pem`.
+    /// default data directory, `./data/tls/ca.pem` (relative to the working directory, so it
+    /// is found only when the program runs in the directory streamd was started in). Without
+    /// it the error names the fixes.
     pub fn dev_default() -> Result<ClientTls> {
         let path = PathBuf::from(DEV_CA_PATH);
         if !path.exists() {
+            let cwd = std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|_| "the working directory".into());
             return Err(TransportError::Config(format!(
-                "no CA file given and no development CA at ./{DEV_CA_PATH}; pass the broker's CA \
-                 file (streamd writes its development CA to <data_dir>/tls/ca.pem)"
+                "no CA file given, and no development CA at ./{DEV_CA_PATH} (looked in {cwd}). \
+                 streamd writes its development CA to <data_dir>/tls/ca.pem, which is \
+                 ./{DEV_CA_PATH} in the directory streamd was started in. Pass the broker's CA \
+                 file: ClientConfig::new(..).tls(ClientTls::from_ca_file(\"/path/to/{DEV_CA_PATH}\")?), \
+                 or set QUIVER_CA_FILE=/path/to/{DEV_CA_PATH} and use ClientConfig::from_env(), \
+                 or give ssl.ca.location to ClientConfig::from_properties"
             )));
         }
         Self::from_ca_file(path)
@@ -252,10 +289,13 @@ pub struct ConnectOptions {
     pub call_timeout: Duration,
     /// Time the handshake may take.
     pub connect_timeout: Duration,
+    /// A connection silent this long is closed (a broker that vanished without closing).
     pub idle_timeout: Duration,
+    /// How often an idle connection sends a keep-alive; `None`: never.
     pub keep_alive_interval: Option<Duration>,
     /// QUIC receive windows for responses (per stream and per connection).
     pub stream_receive_window: u64,
+    /// See `stream_receive_window`: the window of the whole connection.
     pub receive_window: u64,
     /// QUIC send window for requests.
     pub send_window: u64,
@@ -484,6 +524,7 @@ impl Connection {
         Self::connect_with(addr, server_name, tls, ConnectOptions::default()).await
     }
 
+    /// Connects with these options.
     pub async fn connect_with(
         addr: SocketAddr,
         server_name: &str,
@@ -552,7 +593,7 @@ impl Connection {
             .connect_with(config, addr, server_name)
             .map_err(|e| TransportError::Connect(e.to_string()))?;
         let conn = match tokio::time::timeout(opts.connect_timeout, connecting).await {
-            Err(_) => return Err(TransportError::Timeout(opts.connect_timeout)),
+            Err(_) => return Err(TransportError::HandshakeTimeout(opts.connect_timeout)),
             Ok(Err(e)) => return Err(TransportError::from_connection(e)),
             Ok(Ok(c)) => c,
         };
@@ -731,6 +772,7 @@ impl Connection {
         TransportError::from_connection(self.conn.closed().await)
     }
 
+    /// The broker's address.
     pub fn remote_address(&self) -> SocketAddr {
         self.conn.remote_address()
     }
@@ -824,7 +866,16 @@ mod tests {
         // The test's working directory is the crate root, which has no data/tls/ca.pem.
         assert!(!Path::new(DEV_CA_PATH).exists());
         let err = ClientTls::dev_default().unwrap_err().to_string();
-        assert!(err.contains("pass the broker's CA file"), "{err}");
+        for fix in [
+            "ClientTls::from_ca_file",
+            "QUIVER_CA_FILE",
+            "ssl.ca.location",
+            "in the directory streamd was started in",
+        ] {
+            assert!(err.contains(fix), "{fix} in {err}");
+        }
+        let cwd = std::env::current_dir().unwrap();
+        assert!(err.contains(&cwd.display().to_string()), "{err}");
     }
 
     /// A GSO transmit larger than one UDP send may carry arrives whole, split into sends that

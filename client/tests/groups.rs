@@ -301,7 +301,7 @@ async fn acceptance_1_three_processes_get_two_of_six_partitions_each() {
         let deadline = Instant::now() + Duration::from_secs(10);
         let d = loop {
             let d = admin.describe_group(&group).await.unwrap();
-            if d.state == "Stable" {
+            if d.state == quiver_client::GroupState::Stable {
                 break d;
             }
             assert!(Instant::now() < deadline, "not stable: {d:?}");
@@ -1013,7 +1013,10 @@ async fn a_static_member_restarts_within_the_session_without_a_rebalance() {
         pod.poll(Duration::from_millis(50)).await.unwrap();
         other.poll(Duration::from_millis(50)).await.unwrap();
         let d = admin.describe_group("statics").await.unwrap();
-        if d.state == "Stable" && pod.assignment().len() == 2 && other.assignment().len() == 2 {
+        if d.state == quiver_client::GroupState::Stable
+            && pod.assignment().len() == 2
+            && other.assignment().len() == 2
+        {
             break d;
         }
         assert!(Instant::now() < deadline, "{d:?}");

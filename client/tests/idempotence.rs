@@ -120,7 +120,17 @@ async fn a_batch_refused_for_good_does_not_stop_the_partition() {
         let record = ProducerRecord::new("gap").value(value);
         producer.enqueue_with_opaque(record, i).await.unwrap();
     }
-    producer.flush().await.unwrap();
+    // The flush reports the one failure the listener was told of.
+    match producer.flush().await {
+        Err(quiver_client::Error::DeliveryFailed { failed, first }) => {
+            assert_eq!(failed, 1);
+            assert_eq!(
+                first.code(),
+                Some(quiver_client::ErrorCode::MessageTooLarge)
+            );
+        }
+        other => panic!("expected one failed record, got {other:?}"),
+    }
     let outcomes = outcomes.lock().unwrap().clone();
     assert_eq!(outcomes.len() as u64, N);
     for (i, r) in &outcomes {

@@ -133,6 +133,8 @@ pub enum RebalanceEvent {
 pub struct ConsumerConfig {
     /// The group whose committed offsets this consumer uses and commits (`group.id`).
     pub group_id: Option<String>,
+    /// Where a partition without a committed offset (or outside the retained log) starts
+    /// (`auto.offset.reset`; default latest).
     pub auto_offset_reset: OffsetReset,
     /// How long the broker may hold a fetch waiting for `fetch_min_bytes` (`fetch.max.wait.ms`).
     pub fetch_max_wait: Duration,
@@ -150,6 +152,7 @@ pub struct ConsumerConfig {
     /// With a `group_id`: commit positions every `auto_commit_interval`, before partitions are
     /// given up in a rebalance, and on `close` (`enable.auto.commit`; default true).
     pub enable_auto_commit: bool,
+    /// How often auto-commit commits (`auto.commit.interval.ms`).
     pub auto_commit_interval: Duration,
     /// How long a group member may take to give up partitions the group moves elsewhere.
     pub rebalance_timeout: Duration,
@@ -195,46 +198,59 @@ impl Default for ConsumerConfig {
 }
 
 impl ConsumerConfig {
+    /// Sets [`group_id`](ConsumerConfig::group_id): the group whose offsets this consumer uses
+    /// (needed for `subscribe` and commits).
     pub fn group_id(mut self, g: impl Into<String>) -> ConsumerConfig {
         self.group_id = Some(g.into());
         self
     }
+    /// Sets [`auto_offset_reset`](ConsumerConfig::auto_offset_reset): where a partition without
+    /// a committed offset starts.
     pub fn auto_offset_reset(mut self, r: OffsetReset) -> ConsumerConfig {
         self.auto_offset_reset = r;
         self
     }
+    /// Sets [`fetch_max_wait`](ConsumerConfig::fetch_max_wait).
     pub fn fetch_max_wait(mut self, d: Duration) -> ConsumerConfig {
         self.fetch_max_wait = d;
         self
     }
+    /// Sets [`fetch_min_bytes`](ConsumerConfig::fetch_min_bytes).
     pub fn fetch_min_bytes(mut self, n: u32) -> ConsumerConfig {
         self.fetch_min_bytes = n;
         self
     }
+    /// Sets [`fetch_max_bytes`](ConsumerConfig::fetch_max_bytes).
     pub fn fetch_max_bytes(mut self, n: u32) -> ConsumerConfig {
         self.fetch_max_bytes = n;
         self
     }
+    /// Sets [`max_partition_fetch_bytes`](ConsumerConfig::max_partition_fetch_bytes).
     pub fn max_partition_fetch_bytes(mut self, n: u32) -> ConsumerConfig {
         self.max_partition_fetch_bytes = n;
         self
     }
+    /// Sets [`max_poll_records`](ConsumerConfig::max_poll_records) (at least 1).
     pub fn max_poll_records(mut self, n: usize) -> ConsumerConfig {
         self.max_poll_records = n.max(1);
         self
     }
+    /// Sets [`retry_backoff`](ConsumerConfig::retry_backoff).
     pub fn retry_backoff(mut self, d: Duration) -> ConsumerConfig {
         self.retry_backoff = d;
         self
     }
+    /// Sets [`enable_auto_commit`](ConsumerConfig::enable_auto_commit).
     pub fn enable_auto_commit(mut self, on: bool) -> ConsumerConfig {
         self.enable_auto_commit = on;
         self
     }
+    /// Sets [`auto_commit_interval`](ConsumerConfig::auto_commit_interval).
     pub fn auto_commit_interval(mut self, d: Duration) -> ConsumerConfig {
         self.auto_commit_interval = d;
         self
     }
+    /// Sets [`rebalance_timeout`](ConsumerConfig::rebalance_timeout).
     pub fn rebalance_timeout(mut self, d: Duration) -> ConsumerConfig {
         self.rebalance_timeout = d;
         self

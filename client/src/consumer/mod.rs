@@ -48,10 +48,12 @@ mod commits;
 mod config;
 mod fetcher;
 mod positions;
+mod stream;
 mod subscription;
 
 pub use config::{Assignor, ConsumerConfig, OffsetReset, RebalanceEvent};
 pub(crate) use positions::list_offsets_raw;
+pub use stream::ConsumerStream;
 
 #[derive(Debug, Default)]
 struct PartState {
@@ -73,7 +75,15 @@ struct PartState {
 /// Reads records from assigned partitions.
 ///
 /// Not shared between tasks (`&mut self` methods, like Kafka's consumer); move it into the task
-/// that consumes. Dropping it cancels its outstanding fetches.
+/// that consumes. [`poll`](Consumer::poll) returns records in batches;
+/// [`stream`](Consumer::stream) yields them one at a time as a `futures` `Stream`; for typed
+/// keys and values see [`Consumer::typed`].
+///
+/// Call [`close`](Consumer::close) when done: it commits (per the configuration) and leaves the
+/// group. Dropping it without closing (an early `?` return) cancels its fetches and, for a
+/// group member, sends the group a leave in the background (on the current tokio runtime,
+/// best effort, without committing), so the group hands its partitions to the other members at
+/// once instead of after the session timeout.
 ///
 /// ```no_run
 /// # async fn f() -> quiver_client::Result<()> {
@@ -116,6 +126,8 @@ impl Drop for Consumer {
 }
 
 impl Consumer {
+    /// A consumer on `client`; it reads nothing until [`assign`](Consumer::assign)ed or
+    /// [`subscribe`](Consumer::subscribe)d.
     pub fn new(client: Client, config: ConsumerConfig) -> Consumer {
         Consumer {
             client,
@@ -278,6 +290,49 @@ impl Consumer {
             }
         }
         out
+    }
+
+    /// Puts records `drain` handed out, and that were not used, back at the front of the
+    /// buffer in their order: the next `poll` returns them, and each partition's position
+    /// goes back to its first record among them. For a stream dropped with records it had not
+    /// yielded, and a typed poll that failed on one record.
+    pub(crate) fn rewind(&mut self, records: Vec<ConsumerRecord>) {
+        let mut firsts: Vec<(TopicPartition, Offset, usize, usize)> = Vec::new();
+        for r in &records {
+            let bytes = record_bytes(r);
+            match firsts
+                .iter_mut()
+                .find(|(tp, ..)| tp.partition == r.partition && *tp.topic == *r.topic)
+            {
+                Some(f) => {
+                    f.2 += 1;
+                    f.3 += bytes;
+                }
+                None => firsts.push((
+                    TopicPartition::new(&*r.topic, r.partition.0),
+                    r.offset,
+                    1,
+                    bytes,
+                )),
+            }
+        }
+        let mut kept: Vec<TopicPartition> = Vec::new();
+        for (tp, first, count, bytes) in firsts {
+            if let Some(st) = self.assignment.get_mut(&tp) {
+                st.position = Some(first);
+                st.buffered += count;
+                st.buffered_bytes += bytes;
+                kept.push(tp);
+            }
+        }
+        for r in records.into_iter().rev() {
+            if kept
+                .iter()
+                .any(|tp| tp.partition == r.partition && *tp.topic == *r.topic)
+            {
+                self.buffer.push_front(r);
+            }
+        }
     }
 
     /// The client this consumer uses.

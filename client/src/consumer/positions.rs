@@ -102,6 +102,7 @@ impl Consumer {
         Ok(())
     }
 
+    /// Fetches and returns records of these paused partitions again, from their positions.
     pub fn resume(&mut self, tps: &[TopicPartition]) -> Result<()> {
         for tp in tps {
             self.state(tp)?.paused = false;

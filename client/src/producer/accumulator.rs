@@ -93,6 +93,15 @@ pub(super) struct State {
     /// holds, starting at the same place each time drains the same partitions first and starves
     /// the rest (seconds of delay with 1,000 partitions); Kafka's accumulator rotates likewise.
     pub(super) drain_from: usize,
+    /// Records appended and not yet reported (buffered, or awaiting an answer).
+    pub(super) unanswered: u64,
+    /// Records reported failed since the last flush or close took the count, and the first
+    /// one's error: what `flush` and `close` return.
+    pub(super) failed: u64,
+    pub(super) first_failure: Option<Error>,
+    /// Set when a close ran out of time (`close_timeout`): every queued batch fails with this
+    /// error, and requests in flight stop waiting for their answers.
+    pub(super) aborted: Option<Error>,
 }
 
 /// A partition's pipeline of the producer's batches.
@@ -277,6 +286,30 @@ pub(super) enum Appended {
 }
 
 impl State {
+    /// Counts `records` as reported: written, or failed with `failure`. Called under the lock
+    /// before `Shared::finished` wakes flushers, so a flush that sees its batches finished
+    /// also sees their failures.
+    pub(super) fn settled(&mut self, records: usize, failure: Option<&Error>) {
+        let records = records as u64;
+        self.unanswered = self.unanswered.saturating_sub(records);
+        if let Some(e) = failure {
+            if records > 0 {
+                self.failed += records;
+                self.first_failure.get_or_insert_with(|| e.clone());
+            }
+        }
+    }
+
+    /// The failures since the last call, as the error `flush` and `close` return.
+    pub(super) fn take_failures(&mut self) -> Option<Error> {
+        let failed = std::mem::take(&mut self.failed);
+        let first = self.first_failure.take();
+        (failed > 0).then(|| Error::DeliveryFailed {
+            failed,
+            first: Box::new(first.unwrap_or(Error::Closed)),
+        })
+    }
+
     /// The producer's one `Topic` for a name (never forgotten: `Topic` equality needs it).
     pub(super) fn intern(&mut self, topic: &str) -> Topic {
         if let Some(t) = self.topics.get(topic) {
@@ -450,6 +483,7 @@ impl Shared {
             open.full = true;
             wake = true;
         }
+        st.unanswered += 1;
         Ok(Appended::Yes { wake })
     }
 }
@@ -470,6 +504,35 @@ mod tests {
         queues.insert((first, PartitionId(1)), 7);
         assert_eq!(queues.get(&(again.clone(), PartitionId(1))), Some(&7));
         assert_eq!(queues.get(&(again, PartitionId(0))), None);
+    }
+
+    #[test]
+    fn failures_are_counted_until_taken_and_the_first_error_is_kept() {
+        let mut st = State {
+            unanswered: 10,
+            ..State::default()
+        };
+        st.settled(4, None);
+        assert_eq!(st.unanswered, 6);
+        assert!(
+            st.take_failures().is_none(),
+            "written records are no failures"
+        );
+        st.settled(2, Some(&Error::Record("first".into())));
+        st.settled(3, Some(&Error::Record("second".into())));
+        st.settled(0, Some(&Error::Record("empty batch".into())));
+        assert_eq!(st.unanswered, 1);
+        match st.take_failures() {
+            Some(Error::DeliveryFailed { failed, first }) => {
+                assert_eq!(failed, 5);
+                assert_eq!(first.to_string(), "record: first");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            st.take_failures().is_none(),
+            "taken: counted from zero again"
+        );
     }
 
     #[test]

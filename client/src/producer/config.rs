@@ -97,6 +97,7 @@ pub struct ProducerConfig {
     pub retries: u32,
     /// First backoff between attempts; doubles per attempt up to `retry_backoff_max`.
     pub retry_backoff: Duration,
+    /// The longest backoff between attempts.
     pub retry_backoff_max: Duration,
     /// Produce requests outstanding per connection (a broker's, or one shard's of it); default 5
     /// (Kafka's `max.in.flight.requests.per.connection`). With idempotence that many requests of one
@@ -177,20 +178,42 @@ macro_rules! setters {
 }
 
 setters! {
+    /// Sets [`acks`](ProducerConfig::acks): how many replicas must have a record before it
+    /// counts as written.
     acks: Acks;
+    /// Sets [`compression`](ProducerConfig::compression): the codec of every batch.
     compression: Compression;
+    /// Sets [`batch_size`](ProducerConfig::batch_size): bytes that make a batch full.
     batch_size: usize;
+    /// Sets [`linger`](ProducerConfig::linger): how long a batch waits for more records.
     linger: Duration;
+    /// Sets [`buffer_memory`](ProducerConfig::buffer_memory): bytes of records held at most.
     buffer_memory: usize;
+    /// Sets [`max_block`](ProducerConfig::max_block): how long `send` waits for room.
     max_block: Duration;
+    /// Sets [`max_request_size`](ProducerConfig::max_request_size): the largest request (and
+    /// record).
     max_request_size: usize;
+    /// Sets [`request_timeout`](ProducerConfig::request_timeout): how long the broker may take
+    /// to make a produce durable.
     request_timeout: Duration;
+    /// Sets [`delivery_timeout`](ProducerConfig::delivery_timeout): how long a record may take
+    /// to be acknowledged, retries included.
     delivery_timeout: Duration;
+    /// Sets [`retries`](ProducerConfig::retries): attempts after the first.
     retries: u32;
+    /// Sets [`retry_backoff`](ProducerConfig::retry_backoff): the first wait between attempts.
     retry_backoff: Duration;
+    /// Sets [`retry_backoff_max`](ProducerConfig::retry_backoff_max): the longest wait between
+    /// attempts.
     retry_backoff_max: Duration;
+    /// Sets [`max_in_flight_per_broker`](ProducerConfig::max_in_flight_per_broker): Produce
+    /// requests outstanding per connection.
     max_in_flight_per_broker: usize;
+    /// Sets [`enable_idempotence`](ProducerConfig::enable_idempotence).
     enable_idempotence: bool;
+    /// Sets [`metadata_max_age`](ProducerConfig::metadata_max_age): how often topic metadata is
+    /// reloaded.
     metadata_max_age: Duration;
 }
 

@@ -46,6 +46,17 @@
 //! batches together because one of them is bad (too large for the topic, invalid), each is sent
 //! again in a request of its own, so that only the bad one fails.
 //!
+//! # Flushing, closing, and dropping
+//! [`Producer::flush`] sends what is buffered and waits for every answer; [`Producer::close`]
+//! flushes and stops the producer. Both return [`Error::DeliveryFailed`] when records failed
+//! since the last flush or close (with the count and the first error), and their `_timeout`
+//! forms give up after a while: [`Producer::close_timeout`] then fails what is still
+//! unacknowledged (Kafka's `close(Duration)`). Dropping the last handle without closing asks
+//! the sender to send what is buffered in the background, which only happens while the tokio
+//! runtime runs: a program whose `main` returns right after loses those records. So the
+//! drop logs an error with the count of records not yet acknowledged; call `close` before
+//! exiting.
+//!
 //! # Layout
 //! `config.rs` holds the settings; `accumulator.rs` the buffer `send` appends to (interned
 //! topics, batches, the producer's state under its one lock); `pipeline.rs` one partition's
@@ -57,7 +68,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[cfg(doc)]
 use quiver_proto::batch::IDEMPOTENT_BATCHES_KEPT;
@@ -110,8 +121,18 @@ impl Future for Delivery {
 }
 
 /// Sends records to a cluster. Cheap to clone (clones share the buffer and the sender task);
-/// `Send + Sync`. Dropping the last clone sends what is buffered and then stops the sender;
-/// [`Producer::close`] does the same and waits for it.
+/// `Send + Sync`.
+///
+/// Call [`Producer::close`] (or [`close_timeout`](Producer::close_timeout)) before the program
+/// exits: it sends what is buffered, waits for the answers, and reports records that failed.
+/// Dropping the last clone without closing only asks the background sender to send what is
+/// buffered, which it does while the tokio runtime runs; when `main` returns first, those
+/// records are lost, and the drop logs an error (`tracing::error!`) saying how many.
+///
+/// For many records use [`enqueue`](Producer::enqueue) (or
+/// [`enqueue_with_opaque`](Producer::enqueue_with_opaque)), not [`send`](Producer::send) in a
+/// loop: `send` waits for its record's acknowledgement, and that costs `linger` plus a round
+/// trip to the broker and its write each time.
 ///
 /// ```no_run
 /// # async fn f() -> quiver_client::Result<()> {
@@ -131,15 +152,36 @@ pub struct Producer {
     _handle: Arc<Handle>,
 }
 
-/// Dropped with the last `Producer` clone: tells the sender to drain and stop.
+/// Dropped with the last `Producer` clone: tells the sender to drain and stop, and says what
+/// may be lost.
 struct Handle {
     shared: Arc<Shared>,
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        self.shared.state.lock().expect("not poisoned").closing = true;
+        let (unanswered, failed) = {
+            let mut st = self.shared.state.lock().expect("not poisoned");
+            st.closing = true;
+            (st.unanswered, st.failed)
+        };
         self.shared.wake.notify_one();
+        if unanswered > 0 {
+            tracing::error!(
+                records = unanswered,
+                "the last Producer handle was dropped with {unanswered} record(s) not yet \
+                 acknowledged: they are sent in the background only while the tokio runtime \
+                 runs, and are lost if the program exits first; call Producer::close() (or \
+                 close_timeout) before exiting"
+            );
+        }
+        if failed > 0 {
+            tracing::error!(
+                records = failed,
+                "the last Producer handle was dropped after {failed} record(s) failed to be \
+                 delivered since the last flush or close (flush and close report such failures)"
+            );
+        }
     }
 }
 
@@ -156,7 +198,14 @@ struct Shared {
     flush_upto: AtomicU64,
     /// Signalled when a request's turn to be written passes to the next (`State::turns`).
     turn: Notify,
+    /// Signalled when a close runs out of time (`State::aborted`).
+    abort: Notify,
 }
+
+/// How long `close_timeout`, once its time is up, waits for the sender and the requests in
+/// flight to fail what they hold. They do at once (nothing is awaited but the lock); this only
+/// bounds a runtime too busy to run them.
+const ABORT_GRACE: Duration = Duration::from_secs(1);
 
 impl Producer {
     /// Starts a producer on `client` (its sender task runs on the current tokio runtime).
@@ -177,6 +226,7 @@ impl Producer {
             completed: Notify::new(),
             flush_upto: AtomicU64::new(0),
             turn: Notify::new(),
+            abort: Notify::new(),
         });
         tokio::spawn(sender::sender(shared.clone()));
         Ok(Producer {
@@ -188,14 +238,23 @@ impl Producer {
     }
 
     /// Sends a record and waits until the broker has it (per `acks`); returns its partition and
-    /// offset. For many records in flight at once use [`Producer::enqueue`], or run many `send`s
-    /// concurrently.
+    /// offset.
+    ///
+    /// It waits for this one record: its batch waits `linger` (5 ms by default) for more
+    /// records, then goes to the broker, which answers once the record is written (durably,
+    /// with acks=all). Awaited one after another, that is several milliseconds per record
+    /// (about 7 s for 1,000 records on one local broker), against a few milliseconds for the
+    /// same 1,000 with [`Producer::enqueue`], which returns once the record is buffered, so
+    /// that many records share each batch and round trip. Use `send` when the next step needs
+    /// this record written; otherwise `enqueue` (and await the [`Delivery`]s, or
+    /// [`flush`](Producer::flush)), or run many `send`s concurrently.
     pub async fn send(&self, record: ProducerRecord) -> Result<RecordMetadata> {
         self.enqueue(record).await?.await
     }
 
     /// Buffers a record and returns as soon as it is buffered: waits only for room in the buffer
-    /// (at most `max_block`). The returned [`Delivery`] resolves when the broker answers.
+    /// (at most `max_block`). The returned [`Delivery`] resolves when the broker answers. The
+    /// fast way to send many records (see [`Producer::send`]).
     pub async fn enqueue(&self, record: ProducerRecord) -> Result<Delivery> {
         let (tx, rx) = oneshot::channel();
         self.buffer(record, Done::Future(tx)).await?;
@@ -311,7 +370,113 @@ impl Producer {
 
     /// Sends every buffered record now and waits until each record buffered before the call
     /// has its answer (written or failed: each [`Delivery`] tells which).
+    ///
+    /// Fails with [`Error::DeliveryFailed`] (how many records failed, and the first error) when
+    /// records failed since the last `flush` or `close` returned, whether or not their
+    /// [`Delivery`] or delivery listener also reported it; the count starts again from zero.
+    ///
+    /// ```no_run
+    /// # async fn f(producer: quiver_client::Producer) -> quiver_client::Result<()> {
+    /// use quiver_client::{Error, ProducerRecord};
+    /// for i in 0..1000 {
+    ///     drop(producer.enqueue(ProducerRecord::new("t").value(format!("{i}"))).await?);
+    /// }
+    /// match producer.flush().await {
+    ///     Ok(()) => println!("all 1000 written"),
+    ///     Err(Error::DeliveryFailed { failed, first }) => eprintln!("{failed} lost, e.g.: {first}"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn flush(&self) -> Result<()> {
+        self.wait_flushed(None).await;
+        self.take_failures()
+    }
+
+    /// [`flush`](Producer::flush), giving up after `timeout` with [`Error::Timeout`] (saying
+    /// how many records are still unacknowledged; they are still being sent, until their
+    /// `delivery_timeout`). Failures are then left for the next flush or close to report.
+    pub async fn flush_timeout(&self, timeout: Duration) -> Result<()> {
+        if let Some(unanswered) = self
+            .wait_flushed(Some(tokio::time::Instant::now() + timeout))
+            .await
+        {
+            return Err(Error::Timeout(format!(
+                "flush_timeout ({timeout:?}) ran out with {unanswered} record(s) not yet \
+                 acknowledged; they are still being sent (until delivery_timeout, {:?})",
+                self.shared.config.delivery_timeout
+            )));
+        }
+        self.take_failures()
+    }
+
+    /// Flushes, then stops the sender. Clones of this producer fail with [`Error::Closed`]
+    /// after. Fails like [`flush`](Producer::flush) when records failed.
+    ///
+    /// Waits for every buffered record's answer, which with an unreachable broker takes up to
+    /// `delivery_timeout` (2 minutes by default); [`close_timeout`](Producer::close_timeout)
+    /// bounds it.
+    pub async fn close(&self) -> Result<()> {
+        self.wait_flushed(None).await;
+        self.stop();
+        self.take_failures()
+    }
+
+    /// Flushes and stops like [`close`](Producer::close), waiting at most `timeout`. Records
+    /// still unacknowledged then fail at once (Kafka's `close(Duration)`): their
+    /// [`Delivery`]s and the delivery listener report [`Error::Timeout`], and this returns
+    /// [`Error::DeliveryFailed`] counting them with any earlier failures.
+    ///
+    /// ```no_run
+    /// # async fn f(producer: quiver_client::Producer) {
+    /// use std::time::Duration;
+    /// if let Err(e) = producer.close_timeout(Duration::from_secs(10)).await {
+    ///     eprintln!("not everything was written: {e}");
+    /// }
+    /// # }
+    /// ```
+    pub async fn close_timeout(&self, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let late = self.wait_flushed(Some(deadline)).await;
+        self.stop();
+        let mut still = 0;
+        if late.is_some() {
+            let shared = &self.shared;
+            shared
+                .state
+                .lock()
+                .expect("not poisoned")
+                .aborted
+                .get_or_insert_with(|| {
+                    Error::Timeout(format!(
+                        "close_timeout ({timeout:?}) ran out before the broker acknowledged \
+                         the record"
+                    ))
+                });
+            shared.abort.notify_waiters();
+            shared.wake.notify_one();
+            let grace = tokio::time::Instant::now() + ABORT_GRACE;
+            still = self.wait_flushed(Some(grace)).await.unwrap_or(0);
+        }
+        let mut st = self.shared.state.lock().expect("not poisoned");
+        if still > 0 {
+            // Not failed yet (a runtime too busy to run the sender): counted as failed here.
+            let first = st
+                .aborted
+                .clone()
+                .expect("set above when the flush was late");
+            st.failed += still;
+            st.first_failure.get_or_insert(first);
+        }
+        match st.take_failures() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes every buffered batch ready and waits until the batches made before the call are
+    /// answered, or until `deadline`: then `Some(records not yet answered)`.
+    async fn wait_flushed(&self, deadline: Option<tokio::time::Instant>) -> Option<u64> {
         let shared = &self.shared;
         let target = shared.state.lock().expect("not poisoned").next_batch_id - 1;
         shared.flush_upto.fetch_max(target, Ordering::AcqRel);
@@ -323,20 +488,39 @@ impl Producer {
             {
                 let st = shared.state.lock().expect("not poisoned");
                 if st.outstanding.first().is_none_or(|&min| min > target) {
-                    return Ok(());
+                    return None;
                 }
             }
-            notified.await;
+            match deadline {
+                None => notified.await,
+                Some(d) => {
+                    if tokio::time::timeout_at(d, notified).await.is_err() {
+                        return Some(shared.state.lock().expect("not poisoned").unanswered);
+                    }
+                }
+            }
         }
     }
 
-    /// Flushes, then stops the sender. Clones of this producer fail with [`Error::Closed`] after.
-    pub async fn close(&self) -> Result<()> {
-        self.flush().await?;
+    /// Failures since the last flush or close, as an error (and counted from zero again).
+    fn take_failures(&self) -> Result<()> {
+        match self
+            .shared
+            .state
+            .lock()
+            .expect("not poisoned")
+            .take_failures()
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses new records and lets the sender stop once it has sent what it holds.
+    fn stop(&self) {
         self.shared.state.lock().expect("not poisoned").closing = true;
         self.shared.memory.close();
         self.shared.wake.notify_one();
-        Ok(())
     }
 
     /// Bytes of records held now (buffered or awaiting an answer); at most `buffer_memory`.

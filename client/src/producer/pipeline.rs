@@ -369,6 +369,14 @@ impl<B: Payload> PartitionPipeline<B> {
         }
     }
 
+    /// Moves every queued batch to `gone` (the producer was closed before they could be sent,
+    /// `close_timeout`); requests in flight stay, to be answered or abandoned by their tasks.
+    /// A numbered batch among them leaves a gap.
+    pub(crate) fn abandon(&mut self, gone: &mut Vec<Queued<B>>) {
+        self.reset |= self.queue.iter().any(|b| b.seq.is_some());
+        gone.extend(self.queue.drain(..));
+    }
+
     /// Puts a batch back in id order (several requests of a partition may fail back).
     fn requeue(&mut self, b: Queued<B>) {
         let at = self

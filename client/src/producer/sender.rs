@@ -17,7 +17,9 @@ use quiver_proto::{ErrorCode, PartitionId};
 
 use super::accumulator::{Batch, PartKey, State, SPARE_BUFFERS_MAX};
 use super::config::Acks;
-use super::pipeline::{Answered, Decided, Outcome, Queued, Ready, Turn, Verdict};
+use super::pipeline::{
+    Answered, Decided, Outcome, Payload, Queued, Ready, RetryPolicy, Turn, Verdict,
+};
 use super::Shared;
 use crate::client::Node;
 use crate::error::Error;
@@ -150,7 +152,7 @@ fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, 
     let mut next_wake: Option<Instant> = None;
     let mut wake_at = |t: Instant| next_wake = Some(next_wake.map_or(t, |n: Instant| n.min(t)));
     let mut drafts: HashMap<Node, DraftParts> = HashMap::new();
-    // Batches past their delivery timeout, and empty ones.
+    // Batches past their delivery timeout, empty ones, and after an abort every queued one.
     let mut gone: Vec<Queued<Batch>> = Vec::new();
     let mut need_metadata = false;
     if st
@@ -160,6 +162,12 @@ fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, 
         need_metadata = true;
     }
     let state = &mut *st;
+    if state.aborted.is_some() {
+        // A close ran out of time: nothing more is sent; the queued batches fail below.
+        for q in state.queues.values_mut() {
+            q.abandon(&mut gone);
+        }
+    }
     let idempotent = state.idempotent;
     let producer = state.producer.filter(|_| idempotent);
     let turn = Turn {
@@ -246,17 +254,25 @@ fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, 
     if need_metadata {
         shared.refresh_metadata_soon(state, now);
     }
-    for b in &gone {
+    // Failures are counted under the lock, with the batches' removal: a flush that sees them
+    // finished also sees them failed.
+    let mut failed = Vec::with_capacity(gone.len());
+    for b in gone {
         state.outstanding.remove(&b.id());
-    }
-    drop(st);
-    if !gone.is_empty() {
-        for b in gone {
-            let b = b.batch;
-            let e = Error::Timeout(format!(
+        let b = b.batch;
+        let e = match &state.aborted {
+            Some(e) => e.clone(),
+            None => Error::Timeout(format!(
                 "record not acknowledged within delivery_timeout ({:?}) for {}/{}",
                 config.delivery_timeout, b.topic, b.partition.0
-            ));
+            )),
+        };
+        state.settled(b.records(), Some(&e));
+        failed.push((b, e));
+    }
+    drop(st);
+    if !failed.is_empty() {
+        for (b, e) in failed {
             b.fail(&e, shared.config.delivery_listener.as_deref());
         }
         shared.completed.notify_waiters();
@@ -283,6 +299,8 @@ async fn send_request(shared: Arc<Shared>, draft: Draft) {
     let listener = config.delivery_listener.as_deref();
     let pid = producer.map_or(-1, |p| p.0);
     let mut finished_ids = Vec::new();
+    // (records, how they failed): counted in the producer's state with the batches' removal.
+    let mut settled: Vec<(usize, Option<Error>)> = Vec::new();
     // Seal (compress, checksum) each partition's batches; one that cannot be built fails now.
     let mut batches = batches.into_iter();
     let mut sent: Vec<Part> = Vec::with_capacity(parts.len());
@@ -295,6 +313,7 @@ async fn send_request(shared: Arc<Shared>, draft: Draft) {
                 Err(e) => {
                     answered.not_sent(&b);
                     finished_ids.push(b.id());
+                    settled.push((b.batch.records(), Some(e.clone())));
                     b.batch.fail(&e, listener);
                 }
             }
@@ -333,25 +352,33 @@ async fn send_request(shared: Arc<Shared>, draft: Draft) {
 
     let request_bytes = payload.len();
     let sent_at = Instant::now();
-    wait_turn(&shared, broker, ticket).await;
     // `Ok(None)`: written, with acks=0 (no answer).
-    let answer: Result<Option<ProduceResponse>, Error> = if config.acks == Acks::None {
-        let written = shared
-            .client
-            .send_broker_oneway(broker, &req, payload.into_chunks())
-            .await;
-        pass_turn(&shared, broker);
-        written.map(|()| None)
-    } else {
-        let started = shared
-            .client
-            .start_call_broker_in_order::<ProduceRequest>(broker, &req, payload.into_chunks())
-            .await;
-        pass_turn(&shared, broker);
-        match started {
-            Ok(pending) => pending.response().await.map(|(resp, _)| Some(resp)),
-            Err(e) => Err(e),
+    let exchange = async {
+        wait_turn(&shared, broker, ticket).await;
+        if config.acks == Acks::None {
+            let written = shared
+                .client
+                .send_broker_oneway(broker, &req, payload.into_chunks())
+                .await;
+            pass_turn(&shared, broker);
+            written.map(|()| None)
+        } else {
+            let started = shared
+                .client
+                .start_call_broker_in_order::<ProduceRequest>(broker, &req, payload.into_chunks())
+                .await;
+            pass_turn(&shared, broker);
+            match started {
+                Ok(pending) => pending.response().await.map(|(resp, _)| Some(resp)),
+                Err(e) => Err(e),
+            }
         }
+    };
+    // A close that ran out of time stops the wait: the batches fail with its error. (Every
+    // request is abandoned then, so a turn not passed on holds up no one.)
+    let answer: Result<Option<ProduceResponse>, Error> = tokio::select! {
+        answer = exchange => answer,
+        e = aborted(&shared) => Err(e),
     };
 
     let now = Instant::now();
@@ -359,7 +386,16 @@ async fn send_request(shared: Arc<Shared>, draft: Draft) {
     if took > Duration::from_secs(1) {
         tracing::debug!(broker = %broker, request_bytes, partitions, took_ms = took.as_millis() as u64, "slow produce request");
     }
-    let policy = config.retry_policy();
+    let aborted_now = shared.state.lock().expect("not poisoned").aborted.is_some();
+    // After an abort nothing is tried again: what is not written fails.
+    let policy = if aborted_now {
+        RetryPolicy {
+            retries: 0,
+            ..config.retry_policy()
+        }
+    } else {
+        config.retry_policy()
+    };
     let mut refresh = false;
     let mut decided = Vec::new();
     for p in &mut sent {
@@ -407,10 +443,14 @@ async fn send_request(shared: Arc<Shared>, draft: Draft) {
                 base,
                 log_append_time,
             } => {
+                settled.push((batch.records(), None));
                 spare.extend(batch.take_buffer());
                 batch.complete(base, log_append_time, listener);
             }
-            Outcome::Failed(e) => batch.fail(&e, listener),
+            Outcome::Failed(e) => {
+                settled.push((batch.records(), Some(e.clone())));
+                batch.fail(&e, listener);
+            }
         }
     }
     {
@@ -421,6 +461,9 @@ async fn send_request(shared: Arc<Shared>, draft: Draft) {
         if let Some(n) = st.in_flight.get_mut(&broker) {
             *n = n.saturating_sub(1);
         }
+        for (records, failure) in &settled {
+            st.settled(*records, failure.as_ref());
+        }
         let room = SPARE_BUFFERS_MAX.saturating_sub(st.spare.len());
         st.spare.extend(spare.into_iter().take(room));
         if refresh {
@@ -429,6 +472,19 @@ async fn send_request(shared: Arc<Shared>, draft: Draft) {
     }
     shared.finished(&finished_ids);
     shared.wake.notify_one();
+}
+
+/// Waits until a close runs out of time (`close_timeout`); its error.
+async fn aborted(shared: &Shared) -> Error {
+    loop {
+        let notified = shared.abort.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(e) = &shared.state.lock().expect("not poisoned").aborted {
+            return e.clone();
+        }
+        notified.await;
+    }
 }
 
 /// Waits until it is request `ticket`'s turn to be written to `broker`.
@@ -487,7 +543,7 @@ fn outcome_of(resp: &ProduceResponse, topic: &str, partition: PartitionId) -> Ou
 /// Errors after which the client's idea of leaders or topics may be stale.
 fn needs_metadata(e: &Error) -> bool {
     match e {
-        Error::Transport(_) => true,
+        Error::Transport { .. } => true,
         _ => matches!(
             e.code(),
             Some(

@@ -86,6 +86,8 @@ enum Ev {
     Lost(usize),
     /// Request `r`'s batches could not be built (sealed), so none was sent.
     Unbuilt(usize),
+    /// A close ran out of time: every queued batch fails (`close_timeout`).
+    Abandon,
 }
 
 use Ev::*;
@@ -177,13 +179,20 @@ fn run(setup: Setup, events: &[Ev]) -> String {
             }
             Lost(r) => {
                 let lost = TransportError::ConnectionLost("reset by peer".into());
-                let outcome = Outcome::Failed(Error::Transport(lost));
+                let outcome = Outcome::Failed(Error::from(lost));
                 let request = answered(&mut requests, r);
                 answer(&mut trace, &mut p, request, Some(outcome), &policy, now);
             }
             Unbuilt(r) => {
                 let request = answered(&mut requests, r);
                 answer(&mut trace, &mut p, request, None, &policy, now);
+            }
+            Abandon => {
+                let mut gone = Vec::new();
+                p.abandon(&mut gone);
+                for b in gone {
+                    let _ = writeln!(trace, "b{} abandoned", b.id);
+                }
             }
         }
     }
@@ -685,6 +694,32 @@ fn delivery_timeouts() {
                 b2 expired
                 idle
                 r2: b3 e1s0
+            ",
+        },
+        Case {
+            name: "a close that runs out of time fails the queued batches, not those in \
+                   flight; the numbered ones leave a gap",
+            setup: IDEMPOTENT,
+            events: &[
+                Batch(1),
+                Send,
+                Batch(1),
+                Send,
+                Refused(1, ErrorCode::NotLeaderOrFollower),
+                Batch(1),
+                Abandon,
+                Written(2, 5),
+                Batch(1),
+                Send,
+            ],
+            expect: "
+                r1: b1 e0s0
+                r2: b2 e0s1
+                again in 100ms: b1
+                b1 abandoned
+                b3 abandoned
+                b2 written at 5
+                r3: b4 e1s0
             ",
         },
         Case {

@@ -1,12 +1,13 @@
-//! The low-level client: bootstrap, connections (one per broker, and one per shard of a broker
-//! with several), cluster metadata, typed calls.
-//! `Producer`, `Consumer` and `Admin` are built on it; applications rarely need it directly.
+//! The client: bootstrap, connections (one per broker, and one per shard of a broker with
+//! several), cluster metadata, and its configuration ([`ClientConfig`]).
+//! `Producer`, `Consumer` and `Admin` are built on a [`Client`]; applications make one and pass
+//! it on. Its raw calls (typed requests to a broker) are hidden from the documentation: they
+//! are for streamctl, the benchmarks and tests.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use bytes::Bytes;
 use quiver_proto::api::handshake::{ApiVersionsRequest, ApiVersionsResponse};
@@ -14,62 +15,12 @@ use quiver_proto::api::metadata::{MetadataRequest, MetadataResponse};
 use quiver_proto::api::{self, ApiKey, Request, ResponseError};
 use quiver_proto::{BrokerId, ErrorCode, PartitionId};
 
-use crate::error::{Error, Result};
-use crate::transport::{ClientTls, ConnectOptions, Connection, PendingCall};
+use crate::error::{BrokerAddr, Error, Result};
+use crate::transport::{ClientTls, Connection, PendingCall, TransportError};
 
-/// How to reach and trust a cluster.
-///
-/// ```no_run
-/// # async fn f() -> quiver_client::Result<()> {
-/// use quiver_client::{Client, ClientConfig, ClientTls};
-/// let config = ClientConfig::new("127.0.0.1:9092").tls(ClientTls::from_ca_file("data/tls/ca.pem")?);
-/// let client = Client::connect(config).await?;
-/// println!("{} topics", client.cluster().topics.len());
-/// # Ok(()) }
-/// ```
-#[derive(Clone, Debug)]
-pub struct ClientConfig {
-    /// `host:port` of one or more brokers; the first that answers bootstraps the client.
-    pub bootstrap: Vec<String>,
-    /// What to trust; `None` uses the development CA at `./data/tls/ca.pem`.
-    pub tls: Option<ClientTls>,
-    pub connect: ConnectOptions,
-    /// Sent in the handshake, for the broker's logs.
-    pub client_id: String,
-}
+mod config;
 
-impl ClientConfig {
-    /// Bootstrap servers, comma-separated (`"host1:9092,host2:9092"`).
-    pub fn new(bootstrap: impl AsRef<str>) -> ClientConfig {
-        ClientConfig {
-            bootstrap: bootstrap
-                .as_ref()
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect(),
-            tls: None,
-            connect: ConnectOptions::default(),
-            client_id: format!("quiver-rust/{}", env!("CARGO_PKG_VERSION")),
-        }
-    }
-
-    pub fn tls(mut self, tls: ClientTls) -> ClientConfig {
-        self.tls = Some(tls);
-        self
-    }
-
-    /// How long one request may take, from sending to the whole answer.
-    pub fn request_timeout(mut self, t: Duration) -> ClientConfig {
-        self.connect.call_timeout = t;
-        self
-    }
-
-    pub fn client_id(mut self, id: impl Into<String>) -> ClientConfig {
-        self.client_id = id.into();
-        self
-    }
-}
+pub use config::{ClientConfig, DEFAULT_BOOTSTRAP};
 
 /// One broker as metadata describes it.
 ///
@@ -82,8 +33,11 @@ impl ClientConfig {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrokerInfo {
+    /// The broker's id.
     pub id: BrokerId,
+    /// The host name or address clients connect to.
     pub host: String,
+    /// The QUIC (UDP) port.
     pub port: u16,
     /// Shards (cores) of the broker, each owning some partitions; 0 or 1 when the broker does
     /// not say. See [`Node`].
@@ -96,6 +50,7 @@ pub struct BrokerInfo {
 /// partition on its shard's connection is served without a hop between the broker's cores.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Node {
+    /// The broker.
     pub broker: BrokerId,
     /// `None`: the broker's shared connection (any shard).
     pub shard: Option<u16>,
@@ -137,11 +92,15 @@ impl std::fmt::Display for Node {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionInfo {
+    /// The partition's number.
     pub partition: PartitionId,
+    /// The broker that leads it; `None` while it has no leader.
     pub leader: Option<BrokerId>,
     /// The leader's shard that owns the partition, when the broker says.
     pub leader_shard: Option<u16>,
+    /// The brokers that hold a replica.
     pub replicas: Vec<BrokerId>,
+    /// The replicas in sync with the leader.
     pub isr: Vec<BrokerId>,
 }
 
@@ -165,9 +124,13 @@ impl PartitionInfo {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicInfo {
+    /// The topic's name.
     pub name: String,
+    /// The topic's id (a UUID as a number).
     pub id: u128,
+    /// An internal topic (`__consumer_offsets`, ...).
     pub internal: bool,
+    /// Its partitions, by number.
     pub partitions: Vec<PartitionInfo>,
 }
 
@@ -181,9 +144,13 @@ pub struct TopicInfo {
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct ClusterView {
+    /// The brokers, by id.
     pub brokers: HashMap<BrokerId, BrokerInfo>,
+    /// The broker that makes topic changes.
     pub controller: Option<BrokerId>,
+    /// The cluster's id.
     pub cluster_id: Option<String>,
+    /// The topics the client has loaded, by name.
     pub topics: HashMap<String, TopicInfo>,
 }
 
@@ -231,7 +198,10 @@ impl Client {
         }
         let tls = match &config.tls {
             Some(t) => t.clone(),
-            None => ClientTls::dev_default()?,
+            None => ClientTls::dev_default().map_err(|e| match e {
+                TransportError::Config(message) => Error::Config(message),
+                other => Error::from(other),
+            })?,
         };
         let client = Client {
             inner: Arc::new(Inner {
@@ -261,10 +231,12 @@ impl Client {
 
     async fn bootstrap_from(&self, server: &str) -> Result<()> {
         let (addr, host) = resolve(server).await?;
-        let conn = self.connection((addr, None), &host).await?;
+        let key = (addr, None);
+        let conn = self.connection(key, &host, None).await?;
         let (resp, _) = self
             .call_on::<MetadataRequest>(
                 &conn,
+                key,
                 &MetadataRequest {
                     topics: None,
                     allow_auto_topic_creation: false,
@@ -312,6 +284,7 @@ impl Client {
     }
 
     /// The bootstrap broker's ApiVersions answer, asked on first use and cached.
+    #[doc(hidden)]
     pub async fn api_versions(&self) -> Result<&ApiVersionsResponse> {
         self.inner
             .api_versions
@@ -474,6 +447,7 @@ impl Client {
     /// or, when it cannot be reached, the other known brokers and then the bootstrap list (the
     /// one that answers is used from then on). A request that was sent and then lost is tried
     /// elsewhere only if reading it twice does no harm (metadata, offsets, configs).
+    #[doc(hidden)]
     pub async fn call_any<R: Request>(
         &self,
         req: &R,
@@ -487,7 +461,8 @@ impl Client {
         let err = match self.call_at::<R>(&first, req, payload.clone()).await {
             Ok(r) => return Ok(r),
             Err((sent, e)) => {
-                let transport = matches!(&e, Error::Transport(t) if t.is_retriable());
+                let transport =
+                    matches!(&e, Error::Transport { error, .. } if error.is_retriable());
                 if !transport || (sent && !idempotent(R::API)) {
                     return Err(e);
                 }
@@ -527,8 +502,11 @@ impl Client {
         payload: Vec<Bytes>,
     ) -> std::result::Result<(R::Response, Bytes), (bool, Error)> {
         let key = (*addr, None);
-        let conn = self.connection(key, host).await.map_err(|e| (false, e))?;
-        self.call_on::<R>(&conn, req, payload)
+        let conn = self
+            .connection(key, host, None)
+            .await
+            .map_err(|e| (false, e))?;
+        self.call_on::<R>(&conn, key, req, payload)
             .await
             .inspect_err(|e| self.forget_on_error(key, e))
             .map_err(|e| (true, e))
@@ -536,6 +514,7 @@ impl Client {
 
     /// Calls one broker by id (the leader of a partition, the group coordinator), on its shared
     /// connection, or one shard of it on that shard's connection (a [`Node`]).
+    #[doc(hidden)]
     pub async fn call_broker<R: Request>(
         &self,
         broker: impl Into<Node>,
@@ -551,6 +530,7 @@ impl Client {
     /// The first half of [`call_broker`](Self::call_broker): returns once the request is
     /// written to the broker (bulk requests on a connection are written one after another, in
     /// the order they get here); [`PendingResponse::response`] reads the answer.
+    #[doc(hidden)]
     pub async fn start_call_broker<R: Request>(
         &self,
         broker: impl Into<Node>,
@@ -565,6 +545,7 @@ impl Client {
     /// after every request started before it on the connection, small or not
     /// ([`Connection::start_call_in_order`](crate::transport::Connection::start_call_in_order)):
     /// an idempotent producer's pipelined requests.
+    #[doc(hidden)]
     pub async fn start_call_broker_in_order<R: Request>(
         &self,
         broker: impl Into<Node>,
@@ -595,11 +576,12 @@ impl Client {
             Ok(call) => Ok(PendingResponse {
                 client: self.clone(),
                 key,
+                node,
                 call,
                 _api: std::marker::PhantomData,
             }),
             Err(e) => {
-                let e = Error::from(e);
+                let e = self.at(key, Some(node), e);
                 self.forget_on_error(key, &e);
                 Err(e)
             }
@@ -608,16 +590,18 @@ impl Client {
 
     /// Sends a request to one broker and returns once it is written, without waiting for the
     /// answer (acks=0 produce).
+    #[doc(hidden)]
     pub async fn send_broker_oneway<R: Request>(
         &self,
         broker: impl Into<Node>,
         req: &R,
         payload: Vec<Bytes>,
     ) -> Result<()> {
-        let (key, conn) = self.node_connection(broker.into()).await?;
+        let node = broker.into();
+        let (key, conn) = self.node_connection(node).await?;
         conn.send_only(self.next_header::<R>(), req.encode_bytes(), payload)
             .await
-            .map_err(Error::from)
+            .map_err(|e| self.at(key, Some(node), e))
             .inspect_err(|e| self.forget_on_error(key, e))
     }
 
@@ -664,11 +648,12 @@ impl Client {
             Some(s) if shards > 1 && s < shards => (addr, Some((s, shards))),
             _ => (addr, None),
         };
-        let conn = self.connection(key, &host).await?;
+        let conn = self.connection(key, &host, Some(node)).await?;
         Ok((key, conn))
     }
 
     /// Calls the controller (topic changes).
+    #[doc(hidden)]
     pub async fn call_controller<R: Request>(&self, req: &R) -> Result<R::Response> {
         let controller = match self.cluster().controller {
             Some(c) => c,
@@ -698,17 +683,39 @@ impl Client {
     async fn call_on<R: Request>(
         &self,
         conn: &Connection,
+        key: ConnKey,
         req: &R,
         payload: Vec<Bytes>,
     ) -> Result<(R::Response, Bytes)> {
         let frame = conn
             .call(self.next_header::<R>(), req.encode_bytes(), payload)
-            .await?;
+            .await
+            .map_err(|e| self.at(key, None, e))?;
         Self::decode::<R>(&frame).map(|resp| (resp, frame.payload))
     }
 
+    /// A transport error with the broker it happened with: its address, and its id when the
+    /// caller or the resolved addresses know it.
+    fn at(&self, key: ConnKey, node: Option<Node>, error: TransportError) -> Error {
+        let addr = key.0;
+        let node = node.or_else(|| {
+            let addrs = self.inner.addrs.read().expect("not poisoned");
+            addrs
+                .iter()
+                .find(|(_, (a, _))| *a == addr)
+                .map(|(id, _)| Node {
+                    broker: *id,
+                    shard: key.1.map(|(s, _)| s),
+                })
+        });
+        Error::Transport {
+            broker: Some(BrokerAddr { addr, node }),
+            error,
+        }
+    }
+
     fn forget_on_error(&self, key: ConnKey, e: &Error) {
-        if let Error::Transport(t) = e {
+        if let Error::Transport { error: t, .. } = e {
             // A request that timed out suggests a broker that died without closing the
             // connection (SIGKILL, a lost host): QUIC would notice only at the idle timeout, so
             // the next call opens a fresh connection instead. Calls still running on the old
@@ -721,7 +728,7 @@ impl Client {
         }
     }
 
-    async fn connection(&self, key: ConnKey, host: &str) -> Result<Connection> {
+    async fn connection(&self, key: ConnKey, host: &str, node: Option<Node>) -> Result<Connection> {
         let mut conns = self.inner.connections.lock().await;
         if let Some(c) = conns.get(&key) {
             if c.quinn().close_reason().is_none() {
@@ -736,7 +743,8 @@ impl Client {
             self.inner.config.connect.clone(),
             key.1,
         )
-        .await?;
+        .await
+        .map_err(|e| self.at(key, node, e))?;
         conns.insert(key, conn.clone());
         Ok(conn)
     }
@@ -782,9 +790,11 @@ fn idempotent(api: ApiKey) -> bool {
 }
 
 /// A request written to a broker, its answer not yet read ([`Client::start_call_broker`]).
+#[doc(hidden)]
 pub struct PendingResponse<R: Request> {
     client: Client,
     key: ConnKey,
+    node: Node,
     call: PendingCall,
     _api: std::marker::PhantomData<fn() -> R>,
 }
@@ -794,7 +804,7 @@ impl<R: Request> PendingResponse<R> {
     pub async fn response(self) -> Result<(R::Response, Bytes)> {
         let result = match self.call.response().await {
             Ok(frame) => Client::decode::<R>(&frame).map(|resp| (resp, frame.payload)),
-            Err(e) => Err(Error::from(e)),
+            Err(e) => Err(self.client.at(self.key, Some(self.node), e)),
         };
         result.inspect_err(|e| self.client.forget_on_error(self.key, e))
     }

@@ -14,12 +14,13 @@ use quiver_proto::{BrokerId, ErrorCode, Offset, PartitionId};
 use serde::Serialize;
 
 use crate::client::{BrokerInfo, Client};
-use crate::commit::OffsetAndMetadata;
 use crate::consumer::list_offsets_raw;
 use crate::error::{Error, Result};
-use crate::group::find_coordinator;
-use crate::grouping::by_topic;
 use crate::record::TopicPartition;
+
+mod groups;
+
+pub use groups::{GroupDescription, GroupListing, GroupMember, GroupOffset, GroupState};
 
 /// A topic to create.
 ///
@@ -30,15 +31,18 @@ use crate::record::TopicPartition;
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NewTopic {
+    /// The topic's name.
     pub name: String,
     /// `None`: the broker's `default_partitions`.
     pub partitions: Option<u32>,
     /// `None`: the broker's default.
     pub replication_factor: Option<u16>,
+    /// Topic configurations (`retention.ms`, ...); the rest take the broker's defaults.
     pub configs: BTreeMap<String, String>,
 }
 
 impl NewTopic {
+    /// A topic with this many partitions.
     pub fn new(name: impl Into<String>, partitions: u32) -> NewTopic {
         NewTopic {
             name: name.into(),
@@ -47,11 +51,13 @@ impl NewTopic {
         }
     }
 
+    /// Replicas per partition.
     pub fn replication_factor(mut self, r: u16) -> NewTopic {
         self.replication_factor = Some(r);
         self
     }
 
+    /// Sets a topic configuration.
     pub fn config(mut self, name: impl Into<String>, value: impl Into<String>) -> NewTopic {
         self.configs.insert(name.into(), value.into());
         self
@@ -69,14 +75,18 @@ impl NewTopic {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PartitionDescription {
+    /// The partition's number.
     #[serde(serialize_with = "ser_partition")]
     pub partition: PartitionId,
+    /// The broker that leads it; `None` while it has no leader.
     #[serde(serialize_with = "ser_opt_broker")]
     pub leader: Option<BrokerId>,
     /// The leader's shard (core) that owns the partition, when the broker says.
     pub leader_shard: Option<u16>,
+    /// The brokers holding a replica.
     #[serde(serialize_with = "ser_brokers")]
     pub replicas: Vec<BrokerId>,
+    /// The replicas in sync with the leader.
     #[serde(serialize_with = "ser_brokers")]
     pub isr: Vec<BrokerId>,
     /// The log start offset (oldest retained record); `None` if it could not be read.
@@ -99,10 +109,13 @@ pub struct PartitionDescription {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TopicDescription {
+    /// The topic's name.
     pub name: String,
     /// The topic's id, as a UUID string.
     pub id: String,
+    /// An internal topic (`__consumer_offsets`, ...).
     pub internal: bool,
+    /// Its partitions, by number.
     pub partitions: Vec<PartitionDescription>,
     /// Every configuration with its value (overrides and defaults); empty in `list_topics`.
     pub configs: Vec<ConfigEntry>,
@@ -117,11 +130,15 @@ pub struct TopicDescription {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ConfigEntry {
+    /// The configuration's name (`retention.ms`, ...).
     pub name: String,
+    /// Its value; `None` for a sensitive one, or one without a value.
     pub value: Option<String>,
     /// `TopicOverride`, `StaticBroker`, `Default`, ...
     pub source: String,
+    /// It cannot be changed while the broker runs.
     pub read_only: bool,
+    /// Its value is not shown (a password).
     pub sensitive: bool,
     /// What the broker says the value means, when it changes a promise (for example
     /// `flush.ms` > 0: acknowledgements come before fsync).
@@ -144,6 +161,7 @@ impl ConfigEntry {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConfigResource {
+    /// A topic by name.
     Topic(String),
     /// A broker by id.
     Broker(BrokerId),
@@ -165,9 +183,11 @@ pub enum AlterConfig {
 }
 
 impl AlterConfig {
+    /// Sets `name` to `value`.
     pub fn set(name: impl Into<String>, value: impl Into<String>) -> AlterConfig {
         AlterConfig::Set(name.into(), value.into())
     }
+    /// Removes the override of `name`.
     pub fn delete(name: impl Into<String>) -> AlterConfig {
         AlterConfig::Delete(name.into())
     }
@@ -183,27 +203,34 @@ impl AlterConfig {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ClusterDescription {
+    /// The cluster's id.
     pub cluster_id: Option<String>,
+    /// The broker that makes topic changes.
     #[serde(serialize_with = "ser_opt_broker")]
     pub controller: Option<BrokerId>,
+    /// Its brokers.
     pub brokers: Vec<BrokerDescription>,
 }
 
 /// One broker of a described cluster.
 ///
 /// ```
-/// # use quiver_client::admin::BrokerDescription;
+/// # use quiver_client::BrokerDescription;
 /// let b = BrokerDescription { id: 1, host: "127.0.0.1".into(), port: 9092 };
 /// assert_eq!(b.address(), "127.0.0.1:9092");
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BrokerDescription {
+    /// The broker's id.
     pub id: u32,
+    /// The host name or address clients connect to.
     pub host: String,
+    /// The QUIC (UDP) port.
     pub port: u16,
 }
 
 impl BrokerDescription {
+    /// `host:port` (IPv6 hosts in brackets).
     pub fn address(&self) -> String {
         if self.host.contains(':') && !self.host.starts_with('[') {
             format!("[{}]:{}", self.host, self.port)
@@ -261,6 +288,7 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// An admin on `client`.
     pub fn new(client: Client) -> Admin {
         Admin {
             client,
@@ -546,386 +574,6 @@ impl Admin {
         asked: &[(TopicPartition, OffsetSpec)],
     ) -> Result<Vec<(TopicPartition, Option<Offset>)>> {
         list_offsets_raw(&self.client, asked).await
-    }
-}
-
-/// A consumer group as `list_groups` shows it.
-///
-/// ```no_run
-/// # async fn f(admin: quiver_client::Admin) -> quiver_client::Result<()> {
-/// for g in admin.list_groups().await? {
-///     println!("{} ({})", g.group_id, g.state);
-/// }
-/// # Ok(()) }
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct GroupListing {
-    pub group_id: String,
-    /// `Empty`, `Stable`, `Reconciling`, ...
-    pub state: String,
-}
-
-/// One member of a described group.
-///
-/// ```
-/// # use quiver_client::admin::GroupMember;
-/// let m = GroupMember { member_id: "m1".into(), instance_id: Some("pod-1".into()),
-///     client_host: None, member_epoch: 3, subscribed_topics: vec!["orders".into()],
-///     assigned: vec![("orders".into(), vec![0, 1])], target: vec![("orders".into(), vec![0, 1])] };
-/// assert_eq!(m.assigned[0].1.len(), 2);
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct GroupMember {
-    pub member_id: String,
-    /// The static member's instance id (`ConsumerConfig::instance_id`), if any.
-    pub instance_id: Option<String>,
-    pub client_host: Option<String>,
-    pub member_epoch: i32,
-    pub subscribed_topics: Vec<String>,
-    /// (topic, partitions) the member owns now.
-    pub assigned: Vec<(String, Vec<u32>)>,
-    /// (topic, partitions) the broker's assignor means the member to own; differs from
-    /// `assigned` while the group reconciles.
-    pub target: Vec<(String, Vec<u32>)>,
-}
-
-/// A partition's committed offset in a group, with the partition's end and the lag between.
-///
-/// ```
-/// # use quiver_client::admin::GroupOffset;
-/// let o = GroupOffset { topic: "orders".into(), partition: 0, committed: Some(90),
-///     metadata: None, end: Some(100), lag: Some(10), member_id: Some("m1".into()) };
-/// assert_eq!(o.lag, Some(10));
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct GroupOffset {
-    pub topic: String,
-    pub partition: u32,
-    /// The committed offset (the next record the group reads); `None`: nothing committed.
-    pub committed: Option<u64>,
-    /// The metadata string committed with it.
-    pub metadata: Option<String>,
-    /// The partition's log end offset (high watermark); `None` if the topic is gone.
-    pub end: Option<u64>,
-    /// `end - committed`: records the group has not consumed yet.
-    pub lag: Option<u64>,
-    /// The member that owns the partition now, if any.
-    pub member_id: Option<String>,
-}
-
-/// A consumer group: state, members with their partitions, committed offsets and lag.
-///
-/// ```no_run
-/// # async fn f(admin: quiver_client::Admin) -> quiver_client::Result<()> {
-/// let g = admin.describe_group("billing").await?;
-/// let lag: u64 = g.offsets.iter().filter_map(|o| o.lag).sum();
-/// println!("{}: {} members, lag {lag}", g.group_id, g.members.len());
-/// # Ok(()) }
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct GroupDescription {
-    pub group_id: String,
-    /// `Empty`, `Stable` (every member owns its target) or `Reconciling`.
-    pub state: String,
-    /// The broker-side assignor the group uses (`range`, `roundrobin`, `sticky`).
-    pub assignor: Option<String>,
-    pub group_epoch: i32,
-    pub assignment_epoch: i32,
-    pub members: Vec<GroupMember>,
-    /// Every partition the group has a committed offset for or a member owns, in order.
-    pub offsets: Vec<GroupOffset>,
-}
-
-fn topic_partition_lists(tps: Vec<quiver_proto::api::TopicPartitions>) -> Vec<(String, Vec<u32>)> {
-    tps.into_iter()
-        .map(|t| (t.topic, t.partitions.into_iter().map(|p| p.0).collect()))
-        .collect()
-}
-
-impl Admin {
-    /// Calls `group`'s coordinator with `req`, once the cluster is known to serve its API
-    /// (`what` names the operation in the error if it does not).
-    async fn call_coordinator<R: quiver_proto::api::Request>(
-        &self,
-        group: &str,
-        what: &str,
-        req: &R,
-    ) -> Result<R::Response> {
-        self.client.require(R::API, what).await?;
-        let coordinator = find_coordinator(&self.client, group).await?;
-        Ok(self
-            .client
-            .call_broker(coordinator, req, Vec::new())
-            .await?
-            .0)
-    }
-
-    /// Every consumer group, sorted by id.
-    pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {
-        use quiver_proto::api::group::ListGroupsRequest;
-        self.client
-            .require(quiver_proto::api::ApiKey::ListGroups, "listing groups")
-            .await?;
-        let view = self.client.refresh_metadata(Some(Vec::new())).await?;
-        let mut out: Vec<GroupListing> = Vec::new();
-        let req = ListGroupsRequest {
-            states_filter: Vec::new(),
-            types_filter: Vec::new(),
-        };
-        let mut brokers: Vec<BrokerId> = view.brokers.keys().copied().collect();
-        brokers.sort();
-        for b in brokers {
-            let (resp, _) = self.client.call_broker(b, &req, Vec::new()).await?;
-            if resp.error_code != ErrorCode::None {
-                return Err(Error::broker(resp.error_code, None));
-            }
-            out.extend(resp.groups.into_iter().map(|g| GroupListing {
-                group_id: g.group_id,
-                state: format!("{:?}", g.group_state),
-            }));
-        }
-        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
-        out.dedup_by(|a, b| a.group_id == b.group_id);
-        Ok(out)
-    }
-
-    /// A group's committed offsets (with their metadata strings), by partition, in order.
-    ///
-    /// ```no_run
-    /// # async fn f(admin: quiver_client::Admin) -> quiver_client::Result<()> {
-    /// for (tp, o) in admin.list_group_offsets("billing").await? {
-    ///     println!("{tp}: {} {:?}", o.offset, o.metadata);
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn list_group_offsets(
-        &self,
-        group: &str,
-    ) -> Result<Vec<(TopicPartition, OffsetAndMetadata)>> {
-        use quiver_proto::api::group::{OffsetFetchRequest, NO_GENERATION};
-        let resp = self
-            .call_coordinator(
-                group,
-                "reading committed offsets",
-                &OffsetFetchRequest {
-                    group_id: group.to_string(),
-                    member_id: None,
-                    member_epoch: NO_GENERATION,
-                    topics: None,
-                    require_stable: false,
-                },
-            )
-            .await?;
-        if resp.error_code != ErrorCode::None {
-            return Err(Error::broker(resp.error_code, None));
-        }
-        let mut out = Vec::new();
-        for t in resp.topics {
-            for p in t.partitions {
-                if let Some(offset) = p.committed_offset {
-                    out.push((
-                        TopicPartition::new(&t.name, p.partition.0),
-                        OffsetAndMetadata {
-                            offset,
-                            metadata: p.metadata.filter(|m| !m.is_empty()),
-                        },
-                    ));
-                }
-            }
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
-    }
-
-    /// Sets a group's committed offsets from outside the group (Kafka's
-    /// `alterConsumerGroupOffsets`): what `streamctl group reset-offsets --execute` does. The
-    /// broker accepts it only while the group has no members (a running member would
-    /// overwrite it with its own position); otherwise it fails with `UnknownMemberId`. The
-    /// offsets are written as given: check them against the partitions' start and end first.
-    ///
-    /// ```no_run
-    /// # async fn f(admin: quiver_client::Admin) -> quiver_client::Result<()> {
-    /// use quiver_client::{Offset, TopicPartition};
-    /// // Replay orders/0 from offset 100 the next time the billing group starts.
-    /// admin.alter_group_offsets("billing", &[(TopicPartition::new("orders", 0), Offset(100))]).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn alter_group_offsets(
-        &self,
-        group: &str,
-        offsets: &[(TopicPartition, Offset)],
-    ) -> Result<()> {
-        use quiver_proto::api::group::{
-            OffsetCommitPartition, OffsetCommitRequest, OffsetCommitTopic, NO_GENERATION,
-        };
-        if offsets.is_empty() {
-            return Ok(());
-        }
-        let parts = offsets.iter().map(|(tp, o)| {
-            let part = OffsetCommitPartition {
-                partition: tp.partition,
-                committed_offset: *o,
-                committed_leader_epoch: None,
-                committed_metadata: None,
-            };
-            (&tp.topic, part)
-        });
-        let topics = by_topic(parts, |name, partitions| OffsetCommitTopic {
-            name: name.clone(),
-            partitions,
-        });
-        let req = OffsetCommitRequest {
-            group_id: group.to_string(),
-            generation_id_or_member_epoch: NO_GENERATION,
-            member_id: String::new(),
-            group_instance_id: None,
-            topics,
-        };
-        let resp = self
-            .call_coordinator(group, "changing committed offsets", &req)
-            .await?;
-        for t in resp.topics {
-            for p in t.partitions {
-                match p.error_code {
-                    ErrorCode::None => {}
-                    ErrorCode::UnknownMemberId => {
-                        return Err(Error::broker(
-                            ErrorCode::UnknownMemberId,
-                            Some(format!(
-                                "group '{group}' has active members; stop them before changing \
-                                 its offsets"
-                            )),
-                        ))
-                    }
-                    c => {
-                        return Err(Error::broker(
-                            c,
-                            Some(format!(
-                                "setting the offset of {}/{} for group '{group}': {}",
-                                t.name,
-                                p.partition.0,
-                                c.description()
-                            )),
-                        ))
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// A group's state, members and committed offsets (with each partition's end and lag).
-    pub async fn describe_group(&self, group: &str) -> Result<GroupDescription> {
-        use quiver_proto::api::group::DescribeGroupsRequest;
-        let resp = self
-            .call_coordinator(
-                group,
-                "describing groups",
-                &DescribeGroupsRequest {
-                    groups: vec![group.to_string()],
-                },
-            )
-            .await?;
-        let g = resp
-            .groups
-            .into_iter()
-            .find(|g| g.group_id == group)
-            .ok_or_else(|| Error::Protocol(format!("no DescribeGroups answer for '{group}'")))?;
-        if g.error_code != ErrorCode::None {
-            return Err(Error::broker(g.error_code, g.error_message));
-        }
-        let members: Vec<GroupMember> = g
-            .members
-            .into_iter()
-            .map(|m| GroupMember {
-                member_id: m.member_id,
-                instance_id: m.group_instance_id,
-                client_host: m.client_host,
-                member_epoch: m.member_epoch,
-                subscribed_topics: m.subscribed_topic_names,
-                assigned: topic_partition_lists(m.assigned),
-                target: topic_partition_lists(m.target_assignment),
-            })
-            .collect();
-        // Every partition with a commit or an owner.
-        let mut rows: BTreeMap<TopicPartition, (Option<OffsetAndMetadata>, Option<String>)> =
-            BTreeMap::new();
-        for (tp, o) in self.list_group_offsets(group).await? {
-            rows.entry(tp).or_default().0 = Some(o);
-        }
-        for m in &members {
-            for (topic, ps) in &m.assigned {
-                for p in ps {
-                    rows.entry(TopicPartition::new(topic, *p)).or_default().1 =
-                        Some(m.member_id.clone());
-                }
-            }
-        }
-        let mut ends: BTreeMap<TopicPartition, Offset> = BTreeMap::new();
-        let asked = rows
-            .keys()
-            .map(|tp| (&tp.topic, (tp.clone(), OffsetSpec::Latest)));
-        // A topic at a time: a deleted topic fails its own listing only.
-        for asked in by_topic(asked, |_, asked| asked) {
-            // A deleted topic has no end; its committed offsets are still shown.
-            if let Ok(found) = list_offsets_raw(&self.client, &asked).await {
-                ends.extend(found.into_iter().filter_map(|(tp, o)| o.map(|o| (tp, o))));
-            }
-        }
-        let offsets = rows
-            .into_iter()
-            .map(|(tp, (c, owner))| {
-                let end = ends.get(&tp).copied();
-                let committed = c.as_ref().map(|c| c.offset);
-                GroupOffset {
-                    topic: tp.topic.clone(),
-                    partition: tp.partition.0,
-                    committed: committed.map(|o| o.0),
-                    metadata: c.and_then(|c| c.metadata),
-                    end: end.map(|o| o.0),
-                    lag: match (committed, end) {
-                        (Some(c), Some(e)) => Some(e.0.saturating_sub(c.0)),
-                        _ => None,
-                    },
-                    member_id: owner,
-                }
-            })
-            .collect();
-        Ok(GroupDescription {
-            group_id: g.group_id,
-            state: format!("{:?}", g.group_state),
-            assignor: g.protocol_data.filter(|a| !a.is_empty()),
-            group_epoch: g.group_epoch,
-            assignment_epoch: g.assignment_epoch,
-            members,
-            offsets,
-        })
-    }
-
-    /// Deletes a group with no members, and its committed offsets.
-    pub async fn delete_group(&self, group: &str) -> Result<()> {
-        use quiver_proto::api::group::DeleteGroupsRequest;
-        let resp = self
-            .call_coordinator(
-                group,
-                "deleting groups",
-                &DeleteGroupsRequest {
-                    groups_names: vec![group.to_string()],
-                },
-            )
-            .await?;
-        let r = resp
-            .results
-            .into_iter()
-            .find(|r| r.group_id == group)
-            .ok_or_else(|| Error::Protocol(format!("no DeleteGroups answer for '{group}'")))?;
-        if r.error_code != ErrorCode::None {
-            return Err(Error::broker(
-                r.error_code,
-                Some(format!("group '{group}': {}", r.error_code.description())),
-            ));
-        }
-        Ok(())
     }
 }
 
