@@ -120,12 +120,15 @@ impl Fault {
         Some(i)
     }
 
-    /// The nftables rule of the fault (filter faults only), matching datagrams from `client`.
-    pub fn filter_rule(&self, client: std::net::IpAddr) -> Option<String> {
+    /// The nftables rule of the fault (filter faults only), matching datagrams from `clients`
+    /// (the clients' own address and the relay's).
+    pub fn filter_rule(&self, clients: &[std::net::IpAddr]) -> Option<String> {
+        let set: Vec<String> = clients.iter().map(|c| c.to_string()).collect();
+        let from = format!("ip saddr {{ {} }}", set.join(", "));
         match self.kind {
-            FaultKind::Partition => Some(format!("ip saddr {client} drop")),
+            FaultKind::Partition => Some(format!("{from} drop")),
             FaultKind::Loss => Some(format!(
-                "ip saddr {client} numgen random mod 100 < {} drop",
+                "{from} numgen random mod 100 < {} drop",
                 self.amount
             )),
             _ => None,
@@ -243,14 +246,15 @@ mod tests {
             length: Duration::from_secs(1),
             amount,
         };
-        let client: std::net::IpAddr = "198.18.0.1".parse().unwrap();
+        let client: &[std::net::IpAddr] =
+            &["198.18.0.1".parse().unwrap(), "198.18.0.2".parse().unwrap()];
         assert_eq!(
             f(FaultKind::Loss, 30).filter_rule(client).unwrap(),
-            "ip saddr 198.18.0.1 numgen random mod 100 < 30 drop"
+            "ip saddr { 198.18.0.1, 198.18.0.2 } numgen random mod 100 < 30 drop"
         );
         assert_eq!(
             f(FaultKind::Partition, 0).filter_rule(client).unwrap(),
-            "ip saddr 198.18.0.1 drop"
+            "ip saddr { 198.18.0.1, 198.18.0.2 } drop"
         );
         assert_eq!(f(FaultKind::Delay, 50).impairment().unwrap().delay_ms, 50);
         assert_eq!(

@@ -396,7 +396,9 @@ async fn apply(
             Ok(())
         }
         FaultKind::Partition | FaultKind::Loss => {
-            let rule = f.filter_rule(lab.client_ip()).expect("a filter fault");
+            let rule = f
+                .filter_rule(&[lab.client_ip(), lab.relay_ip()])
+                .expect("a filter fault");
             let (l, t) = (lab.clone(), f.target);
             blocking(move || l.set_broker_filter(t, &[rule])).await?;
             tokio::time::sleep(f.length).await;
