@@ -29,6 +29,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "tests"
 cargo test --workspace --locked
 
+step "fault suite, bounded (three fixed seeds, 60 s each; fails on any anomaly)"
+scripts/ensure-fault-tools.sh
+./target/debug/streamfault --duration 60s --seed 1 --seed 2 --seed 3 --out target/fault
+
 step "fuzzing, bounded (every cargo-fuzz target for 20 s)"
 bash scripts/fuzz.sh
 

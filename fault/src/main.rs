@@ -7,8 +7,9 @@
 //! ```
 //!
 //! Each run prints one line ("12,408 acknowledged, 0 lost, 0 duplicated, 0 reordered across 57
-//! faults of 6 kinds, seed 0x..."), and leaves history.json, final.json, report.json (every
-//! anomaly with the history around it) and run.png in `<out>/seed-<seed>/`. The exit status is
+//! faults of 6 kinds, seed 0x..."), and leaves report.json (every anomaly with the history around
+//! it) and run.png in `<out>/seed-<seed>/`, with history.json and final.json when something was
+//! wrong or `--keep-history` asks. The exit status is
 //! 1 when any run found an anomaly or a broker failed outside the checker's view.
 
 use std::path::PathBuf;
@@ -52,6 +53,9 @@ struct Args {
     /// Run on loopback without network namespaces (fewer faults).
     #[arg(long)]
     no_netns: bool,
+    /// Keep history.json and final.json of runs that found nothing (kept anyway otherwise).
+    #[arg(long)]
+    keep_history: bool,
     /// Check a recorded run's directory again instead of running.
     #[arg(long)]
     check: Option<PathBuf>,
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
             streamd: streamd.clone(),
             out: args.out.clone(),
             netns: !args.no_netns,
+            keep_history: args.keep_history,
         };
         println!("streamfault: seed {seed:#x}, {:?}", args.duration);
         // Each run in its own thread: it moves the thread into the lab's client namespace.

@@ -56,9 +56,13 @@ fn font_ready() -> bool {
     })
 }
 
-/// Per-bucket series from the history: (second, acknowledged per second), (second, p50 ms,
-/// p99 ms).
-pub fn series(history: &History, bucket_s: f64) -> (Vec<(f64, f64)>, Vec<(f64, f64, f64)>) {
+/// (second, acknowledged records per second).
+pub type RateSeries = Vec<(f64, f64)>;
+/// (second, p50 ms, p99 ms).
+pub type LatencySeries = Vec<(f64, f64, f64)>;
+
+/// Per-bucket series from the history: acknowledgements per second, and produce latency.
+pub fn series(history: &History, bucket_s: f64) -> (RateSeries, LatencySeries) {
     let mut acked: BTreeMap<u64, u64> = BTreeMap::new();
     let mut lat: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
     for op in &history.ops {
@@ -103,9 +107,10 @@ pub fn draw(
 ) -> Result<(), String> {
     let text = font_ready();
     let (rate, lats) = series(history, 0.5);
-    let root = BitMapBackend::new(path, (1400, 800)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1400, 830)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let (top, bottom) = root.split_vertically(400);
+    let (charts, legend) = root.split_vertically(800);
+    let (top, bottom) = charts.split_vertically(400);
     let max_rate = rate.iter().map(|r| r.1).fold(1.0, f64::max) * 1.1;
     let max_lat = lats.iter().map(|l| l.2).fold(1.0, f64::max) * 1.1;
     let x_end = duration_s.max(rate.last().map_or(1.0, |r| r.0 + 1.0));
@@ -183,12 +188,14 @@ pub fn draw(
         kinds.dedup();
         for (i, k) in kinds.iter().enumerate() {
             let x = 90 + i as i32 * 140;
-            root.draw(&Rectangle::new(
-                [(x, 775), (x + 18, 790)],
-                color(*k).mix(0.5).filled(),
-            ))
-            .map_err(|e| e.to_string())?;
-            root.draw(&Text::new(k.name(), (x + 24, 775), ("sans-serif", 15)))
+            legend
+                .draw(&Rectangle::new(
+                    [(x, 6), (x + 18, 21)],
+                    color(*k).mix(0.5).filled(),
+                ))
+                .map_err(|e| e.to_string())?;
+            legend
+                .draw(&Text::new(k.name(), (x + 24, 6), ("sans-serif", 15)))
                 .map_err(|e| e.to_string())?;
         }
     }

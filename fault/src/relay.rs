@@ -163,27 +163,27 @@ async fn serve(socket: Arc<UdpSocket>, broker: SocketAddr, shared: Arc<Mutex<Sha
                 keep
             });
         }
-        if !flows.contains_key(&from) {
-            let bind = SocketAddr::new(socket.local_addr().expect("bound").ip(), from.port());
-            let upstream = match UdpSocket::bind(bind).await {
-                Ok(s) => s,
-                Err(_) => match UdpSocket::bind(SocketAddr::new(bind.ip(), 0)).await {
+        let flow = match flows.entry(from) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let bind = SocketAddr::new(socket.local_addr().expect("bound").ip(), from.port());
+                let upstream = match UdpSocket::bind(bind).await {
                     Ok(s) => s,
-                    Err(_) => continue,
-                },
-            };
-            let upstream = Arc::new(upstream);
-            let task = tokio::spawn(back(upstream.clone(), socket.clone(), from, shared.clone()));
-            flows.insert(
-                from,
-                Flow {
+                    Err(_) => match UdpSocket::bind(SocketAddr::new(bind.ip(), 0)).await {
+                        Ok(s) => s,
+                        Err(_) => continue,
+                    },
+                };
+                let upstream = Arc::new(upstream);
+                let task =
+                    tokio::spawn(back(upstream.clone(), socket.clone(), from, shared.clone()));
+                v.insert(Flow {
                     upstream,
                     last: Instant::now(),
                     task,
-                },
-            );
-        }
-        let flow = flows.get_mut(&from).expect("inserted");
+                })
+            }
+        };
         flow.last = Instant::now();
         forward(flow.upstream.clone(), broker, buf[..n].to_vec(), &shared);
     }

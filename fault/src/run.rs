@@ -43,6 +43,9 @@ pub struct RunSpec {
     pub out: PathBuf,
     /// Use network namespaces when the machine allows.
     pub netns: bool,
+    /// Write history.json and final.json even when nothing is wrong (they are always written
+    /// when something is; a long run's history is large).
+    pub keep_history: bool,
 }
 
 /// What a run found.
@@ -367,7 +370,15 @@ async fn drive(
         relay: relay.stats().into(),
         dir: dir.to_path_buf(),
     };
-    write_files(dir, &history, &state, &result, spec.duration.as_secs_f64())?;
+    let keep = spec.keep_history || !result.ok();
+    write_files(
+        dir,
+        keep,
+        &history,
+        &state,
+        &result,
+        spec.duration.as_secs_f64(),
+    )?;
     Ok(result)
 }
 
@@ -436,6 +447,7 @@ async fn apply(
 
 fn write_files(
     dir: &Path,
+    keep: bool,
     history: &History,
     state: &FinalState,
     result: &RunResult,
@@ -444,14 +456,16 @@ fn write_files(
     let write = |name: &str, bytes: Vec<u8>| {
         std::fs::write(dir.join(name), bytes).map_err(|e| format!("{name}: {e}"))
     };
-    write(
-        "history.json",
-        serde_json::to_vec(history).map_err(|e| e.to_string())?,
-    )?;
-    write(
-        "final.json",
-        serde_json::to_vec(state).map_err(|e| e.to_string())?,
-    )?;
+    if keep {
+        write(
+            "history.json",
+            serde_json::to_vec(history).map_err(|e| e.to_string())?,
+        )?;
+        write(
+            "final.json",
+            serde_json::to_vec(state).map_err(|e| e.to_string())?,
+        )?;
+    }
     // Each anomaly with the history around it (100 ms either side).
     let context: Vec<serde_json::Value> = result
         .report
