@@ -84,3 +84,19 @@ async fn the_development_certificate_names_the_listen_address_and_follows_it() {
     assert!(c.topic("t").await.is_ok());
     b.assert_serves_clients("after", 100).await;
 }
+
+/// A client that dials an address the certificate does not name is told how to fix it.
+#[tokio::test]
+async fn a_certificate_that_does_not_name_the_address_dialled_is_explained() {
+    let mut b = Broker::unstarted(&[]);
+    b.listen_ip = "0.0.0.0".parse().unwrap();
+    b.spawn(None);
+    let config = quiver_client::ClientConfig::new(format!("127.0.0.2:{}", b.addr.port()))
+        .tls(quiver_client::ClientTls::from_ca_file(b.ca()).unwrap());
+    let err = match quiver_client::Client::connect(config).await {
+        Ok(_) => panic!("a certificate without 127.0.0.2 was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("not valid for name"), "{err}");
+    assert!(err.contains("--advertised-host"), "{err}");
+}

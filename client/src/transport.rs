@@ -102,6 +102,22 @@ pub enum TransportError {
     Frame(#[from] FrameError),
 }
 
+/// What to do about the TLS refusals a new user meets, appended to rustls's words.
+fn with_tls_hint(message: String) -> String {
+    let hint = if message.contains("not valid for name") {
+        "; the broker's certificate does not name the address dialled: dial a name it has, or, \
+         with streamd's development certificate, start streamd with --listen or --advertised-host \
+         set to this address (it reissues its certificate from the same development CA, so the \
+         CA file stays valid)"
+    } else if message.contains("UnknownIssuer") || message.contains("unknown issuer") {
+        "; the CA file given does not sign the broker's certificate: trust the broker's own CA \
+         (streamd writes its development CA to <its data directory>/tls/ca.pem)"
+    } else {
+        return message;
+    };
+    message + hint
+}
+
 impl TransportError {
     /// Whether another attempt (on a new connection) may succeed: the network or the broker
     /// went away, not a configuration or trust problem.
@@ -136,10 +152,10 @@ impl TransportError {
         let is_crypto = |code: u64| (0x100..=0x1ff).contains(&code);
         match e {
             ConnectionError::TransportError(te) if is_crypto(u64::from(te.code)) => {
-                TransportError::Tls(te.to_string())
+                TransportError::Tls(with_tls_hint(te.to_string()))
             }
             ConnectionError::ConnectionClosed(cc) if is_crypto(u64::from(cc.error_code)) => {
-                TransportError::Tls(cc.to_string())
+                TransportError::Tls(with_tls_hint(cc.to_string()))
             }
             ConnectionError::ApplicationClosed(ac) => TransportError::ConnectionClosed {
                 code: ac.error_code.into_inner(),
@@ -859,6 +875,17 @@ mod tests {
         fn check<T: Send + Sync + Clone + 'static>() {}
         check::<Connection>();
         check::<ClientTls>();
+    }
+
+    #[test]
+    fn tls_refusals_say_what_to_do() {
+        let name = with_tls_hint(
+            "invalid peer certificate: certificate not valid for name \"198.18.0.2\"".into(),
+        );
+        assert!(name.contains("--advertised-host"), "{name}");
+        let issuer = with_tls_hint("invalid peer certificate: UnknownIssuer".into());
+        assert!(issuer.contains("tls/ca.pem"), "{issuer}");
+        assert_eq!(with_tls_hint("other".into()), "other");
     }
 
     #[test]

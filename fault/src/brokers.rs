@@ -21,6 +21,8 @@ pub struct BrokerProc {
     pub data_dir: PathBuf,
     streamd: PathBuf,
     log: PathBuf,
+    /// The sync journal streamd keeps for the power-loss fault.
+    journal: PathBuf,
     child: Option<Child>,
     paused: bool,
     /// Starts so far.
@@ -37,6 +39,7 @@ impl BrokerProc {
             data_dir: run_dir.join(format!("broker-{id}/data")),
             streamd: streamd.to_path_buf(),
             log: run_dir.join(format!("broker-{id}/streamd.log")),
+            journal: run_dir.join(format!("broker-{id}/sync-journal")),
             child: None,
             paused: false,
             starts: 0,
@@ -69,6 +72,7 @@ impl BrokerProc {
                 "--group-heartbeat-interval-ms",
                 "1000",
             ])
+            .env("STREAMD_FAULT_SYNC_JOURNAL", &self.journal)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -133,6 +137,39 @@ impl BrokerProc {
         self.paused = false;
     }
 
+    /// After a SIGKILL: what a loss of power would have left. Every segment file (`*.log` under
+    /// the data directory) is cut back to its size at its last completed fdatasync (0 when it
+    /// never had one), from the sync journal. Returns (files cut, bytes cut).
+    pub fn lose_unsynced_writes(&self) -> Result<(u64, u64), String> {
+        if self.child.is_some() {
+            return Err("the broker still runs".into());
+        }
+        let text = std::fs::read_to_string(&self.journal).unwrap_or_default();
+        let durable = durable_sizes(&text);
+        let mut segments = Vec::new();
+        walk(&self.data_dir, &mut segments);
+        let (mut files, mut bytes) = (0, 0);
+        for path in segments {
+            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let keep = durable
+                .get(path.to_string_lossy().as_ref())
+                .copied()
+                .unwrap_or(0);
+            if len > keep {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                f.set_len(keep)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                f.sync_all().map_err(|e| format!("{}: {e}", path.display()))?;
+                files += 1;
+                bytes += len - keep;
+            }
+        }
+        Ok((files, bytes))
+    }
+
     /// SIGSTOP.
     pub fn pause(&mut self) {
         self.signal(libc::SIGSTOP);
@@ -178,6 +215,44 @@ impl BrokerProc {
         std::fs::read_to_string(&self.log)
             .map(|t| t.contains("panicked"))
             .unwrap_or(false)
+    }
+}
+
+/// The last size journaled for each file: lines of `<size> <path>`.
+pub fn durable_sizes(journal: &str) -> std::collections::HashMap<String, u64> {
+    let mut m = std::collections::HashMap::new();
+    for line in journal.lines() {
+        if let Some((size, path)) = line.split_once(' ') {
+            if let Ok(size) = size.parse() {
+                m.insert(path.to_string(), size);
+            }
+        }
+    }
+    m
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else if p.extension().is_some_and(|x| x == "log") {
+            out.push(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_last_journaled_size_of_each_file_counts() {
+        let m = super::durable_sizes("4096 /d/a.log\n8192 /d/b.log\n12288 /d/a.log\nbad line\n5 \n");
+        assert_eq!(m["/d/a.log"], 12288);
+        assert_eq!(m["/d/b.log"], 8192);
+        assert_eq!(m.len(), 3);
     }
 }
 

@@ -33,11 +33,15 @@ pub enum FaultKind {
     DiskFull,
     /// SIGKILL a consumer group member without it leaving the group (its connection is cut).
     KillConsumer,
+    /// SIGKILL a broker and lose every write no completed fdatasync covered (each segment cut
+    /// back to its size at its last fdatasync, from the broker's sync journal), as a loss of
+    /// power would; start it again after the fault's length.
+    PowerLoss,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
@@ -47,6 +51,7 @@ impl FaultKind {
         FaultKind::Reorder,
         FaultKind::DiskFull,
         FaultKind::KillConsumer,
+        FaultKind::PowerLoss,
     ];
 
     /// The name on the command line and in reports.
@@ -61,6 +66,7 @@ impl FaultKind {
             FaultKind::Reorder => "reorder",
             FaultKind::DiskFull => "disk-full",
             FaultKind::KillConsumer => "kill-consumer",
+            FaultKind::PowerLoss => "power-loss",
         }
     }
 
@@ -157,7 +163,7 @@ pub fn schedule(
         let kind = kinds[rng.gen_range(0..kinds.len())];
         let ms = |rng: &mut StdRng, lo: u64, hi: u64| Duration::from_millis(rng.gen_range(lo..=hi));
         let (length, amount) = match kind {
-            FaultKind::Kill => (ms(&mut rng, 200, 3_000), 0),
+            FaultKind::Kill | FaultKind::PowerLoss => (ms(&mut rng, 200, 3_000), 0),
             // Longer than the run's group session timeout (6 s).
             FaultKind::Pause => (ms(&mut rng, 6_500, 9_000), 0),
             FaultKind::Partition => (ms(&mut rng, 1_000, 8_000), 0),

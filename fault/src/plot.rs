@@ -33,6 +33,7 @@ fn color(kind: FaultKind) -> RGBColor {
         FaultKind::Reorder => RGBColor(38, 139, 210),
         FaultKind::DiskFull => RGBColor(88, 88, 88),
         FaultKind::KillConsumer => RGBColor(211, 54, 130),
+        FaultKind::PowerLoss => RGBColor(120, 20, 20),
     }
 }
 

@@ -105,6 +105,8 @@ pub fn run_one(spec: &RunSpec) -> Result<RunResult, String> {
     let dir = spec.out.join(format!("seed-{:#x}", spec.seed));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // Absolute, so that the paths in the broker's sync journal match the ones walked here.
+    let dir = std::fs::canonicalize(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let lab = Lab::new(1, spec.netns);
     let mut skipped = lab.limits.clone();
     let mut kinds = spec.faults.clone();
@@ -394,6 +396,19 @@ async fn apply(
     match f.kind {
         FaultKind::Kill => {
             blocking(move || b.lock().expect("broker lock").kill9()).await;
+            tokio::time::sleep(f.length).await;
+            let b = broker.clone();
+            let lab = lab.clone();
+            blocking(move || b.lock().expect("broker lock").start(&lab)).await
+        }
+        FaultKind::PowerLoss => {
+            let cut = blocking(move || {
+                let mut b = b.lock().expect("broker lock");
+                b.kill9();
+                b.lose_unsynced_writes()
+            })
+            .await?;
+            println!("           power-loss cut {} bytes from {} segments", cut.1, cut.0);
             tokio::time::sleep(f.length).await;
             let b = broker.clone();
             let lab = lab.clone();
