@@ -162,7 +162,8 @@ impl BrokerProc {
                     .map_err(|e| format!("{}: {e}", path.display()))?;
                 f.set_len(keep)
                     .map_err(|e| format!("{}: {e}", path.display()))?;
-                f.sync_all().map_err(|e| format!("{}: {e}", path.display()))?;
+                f.sync_all()
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
                 files += 1;
                 bytes += len - keep;
             }
@@ -249,7 +250,8 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 mod tests {
     #[test]
     fn the_last_journaled_size_of_each_file_counts() {
-        let m = super::durable_sizes("4096 /d/a.log\n8192 /d/b.log\n12288 /d/a.log\nbad line\n5 \n");
+        let m =
+            super::durable_sizes("4096 /d/a.log\n8192 /d/b.log\n12288 /d/a.log\nbad line\n5 \n");
         assert_eq!(m["/d/a.log"], 12288);
         assert_eq!(m["/d/b.log"], 8192);
         assert_eq!(m.len(), 3);

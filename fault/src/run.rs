@@ -408,7 +408,10 @@ async fn apply(
                 b.lose_unsynced_writes()
             })
             .await?;
-            println!("           power-loss cut {} bytes from {} segments", cut.1, cut.0);
+            println!(
+                "           power-loss cut {} bytes from {} segments",
+                cut.1, cut.0
+            );
             tokio::time::sleep(f.length).await;
             let b = broker.clone();
             let lab = lab.clone();
