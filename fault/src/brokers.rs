@@ -246,6 +246,15 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+impl Drop for BrokerProc {
+    fn drop(&mut self) {
+        if self.paused {
+            self.resume();
+        }
+        self.kill9();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -255,14 +264,5 @@ mod tests {
         assert_eq!(m["/d/a.log"], 12288);
         assert_eq!(m["/d/b.log"], 8192);
         assert_eq!(m.len(), 3);
-    }
-}
-
-impl Drop for BrokerProc {
-    fn drop(&mut self) {
-        if self.paused {
-            self.resume();
-        }
-        self.kill9();
     }
 }

@@ -130,10 +130,15 @@ pub fn draw(
         Ok(())
     };
 
+    // The counts lead; other anomaly kinds, if any, go to the strip at the bottom.
+    let (headline, also) = match title.split_once("; also ") {
+        Some((h, a)) => (h, Some(a)),
+        None => (title, None),
+    };
     let mut c1 = ChartBuilder::on(&top);
     c1.margin(10);
     if text {
-        c1.caption(title, ("sans-serif", 20))
+        c1.caption(headline, ("sans-serif", 18))
             .x_label_area_size(30)
             .y_label_area_size(70);
     }
@@ -197,6 +202,16 @@ pub fn draw(
                 .map_err(|e| e.to_string())?;
             legend
                 .draw(&Text::new(k.name(), (x + 24, 6), ("sans-serif", 15)))
+                .map_err(|e| e.to_string())?;
+        }
+        if let Some(also) = also {
+            let x = 90 + kinds.len() as i32 * 140;
+            legend
+                .draw(&Text::new(
+                    format!("also: {also}"),
+                    (x, 6),
+                    ("sans-serif", 15).into_font().color(&RED),
+                ))
                 .map_err(|e| e.to_string())?;
         }
     }
