@@ -137,9 +137,10 @@ impl BrokerProc {
         self.paused = false;
     }
 
-    /// After a SIGKILL: what a loss of power would have left. Every segment file (`*.log` under
-    /// the data directory) is cut back to its size at its last completed fdatasync (0 when it
-    /// never had one), from the sync journal. Returns (files cut, bytes cut).
+    /// After a SIGKILL: what a loss of power would have left. Every segment file under the data
+    /// directory (`*.log`, and its `*.index` and `*.timeindex`) is cut back to its size at its
+    /// last completed fdatasync (0 when it never had one), from the sync journal. Returns (files
+    /// cut, bytes cut).
     pub fn lose_unsynced_writes(&self) -> Result<(u64, u64), String> {
         if self.child.is_some() {
             return Err("the broker still runs".into());
@@ -240,7 +241,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         let p = e.path();
         if p.is_dir() {
             walk(&p, out);
-        } else if p.extension().is_some_and(|x| x == "log") {
+        } else if p
+            .extension()
+            .is_some_and(|x| x == "log" || x == "index" || x == "timeindex")
+        {
             out.push(p);
         }
     }
