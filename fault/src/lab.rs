@@ -15,6 +15,7 @@
 //! nftables); the run says what it skipped.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 /// Where the run's processes live.
@@ -50,6 +51,27 @@ pub fn run(program: &str, args: &[&str]) -> Result<Output, String> {
 }
 
 impl Lab {
+    /// Deletes namespaces left by runs whose process is gone (a runner killed with SIGKILL
+    /// cannot delete its own). Returns how many.
+    pub fn sweep_stale() -> usize {
+        let Ok(out) = run("ip", &["netns", "list"]) else {
+            return 0;
+        };
+        let mut swept = 0;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            let Some(pid) = stale_owner(name) else {
+                continue;
+            };
+            if !Path::new(&format!("/proc/{pid}")).exists()
+                && run("ip", &["netns", "del", name]).is_ok()
+            {
+                swept += 1;
+            }
+        }
+        swept
+    }
+
     /// Makes the namespaces and the bridge, or falls back to loopback.
     pub fn new(brokers: u32, want_netns: bool) -> Lab {
         let prefix = format!("qf{}", std::process::id());
@@ -60,6 +82,11 @@ impl Lab {
             brokers,
             limits: Vec::new(),
         };
+        let swept = Lab::sweep_stale();
+        if swept > 0 {
+            lab.limits
+                .push(format!("deleted {swept} namespaces left by earlier runs"));
+        }
         if !want_netns {
             lab.limits
                 .push("network namespaces not asked for (--no-netns)".into());
@@ -280,10 +307,32 @@ impl Lab {
     }
 }
 
+/// The pid in a lab namespace's name (`qf<pid>-...`), if it is one.
+fn stale_owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("qf")?;
+    let (pid, suffix) = rest.split_once('-')?;
+    if suffix.is_empty() {
+        return None;
+    }
+    pid.parse().ok()
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         if self.netns {
             self.teardown();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_lab_namespaces_name_an_owner() {
+        assert_eq!(super::stale_owner("qf1234-b1"), Some(1234));
+        assert_eq!(super::stale_owner("qf1234-sw"), Some(1234));
+        for other in ["qf1234", "qf-b1", "qfx-b1", "netns0", "qf1234-"] {
+            assert_eq!(super::stale_owner(other), None, "{other}");
         }
     }
 }
