@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test Quiver has, on a fresh Linux machine with a Rust toolchain. Installs what it
-# needs by itself (flatc, for the generated-code check). This is the command README.md gives and
-# the one CI runs (.ci/run).
+# needs by itself (flatc, for the generated-code check; the deploy files' checkers, from PyPI into
+# a virtualenv). This is the command README.md gives and the one CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,9 @@ if [ -x scripts/check-generated.sh ]; then scripts/check-generated.sh; fi
 
 step "formatting"
 cargo fmt --all -- --check
+
+step "deploy files (Kubernetes schemas, hadolint, config keys, seccomp profile, systemd unit; no Docker here)"
+scripts/check-deploy.sh
 
 step "build (tests start the real binaries)"
 cargo build --workspace --bins --locked
