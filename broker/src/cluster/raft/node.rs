@@ -6,7 +6,7 @@
 //!
 //! 1. Inputs, any number of each: `tick()` every `TICK_MS` of the caller's clock, `step(m)` for
 //!    every message received, `propose(data)` (leader only), `report_unreachable` and
-//!    `report_snapshot` when the transport could not deliver.
+//!    `report_snapshot` for every snapshot message once the transport knows its fate.
 //! 2. `poll_ready()`: handles every pending `raft::Ready` in order. For each it installs a
 //!    received snapshot, persists entries and hard state (one fdatasync), then collects the
 //!    messages. It returns only after every write is durable, so every message in its `Output`
@@ -159,8 +159,9 @@ impl QuorumNode {
         self.raw.report_unreachable(to);
     }
 
-    /// Whether a snapshot message reached `to`. Must be called for every snapshot the transport
-    /// gives up on, or raft waits for that follower forever.
+    /// Whether a snapshot message reached `to`. Must be called for every `MsgSnapshot` sent,
+    /// delivered or not: until it is, raft keeps that follower in the snapshot state and sends it
+    /// nothing, even after the follower answered (the simulation found followers stuck for good).
     pub fn report_snapshot(&mut self, to: u64, delivered: bool) {
         let status = if delivered {
             SnapshotStatus::Finish

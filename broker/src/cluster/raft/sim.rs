@@ -103,6 +103,8 @@ struct Sim {
 
 impl Sim {
     fn new(seed: u64) -> Sim {
+        // Shown with a failure's output, even when raft-rs itself panics.
+        eprintln!("seed {seed}: QUIVER_SIM_SEED={seed} replays it");
         // The simulation checks the logic, not the disk: a RAM file system keeps fdatasync cheap.
         let shm = std::path::Path::new("/dev/shm");
         let root = if shm.is_dir() {
@@ -169,12 +171,8 @@ impl Sim {
             }
             *at > now
         });
-        self.delivered += due.len() as u64;
         for m in due {
-            if let Some(node) = self.node(m.to) {
-                // A refused message (a stale one, for instance) is no fault of the node.
-                let _ = node.step(m);
-            }
+            self.deliver(m);
         }
         if now.is_multiple_of(TICK_EVERY_MS) {
             for i in 0..self.nodes.len() {
@@ -255,17 +253,37 @@ impl Sim {
         }
     }
 
-    fn send(&mut self, m: Message) {
+    fn is_cut(&self, m: &Message) -> bool {
         let cut = |id: u64| self.isolated == Some(id) || self.nodes[(id - 1) as usize].is_none();
-        let lost = cut(m.from) || cut(m.to) || self.rng.percent(self.faults.loss);
-        if lost {
-            // A snapshot goes over a stream whose failure the transport sees (raft needs to know).
-            if m.get_msg_type() == MessageType::MsgSnapshot {
-                let (from, to) = (m.from, m.to);
-                if let Some(node) = self.node(from) {
-                    node.report_snapshot(to, false);
-                }
+        cut(m.from) || cut(m.to)
+    }
+
+    /// A snapshot goes over a stream whose outcome the transport sees, and raft must be told
+    /// (a follower's progress waits in the snapshot state until it is).
+    fn report_snapshot(&mut self, m: &Message, delivered: bool) {
+        if m.get_msg_type() == MessageType::MsgSnapshot {
+            if let Some(node) = self.node(m.from) {
+                node.report_snapshot(m.to, delivered);
             }
+        }
+    }
+
+    /// Delivers a message due now, unless a partition or a crash came between.
+    fn deliver(&mut self, m: Message) {
+        if self.is_cut(&m) {
+            self.report_snapshot(&m, false);
+            return;
+        }
+        self.delivered += 1;
+        self.report_snapshot(&m, true);
+        let node = self.node(m.to).expect("not cut");
+        // A refused message (a stale one, for instance) is no fault of the node.
+        let _ = node.step(m);
+    }
+
+    fn send(&mut self, m: Message) {
+        if self.is_cut(&m) || self.rng.percent(self.faults.loss) {
+            self.report_snapshot(&m, false);
             return;
         }
         let copies = if self.rng.percent(self.faults.duplicate) {
@@ -484,4 +502,80 @@ fn restarted_node_catches_up_even_with_a_torn_tail() {
             "seed {seed}: too little committed"
         );
     }
+}
+
+/// Ticks `node` until it sends a message of type `kind`; returns its messages of that kind.
+fn tick_until(node: &mut QuorumNode, kind: MessageType) -> Vec<Message> {
+    for _ in 0..100 {
+        node.tick();
+        let out = node.poll_ready().unwrap();
+        let found: Vec<Message> = out
+            .messages
+            .into_iter()
+            .filter(|m| m.get_msg_type() == kind)
+            .collect();
+        if !found.is_empty() {
+            return found;
+        }
+    }
+    panic!("node {} sent no {kind:?} in 100 ticks", node.id());
+}
+
+/// Steps `m` into `node` and returns what it answers.
+fn answer(node: &mut QuorumNode, m: &Message) -> Vec<Message> {
+    node.step(m.clone()).unwrap();
+    node.poll_ready().unwrap().messages
+}
+
+#[test]
+fn a_vote_survives_a_restart() {
+    // Raft paper 5.2 and figure 2: votedFor is persistent state, written before the vote is
+    // answered. Node 2 votes for 1 in term 1, the answer is lost, node 2 restarts; node 3 then
+    // asks for its vote in term 1 and must be refused, or term 1 could have two leaders.
+    let root = tempfile::tempdir().unwrap();
+    let dir = |id: u64| root.path().join(format!("voter-{id}"));
+    let mut n1 = open(1, &dir(1));
+    let mut n2 = open(2, &dir(2));
+    let mut n3 = open(3, &dir(3));
+
+    let pre_vote = tick_until(&mut n1, MessageType::MsgRequestPreVote);
+    let to_2 = |ms: &[Message]| ms.iter().find(|m| m.to == 2).cloned().unwrap();
+    // With node 2's pre-vote, node 1 becomes a candidate of term 1 and asks for votes.
+    let mut vote = Vec::new();
+    for granted in answer(&mut n2, &to_2(&pre_vote)) {
+        vote.extend(answer(&mut n1, &granted));
+    }
+    let vote_request = to_2(&vote);
+    assert_eq!(
+        (vote_request.get_msg_type(), vote_request.term),
+        (MessageType::MsgRequestVote, 1)
+    );
+    let lost_grant = answer(&mut n2, &vote_request);
+    assert!(
+        lost_grant.iter().all(|m| !m.reject),
+        "node 2 grants its vote to 1"
+    );
+
+    drop(n2);
+    let mut n2 = open(2, &dir(2));
+    assert_eq!(n2.term(), 1);
+
+    // Node 3 campaigns; whatever node 2 answers goes back to node 3.
+    let mut to_n2 = tick_until(&mut n3, MessageType::MsgRequestPreVote);
+    for _ in 0..4 {
+        let mut back = Vec::new();
+        for m in to_n2.iter().filter(|m| m.to == 2) {
+            back.extend(answer(&mut n2, m));
+        }
+        to_n2.clear();
+        for m in back.iter().filter(|m| m.to == 3) {
+            to_n2.extend(answer(&mut n3, m));
+        }
+    }
+    // The lost grant arrives after all: node 1 leads term 1, and node 3 must not.
+    for m in &lost_grant {
+        answer(&mut n1, m);
+    }
+    assert!(n1.is_leader() && n1.term() == 1, "node 1 leads term 1");
+    assert!(!(n3.is_leader() && n3.term() == 1), "two leaders in term 1");
 }
