@@ -86,9 +86,12 @@ impl Store {
         };
         if !dir.exists() {
             fs::create_dir_all(dir).map_err(io_err(dir))?;
-            if let Some(parent) = dir.parent() {
-                sync_dir(parent).map_err(io_err(parent))?;
-            }
+            // `parent()` of a relative one-component path is "", which names the current one.
+            let parent = match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            sync_dir(parent).map_err(io_err(parent))?;
         }
         for tmp in [LOG_FILE, SNAPSHOT_FILE] {
             let tmp = dir.join(format!("{tmp}{TMP_SUFFIX}"));

@@ -79,6 +79,18 @@ fn round_trip_and_restart() {
 }
 
 #[test]
+fn a_new_directory_is_created_nested_or_relative() {
+    let dir = tempfile::tempdir().unwrap();
+    Store::open(&dir.path().join("a/b/voter-1")).unwrap();
+    // Relative to the current directory: its parent is "", synced as ".".
+    let name = format!("raft-store-test-{}", std::process::id());
+    let relative = std::path::Path::new(&name);
+    let opened = Store::open(relative).map(drop);
+    std::fs::remove_dir_all(relative).unwrap();
+    opened.unwrap();
+}
+
+#[test]
 fn storage_queries_follow_raft_semantics() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Store::open(dir.path()).unwrap();
