@@ -1,0 +1,261 @@
+//! `QuorumNode`: one controller voter as a sans-IO state machine around `raft::RawNode<Store>`.
+//!
+//! No sockets, no clock, no tasks: time comes in as `tick`s, the network as `step`ped messages;
+//! the only I/O is the node's own `Store`, whose calls block (the broker will run `poll_ready`
+//! on glommio's blocking pool, like metadata writes). Call order, after raft-rs's own:
+//!
+//! 1. Inputs, any number of each: `tick()` every `TICK_MS` of the caller's clock, `step(m)` for
+//!    every message received, `propose(data)` (leader only), `report_unreachable` and
+//!    `report_snapshot` for every snapshot message once the transport knows its fate.
+//! 2. `poll_ready()`: handles every pending `raft::Ready` in order. For each it installs a
+//!    received snapshot, persists entries and hard state (one fdatasync), then collects the
+//!    messages. It returns only after every write is durable, so every message in its `Output`
+//!    may be sent at once, including the ones raft-rs says must follow persistence (vote and
+//!    append responses). Batching many inputs before one `poll_ready` batches their fdatasyncs.
+//! 3. Apply `Output::apply` in order (snapshots and committed entries), send
+//!    `Output::messages`, note `Output::leadership`.
+//! 4. Now and then, `compact(applied, state)` with the state machine's state at `applied`.
+//!
+//! Membership is static for now: the voters given to the first `open`; no conf change is ever
+//! proposed, so none is ever committed.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use raft::eraftpb::{EntryType, Message, Snapshot};
+use raft::{Config, RawNode, SnapshotStatus, StateRole};
+
+use super::store::{Store, StoreError};
+
+/// One tick of raft's logical clock, in the caller's milliseconds.
+pub const TICK_MS: u64 = 100;
+/// Ticks without a leader's word before a follower campaigns (randomized up to twice this).
+pub const ELECTION_TICKS: usize = 10;
+/// Ticks between a leader's heartbeats.
+pub const HEARTBEAT_TICKS: usize = 2;
+/// The most bytes of entries in one append message.
+pub const APPEND_BYTES_MAX: u64 = 1024 * 1024;
+/// The most append messages in flight to one follower.
+pub const APPENDS_IN_FLIGHT_MAX: usize = 64;
+const _: () = assert!(HEARTBEAT_TICKS < ELECTION_TICKS);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The store failed: the process must stop (STYLE 7) and recover on restart.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Only the leader takes proposals; `leader` is the one this node knows of, if any.
+    #[error("not the quorum's leader (leader: {leader:?})")]
+    NotLeader { leader: Option<u64> },
+    /// raft refused an input (a message for another node, a proposal dropped): not fatal.
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+}
+
+/// Who leads, as this node knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leadership {
+    pub term: u64,
+    /// `None` while the term has no known leader (an election is on).
+    pub leader: Option<u64>,
+}
+
+/// What the state machine must apply, in this order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Apply {
+    /// Replace the state with the snapshot's (the leader sent it; the log before it is gone).
+    Snapshot { index: u64, term: u64, data: Bytes },
+    /// A committed entry. `data` is empty for the entry each new leader appends: apply it as
+    /// nothing, but it still moves the applied index.
+    Entry { index: u64, term: u64, data: Bytes },
+}
+
+/// What one `poll_ready` asks of the caller.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub messages: Vec<Message>,
+    pub apply: Vec<Apply>,
+    /// Set when the term or the leader changed since the last `Output`.
+    pub leadership: Option<Leadership>,
+}
+
+pub struct QuorumNode {
+    raw: RawNode<Store>,
+    reported: Leadership,
+}
+
+impl QuorumNode {
+    /// Opens voter `id`'s store in `dir`; a new store is bootstrapped with `voters` (every voter
+    /// of a new quorum is given the same list). The state machine restarts from
+    /// `latest_snapshot()`, and `poll_ready` then hands it the committed entries after it.
+    pub fn open(id: u64, voters: &[u64], dir: &Path) -> Result<QuorumNode, NodeError> {
+        Self::open_with(id, voters, dir, (ELECTION_TICKS, 2 * ELECTION_TICKS))
+    }
+
+    /// `open` with the election timeout drawn from `election_ticks` (`[min, max)` ticks). raft-rs
+    /// draws it with `rand::thread_rng`; the simulation passes a one-value range and jitters
+    /// the ticks itself, from its seed, so that a run replays.
+    pub fn open_with(
+        id: u64,
+        voters: &[u64],
+        dir: &Path,
+        election_ticks: (usize, usize),
+    ) -> Result<QuorumNode, NodeError> {
+        assert!(
+            id != 0 && voters.contains(&id),
+            "voter {id} not in {voters:?}"
+        );
+        let mut store = Store::open(dir)?;
+        if !store.is_initialized() {
+            store.bootstrap(voters)?;
+        }
+        let config = Config {
+            id,
+            election_tick: ELECTION_TICKS,
+            min_election_tick: election_ticks.0,
+            max_election_tick: election_ticks.1,
+            heartbeat_tick: HEARTBEAT_TICKS,
+            applied: store.snapshot_index(),
+            max_size_per_msg: APPEND_BYTES_MAX,
+            max_inflight_msgs: APPENDS_IN_FLIGHT_MAX,
+            // A leader cut off from a majority steps down; a rejoining node cannot depose a
+            // healthy leader. Both are what a metadata quorum wants.
+            check_quorum: true,
+            pre_vote: true,
+            ..Config::default()
+        };
+        // raft-rs logs through slog; discarded until the broker bridges it to tracing.
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw = RawNode::new(&config, store, &logger)?;
+        let reported = Leadership {
+            term: raw.raft.term,
+            leader: None,
+        };
+        Ok(QuorumNode { raw, reported })
+    }
+
+    pub fn tick(&mut self) {
+        self.raw.tick();
+    }
+
+    /// Hands raft a message from a peer. An error means the message was refused, not that the
+    /// node is broken: log it and go on.
+    pub fn step(&mut self, message: Message) -> Result<(), NodeError> {
+        Ok(self.raw.step(message)?)
+    }
+
+    /// Proposes `data` for the log (leader only). Commitment shows up in a later `Output`.
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<(), NodeError> {
+        if self.raw.raft.state != StateRole::Leader {
+            return Err(NodeError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        Ok(self.raw.propose(Vec::new(), data)?)
+    }
+
+    /// The transport could not reach `to`: raft slows down replication to it.
+    pub fn report_unreachable(&mut self, to: u64) {
+        self.raw.report_unreachable(to);
+    }
+
+    /// Whether a snapshot message reached `to`. Must be called for every `MsgSnapshot` sent,
+    /// delivered or not: until it is, raft keeps that follower in the snapshot state and sends it
+    /// nothing, even after the follower answered (the simulation found followers stuck for good).
+    pub fn report_snapshot(&mut self, to: u64, delivered: bool) {
+        let status = if delivered {
+            SnapshotStatus::Finish
+        } else {
+            SnapshotStatus::Failure
+        };
+        self.raw.report_snapshot(to, status);
+    }
+
+    /// Handles every pending `Ready`: the call order's step 2.
+    pub fn poll_ready(&mut self) -> Result<Output, NodeError> {
+        let mut out = Output::default();
+        while self.raw.has_ready() {
+            let mut rd = self.raw.ready();
+            out.messages.extend(rd.take_messages());
+            if *rd.snapshot() != Snapshot::default() {
+                let snapshot = rd.snapshot().clone();
+                let meta = snapshot.get_metadata();
+                out.apply.push(Apply::Snapshot {
+                    index: meta.index,
+                    term: meta.term,
+                    data: snapshot.data.clone(),
+                });
+                self.raw.mut_store().apply_snapshot(snapshot)?;
+            }
+            push_committed(&mut out, rd.take_committed_entries());
+            self.raw.mut_store().persist(rd.entries(), rd.hs())?;
+            // Durable now: the responses that promise it may go.
+            out.messages.extend(rd.take_persisted_messages());
+            let mut light = self.raw.advance(rd);
+            if let Some(commit) = light.commit_index() {
+                self.raw.mut_store().set_commit(commit);
+            }
+            out.messages.extend(light.take_messages());
+            push_committed(&mut out, light.take_committed_entries());
+            self.raw.advance_apply();
+        }
+        let now = Leadership {
+            term: self.raw.raft.term,
+            leader: self.leader(),
+        };
+        if now != self.reported {
+            self.reported = now;
+            out.leadership = Some(now);
+        }
+        Ok(out)
+    }
+
+    /// Compaction: the state machine has applied every entry up to `applied` and `state` is its
+    /// state there. Entries up to `applied` leave the log; followers too far behind get `state`
+    /// as a snapshot. Durable on return.
+    pub fn compact(&mut self, applied: u64, state: Bytes) -> Result<(), NodeError> {
+        Ok(self.raw.mut_store().compact(applied, state)?)
+    }
+
+    pub fn id(&self) -> u64 {
+        self.raw.raft.id
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    pub fn leader(&self) -> Option<u64> {
+        Some(self.raw.raft.leader_id).filter(|id| *id != raft::INVALID_ID)
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    /// The snapshot the state machine restarts from (index 0, no data, if none).
+    pub fn latest_snapshot(&self) -> &Snapshot {
+        self.raw.store().latest_snapshot()
+    }
+}
+
+fn push_committed(out: &mut Output, entries: Vec<raft::eraftpb::Entry>) {
+    for e in entries {
+        // Conf changes are never proposed (static membership), so never committed.
+        assert_eq!(
+            e.get_entry_type(),
+            EntryType::EntryNormal,
+            "a conf change at {}",
+            e.index
+        );
+        out.apply.push(Apply::Entry {
+            index: e.index,
+            term: e.term,
+            data: e.data,
+        });
+    }
+}
