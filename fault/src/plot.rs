@@ -107,7 +107,10 @@ pub fn draw(
     duration_s: f64,
 ) -> Result<(), String> {
     let text = font_ready();
-    let (rate, lats) = series(history, 0.5);
+    // About 600 points across, whatever the run's length (thick polylines with many sharp turns
+    // draw spikes past their points in plotters, so lines are one pixel wide too).
+    let bucket = (duration_s / 600.0).max(0.5);
+    let (rate, lats) = series(history, bucket);
     let root = BitMapBackend::new(path, (1400, 830)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (charts, legend) = root.split_vertically(800);
@@ -152,7 +155,7 @@ pub fn draw(
             .map_err(|e| e.to_string())?;
     }
     bands(&mut c1, max_rate)?;
-    c1.draw_series(LineSeries::new(rate.iter().copied(), BLACK.stroke_width(2)))
+    c1.draw_series(LineSeries::new(rate.iter().copied(), BLACK.stroke_width(1)))
         .map_err(|e| e.to_string())?;
 
     let mut c2 = ChartBuilder::on(&bottom);
@@ -179,12 +182,12 @@ pub fn draw(
     .map_err(|e| e.to_string())?;
     c2.draw_series(LineSeries::new(
         lats.iter().map(|l| (l.0, l.1.max(0.1))),
-        BLUE.stroke_width(2),
+        BLUE.stroke_width(1),
     ))
     .map_err(|e| e.to_string())?;
     c2.draw_series(LineSeries::new(
         lats.iter().map(|l| (l.0, l.2.max(0.1))),
-        RED.stroke_width(2),
+        RED.stroke_width(1),
     ))
     .map_err(|e| e.to_string())?;
     if text {
