@@ -53,6 +53,10 @@ struct Args {
     /// Run on loopback without network namespaces (fewer faults).
     #[arg(long)]
     no_netns: bool,
+    /// Fail a run in which no produce is acknowledged for longer than this (e.g. 60s); without
+    /// it the longest such stall is reported only.
+    #[arg(long, value_parser = parse_duration)]
+    max_stall: Option<Duration>,
     /// Keep history.json and final.json of runs that found nothing (kept anyway otherwise).
     #[arg(long)]
     keep_history: bool,
@@ -134,6 +138,7 @@ fn main() -> ExitCode {
             out: args.out.clone(),
             netns: !args.no_netns,
             keep_history: args.keep_history,
+            max_stall: args.max_stall,
         };
         println!("streamfault: seed {seed:#x}, {:?}", args.duration);
         // Each run in its own thread: it moves the thread into the lab's client namespace.
@@ -146,6 +151,11 @@ fn main() -> ExitCode {
                     println!("  note: {s}");
                 }
                 println!("{}", r.line);
+                if let Some((gap, from, to)) = r.longest_stall {
+                    println!(
+                        "  longest time without an acknowledgement: {gap:.1} s ({from:.1} s to {to:.1} s)"
+                    );
+                }
                 for a in r.report.anomalies.iter().take(20) {
                     println!("  ANOMALY {:?} {}", a.kind, a.detail);
                 }

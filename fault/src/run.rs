@@ -43,6 +43,9 @@ pub struct RunSpec {
     pub out: PathBuf,
     /// Use network namespaces when the machine allows.
     pub netns: bool,
+    /// A stall (no acknowledged produce) longer than this is a problem (availability, which the
+    /// checker does not judge); `None`: reported only.
+    pub max_stall: Option<Duration>,
     /// Write history.json and final.json even when nothing is wrong (they are always written
     /// when something is; a long run's history is large).
     pub keep_history: bool,
@@ -65,6 +68,9 @@ pub struct RunResult {
     pub faults: Vec<Span>,
     /// What the relay did.
     pub relay: RelayCounts,
+    /// The longest time without an acknowledged produce, from the first acknowledgement to the
+    /// end of the workload: (seconds, from, to).
+    pub longest_stall: Option<(f64, f64, f64)>,
     /// Where the files are.
     #[serde(skip)]
     pub dir: PathBuf,
@@ -362,6 +368,15 @@ async fn drive(
     kinds.sort();
     kinds.dedup();
     let line = report.line(spans.len(), kinds.len(), spec.seed);
+    let longest_stall = longest_stall(&history, spec.duration.as_secs_f64());
+    if let (Some(max), Some((gap, from, to))) = (spec.max_stall, longest_stall) {
+        if gap > max.as_secs_f64() {
+            problems.push(format!(
+                "no produce was acknowledged for {gap:.1} s ({from:.1} s to {to:.1} s), more than --max-stall {} s",
+                max.as_secs_f64()
+            ));
+        }
+    }
     let result = RunResult {
         seed: spec.seed,
         line,
@@ -370,6 +385,7 @@ async fn drive(
         skipped,
         faults: spans,
         relay: relay.stats().into(),
+        longest_stall,
         dir: dir.to_path_buf(),
     };
     let keep = spec.keep_history || !result.ok();
@@ -382,6 +398,29 @@ async fn drive(
         spec.duration.as_secs_f64(),
     )?;
     Ok(result)
+}
+
+/// The longest gap between acknowledged produces (by completion), from the first one to the end
+/// of the workload at `end_s`: (seconds, from, to).
+pub fn longest_stall(history: &History, end_s: f64) -> Option<(f64, f64, f64)> {
+    let mut done: Vec<f64> = history
+        .ops
+        .iter()
+        .filter(|o| matches!(o.op, crate::history::Op::Produce { .. }) && o.ok())
+        .filter_map(|o| o.completed)
+        .map(|us| us as f64 / 1e6)
+        .collect();
+    done.sort_by(f64::total_cmp);
+    let first = *done.first()?;
+    let mut best = (0.0, first, first);
+    let mut prev = first;
+    for t in done.iter().copied().chain([end_s.max(first)]) {
+        if t - prev > best.0 {
+            best = (t - prev, prev, t);
+        }
+        prev = t;
+    }
+    Some(best)
 }
 
 async fn apply(
@@ -509,4 +548,49 @@ fn write_files(
         &result.faults,
         duration_s,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::longest_stall;
+    use crate::history::{Acks, History, Op, Operation, Outcome, Tp, Written};
+
+    fn acked(id: u64, done_s: f64, ok: bool) -> Operation {
+        Operation {
+            id,
+            process: 0,
+            invoked: 0,
+            completed: Some((done_s * 1e6) as u64),
+            op: Op::Produce {
+                tp: Tp::new("t", 0),
+                written: Written {
+                    producer: 0,
+                    seq: id,
+                },
+                acks: Acks::All,
+            },
+            outcome: if ok {
+                Outcome::Ok {
+                    offset: Some(id as i64),
+                }
+            } else {
+                Outcome::Unknown("timed out".into())
+            },
+        }
+    }
+
+    #[test]
+    fn the_longest_stall_is_between_acknowledgements_or_to_the_end() {
+        let h = History {
+            ops: vec![
+                acked(0, 1.0, true),
+                acked(1, 2.0, true),
+                acked(2, 20.0, false),
+                acked(3, 12.0, true),
+            ],
+        };
+        assert_eq!(longest_stall(&h, 15.0), Some((10.0, 2.0, 12.0)));
+        assert_eq!(longest_stall(&h, 30.0), Some((18.0, 12.0, 30.0)));
+        assert_eq!(longest_stall(&History::default(), 30.0), None);
+    }
 }
