@@ -92,7 +92,7 @@ struct Opts {
     #[arg(long, default_value_t = 64 * 1024)]
     batch_size: usize,
     /// Producer linger (e.g. 5ms).
-    #[arg(long, default_value = "5ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "5ms", value_parser = quiver_tools::parse_duration)]
     linger: Duration,
     /// acks: 0, 1 or all.
     #[arg(long, default_value = "1")]
@@ -113,7 +113,7 @@ struct Opts {
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
     /// How long to measure, after the warm-up (ignored when --records is given).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = quiver_tools::parse_duration)]
     duration: Duration,
     /// Measure this many records instead of a duration (consume: fill the topic to at least
     /// this many first, then read all of it; default 200000).
@@ -121,7 +121,7 @@ struct Opts {
     records: Option<u64>,
     /// Load applied before measuring starts; its records count in neither latency nor
     /// throughput.
-    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    #[arg(long, default_value = "0s", value_parser = quiver_tools::parse_duration)]
     warmup: Duration,
     /// Largest UDP payload of a QUIC packet the client discovers up to and accepts (1200 to
     /// 65527; 1452 is what a 1500-byte Ethernet path allows).
@@ -156,25 +156,6 @@ impl CompressionArg {
             CompressionArg::Zstd => "zstd",
         }
     }
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (try 500ms, 5s, 2m)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        other => return Err(format!("unknown unit '{other}' (use ms, s, m or h)")),
-    };
-    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Latencies in microseconds, 1 µs to 10 minutes, 3 significant digits.

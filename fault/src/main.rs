@@ -27,7 +27,7 @@ use quiver_fault::run::{run_one, RunSpec};
 )]
 struct Args {
     /// How long each run's workload runs (e.g. 90s, 30m).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = quiver_tools::parse_duration)]
     duration: Duration,
     /// Seeds of the fault schedules, one run each (decimal or 0x hex); a random one if none.
     #[arg(long = "seed", value_parser = parse_seed)]
@@ -55,7 +55,7 @@ struct Args {
     no_netns: bool,
     /// Fail a run in which no produce is acknowledged for longer than this (e.g. 60s); without
     /// it the longest such stall is reported only.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = quiver_tools::parse_duration)]
     max_stall: Option<Duration>,
     /// Keep history.json and final.json of runs that found nothing (kept anyway otherwise).
     #[arg(long)]
@@ -63,21 +63,6 @@ struct Args {
     /// Check a recorded run's directory again instead of running.
     #[arg(long)]
     check: Option<PathBuf>,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map(|i| s.split_at(i))
-        .unwrap_or((s, "s"));
-    let n: u64 = num.parse().map_err(|_| format!("not a duration: {s:?}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("not a duration: {s:?} (use ms, s, m or h)")),
-    }
 }
 
 fn parse_seed(s: &str) -> Result<u64, String> {

@@ -26,7 +26,7 @@ const MAP: &[(&str, &[&str])] = &[
     ("quiver-tools", &["quiver-client"]),
     ("quiver-bench", &["quiver-client", "quiver-tools"]),
     ("quiver-testkit", &["quiver-client", "quiver-proto"]),
-    ("quiver-fault", &["quiver-client"]),
+    ("quiver-fault", &["quiver-client", "quiver-tools"]),
 ];
 
 /// What the SDK and everything built on it must never reach, directly or not.
