@@ -7,7 +7,14 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# A run from a clean clone gains nothing from incremental compilation and it doubles what the
+# build writes to disk; a developer may turn it back on by setting CARGO_INCREMENTAL.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+disk() { printf 'disk: %s free on the target directory'"'"'s filesystem, target/ holds %s\n' \
+    "$(df -h --output=avail . | tail -1 | tr -d ' ')" "$(du -sh target 2>/dev/null | cut -f1)"; }
+
 step "tools"
+disk
 scripts/ensure-flatc.sh
 
 step "generated flatbuffers code is up to date"
@@ -32,6 +39,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "tests"
 cargo test --workspace --locked
 
+disk
+
 step "fault suite, bounded (three fixed seeds, 60 s each; fails on any anomaly)"
 scripts/ensure-fault-tools.sh
 ./target/debug/streamfault --duration 60s --seed 1 --seed 2 --seed 3 --out target/fault
@@ -39,5 +48,6 @@ scripts/ensure-fault-tools.sh
 step "fuzzing, bounded (every cargo-fuzz target for 20 s)"
 bash scripts/fuzz.sh
 
+disk
 echo
 echo "all tests passed"
