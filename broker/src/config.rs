@@ -157,8 +157,24 @@ settings! {
     listen: SocketAddr = "127.0.0.1:9092".parse().expect("valid"), env "STREAMD_LISTEN";
     /// Host name or address given to clients in metadata. Empty: the listen address's IP.
     advertised_host: String = String::new(), env "STREAMD_ADVERTISED_HOST";
-    /// This broker's id in the cluster.
+    /// This broker's id in the cluster (1 or more).
     broker_id: u32 = 1, env "STREAMD_BROKER_ID";
+    /// The controller quorum's voters, as `id@host:port` separated by commas (the QUIC address
+    /// each listens on), e.g. "1@10.0.0.1:9092,2@10.0.0.2:9092,3@10.0.0.3:9092". Every broker
+    /// of a cluster is a voter and lists the same voters (combined mode). Empty: this broker
+    /// runs alone, as a cluster of one without a quorum.
+    controller_voters: String = String::new(), env "STREAMD_CONTROLLER_VOTERS";
+    /// The broker's rack (failure domain), given to clients in metadata. Empty: none.
+    rack: String = String::new(), env "STREAMD_RACK";
+    /// A broker of a cluster the controller has not heard from for this long is fenced: clients
+    /// are told its partitions have no leader until it is heard from again.
+    broker_session_timeout_ms: u64 = 6_000, env "STREAMD_BROKER_SESSION_TIMEOUT_MS";
+    /// Directory of the development CA (ca.pem, ca.key), when brokers of one cluster share one
+    /// (it is created there if missing). Empty: <data_dir>/tls. Used only without tls_cert.
+    dev_ca_dir: PathBuf = PathBuf::new(), env "STREAMD_DEV_CA_DIR";
+    /// PEM CA bundle a broker trusts for the other brokers' certificates. Empty: the
+    /// development CA (with the development certificate), else the CA of tls_client_ca.
+    tls_peer_ca: PathBuf = PathBuf::new(), env "STREAMD_TLS_PEER_CA";
     /// Number of shards (one glommio executor pinned per core). 0: one per available core.
     shards: u32 = 0, env "STREAMD_SHARDS";
     /// TCP address of the HTTP endpoint serving /metrics (Prometheus) and /health. Empty: off.
@@ -506,6 +522,26 @@ impl Config {
                 "must be sticky, range or roundrobin",
             ));
         }
+        if self.broker_id == 0 {
+            return Err(bad("broker_id", 0, "must be 1 or more"));
+        }
+        if let Err(why) = self.voters() {
+            return Err(bad("controller_voters", &self.controller_voters, &why));
+        }
+        if self.broker_session_timeout_ms < 1000 {
+            return Err(bad(
+                "broker_session_timeout_ms",
+                self.broker_session_timeout_ms,
+                "must be at least 1000",
+            ));
+        }
+        if !self.tls_peer_ca.as_os_str().is_empty() && !self.tls_peer_ca.is_file() {
+            return Err(bad(
+                "tls_peer_ca",
+                self.tls_peer_ca.display(),
+                "no such file",
+            ));
+        }
         if tracing_subscriber::EnvFilter::try_new(self.log_filter()).is_err() {
             return Err(bad(
                 "log_level",
@@ -541,6 +577,57 @@ impl Config {
         self.metrics_listen.parse().ok()
     }
 
+    /// The controller quorum's voters, ascending by id; empty when this broker runs alone.
+    /// Refuses a list that is malformed, repeats an id or an address, or leaves this broker
+    /// out (every broker of a cluster is a voter).
+    pub fn voters(&self) -> Result<Vec<Voter>, String> {
+        let text = self.controller_voters.trim();
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut voters: Vec<Voter> = Vec::new();
+        for item in text.split(',').map(str::trim) {
+            let (id, addr) = item
+                .split_once('@')
+                .ok_or_else(|| format!("'{item}' is not id@host:port"))?;
+            let id: u32 = id
+                .parse()
+                .ok()
+                .filter(|id| *id > 0)
+                .ok_or_else(|| format!("'{id}' in '{item}' is not a broker id (1 or more)"))?;
+            let (host, port) = addr
+                .rsplit_once(':')
+                .ok_or_else(|| format!("'{addr}' in '{item}' has no port"))?;
+            let port: u16 = port
+                .parse()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("'{port}' in '{item}' is not a port"))?;
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            if host.is_empty() {
+                return Err(format!("'{item}' has no host"));
+            }
+            if voters.iter().any(|v| v.id == id) {
+                return Err(format!("broker id {id} is listed twice"));
+            }
+            if voters.iter().any(|v| v.host == host && v.port == port) {
+                return Err(format!("{host}:{port} is listed twice"));
+            }
+            voters.push(Voter { id, host, port });
+        }
+        if !voters.iter().any(|v| v.id == self.broker_id) {
+            return Err(format!(
+                "this broker (broker_id {}) is not among the voters; every broker of a cluster is a voter",
+                self.broker_id
+            ));
+        }
+        voters.sort_by_key(|v| v.id);
+        Ok(voters)
+    }
+
     /// Host given to clients in metadata.
     pub fn advertised_host(&self) -> String {
         if self.advertised_host.is_empty() {
@@ -549,6 +636,14 @@ impl Config {
             self.advertised_host.clone()
         }
     }
+}
+
+/// One voter of the controller quorum: a broker id and the QUIC address it listens on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Voter {
+    pub id: u32,
+    pub host: String,
+    pub port: u16,
 }
 
 /// Room a fetch response keeps under the frame limit for its body (partition entries, names):
@@ -592,6 +687,52 @@ mod tests {
         let mut all = vec!["streamd"];
         all.extend_from_slice(args);
         Cli::try_parse_from(all).expect("parses")
+    }
+
+    /// Each voter list: the voters it gives, or a piece of the refusal.
+    #[test]
+    fn voter_lists_parse_or_are_refused_with_the_reason() {
+        let v = |id, host: &str, port| Voter {
+            id,
+            host: host.into(),
+            port,
+        };
+        let ok: &[(&str, u32, Vec<Voter>)] = &[
+            ("", 1, vec![]),
+            ("1@127.0.0.1:9092", 1, vec![v(1, "127.0.0.1", 9092)]),
+            (
+                " 3@c:3 , 1@a:1,2@b:2 ",
+                2,
+                vec![v(1, "a", 1), v(2, "b", 2), v(3, "c", 3)],
+            ),
+            ("1@[::1]:9092", 1, vec![v(1, "::1", 9092)]),
+        ];
+        for (text, me, want) in ok {
+            let mut c = Config::defaults();
+            c.controller_voters = text.to_string();
+            c.broker_id = *me;
+            assert_eq!(&c.voters().unwrap(), want, "{text:?}");
+        }
+        let bad: &[(&str, u32, &str)] = &[
+            ("1@a:1,2@b:2", 3, "not among the voters"),
+            ("1@a:1,1@b:2", 1, "listed twice"),
+            ("1@a:1,2@a:1", 1, "a:1 is listed twice"),
+            ("1@a", 1, "no port"),
+            ("1@a:0", 1, "not a port"),
+            ("1@a:99999", 1, "not a port"),
+            ("0@a:1", 1, "not a broker id"),
+            ("x@a:1", 1, "not a broker id"),
+            ("a:1", 1, "not id@host:port"),
+            ("1@:1", 1, "no host"),
+            ("1@a:1,", 1, "not id@host:port"),
+        ];
+        for (text, me, want) in bad {
+            let mut c = Config::defaults();
+            c.controller_voters = text.to_string();
+            c.broker_id = *me;
+            let err = c.voters().unwrap_err();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
     }
 
     #[test]

@@ -11,7 +11,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 pub struct Identity {
-    pub cluster_id: String,
+    /// `None` only for a cluster's broker that has not joined yet (`load(_, false)`): its id
+    /// comes from the controller quorum's log.
+    pub cluster_id: Option<String>,
     pub reset_secret: [u8; 64],
 }
 
@@ -28,6 +30,12 @@ pub enum IdentityError {
 
 impl Identity {
     pub fn load_or_create(data_dir: &Path) -> Result<Identity, IdentityError> {
+        Self::load(data_dir, true)
+    }
+
+    /// Reads the identity; a missing cluster id is made up when `create_cluster_id` (a broker
+    /// running alone), and left `None` otherwise (a cluster's broker learns it from the log).
+    pub fn load(data_dir: &Path, create_cluster_id: bool) -> Result<Identity, IdentityError> {
         let dir = data_dir.join("meta");
         fs::create_dir_all(&dir).map_err(|source| IdentityError::Io {
             path: dir.clone(),
@@ -43,12 +51,13 @@ impl Identity {
                         why: format!("'{s}' is not a cluster id"),
                     });
                 }
-                s
+                Some(s)
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create_cluster_id => None,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let id = format!("{:032x}", rand::random::<u128>());
                 write_new(&id_path, format!("{id}\n").as_bytes(), 0o644)?;
-                id
+                Some(id)
             }
             Err(source) => {
                 return Err(IdentityError::Io {
@@ -87,6 +96,15 @@ impl Identity {
     }
 }
 
+/// Records the cluster id a cluster's broker learned from the controller quorum's log.
+pub fn write_cluster_id(data_dir: &Path, id: &str) -> Result<(), IdentityError> {
+    write_new(
+        &data_dir.join("meta").join("cluster.id"),
+        format!("{id}\n").as_bytes(),
+        0o644,
+    )
+}
+
 /// Writes a file that must not exist yet, durably (file and directory synced).
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IdentityError> {
     crate::cluster::meta::write_durably(path, &path.with_extension("tmp"), bytes, mode).map_err(
@@ -108,7 +126,7 @@ mod tests {
         let b = Identity::load_or_create(dir.path()).unwrap();
         assert_eq!(a.cluster_id, b.cluster_id);
         assert_eq!(a.reset_secret, b.reset_secret);
-        assert_eq!(a.cluster_id.len(), 32);
+        assert_eq!(a.cluster_id.as_deref().map(str::len), Some(32));
         let mode = fs::metadata(dir.path().join("meta/stateless-reset.key"))
             .unwrap()
             .permissions();

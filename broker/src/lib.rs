@@ -5,10 +5,13 @@
 //! - `handlers`: the API, one module per family, dispatched from the transport;
 //! - `group`: the consumer group coordinator and its offsets records;
 //! - `cluster`: what the cluster knows: topics and their configs, the metadata state and store,
-//!   the controller that changes them (later the Raft quorum and replication);
+//!   the controller that changes them, the Raft core (later replication);
+//! - `quorum`: a cluster's controller quorum at run time: the Raft node driven on shard 0, its
+//!   messages over the QUIC transport, the committed metadata log applied on every shard;
 //! - `run` (start and stop), `config`, `metrics`, `process`, `identity`.
 //!
-//! Dependencies between them point one way: `handlers` and `run` use the rest; `runtime` uses
+//! Dependencies between them point one way: `handlers` and `run` use the rest; `quorum` uses
+//! `runtime` and `cluster`; `runtime` uses
 //! `cluster`'s types and hosts `group`'s coordinator; `cluster` and `group` use neither
 //! `runtime` nor `handlers` (a test, `tests/layout.rs`, checks that no file imports a file that
 //! imports it back).
@@ -20,6 +23,7 @@ pub mod handlers;
 pub mod identity;
 pub mod metrics;
 pub mod process;
+pub mod quorum;
 pub mod run;
 pub mod runtime;
 

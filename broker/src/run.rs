@@ -25,7 +25,8 @@ use quiver_proto::api::ApiKey;
 use quiver_proto::ShardId;
 
 use crate::cluster::controller::Controller;
-use crate::cluster::meta::{FileMetadataStore, MetadataStore};
+use crate::cluster::meta::{FileMetadataStore, MetadataState, MetadataStore};
+use crate::cluster::metalog::{FileLog, MetadataLog, QuorumStatus};
 use crate::cluster::state::Snapshot;
 use crate::cluster::topic::TopicConfig;
 use crate::config::Config;
@@ -64,6 +65,8 @@ pub enum RunError {
     },
     #[error("broker identity: {0}")]
     Identity(#[from] crate::identity::IdentityError),
+    #[error(transparent)]
+    Quorum(#[from] crate::quorum::QuorumError),
     #[error("signals: {0}")]
     Signals(std::io::Error),
     #[error("shard {shard}: {message}")]
@@ -81,19 +84,36 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
         }
     })?;
     let config = Arc::new(config);
-    let tls = server_tls(&config)?;
-    let identity = crate::identity::Identity::load_or_create(&config.data_dir)?;
+    let (tls, peer_tls) = server_tls(&config)?;
+    // Validated by Config::load.
+    let voters = config.voters().unwrap_or_default();
+    let clustered = !voters.is_empty();
+    let identity = crate::identity::Identity::load(&config.data_dir, !clustered)?;
     let reset_secret = quiver_net::StatelessResetSecret(Arc::new(identity.reset_secret));
-    let cluster_id: Arc<str> = identity.cluster_id.into();
-    let store = FileMetadataStore::open(&config.data_dir)?;
-    crate::cluster::state::sweep_topic_dirs(&config.data_dir, store.state());
+    let cluster_id: Arc<str> = identity.cluster_id.clone().unwrap_or_default().into();
+    // Metadata: the file of a broker running alone, or the replayed log of a cluster's quorum.
+    let (source, state): (MetaSource, MetadataState) = if clustered {
+        let recovered = crate::quorum::recover(&config, &voters)?;
+        let state = recovered.state().clone();
+        (
+            MetaSource::Quorum(Box::new(recovered), identity.cluster_id),
+            state,
+        )
+    } else {
+        let store = FileMetadataStore::open(&config.data_dir)?;
+        let state = store.state().clone();
+        (MetaSource::File(store), state)
+    };
+    crate::cluster::state::sweep_topic_dirs(&config.data_dir, &state);
     let producer_ids = Arc::new(crate::cluster::controller::ProducerIdsIssued::new(
-        store.state().producer_ids_reserved,
+        state.producer_ids_reserved,
     ));
+    let quorum_status =
+        clustered.then(|| Arc::new(QuorumStatus::new(voters.iter().map(|v| v.id).collect())));
     let limits = controller_limits(&config);
     let defaults = TopicConfig::defaults(&config);
     let shards = config.shard_count();
-    let snapshot = Arc::new(Snapshot::build(store.state(), &defaults)?);
+    let snapshot = Arc::new(Snapshot::build(&state, &defaults, config.broker_id)?);
     let (sockets, listen) = bind_listen(config.listen, shards)?;
     let mut sockets = sockets.into_iter();
     let metrics = Arc::new(Metrics::new(
@@ -119,7 +139,7 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
         (shards > 1).then(|| MeshBuilder::<ShardMsg, _>::full(shards, MESH_CHANNEL_CAPACITY));
     let drained = Arc::new(AtomicUsize::new(0));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
-    let mut store = Some(store);
+    let mut source = Some(source);
     let mut handles = Vec::with_capacity(shards);
     // Validated to fit (at most 16 GiB).
     let io_memory = usize::try_from(config.io_memory_bytes_per_shard).unwrap_or(usize::MAX);
@@ -132,7 +152,10 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
             shutdown: shutdown.clone(),
             snapshot: snapshot.clone(),
             mesh: mesh.clone(),
-            store: if i == 0 { store.take() } else { None },
+            source: if i == 0 { source.take() } else { None },
+            voters: voters.clone(),
+            quorum_status: quorum_status.clone(),
+            peer_tls: peer_tls.clone(),
             defaults: defaults.clone(),
             tls: tls.clone(),
             reset_secret: reset_secret.clone(),
@@ -229,27 +252,55 @@ fn controller_limits(config: &Config) -> crate::cluster::controller::Limits {
     }
 }
 
-fn server_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, RunError> {
+/// The QUIC server's TLS configuration, and what this broker trusts when it dials another (the
+/// development CA, `tls_peer_ca`, or failing both the client CA; `None` if nothing names one).
+#[allow(clippy::type_complexity)]
+fn server_tls(
+    config: &Config,
+) -> Result<(Arc<rustls::ServerConfig>, Option<Arc<rustls::ClientConfig>>), RunError> {
     use quiver_net::tls;
     let client_ca =
         (!config.tls_client_ca.as_os_str().is_empty()).then(|| config.tls_client_ca.clone());
-    let files = if config.tls_cert.as_os_str().is_empty() {
+    let (files, dev_ca) = if config.tls_cert.as_os_str().is_empty() {
         // The certificate names what clients dial: the listen address and the advertised host.
         let names = [config.listen.ip().to_string(), config.advertised_host()];
-        let dev = tls::ensure_dev_certs_for(&config.data_dir, &names)?;
+        let dev = if config.dev_ca_dir.as_os_str().is_empty() {
+            tls::ensure_dev_certs_for(&config.data_dir, &names)?
+        } else {
+            tls::ensure_dev_certs_shared(&config.data_dir, &config.dev_ca_dir, &names)?
+        };
         tracing::info!(ca = %dev.ca_cert.display(), "using the development certificate; clients trust it with the CA file");
-        tls::ServerTlsFiles {
-            client_ca,
-            ..dev.server_files()
-        }
+        let ca = dev.ca_cert.clone();
+        (
+            tls::ServerTlsFiles {
+                client_ca: client_ca.clone(),
+                ..dev.server_files()
+            },
+            Some(ca),
+        )
     } else {
-        tls::ServerTlsFiles {
-            cert_chain: config.tls_cert.clone(),
-            key: config.tls_key.clone(),
-            client_ca,
-        }
+        (
+            tls::ServerTlsFiles {
+                cert_chain: config.tls_cert.clone(),
+                key: config.tls_key.clone(),
+                client_ca: client_ca.clone(),
+            },
+            None,
+        )
     };
-    Ok(tls::server_config(&files)?)
+    let peer_ca = if !config.tls_peer_ca.as_os_str().is_empty() {
+        Some(config.tls_peer_ca.clone())
+    } else {
+        dev_ca.or(client_ca)
+    };
+    let peer = match peer_ca {
+        Some(ca) => Some(tls::client_config(&tls::ClientTlsFiles {
+            ca_files: vec![ca],
+            identity: None,
+        })?),
+        None => None,
+    };
+    Ok((tls::server_config(&files)?, peer))
 }
 
 /// Binds the shards' UDP sockets, one per shard, as a group steered by source port
@@ -286,6 +337,13 @@ fn bind_listen(addr: SocketAddr, shards: usize) -> Result<(Vec<Socket>, SocketAd
 /// How long start-up waits for a busy QUIC address to be released.
 const LISTEN_RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// Where shard 0's controller gets metadata from.
+enum MetaSource {
+    File(FileMetadataStore),
+    /// A cluster's quorum as recovered, with the cluster id this broker's data has, if any.
+    Quorum(Box<crate::quorum::Recovered>, Option<String>),
+}
+
 struct ShardContext {
     id: ShardId,
     shard_count: usize,
@@ -294,7 +352,12 @@ struct ShardContext {
     shutdown: ShutdownFlag,
     snapshot: Arc<Snapshot>,
     mesh: Option<MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>>,
-    store: Option<FileMetadataStore>,
+    /// Shard 0's: where metadata comes from.
+    source: Option<MetaSource>,
+    voters: Vec<crate::config::Voter>,
+    quorum_status: Option<Arc<QuorumStatus>>,
+    /// What a broker trusts when it dials another (the quorum's messages).
+    peer_tls: Option<Arc<rustls::ClientConfig>>,
     defaults: TopicConfig,
     tls: Arc<rustls::ServerConfig>,
     reset_secret: quiver_net::StatelessResetSecret,
@@ -345,10 +408,28 @@ async fn shard_start(
         }
         None => (None, None),
     };
-    let controller = ctx.store.map(|store| {
-        let store: Box<dyn MetadataStore> = Box::new(store);
+    let mut quorum = None;
+    let controller = ctx.source.map(|source| {
+        let log: Rc<dyn MetadataLog> = match source {
+            MetaSource::File(store) => Rc::new(FileLog::new(Box::new(store))),
+            MetaSource::Quorum(recovered, cluster_id) => {
+                let q = crate::quorum::Quorum::new(
+                    &ctx.config,
+                    ctx.voters.clone(),
+                    *recovered,
+                    cluster_id,
+                    ctx.quorum_status
+                        .clone()
+                        .expect("a cluster has a quorum status"),
+                    ctx.defaults.clone(),
+                    ctx.producer_ids.clone(),
+                );
+                quorum = Some(q.clone());
+                Rc::new(crate::quorum::QuorumLog(q))
+            }
+        };
         Controller::new(
-            store,
+            log,
             ctx.snapshot.clone(),
             ctx.config.data_dir.clone(),
             ctx.defaults.clone(),
@@ -367,6 +448,7 @@ async fn shard_start(
         mesh: senders,
         controller,
         producer_ids: ctx.producer_ids.clone(),
+        quorum: ctx.quorum_status.clone(),
     }));
     shard.set_listen_port(ctx.listen.port());
     shard.set_cluster_id(ctx.cluster_id.clone());
@@ -387,8 +469,9 @@ async fn shard_start(
     }
 
     // The controller makes sure the internal offsets topic exists before the broker says it is
-    // ready; every shard has then opened and replayed its offsets partitions.
-    if shard.controller.is_some() {
+    // ready; every shard has then opened and replayed its offsets partitions. (A cluster's
+    // broker does it once it has joined, below: that takes its endpoint serving.)
+    if shard.controller.is_some() && quorum.is_none() {
         let op = crate::cluster::controller::AdminOp::EnsureTopic {
             name: crate::group::OFFSETS_TOPIC.to_string(),
             partitions: ctx.config.offsets_topic_partitions,
@@ -441,6 +524,15 @@ async fn shard_start(
     tracing::debug!(shard = id.0, addr = %endpoint.local_addr(), partitions = shard.open_logs().len(), "shard serving");
 
     let endpoint = Rc::new(endpoint);
+    if let Some(q) = &quorum {
+        let joining = Joining {
+            config: &ctx.config,
+            listen: ctx.listen,
+            shard_count: ctx.shard_count,
+            peer_tls: ctx.peer_tls.clone(),
+        };
+        join_cluster(&shard, q, joining, endpoint.local_addr()).await?;
+    }
     spawn_background(&shard);
     {
         let (shard, endpoint) = (shard.clone(), endpoint.clone());
@@ -473,6 +565,80 @@ async fn shard_start(
         tracing::debug!(shard = id.0, "shard stopped");
         Ok(())
     })
+}
+
+/// A cluster's broker, on shard 0 with its endpoint serving: starts the quorum, waits until the
+/// cluster id is fixed and this broker is registered (retrying, and saying so, while no
+/// majority of voters is up), then makes sure the offsets topic exists.
+struct Joining<'a> {
+    config: &'a Config,
+    listen: SocketAddr,
+    shard_count: usize,
+    peer_tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+async fn join_cluster(
+    shard: &Rc<Shard>,
+    quorum: &Rc<crate::quorum::Quorum>,
+    ctx: Joining<'_>,
+    local: SocketAddr,
+) -> Result<(), String> {
+    let peer_tls = ctx
+        .peer_tls
+        .clone()
+        .ok_or("a cluster needs a CA to verify the other brokers (tls_peer_ca)")?;
+    quorum
+        .start(shard.clone(), local.ip(), peer_tls)
+        .map_err(|e| e.to_string())?;
+    let me = crate::cluster::meta::BrokerMeta {
+        id: ctx.config.broker_id,
+        host: ctx.config.advertised_host(),
+        port: ctx.listen.port(),
+        rack: (!ctx.config.rack.is_empty()).then(|| ctx.config.rack.clone()),
+        shard_count: ctx.shard_count as u16,
+        incarnation: rand::random(),
+        epoch: 0,
+        fenced: false,
+    };
+    quorum.join(me).await;
+    let op = crate::cluster::controller::AdminOp::EnsureTopic {
+        name: crate::group::OFFSETS_TOPIC.to_string(),
+        partitions: ctx.config.offsets_topic_partitions,
+        configs: [
+            ("retention.ms".to_string(), "-1".to_string()),
+            ("segment.bytes".to_string(), (64u64 << 20).to_string()),
+        ]
+        .into(),
+        internal: true,
+    };
+    loop {
+        let failure = match crate::handlers::admin_change(shard, op.clone()).await {
+            quiver_proto::api::AnyResponse::CreateTopics(r) => r
+                .topics
+                .into_iter()
+                .find(|t| {
+                    !matches!(
+                        t.error_code,
+                        quiver_proto::ErrorCode::None | quiver_proto::ErrorCode::TopicAlreadyExists
+                    )
+                })
+                .map(|t| format!("{:?} {}", t.error_code, t.error_message.unwrap_or_default())),
+            _ => None,
+        };
+        match failure {
+            None => break,
+            Some(why) => {
+                tracing::warn!(topic = crate::group::OFFSETS_TOPIC, error = %why, "creating the offsets topic; retrying");
+                glommio::timer::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    tracing::info!(
+        broker = ctx.config.broker_id,
+        cluster = %quorum.cluster_id().unwrap_or_default(),
+        "joined the cluster"
+    );
+    Ok(())
 }
 
 /// Test builds only: `STREAMD_FAULT_PANIC_SHARD=<n>` makes shard n panic shortly after the broker

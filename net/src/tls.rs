@@ -290,6 +290,59 @@ pub fn ensure_dev_certs_for(data_dir: &Path, names: &[String]) -> Result<DevCert
     Ok(files)
 }
 
+/// [`ensure_dev_certs_for`] with the development CA in `ca_dir`, shared by the brokers of one
+/// cluster on one machine (a local cluster), and this broker's server certificate in
+/// `<data_dir>/tls`. The CA is created in `ca_dir` if it is not there (under a lock, so brokers
+/// starting at once make one CA); the server certificate is issued afresh from it on every
+/// start, so it is always the shared CA's and names `names`.
+pub fn ensure_dev_certs_shared(
+    data_dir: &Path,
+    ca_dir: &Path,
+    names: &[String],
+) -> Result<DevCerts, TlsError> {
+    fs::create_dir_all(ca_dir).map_err(io_err(ca_dir))?;
+    let lock_path = ca_dir.join(".lock");
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err(&lock_path))?;
+    lock.lock().map_err(io_err(&lock_path))?;
+    let server_dir = data_dir.join("tls");
+    fs::create_dir_all(&server_dir).map_err(io_err(&server_dir))?;
+    let files = DevCerts {
+        ca_cert: ca_dir.join("ca.pem"),
+        ca_key: ca_dir.join("ca.key"),
+        server_cert: server_dir.join("server.pem"),
+        server_key: server_dir.join("server.key"),
+    };
+    let (ca, ca_key) = match (files.ca_cert.exists(), files.ca_key.exists()) {
+        (true, true) => {
+            let pem = fs::read_to_string(&files.ca_key).map_err(io_err(&files.ca_key))?;
+            let key = rcgen::KeyPair::from_pem(&pem)?;
+            (dev_ca_params().self_signed(&key)?, key)
+        }
+        (false, false) => {
+            let key = rcgen::KeyPair::generate()?;
+            let ca = dev_ca_params().self_signed(&key)?;
+            write_atomic(&files.ca_key, key.serialize_pem().as_bytes(), 0o600)?;
+            write_atomic(&files.ca_cert, ca.pem().as_bytes(), 0o644)?;
+            tracing::info!(dir = %ca_dir.display(), "created the shared development CA");
+            (ca, key)
+        }
+        (cert, _) => {
+            return Err(TlsError::IncompleteDevDir {
+                dir: ca_dir.to_path_buf(),
+                missing: if cert { "ca.key" } else { "ca.pem" },
+            })
+        }
+    };
+    write_server_cert(&files, &ca, &ca_key, dev_server_names(names))?;
+    drop(lock);
+    Ok(files)
+}
+
 /// The default names of a development server certificate, then `extra` (each once; empty and
 /// unspecified addresses such as `0.0.0.0` left out).
 fn dev_server_names(extra: &[String]) -> Vec<String> {

@@ -4,6 +4,7 @@
 //!
 //! [`hostile`] is a client that forges what it sends, for tests of bad input.
 
+pub mod cluster;
 pub mod hostile;
 
 use std::io::{BufRead, BufReader};
@@ -33,7 +34,16 @@ pub struct Broker {
     pub listen_ip: std::net::IpAddr,
     /// Environment variables set for the process (besides the test's own).
     pub envs: Vec<(String, String)>,
+    /// The CA file clients trust, when not the broker's own development CA (a cluster's
+    /// brokers share one).
+    pub ca_file: Option<PathBuf>,
     _temp: Option<tempfile::TempDir>,
+}
+
+/// A streamd process started and not yet ready (`Broker::launch`).
+pub struct Launch {
+    child: Child,
+    ready: std::sync::mpsc::Receiver<String>,
 }
 
 impl Broker {
@@ -66,6 +76,7 @@ impl Broker {
             args,
             listen_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             envs: Vec::new(),
+            ca_file: None,
             _temp: Some(temp),
         }
     }
@@ -79,6 +90,13 @@ impl Broker {
 
     /// Starts the process and waits for it to be ready; on failure, its log.
     pub fn try_spawn(&mut self, port: Option<u16>) -> Result<(), String> {
+        let launch = self.launch(port);
+        self.wait_ready(launch, Duration::from_secs(60))
+    }
+
+    /// Starts the process without waiting for it (several brokers of a cluster start at once:
+    /// none is ready before a majority runs).
+    pub fn launch(&mut self, port: Option<u16>) -> Launch {
         let listen = SocketAddr::new(self.listen_ip, port.unwrap_or(0)).to_string();
         let mut child = Command::new(streamd_path())
             .current_dir(&self.dir)
@@ -108,7 +126,17 @@ impl Broker {
                 }
             }
         });
-        let ready = match rx.recv_timeout(Duration::from_secs(60)) {
+        Launch { child, ready: rx }
+    }
+
+    /// Waits for a launched process to say it is ready; on failure (or after `timeout`) kills
+    /// it and returns its log.
+    pub fn wait_ready(&mut self, launch: Launch, timeout: Duration) -> Result<(), String> {
+        let Launch {
+            mut child,
+            ready: rx,
+        } = launch;
+        let ready = match rx.recv_timeout(timeout) {
             Ok(r) => r,
             Err(_) => {
                 let _ = child.kill();
@@ -133,7 +161,9 @@ impl Broker {
     }
 
     pub fn ca(&self) -> PathBuf {
-        self.dir.join("data/tls/ca.pem")
+        self.ca_file
+            .clone()
+            .unwrap_or_else(|| self.dir.join("data/tls/ca.pem"))
     }
 
     pub fn data_dir(&self) -> PathBuf {

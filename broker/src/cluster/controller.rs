@@ -36,7 +36,8 @@ use quiver_proto::api::produce::{InitProducerIdRequest, InitProducerIdResponse};
 use quiver_proto::api::AnyResponse;
 use quiver_proto::ErrorCode;
 
-use super::meta::{new_topic_id, MetaError, MetadataCommand, MetadataStore, TopicMeta};
+use super::meta::{new_topic_id, Applied, MetaError, MetadataCommand, TopicMeta};
+use super::metalog::MetadataLog;
 use super::state::{Snapshot, TopicInfo};
 use super::topic::{self, TopicConfig, PARTITIONS_PER_TOPIC_MAX};
 
@@ -181,21 +182,24 @@ impl ProducerIdsIssued {
         u64::try_from(id).is_ok_and(|id| id < self.0.load(Ordering::Acquire))
     }
 
-    fn raise(&self, below: u64) {
+    pub(crate) fn raise(&self, below: u64) {
         self.0.fetch_max(below, Ordering::AcqRel);
     }
 }
 
 pub struct Controller {
-    store: RefCell<Box<dyn MetadataStore>>,
+    log: Rc<dyn MetadataLog>,
     /// The snapshot of the last plan (what every shard has applied, or is applying).
     current: RefCell<Arc<Snapshot>>,
     data_dir: PathBuf,
     one_at_a_time: Rc<glommio::sync::Semaphore>,
     defaults: TopicConfig,
     default_partitions: u32,
-    /// The next producer id to hand out (up to the store's `producer_ids_reserved`).
+    /// The next producer id to hand out, below `producer_ids_end`.
     next_producer_id: Cell<u64>,
+    /// The end of the block of producer ids this broker holds (a single broker's block always
+    /// ends at the state's `producer_ids_reserved`; a cluster's brokers each hold their own).
+    producer_ids_end: Cell<u64>,
     producer_ids: Arc<ProducerIdsIssued>,
     limits: Limits,
 }
@@ -207,7 +211,7 @@ impl Controller {
     /// have been handed out before this start).
     /// `current` is the snapshot the shards start with (built from the store's state).
     pub fn new(
-        store: Box<dyn MetadataStore>,
+        log: Rc<dyn MetadataLog>,
         current: Arc<Snapshot>,
         data_dir: PathBuf,
         defaults: TopicConfig,
@@ -215,9 +219,16 @@ impl Controller {
         producer_ids: Arc<ProducerIdsIssued>,
         limits: Limits,
     ) -> Controller {
+        // A cluster's broker asks for a block of its own on its first producer.
+        let reserved = log.state().producer_ids_reserved;
+        let (next, end) = match log.cluster_member() {
+            None => (reserved, reserved),
+            Some(_) => (0, 0),
+        };
         Controller {
-            next_producer_id: Cell::new(store.state().producer_ids_reserved),
-            store: RefCell::new(store),
+            next_producer_id: Cell::new(next),
+            producer_ids_end: Cell::new(end),
+            log,
             current: RefCell::new(current),
             data_dir,
             one_at_a_time: Rc::new(glommio::sync::Semaphore::new(1)),
@@ -259,7 +270,7 @@ impl Controller {
                 configs,
                 internal,
             } => {
-                let exists = self.store.borrow().state().topics.contains_key(&name);
+                let exists = self.log.state().topics.contains_key(&name);
                 let result = if exists {
                     CreatableTopicResult {
                         name: name.clone(),
@@ -301,7 +312,12 @@ impl Controller {
             };
         }
         if let (Some(id), Some(epoch)) = (r.producer_id, r.producer_epoch) {
-            if id < self.next_producer_id.get() && epoch < i16::MAX as u16 {
+            // Handed out before: by this controller, or in a cluster by any broker's.
+            let issued = match self.log.cluster_member() {
+                None => id < self.next_producer_id.get(),
+                Some(_) => id < self.log.state().producer_ids_reserved,
+            };
+            if issued && epoch < i16::MAX as u16 {
                 return InitProducerIdResponse {
                     producer_id: id,
                     producer_epoch: epoch + 1,
@@ -309,20 +325,29 @@ impl Controller {
                 };
             }
         }
-        let id = self.next_producer_id.get();
-        if id >= self.store.borrow().state().producer_ids_reserved {
-            // The reservation is made durable first, so an id is never given twice.
-            let up_to = id + PRODUCER_ID_BLOCK;
-            if let Err((code, message)) = self
-                .submit(MetadataCommand::ReserveProducerIds { up_to })
-                .await
-            {
-                tracing::error!(%message, "cannot reserve producer ids");
-                return InitProducerIdResponse {
-                    error_code: code,
-                    ..Default::default()
-                };
+        let mut id = self.next_producer_id.get();
+        if id >= self.producer_ids_end.get() {
+            // The block is made durable first, so an id is never given twice.
+            let cmd = match self.log.cluster_member() {
+                None => MetadataCommand::ReserveProducerIds {
+                    up_to: id + PRODUCER_ID_BLOCK,
+                },
+                Some(_) => MetadataCommand::AllocateProducerIds {
+                    count: PRODUCER_ID_BLOCK,
+                },
+            };
+            match self.submit(cmd).await {
+                Err((code, message)) => {
+                    tracing::error!(%message, "cannot reserve producer ids");
+                    return InitProducerIdResponse {
+                        error_code: code,
+                        ..Default::default()
+                    };
+                }
+                Ok(Applied::ProducerIds { start }) => id = start,
+                Ok(Applied::Done) => {}
             }
+            self.producer_ids_end.set(id + PRODUCER_ID_BLOCK);
         }
         self.next_producer_id.set(id + 1);
         self.producer_ids.raise(id + 1);
@@ -336,12 +361,16 @@ impl Controller {
     /// What the shards must apply for the store's state to be theirs: `None` when nothing
     /// changed since the last plan.
     fn plan(&self, deleted: Vec<Arc<TopicInfo>>) -> Option<Plan> {
+        if self.log.applies_itself() {
+            // The log gave every shard its snapshot as it applied the commands.
+            return None;
+        }
         let snapshot = {
-            let store = self.store.borrow();
-            if store.state().version == self.current.borrow().version && deleted.is_empty() {
+            let state = self.log.state();
+            if state.version == self.current.borrow().version && deleted.is_empty() {
                 return None;
             }
-            match Snapshot::build(store.state(), &self.defaults) {
+            match Snapshot::build(&state, &self.defaults, self.current.borrow().me) {
                 Ok(s) => Arc::new(s),
                 Err(e) => {
                     // Overrides are checked before they are stored; this is a bug, not input.
@@ -354,32 +383,22 @@ impl Controller {
         Some(Plan { snapshot, deleted })
     }
 
-    /// Makes `cmd` durable in the store: the next state is prepared here, written on glommio's
-    /// blocking pool (off this core), then committed. Only the holder of the turn calls it, so
-    /// nothing else changes the store in between.
-    async fn submit(&self, cmd: MetadataCommand) -> ItemResult<()> {
-        let prepared = self.store.borrow().prepare(&cmd);
-        let result = match prepared {
-            Ok((next, write)) => {
-                match glommio::executor()
-                    .spawn_blocking(move || write.run())
-                    .await
-                {
-                    Ok(()) => {
-                        self.store.borrow_mut().commit(next);
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            Err(e) => Err(e),
-        };
-        result.map_err(|e| match e {
+    /// Makes `cmd` part of metadata (`MetadataLog::submit`). Only the holder of the turn calls
+    /// it, so on a single broker nothing else changes the store in between; in a cluster, other
+    /// brokers' commands may come first in the log, and the state machine refuses what they made
+    /// impossible (a topic created twice, say).
+    async fn submit(&self, cmd: MetadataCommand) -> ItemResult<Applied> {
+        self.log.submit(cmd).await.map_err(|e| match e {
             MetaError::TopicExists(_) => (ErrorCode::TopicAlreadyExists, e.to_string()),
             MetaError::UnknownTopic(_) => (ErrorCode::UnknownTopicOrPartition, e.to_string()),
             MetaError::PartitionsCannotShrink { .. } => {
                 (ErrorCode::InvalidPartitions, e.to_string())
             }
+            MetaError::Unavailable(_) => (ErrorCode::RequestTimedOut, e.to_string()),
+            MetaError::ClusterIdMismatch { .. } => {
+                (ErrorCode::InconsistentClusterId, e.to_string())
+            }
+            MetaError::UnknownBroker(_) => (ErrorCode::BrokerNotAvailable, e.to_string()),
             MetaError::Io { .. }
             | MetaError::Corrupt { .. }
             | MetaError::Missing { .. }
@@ -390,11 +409,50 @@ impl Controller {
         })
     }
 
+    /// In a cluster, the replicas of `count` new partitions numbered from `first`: partition p's
+    /// leader is the live broker at (start + p) mod n, the start drawn at random per call, so
+    /// one topic's partitions spread evenly and many topics' leaders balance. Internal topics
+    /// are placed over every voter (all start together, and their groups must spread). `None`
+    /// on a single broker.
+    fn placement(
+        &self,
+        count: u32,
+        first: u32,
+        internal: bool,
+    ) -> ItemResult<Option<Vec<Vec<u32>>>> {
+        let Some(member) = self.log.cluster_member() else {
+            return Ok(None);
+        };
+        let brokers: Vec<u32> = if internal {
+            member.voters.clone()
+        } else {
+            self.log
+                .state()
+                .brokers
+                .values()
+                .filter(|b| !b.fenced)
+                .map(|b| b.id)
+                .collect()
+        };
+        if brokers.is_empty() {
+            return Err((
+                ErrorCode::BrokerNotAvailable,
+                "no broker is registered and unfenced to place partitions on".into(),
+            ));
+        }
+        let n = brokers.len() as u64;
+        let start = rand::random::<u64>() % n;
+        Ok(Some(
+            (first..first + count)
+                .map(|p| vec![brokers[((start + u64::from(p)) % n) as usize]])
+                .collect(),
+        ))
+    }
+
     /// Refuses a change that would take the broker past its partition limit.
     fn check_capacity(&self, adding: u64) -> ItemResult<()> {
         let held: u64 = self
-            .store
-            .borrow()
+            .log
             .state()
             .topics
             .values()
@@ -455,7 +513,7 @@ impl Controller {
                     ),
                 ));
             }
-            if self.store.borrow().state().topics.contains_key(&t.name) {
+            if self.log.state().topics.contains_key(&t.name) {
                 return Err((
                     ErrorCode::TopicAlreadyExists,
                     format!("topic '{}' already exists", t.name),
@@ -473,11 +531,17 @@ impl Controller {
             self.check_capacity(u64::from(partitions))?;
             let rf = t.replication_factor.unwrap_or(1);
             if rf != 1 {
-                return Err((
-                    ErrorCode::InvalidReplicationFactor,
-                    format!("replication factor {rf} needs {rf} brokers; this cluster has 1"),
-                ));
+                let why = match self.log.cluster_member() {
+                    None => format!("replication factor {rf} needs {rf} brokers; this broker runs alone"),
+                    Some(_) => format!(
+                        "replication factor {rf}: copying partitions between brokers is not built yet, so every partition has one replica (its leader)"
+                    ),
+                };
+                return Err((ErrorCode::InvalidReplicationFactor, why));
             }
+            let replicas = self
+                .placement(partitions, 0, internal_allowed)?
+                .unwrap_or_default();
             if !t.assignments.is_empty() {
                 return Err((
                     ErrorCode::InvalidReplicaAssignment,
@@ -492,6 +556,7 @@ impl Controller {
                 replication_factor: rf,
                 configs,
                 created_ms: crate::now_ms(),
+                replicas,
             })
         })();
         match checked {
@@ -519,7 +584,7 @@ impl Controller {
                             result.error_code = code;
                             result.error_message = Some(message);
                         }
-                        Ok(()) => log_flush_policy(&name, flush_ms.as_deref()),
+                        Ok(_) => log_flush_policy(&name, flush_ms.as_deref()),
                     }
                 }
             }
@@ -547,13 +612,13 @@ impl Controller {
         let mut responses = Vec::new();
         for name in &r.topic_names {
             let res: ItemResult<()> = async {
-                let info = before.topic(name).ok_or_else(|| {
-                    (
+                if !self.log.state().topics.contains_key(name) {
+                    return Err((
                         ErrorCode::UnknownTopicOrPartition,
                         format!("topic '{name}' does not exist"),
-                    )
-                })?;
-                if info.internal {
+                    ));
+                }
+                if topic::is_internal(name) {
                     return Err((
                         ErrorCode::TopicDeletionDisabled,
                         format!("'{name}' is an internal topic and cannot be deleted"),
@@ -561,6 +626,17 @@ impl Controller {
                 }
                 self.submit(MetadataCommand::DeleteTopic { name: name.clone() })
                     .await?;
+                if self.log.applies_itself() {
+                    // The log closed and removed it on every broker as it applied.
+                    return Ok(());
+                }
+                // A single broker's snapshot is the controller's own, current before the change.
+                let info = before.topic(name).ok_or_else(|| {
+                    (
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("topic '{name}' does not exist"),
+                    )
+                })?;
                 deleted.push(info.clone());
                 Ok(())
             }
@@ -586,8 +662,7 @@ impl Controller {
         for t in &r.topics {
             let res: ItemResult<()> = async {
                 let current = self
-                    .store
-                    .borrow()
+                    .log
                     .state()
                     .topics
                     .get(&t.name)
@@ -632,10 +707,14 @@ impl Controller {
                     ));
                 }
                 self.check_capacity(u64::from(t.count - current))?;
+                let replicas: Vec<Vec<u32>> = self
+                    .placement(t.count - current, current, false)?
+                    .unwrap_or_default();
                 if !r.validate_only {
                     self.submit(MetadataCommand::CreatePartitions {
                         name: t.name.clone(),
                         total: t.count,
+                        replicas,
                     })
                     .await?;
                 }
@@ -681,8 +760,7 @@ impl Controller {
                     ));
                 }
                 let current = self
-                    .store
-                    .borrow()
+                    .log
                     .state()
                     .topics
                     .get(&res.resource_name)
@@ -772,16 +850,21 @@ impl Turn {
     /// their files to the engine's paced deleter): each deleted topic's directory is renamed out
     /// of the way at once and follows them (`dirs::sweep` finishes it after a crash).
     pub fn finish(&self, plan: &Plan) {
-        let data_dir = &self.controller.data_dir;
-        for info in &plan.deleted {
-            let dir = super::dirs::topic_dir(data_dir, &info.meta.dir_name());
-            let trash = super::dirs::deleted_topic_dir(data_dir, &info.meta.dir_name());
-            match std::fs::rename(&dir, &trash) {
-                Ok(()) => quiver_engine::delete_dir_paced(trash),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "removing a deleted topic's directory failed");
-                }
+        remove_deleted_dirs(&self.controller.data_dir, &plan.deleted);
+    }
+}
+
+/// Renames each deleted topic's directory out of the way and hands it to the engine's paced
+/// deleter, once every shard has closed its logs.
+pub fn remove_deleted_dirs(data_dir: &std::path::Path, deleted: &[Arc<TopicInfo>]) {
+    for info in deleted {
+        let dir = super::dirs::topic_dir(data_dir, &info.meta.dir_name());
+        let trash = super::dirs::deleted_topic_dir(data_dir, &info.meta.dir_name());
+        match std::fs::rename(&dir, &trash) {
+            Ok(()) => quiver_engine::delete_dir_paced(trash),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "removing a deleted topic's directory failed");
             }
         }
     }

@@ -31,6 +31,10 @@ pub struct TopicMeta {
     /// Configs set on this topic (Kafka names); the rest come from broker defaults.
     pub configs: BTreeMap<String, String>,
     pub created_ms: i64,
+    /// In a cluster, each partition's replicas by broker id, the leader first. Empty on a
+    /// single broker (every partition is its own) and in metadata written before clusters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<Vec<u32>>,
 }
 
 impl TopicMeta {
@@ -38,6 +42,35 @@ impl TopicMeta {
     pub fn dir_name(&self) -> String {
         super::dirs::topic_dir_name(&self.name, &self.id)
     }
+
+    /// The replicas of `partition`, the leader first; `None` on a single broker (no placement).
+    pub fn replicas_of(&self, partition: u32) -> Option<&[u32]> {
+        if self.replicas.is_empty() {
+            return None;
+        }
+        Some(
+            self.replicas
+                .get(partition as usize)
+                .map_or(&[], Vec::as_slice),
+        )
+    }
+}
+
+/// A broker as the cluster's metadata knows it (registered through the quorum).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerMeta {
+    pub id: u32,
+    /// Host clients connect to, and the QUIC port.
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+    pub shard_count: u16,
+    /// A random id of the process that registered, so a restart is told from a duplicate.
+    pub incarnation: u64,
+    /// The broker epoch: the metadata version at which it registered last.
+    pub epoch: u64,
+    /// Fenced: its session lapsed; it leads nothing until it is heard from again.
+    pub fenced: bool,
 }
 
 /// Everything metadata knows. `version` counts applied commands.
@@ -55,6 +88,13 @@ pub struct MetadataState {
     /// aside (`*.stray`), never deleted (`dirs::sweep`).
     #[serde(default)]
     pub deleted_topic_dirs: Vec<String>,
+    /// The cluster's id, fixed by the first command a quorum commits (`InitCluster`). `None` on
+    /// a single broker, whose id lives in `meta/cluster.id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// Brokers registered with the quorum, by id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub brokers: BTreeMap<u32, BrokerMeta>,
 }
 
 /// Deleted topics remembered in metadata. The controller renames a deleted topic's directory
@@ -72,6 +112,9 @@ pub enum MetadataCommand {
     CreatePartitions {
         name: String,
         total: u32,
+        /// In a cluster, the new partitions' replicas (as `TopicMeta::replicas`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        replicas: Vec<Vec<u32>>,
     },
     AlterConfigs {
         name: String,
@@ -81,6 +124,33 @@ pub enum MetadataCommand {
     /// Producer ids up to `up_to` (exclusive) may be handed out.
     ReserveProducerIds {
         up_to: u64,
+    },
+    /// A block of `count` producer ids for one broker of a cluster: the block starts at the
+    /// state's `producer_ids_reserved` when the command applies ([`Applied::ProducerIds`]), so
+    /// brokers asking at once get different blocks.
+    AllocateProducerIds {
+        count: u64,
+    },
+    /// Fixes the cluster id; a later one with another id is refused.
+    InitCluster {
+        cluster_id: String,
+    },
+    /// A broker (re)registers: its address, rack and shards; it is unfenced.
+    RegisterBroker(BrokerMeta),
+    /// A broker's session lapsed (`fenced: true`) or it was heard from again (`false`).
+    SetFenced {
+        id: u32,
+        fenced: bool,
+    },
+}
+
+/// What applying a command produced, beyond the new state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    /// `AllocateProducerIds`: the block `[start, start + count)` is the proposer's.
+    ProducerIds {
+        start: u64,
     },
 }
 
@@ -95,6 +165,12 @@ pub enum MetaError {
     PartitionsCannotShrink { name: String, current: u32 },
     #[error("metadata file {path}: {message}")]
     Corrupt { path: PathBuf, message: String },
+    #[error("this cluster's id is {have}; a command for cluster {wanted} is refused")]
+    ClusterIdMismatch { have: String, wanted: String },
+    #[error("the controller quorum did not commit the change: {0}")]
+    Unavailable(String),
+    #[error("broker {0} is not registered")]
+    UnknownBroker(u32),
     #[error("metadata version {0} cannot grow: the metadata file is damaged")]
     VersionExhausted(u64),
     #[error("metadata I/O on {path}: {source}")]
@@ -117,7 +193,7 @@ pub enum MetaError {
 
 impl MetadataState {
     /// Applies one command. On error the state is unchanged.
-    pub fn apply(&mut self, cmd: &MetadataCommand) -> Result<(), MetaError> {
+    pub fn apply(&mut self, cmd: &MetadataCommand) -> Result<Applied, MetaError> {
         // The version counts commands; one that cannot grow (a damaged or forged file) refuses
         // every change rather than wrap, which would make a new state look like an old one.
         let next_version = self
@@ -142,7 +218,11 @@ impl MetadataState {
                     self.deleted_topic_dirs.drain(..excess);
                 }
             }
-            MetadataCommand::CreatePartitions { name, total } => {
+            MetadataCommand::CreatePartitions {
+                name,
+                total,
+                replicas,
+            } => {
                 let t = self
                     .topics
                     .get_mut(name)
@@ -153,6 +233,16 @@ impl MetadataState {
                         current: t.partitions,
                     });
                 }
+                let placed = t.replicas.len() + replicas.len();
+                if (!t.replicas.is_empty() || !replicas.is_empty()) && placed != *total as usize {
+                    return Err(MetaError::Corrupt {
+                        path: PathBuf::new(),
+                        message: format!(
+                            "topic '{name}' grows to {total} partitions with {placed} placements"
+                        ),
+                    });
+                }
+                t.replicas.extend(replicas.iter().cloned());
                 t.partitions = *total;
             }
             MetadataCommand::AlterConfigs { name, set, remove } => {
@@ -170,9 +260,37 @@ impl MetadataState {
             MetadataCommand::ReserveProducerIds { up_to } => {
                 self.producer_ids_reserved = self.producer_ids_reserved.max(*up_to);
             }
+            MetadataCommand::AllocateProducerIds { count } => {
+                let start = self.producer_ids_reserved;
+                self.producer_ids_reserved = start.saturating_add(*count);
+                self.version = next_version;
+                return Ok(Applied::ProducerIds { start });
+            }
+            MetadataCommand::InitCluster { cluster_id } => match &self.cluster_id {
+                Some(have) if have != cluster_id => {
+                    return Err(MetaError::ClusterIdMismatch {
+                        have: have.clone(),
+                        wanted: cluster_id.clone(),
+                    })
+                }
+                Some(_) => {}
+                None => self.cluster_id = Some(cluster_id.clone()),
+            },
+            MetadataCommand::RegisterBroker(b) => {
+                let mut b = b.clone();
+                b.epoch = next_version;
+                b.fenced = false;
+                self.brokers.insert(b.id, b);
+            }
+            MetadataCommand::SetFenced { id, fenced } => {
+                self.brokers
+                    .get_mut(id)
+                    .ok_or(MetaError::UnknownBroker(*id))?
+                    .fenced = *fenced;
+            }
         }
         self.version = next_version;
-        Ok(())
+        Ok(Applied::Done)
     }
 }
 
@@ -330,6 +448,7 @@ impl MetadataStore for FileMetadataStore {
     fn prepare(&self, cmd: &MetadataCommand) -> Result<(MetadataState, DurableWrite), MetaError> {
         let mut next = self.state.clone();
         next.apply(cmd)?;
+
         let write = DurableWrite {
             path: self.path.clone(),
             bytes: Self::encode(&next),
@@ -359,7 +478,85 @@ mod tests {
             replication_factor: 1,
             configs: BTreeMap::new(),
             created_ms: 1,
+            replicas: vec![],
         }
+    }
+
+    fn broker(id: u32) -> BrokerMeta {
+        BrokerMeta {
+            id,
+            host: "h".into(),
+            port: 1,
+            rack: None,
+            shard_count: 1,
+            incarnation: 9,
+            epoch: 0,
+            fenced: true,
+        }
+    }
+
+    /// The cluster's commands: blocks of producer ids never overlap, the first cluster id
+    /// wins, registration unfences and stamps the epoch, fencing needs a registered broker,
+    /// and a placed topic grows only with placements for its new partitions.
+    #[test]
+    fn cluster_commands_apply_as_the_log_orders_them() {
+        let mut s = MetadataState::default();
+        let a = s.apply(&MetadataCommand::AllocateProducerIds { count: 1000 });
+        let b = s.apply(&MetadataCommand::AllocateProducerIds { count: 1000 });
+        assert_eq!(a.unwrap(), Applied::ProducerIds { start: 0 });
+        assert_eq!(b.unwrap(), Applied::ProducerIds { start: 1000 });
+        assert_eq!(s.producer_ids_reserved, 2000);
+
+        let init = |id: &str| MetadataCommand::InitCluster {
+            cluster_id: id.into(),
+        };
+        s.apply(&init("one")).unwrap();
+        s.apply(&init("one")).unwrap();
+        let v = s.version;
+        assert!(matches!(
+            s.apply(&init("two")),
+            Err(MetaError::ClusterIdMismatch { .. })
+        ));
+        assert_eq!((s.cluster_id.as_deref(), s.version), (Some("one"), v));
+
+        assert!(matches!(
+            s.apply(&MetadataCommand::SetFenced {
+                id: 2,
+                fenced: true
+            }),
+            Err(MetaError::UnknownBroker(2))
+        ));
+        s.apply(&MetadataCommand::RegisterBroker(broker(2)))
+            .unwrap();
+        let b2 = &s.brokers[&2];
+        assert!(!b2.fenced, "registration unfences");
+        assert_eq!(b2.epoch, s.version);
+        s.apply(&MetadataCommand::SetFenced {
+            id: 2,
+            fenced: true,
+        })
+        .unwrap();
+        assert!(s.brokers[&2].fenced);
+
+        let mut placed = topic("p", 2);
+        placed.replicas = vec![vec![1], vec![2]];
+        s.apply(&MetadataCommand::CreateTopic(placed)).unwrap();
+        let grow = |total, replicas| MetadataCommand::CreatePartitions {
+            name: "p".into(),
+            total,
+            replicas,
+        };
+        assert!(
+            s.apply(&grow(3, vec![])).is_err(),
+            "a placed topic needs placements"
+        );
+        assert!(
+            s.apply(&grow(4, vec![vec![1]])).is_err(),
+            "one per new partition"
+        );
+        s.apply(&grow(3, vec![vec![2]])).unwrap();
+        assert_eq!(s.topics["p"].replicas_of(2), Some(&[2u32][..]));
+        assert_eq!(s.topics["p"].partitions, 3);
     }
 
     #[test]
@@ -373,6 +570,7 @@ mod tests {
         s.submit(MetadataCommand::CreatePartitions {
             name: "a".into(),
             total: 5,
+            replicas: vec![],
         })
         .unwrap();
         let mut set = BTreeMap::new();
@@ -408,7 +606,8 @@ mod tests {
         assert!(matches!(
             s.submit(MetadataCommand::CreatePartitions {
                 name: "a".into(),
-                total: 3
+                total: 3,
+                replicas: vec![],
             }),
             Err(MetaError::PartitionsCannotShrink { current: 3, .. })
         ));

@@ -1,13 +1,16 @@
 //! What the cluster knows and who changes it: topics and their configs (`topic`), the metadata
-//! state machine and its store (`meta`), the immutable snapshot every shard reads (`state`), and
-//! the controller, the one place metadata changes (`controller`), and where topics live on disk
-//! (`dirs`), and the Raft quorum's core (`raft`: a durable store and a sans-IO node, not wired
-//! in yet; it will replace the file store). Later: replication. Nothing here knows shards or the transport: the
-//! controller returns what must be applied, and the runtime applies it.
+//! state machine and its single-broker store (`meta`), where commands go and the state they
+//! made (`metalog`: the `MetadataLog` trait, its file form, the quorum's status), the immutable
+//! snapshot every shard reads (`state`), the controller, the one place metadata changes are
+//! checked (`controller`), where topics live on disk (`dirs`), and the Raft quorum's core
+//! (`raft`: a durable store and a sans-IO node; `crate::quorum` runs it). Later: replication.
+//! Nothing here knows shards or the transport: the controller returns what must be applied, and
+//! the runtime applies it.
 
 pub mod controller;
 pub mod dirs;
 pub mod meta;
+pub mod metalog;
 pub mod raft;
 pub mod state;
 pub mod topic;

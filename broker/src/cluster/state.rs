@@ -9,7 +9,7 @@ use std::sync::Arc;
 use quiver_proto::PartitionId;
 
 use super::dirs::{self, Sweep};
-use super::meta::{MetadataState, TopicMeta};
+use super::meta::{BrokerMeta, MetadataState, TopicMeta};
 use super::topic::{ConfigValueError, TopicConfig};
 
 /// A partition inside this broker: the topic's id (so a re-created topic never meets an old
@@ -40,6 +40,30 @@ impl TopicInfo {
     pub fn has_partition(&self, partition: PartitionId) -> bool {
         partition.0 < self.meta.partitions
     }
+
+    /// The partition's replicas, the leader first (`me` alone on a single broker).
+    pub fn replicas(&self, partition: PartitionId, me: u32) -> Vec<u32> {
+        match self.meta.replicas_of(partition.0) {
+            None => vec![me],
+            Some(r) => r.to_vec(),
+        }
+    }
+
+    /// The partition's leader (its first replica; on a single broker, `me`).
+    pub fn leader(&self, partition: PartitionId, me: u32) -> Option<u32> {
+        match self.meta.replicas_of(partition.0) {
+            None => Some(me),
+            Some(r) => r.first().copied(),
+        }
+    }
+
+    /// Whether broker `me` holds a replica of the partition (and so opens its log).
+    pub fn is_replica(&self, partition: PartitionId, me: u32) -> bool {
+        match self.meta.replicas_of(partition.0) {
+            None => true,
+            Some(r) => r.contains(&me),
+        }
+    }
 }
 
 /// Metadata as every shard sees it.
@@ -47,12 +71,17 @@ impl TopicInfo {
 pub struct Snapshot {
     pub version: u64,
     pub topics: HashMap<String, Arc<TopicInfo>>,
+    /// This broker's id.
+    pub me: u32,
+    /// The cluster's brokers as registered (empty on a single broker).
+    pub brokers: std::collections::BTreeMap<u32, BrokerMeta>,
 }
 
 impl Snapshot {
     pub fn build(
         state: &MetadataState,
         defaults: &TopicConfig,
+        me: u32,
     ) -> Result<Snapshot, ConfigValueError> {
         let mut topics = HashMap::with_capacity(state.topics.len());
         for (name, meta) in &state.topics {
@@ -72,11 +101,31 @@ impl Snapshot {
         Ok(Snapshot {
             version: state.version,
             topics,
+            me,
+            brokers: state.brokers.clone(),
         })
     }
 
     pub fn topic(&self, name: &str) -> Option<&Arc<TopicInfo>> {
         self.topics.get(name)
+    }
+
+    /// Whether this broker runs in a cluster (its metadata names brokers).
+    pub fn clustered(&self) -> bool {
+        !self.brokers.is_empty()
+    }
+
+    /// A partition's leader if it can lead now: registered and not fenced (on a single broker,
+    /// always this broker).
+    pub fn live_leader(&self, topic: &TopicInfo, partition: PartitionId) -> Option<u32> {
+        let leader = topic.leader(partition, self.me)?;
+        if !self.clustered() {
+            return Some(leader);
+        }
+        self.brokers
+            .get(&leader)
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
     }
 }
 
@@ -104,6 +153,7 @@ mod tests {
             replication_factor: 1,
             configs: Default::default(),
             created_ms: 0,
+            replicas: vec![],
         }
     }
 

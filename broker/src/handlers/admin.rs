@@ -69,7 +69,7 @@ pub(super) async fn metadata(shard: &Rc<Shard>, req: MetadataRequest) -> Metadat
         auto_create(shard, names.iter().map(String::as_str)).await;
     }
     let snapshot = shard.snapshot();
-    let me = BrokerId(shard.config.broker_id);
+    let me = shard.config.broker_id;
     let describe = |name: &str| -> MetadataTopic {
         match snapshot.topic(name) {
             None => MetadataTopic {
@@ -83,15 +83,40 @@ pub(super) async fn metadata(shard: &Rc<Shard>, req: MetadataRequest) -> Metadat
                 topic_id: Uuid(info.id),
                 is_internal: info.internal,
                 partitions: (0..info.meta.partitions)
-                    .map(|p| MetadataPartition {
-                        error_code: ErrorCode::None,
-                        partition: PartitionId(p),
-                        leader: Some(me),
-                        leader_epoch: LeaderEpoch(0),
-                        replicas: vec![me],
-                        isr: vec![me],
-                        offline_replicas: Vec::new(),
-                        leader_shard: Some(shard.owner(info, PartitionId(p)).0 as u16),
+                    .map(|p| {
+                        let partition = PartitionId(p);
+                        let leader = snapshot.live_leader(info, partition);
+                        // The leader's core that owns it: placement is a pure function of the
+                        // topic id and the leader's shard count.
+                        let shards = match leader {
+                            Some(l) if l != me => snapshot
+                                .brokers
+                                .get(&l)
+                                .map_or(0, |b| usize::from(b.shard_count)),
+                            Some(_) => shard.shard_count(),
+                            None => 0,
+                        };
+                        MetadataPartition {
+                            error_code: match leader {
+                                Some(_) => ErrorCode::None,
+                                None => ErrorCode::LeaderNotAvailable,
+                            },
+                            partition,
+                            leader: leader.map(BrokerId),
+                            leader_epoch: LeaderEpoch(0),
+                            replicas: info
+                                .replicas(partition, me)
+                                .into_iter()
+                                .map(BrokerId)
+                                .collect(),
+                            // Without replication (not built yet) a partition's one replica is
+                            // its leader, in sync while it can lead.
+                            isr: leader.into_iter().map(BrokerId).collect(),
+                            offline_replicas: Vec::new(),
+                            leader_shard: (shards > 0).then(|| {
+                                crate::runtime::owner_of(info.id, partition, shards).0 as u16
+                            }),
+                        }
                     })
                     .collect(),
             },
@@ -118,17 +143,39 @@ pub(super) async fn metadata(shard: &Rc<Shard>, req: MetadataRequest) -> Metadat
             names.into_iter().map(|n| describe(n)).collect()
         }
     };
+    let (brokers, controller_id) = match &shard.quorum {
+        None => (
+            vec![MetadataBroker {
+                broker_id: BrokerId(me),
+                host: shard.config.advertised_host(),
+                port: shard.listen_port(),
+                rack: None,
+                shard_count: shard.shard_count() as u16,
+            }],
+            Some(BrokerId(me)),
+        ),
+        // A cluster's live brokers: registered and not fenced.
+        Some(quorum) => (
+            snapshot
+                .brokers
+                .values()
+                .filter(|b| !b.fenced)
+                .map(|b| MetadataBroker {
+                    broker_id: BrokerId(b.id),
+                    host: b.host.clone(),
+                    port: b.port,
+                    rack: b.rack.clone(),
+                    shard_count: b.shard_count,
+                })
+                .collect(),
+            quorum.leader().map(BrokerId),
+        ),
+    };
     MetadataResponse {
         throttle_time_ms: 0,
-        brokers: vec![MetadataBroker {
-            broker_id: me,
-            host: shard.config.advertised_host(),
-            port: shard.listen_port(),
-            rack: None,
-            shard_count: shard.shard_count() as u16,
-        }],
+        brokers,
         cluster_id: Some(shard.cluster_id().to_string()),
-        controller_id: Some(me),
+        controller_id,
         topics,
     }
 }
@@ -163,9 +210,121 @@ pub async fn change(shard: &Rc<Shard>, op: AdminOp) -> AnyResponse {
         .unwrap_or(stopping)
 }
 
+/// Where a cluster's admin request is checked: here (this broker is the active controller),
+/// or at the leader (`Some`); waits up to the quorum's submit timeout for one to be elected.
+async fn active_controller(shard: &Shard) -> Result<Option<u32>, String> {
+    let Some(quorum) = &shard.quorum else {
+        return Ok(None);
+    };
+    let me = shard.config.broker_id;
+    let deadline = std::time::Instant::now() + crate::quorum::SUBMIT_TIMEOUT;
+    loop {
+        match quorum.leader() {
+            Some(l) if l == me && quorum.is_active_controller(me) => return Ok(None),
+            Some(l) if l != me => return Ok(Some(l)),
+            _ => {}
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the controller quorum has no active controller after {} s",
+                crate::quorum::SUBMIT_TIMEOUT.as_secs()
+            ));
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends `req` to the active controller, broker `to`, and returns its answer.
+async fn forward<R: quiver_proto::api::Request>(
+    shard: &Rc<Shard>,
+    to: u32,
+    req: &R,
+) -> Result<R::Response, String> {
+    let header = quiver_proto::api::request_header(R::API, 0, 0);
+    let body = quiver_proto::api::Message::encode_bytes(req);
+    let frame = shard
+        .run_on(ShardId(0), move |_| async move {
+            match crate::quorum::on_this_shard() {
+                Some(q) => q.forward(to, header, body).await,
+                None => Err("no controller quorum on this broker".to_string()),
+            }
+        })
+        .await
+        .ok_or("broker shutting down")??;
+    quiver_proto::api::decode_response::<R>(&frame).map_err(|e| e.to_string())
+}
+
+/// In a cluster, a topic change goes to the active controller (the quorum's leader, whose
+/// state holds every committed change), so that one client's changes are checked in order
+/// against all that came before, whichever broker it talks to. `None`: check it here.
+///
+/// A forwarded request whose target stops leading before it answers (it died, or lost an
+/// election) is sent again to the next leader, until the quorum's submit timeout: the old
+/// leader may have committed it, and then the next one refuses it as done (a topic that
+/// already exists), as Kafka's controller does for a retried request.
+async fn forwarded(shard: &Rc<Shard>, op: &AdminOp) -> Option<AnyResponse> {
+    let quorum = shard.quorum.clone()?;
+    if matches!(op, AdminOp::InitProducerId(_) | AdminOp::EnsureTopic { .. }) {
+        // Producer ids come from this broker's own block; internal topics are ensured here
+        // (the state machine refuses a second creation).
+        return None;
+    }
+    let deadline = std::time::Instant::now() + crate::quorum::SUBMIT_TIMEOUT;
+    loop {
+        let to = match active_controller(shard).await {
+            Ok(None) => return None,
+            Ok(Some(l)) => l,
+            Err(why) => return Some(op.failed(ErrorCode::RequestTimedOut, &why)),
+        };
+        let call = async { Some(forward_op(shard, to, op).await) };
+        let deposed = async {
+            while quorum.leader() == Some(to) {
+                glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            None
+        };
+        match futures_lite::future::or(call, deposed).await {
+            Some(None) => return None,
+            Some(Some(result)) => {
+                return Some(result.unwrap_or_else(|why| op.failed(ErrorCode::NotController, &why)))
+            }
+            None if std::time::Instant::now() < deadline => {
+                tracing::debug!(
+                    from = to,
+                    "the controller changed while a request was forwarded to it; sending it again"
+                );
+            }
+            None => {
+                return Some(op.failed(
+                    ErrorCode::RequestTimedOut,
+                    "the controller changed and no new one took the request in time",
+                ))
+            }
+        }
+    }
+}
+
+/// `op` forwarded to broker `to`, with its answer; `None` for what is never forwarded.
+async fn forward_op(
+    shard: &Rc<Shard>,
+    to: u32,
+    op: &AdminOp,
+) -> Option<Result<AnyResponse, String>> {
+    Some(match op {
+        AdminOp::CreateTopics(r) => forward(shard, to, r).await.map(AnyResponse::from),
+        AdminOp::DeleteTopics(r) => forward(shard, to, r).await.map(AnyResponse::from),
+        AdminOp::CreatePartitions(r) => forward(shard, to, r).await.map(AnyResponse::from),
+        AdminOp::AlterConfigs(r) => forward(shard, to, r).await.map(AnyResponse::from),
+        AdminOp::InitProducerId(_) | AdminOp::EnsureTopic { .. } => return None,
+    })
+}
+
 /// [`change`], as a handler's answer.
 pub(super) async fn answer(shard: &Rc<Shard>, op: AdminOp) -> Answer {
-    let body = change(shard, op).await;
+    let body = match forwarded(shard, &op).await {
+        Some(body) => body,
+        None => change(shard, op).await,
+    };
     let failed = match &body {
         AnyResponse::CreateTopics(r) => r.topics.iter().any(|t| t.error_code != ErrorCode::None),
         AnyResponse::DeleteTopics(r) => r.responses.iter().any(|t| t.error_code != ErrorCode::None),

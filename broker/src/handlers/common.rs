@@ -28,6 +28,7 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::ListGroups,
     ApiKey::DeleteGroups,
     ApiKey::InitProducerId,
+    ApiKey::RaftMessage,
 ];
 
 /// What a handler produces: the response body, the payload chunks, and whether it failed
@@ -52,7 +53,9 @@ impl Answer {
 pub(crate) fn part_error(e: &PartError) -> (ErrorCode, String) {
     use quiver_engine::{Error as E, SequenceError};
     let code = match e {
-        PartError::NotHosted => ErrorCode::UnknownTopicOrPartition,
+        // The topic and partition exist (handlers check first) but no log of it is here: in a
+        // cluster another broker leads it, and the client refreshes metadata and moves on.
+        PartError::NotHosted => ErrorCode::NotLeaderOrFollower,
         PartError::Failed(_) => ErrorCode::StorageError,
         PartError::ShuttingDown => ErrorCode::BrokerShuttingDown,
         PartError::Engine(e) => match e {

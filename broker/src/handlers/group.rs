@@ -32,7 +32,17 @@ fn route(
         )
     })?;
     let p = offsets_partition(group, info.meta.partitions);
-    Ok((shard.owner(info, p), info.key(p), p))
+    match snapshot.live_leader(info, p) {
+        Some(l) if l == snapshot.me => Ok((shard.owner(info, p), info.key(p), p)),
+        Some(l) => Err((
+            ErrorCode::NotCoordinator,
+            format!("group '{group}' is coordinated by broker {l}"),
+        )),
+        None => Err((
+            ErrorCode::CoordinatorNotAvailable,
+            format!("the broker that coordinates group '{group}' is not available"),
+        )),
+    }
 }
 
 /// What a request works with on its group's coordinator.
@@ -110,9 +120,31 @@ pub(super) fn find_coordinator(
                 port: shard.listen_port(),
                 ..Default::default()
             };
-            if let Err((code, message)) = route(shard, &key) {
-                c.error_code = code;
-                c.error_message = Some(message);
+            match route(shard, &key) {
+                Ok(_) => {}
+                // In a cluster: the broker that leads the group's offsets partition.
+                Err((ErrorCode::NotCoordinator, message)) => {
+                    let snapshot = shard.snapshot();
+                    let leader = snapshot.topic(OFFSETS_TOPIC).and_then(|info| {
+                        let p = offsets_partition(&key, info.meta.partitions);
+                        snapshot.live_leader(info, p)
+                    });
+                    match leader.and_then(|l| snapshot.brokers.get(&l)) {
+                        Some(b) => {
+                            c.node_id = BrokerId(b.id);
+                            c.host = b.host.clone();
+                            c.port = b.port;
+                        }
+                        None => {
+                            c.error_code = ErrorCode::CoordinatorNotAvailable;
+                            c.error_message = Some(message);
+                        }
+                    }
+                }
+                Err((code, message)) => {
+                    c.error_code = code;
+                    c.error_message = Some(message);
+                }
             }
             c
         })

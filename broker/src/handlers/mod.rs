@@ -4,6 +4,7 @@
 //! to the owning shard (`Shard::*_on`); admin changes go to the controller on shard 0.
 
 mod admin;
+mod cluster;
 mod common;
 mod fetch;
 mod group;
@@ -101,6 +102,15 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
         AnyRequest::DescribeGroups(r) => Answer::ok(group::describe(shard, r).await),
         AnyRequest::ListGroups(r) => Answer::ok(group::list(shard, r).await),
         AnyRequest::DeleteGroups(r) => Answer::ok(group::delete(shard, r).await),
+        AnyRequest::RaftMessage(r) => {
+            let resp = cluster::raft_message(shard, r, req.payload).await;
+            let failed = resp.error_code != ErrorCode::None;
+            Answer {
+                body: resp.into(),
+                payload: Vec::new(),
+                failed,
+            }
+        }
         other => {
             shard.metrics.request(header.api_key, true);
             return error_response(

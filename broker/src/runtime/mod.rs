@@ -9,4 +9,5 @@ pub mod placement;
 pub mod shard;
 
 pub use mesh::{ListedOffset, PartError, PartRead};
+pub use placement::owner_of;
 pub use shard::{Shard, ShardInit, ShardMsg};

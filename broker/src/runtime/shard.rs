@@ -61,6 +61,8 @@ pub struct Shard {
     stopping: Cell<bool>,
     listen_port: Cell<u16>,
     cluster_id: RefCell<Arc<str>>,
+    /// The controller quorum's status, in a cluster.
+    pub quorum: Option<Arc<crate::cluster::metalog::QuorumStatus>>,
 }
 
 /// A partition on its owner.
@@ -85,6 +87,7 @@ pub struct ShardInit {
     /// Shard 0's.
     pub controller: Option<Controller>,
     pub producer_ids: Arc<ProducerIdsIssued>,
+    pub quorum: Option<Arc<crate::cluster::metalog::QuorumStatus>>,
 }
 
 impl Shard {
@@ -105,6 +108,7 @@ impl Shard {
             stopping: Cell::new(false),
             listen_port: Cell::new(0),
             cluster_id: RefCell::new(Arc::from("")),
+            quorum: init.quorum,
         }
     }
 
@@ -124,6 +128,17 @@ impl Shard {
 
     pub fn set_cluster_id(&self, id: Arc<str>) {
         *self.cluster_id.borrow_mut() = id;
+    }
+
+    /// Sets the cluster id on every shard (a cluster's broker learns it after it starts).
+    pub async fn broadcast_cluster_id(self: &Rc<Self>, id: Arc<str>) {
+        for i in 0..self.shard_count {
+            let id = id.clone();
+            self.run_on(ShardId(i as u32), move |s| async move {
+                s.set_cluster_id(id);
+            })
+            .await;
+        }
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -583,7 +598,9 @@ impl Shard {
             let log_config = logs::log_config(&topic.config);
             for p in 0..topic.meta.partitions {
                 let partition = quiver_proto::PartitionId(p);
-                if self.owner(topic, partition) != self.id {
+                if self.owner(topic, partition) != self.id
+                    || !topic.is_replica(partition, snapshot.me)
+                {
                     continue;
                 }
                 let key = topic.key(partition);

@@ -194,6 +194,7 @@ fn topic(name: &str, partitions: u32, configs: &[(&str, &str)]) -> TopicMeta {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
         created_ms: 1_700_000_000_000,
+        replicas: vec![],
     }
 }
 
@@ -209,6 +210,30 @@ pub fn metadata_seeds(scratch: &Path) -> Vec<Vec<u8>> {
         MetadataCommand::CreatePartitions {
             name: "orders".into(),
             total: 6,
+            replicas: vec![],
+        },
+        // A cluster's: its id, a broker, a topic placed on brokers, grown with placements.
+        MetadataCommand::InitCluster {
+            cluster_id: "c0ffee".into(),
+        },
+        MetadataCommand::RegisterBroker(quiver_broker::cluster::meta::BrokerMeta {
+            id: 2,
+            host: "127.0.0.1".into(),
+            port: 9093,
+            rack: Some("r1".into()),
+            shard_count: 2,
+            incarnation: 7,
+            epoch: 0,
+            fenced: false,
+        }),
+        MetadataCommand::CreateTopic(TopicMeta {
+            replicas: vec![vec![1], vec![2]],
+            ..topic("placed", 2, &[])
+        }),
+        MetadataCommand::CreatePartitions {
+            name: "placed".into(),
+            total: 3,
+            replicas: vec![vec![2]],
         },
         MetadataCommand::AlterConfigs {
             name: "events".into(),

@@ -663,7 +663,34 @@ impl Client {
                 .controller
                 .ok_or_else(|| Error::broker(ErrorCode::NotController, None))?,
         };
-        Ok(self.call_broker(controller, req, Vec::new()).await?.0)
+        match self.call_broker(controller, req, Vec::new()).await {
+            Ok((resp, _)) => Ok(resp),
+            // The controller may be gone (a cluster elects another): ask the cluster who it is
+            // now and try once more, there or at any other broker (every broker of a cluster
+            // forwards admin requests to the active controller).
+            Err(e @ Error::Transport { .. }) => {
+                let view = self.refresh_metadata(None).await.map_err(|_| e)?;
+                let next = view
+                    .controller
+                    .filter(|c| *c != controller)
+                    .or_else(|| view.brokers.keys().copied().find(|b| *b != controller));
+                match next {
+                    Some(n) => Ok(self.call_broker(n, req, Vec::new()).await?.0),
+                    None => Err(self.refresh_failed_controller(controller)),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn refresh_failed_controller(&self, controller: BrokerId) -> Error {
+        Error::broker(
+            ErrorCode::NotController,
+            Some(format!(
+                "broker {} (the controller) did not answer and no other broker is known",
+                controller.0
+            )),
+        )
     }
 
     /// The frame header of this client's next request of type `R` (a new correlation id).

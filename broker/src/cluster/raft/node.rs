@@ -27,8 +27,10 @@ use raft::{Config, RawNode, SnapshotStatus, StateRole};
 
 use super::store::{Store, StoreError};
 
-/// One tick of raft's logical clock, in the caller's milliseconds.
-pub const TICK_MS: u64 = 100;
+/// One tick of raft's logical clock, in the caller's milliseconds: an election starts 0.5 to
+/// 1 s after the leader was last heard from, so a new leader is in place well within 2 s of
+/// the old one's death; heartbeats go every 100 ms.
+pub const TICK_MS: u64 = 50;
 /// Ticks without a leader's word before a follower campaigns (randomized up to twice this).
 pub const ELECTION_TICKS: usize = 10;
 /// Ticks between a leader's heartbeats.
@@ -50,6 +52,9 @@ pub enum NodeError {
     /// raft refused an input (a message for another node, a proposal dropped): not fatal.
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
+    /// A message that cannot be meant for this node, refused before raft sees it.
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 /// Who leads, as this node knows it.
@@ -140,18 +145,72 @@ impl QuorumNode {
 
     /// Hands raft a message from a peer. An error means the message was refused, not that the
     /// node is broken: log it and go on.
+    ///
+    /// Messages raft-rs would panic on are refused first: one addressed to another node, one
+    /// claiming to come from this node, and a heartbeat whose commit index lies past this node's
+    /// log (raft-rs asserts on it; a real leader never sends one, since it commits for a
+    /// follower only up to what that follower acknowledged).
     pub fn step(&mut self, message: Message) -> Result<(), NodeError> {
+        let me = self.raw.raft.id;
+        if message.to != me || message.from == me || message.from == raft::INVALID_ID {
+            return Err(NodeError::Refused(format!(
+                "{:?} from {} to {}",
+                message.get_msg_type(),
+                message.from,
+                message.to
+            )));
+        }
+        if message.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeat
+            && message.commit > self.raw.raft.raft_log.last_index()
+        {
+            // raft-rs asserts a heartbeat's commit is within the log. A leader sends at most
+            // what the follower acknowledged; more is a forgery or a follower that lost its
+            // store, and refusing it is safe (the leader's appends repair the follower).
+            return Err(NodeError::Refused(format!(
+                "heartbeat from {} commits {} past the log's end {}",
+                message.from,
+                message.commit,
+                self.raw.raft.raft_log.last_index()
+            )));
+        }
         Ok(self.raw.step(message)?)
     }
 
-    /// Proposes `data` for the log (leader only). Commitment shows up in a later `Output`.
+    /// Proposes `data` for the log: appended here on the leader, forwarded to the leader by a
+    /// follower (raft-rs's `MsgPropose`, carried like any message). Commitment shows up in a
+    /// later `Output`; a proposal lost on the way (the leader changed) never does, so the
+    /// caller waits with a deadline.
     pub fn propose(&mut self, data: Vec<u8>) -> Result<(), NodeError> {
-        if self.raw.raft.state != StateRole::Leader {
-            return Err(NodeError::NotLeader {
-                leader: self.leader(),
-            });
+        if self.leader().is_none() {
+            return Err(NodeError::NotLeader { leader: None });
         }
         Ok(self.raw.propose(Vec::new(), data)?)
+    }
+
+    /// Whether `poll_ready` has anything to do.
+    pub fn has_ready(&self) -> bool {
+        self.raw.has_ready()
+    }
+
+    /// On the leader: every voter's id and the index of the last entry known to be on it.
+    pub fn progress(&self) -> Vec<(u64, u64)> {
+        if !self.is_leader() {
+            return Vec::new();
+        }
+        let mut out: Vec<(u64, u64)> = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .map(|(id, pr)| (*id, pr.matched))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// The index of the last entry in this node's log.
+    pub fn last_index(&self) -> u64 {
+        self.raw.raft.raft_log.last_index()
     }
 
     /// The transport could not reach `to`: raft slows down replication to it.

@@ -579,3 +579,41 @@ fn a_vote_survives_a_restart() {
     assert!(n1.is_leader() && n1.term() == 1, "node 1 leads term 1");
     assert!(!(n3.is_leader() && n3.term() == 1), "two leaders in term 1");
 }
+
+/// Messages raft-rs would panic on never reach it: one for another node, one from itself, and
+/// a heartbeat committing past the log (from a leader of any term).
+#[test]
+fn forged_messages_are_refused_before_raft_sees_them() {
+    use raft::eraftpb::{Message, MessageType};
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = super::node::QuorumNode::open(1, &[1, 2, 3], dir.path()).unwrap();
+    let msg = |t: MessageType, from: u64, to: u64, term: u64, commit: u64| {
+        let mut m = Message::default();
+        m.set_msg_type(t);
+        m.from = from;
+        m.to = to;
+        m.term = term;
+        m.commit = commit;
+        m
+    };
+    for m in [
+        msg(MessageType::MsgHeartbeat, 2, 3, 1, 0),
+        msg(MessageType::MsgHeartbeat, 1, 1, 1, 0),
+        msg(MessageType::MsgHeartbeat, 0, 1, 1, 0),
+        msg(MessageType::MsgHeartbeat, 2, 1, 5, 1_000_000),
+        msg(MessageType::MsgHeartbeat, 2, 1, 0, 1),
+    ] {
+        assert!(
+            matches!(
+                node.step(m.clone()),
+                Err(super::node::NodeError::Refused(_))
+            ),
+            "{m:?}"
+        );
+    }
+    // An ordinary vote request goes to raft.
+    let mut vote = msg(MessageType::MsgRequestVote, 2, 1, 2, 0);
+    vote.log_term = 0;
+    assert!(node.step(vote).is_ok());
+    assert!(node.poll_ready().is_ok());
+}

@@ -1,0 +1,832 @@
+//! The controller quorum at run time: a glommio task on shard 0 drives `cluster::raft`'s
+//! `QuorumNode` over the brokers' QUIC transport, and the committed metadata log is applied, in
+//! order, on every broker.
+//!
+//! Every broker of a cluster is a voter (combined mode) and runs one `Quorum` on shard 0:
+//! - **In**: raft messages from peers (`deliver`, from the RaftMessage handler on any shard),
+//!   proposals from this broker's controller (`MetadataLog::submit`), the transport's reports,
+//!   and a tick every `TICK_MS`. They reach the driver task as `Event`s on a bounded channel.
+//! - **The driver** (`drive`) hands events to the node, ticks it, and when raft has a `Ready`
+//!   runs `poll_ready` on glommio's blocking pool (it writes and fdatasyncs the Raft store), so
+//!   shard 0's partitions do not stall on it. Then it queues the messages for their peers
+//!   (`transport`), and applies what was committed.
+//! - **Apply** (`apply`): each committed command is applied to the `MetadataState`, in log
+//!   order, on every broker; when the state changed, every shard of this broker gets the new
+//!   snapshot (`Shard::broadcast_apply`: logs opened, closed, deleted) before the proposer on
+//!   this broker hears the outcome. So an admin request is answered only when its change is
+//!   committed by a majority and in force on the broker that answered.
+//! - **Compaction**: every `COMPACT_EVERY` applied entries, the state is written as the Raft
+//!   snapshot and the log before it dropped; a voter too far behind receives the snapshot.
+//!
+//! Proposals are JSON `Proposal`s (an id and a `MetadataCommand`); a follower's proposal is
+//! forwarded to the leader by raft itself. A proposal that does not commit within
+//! `SUBMIT_TIMEOUT` (no leader, or lost in a change of leader) is answered `Unavailable`; it may
+//! still commit later, which the state machine makes harmless (a topic created twice is
+//! refused the second time).
+//!
+//! Fencing: the leader notes when it last heard from each voter. A registered broker silent for
+//! `broker_session_timeout_ms` is fenced (`SetFenced`), and unfenced when heard from again, both
+//! through the log, so every broker tells clients the same thing.
+
+pub mod transport;
+
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_channel::{mpsc, oneshot};
+use futures_util::StreamExt;
+use raft::eraftpb::Message;
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::controller::{remove_deleted_dirs, ProducerIdsIssued};
+use crate::cluster::meta::{Applied, BrokerMeta, MetaError, MetadataCommand, MetadataState};
+use crate::cluster::metalog::{LocalFuture, Membership, MetadataLog, QuorumStatus};
+use crate::cluster::raft::node::{Apply, NodeError, Output, QuorumNode, TICK_MS};
+use crate::cluster::state::{Snapshot, TopicInfo};
+use crate::cluster::topic::TopicConfig;
+use crate::config::{Config, Voter};
+use crate::runtime::Shard;
+
+/// Longest a proposal waits to be committed and applied here.
+pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Events waiting for the driver before new ones are dropped (raft tolerates lost messages).
+const EVENTS_MAX: usize = 8192;
+/// Entries applied between two compactions of the Raft log.
+const COMPACT_EVERY: u64 = 1000;
+/// How often the leader checks brokers' sessions.
+const SESSION_CHECK: Duration = Duration::from_millis(250);
+
+/// What the driver task is handed.
+pub enum Event {
+    /// A message from voter `from` (checked by the handler: to us, from them).
+    Step(Message, u32),
+    /// A proposal from this broker's controller.
+    Propose(u64, Vec<u8>),
+    /// A peer could not be reached.
+    Unreachable(u64),
+    /// Whether a snapshot message reached a peer.
+    SnapshotStatus(u64, bool),
+}
+
+/// One entry of the metadata log.
+#[derive(Serialize, Deserialize)]
+struct Proposal {
+    /// Random, so the proposer can find the outcome of its own proposal.
+    id: u64,
+    cmd: MetadataCommand,
+}
+
+/// Why the quorum could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum QuorumError {
+    #[error("controller quorum store in {dir}: {source}")]
+    Node { dir: PathBuf, source: NodeError },
+    #[error("controller quorum snapshot in {dir} does not decode: {message}")]
+    Snapshot { dir: PathBuf, message: String },
+    #[error(
+        "{path} holds this broker's metadata from running alone ({topics} topics), and its \
+         controller quorum log is new: carrying a single broker's topics into a new cluster is \
+         not built yet. Start the cluster's brokers with empty data directories, or run this \
+         one without controller_voters"
+    )]
+    SingleBrokerData { path: PathBuf, topics: usize },
+    #[error("voter {id}: cannot resolve {host}:{port}: {message}")]
+    Resolve {
+        id: u32,
+        host: String,
+        port: u16,
+        message: String,
+    },
+}
+
+/// The quorum's recovered state, read before the shards start.
+pub struct Recovered {
+    node: QuorumNode,
+    state: MetadataState,
+    applied: u64,
+}
+
+impl Recovered {
+    pub fn state(&self) -> &MetadataState {
+        &self.state
+    }
+}
+
+/// Opens this voter's Raft store under `<data_dir>/meta/quorum` and replays it: the latest
+/// snapshot, then every committed entry after it. Blocking; runs before the shards start, so
+/// the start sweep of topic directories sees every committed topic.
+pub fn recover(config: &Config, voters: &[Voter]) -> Result<Recovered, QuorumError> {
+    let dir = config.data_dir.join("meta").join("quorum");
+    let fresh = !dir.join("log").exists();
+    let legacy = config.data_dir.join("meta").join("metadata.json");
+    if fresh {
+        if let Ok(store) = crate::cluster::meta::FileMetadataStore::open(&config.data_dir) {
+            use crate::cluster::meta::MetadataStore;
+            let topics = store.state().topics.len();
+            if topics > 0 {
+                return Err(QuorumError::SingleBrokerData {
+                    path: legacy,
+                    topics,
+                });
+            }
+        }
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| QuorumError::Node {
+        dir: dir.clone(),
+        source: NodeError::Refused(e.to_string()),
+    })?;
+    let ids: Vec<u64> = voters.iter().map(|v| u64::from(v.id)).collect();
+    let node_err = |source| QuorumError::Node {
+        dir: dir.clone(),
+        source,
+    };
+    let mut node = QuorumNode::open(u64::from(config.broker_id), &ids, &dir).map_err(node_err)?;
+    let snap = node.latest_snapshot();
+    let mut applied = snap.get_metadata().index;
+    let mut state = decode_state(&snap.data).map_err(|message| QuorumError::Snapshot {
+        dir: dir.clone(),
+        message,
+    })?;
+    while node.has_ready() {
+        let out = node.poll_ready().map_err(node_err)?;
+        for a in out.apply {
+            match a {
+                Apply::Snapshot { index, data, .. } => {
+                    state = decode_state(&data).map_err(|message| QuorumError::Snapshot {
+                        dir: dir.clone(),
+                        message,
+                    })?;
+                    applied = index;
+                }
+                Apply::Entry { index, data, .. } => {
+                    applied = index;
+                    if let Some(p) = decode_proposal(&data) {
+                        let _ = state.apply(&p.cmd);
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!(
+        dir = %dir.display(),
+        applied,
+        version = state.version,
+        topics = state.topics.len(),
+        "controller quorum log replayed"
+    );
+    Ok(Recovered {
+        node,
+        state,
+        applied,
+    })
+}
+
+fn decode_state(data: &[u8]) -> Result<MetadataState, String> {
+    if data.is_empty() {
+        return Ok(MetadataState::default());
+    }
+    serde_json::from_slice(data).map_err(|e| e.to_string())
+}
+
+fn decode_proposal(data: &[u8]) -> Option<Proposal> {
+    if data.is_empty() {
+        // The entry each new leader appends.
+        return None;
+    }
+    match serde_json::from_slice(data) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            // Only brokers write the log, after encoding a command; a bug, not input.
+            tracing::error!(error = %e, "a committed metadata entry does not decode; skipped");
+            None
+        }
+    }
+}
+
+pub struct Quorum {
+    me: u32,
+    membership: Membership,
+    voters: Vec<Voter>,
+    events: mpsc::Sender<Event>,
+    state: RefCell<MetadataState>,
+    applied: Cell<u64>,
+    compacted: Cell<u64>,
+    waiters: RefCell<HashMap<u64, oneshot::Sender<Result<Applied, MetaError>>>>,
+    status: Arc<QuorumStatus>,
+    /// The cluster id this broker's data belongs to, if it has one yet.
+    cluster_id: RefCell<Option<String>>,
+    data_dir: PathBuf,
+    defaults: TopicConfig,
+    producer_ids: Arc<ProducerIdsIssued>,
+    session_timeout: Duration,
+    shard: OnceCell<Rc<Shard>>,
+    /// On the leader: when each voter was last heard from.
+    last_heard: RefCell<HashMap<u32, Instant>>,
+    /// The receiving end of `events` and the node, until `start` moves them into the driver.
+    pending: RefCell<Option<(QuorumNode, mpsc::Receiver<Event>)>>,
+    /// The quorum's client endpoint (set by `start`), and connections for forwarded requests.
+    endpoint: OnceCell<Rc<quiver_net::Endpoint>>,
+    forward_conns: RefCell<HashMap<u32, quiver_net::ClientConnection>>,
+}
+
+thread_local! {
+    static QUORUM: RefCell<Option<Rc<Quorum>>> = const { RefCell::new(None) };
+}
+
+/// The quorum of this broker, on shard 0 (`None` elsewhere, or on a single broker).
+pub fn on_this_shard() -> Option<Rc<Quorum>> {
+    QUORUM.with(|q| q.borrow().clone())
+}
+
+impl Quorum {
+    /// Made on shard 0 from what `recover` read.
+    pub fn new(
+        config: &Config,
+        voters: Vec<Voter>,
+        recovered: Recovered,
+        cluster_id: Option<String>,
+        status: Arc<QuorumStatus>,
+        defaults: TopicConfig,
+        producer_ids: Arc<ProducerIdsIssued>,
+    ) -> Rc<Quorum> {
+        let (tx, rx) = mpsc::channel(EVENTS_MAX);
+        let membership = Membership {
+            me: config.broker_id,
+            voters: voters.iter().map(|v| v.id).collect(),
+        };
+        let applied = recovered.applied;
+        let q = Rc::new(Quorum {
+            me: config.broker_id,
+            membership,
+            voters,
+            events: tx,
+            state: RefCell::new(recovered.state),
+            applied: Cell::new(applied),
+            compacted: Cell::new(applied),
+            waiters: RefCell::new(HashMap::new()),
+            status,
+            cluster_id: RefCell::new(cluster_id),
+            data_dir: config.data_dir.clone(),
+            defaults,
+            producer_ids,
+            session_timeout: Duration::from_millis(config.broker_session_timeout_ms),
+            shard: OnceCell::new(),
+            last_heard: RefCell::new(HashMap::new()),
+            pending: RefCell::new(Some((recovered.node, rx))),
+            endpoint: OnceCell::new(),
+            forward_conns: RefCell::new(HashMap::new()),
+        });
+        QUORUM.with(|slot| *slot.borrow_mut() = Some(q.clone()));
+        q
+    }
+
+    /// Starts the driver, the peers' senders (from a client endpoint of their own, bound on
+    /// `local_ip`) and the leader's session check. Call once, on shard 0, after the shard exists.
+    pub fn start(
+        self: &Rc<Self>,
+        shard: Rc<Shard>,
+        local_ip: std::net::IpAddr,
+        client_tls: Arc<rustls::ClientConfig>,
+    ) -> Result<(), QuorumError> {
+        let _ = self.shard.set(shard);
+        let Some((node, rx)) = self.pending.borrow_mut().take() else {
+            return Ok(());
+        };
+        let endpoint_config = quiver_net::EndpointConfig {
+            call_timeout: transport::PEER_CALL_TIMEOUT,
+            ..quiver_net::EndpointConfig::default()
+        };
+        let endpoint = quiver_net::Endpoint::builder(SocketAddr::new(local_ip, 0))
+            .config(endpoint_config)
+            .client(client_tls)
+            .bind()
+            .map_err(|e| QuorumError::Resolve {
+                id: self.me,
+                host: local_ip.to_string(),
+                port: 0,
+                message: format!("binding the quorum's client endpoint: {e}"),
+            })?;
+        let endpoint = Rc::new(endpoint);
+        let _ = self.endpoint.set(endpoint.clone());
+        let mut peers = BTreeMap::new();
+        for v in self.voters.iter().filter(|v| v.id != self.me) {
+            let addr = resolve(v)?;
+            let me = self.clone();
+            let cluster_id: Rc<dyn Fn() -> String> =
+                Rc::new(move || me.cluster_id.borrow().clone().unwrap_or_default());
+            peers.insert(
+                v.id,
+                transport::spawn_peer(
+                    self.me,
+                    v.id,
+                    addr,
+                    v.host.clone(),
+                    endpoint.clone(),
+                    cluster_id,
+                    self.events.clone(),
+                ),
+            );
+        }
+        glommio::spawn_local(self.clone().drive(node, rx, peers)).detach();
+        glommio::spawn_local(self.clone().check_sessions()).detach();
+        Ok(())
+    }
+
+    /// Messages from voter `from`, sent for `cluster_id` ("" from a broker that has none yet).
+    pub fn deliver(
+        &self,
+        from: u32,
+        cluster_id: &str,
+        messages: Vec<Message>,
+    ) -> Result<(), quiver_proto::ErrorCode> {
+        if let Some(ours) = self.cluster_id.borrow().as_deref() {
+            if !cluster_id.is_empty() && cluster_id != ours {
+                tracing::warn!(
+                    from,
+                    theirs = cluster_id,
+                    ours,
+                    "raft messages from another cluster refused"
+                );
+                return Err(quiver_proto::ErrorCode::InconsistentClusterId);
+            }
+        }
+        let mut events = self.events.clone();
+        for m in messages {
+            // A full queue drops the rest: raft resends.
+            if events.try_send(Event::Step(m, from)).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a request frame to voter `to` and returns its answer: an admin request this
+    /// broker forwards to the active controller. One connection per voter, made on first use
+    /// and made again after a failure.
+    pub async fn forward(
+        &self,
+        to: u32,
+        header: quiver_proto::frame::FrameHeader,
+        body: bytes::Bytes,
+    ) -> Result<quiver_proto::frame::Frame, String> {
+        let endpoint = self
+            .endpoint
+            .get()
+            .ok_or("the quorum has not started")?
+            .clone();
+        let existing = self.forward_conns.borrow().get(&to).cloned();
+        let conn = match existing {
+            Some(c) => c,
+            None => {
+                let v = self
+                    .voters
+                    .iter()
+                    .find(|v| v.id == to)
+                    .ok_or_else(|| format!("broker {to} is not a voter"))?;
+                let addr = resolve(v).map_err(|e| e.to_string())?;
+                let dial = endpoint.connect(addr, &v.host);
+                let c = futures_lite::future::or(async { Some(dial.await) }, async {
+                    glommio::timer::sleep(transport::PEER_CALL_TIMEOUT).await;
+                    None
+                })
+                .await
+                .ok_or_else(|| format!("broker {to} did not answer the handshake"))?
+                .map_err(|e| format!("connecting to broker {to}: {e}"))?;
+                self.forward_conns.borrow_mut().insert(to, c.clone());
+                c
+            }
+        };
+        match conn.call(header, body, Vec::new()).await {
+            Ok(frame) => Ok(frame),
+            Err(e) => {
+                self.forward_conns.borrow_mut().remove(&to);
+                conn.close("forwarded call failed");
+                Err(format!("forwarding to broker {to}: {e}"))
+            }
+        }
+    }
+
+    pub fn status(&self) -> &Arc<QuorumStatus> {
+        &self.status
+    }
+
+    /// The cluster id once the log has fixed it.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.cluster_id.borrow().clone()
+    }
+
+    /// Until the cluster id is fixed and this broker is registered: proposes what is missing,
+    /// retrying (and saying so in the log) while the quorum cannot commit.
+    pub async fn join(self: &Rc<Self>, me: BrokerMeta) {
+        let mut last_warning: Option<Instant> = None;
+        loop {
+            let registered = {
+                let state = self.state.borrow();
+                state.cluster_id.is_some()
+                    && state
+                        .brokers
+                        .get(&self.me)
+                        .is_some_and(|b| b.incarnation == me.incarnation)
+            };
+            if registered {
+                return;
+            }
+            let cmd = if self.state.borrow().cluster_id.is_none() {
+                let candidate = self
+                    .cluster_id
+                    .borrow()
+                    .clone()
+                    .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
+                MetadataCommand::InitCluster {
+                    cluster_id: candidate,
+                }
+            } else {
+                MetadataCommand::RegisterBroker(me.clone())
+            };
+            match self.submit_cmd(cmd).await {
+                Ok(_) | Err(MetaError::ClusterIdMismatch { .. }) => {}
+                Err(e) => {
+                    if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                        let voters: Vec<String> = self
+                            .voters
+                            .iter()
+                            .map(|v| format!("{}@{}:{}", v.id, v.host, v.port))
+                            .collect();
+                        tracing::warn!(error = %e, voters = %voters.join(","), "waiting for the controller quorum (a majority of voters must be up and reach each other)");
+                        last_warning = Some(Instant::now());
+                    }
+                    glommio::timer::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    async fn submit_cmd(&self, cmd: MetadataCommand) -> Result<Applied, MetaError> {
+        let id = rand::random::<u64>();
+        let data = serde_json::to_vec(&Proposal { id, cmd }).expect("a command encodes");
+        let (tx, rx) = oneshot::channel();
+        self.waiters.borrow_mut().insert(id, tx);
+        if self
+            .events
+            .clone()
+            .try_send(Event::Propose(id, data))
+            .is_err()
+        {
+            self.waiters.borrow_mut().remove(&id);
+            return Err(MetaError::Unavailable(
+                "the controller quorum's queue is full".into(),
+            ));
+        }
+        let outcome = futures_lite::future::or(async { Some(rx.await) }, async {
+            glommio::timer::sleep(SUBMIT_TIMEOUT).await;
+            None
+        })
+        .await;
+        match outcome {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(MetaError::Unavailable(
+                "the controller quorum stopped".into(),
+            )),
+            None => {
+                self.waiters.borrow_mut().remove(&id);
+                let leader = match self.status.leader() {
+                    Some(l) => format!("broker {l} leads it"),
+                    None => "it has no leader".to_string(),
+                };
+                Err(MetaError::Unavailable(format!(
+                    "not committed within {} s ({leader}); it may still commit",
+                    SUBMIT_TIMEOUT.as_secs()
+                )))
+            }
+        }
+    }
+
+    async fn drive(
+        self: Rc<Self>,
+        mut node: QuorumNode,
+        mut rx: mpsc::Receiver<Event>,
+        peers: BTreeMap<u32, transport::PeerQueue>,
+    ) {
+        let tick = Duration::from_millis(TICK_MS);
+        let mut next_tick = Instant::now() + tick;
+        let mut dropped_warned = false;
+        loop {
+            let now = Instant::now();
+            if now < next_tick {
+                let wait = next_tick - now;
+                let event = futures_lite::future::or(async { rx.next().await }, async {
+                    glommio::timer::sleep(wait).await;
+                    None
+                })
+                .await;
+                if let Some(e) = event {
+                    self.handle(&mut node, e);
+                }
+            }
+            // Everything queued meanwhile, bounded so ticks keep their pace.
+            for _ in 0..EVENTS_MAX {
+                match rx.try_recv() {
+                    Ok(e) => self.handle(&mut node, e),
+                    Err(_) => break,
+                }
+            }
+            if Instant::now() >= next_tick {
+                node.tick();
+                next_tick += tick;
+                if next_tick < Instant::now() {
+                    next_tick = Instant::now() + tick;
+                }
+            }
+            if node.has_ready() {
+                let (back, out) = glommio::executor()
+                    .spawn_blocking(move || {
+                        let out = node.poll_ready();
+                        (node, out)
+                    })
+                    .await;
+                node = back;
+                match out {
+                    Ok(out) => {
+                        for m in &out.messages {
+                            let to = u32::try_from(m.to).unwrap_or(0);
+                            match peers.get(&to) {
+                                Some(q) => {
+                                    if !q.push(m.clone()) && !dropped_warned {
+                                        tracing::warn!(
+                                            peer = to,
+                                            "raft messages dropped: the peer's queue is full"
+                                        );
+                                        dropped_warned = true;
+                                    }
+                                }
+                                None => tracing::debug!(to, "raft message for an unknown voter"),
+                            }
+                        }
+                        self.after_ready(&mut node, out).await;
+                    }
+                    Err(e) => {
+                        // The store failed: stop, and recover from the log on restart.
+                        tracing::error!(error = %e, "controller quorum store failed; stopping");
+                        std::process::exit(70);
+                    }
+                }
+            }
+            self.status.set(
+                node.leader(),
+                node.term(),
+                node.commit_index(),
+                self.applied.get(),
+            );
+            self.status.set_progress(node.progress());
+        }
+    }
+
+    fn handle(&self, node: &mut QuorumNode, event: Event) {
+        match event {
+            Event::Step(m, from) => {
+                self.last_heard.borrow_mut().insert(from, Instant::now());
+                if let Err(e) = node.step(m) {
+                    tracing::debug!(from, error = %e, "raft message refused");
+                }
+            }
+            Event::Propose(id, data) => {
+                if let Err(e) = node.propose(data) {
+                    let waiter = self.waiters.borrow_mut().remove(&id);
+                    if let Some(w) = waiter {
+                        let _ = w.send(Err(MetaError::Unavailable(format!(
+                            "the controller quorum has no leader ({e})"
+                        ))));
+                    }
+                }
+            }
+            Event::Unreachable(id) => node.report_unreachable(id),
+            Event::SnapshotStatus(id, delivered) => node.report_snapshot(id, delivered),
+        }
+    }
+
+    async fn after_ready(&self, node: &mut QuorumNode, out: Output) {
+        if let Some(l) = out.leadership {
+            match l.leader {
+                Some(id) => tracing::info!(leader = id, term = l.term, "controller quorum leader"),
+                None => tracing::info!(term = l.term, "controller quorum election"),
+            }
+            if l.leader == Some(u64::from(self.me)) {
+                // A new leader starts every session afresh.
+                let now = Instant::now();
+                let mut heard = self.last_heard.borrow_mut();
+                for v in &self.voters {
+                    heard.insert(v.id, now);
+                }
+            }
+        }
+        if out.apply.is_empty() {
+            return;
+        }
+        self.apply(out.apply).await;
+        if self.applied.get() >= self.compacted.get() + COMPACT_EVERY {
+            let applied = self.applied.get();
+            let data = serde_json::to_vec(&*self.state.borrow()).expect("state encodes");
+            // A rare, small write; the node is not borrowed elsewhere.
+            match node.compact(applied, data.into()) {
+                Ok(()) => self.compacted.set(applied),
+                Err(e) => tracing::warn!(error = %e, "compacting the controller quorum log failed"),
+            }
+        }
+    }
+
+    /// Applies committed entries and snapshots in order; then every shard takes the new
+    /// snapshot, deleted topics' files go, and the proposers hear their outcomes.
+    async fn apply(&self, items: Vec<Apply>) {
+        let Some(shard) = self.shard.get() else {
+            return;
+        };
+        let before = shard.snapshot();
+        let mut deleted: Vec<Arc<TopicInfo>> = Vec::new();
+        let mut outcomes = Vec::new();
+        let version = self.state.borrow().version;
+        for a in items {
+            match a {
+                Apply::Snapshot { index, data, .. } => match decode_state(&data) {
+                    Ok(next) => {
+                        for (name, t) in &self.state.borrow().topics {
+                            if next.topics.get(name).map(|n| &n.id) != Some(&t.id) {
+                                if let Some(info) = before.topic(name) {
+                                    deleted.push(info.clone());
+                                }
+                            }
+                        }
+                        *self.state.borrow_mut() = next;
+                        self.applied.set(index);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "a controller quorum snapshot does not decode; stopping");
+                        std::process::exit(70);
+                    }
+                },
+                Apply::Entry { index, term, data } => {
+                    self.applied.set(index);
+                    if data.is_empty() {
+                        // Each leader's first entry of its term: once it is applied here, a
+                        // leader's state holds everything committed before its term began.
+                        self.status.set_caught_up_term(term);
+                    }
+                    let Some(p) = decode_proposal(&data) else {
+                        continue;
+                    };
+                    if let MetadataCommand::DeleteTopic { name } = &p.cmd {
+                        if let Some(info) = before.topic(name) {
+                            if self.state.borrow().topics.get(name).map(|t| &t.id)
+                                == Some(&info.meta.id)
+                            {
+                                deleted.push(info.clone());
+                            }
+                        }
+                    }
+                    let result = self.state.borrow_mut().apply(&p.cmd);
+                    if let Err(e) = &result {
+                        tracing::debug!(error = %e, "committed metadata command refused by the state machine");
+                    }
+                    outcomes.push((p.id, result));
+                }
+            }
+        }
+        if let Err(message) = self.check_cluster_id() {
+            tracing::error!("{message}");
+            std::process::exit(78);
+        }
+        if self.state.borrow().version != version || !deleted.is_empty() {
+            let state = self.state.borrow().clone();
+            self.producer_ids.raise(state.producer_ids_reserved);
+            match Snapshot::build(&state, &self.defaults, self.me) {
+                Ok(snapshot) => {
+                    shard
+                        .broadcast_apply(Arc::new(snapshot), deleted.clone())
+                        .await;
+                    remove_deleted_dirs(&self.data_dir, &deleted);
+                }
+                Err(e) => tracing::error!(error = %e, "committed topic config does not resolve"),
+            }
+        }
+        for (id, result) in outcomes {
+            let waiter = self.waiters.borrow_mut().remove(&id);
+            if let Some(w) = waiter {
+                let _ = w.send(result);
+            }
+        }
+    }
+
+    /// Once the log fixes the cluster id: records it in `meta/cluster.id` on first sight, and
+    /// refuses to go on if this broker's data belongs to another cluster.
+    fn check_cluster_id(&self) -> Result<(), String> {
+        let Some(committed) = self.state.borrow().cluster_id.clone() else {
+            return Ok(());
+        };
+        let known = self.cluster_id.borrow().clone();
+        match known {
+            Some(ours) if ours == committed => Ok(()),
+            Some(ours) if cluster_id_file(&self.data_dir).exists() => Err(format!(
+                "this broker's data directory belongs to cluster {ours}, but the controller quorum's cluster is {committed}: refusing to join. Give this broker an empty data directory to join cluster {committed}"
+            )),
+            _ => {
+                crate::identity::write_cluster_id(&self.data_dir, &committed)
+                    .map_err(|e| format!("recording the cluster id: {e}"))?;
+                *self.cluster_id.borrow_mut() = Some(committed.clone());
+                if let Some(shard) = self.shard.get() {
+                    let id: Arc<str> = committed.into();
+                    let shard = shard.clone();
+                    glommio::spawn_local(async move {
+                        shard.broadcast_cluster_id(id).await;
+                    })
+                    .detach();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// On the leader, now and then: fences brokers not heard from within the session timeout,
+    /// unfences those heard from again.
+    async fn check_sessions(self: Rc<Self>) {
+        loop {
+            glommio::timer::sleep(SESSION_CHECK).await;
+            if self.status.leader() != Some(self.me) {
+                continue;
+            }
+            let changes: Vec<(u32, bool)> = {
+                let state = self.state.borrow();
+                let heard = self.last_heard.borrow();
+                state
+                    .brokers
+                    .values()
+                    .filter(|b| b.id != self.me)
+                    .filter_map(|b| {
+                        let lapsed = heard
+                            .get(&b.id)
+                            .is_none_or(|t| t.elapsed() > self.session_timeout);
+                        (lapsed != b.fenced).then_some((b.id, lapsed))
+                    })
+                    .collect()
+            };
+            for (id, fenced) in changes {
+                if fenced {
+                    tracing::warn!(
+                        broker = id,
+                        timeout_ms = self.session_timeout.as_millis() as u64,
+                        "fencing a broker not heard from"
+                    );
+                } else {
+                    tracing::info!(broker = id, "unfencing a broker heard from again");
+                }
+                if let Err(e) = self
+                    .submit_cmd(MetadataCommand::SetFenced { id, fenced })
+                    .await
+                {
+                    tracing::debug!(broker = id, error = %e, "fencing change not committed");
+                }
+            }
+        }
+    }
+}
+
+fn cluster_id_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("meta").join("cluster.id")
+}
+
+fn resolve(v: &Voter) -> Result<SocketAddr, QuorumError> {
+    (v.host.as_str(), v.port)
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())
+        .and_then(|mut a| a.next().ok_or_else(|| "no address".to_string()))
+        .map_err(|message| QuorumError::Resolve {
+            id: v.id,
+            host: v.host.clone(),
+            port: v.port,
+            message,
+        })
+}
+
+/// The quorum as the controller's `MetadataLog`.
+pub struct QuorumLog(pub Rc<Quorum>);
+
+impl MetadataLog for QuorumLog {
+    fn state(&self) -> std::cell::Ref<'_, MetadataState> {
+        self.0.state.borrow()
+    }
+
+    fn submit(&self, cmd: MetadataCommand) -> LocalFuture<'_, Result<Applied, MetaError>> {
+        Box::pin(self.0.submit_cmd(cmd))
+    }
+
+    fn applies_itself(&self) -> bool {
+        true
+    }
+
+    fn cluster_member(&self) -> Option<&Membership> {
+        Some(&self.0.membership)
+    }
+}

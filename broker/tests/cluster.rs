@@ -1,0 +1,572 @@
+//! A cluster of three real streamd processes on loopback (testkit's `Cluster`): the controller
+//! quorum elects a leader, every broker serves the same metadata, admin requests work through
+//! any broker, partitions are spread over the brokers and clients follow their leaders, the
+//! leader's death elects another, a minority commits nothing, a stopped voter catches up, and
+//! a restart of all three keeps everything.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use quiver_client::{
+    Admin, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig,
+    ProducerRecord,
+};
+use quiver_proto::api::metadata::{CreatableTopic, CreateTopicsRequest, MetadataRequest};
+use quiver_proto::ErrorCode;
+use quiver_testkit::cluster::Cluster;
+
+/// (controller, broker ids) as a client bootstrapped from broker index `via` sees them.
+async fn describe(cluster: &Cluster, via: usize) -> (Option<u32>, Vec<u32>) {
+    let client = cluster.client_via(&[via]).await;
+    let d = Admin::new(client).describe_cluster().await.unwrap();
+    (
+        d.controller.map(|c| c.0),
+        d.brokers.iter().map(|b| b.id).collect(),
+    )
+}
+
+/// Each partition's leader (`None`: none available), as broker index `via` answers Metadata.
+async fn leaders(cluster: &Cluster, via: usize, topic: &str) -> BTreeMap<u32, Option<u32>> {
+    let client = cluster.client_via(&[via]).await;
+    let req = MetadataRequest {
+        topics: Some(vec![topic.to_string()]),
+        allow_auto_topic_creation: false,
+    };
+    let (resp, _) = client.call_any(&req, Vec::new()).await.unwrap();
+    let t = &resp.topics[0];
+    assert_eq!(t.error_code, ErrorCode::None, "{topic}");
+    t.partitions
+        .iter()
+        .map(|p| (p.partition.0, p.leader.map(|l| l.0)))
+        .collect()
+}
+
+/// CreateTopics for one single-partition topic, sent to broker index `via` itself.
+async fn create_via(cluster: &Cluster, via: usize, name: &str) -> Result<(), String> {
+    let client = cluster.client_via(&[via]).await;
+    let req = CreateTopicsRequest {
+        topics: vec![CreatableTopic {
+            name: name.to_string(),
+            num_partitions: Some(1),
+            replication_factor: None,
+            assignments: vec![],
+            configs: vec![],
+        }],
+        timeout_ms: 5000,
+        validate_only: false,
+    };
+    let (resp, _) = client
+        .call_any(&req, Vec::new())
+        .await
+        .map_err(|e| e.to_string())?;
+    match resp.topics[0].error_code {
+        ErrorCode::None => Ok(()),
+        code => Err(format!("{code:?} {:?}", resp.topics[0].error_message)),
+    }
+}
+
+/// The controller the brokers at `via` agree on, waiting up to `timeout` for them to.
+async fn agreed_controller(cluster: &Cluster, via: &[usize], timeout: Duration) -> Option<u32> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let mut seen = BTreeSet::new();
+        for &i in via {
+            seen.insert(describe(cluster, i).await.0);
+        }
+        if seen.len() == 1 {
+            if let Some(Some(c)) = seen.into_iter().next() {
+                return Some(c);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_brokers_agree_on_metadata_and_clients_follow_leaders() {
+    let cluster = Cluster::start(3, &[]);
+    let controller = agreed_controller(&cluster, &[0, 1, 2], Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("no agreed controller\n{}", cluster.logs()));
+    for via in 0..3 {
+        let (c, brokers) = describe(&cluster, via).await;
+        assert_eq!(c, Some(controller));
+        assert_eq!(brokers, vec![1, 2, 3], "every broker lists every broker");
+    }
+
+    // Created through a broker that is not the controller.
+    let other = (0..3).find(|i| *i as u32 + 1 != controller).unwrap();
+    let admin = Admin::new(cluster.client_via(&[other]).await);
+    admin
+        .create_topic(NewTopic::new("orders", 6))
+        .await
+        .unwrap();
+    let err = admin
+        .create_topic(NewTopic::new("orders", 6))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+    let rf3 = admin
+        .create_topic(NewTopic::new("replicated", 3).replication_factor(3))
+        .await
+        .unwrap_err();
+    assert!(rf3.to_string().contains("replication factor 3"), "{rf3}");
+
+    // Every broker describes the same placement: six partitions, two led by each broker.
+    let seen = leaders(&cluster, 0, "orders").await;
+    for via in 1..3 {
+        assert_eq!(
+            leaders(&cluster, via, "orders").await,
+            seen,
+            "broker {}",
+            via + 1
+        );
+    }
+    let mut per_broker = BTreeMap::new();
+    for l in seen.values() {
+        *per_broker
+            .entry(l.expect("every partition has a leader"))
+            .or_insert(0) += 1;
+    }
+    assert_eq!(per_broker, BTreeMap::from([(1, 2), (2, 2), (3, 2)]));
+
+    // A producer bootstrapped from one broker reaches every leader; a consumer reads it all.
+    let client = cluster.client_via(&[2]).await;
+    let producer = Producer::new(client.clone(), ProducerConfig::default()).unwrap();
+    let mut deliveries = Vec::new();
+    for i in 0..600u32 {
+        let record = ProducerRecord::new("orders")
+            .key(format!("k{i}"))
+            .value(format!("v{i}"));
+        deliveries.push(producer.enqueue(record).await.unwrap());
+    }
+    producer.flush().await.unwrap();
+    for d in deliveries {
+        d.await.unwrap();
+    }
+    let mut consumer = Consumer::new(
+        cluster.client_via(&[0]).await,
+        ConsumerConfig::default().auto_offset_reset(OffsetReset::Earliest),
+    );
+    consumer.assign_topic("orders").await.unwrap();
+    let mut got = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < 600 && Instant::now() < deadline {
+        for r in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+            got.insert(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
+        }
+    }
+    assert_eq!(got.len(), 600, "every record read back");
+
+    // Each broker holds logs only of the partitions it leads.
+    for (i, b) in cluster.brokers.iter().enumerate() {
+        let id = i as u32 + 1;
+        let topics = b.data_dir().join("topics");
+        let dir = std::fs::read_dir(&topics)
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with("orders."))
+            .map(|e| e.path());
+        let held: BTreeSet<u32> = dir
+            .map(|d| {
+                std::fs::read_dir(d)
+                    .unwrap()
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let led: BTreeSet<u32> = seen
+            .iter()
+            .filter(|(_, l)| **l == Some(id))
+            .map(|(p, _)| *p)
+            .collect();
+        assert_eq!(held, led, "broker {id} holds what it leads");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_controller_leader_elects_another_and_changes_go_on() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = agreed_controller(&cluster, &[0, 1, 2], Duration::from_secs(10))
+        .await
+        .expect("a controller");
+    let survivors: Vec<usize> = (0..3).filter(|i| *i as u32 + 1 != leader).collect();
+    let admin = Admin::new(cluster.client_via(&survivors).await);
+    admin
+        .create_topic(NewTopic::new("before", 1))
+        .await
+        .unwrap();
+
+    let killed_at = Instant::now();
+    cluster.brokers[leader as usize - 1].kill9();
+    // Elected: both survivors name the same new controller.
+    let new_leader = loop {
+        let mut seen = BTreeSet::new();
+        for &i in &survivors {
+            seen.insert(describe(&cluster, i).await.0);
+        }
+        if let [Some(c)] = seen.into_iter().collect::<Vec<_>>()[..] {
+            if c != leader {
+                break c;
+            }
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(20),
+            "no new controller\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let elected = killed_at.elapsed();
+    // The first change that commits after the kill, sent to each survivor in turn.
+    let mut n = 0;
+    let committed = loop {
+        n += 1;
+        match create_via(&cluster, survivors[n % 2], &format!("after-{n}")).await {
+            Ok(()) => break killed_at.elapsed(),
+            Err(e) => {
+                assert!(
+                    killed_at.elapsed() < Duration::from_secs(20),
+                    "no change committed: {e}\n{}",
+                    cluster.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    eprintln!(
+        "controller {leader} killed; broker {new_leader} elected after {} ms, a change committed after {} ms",
+        elected.as_millis(),
+        committed.as_millis()
+    );
+    // The figures the issue asks for (under 2 s) are measured and recorded in bench/RESULTS.md;
+    // here the bound only catches a failover that waits for something it should not.
+    assert!(
+        committed < Duration::from_secs(5),
+        "failover took {committed:?}"
+    );
+
+    // The killed broker comes back and catches up with what it missed.
+    let idx = leader as usize - 1;
+    cluster.launch(&[idx]);
+    let client = cluster.client_via(&[idx]).await;
+    let d = Admin::new(client)
+        .describe_topic(&format!("after-{n}"))
+        .await
+        .unwrap();
+    assert_eq!(d.partitions.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minority_commits_nothing_and_a_stopped_voter_catches_up() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = agreed_controller(&cluster, &[0, 1, 2], Duration::from_secs(10))
+        .await
+        .expect("a controller");
+    let followers: Vec<usize> = (0..3).filter(|i| *i as u32 + 1 != leader).collect();
+    let stop = |i: usize| {
+        let pid = cluster.brokers[i].child.as_ref().unwrap().id() as i32;
+        // SAFETY: kill(2) with plain integers on our own child process.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        pid
+    };
+    let cont = |pid: i32| {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+    };
+
+    // One follower frozen: the other two are a majority and go on.
+    let frozen = stop(followers[0]);
+    let majority: Vec<usize> = (0..3).filter(|i| *i != followers[0]).collect();
+    let admin = Admin::new(cluster.client_via(&majority).await);
+    admin
+        .create_topic(NewTopic::new("while-one-is-away", 2))
+        .await
+        .unwrap();
+
+    // Both followers frozen: the leader alone is a minority and commits nothing.
+    let frozen2 = stop(followers[1]);
+    let alone = Admin::new(cluster.client_via(&[leader as usize - 1]).await);
+    let refused = alone.create_topic(NewTopic::new("minority", 1)).await;
+    assert!(refused.is_err(), "a minority committed a change");
+
+    cont(frozen);
+    cont(frozen2);
+    // The stopped voter catches up: it serves the topic made while it was away, and the
+    // quorum takes changes again.
+    let via_returned = Admin::new(cluster.client_via(&[followers[0]]).await);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match via_returned.describe_topic("while-one-is-away").await {
+            Ok(d) => {
+                assert_eq!(d.partitions.len(), 2);
+                break;
+            }
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "did not catch up: {e}\n{}",
+                    cluster.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while let Err(e) = via_returned
+        .create_topic(NewTopic::new("after-healing", 1))
+        .await
+    {
+        if e.to_string().contains("already exists") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no change after healing: {e}\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The change refused to the minority may have committed after healing (it was proposed);
+    // never before: checked above.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_every_broker_keeps_the_metadata() {
+    let mut cluster = Cluster::start(3, &[]);
+    let admin = Admin::new(cluster.client().await);
+    for t in ["a", "b", "c"] {
+        admin.create_topic(NewTopic::new(t, 3)).await.unwrap();
+    }
+    admin.delete_topic("b").await.unwrap();
+    let before = leaders(&cluster, 0, "a").await;
+    let id_before = Admin::new(cluster.client_via(&[1]).await)
+        .describe_cluster()
+        .await
+        .unwrap()
+        .cluster_id;
+    assert!(id_before.as_deref().is_some_and(|id| !id.is_empty()));
+    for b in &mut cluster.brokers {
+        b.kill9();
+    }
+    cluster.launch(&[0, 1, 2]);
+    for via in 0..3 {
+        let admin = Admin::new(cluster.client_via(&[via]).await);
+        let names: BTreeSet<String> = admin
+            .list_topics()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(
+            names,
+            BTreeSet::from(["a".to_string(), "c".to_string()]),
+            "broker {}",
+            via + 1
+        );
+        assert_eq!(leaders(&cluster, via, "a").await, before);
+        let id = admin.describe_cluster().await.unwrap().cluster_id;
+        assert_eq!(id, id_before, "the cluster id is kept");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_broker_is_fenced_and_unfenced_when_it_returns() {
+    let mut cluster = Cluster::start(3, &["--broker-session-timeout-ms", "1500"]);
+    let leader = agreed_controller(&cluster, &[0, 1, 2], Duration::from_secs(10))
+        .await
+        .expect("a controller");
+    let victim = (0..3).find(|i| *i as u32 + 1 != leader).unwrap();
+    let victim_id = victim as u32 + 1;
+    let admin = Admin::new(cluster.client_via(&[leader as usize - 1]).await);
+    admin
+        .create_topic(NewTopic::new("spread", 3))
+        .await
+        .unwrap();
+    cluster.brokers[victim].kill9();
+    let watcher = leader as usize - 1;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, brokers) = describe(&cluster, watcher).await;
+        if !brokers.contains(&victim_id) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "broker {victim_id} never fenced\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Its partitions have no leader while it is fenced (there is no replica to take over yet).
+    let l = leaders(&cluster, watcher, "spread").await;
+    assert!(l.values().all(|l| *l != Some(victim_id)), "{l:?}");
+    assert!(l.values().any(Option::is_none), "{l:?}");
+    cluster.launch(&[victim]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, brokers) = describe(&cluster, watcher).await;
+        if brokers.contains(&victim_id) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "broker {victim_id} never unfenced\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn bad_voter_lists_are_refused_with_a_clear_error() {
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &[
+                "--broker-id",
+                "4",
+                "--controller-voters",
+                "1@127.0.0.1:1,2@127.0.0.1:2",
+            ],
+            "not among the voters",
+        ),
+        (
+            &[
+                "--broker-id",
+                "1",
+                "--controller-voters",
+                "1@127.0.0.1:1,1@127.0.0.1:2",
+            ],
+            "listed twice",
+        ),
+        (
+            &["--broker-id", "1", "--controller-voters", "1@127.0.0.1"],
+            "no port",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut b = quiver_testkit::Broker::unstarted(args);
+        let err = b.try_spawn(None).unwrap_err();
+        assert!(
+            err.contains("controller_voters") && err.contains(want),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// RaftMessage from a client that forges it: a sender that is no voter or is the broker itself,
+/// payload references that lie, bytes that are no raft message, a message whose sender differs
+/// from the request's, too many messages, another cluster's id, a heartbeat committing past the
+/// log. Each is refused (or, for the heartbeat, dropped before raft) and the quorum goes on.
+/// A broker running alone refuses RaftMessage whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_raft_messages_are_refused_and_the_quorum_goes_on() {
+    use protobuf::Message as _;
+    use quiver_proto::api::cluster::RaftMessageRequest;
+    use quiver_proto::api::common::PayloadRef;
+    use quiver_proto::BrokerId;
+    use quiver_testkit::hostile::Hostile;
+    use raft::eraftpb::{Message, MessageType};
+
+    let cluster = Cluster::start(3, &[]);
+    let target = &cluster.brokers[0];
+    let h = Hostile::connect(target).await;
+    let msg = |t: MessageType, from: u64, term: u64, commit: u64| {
+        let mut m = Message::default();
+        m.set_msg_type(t);
+        m.from = from;
+        m.to = 1;
+        m.term = term;
+        m.commit = commit;
+        m.write_to_bytes().unwrap()
+    };
+    let heartbeat = msg(MessageType::MsgHeartbeat, 2, 1, 0);
+    let forged_commit = msg(MessageType::MsgHeartbeat, 2, 1_000, u64::MAX / 2);
+    let from_three = msg(MessageType::MsgHeartbeat, 3, 1, 0);
+    let req = |from: u32, refs: Vec<PayloadRef>, cluster_id: &str| RaftMessageRequest {
+        cluster_id: cluster_id.into(),
+        from: BrokerId(from),
+        messages: refs,
+    };
+    let whole = |b: &[u8]| vec![PayloadRef::new(0, b.len() as u32)];
+    let cases: Vec<(&str, RaftMessageRequest, Vec<u8>, ErrorCode)> = vec![
+        (
+            "not a voter",
+            req(9, whole(&heartbeat), ""),
+            heartbeat.clone(),
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            "from itself",
+            req(1, whole(&heartbeat), ""),
+            heartbeat.clone(),
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            "reference past the payload",
+            req(
+                2,
+                vec![PayloadRef::new(0, heartbeat.len() as u32 + 100)],
+                "",
+            ),
+            heartbeat.clone(),
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            "reference overflowing",
+            req(2, vec![PayloadRef::new(u32::MAX, 2)], ""),
+            heartbeat.clone(),
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            "not a raft message",
+            req(2, whole(b"\xff\xff\xff\xff"), ""),
+            b"\xff\xff\xff\xff".to_vec(),
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            "sender differs",
+            req(2, whole(&from_three), ""),
+            from_three.clone(),
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            "too many messages",
+            req(2, vec![PayloadRef::EMPTY; 257], ""),
+            Vec::new(),
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            "another cluster",
+            req(2, whole(&heartbeat), "not-this-cluster"),
+            heartbeat.clone(),
+            ErrorCode::InconsistentClusterId,
+        ),
+        // Taken by the handler, refused by the node before raft-rs (which would assert).
+        (
+            "forged commit",
+            req(2, whole(&forged_commit), ""),
+            forged_commit.clone(),
+            ErrorCode::None,
+        ),
+    ];
+    for (what, r, payload, want) in cases {
+        let resp = h.call(&r, &payload).await.ok::<RaftMessageRequest>();
+        assert_eq!(resp.error_code, want, "{what}");
+    }
+    // Still a voter in good standing: a change through it commits.
+    create_via(&cluster, 0, "after-hostile").await.unwrap();
+    assert_eq!(leaders(&cluster, 1, "after-hostile").await.len(), 1);
+
+    // A broker running alone has no quorum to give messages to.
+    let alone = quiver_testkit::Broker::start(&[]);
+    let h = Hostile::connect(&alone).await;
+    let resp = h
+        .call(&req(2, whole(&heartbeat), ""), &heartbeat)
+        .await
+        .ok::<RaftMessageRequest>();
+    assert_eq!(resp.error_code, ErrorCode::InvalidRequest);
+}

@@ -1,0 +1,153 @@
+//! A cluster of real streamd processes on loopback: each with its own data directory and QUIC
+//! port, all voters of one controller quorum, sharing one development CA.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use quiver_client::{Client, ClientConfig, ClientTls};
+
+use crate::Broker;
+
+/// Brokers numbered 1..=n; `brokers[i]` has id i + 1.
+pub struct Cluster {
+    pub brokers: Vec<Broker>,
+    /// The shared development CA's directory.
+    pub ca_dir: PathBuf,
+    /// The QUIC ports, fixed for the cluster's life (the voters list names them).
+    pub ports: Vec<u16>,
+    _temp: tempfile::TempDir,
+}
+
+/// UDP ports free on loopback now (bound, read, released). Another process may take one before
+/// the broker binds it; the broker then fails to start and says so.
+pub fn free_udp_ports(n: usize) -> Vec<u16> {
+    let sockets: Vec<UdpSocket> = (0..n)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").expect("a free UDP port"))
+        .collect();
+    sockets
+        .iter()
+        .map(|s| s.local_addr().unwrap().port())
+        .collect()
+}
+
+impl Cluster {
+    /// Starts `n` brokers at once with `extra` flags each, and waits until every one is ready
+    /// (joined the quorum, registered, offsets topic in place).
+    pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let ca_dir = temp.path().join("ca");
+        let ports = free_udp_ports(n);
+        let voters: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
+            .collect();
+        let voters = voters.join(",");
+        let brokers = (0..n)
+            .map(|i| {
+                let id = (i + 1).to_string();
+                let ca = ca_dir.display().to_string();
+                let mut args: Vec<&str> = vec![
+                    "--broker-id",
+                    &id,
+                    "--controller-voters",
+                    &voters,
+                    "--dev-ca-dir",
+                    &ca,
+                    "--shards",
+                    "1",
+                ];
+                args.extend_from_slice(extra);
+                let mut b = Broker::unstarted(&args);
+                b.ca_file = Some(ca_dir.join("ca.pem"));
+                b
+            })
+            .collect();
+        let mut cluster = Cluster {
+            brokers,
+            ca_dir,
+            ports,
+            _temp: temp,
+        };
+        let all: Vec<usize> = (0..n).collect();
+        cluster.launch(&all);
+        cluster
+    }
+
+    /// Starts the brokers at `indexes` (stopped ones) at once, on their ports, and waits for
+    /// each to be ready; panics with the logs of those that are not within 60 s.
+    pub fn launch(&mut self, indexes: &[usize]) {
+        let launches: Vec<(usize, crate::Launch)> = indexes
+            .iter()
+            .map(|&i| {
+                let port = self.ports[i];
+                (i, self.brokers[i].launch(Some(port)))
+            })
+            .collect();
+        let mut failures = Vec::new();
+        for (i, l) in launches {
+            if let Err(log) = self.brokers[i].wait_ready(l, Duration::from_secs(60)) {
+                failures.push(format!("broker {} log:\n{log}", i + 1));
+            }
+        }
+        if !failures.is_empty() {
+            panic!(
+                "cluster brokers did not become ready:\n{}",
+                failures.join("\n")
+            );
+        }
+    }
+
+    /// `host:port` of every broker, for bootstrapping.
+    pub fn bootstrap(&self) -> Vec<SocketAddr> {
+        self.ports
+            .iter()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
+            .collect()
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.ca_dir.join("ca.pem")
+    }
+
+    /// A client bootstrapped from the brokers at `indexes`.
+    pub async fn client_via(&self, indexes: &[usize]) -> Client {
+        let bootstrap: Vec<String> = indexes
+            .iter()
+            .map(|&i| SocketAddr::from(([127, 0, 0, 1], self.ports[i])).to_string())
+            .collect();
+        let config = ClientConfig::new(bootstrap.join(","))
+            .tls(ClientTls::from_ca_file(self.ca()).unwrap())
+            .request_timeout(Duration::from_secs(10));
+        Client::connect(config).await.expect("client connects")
+    }
+
+    /// A client bootstrapped from every broker.
+    pub async fn client(&self) -> Client {
+        let all: Vec<usize> = (0..self.brokers.len()).collect();
+        self.client_via(&all).await
+    }
+
+    /// Waits (up to `timeout`) until `check` holds, polling every 50 ms; the time it took.
+    pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if check() {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Every broker's log, for a failing test's message.
+    pub fn logs(&self) -> String {
+        self.brokers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| format!("---- broker {} ----\n{}", i + 1, b.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
