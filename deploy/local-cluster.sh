@@ -10,7 +10,9 @@
 # All are voters of one controller quorum and share one development CA in local-cluster/ca, so
 # they verify each other, and clients trust them all with local-cluster/ca/ca.pem:
 #
-#   QUIVER_BOOTSTRAP=127.0.0.1:19092 QUIVER_CA_FILE=local-cluster/ca/ca.pem streamctl cluster describe
+#   STREAMCTL_BOOTSTRAP=127.0.0.1:19092 STREAMCTL_CA_FILE=local-cluster/ca/ca.pem streamctl cluster describe
+#
+# (the SDK reads QUIVER_BOOTSTRAP and QUIVER_CA_FILE the same way)
 #
 # QUIVER_LOCAL_CLUSTER_DIR moves the directory; STREAMD (a path) picks a binary already built.
 set -euo pipefail
@@ -52,7 +54,8 @@ start() {
         done
         echo "broker $i: $(cat "$b.out")"
     done
-    echo "clients: QUIVER_BOOTSTRAP=127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]} QUIVER_CA_FILE=$dir/ca/ca.pem"
+    echo "streamctl: STREAMCTL_BOOTSTRAP=127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]} STREAMCTL_CA_FILE=$dir/ca/ca.pem"
+    echo "SDK:       QUIVER_BOOTSTRAP=127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]} QUIVER_CA_FILE=$dir/ca/ca.pem"
 }
 
 stop() {

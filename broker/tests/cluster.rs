@@ -570,3 +570,46 @@ async fn hostile_raft_messages_are_refused_and_the_quorum_goes_on() {
         .ok::<RaftMessageRequest>();
     assert_eq!(resp.error_code, ErrorCode::InvalidRequest);
 }
+
+/// A broker whose data directory belongs to another cluster does not join: it refuses the
+/// quorum's messages, says why in its log, and never becomes ready; the others go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_with_another_clusters_data_refuses_to_join() {
+    let mut a = Cluster::start(3, &[]);
+    let id_a = Admin::new(a.client().await)
+        .describe_cluster()
+        .await
+        .unwrap()
+        .cluster_id
+        .unwrap();
+    a.brokers[2].kill9();
+    let mut b = Cluster::unstarted(3, &[]);
+    let from = a.brokers[2].data_dir();
+    let to = b.brokers[2].data_dir();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&from)
+        .arg(&to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    b.launch(&[0, 1]);
+    let id_b = Admin::new(b.client_via(&[0]).await)
+        .describe_cluster()
+        .await
+        .unwrap()
+        .cluster_id
+        .unwrap();
+    assert_ne!(id_a, id_b);
+    let port = b.ports[2];
+    let launch = b.brokers[2].launch(Some(port));
+    let log = b.brokers[2]
+        .wait_ready(launch, Duration::from_secs(8))
+        .expect_err("a broker of another cluster joined");
+    assert!(
+        log.contains("of another cluster") && log.contains(&id_a),
+        "the log says why:\n{log}"
+    );
+    // The two of cluster B still commit changes.
+    create_via(&b, 0, "still-working").await.unwrap();
+}

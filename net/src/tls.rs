@@ -300,20 +300,28 @@ pub fn ensure_dev_certs_shared(
     ca_dir: &Path,
     names: &[String],
 ) -> Result<DevCerts, TlsError> {
-    fs::create_dir_all(ca_dir).map_err(io_err(ca_dir))?;
-    let lock_path = ca_dir.join(".lock");
-    let lock = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io_err(&lock_path))?;
-    lock.lock().map_err(io_err(&lock_path))?;
+    let ca_files = (ca_dir.join("ca.pem"), ca_dir.join("ca.key"));
+    // A CA that is all there may sit in a read-only directory (a mounted secret): no lock is
+    // needed to read it. Otherwise brokers starting at once take a lock so one of them makes it.
+    let lock = if ca_files.0.exists() && ca_files.1.exists() {
+        None
+    } else {
+        fs::create_dir_all(ca_dir).map_err(io_err(ca_dir))?;
+        let lock_path = ca_dir.join(".lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        lock.lock().map_err(io_err(&lock_path))?;
+        Some(lock)
+    };
     let server_dir = data_dir.join("tls");
     fs::create_dir_all(&server_dir).map_err(io_err(&server_dir))?;
     let files = DevCerts {
-        ca_cert: ca_dir.join("ca.pem"),
-        ca_key: ca_dir.join("ca.key"),
+        ca_cert: ca_files.0,
+        ca_key: ca_files.1,
         server_cert: server_dir.join("server.pem"),
         server_key: server_dir.join("server.key"),
     };

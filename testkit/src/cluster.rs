@@ -35,6 +35,14 @@ impl Cluster {
     /// Starts `n` brokers at once with `extra` flags each, and waits until every one is ready
     /// (joined the quorum, registered, offsets topic in place).
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        let mut cluster = Cluster::unstarted(n, extra);
+        let all: Vec<usize> = (0..n).collect();
+        cluster.launch(&all);
+        cluster
+    }
+
+    /// `n` brokers set up (ports, voters, directories) and not started: `launch` them.
+    pub fn unstarted(n: usize, extra: &[&str]) -> Cluster {
         let temp = tempfile::tempdir().expect("temp dir");
         let ca_dir = temp.path().join("ca");
         let ports = free_udp_ports(n);
@@ -64,15 +72,12 @@ impl Cluster {
                 b
             })
             .collect();
-        let mut cluster = Cluster {
+        Cluster {
             brokers,
             ca_dir,
             ports,
             _temp: temp,
-        };
-        let all: Vec<usize> = (0..n).collect();
-        cluster.launch(&all);
-        cluster
+        }
     }
 
     /// Starts the brokers at `indexes` (stopped ones) at once, on their ports, and waits for

@@ -426,13 +426,7 @@ impl Controller {
         let brokers: Vec<u32> = if internal {
             member.voters.clone()
         } else {
-            self.log
-                .state()
-                .brokers
-                .values()
-                .filter(|b| !b.fenced)
-                .map(|b| b.id)
-                .collect()
+            self.log.placeable_brokers()
         };
         if brokers.is_empty() {
             return Err((

@@ -32,6 +32,13 @@ pub trait MetadataLog {
     fn cluster_member(&self) -> Option<&Membership> {
         None
     }
+
+    /// In a cluster, on the active controller: the brokers to place new partitions on:
+    /// registered, unfenced, and heard from lately (a broker that just died is not fenced until
+    /// its session lapses, but gets no new partitions meanwhile). Ascending.
+    fn placeable_brokers(&self) -> Vec<u32> {
+        Vec::new()
+    }
 }
 
 /// Who this broker is in a cluster.

@@ -285,9 +285,13 @@ async fn forwarded(shard: &Rc<Shard>, op: &AdminOp) -> Option<AnyResponse> {
         };
         match futures_lite::future::or(call, deposed).await {
             Some(None) => return None,
-            Some(Some(result)) => {
-                return Some(result.unwrap_or_else(|why| op.failed(ErrorCode::NotController, &why)))
+            Some(Some(Ok(answer))) => {
+                // Answer only once this broker has the change too, so the client that made
+                // it reads it here (its next Metadata may come to this broker).
+                read_barrier(shard).await;
+                return Some(answer);
             }
+            Some(Some(Err(why))) => return Some(op.failed(ErrorCode::NotController, &why)),
             None if std::time::Instant::now() < deadline => {
                 tracing::debug!(
                     from = to,
@@ -301,6 +305,22 @@ async fn forwarded(shard: &Rc<Shard>, op: &AdminOp) -> Option<AnyResponse> {
                 ))
             }
         }
+    }
+}
+
+/// Waits until this broker has applied what the controller had committed (a `Quorum` read
+/// barrier, on shard 0); a barrier that times out is logged and the answer goes anyway.
+async fn read_barrier(shard: &Rc<Shard>) {
+    let result = shard
+        .run_on(ShardId(0), |_| async move {
+            match crate::quorum::on_this_shard() {
+                Some(q) => q.read_barrier().await.map_err(|e| e.to_string()),
+                None => Ok(()),
+            }
+        })
+        .await;
+    if let Some(Err(why)) = result {
+        tracing::warn!(error = %why, "answering a forwarded change before this broker applied it");
     }
 }
 

@@ -58,6 +58,9 @@ pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(5);
 const EVENTS_MAX: usize = 8192;
 /// Entries applied between two compactions of the Raft log.
 const COMPACT_EVERY: u64 = 1000;
+/// A broker the active controller has not heard from for this long gets no new partitions
+/// (followers answer the leader's heartbeats every 100 ms).
+const PLACEMENT_LIVENESS: Duration = Duration::from_secs(1);
 /// How often the leader checks brokers' sessions.
 const SESSION_CHECK: Duration = Duration::from_millis(250);
 
@@ -71,7 +74,12 @@ pub enum Event {
     Unreachable(u64),
     /// Whether a snapshot message reached a peer.
     SnapshotStatus(u64, bool),
+    /// A read barrier (`Quorum::read_barrier`), by id.
+    ReadIndex(u64),
 }
+
+/// A read barrier waiting: the index to have applied (once the leader said), and its waker.
+type ReadBarrier = (Option<u64>, oneshot::Sender<()>);
 
 /// One entry of the metadata log.
 #[derive(Serialize, Deserialize)]
@@ -217,6 +225,8 @@ pub struct Quorum {
     applied: Cell<u64>,
     compacted: Cell<u64>,
     waiters: RefCell<HashMap<u64, oneshot::Sender<Result<Applied, MetaError>>>>,
+    /// Read barriers waiting: their id, the index to apply (once the leader said), the waker.
+    reads: RefCell<HashMap<u64, ReadBarrier>>,
     status: Arc<QuorumStatus>,
     /// The cluster id this broker's data belongs to, if it has one yet.
     cluster_id: RefCell<Option<String>>,
@@ -225,12 +235,18 @@ pub struct Quorum {
     producer_ids: Arc<ProducerIdsIssued>,
     session_timeout: Duration,
     shard: OnceCell<Rc<Shard>>,
-    /// On the leader: when each voter was last heard from.
+    /// On the leader: when each voter was last heard from (reset to "now" for every voter when
+    /// this broker becomes leader, so sessions start afresh).
     last_heard: RefCell<HashMap<u32, Instant>>,
+    /// When each voter was last heard from, by a message received (never reset): placement
+    /// takes only brokers heard from within `PLACEMENT_LIVENESS`.
+    last_message: RefCell<HashMap<u32, Instant>>,
     /// The receiving end of `events` and the node, until `start` moves them into the driver.
     pending: RefCell<Option<(QuorumNode, mpsc::Receiver<Event>)>>,
     /// The quorum's client endpoint (set by `start`), and connections for forwarded requests.
     endpoint: OnceCell<Rc<quiver_net::Endpoint>>,
+    /// When messages of another cluster were last reported (at most every 10 s).
+    foreign_warned: Cell<Option<Instant>>,
     forward_conns: RefCell<HashMap<u32, quiver_net::ClientConnection>>,
 }
 
@@ -269,6 +285,7 @@ impl Quorum {
             applied: Cell::new(applied),
             compacted: Cell::new(applied),
             waiters: RefCell::new(HashMap::new()),
+            reads: RefCell::new(HashMap::new()),
             status,
             cluster_id: RefCell::new(cluster_id),
             data_dir: config.data_dir.clone(),
@@ -277,8 +294,10 @@ impl Quorum {
             session_timeout: Duration::from_millis(config.broker_session_timeout_ms),
             shard: OnceCell::new(),
             last_heard: RefCell::new(HashMap::new()),
+            last_message: RefCell::new(HashMap::new()),
             pending: RefCell::new(Some((recovered.node, rx))),
             endpoint: OnceCell::new(),
+            foreign_warned: Cell::new(None),
             forward_conns: RefCell::new(HashMap::new()),
         });
         QUORUM.with(|slot| *slot.borrow_mut() = Some(q.clone()));
@@ -346,12 +365,16 @@ impl Quorum {
     ) -> Result<(), quiver_proto::ErrorCode> {
         if let Some(ours) = self.cluster_id.borrow().as_deref() {
             if !cluster_id.is_empty() && cluster_id != ours {
-                tracing::warn!(
-                    from,
-                    theirs = cluster_id,
-                    ours,
-                    "raft messages from another cluster refused"
-                );
+                let last = self.foreign_warned.get();
+                if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    self.foreign_warned.set(Some(Instant::now()));
+                    tracing::error!(
+                        from,
+                        theirs = cluster_id,
+                        ours,
+                        "raft messages from broker {from} of another cluster ({cluster_id}) refused: this broker's data belongs to cluster {ours}. A broker joins a cluster only with that cluster's data or an empty data directory"
+                    );
+                }
                 return Err(quiver_proto::ErrorCode::InconsistentClusterId);
             }
         }
@@ -462,6 +485,53 @@ impl Quorum {
                     }
                     glommio::timer::sleep(Duration::from_millis(200)).await;
                 }
+            }
+        }
+    }
+
+    /// Waits until this broker has applied everything the quorum had committed when the barrier
+    /// was asked for (raft's ReadIndex, confirmed by the leader): after it, this broker's
+    /// metadata holds every change answered before, wherever it was made. A broker that
+    /// forwarded a change to the controller passes one before it answers, so its client reads
+    /// its own write from it.
+    pub async fn read_barrier(&self) -> Result<(), MetaError> {
+        let id = rand::random::<u64>();
+        let (tx, rx) = oneshot::channel();
+        self.reads.borrow_mut().insert(id, (None, tx));
+        if self.events.clone().try_send(Event::ReadIndex(id)).is_err() {
+            self.reads.borrow_mut().remove(&id);
+            return Err(MetaError::Unavailable(
+                "the controller quorum's queue is full".into(),
+            ));
+        }
+        let done = futures_lite::future::or(async { rx.await.is_ok() }, async {
+            glommio::timer::sleep(SUBMIT_TIMEOUT).await;
+            false
+        })
+        .await;
+        if done {
+            return Ok(());
+        }
+        self.reads.borrow_mut().remove(&id);
+        Err(MetaError::Unavailable(format!(
+            "this broker did not catch up with the controller within {} s",
+            SUBMIT_TIMEOUT.as_secs()
+        )))
+    }
+
+    /// Wakes the read barriers whose index is applied.
+    fn wake_reads(&self) {
+        let applied = self.applied.get();
+        let ready: Vec<u64> = self
+            .reads
+            .borrow()
+            .iter()
+            .filter(|(_, (index, _))| index.is_some_and(|i| i <= applied))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ready {
+            if let Some((_, tx)) = self.reads.borrow_mut().remove(&id) {
+                let _ = tx.send(());
             }
         }
     }
@@ -590,6 +660,7 @@ impl Quorum {
         match event {
             Event::Step(m, from) => {
                 self.last_heard.borrow_mut().insert(from, Instant::now());
+                self.last_message.borrow_mut().insert(from, Instant::now());
                 if let Err(e) = node.step(m) {
                     tracing::debug!(from, error = %e, "raft message refused");
                 }
@@ -604,6 +675,7 @@ impl Quorum {
                     }
                 }
             }
+            Event::ReadIndex(id) => node.read_index(id.to_le_bytes().to_vec()),
             Event::Unreachable(id) => node.report_unreachable(id),
             Event::SnapshotStatus(id, delivered) => node.report_snapshot(id, delivered),
         }
@@ -624,10 +696,21 @@ impl Quorum {
                 }
             }
         }
-        if out.apply.is_empty() {
+        for (ctx, index) in &out.read_states {
+            if let Ok(id) = <[u8; 8]>::try_from(ctx.as_slice()) {
+                if let Some(read) = self.reads.borrow_mut().get_mut(&u64::from_le_bytes(id)) {
+                    read.0 = Some(*index);
+                }
+            }
+        }
+        let applied_any = !out.apply.is_empty();
+        if applied_any {
+            self.apply(out.apply).await;
+        }
+        self.wake_reads();
+        if !applied_any {
             return;
         }
-        self.apply(out.apply).await;
         if self.applied.get() >= self.compacted.get() + COMPACT_EVERY {
             let applied = self.applied.get();
             let data = serde_json::to_vec(&*self.state.borrow()).expect("state encodes");
@@ -828,5 +911,23 @@ impl MetadataLog for QuorumLog {
 
     fn cluster_member(&self) -> Option<&Membership> {
         Some(&self.0.membership)
+    }
+
+    fn placeable_brokers(&self) -> Vec<u32> {
+        let q = &self.0;
+        let heard = q.last_message.borrow();
+        q.state
+            .borrow()
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .filter(|b| {
+                b.id == q.me
+                    || heard
+                        .get(&b.id)
+                        .is_some_and(|t| t.elapsed() < PLACEMENT_LIVENESS)
+            })
+            .map(|b| b.id)
+            .collect()
     }
 }

@@ -301,6 +301,10 @@ impl Admin {
         &self.client
     }
 
+    /// How long `create_topic` waits for the new topic to be served by the broker it asks for
+    /// metadata (in a cluster, it may apply the change a heartbeat after the controller).
+    const CREATED_VISIBLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
     /// Creates one topic; fails with `TopicAlreadyExists`, `InvalidTopic`, `InvalidConfig`, ...
     pub async fn create_topic(&self, topic: NewTopic) -> Result<()> {
         let name = topic.name.clone();
@@ -331,8 +335,23 @@ impl Admin {
         if r.error_code != ErrorCode::None {
             return Err(Error::broker(r.error_code, r.error_message));
         }
-        self.client.refresh_metadata(Some(vec![name])).await?;
-        Ok(())
+        // In a cluster the broker that answers Metadata may apply the new topic a moment after
+        // the controller answered: wait (briefly) until it serves it, every partition led, so
+        // the caller can produce at once.
+        let deadline = std::time::Instant::now() + Self::CREATED_VISIBLE_WAIT;
+        loop {
+            let view = self
+                .client
+                .refresh_metadata(Some(vec![name.clone()]))
+                .await?;
+            let visible = view.topics.get(&name).is_some_and(|t| {
+                t.id == r.topic_id.0 && t.partitions.iter().all(|p| p.leader.is_some())
+            });
+            if visible || std::time::Instant::now() >= deadline {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Deletes a topic and its records.

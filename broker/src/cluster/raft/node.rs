@@ -82,6 +82,9 @@ pub struct Output {
     pub apply: Vec<Apply>,
     /// Set when the term or the leader changed since the last `Output`.
     pub leadership: Option<Leadership>,
+    /// Answers to `read_index`: (the caller's context, the commit index the leader confirmed
+    /// while it still led). State applied up to that index is as new as any answer given.
+    pub read_states: Vec<(Vec<u8>, u64)>,
 }
 
 pub struct QuorumNode {
@@ -187,6 +190,13 @@ impl QuorumNode {
         Ok(self.raw.propose(Vec::new(), data)?)
     }
 
+    /// Asks the leader for its commit index, confirmed by a round of heartbeats (raft's
+    /// ReadIndex): the answer comes in a later `Output::read_states` with `ctx`, or never (no
+    /// leader, a lost message), so the caller waits with a deadline.
+    pub fn read_index(&mut self, ctx: Vec<u8>) {
+        self.raw.read_index(ctx);
+    }
+
     /// Whether `poll_ready` has anything to do.
     pub fn has_ready(&self) -> bool {
         self.raw.has_ready()
@@ -236,6 +246,11 @@ impl QuorumNode {
         while self.raw.has_ready() {
             let mut rd = self.raw.ready();
             out.messages.extend(rd.take_messages());
+            out.read_states.extend(
+                rd.take_read_states()
+                    .into_iter()
+                    .map(|r| (r.request_ctx, r.index)),
+            );
             if *rd.snapshot() != Snapshot::default() {
                 let snapshot = rd.snapshot().clone();
                 let meta = snapshot.get_metadata();
