@@ -36,8 +36,9 @@ for r in $(seq 1 "$rounds"); do
     leader=none
     until [ "$leader" != none ]; do leader="$(controller_via 1)"; done
     survivors=(); for i in 1 2 3; do [ "$i" != "$leader" ] && survivors+=("$i"); done
+    victim="$(cat "$dir/broker-$leader.pid")"
     t0=$(now_ms)
-    kill -KILL "$(cat "$dir/broker-$leader.pid")"
+    kill -KILL "$victim"
     while :; do
         a="$(controller_via "${survivors[0]}")"; b="$(controller_via "${survivors[1]}")"
         if [ "$a" = "$b" ] && [ "$a" != none ] && [ "$a" != "$leader" ]; then break; fi
@@ -47,6 +48,8 @@ for r in $(seq 1 "$rounds"); do
     t2=$(now_ms)
     echo "round $r: killed controller $leader; broker $a elected after $((t1 - t0)) ms; a change committed after $((t2 - t0)) ms"
     elected_all+=($((t1 - t0))); committed_all+=($((t2 - t0)))
+    # The killed process may take a moment to be gone (its io_uring rings are torn down).
+    for _ in $(seq 1 200); do kill -0 "$victim" 2>/dev/null || break; sleep 0.05; done
     bash deploy/local-cluster.sh start >/dev/null
 done
 summary() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {printf "median %d ms, worst %d ms", a[int((NR+1)/2)], a[NR]}'; }

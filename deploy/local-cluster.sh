@@ -21,6 +21,14 @@ dir="${QUIVER_LOCAL_CLUSTER_DIR:-local-cluster}"
 ports=(19092 19093 19094)
 voters="1@127.0.0.1:${ports[0]},2@127.0.0.1:${ports[1]},3@127.0.0.1:${ports[2]}"
 
+# Whether the process in pid file $1 runs (a killed one that is still exiting does not).
+running() {
+    [ -f "$1" ] || return 1
+    local pid state; pid="$(cat "$1")"
+    state="$(ps -o stat= -p "$pid" 2>/dev/null || true)"
+    [ -n "$state" ] && [ "${state#Z}" = "$state" ]
+}
+
 streamd_bin() {
     if [ -n "${STREAMD:-}" ]; then echo "$STREAMD"; return; fi
     cargo build --release --quiet --bin streamd >&2
@@ -32,7 +40,7 @@ start() {
     mkdir -p "$dir/ca"
     for i in 1 2 3; do
         local b="$dir/broker-$i"
-        if [ -f "$b.pid" ] && kill -0 "$(cat "$b.pid")" 2>/dev/null; then
+        if running "$b.pid"; then
             echo "broker $i already running (pid $(cat "$b.pid"))"; continue
         fi
         mkdir -p "$b"
@@ -46,7 +54,7 @@ start() {
     for i in 1 2 3; do
         local b="$dir/broker-$i" waited=0
         until grep -q '^streamd ready' "$b.out" 2>/dev/null; do
-            if ! kill -0 "$(cat "$b.pid")" 2>/dev/null; then
+            if ! running "$b.pid"; then
                 echo "broker $i exited; its log:" >&2; tail -20 "$b.log" >&2; exit 1
             fi
             sleep 0.2; waited=$((waited + 1))
@@ -76,7 +84,7 @@ stop() {
 status() {
     for i in 1 2 3; do
         local b="$dir/broker-$i"
-        if [ -f "$b.pid" ] && kill -0 "$(cat "$b.pid")" 2>/dev/null; then
+        if running "$b.pid"; then
             echo "broker $i: running (pid $(cat "$b.pid")), port ${ports[$((i-1))]}"
         else
             echo "broker $i: stopped"

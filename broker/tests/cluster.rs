@@ -15,6 +15,10 @@ use quiver_proto::api::metadata::{CreatableTopic, CreateTopicsRequest, MetadataR
 use quiver_proto::ErrorCode;
 use quiver_testkit::cluster::Cluster;
 
+/// One cluster at a time: three brokers per test on a two-core machine already make elections
+/// compete for CPU; several clusters at once would test the scheduler, not the quorum.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// (controller, broker ids) as a client bootstrapped from broker index `via` sees them.
 async fn describe(cluster: &Cluster, via: usize) -> (Option<u32>, Vec<u32>) {
     let client = cluster.client_via(&[via]).await;
@@ -85,6 +89,7 @@ async fn agreed_controller(cluster: &Cluster, via: &[usize], timeout: Duration) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_brokers_agree_on_metadata_and_clients_follow_leaders() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = Cluster::start(3, &[]);
     let controller = agreed_controller(&cluster, &[0, 1, 2], Duration::from_secs(10))
         .await
@@ -188,6 +193,7 @@ async fn three_brokers_agree_on_metadata_and_clients_follow_leaders() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_controller_leader_elects_another_and_changes_go_on() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = Cluster::start(3, &[]);
     let leader = agreed_controller(&cluster, &[0, 1, 2], Duration::from_secs(10))
         .await
@@ -261,6 +267,7 @@ async fn killing_the_controller_leader_elects_another_and_changes_go_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minority_commits_nothing_and_a_stopped_voter_catches_up() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = Cluster::start(3, &[]);
     let leader = agreed_controller(&cluster, &[0, 1, 2], Duration::from_secs(10))
         .await
@@ -335,6 +342,7 @@ async fn a_minority_commits_nothing_and_a_stopped_voter_catches_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_every_broker_keeps_the_metadata() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = Cluster::start(3, &[]);
     let admin = Admin::new(cluster.client().await);
     for t in ["a", "b", "c"] {
@@ -375,6 +383,7 @@ async fn restarting_every_broker_keeps_the_metadata() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_broker_is_fenced_and_unfenced_when_it_returns() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = Cluster::start(3, &["--broker-session-timeout-ms", "1500"]);
     let leader = agreed_controller(&cluster, &[0, 1, 2], Duration::from_secs(10))
         .await
@@ -464,6 +473,7 @@ fn bad_voter_lists_are_refused_with_a_clear_error() {
 /// A broker running alone refuses RaftMessage whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_raft_messages_are_refused_and_the_quorum_goes_on() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     use protobuf::Message as _;
     use quiver_proto::api::cluster::RaftMessageRequest;
     use quiver_proto::api::common::PayloadRef;
@@ -575,6 +585,7 @@ async fn hostile_raft_messages_are_refused_and_the_quorum_goes_on() {
 /// quorum's messages, says why in its log, and never becomes ready; the others go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_with_another_clusters_data_refuses_to_join() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut a = Cluster::start(3, &[]);
     let id_a = Admin::new(a.client().await)
         .describe_cluster()
@@ -612,4 +623,68 @@ async fn a_broker_with_another_clusters_data_refuses_to_join() {
     );
     // The two of cluster B still commit changes.
     create_via(&b, 0, "still-working").await.unwrap();
+}
+
+/// Consumer groups on a cluster: each group is coordinated by the broker that leads its
+/// offsets partition (FindCoordinator names it from any broker); a member subscribed through
+/// one broker gets every partition, reads every record, and its commits are read back through
+/// another broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_groups_find_their_coordinator_on_any_broker() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = Cluster::start(3, &[]);
+    let admin = Admin::new(cluster.client_via(&[0]).await);
+    admin
+        .create_topic(NewTopic::new("events", 3))
+        .await
+        .unwrap();
+    let producer =
+        Producer::new(cluster.client_via(&[1]).await, ProducerConfig::default()).unwrap();
+    let mut deliveries = Vec::new();
+    for i in 0..90u32 {
+        let record = ProducerRecord::new("events")
+            .key(format!("k{i}"))
+            .value(format!("v{i}"));
+        deliveries.push(producer.enqueue(record).await.unwrap());
+    }
+    producer.flush().await.unwrap();
+    for d in deliveries {
+        d.await.unwrap();
+    }
+    // Groups whose offsets partitions are led by different brokers.
+    for group in ["g-one", "g-two", "g-three"] {
+        let mut consumer = Consumer::new(
+            cluster.client_via(&[2]).await,
+            ConsumerConfig::default()
+                .group_id(group)
+                .auto_offset_reset(OffsetReset::Earliest),
+        );
+        consumer
+            .subscribe(vec!["events".to_string()])
+            .await
+            .unwrap();
+        let mut got = BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while got.len() < 90 && Instant::now() < deadline {
+            for r in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+                got.insert(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
+            }
+        }
+        assert_eq!(
+            got.len(),
+            90,
+            "{group} read every record\n{}",
+            cluster.logs()
+        );
+        consumer.commit().await.unwrap();
+        let offsets = Admin::new(cluster.client_via(&[0]).await)
+            .list_group_offsets(group)
+            .await
+            .unwrap();
+        let total: u64 = offsets.iter().map(|(_, o)| o.offset.0).sum();
+        assert_eq!(
+            total, 90,
+            "{group}: committed offsets read through another broker"
+        );
+    }
 }
