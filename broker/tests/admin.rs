@@ -301,7 +301,10 @@ async fn a_deletion_cut_short_by_a_crash_is_finished_at_start() {
     // As if the crash came between the deletion's commit and the directory's rename.
     let committed = topics.join(&gone_dir_name);
     let orphan = topics.join("orphan.fedcba9876543210");
-    for dir in [&renamed, &committed, &orphan] {
+    // And as if an earlier paced deletion of the same directory was cut short too (the crash
+    // came while the deleter was still freeing it): its name is taken.
+    let half_freed = topics.join(format!(".deleted.{gone_dir_name}"));
+    for dir in [&renamed, &committed, &orphan, &half_freed] {
         std::fs::create_dir_all(dir.join("0")).unwrap();
         std::fs::write(
             dir.join("0").join("00000000000000000000.log"),

@@ -853,7 +853,7 @@ impl Turn {
 pub fn remove_deleted_dirs(data_dir: &std::path::Path, deleted: &[Arc<TopicInfo>]) {
     for info in deleted {
         let dir = super::dirs::topic_dir(data_dir, &info.meta.dir_name());
-        let trash = super::dirs::deleted_topic_dir(data_dir, &info.meta.dir_name());
+        let trash = super::dirs::free_deleted_topic_dir(data_dir, &info.meta.dir_name());
         match std::fs::rename(&dir, &trash) {
             Ok(()) => quiver_engine::delete_dir_paced(trash),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -42,6 +42,21 @@ pub fn deleted_topic_dir(data_dir: &Path, dir_name: &str) -> PathBuf {
         .join(format!("{DELETED_TOPIC_PREFIX}{dir_name}"))
 }
 
+/// Where a deleted topic's directory goes on its way out: `deleted_topic_dir`, or, when a
+/// directory of that name is still there (its paced deletion was cut short by a crash, and
+/// the topic's directory was found again), the same name with `.1`, `.2`, ... appended. Every
+/// such name starts with the deleted prefix, so a later start finishes it.
+pub fn free_deleted_topic_dir(data_dir: &Path, dir_name: &str) -> PathBuf {
+    let first = deleted_topic_dir(data_dir, dir_name);
+    let mut to = first.clone();
+    let mut n = 1;
+    while to.exists() {
+        to = first.with_file_name(format!("{DELETED_TOPIC_PREFIX}{dir_name}.{n}"));
+        n += 1;
+    }
+    to
+}
+
 /// Directories in `topics` that look like live topics: neither being deleted nor put aside.
 pub fn topic_dirs_on_disk(topics: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(topics) else {
@@ -92,7 +107,7 @@ pub fn sweep(data_dir: &Path, live: &HashSet<String>, deleted: &HashSet<&str>) -
             sweep.deleted.push(name);
             quiver_engine::delete_dir_paced(entry.path());
         } else if deleted.contains(name.as_str()) {
-            let to = topics.join(format!("{DELETED_TOPIC_PREFIX}{name}"));
+            let to = free_deleted_topic_dir(data_dir, &name);
             if let Err(e) = std::fs::rename(entry.path(), &to) {
                 tracing::warn!(dir = %entry.path().display(), error = %e, "cannot move aside the directory of a deleted topic");
                 continue;
