@@ -472,16 +472,7 @@ async fn shard_start(
     // ready; every shard has then opened and replayed its offsets partitions. (A cluster's
     // broker does it once it has joined, below: that takes its endpoint serving.)
     if shard.controller.is_some() && quorum.is_none() {
-        let op = crate::cluster::controller::AdminOp::EnsureTopic {
-            name: crate::group::OFFSETS_TOPIC.to_string(),
-            partitions: ctx.config.offsets_topic_partitions,
-            configs: [
-                ("retention.ms".to_string(), "-1".to_string()),
-                ("segment.bytes".to_string(), (64u64 << 20).to_string()),
-            ]
-            .into(),
-            internal: true,
-        };
+        let op = offsets_topic(&ctx.config);
         if let quiver_proto::api::AnyResponse::CreateTopics(r) =
             crate::handlers::admin_change(&shard, op).await
         {
@@ -567,6 +558,21 @@ async fn shard_start(
     })
 }
 
+/// The internal offsets topic as the controller ensures it at start: kept for ever, in 64 MiB
+/// segments.
+fn offsets_topic(config: &Config) -> crate::cluster::controller::AdminOp {
+    crate::cluster::controller::AdminOp::EnsureTopic {
+        name: crate::group::OFFSETS_TOPIC.to_string(),
+        partitions: config.offsets_topic_partitions,
+        configs: [
+            ("retention.ms".to_string(), "-1".to_string()),
+            ("segment.bytes".to_string(), (64u64 << 20).to_string()),
+        ]
+        .into(),
+        internal: true,
+    }
+}
+
 /// A cluster's broker, on shard 0 with its endpoint serving: starts the quorum, waits until the
 /// cluster id is fixed and this broker is registered (retrying, and saying so, while no
 /// majority of voters is up), then makes sure the offsets topic exists.
@@ -601,16 +607,7 @@ async fn join_cluster(
         fenced: false,
     };
     quorum.join(me).await;
-    let op = crate::cluster::controller::AdminOp::EnsureTopic {
-        name: crate::group::OFFSETS_TOPIC.to_string(),
-        partitions: ctx.config.offsets_topic_partitions,
-        configs: [
-            ("retention.ms".to_string(), "-1".to_string()),
-            ("segment.bytes".to_string(), (64u64 << 20).to_string()),
-        ]
-        .into(),
-        internal: true,
-    };
+    let op = offsets_topic(ctx.config);
     loop {
         let failure = match crate::handlers::admin_change(shard, op.clone()).await {
             quiver_proto::api::AnyResponse::CreateTopics(r) => r
