@@ -103,6 +103,11 @@ pub enum QuorumError {
          one without controller_voters"
     )]
     SingleBrokerData { path: PathBuf, topics: usize },
+    #[error("cannot bind the controller quorum's client endpoint on {ip}: {message}")]
+    Bind {
+        ip: std::net::IpAddr,
+        message: String,
+    },
     #[error("voter {id}: cannot resolve {host}:{port}: {message}")]
     Resolve {
         id: u32,
@@ -248,6 +253,9 @@ pub struct Quorum {
     /// When messages of another cluster were last reported (at most every 10 s).
     foreign_warned: Cell<Option<Instant>>,
     forward_conns: RefCell<HashMap<u32, quiver_net::ClientConnection>>,
+    /// The other voters' addresses (resolved once, by `start`) and the names their
+    /// certificates must carry.
+    peer_addrs: RefCell<BTreeMap<u32, (SocketAddr, String)>>,
 }
 
 thread_local! {
@@ -299,6 +307,7 @@ impl Quorum {
             endpoint: OnceCell::new(),
             foreign_warned: Cell::new(None),
             forward_conns: RefCell::new(HashMap::new()),
+            peer_addrs: RefCell::new(BTreeMap::new()),
         });
         QUORUM.with(|slot| *slot.borrow_mut() = Some(q.clone()));
         q
@@ -324,17 +333,18 @@ impl Quorum {
             .config(endpoint_config)
             .client(client_tls)
             .bind()
-            .map_err(|e| QuorumError::Resolve {
-                id: self.me,
-                host: local_ip.to_string(),
-                port: 0,
-                message: format!("binding the quorum's client endpoint: {e}"),
+            .map_err(|e| QuorumError::Bind {
+                ip: local_ip,
+                message: e.to_string(),
             })?;
         let endpoint = Rc::new(endpoint);
         let _ = self.endpoint.set(endpoint.clone());
         let mut peers = BTreeMap::new();
         for v in self.voters.iter().filter(|v| v.id != self.me) {
             let addr = resolve(v)?;
+            self.peer_addrs
+                .borrow_mut()
+                .insert(v.id, (addr, v.host.clone()));
             let me = self.clone();
             let cluster_id: Rc<dyn Fn() -> String> =
                 Rc::new(move || me.cluster_id.borrow().clone().unwrap_or_default());
@@ -406,20 +416,15 @@ impl Quorum {
         let conn = match existing {
             Some(c) => c,
             None => {
-                let v = self
-                    .voters
-                    .iter()
-                    .find(|v| v.id == to)
-                    .ok_or_else(|| format!("broker {to} is not a voter"))?;
-                let addr = resolve(v).map_err(|e| e.to_string())?;
-                let dial = endpoint.connect(addr, &v.host);
-                let c = futures_lite::future::or(async { Some(dial.await) }, async {
-                    glommio::timer::sleep(transport::PEER_CALL_TIMEOUT).await;
-                    None
-                })
-                .await
-                .ok_or_else(|| format!("broker {to} did not answer the handshake"))?
-                .map_err(|e| format!("connecting to broker {to}: {e}"))?;
+                let (addr, host) = self
+                    .peer_addrs
+                    .borrow()
+                    .get(&to)
+                    .cloned()
+                    .ok_or_else(|| format!("broker {to} is not another voter"))?;
+                let c = transport::dial(&endpoint, addr, &host)
+                    .await
+                    .map_err(|why| format!("connecting to broker {to}: {why}"))?;
                 self.forward_conns.borrow_mut().insert(to, c.clone());
                 c
             }
@@ -504,12 +509,7 @@ impl Quorum {
                 "the controller quorum's queue is full".into(),
             ));
         }
-        let done = futures_lite::future::or(async { rx.await.is_ok() }, async {
-            glommio::timer::sleep(SUBMIT_TIMEOUT).await;
-            false
-        })
-        .await;
-        if done {
+        if let Some(Ok(())) = within(SUBMIT_TIMEOUT, rx).await {
             return Ok(());
         }
         self.reads.borrow_mut().remove(&id);
@@ -552,12 +552,7 @@ impl Quorum {
                 "the controller quorum's queue is full".into(),
             ));
         }
-        let outcome = futures_lite::future::or(async { Some(rx.await) }, async {
-            glommio::timer::sleep(SUBMIT_TIMEOUT).await;
-            None
-        })
-        .await;
-        match outcome {
+        match within(SUBMIT_TIMEOUT, rx).await {
             Some(Ok(result)) => result,
             Some(Err(_)) => Err(MetaError::Unavailable(
                 "the controller quorum stopped".into(),
@@ -589,12 +584,7 @@ impl Quorum {
             let now = Instant::now();
             if now < next_tick {
                 let wait = next_tick - now;
-                let event = futures_lite::future::or(async { rx.next().await }, async {
-                    glommio::timer::sleep(wait).await;
-                    None
-                })
-                .await;
-                if let Some(e) = event {
+                if let Some(e) = within(wait, rx.next()).await.flatten() {
                     self.handle(&mut node, e);
                 }
             }
@@ -874,6 +864,18 @@ impl Quorum {
             }
         }
     }
+}
+
+/// `fut`'s output, or `None` if it takes longer than `limit`.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        glommio::timer::sleep(limit).await;
+        None
+    })
+    .await
 }
 
 fn cluster_id_file(data_dir: &Path) -> PathBuf {

@@ -104,27 +104,16 @@ async fn send_loop(
             }
         }
         if conn.is_none() {
-            let dial = endpoint.connect(addr, &host);
-            let timeout = glommio::timer::sleep(PEER_CALL_TIMEOUT);
-            match futures_lite::future::or(async { Some(dial.await) }, async {
-                timeout.await;
-                None
-            })
-            .await
-            {
-                Some(Ok(c)) => {
+            match dial(&endpoint, addr, &host).await {
+                Ok(c) => {
                     if warned {
                         tracing::info!(peer = id, %addr, "controller quorum peer reachable again");
                     }
                     warned = false;
                     conn = Some(c);
                 }
-                outcome => {
+                Err(why) => {
                     if !warned {
-                        let why = match outcome {
-                            Some(Err(e)) => e.to_string(),
-                            _ => "handshake timed out".to_string(),
-                        };
                         tracing::warn!(peer = id, %addr, error = %why, "cannot reach controller quorum peer; retrying");
                         warned = true;
                     }
@@ -165,6 +154,20 @@ async fn send_loop(
                 undelivered(&mut events, id, &batch);
             }
         }
+    }
+}
+
+/// Connects to the voter at `addr`, whose certificate must name `host`, giving up after
+/// `PEER_CALL_TIMEOUT`: the raft senders' and the admin forwarder's one way to dial a peer.
+pub async fn dial(
+    endpoint: &Endpoint,
+    addr: SocketAddr,
+    host: &str,
+) -> Result<ClientConnection, String> {
+    match super::within(PEER_CALL_TIMEOUT, endpoint.connect(addr, host)).await {
+        Some(Ok(c)) => Ok(c),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err("handshake timed out".to_string()),
     }
 }
 
