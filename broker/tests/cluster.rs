@@ -19,6 +19,51 @@ use quiver_testkit::cluster::Cluster;
 /// compete for CPU; several clusters at once would test the scheduler, not the quorum.
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Produces `n` keyed records `k<i>`/`v<i>` to `topic` through a producer bootstrapped from
+/// broker index `via`, and waits until every one is acknowledged.
+async fn produce_keyed(cluster: &Cluster, via: usize, topic: &str, n: u32) {
+    let producer =
+        Producer::new(cluster.client_via(&[via]).await, ProducerConfig::default()).unwrap();
+    let mut deliveries = Vec::new();
+    for i in 0..n {
+        let record = ProducerRecord::new(topic)
+            .key(format!("k{i}"))
+            .value(format!("v{i}"));
+        deliveries.push(producer.enqueue(record).await.unwrap());
+    }
+    producer.flush().await.unwrap();
+    for d in deliveries {
+        d.await.unwrap();
+    }
+}
+
+/// The distinct values `consumer` reads until it has `n` of them or 30 s have passed.
+async fn read_values(consumer: &mut Consumer, n: usize) -> BTreeSet<String> {
+    let mut got = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < n && Instant::now() < deadline {
+        for r in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+            got.insert(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
+        }
+    }
+    got
+}
+
+/// Waits (up to 15 s) until broker index `via` lists broker `id` among the live brokers
+/// (`listed`) or not; panics with every broker's log otherwise.
+async fn wait_listed(cluster: &Cluster, via: usize, id: u32, listed: bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while describe(cluster, via).await.1.contains(&id) != listed {
+        assert!(
+            Instant::now() < deadline,
+            "broker {id} never {}\n{}",
+            if listed { "unfenced" } else { "fenced" },
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// (controller, broker ids) as a client bootstrapped from broker index `via` sees them.
 async fn describe(cluster: &Cluster, via: usize) -> (Option<u32>, Vec<u32>) {
     let client = cluster.client_via(&[via]).await;
@@ -137,31 +182,13 @@ async fn three_brokers_agree_on_metadata_and_clients_follow_leaders() {
     assert_eq!(per_broker, BTreeMap::from([(1, 2), (2, 2), (3, 2)]));
 
     // A producer bootstrapped from one broker reaches every leader; a consumer reads it all.
-    let client = cluster.client_via(&[2]).await;
-    let producer = Producer::new(client.clone(), ProducerConfig::default()).unwrap();
-    let mut deliveries = Vec::new();
-    for i in 0..600u32 {
-        let record = ProducerRecord::new("orders")
-            .key(format!("k{i}"))
-            .value(format!("v{i}"));
-        deliveries.push(producer.enqueue(record).await.unwrap());
-    }
-    producer.flush().await.unwrap();
-    for d in deliveries {
-        d.await.unwrap();
-    }
+    produce_keyed(&cluster, 2, "orders", 600).await;
     let mut consumer = Consumer::new(
         cluster.client_via(&[0]).await,
         ConsumerConfig::default().auto_offset_reset(OffsetReset::Earliest),
     );
     consumer.assign_topic("orders").await.unwrap();
-    let mut got = BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while got.len() < 600 && Instant::now() < deadline {
-        for r in consumer.poll(Duration::from_millis(500)).await.unwrap() {
-            got.insert(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
-        }
-    }
+    let got = read_values(&mut consumer, 600).await;
     assert_eq!(got.len(), 600, "every record read back");
 
     // Each broker holds logs only of the partitions it leads.
@@ -397,37 +424,13 @@ async fn a_silent_broker_is_fenced_and_unfenced_when_it_returns() {
         .unwrap();
     cluster.brokers[victim].kill9();
     let watcher = leader as usize - 1;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, brokers) = describe(&cluster, watcher).await;
-        if !brokers.contains(&victim_id) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "broker {victim_id} never fenced\n{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_listed(&cluster, watcher, victim_id, false).await;
     // Its partitions have no leader while it is fenced (there is no replica to take over yet).
     let l = leaders(&cluster, watcher, "spread").await;
     assert!(l.values().all(|l| *l != Some(victim_id)), "{l:?}");
     assert!(l.values().any(Option::is_none), "{l:?}");
     cluster.launch(&[victim]);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, brokers) = describe(&cluster, watcher).await;
-        if brokers.contains(&victim_id) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "broker {victim_id} never unfenced\n{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_listed(&cluster, watcher, victim_id, true).await;
 }
 
 #[test]
@@ -638,19 +641,7 @@ async fn consumer_groups_find_their_coordinator_on_any_broker() {
         .create_topic(NewTopic::new("events", 3))
         .await
         .unwrap();
-    let producer =
-        Producer::new(cluster.client_via(&[1]).await, ProducerConfig::default()).unwrap();
-    let mut deliveries = Vec::new();
-    for i in 0..90u32 {
-        let record = ProducerRecord::new("events")
-            .key(format!("k{i}"))
-            .value(format!("v{i}"));
-        deliveries.push(producer.enqueue(record).await.unwrap());
-    }
-    producer.flush().await.unwrap();
-    for d in deliveries {
-        d.await.unwrap();
-    }
+    produce_keyed(&cluster, 1, "events", 90).await;
     // Groups whose offsets partitions are led by different brokers.
     for group in ["g-one", "g-two", "g-three"] {
         let mut consumer = Consumer::new(
@@ -663,13 +654,7 @@ async fn consumer_groups_find_their_coordinator_on_any_broker() {
             .subscribe(vec!["events".to_string()])
             .await
             .unwrap();
-        let mut got = BTreeSet::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while got.len() < 90 && Instant::now() < deadline {
-            for r in consumer.poll(Duration::from_millis(500)).await.unwrap() {
-                got.insert(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
-            }
-        }
+        let got = read_values(&mut consumer, 90).await;
         assert_eq!(
             got.len(),
             90,
