@@ -773,9 +773,13 @@ impl Quorum {
             std::process::exit(78);
         }
         if self.state.borrow().version != version || !deleted.is_empty() {
-            let state = self.state.borrow().clone();
-            self.producer_ids.raise(state.producer_ids_reserved);
-            match Snapshot::build(&state, &self.defaults, self.me) {
+            // Built under a short borrow: the state is not held across the broadcast.
+            let built = {
+                let state = self.state.borrow();
+                self.producer_ids.raise(state.producer_ids_reserved);
+                Snapshot::build(&state, &self.defaults, self.me)
+            };
+            match built {
                 Ok(snapshot) => {
                     shard
                         .broadcast_apply(Arc::new(snapshot), deleted.clone())
