@@ -11,8 +11,12 @@ use quiver_client::{
     Admin, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig,
     ProducerRecord,
 };
-use quiver_proto::api::metadata::{CreatableTopic, CreateTopicsRequest, MetadataRequest};
-use quiver_proto::ErrorCode;
+use quiver_proto::api::metadata::{
+    CreatableTopic, CreateTopicsRequest, MetadataRequest, ReplicaAssignment,
+};
+use quiver_proto::api::produce::Acks;
+use quiver_proto::batch::{BatchBuilder, Compression};
+use quiver_proto::{BrokerId, ErrorCode, PartitionId, TimestampMs};
 use quiver_testkit::cluster::Cluster;
 
 /// One cluster at a time: three brokers per test on a two-core machine already make elections
@@ -90,6 +94,70 @@ async fn leaders(cluster: &Cluster, via: usize, topic: &str) -> BTreeMap<u32, Op
         .collect()
 }
 
+/// Each partition's (leader, replicas, ISR, offline replicas), as broker index `via` answers
+/// Metadata.
+async fn placement(
+    cluster: &Cluster,
+    via: usize,
+    topic: &str,
+) -> BTreeMap<u32, (Option<u32>, Vec<u32>, Vec<u32>, Vec<u32>)> {
+    let client = cluster.client_via(&[via]).await;
+    let req = MetadataRequest {
+        topics: Some(vec![topic.to_string()]),
+        allow_auto_topic_creation: false,
+    };
+    let (resp, _) = client.call_any(&req, Vec::new()).await.unwrap();
+    let ids = |v: &[quiver_proto::BrokerId]| v.iter().map(|b| b.0).collect::<Vec<u32>>();
+    resp.topics[0]
+        .partitions
+        .iter()
+        .map(|p| {
+            (
+                p.partition.0,
+                (
+                    p.leader.map(|l| l.0),
+                    ids(&p.replicas),
+                    ids(&p.isr),
+                    ids(&p.offline_replicas),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// CreateTopics with a manual replica assignment (partition, broker ids), sent to broker index
+/// `via`; the error code and message.
+async fn create_assigned(
+    cluster: &Cluster,
+    via: usize,
+    name: &str,
+    assignments: &[(u32, &[u32])],
+) -> (ErrorCode, Option<String>) {
+    let client = cluster.client_via(&[via]).await;
+    let req = CreateTopicsRequest {
+        topics: vec![CreatableTopic {
+            name: name.to_string(),
+            num_partitions: None,
+            replication_factor: None,
+            assignments: assignments
+                .iter()
+                .map(|(p, ids)| ReplicaAssignment {
+                    partition: PartitionId(*p),
+                    broker_ids: ids.iter().map(|i| BrokerId(*i)).collect(),
+                })
+                .collect(),
+            configs: vec![],
+        }],
+        timeout_ms: 5000,
+        validate_only: false,
+    };
+    let (resp, _) = client.call_any(&req, Vec::new()).await.unwrap();
+    (
+        resp.topics[0].error_code,
+        resp.topics[0].error_message.clone(),
+    )
+}
+
 /// CreateTopics for one single-partition topic, sent to broker index `via` itself.
 async fn create_via(cluster: &Cluster, via: usize, name: &str) -> Result<(), String> {
     let client = cluster.client_via(&[via]).await;
@@ -157,12 +225,6 @@ async fn three_brokers_agree_on_metadata_and_clients_follow_leaders() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("already exists"), "{err}");
-    let rf3 = admin
-        .create_topic(NewTopic::new("replicated", 3).replication_factor(3))
-        .await
-        .unwrap_err();
-    assert!(rf3.to_string().contains("replication factor 3"), "{rf3}");
-
     // Every broker describes the same placement: six partitions, two led by each broker.
     let seen = leaders(&cluster, 0, "orders").await;
     for via in 1..3 {
@@ -216,6 +278,123 @@ async fn three_brokers_agree_on_metadata_and_clients_follow_leaders() {
             .collect();
         assert_eq!(held, led, "broker {id} holds what it leads");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_spread_over_racks_and_only_the_leader_serves_a_partition() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::unstarted(3, &[]);
+    // Brokers 1 and 2 in one rack, 3 in another.
+    for (b, rack) in cluster.brokers.iter_mut().zip(["east", "east", "west"]) {
+        b.args.extend(["--rack".to_string(), rack.to_string()]);
+    }
+    cluster.launch(&[0, 1, 2]);
+    let admin = Admin::new(cluster.client().await);
+
+    // Replication factor 2 over 2 racks: every partition in both racks, led evenly.
+    admin
+        .create_topic(NewTopic::new("replicated", 6).replication_factor(2))
+        .await
+        .unwrap();
+    let placed = placement(&cluster, 1, "replicated").await;
+    assert_eq!(placed.len(), 6);
+    let mut led = BTreeMap::new();
+    for (p, (leader, replicas, isr, offline)) in &placed {
+        assert_eq!(replicas.len(), 2, "partition {p}: {replicas:?}");
+        assert_ne!(replicas[0], replicas[1]);
+        assert!(
+            replicas.contains(&3),
+            "partition {p} spans both racks: {replicas:?}"
+        );
+        assert_eq!(*leader, Some(replicas[0]), "the preferred replica leads");
+        // Nothing copies records between brokers yet, so only the leader is in sync.
+        assert_eq!(isr, &vec![replicas[0]]);
+        assert!(offline.is_empty());
+        *led.entry(replicas[0]).or_insert(0) += 1;
+    }
+    assert_eq!(
+        led,
+        BTreeMap::from([(1, 2), (2, 2), (3, 2)]),
+        "leaders balance"
+    );
+    for via in [0, 2] {
+        assert_eq!(placement(&cluster, via, "replicated").await, placed);
+    }
+    let too_many = admin
+        .create_topic(NewTopic::new("four", 1).replication_factor(4))
+        .await
+        .unwrap_err();
+    assert!(
+        too_many.to_string().contains("needs 4 live brokers; 3 are"),
+        "{too_many}"
+    );
+
+    // Clients follow leaders: the SDK writes and reads everything through any broker.
+    produce_keyed(&cluster, 1, "replicated", 300).await;
+    let mut consumer = Consumer::new(
+        cluster.client_via(&[2]).await,
+        ConsumerConfig::default().auto_offset_reset(OffsetReset::Earliest),
+    );
+    consumer.assign_topic("replicated").await.unwrap();
+    assert_eq!(read_values(&mut consumer, 300).await.len(), 300);
+
+    // A follower refuses to take writes or serve reads, and names the leader.
+    let (p, (leader, replicas, _, _)) = placed.iter().next().unwrap();
+    let (leader, follower) = (leader.unwrap(), replicas[1]);
+    let at_follower = cluster.client_via(&[follower as usize - 1]).await;
+    let mut b = BatchBuilder::new(Compression::None);
+    b.append(TimestampMs(1), None, Some(b"x"), &[]).unwrap();
+    let resp = quiver_testkit::produce(
+        &at_follower,
+        "replicated",
+        *p,
+        &[b.finish().unwrap()],
+        Acks::All,
+    )
+    .await;
+    let out = &resp.topics[0].partitions[0];
+    assert_eq!(
+        out.error_code,
+        ErrorCode::NotLeaderOrFollower,
+        "{:?}",
+        out.error_message
+    );
+    assert_eq!(
+        out.current_leader.as_ref().map(|h| h.leader_id.0),
+        Some(leader)
+    );
+    let (resp, _) = quiver_testkit::fetch(&at_follower, "replicated", *p, 0, 0).await;
+    let out = &resp.topics[0].partitions[0];
+    assert_eq!(out.error_code, ErrorCode::NotLeaderOrFollower);
+    assert_eq!(
+        out.current_leader.as_ref().map(|h| h.leader_id.0),
+        Some(leader)
+    );
+
+    // A manual assignment is taken as given, its first replica leading.
+    let (code, msg) = create_assigned(&cluster, 0, "manual", &[(0, &[2, 3]), (1, &[3, 1])]).await;
+    assert_eq!(code, ErrorCode::None, "{msg:?}");
+    let manual = placement(&cluster, 0, "manual").await;
+    assert_eq!(manual[&0].0, Some(2));
+    assert_eq!(manual[&1].1, vec![3, 1]);
+    // Lying assignments are refused whole, naming the fault; nothing is created.
+    for (bad, why) in [
+        (&[(0, &[1, 2][..]), (0, &[2, 3][..])][..], "assigned twice"),
+        (&[(0, &[1, 9][..])][..], "broker 9 is not registered"),
+        (&[(0, &[2, 2][..])][..], "twice"),
+        (&[(0, &[1, 2][..]), (1, &[3][..])][..], "needs 2"),
+        (&[(5, &[1][..])][..], "outside"),
+        (&[(0, &[][..])][..], "no replicas"),
+    ] {
+        let (code, msg) = create_assigned(&cluster, 1, "lied", bad).await;
+        assert_eq!(code, ErrorCode::InvalidReplicaAssignment, "{why}: {msg:?}");
+        let msg = msg.unwrap_or_default();
+        assert!(msg.contains(why), "{why}: {msg}");
+    }
+    assert!(
+        admin.describe_topic("lied").await.is_err(),
+        "nothing half created"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,13 +30,14 @@ use quiver_proto::api::metadata::{
     AlterConfigOp, AlterConfigsResult, ConfigResourceType, CreatableTopic, CreatableTopicResult,
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse,
+    IncrementalAlterConfigsResponse, ReplicaAssignment,
 };
 use quiver_proto::api::produce::{InitProducerIdRequest, InitProducerIdResponse};
 use quiver_proto::api::AnyResponse;
 use quiver_proto::ErrorCode;
 
-use super::meta::{new_topic_id, Applied, MetaError, MetadataCommand, TopicMeta};
+use super::assign::Placeable;
+use super::meta::{new_topic_id, Applied, MetaError, MetadataCommand, PartitionMeta, TopicMeta};
 use super::metalog::MetadataLog;
 use super::state::{Snapshot, TopicInfo};
 use super::topic::{self, TopicConfig, PARTITIONS_PER_TOPIC_MAX};
@@ -399,6 +400,7 @@ impl Controller {
                 (ErrorCode::InconsistentClusterId, e.to_string())
             }
             MetaError::UnknownBroker(_) => (ErrorCode::BrokerNotAvailable, e.to_string()),
+            MetaError::Invalid(_) => (ErrorCode::InvalidRequest, e.to_string()),
             MetaError::Io { .. }
             | MetaError::Corrupt { .. }
             | MetaError::Missing { .. }
@@ -409,38 +411,118 @@ impl Controller {
         })
     }
 
-    /// In a cluster, the replicas of `count` new partitions numbered from `first`: partition p's
-    /// leader is the live broker at (start + p) mod n, the start drawn at random per call, so
-    /// one topic's partitions spread evenly and many topics' leaders balance. Internal topics
-    /// are placed over every voter (all start together, and their groups must spread). `None`
-    /// on a single broker.
+    /// In a cluster, where `count` new partitions numbered from `first` go, `rf` replicas each
+    /// (`assign::assign` over the live brokers and their racks, from a random start per call,
+    /// so many topics' leaders balance). Internal topics are placed over the voters (all start
+    /// together, and their groups must spread). `None` on a single broker, which refuses a
+    /// replication factor above 1.
     fn placement(
         &self,
+        rf: u16,
         count: u32,
         first: u32,
         internal: bool,
-    ) -> ItemResult<Option<Vec<Vec<u32>>>> {
+    ) -> ItemResult<Option<Vec<PartitionMeta>>> {
         let Some(member) = self.log.cluster_member() else {
+            if rf != 1 {
+                return Err((
+                    ErrorCode::InvalidReplicationFactor,
+                    format!("replication factor {rf} needs {rf} brokers; this broker runs alone"),
+                ));
+            }
             return Ok(None);
         };
-        let brokers: Vec<u32> = if internal {
+        let ids: Vec<u32> = if internal {
             member.voters.clone()
         } else {
             self.log.placeable_brokers()
         };
-        if brokers.is_empty() {
-            return Err((
-                ErrorCode::BrokerNotAvailable,
-                "no broker is registered and unfenced to place partitions on".into(),
+        let state = self.log.state();
+        let brokers: Vec<Placeable> = ids
+            .iter()
+            .map(|&id| Placeable {
+                id,
+                rack: state.brokers.get(&id).and_then(|b| b.rack.clone()),
+            })
+            .collect();
+        let n = brokers.len().max(1) as u64;
+        let start = rand::random::<u64>() % (n * (n - 1).max(1));
+        let placed = super::assign::assign(&brokers, usize::from(rf), first, count, start)
+            .map_err(|why| (ErrorCode::InvalidReplicationFactor, why))?;
+        Ok(Some(placed.into_iter().map(PartitionMeta::new).collect()))
+    }
+
+    /// A caller's own replica assignment for partitions `first..first + count`, checked: one
+    /// entry per partition and each once, `rf` distinct registered brokers per partition (the
+    /// preferred leader first). The leader is the first replica on a live broker, and the ISR
+    /// that broker alone. Refused on a single broker.
+    fn manual_placement(
+        &self,
+        assignments: &[ReplicaAssignment],
+        rf: Option<u16>,
+        first: u32,
+        count: u32,
+    ) -> ItemResult<Vec<PartitionMeta>> {
+        let bad = |why: String| (ErrorCode::InvalidReplicaAssignment, why);
+        if self.log.cluster_member().is_none() {
+            return Err(bad(
+                "manual replica assignment needs a cluster; this broker runs alone".into(),
             ));
         }
-        let n = brokers.len() as u64;
-        let start = rand::random::<u64>() % n;
-        Ok(Some(
-            (first..first + count)
-                .map(|p| vec![brokers[((start + u64::from(p)) % n) as usize]])
-                .collect(),
-        ))
+        if assignments.len() != count as usize {
+            return Err(bad(format!(
+                "{} assignments for {count} partitions; give one per partition",
+                assignments.len()
+            )));
+        }
+        let state = self.log.state();
+        let live = self.log.placeable_brokers();
+        let mut by_partition: BTreeMap<u32, &ReplicaAssignment> = BTreeMap::new();
+        for a in assignments {
+            let p = a.partition.0;
+            if p < first || p >= first + count {
+                return Err(bad(format!(
+                    "assignment for partition {p}, outside the partitions made ({first}..{})",
+                    first + count
+                )));
+            }
+            if by_partition.insert(p, a).is_some() {
+                return Err(bad(format!("partition {p} is assigned twice")));
+            }
+        }
+        let want = rf.map_or(assignments[0].broker_ids.len(), usize::from);
+        let mut out = Vec::with_capacity(count as usize);
+        for (p, a) in by_partition {
+            let replicas: Vec<u32> = a.broker_ids.iter().map(|b| b.0).collect();
+            if replicas.is_empty() {
+                return Err(bad(format!("partition {p} has no replicas")));
+            }
+            if replicas.len() != want {
+                return Err(bad(format!(
+                    "partition {p} has {} replicas; every partition needs {want} (the replication factor)",
+                    replicas.len()
+                )));
+            }
+            if let Some(unknown) = replicas.iter().find(|r| !state.brokers.contains_key(r)) {
+                return Err(bad(format!(
+                    "partition {p}: broker {unknown} is not registered"
+                )));
+            }
+            let Some(&leader) = replicas.iter().find(|r| live.contains(r)) else {
+                return Err(bad(format!(
+                    "partition {p}: none of brokers {replicas:?} is live to lead it"
+                )));
+            };
+            let m = PartitionMeta {
+                leader,
+                isr: vec![leader],
+                ..PartitionMeta::new(replicas)
+            };
+            m.check()
+                .map_err(|why| bad(format!("partition {p}: {why}")))?;
+            out.push(m);
+        }
+        Ok(out)
     }
 
     /// Refuses a change that would take the broker past its partition limit.
@@ -513,7 +595,16 @@ impl Controller {
                     format!("topic '{}' already exists", t.name),
                 ));
             }
-            let partitions = t.num_partitions.unwrap_or(self.default_partitions);
+            let partitions = match (t.assignments.len(), t.num_partitions) {
+                (0, n) => n.unwrap_or(self.default_partitions),
+                (a, Some(n)) if a != n as usize => {
+                    return Err((
+                        ErrorCode::InvalidReplicaAssignment,
+                        format!("{n} partitions asked with {a} assignments; give one or the other"),
+                    ))
+                }
+                (a, _) => u32::try_from(a).unwrap_or(u32::MAX),
+            };
             if partitions == 0 || partitions > PARTITIONS_PER_TOPIC_MAX {
                 return Err((
                     ErrorCode::InvalidPartitions,
@@ -523,25 +614,14 @@ impl Controller {
                 ));
             }
             self.check_capacity(u64::from(partitions))?;
-            let rf = t.replication_factor.unwrap_or(1);
-            if rf != 1 {
-                let why = match self.log.cluster_member() {
-                    None => format!("replication factor {rf} needs {rf} brokers; this broker runs alone"),
-                    Some(_) => format!(
-                        "replication factor {rf}: copying partitions between brokers is not built yet, so every partition has one replica (its leader)"
-                    ),
-                };
-                return Err((ErrorCode::InvalidReplicationFactor, why));
-            }
-            let replicas = self
-                .placement(partitions, 0, internal_allowed)?
-                .unwrap_or_default();
-            if !t.assignments.is_empty() {
-                return Err((
-                    ErrorCode::InvalidReplicaAssignment,
-                    "manual replica assignment needs a cluster; this broker runs alone".into(),
-                ));
-            }
+            let placement = if t.assignments.is_empty() {
+                let rf = t.replication_factor.unwrap_or(1);
+                self.placement(rf, partitions, 0, internal_allowed)?
+                    .unwrap_or_default()
+            } else {
+                self.manual_placement(&t.assignments, t.replication_factor, 0, partitions)?
+            };
+            let rf = placement.first().map_or(1, |p| p.replicas.len() as u16);
             let configs = self.check_configs(&t.configs)?;
             Ok(TopicMeta {
                 name: t.name.clone(),
@@ -550,7 +630,7 @@ impl Controller {
                 replication_factor: rf,
                 configs,
                 created_ms: crate::now_ms(),
-                replicas,
+                placement,
             })
         })();
         match checked {
@@ -655,18 +735,19 @@ impl Controller {
         let mut results = Vec::new();
         for t in &r.topics {
             let res: ItemResult<()> = async {
-                let current = self
+                let existing = self
                     .log
                     .state()
                     .topics
                     .get(&t.name)
-                    .map(|m| m.partitions)
+                    .cloned()
                     .ok_or_else(|| {
                         (
                             ErrorCode::UnknownTopicOrPartition,
                             format!("topic '{}' does not exist", t.name),
                         )
                     })?;
+                let current = existing.partitions;
                 if t.count <= current {
                     return Err((
                         ErrorCode::InvalidPartitions,
@@ -694,21 +775,22 @@ impl Controller {
                         ),
                     ));
                 }
-                if !t.assignments.is_empty() {
-                    return Err((
-                        ErrorCode::InvalidReplicaAssignment,
-                        "manual replica assignment needs a cluster".into(),
-                    ));
-                }
                 self.check_capacity(u64::from(t.count - current))?;
-                let replicas: Vec<Vec<u32>> = self
-                    .placement(t.count - current, current, false)?
-                    .unwrap_or_default();
+                let rf = existing
+                    .placement
+                    .first()
+                    .map_or(existing.replication_factor, |p| p.replicas.len() as u16);
+                let placement = if t.assignments.is_empty() {
+                    self.placement(rf, t.count - current, current, false)?
+                        .unwrap_or_default()
+                } else {
+                    self.manual_placement(&t.assignments, Some(rf), current, t.count - current)?
+                };
                 if !r.validate_only {
                     self.submit(MetadataCommand::CreatePartitions {
                         name: t.name.clone(),
                         total: t.count,
-                        replicas,
+                        placement,
                     })
                     .await?;
                 }

@@ -31,10 +31,64 @@ pub struct TopicMeta {
     /// Configs set on this topic (Kafka names); the rest come from broker defaults.
     pub configs: BTreeMap<String, String>,
     pub created_ms: i64,
-    /// In a cluster, each partition's replicas by broker id, the leader first. Empty on a
+    /// In a cluster, each partition's replicas, leader and ISR, by partition. Empty on a
     /// single broker (every partition is its own) and in metadata written before clusters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub replicas: Vec<Vec<u32>>,
+    pub placement: Vec<PartitionMeta>,
+}
+
+/// Where one partition of a cluster lives: its replicas, which one leads, and which are in
+/// sync. Only the controller changes it, through the metadata log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMeta {
+    /// The brokers holding a replica, the preferred leader first.
+    pub replicas: Vec<u32>,
+    /// The broker that leads: takes writes and serves reads. Always in the ISR.
+    pub leader: u32,
+    /// Grows each time the leader changes, so a stale leader's word is told apart.
+    pub leader_epoch: u32,
+    /// In-sync replicas: the replicas that hold every acknowledged record. Records are not yet
+    /// copied between brokers (that is replication's work), so today the ISR is the leader
+    /// alone and the other replicas are listed as placed, not in sync.
+    pub isr: Vec<u32>,
+}
+
+impl PartitionMeta {
+    /// A new partition on `replicas`: led by the first, in sync with it alone (nothing else
+    /// copies its records yet).
+    pub fn new(replicas: Vec<u32>) -> PartitionMeta {
+        let leader = replicas.first().copied().unwrap_or(0);
+        PartitionMeta {
+            replicas,
+            leader,
+            leader_epoch: 0,
+            isr: vec![leader],
+        }
+    }
+
+    /// What keeps a placement consistent: replicas named once each (broker ids are >= 1), the
+    /// ISR within them and the leader within the ISR.
+    pub fn check(&self) -> Result<(), String> {
+        let mut seen = std::collections::BTreeSet::new();
+        if self.replicas.is_empty() {
+            return Err("a partition needs at least one replica".into());
+        }
+        for r in &self.replicas {
+            if *r == 0 || !seen.insert(*r) {
+                return Err(format!(
+                    "replicas {:?} name broker {r} twice or name broker 0",
+                    self.replicas
+                ));
+            }
+        }
+        if let Some(r) = self.isr.iter().find(|r| !seen.contains(r)) {
+            return Err(format!("ISR member {r} is not a replica"));
+        }
+        if !self.isr.contains(&self.leader) {
+            return Err(format!("leader {} is not in the ISR", self.leader));
+        }
+        Ok(())
+    }
 }
 
 impl TopicMeta {
@@ -43,16 +97,33 @@ impl TopicMeta {
         super::dirs::topic_dir_name(&self.name, &self.id)
     }
 
-    /// The replicas of `partition`, the leader first; `None` on a single broker (no placement).
-    pub fn replicas_of(&self, partition: u32) -> Option<&[u32]> {
-        if self.replicas.is_empty() {
-            return None;
+    /// Where `partition` lives in a cluster; `None` on a single broker (no placement) and for
+    /// a partition the topic does not have.
+    pub fn placed(&self, partition: u32) -> Option<&PartitionMeta> {
+        self.placement.get(partition as usize)
+    }
+
+    /// Whether the topic is placed on a cluster's brokers (it is not on a single broker).
+    pub fn is_placed(&self) -> bool {
+        !self.placement.is_empty()
+    }
+
+    /// Checks a placement given for `partitions` partitions (all or none placed).
+    fn check_placement(&self) -> Result<(), MetaError> {
+        if self.is_placed() && self.placement.len() != self.partitions as usize {
+            return Err(MetaError::Invalid(format!(
+                "topic '{}' has {} partitions and {} placements",
+                self.name,
+                self.partitions,
+                self.placement.len()
+            )));
         }
-        Some(
-            self.replicas
-                .get(partition as usize)
-                .map_or(&[], Vec::as_slice),
-        )
+        for (p, m) in self.placement.iter().enumerate() {
+            m.check().map_err(|why| {
+                MetaError::Invalid(format!("topic '{}' partition {p}: {why}", self.name))
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -112,9 +183,9 @@ pub enum MetadataCommand {
     CreatePartitions {
         name: String,
         total: u32,
-        /// In a cluster, the new partitions' replicas (as `TopicMeta::replicas`).
+        /// In a cluster, where the new partitions live (as `TopicMeta::placement`).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        replicas: Vec<Vec<u32>>,
+        placement: Vec<PartitionMeta>,
     },
     AlterConfigs {
         name: String,
@@ -171,6 +242,8 @@ pub enum MetaError {
     Unavailable(String),
     #[error("broker {0} is not registered")]
     UnknownBroker(u32),
+    #[error("inconsistent change refused: {0}")]
+    Invalid(String),
     #[error("metadata version {0} cannot grow: the metadata file is damaged")]
     VersionExhausted(u64),
     #[error("metadata I/O on {path}: {source}")]
@@ -205,6 +278,7 @@ impl MetadataState {
                 if self.topics.contains_key(&t.name) {
                     return Err(MetaError::TopicExists(t.name.clone()));
                 }
+                t.check_placement()?;
                 self.topics.insert(t.name.clone(), t.clone());
             }
             MetadataCommand::DeleteTopic { name } => {
@@ -221,7 +295,7 @@ impl MetadataState {
             MetadataCommand::CreatePartitions {
                 name,
                 total,
-                replicas,
+                placement,
             } => {
                 let t = self
                     .topics
@@ -233,17 +307,17 @@ impl MetadataState {
                         current: t.partitions,
                     });
                 }
-                let placed = t.replicas.len() + replicas.len();
-                if (!t.replicas.is_empty() || !replicas.is_empty()) && placed != *total as usize {
-                    return Err(MetaError::Corrupt {
-                        path: PathBuf::new(),
-                        message: format!(
-                            "topic '{name}' grows to {total} partitions with {placed} placements"
-                        ),
-                    });
+                let mut grown = t.clone();
+                grown.placement.extend(placement.iter().cloned());
+                grown.partitions = *total;
+                if t.is_placed() != grown.is_placed() {
+                    return Err(MetaError::Invalid(format!(
+                        "topic '{name}' grows to {total} partitions with {} placements",
+                        placement.len()
+                    )));
                 }
-                t.replicas.extend(replicas.iter().cloned());
-                t.partitions = *total;
+                grown.check_placement()?;
+                *t = grown;
             }
             MetadataCommand::AlterConfigs { name, set, remove } => {
                 let t = self
@@ -478,7 +552,7 @@ mod tests {
             replication_factor: 1,
             configs: BTreeMap::new(),
             created_ms: 1,
-            replicas: vec![],
+            placement: vec![],
         }
     }
 
@@ -538,24 +612,55 @@ mod tests {
         .unwrap();
         assert!(s.brokers[&2].fenced);
 
+        let on = |r: &[u32]| PartitionMeta::new(r.to_vec());
         let mut placed = topic("p", 2);
-        placed.replicas = vec![vec![1], vec![2]];
+        placed.placement = vec![on(&[1, 2]), on(&[2, 1])];
+        let mut short = placed.clone();
+        short.placement.pop();
+        let mut twice = placed.clone();
+        twice.placement[1] = on(&[2, 2]);
+        let mut outsider = placed.clone();
+        outsider.placement[0].isr = vec![1, 3];
+        let mut unsynced = placed.clone();
+        unsynced.placement[0].leader = 2;
+        for (bad, why) in [
+            (short, "a placement per partition"),
+            (twice, "a broker once per partition"),
+            (outsider, "the ISR within the replicas"),
+            (unsynced, "the leader within the ISR"),
+        ] {
+            let v = s.version;
+            assert!(
+                matches!(
+                    s.apply(&MetadataCommand::CreateTopic(bad)),
+                    Err(MetaError::Invalid(_))
+                ),
+                "{why}"
+            );
+            assert_eq!(s.version, v, "a refused command changes nothing");
+        }
         s.apply(&MetadataCommand::CreateTopic(placed)).unwrap();
-        let grow = |total, replicas| MetadataCommand::CreatePartitions {
+        let grow = |total, placement| MetadataCommand::CreatePartitions {
             name: "p".into(),
             total,
-            replicas,
+            placement,
         };
         assert!(
             s.apply(&grow(3, vec![])).is_err(),
             "a placed topic needs placements"
         );
         assert!(
-            s.apply(&grow(4, vec![vec![1]])).is_err(),
+            s.apply(&grow(4, vec![on(&[1])])).is_err(),
             "one per new partition"
         );
-        s.apply(&grow(3, vec![vec![2]])).unwrap();
-        assert_eq!(s.topics["p"].replicas_of(2), Some(&[2u32][..]));
+        assert!(
+            s.apply(&grow(3, vec![on(&[])])).is_err(),
+            "a replica at least"
+        );
+        assert_eq!(s.topics["p"].partitions, 2, "refusals change nothing");
+        s.apply(&grow(3, vec![on(&[2, 1])])).unwrap();
+        let p2 = s.topics["p"].placed(2).unwrap();
+        assert_eq!((p2.leader, &p2.isr[..]), (2, &[2u32][..]));
         assert_eq!(s.topics["p"].partitions, 3);
     }
 
@@ -570,7 +675,7 @@ mod tests {
         s.submit(MetadataCommand::CreatePartitions {
             name: "a".into(),
             total: 5,
-            replicas: vec![],
+            placement: vec![],
         })
         .unwrap();
         let mut set = BTreeMap::new();
@@ -607,7 +712,7 @@ mod tests {
             s.submit(MetadataCommand::CreatePartitions {
                 name: "a".into(),
                 total: 3,
-                replicas: vec![],
+                placement: vec![],
             }),
             Err(MetaError::PartitionsCannotShrink { current: 3, .. })
         ));

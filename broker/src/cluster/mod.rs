@@ -7,6 +7,7 @@
 //! Nothing here knows shards or the transport: the controller returns what must be applied, and
 //! the runtime applies it.
 
+pub mod assign;
 pub mod controller;
 pub mod dirs;
 pub mod meta;

@@ -41,27 +41,41 @@ impl TopicInfo {
         partition.0 < self.meta.partitions
     }
 
-    /// The partition's replicas, the leader first (`me` alone on a single broker).
+    /// The partition's replicas, the preferred leader first (`me` alone on a single broker).
     pub fn replicas(&self, partition: PartitionId, me: u32) -> Vec<u32> {
-        match self.meta.replicas_of(partition.0) {
+        match self.meta.placed(partition.0) {
             None => vec![me],
-            Some(r) => r.to_vec(),
+            Some(p) => p.replicas.clone(),
         }
     }
 
-    /// The partition's leader (its first replica; on a single broker, `me`).
-    pub fn leader(&self, partition: PartitionId, me: u32) -> Option<u32> {
-        match self.meta.replicas_of(partition.0) {
-            None => Some(me),
-            Some(r) => r.first().copied(),
+    /// The partition's in-sync replicas (`me` alone on a single broker).
+    pub fn isr(&self, partition: PartitionId, me: u32) -> Vec<u32> {
+        match self.meta.placed(partition.0) {
+            None => vec![me],
+            Some(p) => p.isr.clone(),
         }
+    }
+
+    /// The partition's leader as metadata names it (on a single broker, `me`); `None` for a
+    /// partition the topic does not have.
+    pub fn leader(&self, partition: PartitionId, me: u32) -> Option<u32> {
+        if !self.meta.is_placed() {
+            return self.has_partition(partition).then_some(me);
+        }
+        self.meta.placed(partition.0).map(|p| p.leader)
+    }
+
+    /// The partition's leader epoch (0 on a single broker, where the leader never changes).
+    pub fn leader_epoch(&self, partition: PartitionId) -> u32 {
+        self.meta.placed(partition.0).map_or(0, |p| p.leader_epoch)
     }
 
     /// Whether broker `me` holds a replica of the partition (and so opens its log).
     pub fn is_replica(&self, partition: PartitionId, me: u32) -> bool {
-        match self.meta.replicas_of(partition.0) {
-            None => true,
-            Some(r) => r.contains(&me),
+        match self.meta.placed(partition.0) {
+            None => !self.meta.is_placed(),
+            Some(p) => p.replicas.contains(&me),
         }
     }
 }
@@ -115,6 +129,24 @@ impl Snapshot {
         !self.brokers.is_empty()
     }
 
+    /// Whether broker `id` is registered and not fenced (on a single broker: whether it is
+    /// this one).
+    pub fn is_live(&self, id: u32) -> bool {
+        if !self.clustered() {
+            return id == self.me;
+        }
+        self.brokers.get(&id).is_some_and(|b| !b.fenced)
+    }
+
+    /// Whether this broker leads the partition, and so takes its writes and serves its reads.
+    /// Otherwise the leader metadata names, for the client's hint (`None`: no such partition).
+    pub fn leads(&self, topic: &TopicInfo, partition: PartitionId) -> Result<(), Option<u32>> {
+        match topic.leader(partition, self.me) {
+            Some(l) if l == self.me => Ok(()),
+            other => Err(other),
+        }
+    }
+
     /// A partition's leader if it can lead now: registered and not fenced (on a single broker,
     /// always this broker).
     pub fn live_leader(&self, topic: &TopicInfo, partition: PartitionId) -> Option<u32> {
@@ -153,7 +185,7 @@ mod tests {
             replication_factor: 1,
             configs: Default::default(),
             created_ms: 0,
-            replicas: vec![],
+            placement: vec![],
         }
     }
 

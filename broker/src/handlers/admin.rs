@@ -103,16 +103,20 @@ pub(super) async fn metadata(shard: &Rc<Shard>, req: MetadataRequest) -> Metadat
                             },
                             partition,
                             leader: leader.map(BrokerId),
-                            leader_epoch: LeaderEpoch(0),
+                            leader_epoch: LeaderEpoch(info.leader_epoch(partition)),
                             replicas: info
                                 .replicas(partition, me)
                                 .into_iter()
                                 .map(BrokerId)
                                 .collect(),
-                            // Without replication (not built yet) a partition's one replica is
-                            // its leader, in sync while it can lead.
-                            isr: leader.into_iter().map(BrokerId).collect(),
-                            offline_replicas: Vec::new(),
+                            isr: info.isr(partition, me).into_iter().map(BrokerId).collect(),
+                            // Replicas on brokers that are fenced or gone: they serve nothing.
+                            offline_replicas: info
+                                .replicas(partition, me)
+                                .into_iter()
+                                .filter(|r| !snapshot.is_live(*r))
+                                .map(BrokerId)
+                                .collect(),
                             leader_shard: (shards > 0).then(|| {
                                 crate::runtime::owner_of(info.id, partition, shards).0 as u16
                             }),

@@ -68,6 +68,13 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: FetchRequest) -> Answer {
                 ..Default::default()
             };
             match info {
+                Some(info)
+                    if info.has_partition(p.partition)
+                        && !leads(&snapshot, info, p.partition, &mut out.current_leader) =>
+                {
+                    failed = true;
+                    out.error_code = ErrorCode::NotLeaderOrFollower;
+                }
                 Some(info) if info.has_partition(p.partition) => {
                     let per = if p.partition_max_bytes == 0 {
                         PARTITION_MAX_BYTES_DEFAULT
@@ -316,7 +323,14 @@ pub(super) async fn list_offsets(
                 partition: p.partition,
                 ..Default::default()
             };
+            let mut hint = None;
             match info {
+                Some(info)
+                    if info.has_partition(p.partition)
+                        && !leads(&snapshot, info, p.partition, &mut hint) =>
+                {
+                    out.error_code = ErrorCode::NotLeaderOrFollower;
+                }
                 Some(info) if info.has_partition(p.partition) => {
                     match shard
                         .list_offset_on(
@@ -329,7 +343,8 @@ pub(super) async fn list_offsets(
                         Ok(listed) => {
                             out.offset = listed.offset;
                             out.timestamp = listed.timestamp;
-                            out.leader_epoch = Some(quiver_proto::LeaderEpoch(0));
+                            out.leader_epoch =
+                                Some(quiver_proto::LeaderEpoch(info.leader_epoch(p.partition)));
                         }
                         Err(e) => out.error_code = part_error(&e).0,
                     }
@@ -346,5 +361,25 @@ pub(super) async fn list_offsets(
     ListOffsetsResponse {
         throttle_time_ms: 0,
         topics,
+    }
+}
+
+/// Whether this broker leads the partition (only the leader serves reads); if not, `hint`
+/// names the leader metadata knows, for the client.
+fn leads(
+    snapshot: &crate::cluster::state::Snapshot,
+    info: &crate::cluster::state::TopicInfo,
+    partition: quiver_proto::PartitionId,
+    hint: &mut Option<quiver_proto::api::LeaderHint>,
+) -> bool {
+    match snapshot.leads(info, partition) {
+        Ok(()) => true,
+        Err(leader) => {
+            *hint = leader.map(|l| quiver_proto::api::LeaderHint {
+                leader_id: quiver_proto::BrokerId(l),
+                leader_epoch: quiver_proto::LeaderEpoch(info.leader_epoch(partition)),
+            });
+            false
+        }
     }
 }

@@ -15,6 +15,7 @@ use quiver_proto::api::produce::{
     Acks, PartitionProduceData, PartitionProduceResponse, ProduceRequest, ProduceResponse,
     TopicProduceResponse,
 };
+use quiver_proto::api::LeaderHint;
 use quiver_proto::batch::{self, BatchError, BatchIter, BatchLimits, ValidBatch};
 use quiver_proto::{ErrorCode, ShardId, TimestampMs};
 
@@ -52,9 +53,20 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: ProduceRequest, payload: Byte
                 partition: p.partition,
                 ..Default::default()
             };
-            match prepare(&t.name, info, p, &payload, now, shard) {
+            let placed = info
+                .map(|info| placement_check(&snapshot, info, p.partition, req.acks))
+                .unwrap_or(Ok(()));
+            match placed.and_then(|()| {
+                prepare(&t.name, info, p, &payload, now, shard).map_err(Refused::from)
+            }) {
                 Ok(prep) => jobs.push((ti, pi, prep)),
-                Err((code, message)) => {
+                Err(Refused::Hint(code, message, hint)) => {
+                    failed = true;
+                    out.error_code = code;
+                    out.error_message = Some(message);
+                    out.current_leader = hint;
+                }
+                Err(Refused::Plain((code, message))) => {
                     failed = true;
                     out.error_code = code;
                     out.error_message = Some(message);
@@ -153,6 +165,57 @@ fn fill_log_start(
 /// max.message.bytes, passes the header and CRC check and holds exactly the records its header
 /// counts, each decodable; a batch with a producer id names one InitProducerId handed out.
 /// Switches batches to LogAppendTime when the topic says so.
+/// Why a partition's records are not appended: a refusal, or one with the leader to go to.
+enum Refused {
+    Plain(Refusal),
+    Hint(ErrorCode, String, Option<LeaderHint>),
+}
+
+impl From<Refusal> for Refused {
+    fn from(r: Refusal) -> Refused {
+        Refused::Plain(r)
+    }
+}
+
+/// What the partition's placement says before anything is read: this broker must lead it
+/// (else NotLeaderOrFollower, with the leader metadata names), and acks=all needs at least
+/// `min.insync.replicas` in sync (else NotEnoughReplicas, and nothing is written, as Kafka).
+fn placement_check(
+    snapshot: &crate::cluster::state::Snapshot,
+    info: &TopicInfo,
+    partition: quiver_proto::PartitionId,
+    acks: Acks,
+) -> Result<(), Refused> {
+    if !info.has_partition(partition) {
+        return Ok(()); // `prepare` names the missing partition.
+    }
+    if let Err(leader) = snapshot.leads(info, partition) {
+        return Err(Refused::Hint(
+            ErrorCode::NotLeaderOrFollower,
+            match leader {
+                Some(l) => format!(
+                    "broker {l} leads this partition, not broker {}",
+                    snapshot.me
+                ),
+                None => "the partition has no leader".into(),
+            },
+            leader.map(|l| LeaderHint {
+                leader_id: quiver_proto::BrokerId(l),
+                leader_epoch: quiver_proto::LeaderEpoch(info.leader_epoch(partition)),
+            }),
+        ));
+    }
+    let isr = info.isr(partition, snapshot.me).len();
+    let min = info.config.min_insync_replicas as usize;
+    if acks == Acks::All && isr < min {
+        return Err(Refused::Plain((
+            ErrorCode::NotEnoughReplicas,
+            format!("{isr} replica(s) in sync, fewer than min.insync.replicas={min}; nothing was written"),
+        )));
+    }
+    Ok(())
+}
+
 fn prepare(
     topic: &str,
     info: Option<&Arc<TopicInfo>>,

@@ -4,7 +4,8 @@
 #![allow(dead_code)]
 
 use quiver_broker::cluster::meta::{
-    FileMetadataStore, MetaError, MetadataCommand, MetadataState, MetadataStore, TopicMeta,
+    FileMetadataStore, MetaError, MetadataCommand, MetadataState, MetadataStore, PartitionMeta,
+    TopicMeta,
 };
 use quiver_broker::group::records::{
     decode_key, decode_value, encode_key, encode_value, OffsetKey, OffsetValue, METADATA_BYTES_MAX,
@@ -194,7 +195,7 @@ fn topic(name: &str, partitions: u32, configs: &[(&str, &str)]) -> TopicMeta {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
         created_ms: 1_700_000_000_000,
-        replicas: vec![],
+        placement: vec![],
     }
 }
 
@@ -210,7 +211,7 @@ pub fn metadata_seeds(scratch: &Path) -> Vec<Vec<u8>> {
         MetadataCommand::CreatePartitions {
             name: "orders".into(),
             total: 6,
-            replicas: vec![],
+            placement: vec![],
         },
         // A cluster's: its id, a broker, a topic placed on brokers, grown with placements.
         MetadataCommand::InitCluster {
@@ -227,13 +228,17 @@ pub fn metadata_seeds(scratch: &Path) -> Vec<Vec<u8>> {
             fenced: false,
         }),
         MetadataCommand::CreateTopic(TopicMeta {
-            replicas: vec![vec![1], vec![2]],
+            placement: vec![
+                PartitionMeta::new(vec![1, 2]),
+                PartitionMeta::new(vec![2, 1]),
+            ],
+            replication_factor: 2,
             ..topic("placed", 2, &[])
         }),
         MetadataCommand::CreatePartitions {
             name: "placed".into(),
             total: 3,
-            replicas: vec![vec![2]],
+            placement: vec![PartitionMeta::new(vec![2, 1])],
         },
         MetadataCommand::AlterConfigs {
             name: "events".into(),
