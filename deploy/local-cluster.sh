@@ -14,11 +14,13 @@
 #
 # (the SDK reads QUIVER_BOOTSTRAP and QUIVER_CA_FILE the same way)
 #
-# QUIVER_LOCAL_CLUSTER_DIR moves the directory; STREAMD (a path) picks a binary already built.
+# QUIVER_LOCAL_CLUSTER_DIR moves the directory; STREAMD (a path) picks a binary already built;
+# QUIVER_LOCAL_CLUSTER_PORT moves the ports (QUIC: it and the next two; metrics: 552 above).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="${QUIVER_LOCAL_CLUSTER_DIR:-local-cluster}"
-ports=(19092 19093 19094)
+base="${QUIVER_LOCAL_CLUSTER_PORT:-19092}"
+ports=("$base" "$((base + 1))" "$((base + 2))")
 voters="1@127.0.0.1:${ports[0]},2@127.0.0.1:${ports[1]},3@127.0.0.1:${ports[2]}"
 
 # Whether the process in pid file $1 runs (a killed one that is still exiting does not).
@@ -46,7 +48,7 @@ start() {
         mkdir -p "$b"
         # All three start at once: none is ready before a majority of voters runs.
         "$bin" --broker-id "$i" --controller-voters "$voters" \
-            --listen "127.0.0.1:${ports[$((i-1))]}" --metrics-listen "127.0.0.1:$((19643 + i))" \
+            --listen "127.0.0.1:${ports[$((i-1))]}" --metrics-listen "127.0.0.1:$((base + 551 + i))" \
             --data-dir "$b/data" --dev-ca-dir "$dir/ca" \
             > "$b.out" 2> "$b.log" < /dev/null &
         echo $! > "$b.pid"
@@ -73,8 +75,9 @@ stop() {
         local pid; pid="$(cat "$b.pid")"
         if kill -0 "$pid" 2>/dev/null; then
             kill -TERM "$pid"
-            for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-            if kill -0 "$pid" 2>/dev/null; then echo "broker $i did not stop; SIGKILL" >&2; kill -KILL "$pid"; fi
+            # Until it has exited (an exited one may linger as a zombie until reaped).
+            for _ in $(seq 1 150); do running "$b.pid" || break; sleep 0.1; done
+            if running "$b.pid"; then echo "broker $i did not stop; SIGKILL" >&2; kill -KILL "$pid"; fi
             echo "broker $i stopped"
         fi
         rm -f "$b.pid"

@@ -608,8 +608,49 @@ async fn a_silent_broker_is_fenced_and_unfenced_when_it_returns() {
     let l = leaders(&cluster, watcher, "spread").await;
     assert!(l.values().all(|l| *l != Some(victim_id)), "{l:?}");
     assert!(l.values().any(Option::is_none), "{l:?}");
+    // The controller's view, asked through the other survivor: the victim registered but
+    // fenced, its replicas offline, and the quorum going on without it.
+    let other = (0..3).find(|i| *i != victim && *i != watcher).unwrap();
+    let q = Admin::new(cluster.client_via(&[other]).await)
+        .describe_quorum()
+        .await
+        .unwrap();
+    assert_eq!(q.controller, Some(leader));
+    let fenced: Vec<u32> = q
+        .brokers
+        .iter()
+        .filter(|b| b.fenced)
+        .map(|b| b.id)
+        .collect();
+    assert_eq!(fenced, vec![victim_id], "{q:?}");
+    assert_eq!(q.brokers.len(), 3);
+    let voter = |id: u32| q.voters.iter().find(|v| v.id == id).unwrap().clone();
+    assert_eq!(voter(leader).lag, Some(0), "{q:?}");
+    assert!(voter(leader).last_heard_ms.is_none());
+    assert!(voter(victim_id).last_heard_ms.unwrap() >= 1500, "{q:?}");
+    let (_, (_, _, _, offline)) = placement(&cluster, watcher, "spread")
+        .await
+        .into_iter()
+        .find(|(_, (leader, ..))| leader.is_none())
+        .unwrap();
+    assert_eq!(offline, vec![victim_id]);
     cluster.launch(&[victim]);
     wait_listed(&cluster, watcher, victim_id, true).await;
+    // Back: unfenced, and caught up with the log.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let q = Admin::new(cluster.client_via(&[watcher]).await)
+            .describe_quorum()
+            .await
+            .unwrap();
+        let v = q.voters.iter().find(|v| v.id == victim_id).unwrap();
+        if q.brokers.iter().all(|b| !b.fenced) && v.lag == Some(0) {
+            assert!(v.log_end.unwrap() >= q.committed);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{q:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[test]

@@ -83,7 +83,7 @@ pub use futures_util::{Stream, StreamExt};
 pub use admin::{
     Admin, AlterConfig, BrokerDescription, ClusterDescription, ConfigEntry, ConfigResource,
     GroupDescription, GroupListing, GroupMember, GroupOffset, GroupState, NewTopic,
-    PartitionDescription, TopicDescription,
+    PartitionDescription, QuorumDescription, RegisteredBroker, TopicDescription, VoterDescription,
 };
 pub use client::{BrokerInfo, Client, ClientConfig, ClusterView, Node, PartitionInfo, TopicInfo};
 pub use commit::{CommitHandle, OffsetAndMetadata};

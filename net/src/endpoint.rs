@@ -43,6 +43,9 @@ use crate::{
 /// How long closing connections get to deliver CONNECTION_CLOSE and drain at shutdown.
 const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(2);
 
+/// How long answered requests' responses get to be acknowledged at shutdown.
+const SHUTDOWN_DELIVERY_MAX: Duration = Duration::from_millis(500);
+
 /// Why an endpoint could not be bound.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
@@ -351,9 +354,13 @@ impl Endpoint {
         }
     }
 
-    /// Graceful shutdown: refuse new connections and new streams, let requests in flight finish
-    /// for up to `grace`, close every connection with `codes::SHUTDOWN` and the reason "broker
-    /// shutting down", give the closes a moment to reach peers, then stop the tasks.
+    /// Graceful shutdown: refuse new connections and new streams, let requests in flight be
+    /// answered for up to `grace`, then give responses still being delivered up to
+    /// `SHUTDOWN_DELIVERY_MAX` more (within `grace`) to be acknowledged, close every connection
+    /// with `codes::SHUTDOWN` and the reason "broker shutting down", give the closes a moment
+    /// to reach peers, then stop the tasks. A client that went away without closing its
+    /// connection never acknowledges its last response; it costs the stop at most
+    /// `SHUTDOWN_DELIVERY_MAX`, not `grace`.
     pub async fn shutdown(&self, grace: Duration) {
         let shared = &self.shared;
         if shared.stopped.get() {
@@ -362,11 +369,21 @@ impl Endpoint {
         let deadline = Instant::now() + grace;
         shared.driver.borrow_mut().begin_shutdown();
         shared.wake.notify();
+        let mut delivery_deadline = None;
         loop {
             let now = Instant::now();
-            if shared.driver.borrow().requests_in_flight() == 0 || now >= deadline {
+            let d = shared.driver.borrow();
+            if d.requests_in_flight() == 0 || now >= deadline {
                 break;
             }
+            if d.requests_unanswered() == 0 {
+                let until = *delivery_deadline.get_or_insert(now + SHUTDOWN_DELIVERY_MAX);
+                if now >= until {
+                    break;
+                }
+            }
+            drop(d);
+            let deadline = delivery_deadline.map_or(deadline, |d: Instant| d.min(deadline));
             future::or(
                 shared.idle_wake.wait(),
                 glommio::timer::sleep(deadline - now),

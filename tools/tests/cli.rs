@@ -344,6 +344,10 @@ fn topic_create_list_describe_alter_grow_delete_round_trip() {
     assert_eq!(c["controller"], 1);
     let c = ok(&streamctl(&b, &["cluster", "describe"], None));
     assert!(c.contains(&b.addr.port().to_string()), "{c}");
+    assert!(
+        c.contains("no controller quorum: this broker runs alone"),
+        "{c}"
+    );
 
     let out = ok(&streamctl(
         &b,

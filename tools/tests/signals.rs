@@ -258,3 +258,32 @@ fn sigterm_exits_143_after_committing_and_a_plain_consume_exits_130_on_sigint() 
         plain.stderr()
     );
 }
+
+/// The broker's own stop (SIGTERM) does not wait for a client that went away without closing
+/// its connection: requests still being worked on get `shutdown_timeout_ms` (10 s), but an
+/// answered one whose acknowledgement never comes costs at most half a second.
+#[test]
+fn a_client_that_vanished_does_not_hold_up_the_brokers_stop() {
+    let mut b = Broker::start(&[]);
+    ok(&streamctl(&b, &["topic", "create", "t"], None));
+    produce_lines(&b, "t", 0, &["a".to_string()]);
+    let mut member = Process::spawn(
+        "member",
+        command(&b, &["consume", "t", "--group", "g", "-f", "%v\\n"]),
+        &b.dir,
+    );
+    member
+        .wait_for_line(Duration::from_secs(30), |l| l == "a")
+        .expect("reads the topic");
+    // Gone without a word: its connection stays open on the broker, its last long-poll fetch
+    // unacknowledged.
+    member.kill9();
+    let asked = Instant::now();
+    assert_eq!(b.terminate(), Some(0));
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "stop took {took:?}, as if waiting out the 10 s grace for the vanished client; log:\n{}",
+        b.log()
+    );
+}

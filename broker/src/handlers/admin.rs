@@ -216,7 +216,7 @@ pub async fn change(shard: &Rc<Shard>, op: AdminOp) -> AnyResponse {
 
 /// Where a cluster's admin request is checked: here (this broker is the active controller),
 /// or at the leader (`Some`); waits up to the quorum's submit timeout for one to be elected.
-async fn active_controller(shard: &Shard) -> Result<Option<u32>, String> {
+pub(super) async fn active_controller(shard: &Shard) -> Result<Option<u32>, String> {
     let Some(quorum) = &shard.quorum else {
         return Ok(None);
     };
@@ -239,7 +239,7 @@ async fn active_controller(shard: &Shard) -> Result<Option<u32>, String> {
 }
 
 /// Sends `req` to the active controller, broker `to`, and returns its answer.
-async fn forward<R: quiver_proto::api::Request>(
+pub(super) async fn forward<R: quiver_proto::api::Request>(
     shard: &Rc<Shard>,
     to: u32,
     req: &R,

@@ -1,4 +1,5 @@
-//! RaftMessage: a voter's raft messages for this broker's quorum (on shard 0).
+//! RaftMessage: a voter's raft messages for this broker's quorum (on shard 0); and
+//! DescribeCluster: the brokers and the quorum, answered by the active controller.
 //!
 //! Bounds on one request: at most `MESSAGES_PER_CALL_MAX` messages, each at most
 //! `MESSAGE_BYTES_MAX` and inside the payload (the frame limit bounds the whole); every message
@@ -9,8 +10,11 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use quiver_proto::api::cluster::{RaftMessageRequest, RaftMessageResponse};
-use quiver_proto::{ErrorCode, ShardId};
+use quiver_proto::api::cluster::{
+    DescribeClusterBroker, DescribeClusterRequest, DescribeClusterResponse, QuorumVoter,
+    RaftMessageRequest, RaftMessageResponse,
+};
+use quiver_proto::{BrokerId, ErrorCode, ShardId};
 
 use crate::quorum::transport::{decode, MESSAGES_PER_CALL_MAX, MESSAGE_BYTES_MAX};
 use crate::runtime::Shard;
@@ -67,4 +71,90 @@ pub(super) async fn raft_message(
         Some(Some(code)) => refuse(code),
         None => refuse(ErrorCode::BrokerShuttingDown),
     }
+}
+
+/// DescribeCluster. On a single broker: itself, no quorum. In a cluster the active controller
+/// answers (any other broker forwards the request there, as an admin request): only the
+/// quorum's leader knows how far each voter has come. Costs one pass over the registered
+/// brokers and voters; the request carries one flag.
+pub(super) async fn describe_cluster(
+    shard: &Rc<Shard>,
+    req: DescribeClusterRequest,
+) -> DescribeClusterResponse {
+    let snapshot = shard.snapshot();
+    let me = shard.config.broker_id;
+    let mut resp = DescribeClusterResponse {
+        cluster_id: Some(shard.cluster_id().to_string()),
+        ..Default::default()
+    };
+    if shard.quorum.is_none() {
+        resp.controller_id = Some(BrokerId(me));
+        resp.quorum_commit = snapshot.version;
+        resp.brokers = vec![DescribeClusterBroker {
+            broker_id: BrokerId(me),
+            host: shard.config.advertised_host(),
+            port: shard.listen_port(),
+            rack: (!shard.config.rack.is_empty()).then(|| shard.config.rack.clone()),
+            shard_count: shard.shard_count() as u16,
+            fenced: false,
+            broker_epoch: 0,
+        }];
+        return resp;
+    }
+    match super::admin::active_controller(shard).await {
+        Err(why) => {
+            resp.error_code = ErrorCode::RequestTimedOut;
+            resp.error_message = Some(why);
+            return resp;
+        }
+        Ok(Some(to)) => {
+            return super::admin::forward(shard, to, &req)
+                .await
+                .unwrap_or_else(|why| DescribeClusterResponse {
+                    error_code: ErrorCode::NotController,
+                    error_message: Some(format!(
+                        "forwarding to the controller, broker {to}: {why}"
+                    )),
+                    ..Default::default()
+                });
+        }
+        Ok(None) => {}
+    }
+    let view = shard
+        .run_on(ShardId(0), |_| async move {
+            crate::quorum::on_this_shard().map(|q| q.describe())
+        })
+        .await
+        .flatten();
+    let Some((term, commit, voters)) = view else {
+        resp.error_code = ErrorCode::BrokerShuttingDown;
+        return resp;
+    };
+    resp.controller_id = Some(BrokerId(me));
+    resp.quorum_term = term;
+    resp.quorum_commit = commit;
+    resp.voters = voters
+        .into_iter()
+        .map(|(id, end, lag, since)| QuorumVoter {
+            broker_id: BrokerId(id),
+            log_end_offset: end,
+            lag,
+            last_heard_ms: since,
+        })
+        .collect();
+    resp.brokers = snapshot
+        .brokers
+        .values()
+        .filter(|b| req.include_fenced_brokers || !b.fenced)
+        .map(|b| DescribeClusterBroker {
+            broker_id: BrokerId(b.id),
+            host: b.host.clone(),
+            port: b.port,
+            rack: b.rack.clone(),
+            shard_count: b.shard_count,
+            fenced: b.fenced,
+            broker_epoch: b.epoch,
+        })
+        .collect();
+    resp
 }

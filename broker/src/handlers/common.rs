@@ -28,6 +28,7 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::ListGroups,
     ApiKey::DeleteGroups,
     ApiKey::InitProducerId,
+    ApiKey::DescribeCluster,
     ApiKey::RaftMessage,
 ];
 

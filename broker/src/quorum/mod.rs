@@ -494,6 +494,35 @@ impl Quorum {
         }
     }
 
+    /// The quorum as this broker sees it: (term, commit index, each voter as
+    /// `(id, log end, lag, ms since heard)`). Log ends and lags are known on the leader only
+    /// (raft keeps each follower's progress there), times since heard for the other voters.
+    pub fn describe(&self) -> (u64, u64, Vec<(u32, Option<u64>, Option<u64>, Option<u64>)>) {
+        let reading = self.status.read();
+        let progress: HashMap<u64, u64> = reading.progress.iter().copied().collect();
+        let heard = self.last_message.borrow();
+        let leading = reading.leader == Some(self.me);
+        let voters = self
+            .membership
+            .voters
+            .iter()
+            .map(|&id| {
+                let end = if leading {
+                    progress.get(&u64::from(id)).copied()
+                } else {
+                    None
+                };
+                let lag = end.map(|e| reading.commit.saturating_sub(e));
+                let since = (id != self.me)
+                    .then(|| heard.get(&id))
+                    .flatten()
+                    .map(|t| t.elapsed().as_millis() as u64);
+                (id, end, lag, since)
+            })
+            .collect();
+        (reading.term, reading.commit, voters)
+    }
+
     /// Waits until this broker has applied everything the quorum had committed when the barrier
     /// was asked for (raft's ReadIndex, confirmed by the leader): after it, this broker's
     /// metadata holds every change answered before, wherever it was made. A broker that

@@ -19,8 +19,10 @@ use crate::error::{Error, Result};
 use crate::record::TopicPartition;
 
 mod groups;
+mod quorum;
 
 pub use groups::{GroupDescription, GroupListing, GroupMember, GroupOffset, GroupState};
+pub use quorum::{QuorumDescription, RegisteredBroker, VoterDescription};
 
 /// A topic to create.
 ///

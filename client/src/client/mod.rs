@@ -810,6 +810,7 @@ fn idempotent(api: ApiKey) -> bool {
             | ApiKey::ApiVersions
             | ApiKey::ListOffsets
             | ApiKey::DescribeConfigs
+            | ApiKey::DescribeCluster
             | ApiKey::FindCoordinator
             | ApiKey::OffsetFetch
             | ApiKey::Fetch

@@ -287,6 +287,27 @@ impl Driver {
         self.conns.values().map(|c| c.serving).sum()
     }
 
+    /// Requests the broker still works on: being read or served, not yet answered. Responses
+    /// being written, or written and waiting for the peer's acknowledgement, do not count (a
+    /// peer that went away never acknowledges).
+    pub fn requests_unanswered(&self) -> usize {
+        self.conns
+            .values()
+            .flat_map(|c| c.streams.values())
+            .filter(|s| {
+                matches!(
+                    s,
+                    conn::StreamState::Server(server::ServerStream {
+                        phase: server::Phase::Reading
+                            | server::Phase::Parked
+                            | server::Phase::Serving,
+                        ..
+                    })
+                )
+            })
+            .count()
+    }
+
     pub fn connections(&self) -> usize {
         self.conns.len()
     }

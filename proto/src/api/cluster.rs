@@ -166,4 +166,41 @@ tables! {
         error_code: ErrorCode = scalar,
         topics: Vec<AlterPartitionTopicResponse> = tables,
     }
+
+    /// DescribeCluster request.
+    pub struct DescribeClusterRequest(DescribeClusterRequest, DescribeClusterRequestArgs) {
+        include_fenced_brokers: bool = scalar,
+    }
+
+    /// A broker as the cluster's metadata knows it.
+    pub struct DescribeClusterBroker(DescribeClusterBroker, DescribeClusterBrokerArgs) {
+        broker_id: BrokerId = scalar,
+        host: String = string,
+        port: u16 = scalar,
+        rack: Option<String> = opt_string,
+        shard_count: u16 = scalar,
+        fenced: bool = scalar,
+        broker_epoch: u64 = scalar,
+    }
+
+    /// One voter of the controller quorum, as its leader sees it.
+    pub struct QuorumVoter(QuorumVoter, QuorumVoterArgs) {
+        broker_id: BrokerId = scalar,
+        log_end_offset: Option<u64> = opt,
+        lag: Option<u64> = opt,
+        last_heard_ms: Option<u64> = opt,
+    }
+
+    /// DescribeCluster response.
+    pub struct DescribeClusterResponse(DescribeClusterResponse, DescribeClusterResponseArgs) {
+        throttle_time_ms: u32 = scalar,
+        error_code: ErrorCode = scalar,
+        error_message: Option<String> = opt_string,
+        cluster_id: Option<String> = opt_string,
+        controller_id: Option<BrokerId> = opt,
+        brokers: Vec<DescribeClusterBroker> = tables,
+        quorum_term: u64 = scalar,
+        quorum_commit: u64 = scalar,
+        voters: Vec<QuorumVoter> = tables,
+    }
 }

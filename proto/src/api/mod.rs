@@ -350,6 +350,9 @@ apis! {
         metadata::IncrementalAlterConfigsRequest, metadata::IncrementalAlterConfigsResponse;
     /// Broker to controller: change a partition's ISR.
     AlterPartition = 56, 0..=0, cluster::AlterPartitionRequest, cluster::AlterPartitionResponse;
+    /// The cluster's brokers (fenced ones too) and its controller quorum.
+    DescribeCluster = 60, 0..=0,
+        cluster::DescribeClusterRequest, cluster::DescribeClusterResponse;
     /// Broker to controller: register at startup.
     BrokerRegistration = 62, 0..=0,
         cluster::BrokerRegistrationRequest, cluster::BrokerRegistrationResponse;

@@ -296,5 +296,13 @@ pub mod quiver {
     pub use self::alter_partition_topic_response_generated::*;
     mod alter_partition_response_generated;
     pub use self::alter_partition_response_generated::*;
+    mod describe_cluster_request_generated;
+    pub use self::describe_cluster_request_generated::*;
+    mod describe_cluster_broker_generated;
+    pub use self::describe_cluster_broker_generated::*;
+    mod quorum_voter_generated;
+    pub use self::quorum_voter_generated::*;
+    mod describe_cluster_response_generated;
+    pub use self::describe_cluster_response_generated::*;
   } // fb
 } // quiver

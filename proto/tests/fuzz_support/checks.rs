@@ -233,6 +233,7 @@ defaults!(
     DeleteGroups,
     IncrementalAlterConfigs,
     AlterPartition,
+    DescribeCluster,
     BrokerRegistration,
     BrokerHeartbeat,
     ConsumerGroupHeartbeat,

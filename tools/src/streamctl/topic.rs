@@ -188,35 +188,81 @@ pub async fn topic(client: &Client, cmd: &TopicCommand) -> CliResult {
 
 pub async fn cluster(client: &Client, out: OutputArgs) -> CliResult {
     let admin = Admin::new(client.clone());
-    let c = admin.describe_cluster().await.map_err(|e| e.to_string())?;
+    let c = admin.describe_quorum().await.map_err(|e| e.to_string())?;
     match out.output {
         Output::Json => print_json(&c),
         Output::Text => {
+            let dash = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
             outln!(
                 "CLUSTER     {}",
                 c.cluster_id.as_deref().unwrap_or("(no id)")
             );
-            outln!(
-                "CONTROLLER  {}",
-                c.controller.map_or("-".into(), |b| b.0.to_string())
-            );
+            outln!("CONTROLLER  {}", dash(c.controller.map(u64::from)));
+            if !c.voters.is_empty() {
+                outln!("TERM        {}", c.term);
+                outln!("COMMITTED   {}", c.committed);
+            }
             outln!();
             let rows: Vec<Vec<String>> = c
                 .brokers
                 .iter()
                 .map(|b| {
+                    let address = quiver_client::BrokerDescription {
+                        id: b.id,
+                        host: b.host.clone(),
+                        port: b.port,
+                    }
+                    .address();
                     vec![
                         b.id.to_string(),
-                        b.address(),
-                        if Some(b.id) == c.controller.map(|c| c.0) {
-                            "yes".into()
+                        address,
+                        b.rack.clone().unwrap_or_else(|| "-".into()),
+                        b.shards.to_string(),
+                        if b.fenced { "fenced" } else { "live" }.into(),
+                        if Some(b.id) == c.controller {
+                            "yes"
                         } else {
-                            "".into()
-                        },
+                            ""
+                        }
+                        .into(),
                     ]
                 })
                 .collect();
-            print_table(&["BROKER", "ADDRESS", "CONTROLLER"], &rows);
+            print_table(
+                &[
+                    "BROKER",
+                    "ADDRESS",
+                    "RACK",
+                    "SHARDS",
+                    "STATUS",
+                    "CONTROLLER",
+                ],
+                &rows,
+            );
+            outln!();
+            if c.voters.is_empty() {
+                outln!("no controller quorum: this broker runs alone");
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = c
+                .voters
+                .iter()
+                .map(|v| {
+                    vec![
+                        v.id.to_string(),
+                        if Some(v.id) == c.controller {
+                            "leader"
+                        } else {
+                            "follower"
+                        }
+                        .into(),
+                        dash(v.log_end),
+                        dash(v.lag),
+                        dash(v.last_heard_ms),
+                    ]
+                })
+                .collect();
+            print_table(&["VOTER", "ROLE", "LOG END", "LAG", "LAST HEARD MS"], &rows);
             Ok(())
         }
     }

@@ -98,7 +98,7 @@ impl<'a> MetadataPartition<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u32>>>(MetadataPartition::VT_ISR, None)}
   }
-  /// Replicas whose log directory is offline.
+  /// Replicas that cannot serve: on a broker that is fenced or not registered.
   #[inline]
   pub fn offline_replicas(&self) -> Option<::flatbuffers::Vector<'a, u32>> {
     // Safety:

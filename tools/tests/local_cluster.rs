@@ -1,0 +1,156 @@
+//! README's "A cluster of three brokers", as written: `deploy/local-cluster.sh start` brings up
+//! three brokers in one command, `streamctl cluster describe` shows them and the quorum, a
+//! topic with replication factor 3 is created and described on it, and `stop` stops them all.
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// Stops the cluster when the test ends, passed or not.
+struct Stop {
+    repo: PathBuf,
+    dir: PathBuf,
+    base: u16,
+}
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = script(&self.repo, &self.dir, self.base, "stop");
+    }
+}
+
+fn script(repo: &Path, dir: &Path, base: u16, verb: &str) -> Output {
+    Command::new("bash")
+        .arg(repo.join("deploy/local-cluster.sh"))
+        .arg(verb)
+        .env("STREAMD", quiver_testkit::streamd_path())
+        .env("QUIVER_LOCAL_CLUSTER_DIR", dir)
+        .env("QUIVER_LOCAL_CLUSTER_PORT", base.to_string())
+        .output()
+        .expect("bash runs")
+}
+
+/// Three consecutive free UDP ports (and the metrics ports 552 above them are TCP; taken ones
+/// would fail the start with a clear log).
+fn free_base() -> u16 {
+    for _ in 0..100 {
+        let base = 20_000 + rand::random::<u16>() % 10_000;
+        let socks: Vec<_> = (0..3)
+            .filter_map(|i| UdpSocket::bind(("127.0.0.1", base + i)).ok())
+            .collect();
+        if socks.len() == 3 {
+            return base;
+        }
+    }
+    panic!("no three consecutive free UDP ports");
+}
+
+fn streamctl(dir: &Path, base: u16, args: &[&str]) -> String {
+    let out = Command::new(quiver_testkit::bin_path("streamctl"))
+        .args(args)
+        .env(
+            "STREAMCTL_BOOTSTRAP",
+            format!("127.0.0.1:{},127.0.0.1:{}", base, base + 1),
+        )
+        .env("STREAMCTL_CA_FILE", dir.join("ca/ca.pem"))
+        .output()
+        .expect("streamctl runs");
+    assert!(
+        out.status.success(),
+        "streamctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_readme_cluster_starts_in_one_command_and_holds_a_topic_with_three_replicas() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("local-cluster");
+    let base = free_base();
+    let _stop = Stop {
+        repo: repo.to_path_buf(),
+        dir: dir.clone(),
+        base,
+    };
+    let started = script(repo, &dir, base, "start");
+    let logs = || {
+        (1..=3)
+            .map(|i| {
+                let log = std::fs::read_to_string(dir.join(format!("broker-{i}.log")));
+                format!("broker {i}:\n{}", log.unwrap_or_default())
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        started.status.success(),
+        "start: {}\n{}",
+        String::from_utf8_lossy(&started.stderr),
+        logs()
+    );
+
+    let c: Value = serde_json::from_str(&streamctl(
+        &dir,
+        base,
+        &["cluster", "describe", "-o", "json"],
+    ))
+    .unwrap();
+    let ids = |v: &Value| -> Vec<u64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["id"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(ids(&c["brokers"]), vec![1, 2, 3], "{c}");
+    assert_eq!(ids(&c["voters"]), vec![1, 2, 3], "{c}");
+    assert!(c["term"].as_u64().unwrap() >= 1, "{c}");
+    let text = streamctl(&dir, base, &["cluster", "describe"]);
+    for want in ["TERM", "COMMITTED", "VOTER", "LAG", "live"] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+
+    streamctl(
+        &dir,
+        base,
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "6",
+            "--replication-factor",
+            "3",
+        ],
+    );
+    let d: Value = serde_json::from_str(&streamctl(
+        &dir,
+        base,
+        &["topic", "describe", "orders", "-o", "json"],
+    ))
+    .unwrap();
+    let partitions = d["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 6);
+    for p in partitions {
+        let mut replicas: Vec<u64> = p["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_u64().unwrap())
+            .collect();
+        assert_eq!(p["leader"], p["replicas"][0], "{p}");
+        assert_eq!(p["isr"], serde_json::json!([p["leader"]]), "{p}");
+        replicas.sort();
+        assert_eq!(replicas, vec![1, 2, 3], "{p}");
+    }
+
+    let stopped = script(repo, &dir, base, "stop");
+    let out = String::from_utf8_lossy(&stopped.stdout);
+    assert_eq!(out.matches("stopped").count(), 3, "{out}");
+    let status = String::from_utf8_lossy(&script(repo, &dir, base, "status").stdout).to_string();
+    assert_eq!(status.matches(": stopped").count(), 3, "{status}");
+}
