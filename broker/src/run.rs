@@ -95,6 +95,15 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
     let (source, state): (MetaSource, MetadataState) = if clustered {
         let recovered = crate::quorum::recover(&config, &voters)?;
         let state = recovered.state().clone();
+        // Topics still to be carried in from this broker's time alone are live, not strays.
+        let mut on_disk = state.clone();
+        for t in recovered.carried_topics() {
+            on_disk
+                .topics
+                .entry(t.name.clone())
+                .or_insert_with(|| t.clone());
+        }
+        crate::cluster::state::sweep_topic_dirs(&config.data_dir, &on_disk);
         (
             MetaSource::Quorum(Box::new(recovered), identity.cluster_id),
             state,
@@ -102,9 +111,9 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
     } else {
         let store = FileMetadataStore::open(&config.data_dir)?;
         let state = store.state().clone();
+        crate::cluster::state::sweep_topic_dirs(&config.data_dir, &state);
         (MetaSource::File(store), state)
     };
-    crate::cluster::state::sweep_topic_dirs(&config.data_dir, &state);
     let producer_ids = Arc::new(crate::cluster::controller::ProducerIdsIssued::new(
         state.producer_ids_reserved,
     ));
@@ -606,7 +615,7 @@ async fn join_cluster(
         epoch: 0,
         fenced: false,
     };
-    quorum.join(me).await;
+    quorum.join(me).await?;
     let op = offsets_topic(ctx.config);
     loop {
         let failure = match crate::handlers::admin_change(shard, op.clone()).await {

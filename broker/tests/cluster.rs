@@ -893,3 +893,95 @@ async fn consumer_groups_find_their_coordinator_on_any_broker() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_ran_alone_carries_its_topics_into_a_new_cluster() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::unstarted(3, &[]);
+    // Broker 1 runs alone first: the same data directory, no voters.
+    let clustered = cluster.brokers[0].args.clone();
+    let at = clustered
+        .iter()
+        .position(|a| a == "--controller-voters")
+        .unwrap();
+    cluster.brokers[0].args.drain(at..at + 2);
+    let port = cluster.ports[0];
+    let launch = cluster.brokers[0].launch(Some(port));
+    cluster.brokers[0]
+        .wait_ready(launch, Duration::from_secs(30))
+        .unwrap();
+    let alone = cluster.brokers[0].client().await;
+    let admin = Admin::new(alone.clone());
+    admin
+        .create_topic(NewTopic::new("legacy", 2))
+        .await
+        .unwrap();
+    let legacy_id = admin.describe_topic("legacy").await.unwrap().id;
+    let producer = Producer::new(alone.clone(), ProducerConfig::default()).unwrap();
+    for i in 0..50 {
+        let d = producer
+            .enqueue(
+                ProducerRecord::new("legacy")
+                    .key(format!("k{i}"))
+                    .value(format!("v{i}")),
+            )
+            .await
+            .unwrap();
+        drop(d);
+    }
+    producer.flush().await.unwrap();
+    let tp = quiver_client::TopicPartition::new("legacy", 0);
+    admin
+        .alter_group_offsets("billing", &[(tp.clone(), quiver_client::Offset(7))])
+        .await
+        .unwrap();
+    drop((producer, admin, alone));
+    assert_eq!(cluster.brokers[0].terminate(), Some(0));
+
+    // Now with the voters: the three form a cluster, and broker 1's topics come along.
+    cluster.brokers[0].args = clustered;
+    cluster.launch(&[0, 1, 2]);
+    let admin = Admin::new(cluster.client_via(&[2]).await);
+    let d = admin.describe_topic("legacy").await.unwrap();
+    assert_eq!(d.id, legacy_id, "the same topic, not a new one");
+    for p in &d.partitions {
+        assert_eq!(
+            p.replicas,
+            vec![quiver_client::BrokerId(1)],
+            "placed on broker 1"
+        );
+        assert_eq!(p.leader, Some(quiver_client::BrokerId(1)));
+    }
+    let mut consumer = Consumer::new(
+        cluster.client_via(&[1]).await,
+        ConsumerConfig::default().auto_offset_reset(OffsetReset::Earliest),
+    );
+    consumer.assign_topic("legacy").await.unwrap();
+    assert_eq!(
+        read_values(&mut consumer, 50).await.len(),
+        50,
+        "every record read back"
+    );
+    let committed = admin.list_group_offsets("billing").await.unwrap();
+    assert_eq!(
+        committed
+            .iter()
+            .map(|(t, o)| (t.clone(), o.offset))
+            .collect::<Vec<_>>(),
+        vec![(tp, quiver_client::Offset(7))],
+        "committed offsets come along\n{}",
+        cluster.logs()
+    );
+    let meta = cluster.brokers[0].data_dir().join("meta");
+    assert!(!meta.join("metadata.json").exists());
+    assert!(meta.join("metadata.json.carried").exists());
+    // New topics and changes go on as in any cluster, and a restart keeps it all.
+    create_via(&cluster, 1, "after").await.unwrap();
+    for i in 0..3 {
+        cluster.brokers[i].kill9();
+    }
+    cluster.launch(&[0, 1, 2]);
+    let admin = Admin::new(cluster.client_via(&[0]).await);
+    assert_eq!(admin.describe_topic("legacy").await.unwrap().id, legacy_id);
+    admin.describe_topic("after").await.unwrap();
+}

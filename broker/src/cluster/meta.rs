@@ -168,6 +168,10 @@ pub struct MetadataState {
     pub brokers: BTreeMap<u32, BrokerMeta>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Deleted topics remembered in metadata. The controller renames a deleted topic's directory
 /// right after the deletion commits, so only the last few can still be on disk after a crash.
 pub const DELETED_TOPICS_KEPT: usize = 1024;
@@ -202,9 +206,16 @@ pub enum MetadataCommand {
     AllocateProducerIds {
         count: u64,
     },
-    /// Fixes the cluster id; a later one with another id is refused.
+    /// Fixes the cluster id; a later one with another id is refused. `carried`: the topics
+    /// of a broker that ran alone before (placed on it), made part of the cluster with its
+    /// creation when this command is the first (ignored by a repeat of the same id).
     InitCluster {
         cluster_id: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        carried: Vec<TopicMeta>,
+        /// With `carried`: the producer ids that broker may have handed out.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        producer_ids_reserved: u64,
     },
     /// A broker (re)registers: its address, rack and shards; it is unfenced.
     RegisterBroker(BrokerMeta),
@@ -340,7 +351,11 @@ impl MetadataState {
                 self.version = next_version;
                 return Ok(Applied::ProducerIds { start });
             }
-            MetadataCommand::InitCluster { cluster_id } => match &self.cluster_id {
+            MetadataCommand::InitCluster {
+                cluster_id,
+                carried,
+                producer_ids_reserved,
+            } => match &self.cluster_id {
                 Some(have) if have != cluster_id => {
                     return Err(MetaError::ClusterIdMismatch {
                         have: have.clone(),
@@ -348,7 +363,20 @@ impl MetadataState {
                     })
                 }
                 Some(_) => {}
-                None => self.cluster_id = Some(cluster_id.clone()),
+                None => {
+                    for t in carried {
+                        if self.topics.contains_key(&t.name) {
+                            return Err(MetaError::TopicExists(t.name.clone()));
+                        }
+                        t.check_placement()?;
+                    }
+                    self.cluster_id = Some(cluster_id.clone());
+                    self.producer_ids_reserved =
+                        self.producer_ids_reserved.max(*producer_ids_reserved);
+                    for t in carried {
+                        self.topics.insert(t.name.clone(), t.clone());
+                    }
+                }
             },
             MetadataCommand::RegisterBroker(b) => {
                 let mut b = b.clone();
@@ -365,6 +393,17 @@ impl MetadataState {
         }
         self.version = next_version;
         Ok(Applied::Done)
+    }
+}
+
+/// The state in `<data_dir>/meta/metadata.json`, if that file exists: the metadata of a broker
+/// that ran alone (a cluster's broker keeps its metadata in the quorum's log instead).
+pub fn read_file_state(data_dir: &Path) -> Result<Option<MetadataState>, MetaError> {
+    let path = data_dir.join("meta").join("metadata.json");
+    match fs::read(&path) {
+        Ok(bytes) => decode(&path, &bytes).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(MetaError::Io { path, source }),
     }
 }
 
@@ -582,6 +621,8 @@ mod tests {
         assert_eq!(s.producer_ids_reserved, 2000);
 
         let init = |id: &str| MetadataCommand::InitCluster {
+            carried: vec![],
+            producer_ids_reserved: 0,
             cluster_id: id.into(),
         };
         s.apply(&init("one")).unwrap();

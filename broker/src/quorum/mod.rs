@@ -44,7 +44,9 @@ use raft::eraftpb::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::controller::{remove_deleted_dirs, ProducerIdsIssued};
-use crate::cluster::meta::{Applied, BrokerMeta, MetaError, MetadataCommand, MetadataState};
+use crate::cluster::meta::{
+    Applied, BrokerMeta, MetaError, MetadataCommand, MetadataState, PartitionMeta, TopicMeta,
+};
 use crate::cluster::metalog::{LocalFuture, Membership, MetadataLog, QuorumStatus};
 use crate::cluster::raft::node::{Apply, NodeError, Output, QuorumNode, TICK_MS};
 use crate::cluster::state::{Snapshot, TopicInfo};
@@ -89,6 +91,10 @@ struct Proposal {
     cmd: MetadataCommand,
 }
 
+/// How long a broker with no data waits, once a leader is known, before it proposes the
+/// cluster's creation itself (see `Quorum::join`).
+const INIT_DEFER: Duration = Duration::from_secs(1);
+
 /// Why the quorum could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum QuorumError {
@@ -96,13 +102,11 @@ pub enum QuorumError {
     Node { dir: PathBuf, source: NodeError },
     #[error("controller quorum snapshot in {dir} does not decode: {message}")]
     Snapshot { dir: PathBuf, message: String },
-    #[error(
-        "{path} holds this broker's metadata from running alone ({topics} topics), and its \
-         controller quorum log is new: carrying a single broker's topics into a new cluster is \
-         not built yet. Start the cluster's brokers with empty data directories, or run this \
-         one without controller_voters"
-    )]
-    SingleBrokerData { path: PathBuf, topics: usize },
+    #[error("{path} (this broker's metadata from running alone) cannot be read: {source}")]
+    SingleBrokerData {
+        path: PathBuf,
+        source: crate::cluster::meta::MetaError,
+    },
     #[error("cannot bind the controller quorum's client endpoint on {ip}: {message}")]
     Bind {
         ip: std::net::IpAddr,
@@ -122,11 +126,19 @@ pub struct Recovered {
     node: QuorumNode,
     state: MetadataState,
     applied: u64,
+    /// The metadata of this broker's time alone, still to be carried into the cluster.
+    carry: Option<MetadataState>,
 }
 
 impl Recovered {
     pub fn state(&self) -> &MetadataState {
         &self.state
+    }
+
+    /// The topics of this broker's time alone that are still to be carried into the cluster
+    /// (their directories are live, not strays).
+    pub fn carried_topics(&self) -> impl Iterator<Item = &TopicMeta> {
+        self.carry.iter().flat_map(|s| s.topics.values())
     }
 }
 
@@ -135,19 +147,19 @@ impl Recovered {
 /// the start sweep of topic directories sees every committed topic.
 pub fn recover(config: &Config, voters: &[Voter]) -> Result<Recovered, QuorumError> {
     let dir = config.data_dir.join("meta").join("quorum");
-    let fresh = !dir.join("log").exists();
-    let legacy = config.data_dir.join("meta").join("metadata.json");
-    if fresh {
-        if let Ok(store) = crate::cluster::meta::FileMetadataStore::open(&config.data_dir) {
-            use crate::cluster::meta::MetadataStore;
-            let topics = store.state().topics.len();
-            if topics > 0 {
-                return Err(QuorumError::SingleBrokerData {
-                    path: legacy,
-                    topics,
-                });
-            }
+    // A broker that ran alone has `meta/metadata.json`; it is renamed once its topics are in
+    // the cluster, so while it is there, carrying them over is unfinished (`Quorum::join`).
+    let carry = crate::cluster::meta::read_file_state(&config.data_dir).map_err(|source| {
+        QuorumError::SingleBrokerData {
+            path: config.data_dir.join("meta").join("metadata.json"),
+            source,
         }
+    })?;
+    if let Some(c) = &carry {
+        tracing::info!(
+            topics = c.topics.len(),
+            "this broker ran alone before: its topics will be carried into the cluster, placed on it"
+        );
     }
     std::fs::create_dir_all(&dir).map_err(|e| QuorumError::Node {
         dir: dir.clone(),
@@ -196,6 +208,7 @@ pub fn recover(config: &Config, voters: &[Voter]) -> Result<Recovered, QuorumErr
         node,
         state,
         applied,
+        carry,
     })
 }
 
@@ -235,6 +248,12 @@ pub struct Quorum {
     status: Arc<QuorumStatus>,
     /// The cluster id this broker's data belongs to, if it has one yet.
     cluster_id: RefCell<Option<String>>,
+    /// The metadata of this broker's time alone, until it is carried into the cluster. While
+    /// it is, the id in `meta/cluster.id` is that broker's own and gives way to the cluster's.
+    carry: RefCell<Option<MetadataState>>,
+    /// The id this broker proposes if it is the first to fix the cluster's: the one its data
+    /// has (its `meta/cluster.id`), if any.
+    id_candidate: Option<String>,
     data_dir: PathBuf,
     defaults: TopicConfig,
     producer_ids: Arc<ProducerIdsIssued>,
@@ -284,6 +303,14 @@ impl Quorum {
             voters: voters.iter().map(|v| v.id).collect(),
         };
         let applied = recovered.applied;
+        // A broker that ran alone has an id of its own: it proposes it, but does not hold
+        // other brokers' messages to it, and takes the cluster's if another is fixed first.
+        let id_candidate = cluster_id.clone();
+        let cluster_id = if recovered.carry.is_some() {
+            None
+        } else {
+            cluster_id
+        };
         let q = Rc::new(Quorum {
             me: config.broker_id,
             membership,
@@ -296,6 +323,8 @@ impl Quorum {
             reads: RefCell::new(HashMap::new()),
             status,
             cluster_id: RefCell::new(cluster_id),
+            carry: RefCell::new(recovered.carry),
+            id_candidate,
             data_dir: config.data_dir.clone(),
             defaults,
             producer_ids,
@@ -449,10 +478,28 @@ impl Quorum {
     }
 
     /// Until the cluster id is fixed and this broker is registered: proposes what is missing,
-    /// retrying (and saying so in the log) while the quorum cannot commit.
-    pub async fn join(self: &Rc<Self>, me: BrokerMeta) {
+    /// retrying (and saying so in the log) while the quorum cannot commit. A broker that ran
+    /// alone before carries its topics into the cluster first (`carry_over`); the only error is
+    /// a topic it cannot carry.
+    pub async fn join(self: &Rc<Self>, me: BrokerMeta) -> Result<(), String> {
         let mut last_warning: Option<Instant> = None;
+        // A broker with no data of its own proposes the cluster's creation only once a leader
+        // has been known for `INIT_DEFER`, so that a broker that ran alone before (and proposes
+        // at once) creates the cluster with its topics, committed offsets included.
+        let defer = self.carry.borrow().is_none() && self.id_candidate.is_none();
+        let mut leader_since: Option<Instant> = None;
         loop {
+            if defer && self.state.borrow().cluster_id.is_none() {
+                match (self.status.leader(), leader_since) {
+                    (None, _) => leader_since = None,
+                    (Some(_), None) => leader_since = Some(Instant::now()),
+                    (Some(_), Some(_)) => {}
+                }
+                if leader_since.is_none_or(|t| t.elapsed() < INIT_DEFER) {
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            }
             let registered = {
                 let state = self.state.borrow();
                 state.cluster_id.is_some()
@@ -462,22 +509,37 @@ impl Quorum {
                         .is_some_and(|b| b.incarnation == me.incarnation)
             };
             if registered {
-                return;
+                return Ok(());
             }
-            let cmd = if self.state.borrow().cluster_id.is_none() {
+            let outcome = if self.state.borrow().cluster_id.is_none() {
                 let candidate = self
-                    .cluster_id
-                    .borrow()
+                    .id_candidate
                     .clone()
                     .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
-                MetadataCommand::InitCluster {
+                // A broker that ran alone offers its topics with the cluster's creation: if
+                // this command is the first, they are the cluster's from its first moment.
+                let carried = self.carried_topics().into_values().collect();
+                let producer_ids_reserved = self
+                    .carry
+                    .borrow()
+                    .as_ref()
+                    .map_or(0, |c| c.producer_ids_reserved);
+                self.submit_cmd(MetadataCommand::InitCluster {
                     cluster_id: candidate,
-                }
+                    carried,
+                    producer_ids_reserved,
+                })
+                .await
+                .map(|_| ())
+            } else if self.carry.borrow().is_some() {
+                self.carry_over().await?
             } else {
-                MetadataCommand::RegisterBroker(me.clone())
+                self.submit_cmd(MetadataCommand::RegisterBroker(me.clone()))
+                    .await
+                    .map(|_| ())
             };
-            match self.submit_cmd(cmd).await {
-                Ok(_) | Err(MetaError::ClusterIdMismatch { .. }) => {}
+            match outcome {
+                Ok(()) | Err(MetaError::ClusterIdMismatch { .. } | MetaError::TopicExists(_)) => {}
                 Err(e) => {
                     if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
                         let voters: Vec<String> = self
@@ -492,6 +554,101 @@ impl Quorum {
                 }
             }
         }
+    }
+
+    /// The topics of this broker's time alone, as the cluster will hold them: the same ids,
+    /// configs and data, every partition placed on this broker alone.
+    fn carried_topics(&self) -> BTreeMap<String, TopicMeta> {
+        let carry = self.carry.borrow();
+        let Some(alone) = carry.as_ref() else {
+            return BTreeMap::new();
+        };
+        alone
+            .topics
+            .iter()
+            .map(|(name, t)| {
+                let placed = TopicMeta {
+                    replication_factor: 1,
+                    placement: (0..t.partitions)
+                        .map(|_| PartitionMeta::new(vec![self.me]))
+                        .collect(),
+                    ..t.clone()
+                };
+                (name.clone(), placed)
+            })
+            .collect()
+    }
+
+    /// Carries the topics of this broker's time alone into the cluster, one `CreateTopic` each
+    /// (those the cluster's first command already carried are skipped), reserves its producer
+    /// ids, and then renames `meta/metadata.json` so that this happens once. A topic of the same
+    /// name and another id already in the cluster stops the broker with an error naming it;
+    /// for the offsets topic, a warning (its committed offsets stay on disk, set aside).
+    /// `Ok(Err(_))`: the quorum did not commit; the caller retries.
+    async fn carry_over(self: &Rc<Self>) -> Result<Result<(), MetaError>, String> {
+        let carried = self.carried_topics();
+        for (name, t) in &carried {
+            let existing = self.state.borrow().topics.get(name).map(|e| e.id.clone());
+            match existing {
+                Some(id) if id == t.id => continue,
+                Some(id) if name == crate::group::OFFSETS_TOPIC => {
+                    tracing::warn!(
+                        topic = %name,
+                        cluster_topic_id = %id,
+                        "the cluster made its offsets topic before this broker could carry its own in: the committed offsets of this broker's groups are not carried (its directory is set aside as a stray at the next start, not deleted); consumers of those groups start from auto.offset.reset"
+                    );
+                    continue;
+                }
+                Some(id) => {
+                    return Err(format!(
+                        "carrying this broker's topics into the cluster: topic '{name}' already exists in the cluster (id {id}), and this broker's '{name}' (id {}, {} partitions) is another topic. Nothing of it was carried; rename one of them (delete the cluster's, or move this broker's data away) and start again",
+                        t.id, t.partitions
+                    ));
+                }
+                None => {
+                    if let Err(e) = self
+                        .submit_cmd(MetadataCommand::CreateTopic(t.clone()))
+                        .await
+                    {
+                        return Ok(Err(e));
+                    }
+                }
+            }
+        }
+        let reserved = self
+            .carry
+            .borrow()
+            .as_ref()
+            .map_or(0, |c| c.producer_ids_reserved);
+        if reserved > self.state.borrow().producer_ids_reserved {
+            if let Err(e) = self
+                .submit_cmd(MetadataCommand::ReserveProducerIds { up_to: reserved })
+                .await
+            {
+                return Ok(Err(e));
+            }
+        }
+        let meta = self.data_dir.join("meta");
+        let renamed = glommio::executor()
+            .spawn_blocking(move || {
+                std::fs::rename(
+                    meta.join("metadata.json"),
+                    meta.join("metadata.json.carried"),
+                )?;
+                std::fs::File::open(&meta)?.sync_all()
+            })
+            .await;
+        if let Err(e) = renamed {
+            return Err(format!(
+                "carried this broker's topics into the cluster, but cannot rename meta/metadata.json: {e}"
+            ));
+        }
+        *self.carry.borrow_mut() = None;
+        tracing::info!(
+            topics = carried.len(),
+            "carried this broker's topics into the cluster (meta/metadata.json is now meta/metadata.json.carried)"
+        );
+        Ok(Ok(()))
     }
 
     /// The quorum as this broker sees it: (term, commit index, each voter as

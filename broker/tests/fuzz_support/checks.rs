@@ -215,6 +215,8 @@ pub fn metadata_seeds(scratch: &Path) -> Vec<Vec<u8>> {
         },
         // A cluster's: its id, a broker, a topic placed on brokers, grown with placements.
         MetadataCommand::InitCluster {
+            carried: vec![],
+            producer_ids_reserved: 0,
             cluster_id: "c0ffee".into(),
         },
         MetadataCommand::RegisterBroker(quiver_broker::cluster::meta::BrokerMeta {
