@@ -97,6 +97,12 @@ impl Identity {
 }
 
 /// Records the cluster id a cluster's broker learned from the controller quorum's log.
+/// The name a broker's certificate carries in a cluster, so the other brokers can tell it is
+/// broker `id` (a DNS name in its subject alternative names).
+pub fn broker_name(id: u32) -> String {
+    format!("quiver-broker-{id}")
+}
+
 pub fn write_cluster_id(data_dir: &Path, id: &str) -> Result<(), IdentityError> {
     write_new(
         &data_dir.join("meta").join("cluster.id"),

@@ -84,10 +84,10 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
         }
     })?;
     let config = Arc::new(config);
-    let (tls, peer_tls) = server_tls(&config)?;
     // Validated by Config::load.
     let voters = config.voters().unwrap_or_default();
     let clustered = !voters.is_empty();
+    let (tls, peer_tls) = server_tls(&config, clustered)?;
     let identity = crate::identity::Identity::load(&config.data_dir, !clustered)?;
     let reset_secret = quiver_net::StatelessResetSecret(Arc::new(identity.reset_secret));
     let cluster_id: Arc<str> = identity.cluster_id.clone().unwrap_or_default().into();
@@ -263,16 +263,27 @@ fn controller_limits(config: &Config) -> crate::cluster::controller::Limits {
 
 /// The QUIC server's TLS configuration, and what this broker trusts when it dials another (the
 /// development CA, `tls_peer_ca`, or failing both the client CA; `None` if nothing names one).
+///
+/// In a cluster, brokers prove who they are to each other: this broker's certificate must name
+/// it as `quiver-broker-<id>` (development certificates do), it presents that certificate when
+/// it dials another broker, and it accepts (without requiring) client certificates signed by
+/// the peer CA, so that a request can be told to come from broker N (`RaftMessage` must).
 #[allow(clippy::type_complexity)]
 fn server_tls(
     config: &Config,
+    clustered: bool,
 ) -> Result<(Arc<rustls::ServerConfig>, Option<Arc<rustls::ClientConfig>>), RunError> {
     use quiver_net::tls;
     let client_ca =
         (!config.tls_client_ca.as_os_str().is_empty()).then(|| config.tls_client_ca.clone());
+    let broker_name = crate::identity::broker_name(config.broker_id);
     let (files, dev_ca) = if config.tls_cert.as_os_str().is_empty() {
-        // The certificate names what clients dial: the listen address and the advertised host.
-        let names = [config.listen.ip().to_string(), config.advertised_host()];
+        // The certificate names what clients dial: the listen address and the advertised host;
+        // in a cluster, the broker too.
+        let mut names = vec![config.listen.ip().to_string(), config.advertised_host()];
+        if clustered {
+            names.push(broker_name.clone());
+        }
         let dev = if config.dev_ca_dir.as_os_str().is_empty() {
             tls::ensure_dev_certs_for(&config.data_dir, &names)?
         } else {
@@ -293,6 +304,7 @@ fn server_tls(
                 cert_chain: config.tls_cert.clone(),
                 key: config.tls_key.clone(),
                 client_ca: client_ca.clone(),
+                peer_ca: None,
             },
             None,
         )
@@ -302,14 +314,43 @@ fn server_tls(
     } else {
         dev_ca.or(client_ca)
     };
-    let peer = match peer_ca {
-        Some(ca) => Some(tls::client_config(&tls::ClientTlsFiles {
-            ca_files: vec![ca],
-            identity: None,
-        })?),
-        None => None,
+    if !clustered {
+        let peer = match peer_ca {
+            Some(ca) => Some(tls::client_config(&tls::ClientTlsFiles {
+                ca_files: vec![ca],
+                identity: None,
+            })?),
+            None => None,
+        };
+        return Ok((tls::server_config(&files)?, peer));
+    }
+    let names = tls::load_certs(&files.cert_chain)?
+        .first()
+        .and_then(tls::PeerIdentity::from_cert)
+        .map(|id| id.dns_names)
+        .unwrap_or_default();
+    if !names.contains(&broker_name) {
+        return Err(RunError::Shard {
+            shard: 0,
+            message: format!(
+                "the broker certificate {} does not name {broker_name} (it names: {}): brokers of a cluster prove who they are to each other with it, so each broker's certificate must carry `{broker_name}` as a DNS name (development certificates do)",
+                files.cert_chain.display(),
+                names.join(", ")
+            ),
+        });
+    }
+    let Some(peer_ca) = peer_ca else {
+        return Ok((tls::server_config(&files)?, None));
     };
-    Ok((tls::server_config(&files)?, peer))
+    let peer = tls::client_config(&tls::ClientTlsFiles {
+        ca_files: vec![peer_ca.clone()],
+        identity: Some((files.cert_chain.clone(), files.key.clone())),
+    })?;
+    let files = tls::ServerTlsFiles {
+        peer_ca: Some(peer_ca),
+        ..files
+    };
+    Ok((tls::server_config(&files)?, Some(peer)))
 }
 
 /// Binds the shards' UDP sockets, one per shard, as a group steered by source port

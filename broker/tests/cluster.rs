@@ -706,7 +706,8 @@ async fn hostile_raft_messages_are_refused_and_the_quorum_goes_on() {
 
     let cluster = Cluster::start(3, &[]);
     let target = &cluster.brokers[0];
-    let h = Hostile::connect(target).await;
+    // With broker 2's own certificate: the checks after authentication.
+    let h = Hostile::connect_as(target, &cluster.brokers[1]).await;
     let msg = |t: MessageType, from: u64, term: u64, commit: u64| {
         let mut m = Message::default();
         m.set_msg_type(t);
@@ -789,6 +790,26 @@ async fn hostile_raft_messages_are_refused_and_the_quorum_goes_on() {
     for (what, r, payload, want) in cases {
         let resp = h.call(&r, &payload).await.ok::<RaftMessageRequest>();
         assert_eq!(resp.error_code, want, "{what}");
+    }
+    // Without a broker's certificate, or with another broker's, nobody speaks for broker 2:
+    // not even a well-formed heartbeat reaches raft.
+    let strangers = [
+        ("no certificate", Hostile::connect(target).await),
+        (
+            "broker 3's",
+            Hostile::connect_as(target, &cluster.brokers[2]).await,
+        ),
+    ];
+    for (what, h) in strangers {
+        let resp = h
+            .call(&req(2, whole(&heartbeat), ""), &heartbeat)
+            .await
+            .ok::<RaftMessageRequest>();
+        assert_eq!(
+            resp.error_code,
+            ErrorCode::ClusterAuthorizationFailed,
+            "{what}"
+        );
     }
     // Still a voter in good standing: a change through it commits.
     create_via(&cluster, 0, "after-hostile").await.unwrap();

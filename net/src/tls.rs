@@ -125,6 +125,11 @@ pub struct ServerTlsFiles {
     /// With a client CA file, mutual TLS is on: every client must present a certificate that
     /// chains to one of these CAs, or the handshake fails.
     pub client_ca: Option<PathBuf>,
+    /// The CA of the other brokers of a cluster: a client may present a certificate it signed
+    /// (a broker proving who it is), and one that presents none is still served; the names of
+    /// a presented certificate reach requests (`PeerIdentity`). With `client_ca` too, both CAs
+    /// are trusted and a certificate is required.
+    pub peer_ca: Option<PathBuf>,
 }
 
 /// Builds the rustls server configuration (TLS 1.3 only, as QUIC requires; ALPN `quiver/1`).
@@ -134,14 +139,23 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<rustls::ServerConfig>
     let provider = provider();
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?;
-    let builder = match &files.client_ca {
-        Some(ca) => {
-            let roots = load_roots(std::slice::from_ref(ca))?;
-            let verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build()?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
+    let cas: Vec<PathBuf> = files
+        .client_ca
+        .iter()
+        .chain(files.peer_ca.iter())
+        .cloned()
+        .collect();
+    let builder = if cas.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let roots = load_roots(&cas)?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+        let verifier = if files.client_ca.is_some() {
+            verifier.build()?
+        } else {
+            verifier.allow_unauthenticated().build()?
+        };
+        builder.with_client_cert_verifier(verifier)
     };
     let mut config = builder.with_single_cert(chain, key)?;
     config.alpn_protocols = vec![ALPN_QUIVER_V1.to_vec()];
@@ -197,6 +211,7 @@ impl DevCerts {
             cert_chain: self.server_cert.clone(),
             key: self.server_key.clone(),
             client_ca: None,
+            peer_ca: None,
         }
     }
 
@@ -403,7 +418,12 @@ fn write_server_cert(
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "quiver dev server");
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    // Client authentication too: a broker of a cluster presents the same certificate to the
+    // other brokers to prove who it is.
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     params.use_authority_key_identifier_extension = true;
     let server_key = rcgen::KeyPair::generate()?;
     let server = params.signed_by(&server_key, ca, ca_key)?;

@@ -89,6 +89,25 @@ impl Hostile {
             .expect("hostile client connects")
     }
 
+    /// Connects to `broker` presenting `as_broker`'s own certificate: a client that holds a
+    /// cluster broker's key, and so speaks as that broker (broker-to-broker requests).
+    pub async fn connect_as(broker: &Broker, as_broker: &Broker) -> Hostile {
+        let tls = ClientTls::from_ca_file(broker.ca())
+            .expect("the broker's CA")
+            .with_client_cert(
+                as_broker.data_dir().join("tls/server.pem"),
+                as_broker.data_dir().join("tls/server.key"),
+            )
+            .expect("the broker's certificate");
+        let conn = Connection::connect(broker.addr, "localhost", &tls)
+            .await
+            .expect("hostile client connects");
+        Hostile {
+            conn,
+            read_max: 1 << 30,
+        }
+    }
+
     /// Connects, or says why not (a refused connection, for the connection caps).
     pub async fn try_connect(broker: &Broker) -> Result<Hostile, TransportError> {
         let tls = ClientTls::from_ca_file(broker.ca()).expect("the broker's CA");

@@ -5,7 +5,9 @@
 //! `MESSAGE_BYTES_MAX` and inside the payload (the frame limit bounds the whole); every message
 //! must come from the voter the request names, to this broker. Anything else refuses the whole
 //! request with `InvalidRequest` before raft sees any of it; a request for another cluster gets
-//! `InconsistentClusterId`. Raft's answers travel as requests of their own.
+//! `InconsistentClusterId`; one on a connection whose client certificate does not name the
+//! voter (`quiver-broker-<id>`, signed by the cluster's CA) gets `ClusterAuthorizationFailed`.
+//! Raft's answers travel as requests of their own.
 
 use std::rc::Rc;
 
@@ -23,6 +25,7 @@ pub(super) async fn raft_message(
     shard: &Rc<Shard>,
     req: RaftMessageRequest,
     payload: Bytes,
+    identity: Option<&quiver_net::PeerIdentity>,
 ) -> RaftMessageResponse {
     let refuse = |error_code| RaftMessageResponse { error_code };
     let me = shard.config.broker_id;
@@ -38,6 +41,16 @@ pub(super) async fn raft_message(
             "RaftMessage from a broker that is not a voter of this quorum"
         );
         return refuse(ErrorCode::InvalidRequest);
+    }
+    // Only broker `from` itself speaks for it: its certificate (signed by the cluster's CA,
+    // checked in the handshake) must name it.
+    let name = crate::identity::broker_name(from);
+    if !identity.is_some_and(|id| id.dns_names.contains(&name)) {
+        tracing::debug!(
+            from,
+            "RaftMessage on a connection whose certificate does not name {name}; refused"
+        );
+        return refuse(ErrorCode::ClusterAuthorizationFailed);
     }
     if req.messages.len() > MESSAGES_PER_CALL_MAX {
         return refuse(ErrorCode::InvalidRequest);

@@ -112,7 +112,7 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
             }
         }
         AnyRequest::RaftMessage(r) => {
-            let resp = cluster::raft_message(shard, r, req.payload).await;
+            let resp = cluster::raft_message(shard, r, req.payload, req.identity.as_deref()).await;
             let failed = resp.error_code != ErrorCode::None;
             Answer {
                 body: resp.into(),
