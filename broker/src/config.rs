@@ -164,6 +164,11 @@ settings! {
     /// of a cluster is a voter and lists the same voters (combined mode). Empty: this broker
     /// runs alone, as a cluster of one without a quorum.
     controller_voters: String = String::new(), env "STREAMD_CONTROLLER_VOTERS";
+    /// What this process is in a cluster: "broker,controller" (a voter of the controller quorum
+    /// that also holds partitions, as a small KRaft cluster's nodes) or "controller" (a voter
+    /// that holds no partitions and is not offered to clients as a broker). Ignored without
+    /// controller_voters.
+    process_roles: String = "broker,controller".to_string(), env "STREAMD_PROCESS_ROLES";
     /// The broker's rack (failure domain), given to clients in metadata. Empty: none.
     rack: String = String::new(), env "STREAMD_RACK";
     /// A broker of a cluster the controller has not heard from for this long is fenced: clients
@@ -525,6 +530,9 @@ impl Config {
         if self.broker_id == 0 {
             return Err(bad("broker_id", 0, "must be 1 or more"));
         }
+        if let Err(why) = self.roles() {
+            return Err(bad("process_roles", &self.process_roles, &why));
+        }
         if let Err(why) = self.voters() {
             return Err(bad("controller_voters", &self.controller_voters, &why));
         }
@@ -628,6 +636,28 @@ impl Config {
         Ok(voters)
     }
 
+    /// Whether this process holds partitions (a broker) besides voting in the controller
+    /// quorum: false for a controller-only voter (`process_roles = "controller"`).
+    pub fn roles(&self) -> Result<Roles, String> {
+        let mut roles: Vec<&str> = self
+            .process_roles
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .collect();
+        roles.sort_unstable();
+        roles.dedup();
+        match roles[..] {
+            ["broker", "controller"] => Ok(Roles::Combined),
+            ["controller"] => Ok(Roles::ControllerOnly),
+            ["broker"] => Err(
+                "a broker that is not a voter of the controller quorum (\"broker\" alone) is not built yet: every broker of a cluster is a voter (\"broker,controller\")"
+                    .into(),
+            ),
+            _ => Err("must be \"broker,controller\" or \"controller\"".into()),
+        }
+    }
+
     /// Host given to clients in metadata.
     pub fn advertised_host(&self) -> String {
         if self.advertised_host.is_empty() {
@@ -636,6 +666,15 @@ impl Config {
             self.advertised_host.clone()
         }
     }
+}
+
+/// What a process of a cluster is (`process_roles`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Roles {
+    /// A voter of the controller quorum that also holds partitions.
+    Combined,
+    /// A voter that holds no partitions and is not a broker to clients.
+    ControllerOnly,
 }
 
 /// One voter of the controller quorum: a broker id and the QUIC address it listens on.
@@ -687,6 +726,29 @@ mod tests {
         let mut all = vec!["streamd"];
         all.extend_from_slice(args);
         Cli::try_parse_from(all).expect("parses")
+    }
+
+    /// Each process_roles value: the roles it gives, or a piece of the refusal.
+    #[test]
+    fn process_roles_parse_or_are_refused_with_the_reason() {
+        let cases: &[(&str, Result<Roles, &str>)] = &[
+            ("broker,controller", Ok(Roles::Combined)),
+            (" controller , broker ", Ok(Roles::Combined)),
+            ("controller", Ok(Roles::ControllerOnly)),
+            ("controller,controller", Ok(Roles::ControllerOnly)),
+            ("broker", Err("not built yet")),
+            ("", Err("must be")),
+            ("voter", Err("must be")),
+        ];
+        for (text, want) in cases {
+            let mut c = Config::defaults();
+            c.process_roles = text.to_string();
+            match (c.roles(), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, *want, "{text:?}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{text:?}: {got}"),
+                (got, want) => panic!("{text:?}: {got:?}, wanted {want:?}"),
+            }
+        }
     }
 
     /// Each voter list: the voters it gives, or a piece of the refusal.

@@ -608,6 +608,10 @@ async fn shard_start(
     })
 }
 
+/// How long a broker joining a cluster waits for every voter to register before it makes sure
+/// the offsets topic exists (see `join_cluster`).
+const OFFSETS_PLACEMENT_WAIT: Duration = Duration::from_secs(5);
+
 /// The internal offsets topic as the controller ensures it at start: kept for ever, in 64 MiB
 /// segments.
 fn offsets_topic(config: &Config) -> crate::cluster::controller::AdminOp {
@@ -655,10 +659,23 @@ async fn join_cluster(
         incarnation: rand::random(),
         epoch: 0,
         fenced: false,
+        controller_only: ctx.config.roles() == Ok(crate::config::Roles::ControllerOnly),
     };
+    let controller_only = me.controller_only;
     quorum.join(me).await?;
+    // The offsets topic is placed over the voters that are brokers, so it waits (a little) to
+    // know which are: until every voter has registered, or OFFSETS_PLACEMENT_WAIT has passed
+    // (a voter down at the cluster's first start is then taken to be a broker).
+    let waited = std::time::Instant::now();
+    while !controller_only
+        && !quorum.voters_registered()
+        && waited.elapsed() < OFFSETS_PLACEMENT_WAIT
+    {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
     let op = offsets_topic(ctx.config);
-    loop {
+    // A controller-only voter holds no partitions: the brokers make the offsets topic.
+    while !controller_only {
         let failure = match crate::handlers::admin_change(shard, op.clone()).await {
             quiver_proto::api::AnyResponse::CreateTopics(r) => r
                 .topics

@@ -1006,3 +1006,60 @@ async fn a_broker_that_ran_alone_carries_its_topics_into_a_new_cluster() {
     assert_eq!(admin.describe_topic("legacy").await.unwrap().id, legacy_id);
     admin.describe_topic("after").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_only_voter_votes_but_holds_no_partitions() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::unstarted(3, &[]);
+    cluster.brokers[2]
+        .args
+        .extend(["--process-roles".to_string(), "controller".to_string()]);
+    cluster.launch(&[0, 1, 2]);
+    let q = Admin::new(cluster.client_via(&[2]).await)
+        .describe_quorum()
+        .await
+        .unwrap();
+    assert_eq!(q.voters.len(), 3, "{q:?}");
+    let roles: Vec<(u32, bool)> = q
+        .brokers
+        .iter()
+        .map(|b| (b.id, b.controller_only))
+        .collect();
+    assert_eq!(roles, vec![(1, false), (2, false), (3, true)]);
+    // Clients see two brokers, whichever they ask (the controller-only one too).
+    for via in 0..3 {
+        assert_eq!(describe(&cluster, via).await.1, vec![1, 2], "via {via}");
+    }
+    // Partitions, internal ones included, go to the two brokers only.
+    let admin = Admin::new(cluster.client_via(&[2]).await);
+    admin.create_topic(NewTopic::new("work", 6)).await.unwrap();
+    for topic in ["work", "__consumer_offsets"] {
+        for (p, (leader, replicas, ..)) in placement(&cluster, 0, topic).await {
+            assert!(!replicas.contains(&3), "{topic}/{p} on {replicas:?}");
+            assert!(leader.is_some(), "{topic}/{p}");
+        }
+    }
+    let rf3 = admin
+        .create_topic(NewTopic::new("three", 1).replication_factor(3))
+        .await
+        .unwrap_err();
+    assert!(
+        rf3.to_string().contains("needs 3 live brokers; 2 are"),
+        "{rf3}"
+    );
+    // It still votes: with broker 1 down, brokers 2 and 3 are a majority and commit.
+    cluster.brokers[0].kill9();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while create_via(&cluster, 1, "without-1").await.is_err() {
+        assert!(Instant::now() < deadline, "{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Produce and consume through the controller-only process as bootstrap.
+    produce_keyed(&cluster, 2, "without-1", 20).await;
+    let mut consumer = Consumer::new(
+        cluster.client_via(&[2]).await,
+        ConsumerConfig::default().auto_offset_reset(OffsetReset::Earliest),
+    );
+    consumer.assign_topic("without-1").await.unwrap();
+    assert_eq!(read_values(&mut consumer, 20).await.len(), 20);
+}

@@ -413,8 +413,8 @@ impl Controller {
 
     /// In a cluster, where `count` new partitions numbered from `first` go, `rf` replicas each
     /// (`assign::assign` over the live brokers and their racks, from a random start per call,
-    /// so many topics' leaders balance). Internal topics are placed over the voters (all start
-    /// together, and their groups must spread). `None` on a single broker, which refuses a
+    /// so many topics' leaders balance). Internal topics are placed over the voters that are
+    /// brokers (all start together, and their groups must spread). `None` on a single broker, which refuses a
     /// replication factor above 1.
     fn placement(
         &self,
@@ -432,12 +432,20 @@ impl Controller {
             }
             return Ok(None);
         };
+        let state = self.log.state();
         let ids: Vec<u32> = if internal {
-            member.voters.clone()
+            // Every voter but those registered as controller-only (a voter not registered
+            // yet is taken to be a broker; one that turns out controller-only serves what
+            // was placed on it all the same).
+            member
+                .voters
+                .iter()
+                .copied()
+                .filter(|v| !state.brokers.get(v).is_some_and(|b| b.controller_only))
+                .collect()
         } else {
             self.log.placeable_brokers()
         };
-        let state = self.log.state();
         let brokers: Vec<Placeable> = ids
             .iter()
             .map(|&id| Placeable {

@@ -142,6 +142,10 @@ pub struct BrokerMeta {
     pub epoch: u64,
     /// Fenced: its session lapsed; it leads nothing until it is heard from again.
     pub fenced: bool,
+    /// A controller-only voter (`process_roles = "controller"`): registered so the cluster
+    /// knows it, but holds no partitions and is not listed to clients.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub controller_only: bool,
 }
 
 /// Everything metadata knows. `version` counts applied commands.
@@ -605,6 +609,7 @@ mod tests {
             incarnation: 9,
             epoch: 0,
             fenced: true,
+            controller_only: false,
         }
     }
 

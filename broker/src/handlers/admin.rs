@@ -158,12 +158,12 @@ pub(super) async fn metadata(shard: &Rc<Shard>, req: MetadataRequest) -> Metadat
             }],
             Some(BrokerId(me)),
         ),
-        // A cluster's live brokers: registered and not fenced.
+        // A cluster's live brokers: registered, not fenced, not controller-only.
         Some(quorum) => (
             snapshot
                 .brokers
                 .values()
-                .filter(|b| !b.fenced)
+                .filter(|b| !b.fenced && !b.controller_only)
                 .map(|b| MetadataBroker {
                     broker_id: BrokerId(b.id),
                     host: b.host.clone(),
@@ -174,6 +174,21 @@ pub(super) async fn metadata(shard: &Rc<Shard>, req: MetadataRequest) -> Metadat
                 .collect(),
             quorum.leader().map(BrokerId),
         ),
+    };
+    // Clients send admin requests to the controller Metadata names, and any broker forwards
+    // them to the quorum's leader: when that leader is a controller-only voter (not a broker a
+    // client may reach), name this broker, or another listed one (as KRaft does).
+    let listed = |id: &BrokerId| brokers.iter().any(|b| b.broker_id == *id);
+    let controller_id = match controller_id {
+        Some(c) if !listed(&c) => {
+            let me = BrokerId(me);
+            Some(if listed(&me) {
+                me
+            } else {
+                brokers.first().map_or(c, |b| b.broker_id)
+            })
+        }
+        other => other,
     };
     MetadataResponse {
         throttle_time_ms: 0,

@@ -111,6 +111,7 @@ pub(super) async fn describe_cluster(
             shard_count: shard.shard_count() as u16,
             fenced: false,
             broker_epoch: 0,
+            controller_only: false,
         }];
         return resp;
     }
@@ -167,6 +168,7 @@ pub(super) async fn describe_cluster(
             shard_count: b.shard_count,
             fenced: b.fenced,
             broker_epoch: b.epoch,
+            controller_only: b.controller_only,
         })
         .collect();
     resp

@@ -472,6 +472,15 @@ impl Quorum {
         &self.status
     }
 
+    /// Whether every voter has registered (as a broker or as controller-only).
+    pub fn voters_registered(&self) -> bool {
+        let state = self.state.borrow();
+        self.membership
+            .voters
+            .iter()
+            .all(|v| state.brokers.contains_key(v))
+    }
+
     /// The cluster id once the log has fixed it.
     pub fn cluster_id(&self) -> Option<String> {
         self.cluster_id.borrow().clone()
@@ -482,6 +491,15 @@ impl Quorum {
     /// alone before carries its topics into the cluster first (`carry_over`); the only error is
     /// a topic it cannot carry.
     pub async fn join(self: &Rc<Self>, me: BrokerMeta) -> Result<(), String> {
+        if me.controller_only
+            && self
+                .carry
+                .borrow()
+                .as_ref()
+                .is_some_and(|c| !c.topics.is_empty())
+        {
+            return Err("this data directory holds topics from running alone, and a controller-only voter (process_roles = \"controller\") holds no partitions: start it as \"broker,controller\" to carry them into the cluster, or give it an empty data directory".into());
+        }
         let mut last_warning: Option<Instant> = None;
         // A broker with no data of its own proposes the cluster's creation only once a leader
         // has been known for `INIT_DEFER`, so that a broker that ran alone before (and proposes
@@ -1112,7 +1130,7 @@ impl MetadataLog for QuorumLog {
             .borrow()
             .brokers
             .values()
-            .filter(|b| !b.fenced)
+            .filter(|b| !b.fenced && !b.controller_only)
             .filter(|b| {
                 b.id == q.me
                     || heard

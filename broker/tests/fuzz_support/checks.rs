@@ -228,6 +228,7 @@ pub fn metadata_seeds(scratch: &Path) -> Vec<Vec<u8>> {
             incarnation: 7,
             epoch: 0,
             fenced: false,
+            controller_only: false,
         }),
         MetadataCommand::CreateTopic(TopicMeta {
             placement: vec![

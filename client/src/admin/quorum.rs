@@ -56,6 +56,8 @@ pub struct RegisteredBroker {
     pub fenced: bool,
     /// The metadata version of its last registration.
     pub epoch: u64,
+    /// A controller-only voter: it holds no partitions and clients are not sent to it.
+    pub controller_only: bool,
 }
 
 impl Admin {
@@ -96,6 +98,7 @@ impl Admin {
                     shards: b.shard_count,
                     fenced: b.fenced,
                     epoch: b.broker_epoch,
+                    controller_only: b.controller_only,
                 })
                 .collect(),
         })

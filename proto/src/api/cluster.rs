@@ -181,6 +181,7 @@ tables! {
         shard_count: u16 = scalar,
         fenced: bool = scalar,
         broker_epoch: u64 = scalar,
+        controller_only: bool = scalar,
     }
 
     /// One voter of the controller quorum, as its leader sees it.

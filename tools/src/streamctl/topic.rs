@@ -217,6 +217,12 @@ pub async fn cluster(client: &Client, out: OutputArgs) -> CliResult {
                         b.id.to_string(),
                         address,
                         b.rack.clone().unwrap_or_else(|| "-".into()),
+                        if b.controller_only {
+                            "controller"
+                        } else {
+                            "broker"
+                        }
+                        .into(),
                         b.shards.to_string(),
                         if b.fenced { "fenced" } else { "live" }.into(),
                         if Some(b.id) == c.controller {

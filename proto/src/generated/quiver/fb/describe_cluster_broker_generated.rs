@@ -26,6 +26,7 @@ impl<'a> DescribeClusterBroker<'a> {
   pub const VT_SHARD_COUNT: ::flatbuffers::VOffsetT = 12;
   pub const VT_FENCED: ::flatbuffers::VOffsetT = 14;
   pub const VT_BROKER_EPOCH: ::flatbuffers::VOffsetT = 16;
+  pub const VT_CONTROLLER_ONLY: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -43,6 +44,7 @@ impl<'a> DescribeClusterBroker<'a> {
     builder.add_broker_id(args.broker_id);
     builder.add_shard_count(args.shard_count);
     builder.add_port(args.port);
+    builder.add_controller_only(args.controller_only);
     builder.add_fenced(args.fenced);
     builder.finish()
   }
@@ -104,6 +106,14 @@ impl<'a> DescribeClusterBroker<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(DescribeClusterBroker::VT_BROKER_EPOCH, Some(0)).unwrap()}
   }
+  /// A controller-only voter: it holds no partitions and Metadata does not list it.
+  #[inline]
+  pub fn controller_only(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(DescribeClusterBroker::VT_CONTROLLER_ONLY, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for DescribeClusterBroker<'_> {
@@ -119,6 +129,7 @@ impl ::flatbuffers::Verifiable for DescribeClusterBroker<'_> {
      .visit_field::<u16>("shard_count", Self::VT_SHARD_COUNT, false)?
      .visit_field::<bool>("fenced", Self::VT_FENCED, false)?
      .visit_field::<u64>("broker_epoch", Self::VT_BROKER_EPOCH, false)?
+     .visit_field::<bool>("controller_only", Self::VT_CONTROLLER_ONLY, false)?
      .finish();
     Ok(())
   }
@@ -131,6 +142,7 @@ pub struct DescribeClusterBrokerArgs<'a> {
     pub shard_count: u16,
     pub fenced: bool,
     pub broker_epoch: u64,
+    pub controller_only: bool,
 }
 impl<'a> Default for DescribeClusterBrokerArgs<'a> {
   #[inline]
@@ -143,6 +155,7 @@ impl<'a> Default for DescribeClusterBrokerArgs<'a> {
       shard_count: 0,
       fenced: false,
       broker_epoch: 0,
+      controller_only: false,
     }
   }
 }
@@ -181,6 +194,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DescribeClusterBrokerBuilder<
     self.fbb_.push_slot::<u64>(DescribeClusterBroker::VT_BROKER_EPOCH, broker_epoch, 0);
   }
   #[inline]
+  pub fn add_controller_only(&mut self, controller_only: bool) {
+    self.fbb_.push_slot::<bool>(DescribeClusterBroker::VT_CONTROLLER_ONLY, controller_only, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DescribeClusterBrokerBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     DescribeClusterBrokerBuilder {
@@ -206,6 +223,7 @@ impl ::core::fmt::Debug for DescribeClusterBroker<'_> {
       ds.field("shard_count", &self.shard_count());
       ds.field("fenced", &self.fenced());
       ds.field("broker_epoch", &self.broker_epoch());
+      ds.field("controller_only", &self.controller_only());
       ds.finish()
   }
 }
