@@ -1063,3 +1063,26 @@ async fn a_controller_only_voter_votes_but_holds_no_partitions() {
     consumer.assign_topic("without-1").await.unwrap();
     assert_eq!(read_values(&mut consumer, 20).await.len(), 20);
 }
+
+/// A voter's name that does not resolve (yet: a pod not yet in DNS) stops nobody: the others
+/// start, form a majority, and keep trying the name, saying so in their logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_whose_name_does_not_resolve_is_retried_not_fatal() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::unstarted(3, &[]);
+    let real = format!("3@127.0.0.1:{}", cluster.ports[2]);
+    let unresolved = format!("3@quiver-voter-3.invalid:{}", cluster.ports[2]);
+    for b in &mut cluster.brokers[..2] {
+        for a in b.args.iter_mut() {
+            *a = a.replace(&real, &unresolved);
+        }
+    }
+    cluster.launch(&[0, 1]);
+    create_via(&cluster, 0, "two-of-three").await.unwrap();
+    let logs = cluster.logs();
+    assert!(
+        logs.contains("quiver-voter-3.invalid")
+            && logs.contains("cannot reach controller quorum peer"),
+        "{logs}"
+    );
+}

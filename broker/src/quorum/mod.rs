@@ -32,7 +32,7 @@ pub mod transport;
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{BTreeMap, HashMap};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -110,13 +110,6 @@ pub enum QuorumError {
     #[error("cannot bind the controller quorum's client endpoint on {ip}: {message}")]
     Bind {
         ip: std::net::IpAddr,
-        message: String,
-    },
-    #[error("voter {id}: cannot resolve {host}:{port}: {message}")]
-    Resolve {
-        id: u32,
-        host: String,
-        port: u16,
         message: String,
     },
 }
@@ -272,9 +265,9 @@ pub struct Quorum {
     /// When messages of another cluster were last reported (at most every 10 s).
     foreign_warned: Cell<Option<Instant>>,
     forward_conns: RefCell<HashMap<u32, quiver_net::ClientConnection>>,
-    /// The other voters' addresses (resolved once, by `start`) and the names their
-    /// certificates must carry.
-    peer_addrs: RefCell<BTreeMap<u32, (SocketAddr, String)>>,
+    /// The other voters' hosts and ports (resolved at each dial; their certificates must
+    /// name their hosts).
+    peer_addrs: RefCell<BTreeMap<u32, transport::PeerAddr>>,
 }
 
 thread_local! {
@@ -370,10 +363,11 @@ impl Quorum {
         let _ = self.endpoint.set(endpoint.clone());
         let mut peers = BTreeMap::new();
         for v in self.voters.iter().filter(|v| v.id != self.me) {
-            let addr = resolve(v)?;
-            self.peer_addrs
-                .borrow_mut()
-                .insert(v.id, (addr, v.host.clone()));
+            let addr = transport::PeerAddr {
+                host: v.host.clone(),
+                port: v.port,
+            };
+            self.peer_addrs.borrow_mut().insert(v.id, addr.clone());
             let me = self.clone();
             let cluster_id: Rc<dyn Fn() -> String> =
                 Rc::new(move || me.cluster_id.borrow().clone().unwrap_or_default());
@@ -383,7 +377,6 @@ impl Quorum {
                     self.me,
                     v.id,
                     addr,
-                    v.host.clone(),
                     endpoint.clone(),
                     cluster_id,
                     self.events.clone(),
@@ -445,13 +438,13 @@ impl Quorum {
         let conn = match existing {
             Some(c) => c,
             None => {
-                let (addr, host) = self
+                let addr = self
                     .peer_addrs
                     .borrow()
                     .get(&to)
                     .cloned()
                     .ok_or_else(|| format!("broker {to} is not another voter"))?;
-                let c = transport::dial(&endpoint, addr, &host)
+                let c = transport::dial(&endpoint, &addr)
                     .await
                     .map_err(|why| format!("connecting to broker {to}: {why}"))?;
                 self.forward_conns.borrow_mut().insert(to, c.clone());
@@ -1088,19 +1081,6 @@ pub(crate) async fn within<T>(
 
 fn cluster_id_file(data_dir: &Path) -> PathBuf {
     data_dir.join("meta").join("cluster.id")
-}
-
-fn resolve(v: &Voter) -> Result<SocketAddr, QuorumError> {
-    (v.host.as_str(), v.port)
-        .to_socket_addrs()
-        .map_err(|e| e.to_string())
-        .and_then(|mut a| a.next().ok_or_else(|| "no address".to_string()))
-        .map_err(|message| QuorumError::Resolve {
-            id: v.id,
-            host: v.host.clone(),
-            port: v.port,
-            message,
-        })
 }
 
 /// The quorum as the controller's `MetadataLog`.

@@ -64,21 +64,47 @@ pub fn decode(bytes: &[u8]) -> Option<Message> {
     Message::parse_from_bytes(bytes).ok()
 }
 
-/// Starts the sender task for peer `id` at `addr` (whose certificate must name `host`).
+/// Where a peer listens: its host (a name or an address; its certificate must name it) and
+/// QUIC port. Resolved at each dial, not once: a peer that comes back on another address (a
+/// restarted pod) is found again, and one whose name does not resolve yet (a pod not yet in
+/// DNS) is retried, not fatal.
+#[derive(Clone, Debug)]
+pub struct PeerAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl PeerAddr {
+    /// The first address `host:port` resolves to (the lookup runs on the blocking pool).
+    pub async fn resolve(&self) -> Result<SocketAddr, String> {
+        if let Ok(ip) = self.host.parse::<std::net::IpAddr>() {
+            return Ok(SocketAddr::new(ip, self.port));
+        }
+        let (host, port) = (self.host.clone(), self.port);
+        glommio::executor()
+            .spawn_blocking(move || {
+                use std::net::ToSocketAddrs;
+                (host.as_str(), port)
+                    .to_socket_addrs()
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut a| a.next().ok_or_else(|| "no address".to_string()))
+            })
+            .await
+            .map_err(|why| format!("cannot resolve {}:{}: {why}", self.host, self.port))
+    }
+}
+
+/// Starts the sender task for peer `id` at `addr`.
 pub fn spawn_peer(
     me: u32,
     id: u32,
-    addr: SocketAddr,
-    host: String,
+    addr: PeerAddr,
     endpoint: Rc<Endpoint>,
     cluster_id: Rc<dyn Fn() -> String>,
     events: mpsc::Sender<Event>,
 ) -> PeerQueue {
     let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
-    glommio::spawn_local(send_loop(
-        me, id, addr, host, endpoint, cluster_id, events, rx,
-    ))
-    .detach();
+    glommio::spawn_local(send_loop(me, id, addr, endpoint, cluster_id, events, rx)).detach();
     PeerQueue { tx }
 }
 
@@ -86,8 +112,7 @@ pub fn spawn_peer(
 async fn send_loop(
     me: u32,
     id: u32,
-    addr: SocketAddr,
-    host: String,
+    addr: PeerAddr,
     endpoint: Rc<Endpoint>,
     cluster_id: Rc<dyn Fn() -> String>,
     mut events: mpsc::Sender<Event>,
@@ -104,17 +129,17 @@ async fn send_loop(
             }
         }
         if conn.is_none() {
-            match dial(&endpoint, addr, &host).await {
+            match dial(&endpoint, &addr).await {
                 Ok(c) => {
                     if warned {
-                        tracing::info!(peer = id, %addr, "controller quorum peer reachable again");
+                        tracing::info!(peer = id, host = %addr.host, port = addr.port, "controller quorum peer reachable again");
                     }
                     warned = false;
                     conn = Some(c);
                 }
                 Err(why) => {
                     if !warned {
-                        tracing::warn!(peer = id, %addr, error = %why, "cannot reach controller quorum peer; retrying");
+                        tracing::warn!(peer = id, host = %addr.host, port = addr.port, error = %why, "cannot reach controller quorum peer; retrying");
                         warned = true;
                     }
                     undelivered(&mut events, id, &batch);
@@ -140,14 +165,14 @@ async fn send_loop(
             }
             Ok(code) => {
                 if !warned {
-                    tracing::warn!(peer = id, %addr, ?code, "controller quorum peer refused our messages");
+                    tracing::warn!(peer = id, host = %addr.host, port = addr.port, ?code, "controller quorum peer refused our messages");
                     warned = true;
                 }
                 undelivered(&mut events, id, &batch);
                 glommio::timer::sleep(REDIAL_PAUSE).await;
             }
             Err(why) => {
-                tracing::debug!(peer = id, %addr, error = %why, "raft messages not delivered; redialing");
+                tracing::debug!(peer = id, host = %addr.host, port = addr.port, error = %why, "raft messages not delivered; redialing");
                 if let Some(c) = conn.take() {
                     c.close("raft call failed");
                 }
@@ -157,14 +182,12 @@ async fn send_loop(
     }
 }
 
-/// Connects to the voter at `addr`, whose certificate must name `host`, giving up after
-/// `PEER_CALL_TIMEOUT`: the raft senders' and the admin forwarder's one way to dial a peer.
-pub async fn dial(
-    endpoint: &Endpoint,
-    addr: SocketAddr,
-    host: &str,
-) -> Result<ClientConnection, String> {
-    match super::within(PEER_CALL_TIMEOUT, endpoint.connect(addr, host)).await {
+/// Connects to the peer at `addr` (resolved now; its certificate must name its host), giving
+/// up after `PEER_CALL_TIMEOUT`: the raft senders' and the admin forwarder's one way to dial a
+/// peer.
+pub async fn dial(endpoint: &Endpoint, addr: &PeerAddr) -> Result<ClientConnection, String> {
+    let resolved = addr.resolve().await?;
+    match super::within(PEER_CALL_TIMEOUT, endpoint.connect(resolved, &addr.host)).await {
         Some(Ok(c)) => Ok(c),
         Some(Err(e)) => Err(e.to_string()),
         None => Err("handshake timed out".to_string()),
