@@ -165,9 +165,10 @@ settings! {
     /// runs alone, as a cluster of one without a quorum.
     controller_voters: String = String::new(), env "STREAMD_CONTROLLER_VOTERS";
     /// What this process is in a cluster: "broker,controller" (a voter of the controller quorum
-    /// that also holds partitions, as a small KRaft cluster's nodes) or "controller" (a voter
-    /// that holds no partitions and is not offered to clients as a broker). Ignored without
-    /// controller_voters.
+    /// that also holds partitions, as a small KRaft cluster's nodes), "controller" (a voter
+    /// that holds no partitions and is not offered to clients as a broker) or "broker" (a
+    /// broker that is not a voter and is not listed in controller_voters: it follows the
+    /// metadata log as a raft learner). Ignored without controller_voters.
     process_roles: String = "broker,controller".to_string(), env "STREAMD_PROCESS_ROLES";
     /// The broker's rack (failure domain), given to clients in metadata. Empty: none.
     rack: String = String::new(), env "STREAMD_RACK";
@@ -626,9 +627,17 @@ impl Config {
             }
             voters.push(Voter { id, host, port });
         }
-        if !voters.iter().any(|v| v.id == self.broker_id) {
+        let listed = voters.iter().any(|v| v.id == self.broker_id);
+        let broker_only = self.roles() == Ok(Roles::BrokerOnly);
+        if !listed && !broker_only {
             return Err(format!(
-                "this broker (broker_id {}) is not among the voters; every broker of a cluster is a voter",
+                "this broker (broker_id {}) is not among the voters; a voter must be listed (or set process_roles = \"broker\" for a broker that is not a voter)",
+                self.broker_id
+            ));
+        }
+        if listed && broker_only {
+            return Err(format!(
+                "this broker (broker_id {}) is listed as a voter, but process_roles = \"broker\" says it is not one",
                 self.broker_id
             ));
         }
@@ -650,11 +659,8 @@ impl Config {
         match roles[..] {
             ["broker", "controller"] => Ok(Roles::Combined),
             ["controller"] => Ok(Roles::ControllerOnly),
-            ["broker"] => Err(
-                "a broker that is not a voter of the controller quorum (\"broker\" alone) is not built yet: every broker of a cluster is a voter (\"broker,controller\")"
-                    .into(),
-            ),
-            _ => Err("must be \"broker,controller\" or \"controller\"".into()),
+            ["broker"] => Ok(Roles::BrokerOnly),
+            _ => Err("must be \"broker,controller\", \"controller\" or \"broker\"".into()),
         }
     }
 
@@ -675,6 +681,8 @@ pub enum Roles {
     Combined,
     /// A voter that holds no partitions and is not a broker to clients.
     ControllerOnly,
+    /// A broker that is not a voter: it follows the metadata log as a raft learner.
+    BrokerOnly,
 }
 
 /// One voter of the controller quorum: a broker id and the QUIC address it listens on.
@@ -736,7 +744,7 @@ mod tests {
             (" controller , broker ", Ok(Roles::Combined)),
             ("controller", Ok(Roles::ControllerOnly)),
             ("controller,controller", Ok(Roles::ControllerOnly)),
-            ("broker", Err("not built yet")),
+            ("broker", Ok(Roles::BrokerOnly)),
             ("", Err("must be")),
             ("voter", Err("must be")),
         ];
@@ -795,6 +803,15 @@ mod tests {
             let err = c.voters().unwrap_err();
             assert!(err.contains(want), "{text:?}: {err}");
         }
+        // A broker-only process is not listed; a listed one is not broker-only.
+        let mut c = Config::defaults();
+        c.controller_voters = "1@a:1,2@b:2,3@c:3".into();
+        c.process_roles = "broker".into();
+        c.broker_id = 4;
+        assert_eq!(c.voters().unwrap().len(), 3);
+        c.broker_id = 2;
+        let err = c.voters().unwrap_err();
+        assert!(err.contains("listed as a voter"), "{err}");
     }
 
     #[test]

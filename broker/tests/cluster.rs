@@ -1086,3 +1086,86 @@ async fn a_voter_whose_name_does_not_resolve_is_retried_not_fatal() {
         "{logs}"
     );
 }
+
+/// A broker that is not a voter (`--process-roles broker`) registers with the controller, is
+/// added to the quorum as a learner, receives the metadata log, takes partitions and serves
+/// clients like any broker; it never votes, and it is fenced and unfenced like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_is_not_a_voter_follows_the_log_and_takes_partitions() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::unstarted(3, &["--broker-session-timeout-ms", "1500"]);
+    cluster.launch(&[0, 1, 2]);
+    let admin = Admin::new(cluster.client_via(&[0]).await);
+    admin
+        .create_topic(NewTopic::new("before", 3))
+        .await
+        .unwrap();
+    let four = cluster.add_broker_only(&["--broker-session-timeout-ms", "1500"]);
+    cluster.launch(&[four]);
+    // It knows what was made before it came, and every broker lists it.
+    let d = Admin::new(cluster.client_via(&[four]).await)
+        .describe_topic("before")
+        .await
+        .unwrap();
+    assert_eq!(d.partitions.len(), 3);
+    for via in [0, four] {
+        assert_eq!(
+            describe(&cluster, via).await.1,
+            vec![1, 2, 3, 4],
+            "via {via}"
+        );
+    }
+    let q = admin.describe_quorum().await.unwrap();
+    assert_eq!(
+        q.voters.iter().map(|v| v.id).collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "it does not vote"
+    );
+    // Partitions land on it, and clients bootstrapped from it read and write everything.
+    Admin::new(cluster.client_via(&[four]).await)
+        .create_topic(NewTopic::new("spread", 8))
+        .await
+        .unwrap();
+    let led = leaders(&cluster, four, "spread").await;
+    assert_eq!(
+        led.values().filter(|l| **l == Some(4)).count(),
+        2,
+        "{led:?}"
+    );
+    produce_keyed(&cluster, four, "spread", 200).await;
+    let mut consumer = Consumer::new(
+        cluster.client_via(&[four]).await,
+        ConsumerConfig::default().auto_offset_reset(OffsetReset::Earliest),
+    );
+    consumer.assign_topic("spread").await.unwrap();
+    assert_eq!(read_values(&mut consumer, 200).await.len(), 200);
+    // Fenced when it goes silent, unfenced and caught up when it returns.
+    cluster.brokers[four].kill9();
+    wait_listed(&cluster, 0, 4, false).await;
+    create_via(&cluster, 1, "while-away").await.unwrap();
+    cluster.launch(&[four]);
+    wait_listed(&cluster, 0, 4, true).await;
+    let d = Admin::new(cluster.client_via(&[four]).await)
+        .describe_topic("while-away")
+        .await
+        .unwrap();
+    assert_eq!(d.partitions.len(), 1);
+    // Without its own certificate, nobody registers as a broker.
+    use quiver_proto::api::cluster::{BrokerRegistrationRequest, Listener};
+    let h = quiver_testkit::hostile::Hostile::connect(&cluster.brokers[0]).await;
+    let forged = BrokerRegistrationRequest {
+        broker_id: BrokerId(9),
+        cluster_id: String::new(),
+        incarnation_id: quiver_proto::api::common::Uuid(1),
+        listeners: vec![Listener {
+            name: "client".into(),
+            host: "127.0.0.1".into(),
+            port: 1,
+        }],
+        rack: None,
+        shard_count: 1,
+    };
+    let resp = h.call(&forged, &[]).await.ok::<BrokerRegistrationRequest>();
+    assert_eq!(resp.error_code, ErrorCode::ClusterAuthorizationFailed);
+    assert_eq!(describe(&cluster, 0).await.1, vec![1, 2, 3, 4]);
+}

@@ -16,6 +16,8 @@ pub struct Cluster {
     pub ca_dir: PathBuf,
     /// The QUIC ports, fixed for the cluster's life (the voters list names them).
     pub ports: Vec<u16>,
+    /// How many of the brokers (the first) are voters.
+    pub voter_count: usize,
     _temp: tempfile::TempDir,
 }
 
@@ -75,6 +77,7 @@ impl Cluster {
         Cluster {
             brokers,
             ca_dir,
+            voter_count: ports.len(),
             ports,
             _temp: temp,
         }
@@ -102,6 +105,39 @@ impl Cluster {
                 failures.join("\n")
             );
         }
+    }
+
+    /// Adds a broker that is not a voter (`--process-roles broker`), id `brokers.len() + 1`,
+    /// on a port of its own, not started (`launch` it); its index.
+    pub fn add_broker_only(&mut self, extra: &[&str]) -> usize {
+        let voters: String = self
+            .ports
+            .iter()
+            .take(self.voter_count)
+            .enumerate()
+            .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let id = (self.brokers.len() + 1).to_string();
+        let ca = self.ca_dir.display().to_string();
+        let mut args: Vec<&str> = vec![
+            "--broker-id",
+            &id,
+            "--controller-voters",
+            &voters,
+            "--process-roles",
+            "broker",
+            "--dev-ca-dir",
+            &ca,
+            "--shards",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        let mut b = Broker::unstarted(&args);
+        b.ca_file = Some(self.ca_dir.join("ca.pem"));
+        self.brokers.push(b);
+        self.ports.push(free_udp_ports(1)[0]);
+        self.brokers.len() - 1
     }
 
     /// `host:port` of every broker, for bootstrapping.

@@ -13,8 +13,9 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use quiver_proto::api::cluster::{
-    DescribeClusterBroker, DescribeClusterRequest, DescribeClusterResponse, QuorumVoter,
-    RaftMessageRequest, RaftMessageResponse,
+    BrokerRegistrationRequest, BrokerRegistrationResponse, DescribeClusterBroker,
+    DescribeClusterRequest, DescribeClusterResponse, QuorumVoter, RaftMessageRequest,
+    RaftMessageResponse,
 };
 use quiver_proto::{BrokerId, ErrorCode, ShardId};
 
@@ -35,10 +36,12 @@ pub(super) async fn raft_message(
         .as_ref()
         .map(|q| q.voters.clone())
         .unwrap_or_default();
-    if voters.is_empty() || from == me || !voters.contains(&from) {
+    // Voters, and registered brokers that are not voters (learners, which answer the leader).
+    let member = voters.contains(&from) || shard.snapshot().brokers.contains_key(&from);
+    if voters.is_empty() || from == me || !member {
         tracing::debug!(
             from,
-            "RaftMessage from a broker that is not a voter of this quorum"
+            "RaftMessage from a broker that is not a member of this quorum"
         );
         return refuse(ErrorCode::InvalidRequest);
     }
@@ -172,4 +175,90 @@ pub(super) async fn describe_cluster(
         })
         .collect();
     resp
+}
+
+/// The longest host or rack name a registration may carry (a DNS name's limit).
+const REGISTRATION_NAME_MAX: usize = 253;
+
+/// BrokerRegistration: a broker that is not a voter asks the active controller to register it
+/// (then the leader adds it to the quorum as a learner). Only the active controller takes it
+/// (others answer NotController; the broker asks each voter in turn), and only from the broker
+/// itself: the connection's certificate must name `quiver-broker-<id>`. Voters register through
+/// the log themselves and are refused here. One request costs one metadata command; its names
+/// are bounded by `REGISTRATION_NAME_MAX`, and only its first listener is read.
+pub(super) async fn broker_registration(
+    shard: &Rc<Shard>,
+    req: BrokerRegistrationRequest,
+    identity: Option<&quiver_net::PeerIdentity>,
+) -> BrokerRegistrationResponse {
+    let refuse = |error_code| BrokerRegistrationResponse {
+        error_code,
+        ..Default::default()
+    };
+    let id = req.broker_id.0;
+    let name = crate::identity::broker_name(id);
+    if !identity.is_some_and(|i| i.dns_names.contains(&name)) {
+        tracing::debug!(broker = id, "BrokerRegistration not from {name}; refused");
+        return refuse(ErrorCode::ClusterAuthorizationFailed);
+    }
+    let Some(status) = &shard.quorum else {
+        return refuse(ErrorCode::InvalidRequest);
+    };
+    if id == 0 || status.voters.contains(&id) {
+        return refuse(ErrorCode::InvalidRequest);
+    }
+    let Some(listener) = req.listeners.first() else {
+        return refuse(ErrorCode::InvalidRequest);
+    };
+    let rack_ok = req
+        .rack
+        .as_ref()
+        .is_none_or(|r| !r.is_empty() && r.len() <= REGISTRATION_NAME_MAX);
+    if listener.host.is_empty()
+        || listener.host.len() > REGISTRATION_NAME_MAX
+        || listener.port == 0
+        || !rack_ok
+        || req.shard_count == 0
+        || req.shard_count > u32::from(u16::MAX)
+    {
+        return refuse(ErrorCode::InvalidRequest);
+    }
+    let ours = shard.cluster_id().to_string();
+    if !req.cluster_id.is_empty() && req.cluster_id != ours {
+        return refuse(ErrorCode::InconsistentClusterId);
+    }
+    if !status.is_active_controller(shard.config.broker_id) {
+        return refuse(ErrorCode::NotController);
+    }
+    let me = crate::cluster::meta::BrokerMeta {
+        id,
+        host: listener.host.clone(),
+        port: listener.port,
+        rack: req.rack.clone(),
+        shard_count: req.shard_count as u16,
+        incarnation: req.incarnation_id.0 as u64,
+        epoch: 0,
+        fenced: false,
+        controller_only: false,
+    };
+    let registered = shard
+        .run_on(ShardId(0), move |_| async move {
+            match crate::quorum::on_this_shard() {
+                Some(q) => Some(q.register_learner(me).await),
+                None => None,
+            }
+        })
+        .await
+        .flatten();
+    match registered {
+        Some(Ok(epoch)) => BrokerRegistrationResponse {
+            broker_epoch: epoch,
+            ..Default::default()
+        },
+        Some(Err(e)) => {
+            tracing::debug!(broker = id, error = %e, "registration not committed");
+            refuse(ErrorCode::RequestTimedOut)
+        }
+        None => refuse(ErrorCode::BrokerShuttingDown),
+    }
 }

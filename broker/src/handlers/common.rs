@@ -29,6 +29,7 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::DeleteGroups,
     ApiKey::InitProducerId,
     ApiKey::DescribeCluster,
+    ApiKey::BrokerRegistration,
     ApiKey::RaftMessage,
 ];
 

@@ -102,6 +102,15 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
         AnyRequest::DescribeGroups(r) => Answer::ok(group::describe(shard, r).await),
         AnyRequest::ListGroups(r) => Answer::ok(group::list(shard, r).await),
         AnyRequest::DeleteGroups(r) => Answer::ok(group::delete(shard, r).await),
+        AnyRequest::BrokerRegistration(r) => {
+            let resp = cluster::broker_registration(shard, r, req.identity.as_deref()).await;
+            let failed = resp.error_code != ErrorCode::None;
+            Answer {
+                body: resp.into(),
+                payload: Vec::new(),
+                failed,
+            }
+        }
         AnyRequest::DescribeCluster(r) => {
             let resp = cluster::describe_cluster(shard, r).await;
             let failed = resp.error_code != ErrorCode::None;

@@ -91,6 +91,14 @@ struct Proposal {
     cmd: MetadataCommand,
 }
 
+/// How often a learner that is not registered yet asks again (the controller may have
+/// committed its registration and the log not reached it yet).
+const LEARNER_REGISTER_EVERY: Duration = Duration::from_secs(3);
+
+/// How often the leader checks for registered brokers that are not voters and not learners
+/// yet, to add them (one conf change at a time).
+const LEARNER_RECONCILE_EVERY: Duration = Duration::from_millis(200);
+
 /// How long a broker with no data waits, once a leader is known, before it proposes the
 /// cluster's creation itself (see `Quorum::join`).
 const INIT_DEFER: Duration = Duration::from_secs(1);
@@ -163,7 +171,13 @@ pub fn recover(config: &Config, voters: &[Voter]) -> Result<Recovered, QuorumErr
         dir: dir.clone(),
         source,
     };
-    let mut node = QuorumNode::open(u64::from(config.broker_id), &ids, &dir).map_err(node_err)?;
+    let learner = config.roles() == Ok(crate::config::Roles::BrokerOnly);
+    let mut node = if learner {
+        QuorumNode::open_learner(u64::from(config.broker_id), &ids, &dir)
+    } else {
+        QuorumNode::open(u64::from(config.broker_id), &ids, &dir)
+    }
+    .map_err(node_err)?;
     let snap = node.latest_snapshot();
     let mut applied = snap.get_metadata().index;
     let mut state = decode_state(&snap.data).map_err(|message| QuorumError::Snapshot {
@@ -244,6 +258,9 @@ pub struct Quorum {
     /// The metadata of this broker's time alone, until it is carried into the cluster. While
     /// it is, the id in `meta/cluster.id` is that broker's own and gives way to the cluster's.
     carry: RefCell<Option<MetadataState>>,
+    /// A broker that is not a voter (`process_roles = "broker"`): a raft learner, which asks
+    /// the controller to register it (`BrokerRegistration`) instead of proposing.
+    learner: bool,
     /// The id this broker proposes if it is the first to fix the cluster's: the one its data
     /// has (its `meta/cluster.id`), if any.
     id_candidate: Option<String>,
@@ -318,6 +335,7 @@ impl Quorum {
             cluster_id: RefCell::new(cluster_id),
             carry: RefCell::new(recovered.carry),
             id_candidate,
+            learner: config.roles() == Ok(crate::config::Roles::BrokerOnly),
             data_dir: config.data_dir.clone(),
             defaults,
             producer_ids,
@@ -484,6 +502,9 @@ impl Quorum {
     /// alone before carries its topics into the cluster first (`carry_over`); the only error is
     /// a topic it cannot carry.
     pub async fn join(self: &Rc<Self>, me: BrokerMeta) -> Result<(), String> {
+        if self.learner {
+            return self.join_as_learner(me).await;
+        }
         if me.controller_only
             && self
                 .carry
@@ -565,6 +586,110 @@ impl Quorum {
                 }
             }
         }
+    }
+
+    /// A broker that is not a voter joins by asking the active controller to register it
+    /// (`BrokerRegistration`, to each voter in turn until the leader takes it; the others
+    /// answer NotController): the controller commits its registration, then adds it to the
+    /// quorum as a learner, and it is joined once its own copy of the log shows it registered.
+    async fn join_as_learner(self: &Rc<Self>, me: BrokerMeta) -> Result<(), String> {
+        if self
+            .carry
+            .borrow()
+            .as_ref()
+            .is_some_and(|c| !c.topics.is_empty())
+        {
+            return Err("this data directory holds topics from running alone, and a broker that is not a voter (process_roles = \"broker\") cannot carry them into a cluster yet: start it as a voter, or give it an empty data directory".into());
+        }
+        let mut last_asked: Option<Instant> = None;
+        let mut last_warning: Option<Instant> = None;
+        loop {
+            let registered = self
+                .state
+                .borrow()
+                .brokers
+                .get(&self.me)
+                .is_some_and(|b| b.incarnation == me.incarnation);
+            if registered {
+                return Ok(());
+            }
+            if last_asked.is_none_or(|t| t.elapsed() > LEARNER_REGISTER_EVERY) {
+                last_asked = Some(Instant::now());
+                if let Err(why) = self.ask_registration(&me).await {
+                    if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                        tracing::warn!(error = %why, "registering with the controller quorum; retrying");
+                        last_warning = Some(Instant::now());
+                    }
+                    last_asked = None;
+                    glommio::timer::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// One round of `BrokerRegistration`: the leader this broker knows of first, then every
+    /// voter; `Ok` once one took it.
+    async fn ask_registration(&self, me: &BrokerMeta) -> Result<(), String> {
+        use quiver_proto::api::cluster::{
+            BrokerRegistrationRequest, BrokerRegistrationResponse, Listener,
+        };
+        use quiver_proto::api::Message as _;
+        let req = BrokerRegistrationRequest {
+            broker_id: quiver_proto::BrokerId(self.me),
+            cluster_id: self.cluster_id.borrow().clone().unwrap_or_default(),
+            incarnation_id: quiver_proto::api::common::Uuid(u128::from(me.incarnation)),
+            listeners: vec![Listener {
+                name: "client".into(),
+                host: me.host.clone(),
+                port: me.port,
+            }],
+            rack: me.rack.clone(),
+            shard_count: u32::from(me.shard_count),
+        };
+        let mut order: Vec<u32> = self.status.leader().into_iter().collect();
+        for v in &self.membership.voters {
+            if !order.contains(v) {
+                order.push(*v);
+            }
+        }
+        let mut why = Vec::new();
+        for to in order {
+            let header = quiver_proto::api::request_header(
+                quiver_proto::api::ApiKey::BrokerRegistration,
+                0,
+                0,
+            );
+            let answer = self
+                .forward(to, header, req.encode_bytes())
+                .await
+                .and_then(|frame| {
+                    quiver_proto::api::decode_response::<BrokerRegistrationRequest>(&frame)
+                        .map_err(|e| e.to_string())
+                });
+            match answer {
+                Ok(BrokerRegistrationResponse {
+                    error_code: quiver_proto::ErrorCode::None,
+                    ..
+                }) => return Ok(()),
+                Ok(r) => why.push(format!("broker {to}: {:?}", r.error_code)),
+                Err(e) => why.push(e),
+            }
+        }
+        Err(why.join("; "))
+    }
+
+    /// On the active controller: registers broker `me`, which is not a voter, as it asked
+    /// (`BrokerRegistration`); the leader then adds it to the quorum as a learner. Its epoch.
+    pub async fn register_learner(&self, me: BrokerMeta) -> Result<u64, MetaError> {
+        let id = me.id;
+        self.submit_cmd(MetadataCommand::RegisterBroker(me)).await?;
+        Ok(self.state.borrow().brokers.get(&id).map_or(0, |b| b.epoch))
+    }
+
+    /// Whether `id` is a voter of this quorum.
+    pub fn is_voter(&self, id: u32) -> bool {
+        self.membership.voters.contains(&id)
     }
 
     /// The topics of this broker's time alone, as the cluster will hold them: the same ids,
@@ -772,12 +897,17 @@ impl Quorum {
         self: Rc<Self>,
         mut node: QuorumNode,
         mut rx: mpsc::Receiver<Event>,
-        peers: BTreeMap<u32, transport::PeerQueue>,
+        mut peers: BTreeMap<u32, transport::PeerQueue>,
     ) {
         let tick = Duration::from_millis(TICK_MS);
         let mut next_tick = Instant::now() + tick;
         let mut dropped_warned = false;
+        let mut reconciled = Instant::now();
         loop {
+            if node.is_leader() && reconciled.elapsed() >= LEARNER_RECONCILE_EVERY {
+                reconciled = Instant::now();
+                self.add_learners(&mut node);
+            }
             let now = Instant::now();
             if now < next_tick {
                 let wait = next_tick - now;
@@ -811,6 +941,11 @@ impl Quorum {
                     Ok(out) => {
                         for m in &out.messages {
                             let to = u32::try_from(m.to).unwrap_or(0);
+                            if !peers.contains_key(&to) {
+                                if let Some(q) = self.learner_peer(to) {
+                                    peers.insert(to, q);
+                                }
+                            }
                             match peers.get(&to) {
                                 Some(q) => {
                                     if !q.push(m.clone()) && !dropped_warned {
@@ -841,6 +976,57 @@ impl Quorum {
             );
             self.status.set_progress(node.progress());
         }
+    }
+
+    /// On the leader: the first registered broker that is neither a voter nor a learner yet
+    /// (nor controller-only) is proposed as a learner (raft takes one conf change at a time;
+    /// the next waits for the next round).
+    fn add_learners(&self, node: &mut QuorumNode) {
+        let learners = node.learners();
+        let next = self
+            .state
+            .borrow()
+            .brokers
+            .values()
+            .find(|b| {
+                !b.controller_only
+                    && !self.membership.voters.contains(&b.id)
+                    && !learners.contains(&u64::from(b.id))
+            })
+            .map(|b| b.id);
+        if let Some(id) = next {
+            match node.propose_add_learner(u64::from(id)) {
+                Ok(()) => tracing::info!(
+                    broker = id,
+                    "adding a broker to the controller quorum as a learner"
+                ),
+                Err(e) => tracing::debug!(broker = id, error = %e, "adding a learner waits"),
+            }
+        }
+    }
+
+    /// A sender for learner `id`, at the address it registered with; `None` if it has not.
+    fn learner_peer(self: &Rc<Self>, id: u32) -> Option<transport::PeerQueue> {
+        let addr = {
+            let state = self.state.borrow();
+            let b = state.brokers.get(&id)?;
+            transport::PeerAddr {
+                host: b.host.clone(),
+                port: b.port,
+            }
+        };
+        let endpoint = self.endpoint.get()?.clone();
+        let me = self.clone();
+        let cluster_id: Rc<dyn Fn() -> String> =
+            Rc::new(move || me.cluster_id.borrow().clone().unwrap_or_default());
+        Some(transport::spawn_peer(
+            self.me,
+            id,
+            addr,
+            endpoint,
+            cluster_id,
+            self.events.clone(),
+        ))
     }
 
     fn handle(&self, node: &mut QuorumNode, event: Event) {
@@ -875,11 +1061,14 @@ impl Quorum {
                 None => tracing::info!(term = l.term, "controller quorum election"),
             }
             if l.leader == Some(u64::from(self.me)) {
-                // A new leader starts every session afresh.
+                // A new leader starts every session afresh, learners' too.
                 let now = Instant::now();
                 let mut heard = self.last_heard.borrow_mut();
                 for v in &self.voters {
                     heard.insert(v.id, now);
+                }
+                for id in self.state.borrow().brokers.keys() {
+                    heard.insert(*id, now);
                 }
             }
         }

@@ -16,13 +16,18 @@
 //!    `Output::messages`, note `Output::leadership`.
 //! 4. Now and then, `compact(applied, state)` with the state machine's state at `applied`.
 //!
-//! Membership is static for now: the voters given to the first `open`; no conf change is ever
-//! proposed, so none is ever committed.
+//! Membership: the voters given to the first `open` never change. Learners (brokers that are
+//! not voters: they receive the log and never vote) join through a conf change the leader
+//! proposes (`propose_add_learner`); committed conf changes are applied here, in log order, and
+//! reach the state machine as empty entries.
 
 use std::path::Path;
 
 use bytes::Bytes;
-use raft::eraftpb::{EntryType, Message, Snapshot};
+use raft::eraftpb::{
+    ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, EntryType, Message, Snapshot,
+};
+use raft::prelude::ConfState;
 use raft::{Config, RawNode, SnapshotStatus, StateRole};
 
 use super::store::{Store, StoreError};
@@ -113,9 +118,34 @@ impl QuorumNode {
             id != 0 && voters.contains(&id),
             "voter {id} not in {voters:?}"
         );
+        Self::open_member(id, voters, false, dir, election_ticks)
+    }
+
+    /// Opens learner `id`'s store in `dir` (a broker that is not a voter): it starts knowing
+    /// the voters and itself as a learner, and receives the log once the leader has added it
+    /// (`propose_add_learner`).
+    pub fn open_learner(id: u64, voters: &[u64], dir: &Path) -> Result<QuorumNode, NodeError> {
+        assert!(
+            id != 0 && !voters.contains(&id),
+            "learner {id} among the voters {voters:?}"
+        );
+        Self::open_member(id, voters, true, dir, (ELECTION_TICKS, 2 * ELECTION_TICKS))
+    }
+
+    fn open_member(
+        id: u64,
+        voters: &[u64],
+        learner: bool,
+        dir: &Path,
+        election_ticks: (usize, usize),
+    ) -> Result<QuorumNode, NodeError> {
         let mut store = Store::open(dir)?;
         if !store.is_initialized() {
-            store.bootstrap(voters)?;
+            store.set_conf_state(ConfState {
+                voters: voters.to_vec(),
+                learners: if learner { vec![id] } else { Vec::new() },
+                ..ConfState::default()
+            })?;
         }
         let config = Config {
             id,
@@ -261,7 +291,7 @@ impl QuorumNode {
                 });
                 self.raw.mut_store().apply_snapshot(snapshot)?;
             }
-            push_committed(&mut out, rd.take_committed_entries());
+            self.take_committed(&mut out, rd.take_committed_entries())?;
             self.raw.mut_store().persist(rd.entries(), rd.hs())?;
             // Durable now: the responses that promise it may go.
             out.messages.extend(rd.take_persisted_messages());
@@ -270,7 +300,7 @@ impl QuorumNode {
                 self.raw.mut_store().set_commit(commit);
             }
             out.messages.extend(light.take_messages());
-            push_committed(&mut out, light.take_committed_entries());
+            self.take_committed(&mut out, light.take_committed_entries())?;
             self.raw.advance_apply();
         }
         let now = Leadership {
@@ -289,6 +319,102 @@ impl QuorumNode {
     /// as a snapshot. Durable on return.
     pub fn compact(&mut self, applied: u64, state: Bytes) -> Result<(), NodeError> {
         Ok(self.raw.mut_store().compact(applied, state)?)
+    }
+
+    /// Committed entries, in order, for the state machine. A conf change is applied here (and
+    /// its new conf state made durable) and reaches the state machine as an empty entry. One
+    /// that does not decode or that raft refuses is skipped (never proposed by a broker: a bug
+    /// or a forgery, logged), the applied index moving past it all the same.
+    fn take_committed(
+        &mut self,
+        out: &mut Output,
+        entries: Vec<raft::eraftpb::Entry>,
+    ) -> Result<(), NodeError> {
+        use protobuf::Message as _;
+        for e in entries {
+            let data = match e.get_entry_type() {
+                EntryType::EntryNormal => e.data,
+                EntryType::EntryConfChangeV2 => {
+                    match ConfChangeV2::parse_from_bytes(&e.data) {
+                        Ok(cc) => {
+                            let cs = self.raw.apply_conf_change(&cc);
+                            self.record_conf_change(e.index, cs)?
+                        }
+                        Err(err) => {
+                            tracing::error!(index = e.index, error = %err, "a committed conf change does not decode; skipped")
+                        }
+                    }
+                    Bytes::new()
+                }
+                EntryType::EntryConfChange => {
+                    match ConfChange::parse_from_bytes(&e.data) {
+                        Ok(cc) => {
+                            let cs = self.raw.apply_conf_change(&cc);
+                            self.record_conf_change(e.index, cs)?
+                        }
+                        Err(err) => {
+                            tracing::error!(index = e.index, error = %err, "a committed conf change does not decode; skipped")
+                        }
+                    }
+                    Bytes::new()
+                }
+            };
+            out.apply.push(Apply::Entry {
+                index: e.index,
+                term: e.term,
+                data,
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes an applied conf change's new conf state durable (or logs raft's refusal).
+    fn record_conf_change(
+        &mut self,
+        index: u64,
+        applied: raft::Result<ConfState>,
+    ) -> Result<(), NodeError> {
+        match applied {
+            Ok(cs) => {
+                tracing::info!(index, voters = ?cs.voters, learners = ?cs.learners, "controller quorum membership changed");
+                self.raw.mut_store().set_conf_state(cs)?;
+            }
+            Err(err) => {
+                tracing::error!(index, error = %err, "a committed conf change was refused by raft; skipped");
+            }
+        }
+        Ok(())
+    }
+
+    /// On the leader: proposes that broker `id` join as a learner. Raft takes one conf change
+    /// at a time; a proposal while another is pending is refused (try again later).
+    pub fn propose_add_learner(&mut self, id: u64) -> Result<(), NodeError> {
+        if !self.is_leader() {
+            return Err(NodeError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        if self.raw.raft.has_pending_conf() {
+            return Err(NodeError::Refused("a conf change is pending".into()));
+        }
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(ConfChangeType::AddLearnerNode);
+        single.node_id = id;
+        let mut cc = ConfChangeV2::default();
+        cc.set_changes(vec![single].into());
+        Ok(self.raw.propose_conf_change(Vec::new(), cc)?)
+    }
+
+    /// The learners raft replicates to (as of the last applied conf change).
+    pub fn learners(&self) -> Vec<u64> {
+        self.raw
+            .raft
+            .prs()
+            .conf()
+            .learners()
+            .iter()
+            .copied()
+            .collect()
     }
 
     pub fn id(&self) -> u64 {
@@ -314,22 +440,5 @@ impl QuorumNode {
     /// The snapshot the state machine restarts from (index 0, no data, if none).
     pub fn latest_snapshot(&self) -> &Snapshot {
         self.raw.store().latest_snapshot()
-    }
-}
-
-fn push_committed(out: &mut Output, entries: Vec<raft::eraftpb::Entry>) {
-    for e in entries {
-        // Conf changes are never proposed (static membership), so never committed.
-        assert_eq!(
-            e.get_entry_type(),
-            EntryType::EntryNormal,
-            "a conf change at {}",
-            e.index
-        );
-        out.apply.push(Apply::Entry {
-            index: e.index,
-            term: e.term,
-            data: e.data,
-        });
     }
 }

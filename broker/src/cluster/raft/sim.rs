@@ -617,3 +617,140 @@ fn forged_messages_are_refused_before_raft_sees_them() {
     assert!(node.step(vote).is_ok());
     assert!(node.poll_ready().is_ok());
 }
+
+/// A broker that is not a voter joins as a learner: the leader adds it by a conf change, it
+/// receives the whole log (through a snapshot when the log was compacted), applies the same
+/// entries as the voters, never campaigns even when it hears no leader, and keeps its place
+/// across a restart.
+#[test]
+fn a_learner_receives_the_log_and_never_campaigns() {
+    use super::node::QuorumNode;
+    use std::collections::BTreeMap;
+    let root = tempfile::tempdir().unwrap();
+    let dir = |id: u64| root.path().join(format!("node-{id}"));
+    let mut nodes: BTreeMap<u64, QuorumNode> =
+        VOTERS.iter().map(|&id| (id, open(id, &dir(id)))).collect();
+    nodes.insert(4, QuorumNode::open_learner(4, &VOTERS, &dir(4)).unwrap());
+    type Applied = BTreeMap<u64, Vec<(u64, Bytes)>>;
+    let mut applied: Applied = BTreeMap::new();
+    let mut snapshots: BTreeMap<u64, u64> = BTreeMap::new();
+    // Runs `ticks` ticks, each followed by every message delivered straight to its addressee
+    // until none is left.
+    fn run(
+        nodes: &mut BTreeMap<u64, QuorumNode>,
+        applied: &mut Applied,
+        snapshots: &mut BTreeMap<u64, u64>,
+        ticks: u32,
+    ) {
+        for _ in 0..ticks {
+            for n in nodes.values_mut() {
+                n.tick();
+            }
+            let mut queue: Vec<Message> = Vec::new();
+            loop {
+                for (id, n) in nodes.iter_mut() {
+                    let out = n.poll_ready().unwrap();
+                    for a in out.apply {
+                        match a {
+                            Apply::Entry { index, data, .. } => {
+                                applied.entry(*id).or_default().push((index, data))
+                            }
+                            Apply::Snapshot { index, .. } => {
+                                snapshots.insert(*id, index);
+                                applied.entry(*id).or_default().retain(|(i, _)| *i > index);
+                            }
+                        }
+                    }
+                    queue.extend(out.messages);
+                }
+                if queue.is_empty() {
+                    break;
+                }
+                for m in queue.drain(..) {
+                    if let Some(n) = nodes.get_mut(&m.to) {
+                        let _ = n.step(m);
+                    }
+                }
+            }
+        }
+    }
+    // Node 1's clock runs ahead (all share one election timeout here): it campaigns first.
+    for _ in 0..9 {
+        nodes.get_mut(&1).unwrap().tick();
+    }
+    run(&mut nodes, &mut applied, &mut snapshots, 60);
+    let leader = *nodes
+        .iter()
+        .find(|(_, n)| n.is_leader())
+        .expect("a leader")
+        .0;
+    assert_ne!(leader, 4, "the learner never leads");
+    for i in 0..30u32 {
+        nodes
+            .get_mut(&leader)
+            .unwrap()
+            .propose(format!("before-{i}").into_bytes())
+            .unwrap();
+        run(&mut nodes, &mut applied, &mut snapshots, 1);
+    }
+    // Compacted: the learner can only catch up from a snapshot.
+    let commit = nodes[&leader].commit_index();
+    nodes
+        .get_mut(&leader)
+        .unwrap()
+        .compact(commit, Bytes::from_static(b"state"))
+        .unwrap();
+    assert!(
+        applied.get(&4).is_none(),
+        "nothing reaches a learner not yet added"
+    );
+    nodes
+        .get_mut(&leader)
+        .unwrap()
+        .propose_add_learner(4)
+        .unwrap();
+    run(&mut nodes, &mut applied, &mut snapshots, 20);
+    assert_eq!(nodes[&leader].learners(), vec![4]);
+    assert_eq!(
+        snapshots.get(&4),
+        Some(&commit),
+        "caught up from the snapshot"
+    );
+    for i in 0..10u32 {
+        nodes
+            .get_mut(&leader)
+            .unwrap()
+            .propose(format!("after-{i}").into_bytes())
+            .unwrap();
+        run(&mut nodes, &mut applied, &mut snapshots, 1);
+    }
+    run(&mut nodes, &mut applied, &mut snapshots, 5);
+    let tail = |id: u64| -> Vec<(u64, Bytes)> {
+        applied[&id]
+            .iter()
+            .filter(|(i, _)| *i > commit)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        tail(4),
+        tail(leader),
+        "the learner applies what the voters apply"
+    );
+    assert!(tail(4).iter().any(|(_, d)| d.as_ref() == b"after-9"));
+    // Alone (its voters silent), the learner never campaigns.
+    let mut learner = nodes.remove(&4).unwrap();
+    drop(nodes);
+    for _ in 0..200 {
+        learner.tick();
+        let out = learner.poll_ready().unwrap();
+        assert!(
+            out.messages.is_empty(),
+            "a learner asks for no votes: {:?}",
+            out.messages
+        );
+    }
+    drop(learner);
+    let again = QuorumNode::open_learner(4, &VOTERS, &dir(4)).unwrap();
+    assert_eq!(again.learners(), vec![4], "its place survives a restart");
+}

@@ -442,13 +442,23 @@ impl raft::Storage for Store {
         Ok(self.last())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    /// The latest snapshot, for follower `to`. A learner added after the snapshot was taken
+    /// is not in its conf state, and raft-rs would refuse to restore it there; so for a `to`
+    /// that the current conf state lists as a learner, the copy sent lists it too. Safe because
+    /// learners are only ever added: the entry that added it, applied again after the snapshot,
+    /// changes nothing.
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         if self.snapshot_index() < request_index {
             return Err(raft::Error::Store(
                 StorageError::SnapshotTemporarilyUnavailable,
             ));
         }
-        Ok(self.snapshot.clone())
+        let mut snapshot = self.snapshot.clone();
+        let cs = snapshot.mut_metadata().mut_conf_state();
+        if self.conf_state.learners.contains(&to) && !cs.learners.contains(&to) {
+            cs.learners.push(to);
+        }
+        Ok(snapshot)
     }
 }
 
