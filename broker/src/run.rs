@@ -675,7 +675,8 @@ async fn join_cluster(
     }
     let op = offsets_topic(ctx.config);
     // A controller-only voter holds no partitions: the brokers make the offsets topic.
-    while !controller_only {
+    let mut made = controller_only;
+    while !made {
         let failure = match crate::handlers::admin_change(shard, op.clone()).await {
             quiver_proto::api::AnyResponse::CreateTopics(r) => r
                 .topics
@@ -690,7 +691,7 @@ async fn join_cluster(
             _ => None,
         };
         match failure {
-            None => break,
+            None => made = true,
             Some(why) => {
                 tracing::warn!(topic = crate::group::OFFSETS_TOPIC, error = %why, "creating the offsets topic; retrying");
                 glommio::timer::sleep(Duration::from_millis(500)).await;

@@ -372,17 +372,19 @@ impl Endpoint {
         let mut delivery_deadline = None;
         loop {
             let now = Instant::now();
-            let d = shared.driver.borrow();
-            if d.requests_in_flight() == 0 || now >= deadline {
+            let (in_flight, unanswered) = {
+                let d = shared.driver.borrow();
+                (d.requests_in_flight(), d.requests_unanswered())
+            };
+            if in_flight == 0 || now >= deadline {
                 break;
             }
-            if d.requests_unanswered() == 0 {
+            if unanswered == 0 {
                 let until = *delivery_deadline.get_or_insert(now + SHUTDOWN_DELIVERY_MAX);
                 if now >= until {
                     break;
                 }
             }
-            drop(d);
             let deadline = delivery_deadline.map_or(deadline, |d: Instant| d.min(deadline));
             future::or(
                 shared.idle_wake.wait(),

@@ -134,7 +134,8 @@ mod tests {
     fn table() {
         let three = brokers(&[None, None, None]);
         // (brokers, rf, first, count, start, expected)
-        let cases: Vec<(&[Placeable], usize, u32, u32, u64, Vec<Vec<u32>>)> = vec![
+        type Case<'a> = (&'a [Placeable], usize, u32, u32, u64, Vec<Vec<u32>>);
+        let cases: Vec<Case> = vec![
             (&three, 1, 0, 3, 0, vec![vec![1], vec![2], vec![3]]),
             (&three, 1, 0, 3, 1, vec![vec![2], vec![3], vec![1]]),
             (

@@ -143,20 +143,21 @@ pub(super) async fn describe_cluster(
         })
         .await
         .flatten();
-    let Some((term, commit, voters)) = view else {
+    let Some(view) = view else {
         resp.error_code = ErrorCode::BrokerShuttingDown;
         return resp;
     };
     resp.controller_id = Some(BrokerId(me));
-    resp.quorum_term = term;
-    resp.quorum_commit = commit;
-    resp.voters = voters
+    resp.quorum_term = view.term;
+    resp.quorum_commit = view.commit;
+    resp.voters = view
+        .voters
         .into_iter()
-        .map(|(id, end, lag, since)| QuorumVoter {
-            broker_id: BrokerId(id),
-            log_end_offset: end,
-            lag,
-            last_heard_ms: since,
+        .map(|v| QuorumVoter {
+            broker_id: BrokerId(v.id),
+            log_end_offset: v.log_end,
+            lag: v.lag,
+            last_heard_ms: v.last_heard_ms,
         })
         .collect();
     resp.brokers = snapshot

@@ -91,6 +91,22 @@ struct Proposal {
     cmd: MetadataCommand,
 }
 
+/// The quorum as one broker sees it (`Quorum::describe`).
+pub struct QuorumView {
+    pub term: u64,
+    pub commit: u64,
+    pub voters: Vec<VoterView>,
+}
+
+/// One voter in a `QuorumView`: its log end and lag (known on the leader only) and the time
+/// since this broker last heard from it (`None` for itself or never heard).
+pub struct VoterView {
+    pub id: u32,
+    pub log_end: Option<u64>,
+    pub lag: Option<u64>,
+    pub last_heard_ms: Option<u64>,
+}
+
 /// How often a learner that is not registered yet asks again (the controller may have
 /// committed its registration and the log not reached it yet).
 const LEARNER_REGISTER_EVERY: Duration = Duration::from_secs(3);
@@ -787,10 +803,10 @@ impl Quorum {
         Ok(Ok(()))
     }
 
-    /// The quorum as this broker sees it: (term, commit index, each voter as
-    /// `(id, log end, lag, ms since heard)`). Log ends and lags are known on the leader only
-    /// (raft keeps each follower's progress there), times since heard for the other voters.
-    pub fn describe(&self) -> (u64, u64, Vec<(u32, Option<u64>, Option<u64>, Option<u64>)>) {
+    /// The quorum as this broker sees it: term, commit index, and each voter's log end, lag
+    /// and time since heard. Log ends and lags are known on the leader only (raft keeps each
+    /// follower's progress there), times since heard for the other voters.
+    pub fn describe(&self) -> QuorumView {
         let reading = self.status.read();
         let progress: HashMap<u64, u64> = reading.progress.iter().copied().collect();
         let heard = self.last_message.borrow();
@@ -810,10 +826,19 @@ impl Quorum {
                     .then(|| heard.get(&id))
                     .flatten()
                     .map(|t| t.elapsed().as_millis() as u64);
-                (id, end, lag, since)
+                VoterView {
+                    id,
+                    log_end: end,
+                    lag,
+                    last_heard_ms: since,
+                }
             })
             .collect();
-        (reading.term, reading.commit, voters)
+        QuorumView {
+            term: reading.term,
+            commit: reading.commit,
+            voters,
+        }
     }
 
     /// Waits until this broker has applied everything the quorum had committed when the barrier
@@ -941,9 +966,9 @@ impl Quorum {
                     Ok(out) => {
                         for m in &out.messages {
                             let to = u32::try_from(m.to).unwrap_or(0);
-                            if !peers.contains_key(&to) {
+                            if let std::collections::btree_map::Entry::Vacant(e) = peers.entry(to) {
                                 if let Some(q) = self.learner_peer(to) {
-                                    peers.insert(to, q);
+                                    e.insert(q);
                                 }
                             }
                             match peers.get(&to) {
