@@ -1010,7 +1010,7 @@ async fn a_broker_that_ran_alone_carries_its_topics_into_a_new_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_only_voter_votes_but_holds_no_partitions() {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let mut cluster = Cluster::unstarted(3, &[]);
+    let mut cluster = Cluster::unstarted(3, &["--broker-session-timeout-ms", "1500"]);
     cluster.brokers[2]
         .args
         .extend(["--process-roles".to_string(), "controller".to_string()]);
@@ -1047,8 +1047,10 @@ async fn a_controller_only_voter_votes_but_holds_no_partitions() {
         rf3.to_string().contains("needs 3 live brokers; 2 are"),
         "{rf3}"
     );
-    // It still votes: with broker 1 down, brokers 2 and 3 are a majority and commit.
+    // It still votes: with broker 1 down, brokers 2 and 3 are a majority and commit. (Once
+    // broker 1 is fenced: until then, placement may still pick it.)
     cluster.brokers[0].kill9();
+    wait_listed(&cluster, 1, 1, false).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while create_via(&cluster, 1, "without-1").await.is_err() {
         assert!(Instant::now() < deadline, "{}", cluster.logs());

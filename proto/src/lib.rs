@@ -6,6 +6,7 @@ pub mod api;
 pub mod batch;
 pub mod error;
 pub mod frame;
+pub mod scram;
 pub mod types;
 pub mod wire;
 
