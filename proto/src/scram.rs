@@ -162,7 +162,7 @@ fn check_len(message: &[u8]) -> Result<&str, ScramError> {
 }
 
 /// `key=value` attribute `key` at the start of `part`.
-fn attr<'a>(part: Option<&'a str>, key: char) -> Result<&'a str, ScramError> {
+fn attr(part: Option<&str>, key: char) -> Result<&str, ScramError> {
     let part = part.ok_or(ScramError::Malformed("an attribute is missing"))?;
     let mut chars = part.chars();
     if chars.next() != Some(key) || chars.next() != Some('=') {
