@@ -56,7 +56,7 @@ impl Identity {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create_cluster_id => None,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let id = format!("{:032x}", rand::random::<u128>());
-                write_new(&id_path, format!("{id}\n").as_bytes(), 0o644)?;
+                write_new(&id_path, format!("{id}\n").as_bytes(), 0o600)?;
                 Some(id)
             }
             Err(source) => {
@@ -103,11 +103,59 @@ pub fn broker_name(id: u32) -> String {
     format!("quiver-broker-{id}")
 }
 
+/// Makes the broker's private files readable by its user alone (0600), whatever made them
+/// wider (a copy, a restore, an older version): everything under `<data_dir>/meta` (metadata,
+/// the quorum's log and snapshots, the cluster id, the stateless-reset key) and the keys under
+/// `<data_dir>/tls`. Runs at every start; returns the files it narrowed (each is logged).
+pub fn enforce_private_files(data_dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut narrowed = Vec::new();
+    let mut visit = |path: &Path| {
+        let Ok(meta) = fs::symlink_metadata(path) else {
+            return;
+        };
+        let mode = meta.permissions().mode();
+        if meta.is_file() && mode & 0o077 != 0 {
+            match fs::set_permissions(path, fs::Permissions::from_mode(0o600)) {
+                Ok(()) => {
+                    tracing::warn!(path = %path.display(), was = format!("{:o}", mode & 0o777), "a private file was readable by others; narrowed to 0600");
+                    narrowed.push(path.to_path_buf());
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "a private file is readable by others and cannot be narrowed")
+                }
+            }
+        }
+    };
+    let mut dirs = vec![data_dir.join("meta")];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(path);
+            } else {
+                visit(&path);
+            }
+        }
+    }
+    for entry in fs::read_dir(data_dir.join("tls"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "key") {
+            visit(&path);
+        }
+    }
+    narrowed
+}
+
 pub fn write_cluster_id(data_dir: &Path, id: &str) -> Result<(), IdentityError> {
     write_new(
         &data_dir.join("meta").join("cluster.id"),
         format!("{id}\n").as_bytes(),
-        0o644,
+        0o600,
     )
 }
 
@@ -142,5 +190,38 @@ mod tests {
         );
         fs::write(dir.path().join("meta/stateless-reset.key"), b"short").unwrap();
         assert!(Identity::load_or_create(dir.path()).is_err());
+    }
+
+    /// Files of `meta/` and keys of `tls/` that others could read are narrowed to 0600 at
+    /// start; certificates (public) are left as they are.
+    #[test]
+    fn private_files_are_narrowed_to_the_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for sub in ["meta/quorum", "tls"] {
+            fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        let files = [
+            ("meta/metadata.json", 0o644, 0o600),
+            ("meta/quorum/log", 0o664, 0o600),
+            ("meta/cluster.id", 0o600, 0o600),
+            ("tls/server.key", 0o640, 0o600),
+            ("tls/server.pem", 0o644, 0o644),
+        ];
+        for (f, mode, _) in files {
+            fs::write(d.join(f), b"x").unwrap();
+            fs::set_permissions(d.join(f), fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let narrowed = enforce_private_files(d);
+        assert_eq!(narrowed.len(), 3, "{narrowed:?}");
+        for (f, _, want) in files {
+            let mode = fs::metadata(d.join(f)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, want, "{f}");
+        }
+        assert!(
+            enforce_private_files(d).is_empty(),
+            "nothing left to narrow"
+        );
     }
 }

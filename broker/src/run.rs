@@ -89,6 +89,7 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
     let clustered = !voters.is_empty();
     let (tls, peer_tls) = server_tls(&config, clustered)?;
     let identity = crate::identity::Identity::load(&config.data_dir, !clustered)?;
+    crate::identity::enforce_private_files(&config.data_dir);
     let reset_secret = quiver_net::StatelessResetSecret(Arc::new(identity.reset_secret));
     let cluster_id: Arc<str> = identity.cluster_id.clone().unwrap_or_default().into();
     // Metadata: the file of a broker running alone, or the replayed log of a cluster's quorum.

@@ -350,6 +350,21 @@ async fn log_append_time_topics_store_the_brokers_time_with_a_good_crc() {
         ErrorCode::CorruptMessage
     );
 
+    // The leader stamps its own epoch on every batch, whatever the producer put there (a
+    // follower will find where its log diverges by these, KIP-101): 0 on a single broker.
+    let mut forged = build(&records[..1], Compression::None).to_vec();
+    quiver_proto::batch::set_leader_epoch(&mut forged, quiver_proto::LeaderEpoch(7)).unwrap();
+    assert_eq!(
+        create_topic(&client, "epochs", 1, &[]).await,
+        ErrorCode::None
+    );
+    let resp = produce(&client, "epochs", 0, &[forged.into()], Acks::All).await;
+    assert_eq!(resp.topics[0].partitions[0].error_code, ErrorCode::None);
+    let (_, bytes) = fetch(&client, "epochs", 0, 0, 0).await;
+    let batch = BatchIter::new(&bytes).next().unwrap().unwrap();
+    let view = BatchView::new(batch, BatchLimits::default()).unwrap();
+    assert_eq!(view.leader_epoch(), quiver_proto::LeaderEpoch(0));
+
     broker.kill9();
     broker.restart();
     let client = broker.client().await;

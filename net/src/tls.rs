@@ -258,7 +258,10 @@ pub fn ensure_dev_certs_for(data_dir: &Path, names: &[String]) -> Result<DevCert
     let count = present.iter().filter(|(p, _)| p.exists()).count();
     if count == present.len() {
         let missing = names_missing_from(&files, names);
-        if missing.is_empty() && server_config(&files.server_files()).is_ok() {
+        if missing.is_empty()
+            && server_config(&files.server_files()).is_ok()
+            && !due_for_reissue(&files.server_cert)
+        {
             return Ok(files);
         }
         let ca_key_pem = fs::read_to_string(&files.ca_key).map_err(io_err(&files.ca_key))?;
@@ -415,6 +418,7 @@ fn write_server_cert(
     names: Vec<String>,
 ) -> Result<(), TlsError> {
     let mut params = rcgen::CertificateParams::new(names)?;
+    (params.not_before, params.not_after) = validity(DEV_CERT_VALIDITY_DAYS);
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "quiver dev server");
@@ -435,8 +439,39 @@ fn write_server_cert(
     write_atomic(&files.server_cert, server.pem().as_bytes(), 0o644)
 }
 
+/// How long a development CA is valid: years, not the centuries rcgen gives by default (a key
+/// that leaks should not be trusted for ever). Its certificates are valid
+/// [`DEV_CERT_VALIDITY_DAYS`] and reissued at a start past [`DEV_CERT_REISSUE_DAYS`].
+pub const DEV_CA_VALIDITY_DAYS: i64 = 10 * 365;
+/// How long a development server certificate is valid.
+pub const DEV_CERT_VALIDITY_DAYS: i64 = 365;
+/// A development server certificate older than this is reissued at start.
+pub const DEV_CERT_REISSUE_DAYS: u64 = 300;
+
+/// `(not_before, not_after)` for a certificate valid `days` from a day ago (clocks differ).
+fn validity(days: i64) -> (time::OffsetDateTime, time::OffsetDateTime) {
+    let now = time::OffsetDateTime::now_utc();
+    (
+        now - time::Duration::days(1),
+        now + time::Duration::days(days),
+    )
+}
+
+/// Whether the certificate file is older than `DEV_CERT_REISSUE_DAYS` (by its modification
+/// time: it is written only when issued), or cannot be read.
+fn due_for_reissue(path: &Path) -> bool {
+    let age = fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok());
+    age.is_none_or(|a| a.as_secs() > DEV_CERT_REISSUE_DAYS * 86_400)
+}
+
 fn dev_ca_params() -> rcgen::CertificateParams {
     let mut params = rcgen::CertificateParams::default();
+    // The CA is rebuilt from its key at every start to sign with; only the first one written
+    // to ca.pem is what clients trust, so its validity is fixed when it is made.
+    (params.not_before, params.not_after) = validity(DEV_CA_VALIDITY_DAYS);
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     params
         .distinguished_name
@@ -462,6 +497,7 @@ pub fn issue_dev_client_cert(
     let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem)?;
     let ca = dev_ca_params().self_signed(&ca_key)?;
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    (params.not_before, params.not_after) = validity(DEV_CERT_VALIDITY_DAYS);
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, common_name);
@@ -547,6 +583,35 @@ fn common_name(subject: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A development server certificate is valid now and not in 400 days (its CA is good for
+    /// ten years: it is reissued from the same CA before it lapses).
+    #[test]
+    fn dev_certificates_expire_in_a_year_not_in_centuries() {
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls::pki_types::{ServerName, UnixTime};
+        let dir = tempfile::tempdir().unwrap();
+        let files = ensure_dev_certs(dir.path()).unwrap();
+        let roots = load_roots(std::slice::from_ref(&files.ca_cert)).unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .unwrap();
+        let chain = load_certs(&files.server_cert).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let at = |t| {
+            verifier.verify_server_cert(&chain[0], &[], &name, &[], UnixTime::since_unix_epoch(t))
+        };
+        assert!(at(now).is_ok());
+        let later = now + std::time::Duration::from_secs(400 * 86_400);
+        assert!(at(later).is_err(), "still valid in 400 days");
+        assert!(!due_for_reissue(&files.server_cert));
+    }
 
     #[test]
     fn dev_certs_are_created_once_and_reused() {

@@ -445,7 +445,7 @@ impl DurableWrite {
     /// Runs the write (blocking I/O: a file write and two syncs).
     pub fn run(self) -> Result<(), MetaError> {
         let tmp = self.path.with_extension("json.tmp");
-        write_durably(&self.path, &tmp, &self.bytes, 0o666).map_err(|source| MetaError::Io {
+        write_durably(&self.path, &tmp, &self.bytes, 0o600).map_err(|source| MetaError::Io {
             path: self.path.clone(),
             source,
         })

@@ -28,6 +28,7 @@ use crate::runtime::Shard;
 struct Prepared {
     owner: ShardId,
     key: PartKey,
+    epoch: quiver_proto::LeaderEpoch,
     batches: Vec<ValidBatch>,
     records: u64,
     bytes: u64,
@@ -84,7 +85,9 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: ProduceRequest, payload: Byte
         let shard = shard.clone();
         async move {
             let (records, bytes, time) = (prep.records, prep.bytes, prep.log_append_time);
-            let result = shard.append_on(prep.owner, prep.key, prep.batches).await;
+            let result = shard
+                .append_on(prep.owner, prep.key, prep.batches, prep.epoch)
+                .await;
             (ti, pi, records, bytes, time, result)
         }
     });
@@ -298,6 +301,7 @@ fn prepare(
     Ok(Prepared {
         owner: shard.owner(info, p.partition),
         key: info.key(p.partition),
+        epoch: quiver_proto::LeaderEpoch(info.leader_epoch(p.partition)),
         batches,
         records,
         bytes: bytes.len() as u64,

@@ -13,7 +13,7 @@ use futures_channel::oneshot;
 use quiver_engine::AppendInfo;
 use quiver_proto::api::fetch::OffsetSpec;
 use quiver_proto::batch::ValidBatch;
-use quiver_proto::Offset;
+use quiver_proto::{LeaderEpoch, Offset};
 
 use quiver_engine::Records;
 use quiver_proto::TimestampMs;
@@ -58,6 +58,8 @@ pub enum ShardMsg<S> {
     Append {
         key: PartKey,
         batches: Vec<ValidBatch>,
+        /// The partition's leader epoch, stamped on every batch.
+        epoch: LeaderEpoch,
         reply: oneshot::Sender<Result<AppendInfo, PartError>>,
     },
     /// Read these partitions (key, offset, per-partition limit), in order, spending at most

@@ -30,7 +30,7 @@ use glommio::channels::channel_mesh::Senders;
 use quiver_engine::{AppendInfo, PartitionLog, Records};
 use quiver_proto::api::fetch::OffsetSpec;
 use quiver_proto::batch::ValidBatch;
-use quiver_proto::{Offset, ShardId, TimestampMs};
+use quiver_proto::{LeaderEpoch, Offset, ShardId, TimestampMs};
 
 use super::logs;
 use super::mesh::{ListedOffset, PartError, PartRead};
@@ -191,15 +191,17 @@ impl Shard {
         }
     }
 
-    /// Appends on the partition's owner, here or across the mesh.
+    /// Appends on the partition's owner, here or across the mesh, every batch stamped with
+    /// the partition's leader epoch `epoch` (what a follower will find its log by, KIP-101).
     pub async fn append_on(
         self: &Rc<Self>,
         owner: ShardId,
         key: PartKey,
         batches: Vec<ValidBatch>,
+        epoch: LeaderEpoch,
     ) -> Result<AppendInfo, PartError> {
         if owner == self.id {
-            return self.append_local(key, &batches).await;
+            return self.append_local(key, &batches, epoch).await;
         }
         let (reply, rx) = oneshot::channel();
         self.send_to(
@@ -207,6 +209,7 @@ impl Shard {
             ShardMsg::Append {
                 key,
                 batches,
+                epoch,
                 reply,
             },
         )
@@ -365,9 +368,10 @@ impl Shard {
                 ShardMsg::Append {
                     key,
                     batches,
+                    epoch,
                     reply,
                 } => {
-                    let r = me.append_local(key, &batches).await;
+                    let r = me.append_local(key, &batches, epoch).await;
                     let _ = reply.send(r);
                 }
                 ShardMsg::Read {
@@ -409,9 +413,10 @@ impl Shard {
         &self,
         key: PartKey,
         batches: &[ValidBatch],
+        epoch: LeaderEpoch,
     ) -> Result<AppendInfo, PartError> {
         let log = self.log(&key)?;
-        Ok(log.append(batches, None).await?)
+        Ok(log.append(batches, Some(epoch)).await?)
     }
 
     /// Reads whole batches below the high watermark. The high watermark is what a consumer may

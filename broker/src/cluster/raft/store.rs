@@ -40,6 +40,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
@@ -106,6 +107,7 @@ impl Store {
             .read(true)
             .append(true)
             .create(true)
+            .mode(0o600)
             .open(&log_path)
             .map_err(io_err(&log_path))?;
         if !existed {
@@ -576,7 +578,12 @@ fn read_snapshot(path: &Path) -> Result<Snapshot, StoreError> {
 /// file, fdatasync, rename over `name`, fsync of the directory.
 fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
-    let mut f = File::create(&tmp)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_data()?;
     fs::rename(&tmp, dir.join(name))?;
