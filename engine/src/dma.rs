@@ -96,13 +96,16 @@ pub(crate) async fn read_all(file: &DmaFile, path: &Path) -> Result<Vec<u8>> {
 pub(crate) async fn truncate(file: &DmaFile, path: &Path, len: u64) -> Result<()> {
     file.truncate(len)
         .await
-        .map_err(|e| Error::io("truncate", path, e))
+        .map_err(|e| Error::io("truncate", path, e))?;
+    sync_journal::record_truncate(path, len);
+    Ok(())
 }
 
 pub(crate) async fn fdatasync(file: &DmaFile, path: &Path) -> Result<()> {
-    // The size before the fdatasync is issued: every write completed by then is covered.
+    // The size before the fdatasync is issued: every write completed by then is covered. Its
+    // place in the journal's order is taken now, at issue, not at completion.
     let journal_size = match sync_journal::enabled() {
-        true => Some(file_size(file, path).await?),
+        true => Some((file_size(file, path).await?, sync_journal::next_seq())),
         false => None,
     };
     file.fdatasync()
@@ -111,18 +114,21 @@ pub(crate) async fn fdatasync(file: &DmaFile, path: &Path) -> Result<()> {
     SYNC_COUNTS
         .0
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if let Some(size) = journal_size {
-        sync_journal::record(path, size);
+    if let Some((size, seq)) = journal_size {
+        sync_journal::record_sync(path, seq, size);
     }
     Ok(())
 }
 
 /// A test hook for the fault suite's power-loss fault (`streamfault`'s `power-loss`): with
 /// `STREAMD_FAULT_SYNC_JOURNAL=<file>` in the environment, every completed fdatasync appends
-/// `<size> <path>` to that file, the size the file had when the fdatasync was issued. After a
-/// SIGKILL the suite cuts every segment back to its last journaled size, which is what a loss of
-/// power would leave of writes no fdatasync covered. Not a setting: without the variable it costs
-/// one check per fdatasync.
+/// `s <seq> <size> <path>` to that file (the size the file had when the fdatasync was issued,
+/// and a sequence number taken then), and every truncation `t <seq> <len> <path>`. Up to
+/// `SYNCS_IN_FLIGHT_MAX` fdatasyncs overlap and complete in any order, so lines are not in
+/// issue order: the suite replays them by sequence number (a sync raises what is durable, a
+/// truncation caps it) and, after a SIGKILL, cuts every segment back to that, which is what a
+/// loss of power would leave of writes no fdatasync covered. Not a setting: without the variable
+/// it costs one check per fdatasync.
 mod sync_journal {
     use std::io::Write;
     use std::path::Path;
@@ -150,11 +156,27 @@ mod sync_journal {
         journal().is_some()
     }
 
-    /// One line per fdatasync; a blocking append of a few dozen bytes to the page cache, which
-    /// a SIGKILL does not lose.
-    pub(super) fn record(path: &Path, size: u64) {
+    /// The next sequence number (the order of issue).
+    pub(super) fn next_seq() -> u64 {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// One line per completed fdatasync; a blocking append of a few dozen bytes to the page
+    /// cache, which a SIGKILL does not lose.
+    pub(super) fn record_sync(path: &Path, seq: u64, size: u64) {
+        write(&format!("s {seq} {size} {}\n", path.display()));
+    }
+
+    /// One line per truncation, numbered when it has happened.
+    pub(super) fn record_truncate(path: &Path, len: u64) {
+        if enabled() {
+            write(&format!("t {} {len} {}\n", next_seq(), path.display()));
+        }
+    }
+
+    fn write(line: &str) {
         if let Some(f) = journal() {
-            let line = format!("{size} {}\n", path.display());
             let _ = f
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

@@ -220,15 +220,36 @@ impl BrokerProc {
     }
 }
 
-/// The last size journaled for each file: lines of `<size> <path>`.
+/// What of each file is durable, from the engine's sync journal (`engine/src/dma.rs`): lines
+/// `s <seq> <size> <path>` (an fdatasync issued as number `seq` when the file had `size` bytes,
+/// completed) and `t <seq> <len> <path>` (a truncation to `len`). Fdatasyncs overlap and
+/// complete in any order, so the lines are replayed in the order of their numbers: a sync raises
+/// the durable size to its size, a truncation caps it at its length. Malformed lines are skipped.
 pub fn durable_sizes(journal: &str) -> std::collections::HashMap<String, u64> {
-    let mut m = std::collections::HashMap::new();
-    for line in journal.lines() {
-        if let Some((size, path)) = line.split_once(' ') {
-            if let Ok(size) = size.parse() {
-                m.insert(path.to_string(), size);
+    let mut events: Vec<(u64, bool, u64, &str)> = journal
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(4, ' ');
+            let kind = parts.next()?;
+            let seq = parts.next()?.parse().ok()?;
+            let size = parts.next()?.parse().ok()?;
+            let path = parts.next().filter(|p| !p.is_empty())?;
+            match kind {
+                "s" => Some((seq, true, size, path)),
+                "t" => Some((seq, false, size, path)),
+                _ => None,
             }
-        }
+        })
+        .collect();
+    events.sort_by_key(|e| e.0);
+    let mut m = std::collections::HashMap::new();
+    for (_, sync, size, path) in events {
+        let durable = m.entry(path.to_string()).or_insert(0u64);
+        *durable = if sync {
+            (*durable).max(size)
+        } else {
+            (*durable).min(size)
+        };
     }
     m
 }
@@ -261,12 +282,30 @@ impl Drop for BrokerProc {
 
 #[cfg(test)]
 mod tests {
+    /// Syncs complete out of order (the CI run that found this: a later, larger sync journaled
+    /// before an earlier, smaller one made the suite cut acknowledged records); truncations cap
+    /// what syncs issued before them made durable, and later syncs count again.
     #[test]
-    fn the_last_journaled_size_of_each_file_counts() {
-        let m =
-            super::durable_sizes("4096 /d/a.log\n8192 /d/b.log\n12288 /d/a.log\nbad line\n5 \n");
-        assert_eq!(m["/d/a.log"], 12288);
-        assert_eq!(m["/d/b.log"], 8192);
-        assert_eq!(m.len(), 3);
+    fn journaled_syncs_replay_in_issue_order() {
+        let journal = "s 2 12288 /d/a.log\n\
+                       s 1 4096 /d/a.log\n\
+                       s 0 8192 /d/b.log\n\
+                       s 3 16384 /d/b.log\n\
+                       t 4 4096 /d/b.log\n\
+                       s 6 8192 /d/c.log\n\
+                       t 5 0 /d/c.log\n\
+                       s 9 3 /d/with space.log\n\
+                       bad line\n\
+                       s x 5 /d/x.log\n\
+                       s 7 5\n";
+        let m = super::durable_sizes(journal);
+        assert_eq!(
+            m["/d/a.log"], 12288,
+            "the larger sync, whatever its line's place"
+        );
+        assert_eq!(m["/d/b.log"], 4096, "capped by the truncation after it");
+        assert_eq!(m["/d/c.log"], 8192, "a sync after the truncation counts");
+        assert_eq!(m["/d/with space.log"], 3);
+        assert_eq!(m.len(), 4);
     }
 }

@@ -330,34 +330,20 @@ impl QuorumNode {
         out: &mut Output,
         entries: Vec<raft::eraftpb::Entry>,
     ) -> Result<(), NodeError> {
-        use protobuf::Message as _;
         for e in entries {
-            let data = match e.get_entry_type() {
-                EntryType::EntryNormal => e.data,
-                EntryType::EntryConfChangeV2 => {
-                    match ConfChangeV2::parse_from_bytes(&e.data) {
-                        Ok(cc) => {
-                            let cs = self.raw.apply_conf_change(&cc);
-                            self.record_conf_change(e.index, cs)?
-                        }
-                        Err(err) => {
-                            tracing::error!(index = e.index, error = %err, "a committed conf change does not decode; skipped")
-                        }
+            let data = if e.get_entry_type() == EntryType::EntryNormal {
+                e.data
+            } else {
+                match decode_conf_change(&e) {
+                    Ok(cc) => {
+                        let cs = self.raw.apply_conf_change(&cc);
+                        self.record_conf_change(e.index, cs)?
                     }
-                    Bytes::new()
-                }
-                EntryType::EntryConfChange => {
-                    match ConfChange::parse_from_bytes(&e.data) {
-                        Ok(cc) => {
-                            let cs = self.raw.apply_conf_change(&cc);
-                            self.record_conf_change(e.index, cs)?
-                        }
-                        Err(err) => {
-                            tracing::error!(index = e.index, error = %err, "a committed conf change does not decode; skipped")
-                        }
+                    Err(err) => {
+                        tracing::error!(index = e.index, error = %err, "a committed conf change does not decode; skipped")
                     }
-                    Bytes::new()
                 }
+                Bytes::new()
             };
             out.apply.push(Apply::Entry {
                 index: e.index,
@@ -397,11 +383,7 @@ impl QuorumNode {
         if self.raw.raft.has_pending_conf() {
             return Err(NodeError::Refused("a conf change is pending".into()));
         }
-        let mut single = ConfChangeSingle::default();
-        single.set_change_type(ConfChangeType::AddLearnerNode);
-        single.node_id = id;
-        let mut cc = ConfChangeV2::default();
-        cc.set_changes(vec![single].into());
+        let cc = single_change(ConfChangeType::AddLearnerNode, id);
         Ok(self.raw.propose_conf_change(Vec::new(), cc)?)
     }
 
@@ -441,4 +423,25 @@ impl QuorumNode {
     pub fn latest_snapshot(&self) -> &Snapshot {
         self.raw.store().latest_snapshot()
     }
+}
+
+/// A conf change of one node, in raft's second form.
+fn single_change(kind: ConfChangeType, id: u64) -> ConfChangeV2 {
+    let mut single = ConfChangeSingle::default();
+    single.set_change_type(kind);
+    single.node_id = id;
+    let mut cc = ConfChangeV2::default();
+    cc.set_changes(vec![single].into());
+    cc
+}
+
+/// A committed conf change entry, in the second form (one of the first form, which brokers
+/// never propose, is read as its one change).
+fn decode_conf_change(e: &raft::eraftpb::Entry) -> Result<ConfChangeV2, protobuf::ProtobufError> {
+    use protobuf::Message as _;
+    if e.get_entry_type() == EntryType::EntryConfChange {
+        let v1 = ConfChange::parse_from_bytes(&e.data)?;
+        return Ok(single_change(v1.get_change_type(), v1.node_id));
+    }
+    ConfChangeV2::parse_from_bytes(&e.data)
 }
