@@ -273,6 +273,42 @@ pub(super) async fn forward<R: quiver_proto::api::Request>(
     quiver_proto::api::decode_response::<R>(&frame).map_err(|e| e.to_string())
 }
 
+/// A read-only request for the active controller: sent there (`Ok(Some)`, its answer), or
+/// `Ok(None)` when this broker is it. A controller that stops leading before it answers (it
+/// died: its connection would only time out) is left for the next one as soon as this broker
+/// sees the change; a failed call is tried again; both until the quorum's submit timeout.
+pub(super) async fn to_active_controller<R: quiver_proto::api::Request>(
+    shard: &Rc<Shard>,
+    req: &R,
+) -> Result<Option<R::Response>, String> {
+    let Some(quorum) = shard.quorum.clone() else {
+        return Ok(None);
+    };
+    let deadline = std::time::Instant::now() + crate::quorum::SUBMIT_TIMEOUT;
+    loop {
+        let to = match active_controller(shard).await? {
+            None => return Ok(None),
+            Some(l) => l,
+        };
+        let call = async { Some(forward(shard, to, req).await) };
+        let deposed = async {
+            while quorum.leader() == Some(to) {
+                glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            None
+        };
+        let failed = match futures_lite::future::or(call, deposed).await {
+            Some(Ok(answer)) => return Ok(Some(answer)),
+            Some(Err(why)) => why,
+            None => format!("broker {to} stopped leading the controller quorum"),
+        };
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("forwarding to the controller: {failed}"));
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// In a cluster, a topic change goes to the active controller (the quorum's leader, whose
 /// state holds every committed change), so that one client's changes are checked in order
 /// against all that came before, whichever broker it talks to. `None`: check it here.

@@ -118,23 +118,13 @@ pub(super) async fn describe_cluster(
         }];
         return resp;
     }
-    match super::admin::active_controller(shard).await {
+    match super::admin::to_active_controller(shard, &req).await {
         Err(why) => {
             resp.error_code = ErrorCode::RequestTimedOut;
             resp.error_message = Some(why);
             return resp;
         }
-        Ok(Some(to)) => {
-            return super::admin::forward(shard, to, &req)
-                .await
-                .unwrap_or_else(|why| DescribeClusterResponse {
-                    error_code: ErrorCode::NotController,
-                    error_message: Some(format!(
-                        "forwarding to the controller, broker {to}: {why}"
-                    )),
-                    ..Default::default()
-                });
-        }
+        Ok(Some(answer)) => return answer,
         Ok(None) => {}
     }
     let view = shard

@@ -61,8 +61,11 @@ const EVENTS_MAX: usize = 8192;
 /// Entries applied between two compactions of the Raft log.
 const COMPACT_EVERY: u64 = 1000;
 /// A broker the active controller has not heard from for this long gets no new partitions
-/// (followers answer the leader's heartbeats every 100 ms).
-const PLACEMENT_LIVENESS: Duration = Duration::from_secs(1);
+/// (followers answer the leader's heartbeats every 100 ms). Shorter than the quickest election
+/// (0.5 s of silence), so a leader just elected after its predecessor died never places a
+/// partition on the dead one (with 1 s it did, when the election was quick: the new topic's
+/// leader was a dead broker until it was fenced).
+const PLACEMENT_LIVENESS: Duration = Duration::from_millis(400);
 /// How often the leader checks brokers' sessions.
 const SESSION_CHECK: Duration = Duration::from_millis(250);
 
