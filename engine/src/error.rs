@@ -56,6 +56,14 @@ pub enum Error {
     Locked { path: PathBuf },
     #[error("the partition log is closed")]
     Closed,
+    /// A replica's append whose batches do not continue the log where it ends (their base
+    /// offsets are the leader's). Nothing of it was written.
+    #[error("replicated batches start at offset {first} (or leave a gap at {gap_at}); the log ends at {end}")]
+    NotContiguous {
+        first: Offset,
+        gap_at: Offset,
+        end: Offset,
+    },
     /// An idempotent producer's batch that does not continue its sequence (see `producers`).
     /// Nothing of the append was written.
     #[error("{message}")]

@@ -401,6 +401,7 @@ impl Controller {
             }
             MetaError::UnknownBroker(_) => (ErrorCode::BrokerNotAvailable, e.to_string()),
             MetaError::Invalid(_) => (ErrorCode::InvalidRequest, e.to_string()),
+            MetaError::Stale(_) => (ErrorCode::FencedLeaderEpoch, e.to_string()),
             MetaError::Io { .. }
             | MetaError::Corrupt { .. }
             | MetaError::Missing { .. }
@@ -521,9 +522,14 @@ impl Controller {
                     "partition {p}: none of brokers {replicas:?} is live to lead it"
                 )));
             };
+            // In sync: the live replicas (all empty); one down joins once it has caught up.
             let m = PartitionMeta {
                 leader,
-                isr: vec![leader],
+                isr: replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| live.contains(r))
+                    .collect(),
                 ..PartitionMeta::new(replicas)
             };
             m.check()

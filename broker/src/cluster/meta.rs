@@ -47,27 +47,35 @@ pub struct PartitionMeta {
     pub leader: u32,
     /// Grows each time the leader changes, so a stale leader's word is told apart.
     pub leader_epoch: u32,
-    /// In-sync replicas: the replicas that hold every acknowledged record. Records are not yet
-    /// copied between brokers (that is replication's work), so today the ISR is the leader
-    /// alone and the other replicas are listed as placed, not in sync.
+    /// In-sync replicas: the replicas that hold every acknowledged record durably (acks=all
+    /// waits for each one's fdatasync). Never empty; the leader is one of them.
     pub isr: Vec<u32>,
+    /// Grows with every change of the partition (leader or ISR); an ISR change names the epoch
+    /// it was proposed in and is refused if another change came first.
+    #[serde(default)]
+    pub partition_epoch: u32,
 }
 
 impl PartitionMeta {
-    /// A new partition on `replicas`: led by the first, in sync with it alone (nothing else
-    /// copies its records yet).
+    /// A new partition on `replicas`: led by the first, every replica in sync (all are empty).
     pub fn new(replicas: Vec<u32>) -> PartitionMeta {
         let leader = replicas.first().copied().unwrap_or(0);
         PartitionMeta {
+            isr: replicas.clone(),
             replicas,
             leader,
             leader_epoch: 0,
-            isr: vec![leader],
+            partition_epoch: 0,
         }
     }
 
+    /// Whether the partition has a leader (0: none, until an ISR member returns).
+    pub fn has_leader(&self) -> bool {
+        self.leader != 0
+    }
+
     /// What keeps a placement consistent: replicas named once each (broker ids are >= 1), the
-    /// ISR within them and the leader within the ISR.
+    /// ISR within them and not empty, and the leader (if any) within the ISR.
     pub fn check(&self) -> Result<(), String> {
         let mut seen = std::collections::BTreeSet::new();
         if self.replicas.is_empty() {
@@ -84,7 +92,10 @@ impl PartitionMeta {
         if let Some(r) = self.isr.iter().find(|r| !seen.contains(r)) {
             return Err(format!("ISR member {r} is not a replica"));
         }
-        if !self.isr.contains(&self.leader) {
+        if self.isr.is_empty() {
+            return Err("the ISR is empty".into());
+        }
+        if self.leader != 0 && !self.isr.contains(&self.leader) {
             return Err(format!("leader {} is not in the ISR", self.leader));
         }
         Ok(())
@@ -224,9 +235,20 @@ pub enum MetadataCommand {
     /// A broker (re)registers: its address, rack and shards; it is unfenced.
     RegisterBroker(BrokerMeta),
     /// A broker's session lapsed (`fenced: true`) or it was heard from again (`false`).
+    /// Leaderships and ISRs follow (`election::reelect`).
     SetFenced {
         id: u32,
         fenced: bool,
+    },
+    /// A partition's leader changes its ISR (shrinks it when a follower falls behind, expands
+    /// it when one has caught up), in the epochs it last saw (`election::check_isr_change`).
+    AlterIsr {
+        topic: String,
+        partition: u32,
+        leader: u32,
+        leader_epoch: u32,
+        partition_epoch: u32,
+        isr: Vec<u32>,
     },
 }
 
@@ -259,6 +281,8 @@ pub enum MetaError {
     UnknownBroker(u32),
     #[error("inconsistent change refused: {0}")]
     Invalid(String),
+    #[error("stale change refused: {0}")]
+    Stale(String),
     #[error("metadata version {0} cannot grow: the metadata file is damaged")]
     VersionExhausted(u64),
     #[error("metadata I/O on {path}: {source}")]
@@ -280,6 +304,29 @@ pub enum MetaError {
 }
 
 impl MetadataState {
+    /// Elects leaders and shrinks ISRs after a change of brokers' liveness; `restarted`: a
+    /// broker that registered again (its leaderships move as after a fence).
+    fn reelect(&mut self, restarted: Option<u32>) {
+        let brokers = &self.brokers;
+        let live = |b: u32| {
+            brokers
+                .get(&b)
+                .is_some_and(|m| !m.fenced && !m.controller_only)
+        };
+        for t in self.topics.values_mut() {
+            let unclean = t
+                .configs
+                .get(super::election::UNCLEAN_ELECTION)
+                .is_some_and(|v| v == "true");
+            for p in &mut t.placement {
+                match restarted {
+                    Some(id) => super::election::restarted(p, id, live, unclean),
+                    None => super::election::reelect(p, live, unclean),
+                };
+            }
+        }
+    }
+
     /// Applies one command. On error the state is unchanged.
     pub fn apply(&mut self, cmd: &MetadataCommand) -> Result<Applied, MetaError> {
         // The version counts commands; one that cannot grow (a damaged or forged file) refuses
@@ -386,13 +433,52 @@ impl MetadataState {
                 let mut b = b.clone();
                 b.epoch = next_version;
                 b.fenced = false;
-                self.brokers.insert(b.id, b);
+                let id = b.id;
+                self.brokers.insert(id, b);
+                self.reelect(Some(id));
             }
             MetadataCommand::SetFenced { id, fenced } => {
                 self.brokers
                     .get_mut(id)
                     .ok_or(MetaError::UnknownBroker(*id))?
                     .fenced = *fenced;
+                self.reelect(None);
+            }
+            MetadataCommand::AlterIsr {
+                topic,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => {
+                let brokers = &self.brokers;
+                let live = |b: u32| brokers.get(&b).is_some_and(|m| !m.fenced);
+                let p = self
+                    .topics
+                    .get_mut(topic)
+                    .ok_or_else(|| MetaError::UnknownTopic(topic.clone()))?
+                    .placement
+                    .get_mut(*partition as usize)
+                    .ok_or_else(|| {
+                        MetaError::Invalid(format!(
+                            "topic '{topic}' has no placed partition {partition}"
+                        ))
+                    })?;
+                super::election::check_isr_change(
+                    p,
+                    *leader,
+                    *leader_epoch,
+                    *partition_epoch,
+                    isr,
+                    live,
+                )
+                .map_err(|r| match r {
+                    super::election::IsrRefusal::Stale(why) => MetaError::Stale(why),
+                    super::election::IsrRefusal::Invalid(why) => MetaError::Invalid(why),
+                })?;
+                p.isr = isr.clone();
+                p.partition_epoch = p.partition_epoch.wrapping_add(1);
             }
         }
         self.version = next_version;
@@ -668,6 +754,7 @@ mod tests {
         let mut outsider = placed.clone();
         outsider.placement[0].isr = vec![1, 3];
         let mut unsynced = placed.clone();
+        unsynced.placement[0].isr = vec![1];
         unsynced.placement[0].leader = 2;
         for (bad, why) in [
             (short, "a placement per partition"),
@@ -706,8 +793,71 @@ mod tests {
         assert_eq!(s.topics["p"].partitions, 2, "refusals change nothing");
         s.apply(&grow(3, vec![on(&[2, 1])])).unwrap();
         let p2 = s.topics["p"].placed(2).unwrap();
-        assert_eq!((p2.leader, &p2.isr[..]), (2, &[2u32][..]));
+        assert_eq!((p2.leader, &p2.isr[..]), (2, &[2u32, 1][..]));
         assert_eq!(s.topics["p"].partitions, 3);
+    }
+
+    /// Fencing moves leaderships within the ISR on every broker alike; an ISR change needs the
+    /// epochs it was proposed in; a restart moves leaderships as a fence would.
+    #[test]
+    fn leaderships_follow_liveness_and_isr_changes_are_checked() {
+        let mut s = MetadataState::default();
+        for id in [1, 2, 3] {
+            s.apply(&MetadataCommand::RegisterBroker(broker(id)))
+                .unwrap();
+        }
+        let mut t = topic("r", 1);
+        t.placement = vec![PartitionMeta::new(vec![1, 2, 3])];
+        s.apply(&MetadataCommand::CreateTopic(t)).unwrap();
+        let p = |s: &MetadataState| s.topics["r"].placement[0].clone();
+        assert_eq!((p(&s).leader, &p(&s).isr[..]), (1, &[1u32, 2, 3][..]));
+
+        let fence = |id, fenced| MetadataCommand::SetFenced { id, fenced };
+        s.apply(&fence(1, true)).unwrap();
+        let after = p(&s);
+        assert_eq!((after.leader, &after.isr[..]), (2, &[2u32, 3][..]));
+        assert_eq!((after.leader_epoch, after.partition_epoch), (1, 1));
+        s.apply(&fence(1, false)).unwrap();
+        assert_eq!(
+            p(&s),
+            after,
+            "back, but out of sync until its leader says so"
+        );
+
+        let alter = |leader, le, pe, isr: &[u32]| MetadataCommand::AlterIsr {
+            topic: "r".into(),
+            partition: 0,
+            leader,
+            leader_epoch: le,
+            partition_epoch: pe,
+            isr: isr.to_vec(),
+        };
+        let v = s.version;
+        assert!(matches!(
+            s.apply(&alter(1, 0, 0, &[1, 2, 3])),
+            Err(MetaError::Stale(_))
+        ));
+        assert!(matches!(
+            s.apply(&alter(2, 1, 1, &[3])),
+            Err(MetaError::Invalid(_))
+        ));
+        assert_eq!(s.version, v);
+        s.apply(&alter(2, 1, 1, &[2, 3, 1])).unwrap();
+        assert_eq!((p(&s).isr.len(), p(&s).partition_epoch), (3, 2));
+        assert!(
+            matches!(s.apply(&alter(2, 1, 1, &[2])), Err(MetaError::Stale(_))),
+            "the same epoch twice"
+        );
+
+        s.apply(&MetadataCommand::RegisterBroker(broker(2)))
+            .unwrap();
+        let moved = p(&s);
+        assert_eq!(
+            (moved.leader, &moved.isr[..]),
+            (1, &[3u32, 1][..]),
+            "2 restarted: 1 comes first"
+        );
+        assert_eq!(moved.leader_epoch, 2);
     }
 
     #[test]

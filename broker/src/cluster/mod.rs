@@ -10,6 +10,7 @@
 pub mod assign;
 pub mod controller;
 pub mod dirs;
+pub mod election;
 pub mod meta;
 pub mod metalog;
 pub mod raft;

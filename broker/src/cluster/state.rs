@@ -58,12 +58,15 @@ impl TopicInfo {
     }
 
     /// The partition's leader as metadata names it (on a single broker, `me`); `None` for a
-    /// partition the topic does not have.
+    /// partition the topic does not have, or one without a leader now.
     pub fn leader(&self, partition: PartitionId, me: u32) -> Option<u32> {
         if !self.meta.is_placed() {
             return self.has_partition(partition).then_some(me);
         }
-        self.meta.placed(partition.0).map(|p| p.leader)
+        self.meta
+            .placed(partition.0)
+            .filter(|p| p.has_leader())
+            .map(|p| p.leader)
     }
 
     /// The partition's leader epoch (0 on a single broker, where the leader never changes).

@@ -33,6 +33,23 @@ impl PartitionLog {
         batches: &[ValidBatch],
         leader_epoch: Option<LeaderEpoch>,
     ) -> Result<AppendInfo> {
+        self.append_as(batches, Stamp::Leader(leader_epoch)).await
+    }
+
+    /// Appends a leader's batches on a follower, as they are: their base offsets and leader
+    /// epochs are kept, and must continue the log exactly where it ends (the first batch's base
+    /// offset is the log end, each next one follows the last), else
+    /// [`Error::NotContiguous`] and nothing is written. No producer sequence check (the leader
+    /// made it); the producers' state is recorded from the batches as on the leader, so a
+    /// follower that becomes leader knows every producer's sequence. Durable as [`append`]
+    /// under the flush policy.
+    ///
+    /// [`append`]: PartitionLog::append
+    pub async fn append_replica(&self, batches: &[ValidBatch]) -> Result<AppendInfo> {
+        self.append_as(batches, Stamp::Replica).await
+    }
+
+    async fn append_as(&self, batches: &[ValidBatch], stamp: Stamp) -> Result<AppendInfo> {
         let shared = &self.shared;
         let total: u64 = batches.iter().map(|b| b.len() as u64).sum();
         if total > APPEND_BYTES_MAX {
@@ -73,9 +90,16 @@ impl PartitionLog {
                         &s.config,
                     );
                     if !roll {
-                        match s.producers.check(batches)? {
+                        let verdict = match stamp {
+                            Stamp::Leader(_) => s.producers.check(batches)?,
+                            Stamp::Replica => {
+                                contiguous(s.commit.staged_end(), batches)?;
+                                Verdict::Append
+                            }
+                        };
+                        match verdict {
                             Verdict::Append => {
-                                break stage(&mut s, batches, leader_epoch, total, now);
+                                break stage(&mut s, batches, stamp, total, now);
                             }
                             // Answered once the first write of it is acknowledged.
                             Verdict::Duplicate {
@@ -136,6 +160,37 @@ impl PartitionLog {
     }
 }
 
+/// How an append's batches get their offsets and leader epochs.
+#[derive(Clone, Copy, Debug)]
+enum Stamp {
+    /// From the log end, and this epoch if given (a leader's append).
+    Leader(Option<LeaderEpoch>),
+    /// As they come (a follower's copy of its leader's batches).
+    Replica,
+}
+
+/// Checks that a replica's batches continue a log ending at `end`, back to back.
+fn contiguous(end: quiver_proto::Offset, batches: &[ValidBatch]) -> Result<()> {
+    let mut next = end;
+    for b in batches {
+        let base = batch::header(b.bytes())
+            .map(|h| quiver_proto::Offset(h.base_offset.get()))
+            .unwrap_or(quiver_proto::Offset(u64::MAX));
+        if base != next {
+            return Err(Error::NotContiguous {
+                first: batches
+                    .first()
+                    .and_then(|b| batch::header(b.bytes()).ok())
+                    .map_or(next, |h| quiver_proto::Offset(h.base_offset.get())),
+                gap_at: next,
+                end,
+            });
+        }
+        next = next.plus(b.offset_count());
+    }
+    Ok(())
+}
+
 /// Held by an append that rolled the segment until it has staged (or failed, or was dropped):
 /// meanwhile later appends wait instead of staging first.
 struct RollingAppend(Rc<Shared>);
@@ -180,7 +235,7 @@ fn must_roll(fill: Fill, bytes: u64, offsets: u64, config: &LogConfig) -> bool {
 fn stage(
     s: &mut State,
     batches: &[ValidBatch],
-    epoch: Option<LeaderEpoch>,
+    stamp: Stamp,
     total: u64,
     now: i64,
 ) -> (AppendInfo, Ticket) {
@@ -219,9 +274,11 @@ fn stage(
         let bytes = b.bytes();
         let (pos, off) = (p.mark.len, end);
         hdr.copy_from_slice(&bytes[..BATCH_HEADER_BYTES]);
-        batch::set_base_offset(&mut hdr, off).expect("header-sized");
-        if let Some(e) = epoch {
-            batch::set_leader_epoch(&mut hdr, e).expect("header-sized");
+        if let Stamp::Leader(epoch) = stamp {
+            batch::set_base_offset(&mut hdr, off).expect("header-sized");
+            if let Some(e) = epoch {
+                batch::set_leader_epoch(&mut hdr, e).expect("header-sized");
+            }
         }
         p.buf.push(&a.files.log, &hdr);
         p.buf.push(&a.files.log, &bytes[BATCH_HEADER_BYTES..]);

@@ -12,10 +12,12 @@
 //! * `flush.rs`: the flusher task and its fdatasyncs, which drive `commit.rs`;
 //! * `read.rs`: reads by offset and timestamp, the tail cache and read-ahead glue, waits for
 //!   data;
-//! * `maintenance.rs`: roll, seal, close, delete, retention, truncation, verify.
+//! * `maintenance.rs`: roll, seal, close, delete, retention, truncation, verify;
+//! * `epochs.rs`: where each leader epoch ends (a follower's divergence check).
 
 mod append;
 mod commit;
+mod epochs;
 mod flush;
 mod maintenance;
 mod open;
