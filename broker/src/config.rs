@@ -175,6 +175,9 @@ settings! {
     /// A broker of a cluster the controller has not heard from for this long is fenced: clients
     /// are told its partitions have no leader until it is heard from again.
     broker_session_timeout_ms: u64 = 6_000, env "STREAMD_BROKER_SESSION_TIMEOUT_MS";
+    /// A follower that has not caught up with its leader's log end for this long leaves the
+    /// partition's ISR (Kafka's replica.lag.time.max.ms), and rejoins once it has.
+    replica_lag_time_max_ms: u64 = 10_000, env "STREAMD_REPLICA_LAG_TIME_MAX_MS";
     /// Directory of the development CA (ca.pem, ca.key), when brokers of one cluster share one
     /// (it is created there if missing). Empty: <data_dir>/tls. Used only without tls_cert.
     dev_ca_dir: PathBuf = PathBuf::new(), env "STREAMD_DEV_CA_DIR";
@@ -222,6 +225,9 @@ settings! {
     /// Partitions of the internal topic __consumer_offsets, created on first start (groups are
     /// spread over them by id). Changing it later does not move existing groups.
     offsets_topic_partitions: u32 = 16, env "STREAMD_OFFSETS_TOPIC_PARTITIONS";
+    /// Replicas of each __consumer_offsets partition in a cluster (at most the voters that are
+    /// brokers), so committed offsets survive a broker's loss. 1 on a single broker.
+    offsets_topic_replication_factor: u16 = 3, env "STREAMD_OFFSETS_TOPIC_REPLICATION_FACTOR";
     /// Offsets of a consumer group with no members are deleted after this long.
     offsets_retention_ms: i64 = 7 * 24 * 3600 * 1000, env "STREAMD_OFFSETS_RETENTION_MS";
     /// A group member with no heartbeat for this long is removed and its partitions reassigned.
@@ -498,6 +504,13 @@ impl Config {
                 "must be between 1 and 1000",
             ));
         }
+        if self.offsets_topic_replication_factor == 0 {
+            return Err(bad(
+                "offsets_topic_replication_factor",
+                0,
+                "must be 1 or more",
+            ));
+        }
         if self.offsets_retention_ms <= 0 {
             return Err(bad(
                 "offsets_retention_ms",
@@ -542,6 +555,13 @@ impl Config {
                 "broker_session_timeout_ms",
                 self.broker_session_timeout_ms,
                 "must be at least 1000",
+            ));
+        }
+        if self.replica_lag_time_max_ms < 100 {
+            return Err(bad(
+                "replica_lag_time_max_ms",
+                self.replica_lag_time_max_ms,
+                "must be at least 100",
             ));
         }
         if !self.tls_peer_ca.as_os_str().is_empty() && !self.tls_peer_ca.is_file() {

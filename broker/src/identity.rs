@@ -103,6 +103,13 @@ pub fn broker_name(id: u32) -> String {
     format!("quiver-broker-{id}")
 }
 
+/// Whether a connection's certificate (signed by the cluster's CA, checked in the handshake)
+/// names broker `id`: how a broker-to-broker request proves who sends it.
+pub fn names_broker(identity: Option<&quiver_net::PeerIdentity>, id: u32) -> bool {
+    let name = broker_name(id);
+    identity.is_some_and(|i| i.dns_names.contains(&name))
+}
+
 /// Makes the broker's private files readable by its user alone (0600), whatever made them
 /// wider (a copy, a restore, an older version): everything under `<data_dir>/meta` (metadata,
 /// the quorum's log and snapshots, the cluster id, the stateless-reset key) and the keys under

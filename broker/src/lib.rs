@@ -24,6 +24,7 @@ pub mod identity;
 pub mod metrics;
 pub mod process;
 pub mod quorum;
+pub mod replication;
 pub mod run;
 pub mod runtime;
 

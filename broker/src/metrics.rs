@@ -101,6 +101,14 @@ pub struct Metrics {
     api_names: fn(u16) -> Option<&'static str>,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// Record batch bytes this broker served to its followers (ReplicaFetch).
+    pub replica_bytes_out: AtomicU64,
+    /// Record batch bytes this broker copied from its leaders.
+    pub replica_bytes_in: AtomicU64,
+    /// ISR changes this broker's partitions went through as leader: shrinks and expansions
+    /// committed.
+    pub isr_shrinks: AtomicU64,
+    pub isr_expands: AtomicU64,
     /// Bytes fetch read from logs, served or not (a fetch reads within its response limit, so
     /// this stays close to `bytes_out`).
     pub fetch_bytes_read: AtomicU64,
@@ -125,6 +133,10 @@ impl Metrics {
             api_names,
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            replica_bytes_out: AtomicU64::new(0),
+            replica_bytes_in: AtomicU64::new(0),
+            isr_shrinks: AtomicU64::new(0),
+            isr_expands: AtomicU64::new(0),
             fetch_bytes_read: AtomicU64::new(0),
             shard_messages: AtomicU64::new(0),
             records_in: AtomicU64::new(0),
@@ -225,6 +237,26 @@ impl Metrics {
                 "quiver_bytes_out_total",
                 "Record batch bytes served by fetch.",
                 self.bytes_out.load(Relaxed),
+            ),
+            (
+                "quiver_replica_bytes_out_total",
+                "Record batch bytes served to followers (ReplicaFetch).",
+                self.replica_bytes_out.load(Relaxed),
+            ),
+            (
+                "quiver_replica_bytes_in_total",
+                "Record batch bytes copied from leaders.",
+                self.replica_bytes_in.load(Relaxed),
+            ),
+            (
+                "quiver_isr_shrinks_total",
+                "ISR shrinks committed for partitions this broker leads.",
+                self.isr_shrinks.load(Relaxed),
+            ),
+            (
+                "quiver_isr_expands_total",
+                "ISR expansions committed for partitions this broker leads.",
+                self.isr_expands.load(Relaxed),
             ),
             (
                 "quiver_fetch_bytes_read_total",

@@ -575,6 +575,12 @@ async fn shard_start(
         };
         join_cluster(&shard, q, joining, endpoint.local_addr()).await?;
     }
+    // In a cluster, every shard copies the partitions it follows from their leaders.
+    if !ctx.config.voters().unwrap_or_default().is_empty() {
+        if let Some(tls) = ctx.peer_tls.clone() {
+            crate::replication::start(shard.clone(), endpoint.local_addr().ip(), tls)?;
+        }
+    }
     spawn_background(&shard);
     {
         let (shard, endpoint) = (shard.clone(), endpoint.clone());
@@ -619,6 +625,7 @@ fn offsets_topic(config: &Config) -> crate::cluster::controller::AdminOp {
     crate::cluster::controller::AdminOp::EnsureTopic {
         name: crate::group::OFFSETS_TOPIC.to_string(),
         partitions: config.offsets_topic_partitions,
+        replication_factor: config.offsets_topic_replication_factor,
         configs: [
             ("retention.ms".to_string(), "-1".to_string()),
             ("segment.bytes".to_string(), (64u64 << 20).to_string()),
@@ -657,7 +664,11 @@ async fn join_cluster(
         port: ctx.listen.port(),
         rack: (!ctx.config.rack.is_empty()).then(|| ctx.config.rack.clone()),
         shard_count: ctx.shard_count as u16,
-        incarnation: rand::random(),
+        incarnation: {
+            let i = rand::random();
+            crate::cluster::state::set_incarnation(i);
+            i
+        },
         epoch: 0,
         fenced: false,
         controller_only: ctx.config.roles() == Ok(crate::config::Roles::ControllerOnly),

@@ -1,6 +1,9 @@
 //! README's "A cluster of three brokers", as written: `deploy/local-cluster.sh start` brings up
 //! three brokers in one command, `streamctl cluster describe` shows them and the quorum, a
-//! topic with replication factor 3 is created and described on it, and `stop` stops them all.
+//! topic with replication factor 3 is created and described on it; then its replication
+//! block: records produced, a broker killed -9, its partitions led by others, more produced,
+//! every record read back, the broker started again and back in every ISR; and `stop` stops
+//! them all.
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
@@ -63,6 +66,48 @@ fn streamctl(dir: &Path, base: u16, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// `streamctl` with `input` on its standard input.
+fn streamctl_in(dir: &Path, base: u16, args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(quiver_testkit::bin_path("streamctl"))
+        .args(args)
+        .env(
+            "STREAMCTL_BOOTSTRAP",
+            format!("127.0.0.1:{},127.0.0.1:{}", base, base + 1),
+        )
+        .env("STREAMCTL_CA_FILE", dir.join("ca/ca.pem"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("streamctl runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "streamctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A described partition's ISR, sorted.
+fn isr_of(p: &Value) -> Vec<u64> {
+    let mut isr: Vec<u64> = p["isr"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_u64().unwrap())
+        .collect();
+    isr.sort();
+    isr
 }
 
 #[test]
@@ -143,10 +188,75 @@ fn the_readme_cluster_starts_in_one_command_and_holds_a_topic_with_three_replica
             .map(|r| r.as_u64().unwrap())
             .collect();
         assert_eq!(p["leader"], p["replicas"][0], "{p}");
-        assert_eq!(p["isr"], serde_json::json!([p["leader"]]), "{p}");
         replicas.sort();
         assert_eq!(replicas, vec![1, 2, 3], "{p}");
+        assert_eq!(isr_of(p), vec![1, 2, 3], "new and empty, all in sync: {p}");
     }
+
+    // README: replication on the local cluster.
+    streamctl(
+        &dir,
+        base,
+        &[
+            "topic",
+            "create",
+            "payments",
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "3",
+            "--config",
+            "min.insync.replicas=2",
+        ],
+    );
+    let lines = |from: u32, to: u32| (from..=to).map(|i| format!("{i}\n")).collect::<String>();
+    streamctl_in(&dir, base, &["produce", "payments"], &lines(1, 1000));
+    let pid = std::fs::read_to_string(dir.join("broker-2.pid")).unwrap();
+    let killed = Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let describe = || -> Value {
+        serde_json::from_str(&streamctl(
+            &dir,
+            base,
+            &["topic", "describe", "payments", "-o", "json"],
+        ))
+        .unwrap()
+    };
+    let wait = |what: &str, check: &dyn Fn(&Value) -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+        loop {
+            let d = describe();
+            if d["partitions"].as_array().unwrap().iter().all(check) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: {d}\n{}",
+                logs()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    wait("leaders moved off broker 2", &|p| {
+        p["leader"].as_u64().is_some_and(|l| l != 2) && !isr_of(p).contains(&2)
+    });
+    streamctl_in(&dir, base, &["produce", "payments"], &lines(1001, 2000));
+    let read = streamctl(
+        &dir,
+        base,
+        &["consume", "payments", "--from", "earliest", "--until-end"],
+    );
+    let mut got: Vec<u32> = read.lines().map(|l| l.parse().unwrap()).collect();
+    got.sort();
+    assert_eq!(got, (1..=2000).collect::<Vec<u32>>(), "every record, once");
+    let again = script(repo, &dir, base, "start");
+    assert!(again.status.success(), "{}", logs());
+    wait("broker 2 back in every ISR", &|p| {
+        isr_of(p) == vec![1, 2, 3]
+    });
 
     let stopped = script(repo, &dir, base, "stop");
     let out = String::from_utf8_lossy(&stopped.stdout);

@@ -54,6 +54,8 @@ pub enum AdminOp {
     EnsureTopic {
         name: String,
         partitions: u32,
+        /// In a cluster, at most the brokers it may be placed on; 1 on a single broker.
+        replication_factor: u16,
         configs: BTreeMap<String, String>,
         internal: bool,
     },
@@ -268,6 +270,7 @@ impl Controller {
             AdminOp::EnsureTopic {
                 name,
                 partitions,
+                replication_factor,
                 configs,
                 internal,
             } => {
@@ -281,7 +284,13 @@ impl Controller {
                     let spec = CreatableTopic {
                         name: name.clone(),
                         num_partitions: Some(partitions),
-                        replication_factor: Some(1),
+                        replication_factor: Some(match self.log.cluster_member() {
+                            None => 1,
+                            Some(_) => {
+                                let room = self.placeable_for(internal).len().max(1);
+                                replication_factor.clamp(1, room as u16)
+                            }
+                        }),
                         assignments: vec![],
                         configs: configs
                             .into_iter()
@@ -433,20 +442,9 @@ impl Controller {
             }
             return Ok(None);
         };
+        let _ = member;
+        let ids = self.placeable_for(internal);
         let state = self.log.state();
-        let ids: Vec<u32> = if internal {
-            // Every voter but those registered as controller-only (a voter not registered
-            // yet is taken to be a broker; one that turns out controller-only serves what
-            // was placed on it all the same).
-            member
-                .voters
-                .iter()
-                .copied()
-                .filter(|v| !state.brokers.get(v).is_some_and(|b| b.controller_only))
-                .collect()
-        } else {
-            self.log.placeable_brokers()
-        };
         let brokers: Vec<Placeable> = ids
             .iter()
             .map(|&id| Placeable {
@@ -459,6 +457,27 @@ impl Controller {
         let placed = super::assign::assign(&brokers, usize::from(rf), first, count, start)
             .map_err(|why| (ErrorCode::InvalidReplicationFactor, why))?;
         Ok(Some(placed.into_iter().map(PartitionMeta::new).collect()))
+    }
+
+    /// The brokers a topic may be placed on: for an internal topic every voter but those
+    /// registered as controller-only (a voter not registered yet is taken to be a broker; one
+    /// that turns out controller-only serves what was placed on it all the same), else the
+    /// live brokers. Empty on a single broker.
+    fn placeable_for(&self, internal: bool) -> Vec<u32> {
+        let Some(member) = self.log.cluster_member() else {
+            return Vec::new();
+        };
+        if internal {
+            let state = self.log.state();
+            member
+                .voters
+                .iter()
+                .copied()
+                .filter(|v| !state.brokers.get(v).is_some_and(|b| b.controller_only))
+                .collect()
+        } else {
+            self.log.placeable_brokers()
+        }
     }
 
     /// A caller's own replica assignment for partitions `first..first + count`, checked: one

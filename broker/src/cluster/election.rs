@@ -17,7 +17,7 @@
 //! - Every change of leader bumps the leader epoch; every change at all bumps the partition
 //!   epoch, which an ISR change must name (optimistic concurrency, as KIP-497's AlterPartition).
 
-use super::meta::PartitionMeta;
+use super::partition::PartitionMeta;
 
 /// Topic config that allows electing a replica outside the ISR (and losing records).
 pub const UNCLEAN_ELECTION: &str = "unclean.leader.election.enable";

@@ -13,6 +13,7 @@ pub mod dirs;
 pub mod election;
 pub mod meta;
 pub mod metalog;
+pub mod partition;
 pub mod raft;
 pub mod state;
 pub mod topic;

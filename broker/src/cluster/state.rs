@@ -83,6 +83,18 @@ impl TopicInfo {
     }
 }
 
+/// This process's registration id in a cluster (`BrokerMeta::incarnation`), set once when it
+/// joins. Until metadata holds the registration of this very process, the broker leads nothing:
+/// a broker restarted within its session timeout would otherwise lead, in its old epoch, logs
+/// whose unflushed tail it lost while its followers kept it (its registration moves its
+/// leaderships to a new epoch first, `cluster::election`).
+static INCARNATION: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Records this process's incarnation (the first call wins).
+pub fn set_incarnation(incarnation: u64) {
+    let _ = INCARNATION.set(incarnation);
+}
+
 /// Metadata as every shard sees it.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -92,6 +104,8 @@ pub struct Snapshot {
     pub me: u32,
     /// The cluster's brokers as registered (empty on a single broker).
     pub brokers: std::collections::BTreeMap<u32, BrokerMeta>,
+    /// Metadata holds this process's own registration (always on a single broker).
+    pub registered: bool,
 }
 
 impl Snapshot {
@@ -115,11 +129,19 @@ impl Snapshot {
                 }),
             );
         }
+        let registered = match INCARNATION.get() {
+            None => true,
+            Some(i) => {
+                state.brokers.is_empty()
+                    || state.brokers.get(&me).is_some_and(|b| b.incarnation == *i)
+            }
+        };
         Ok(Snapshot {
             version: state.version,
             topics,
             me,
             brokers: state.brokers.clone(),
+            registered,
         })
     }
 
@@ -145,7 +167,8 @@ impl Snapshot {
     /// Otherwise the leader metadata names, for the client's hint (`None`: no such partition).
     pub fn leads(&self, topic: &TopicInfo, partition: PartitionId) -> Result<(), Option<u32>> {
         match topic.leader(partition, self.me) {
-            Some(l) if l == self.me => Ok(()),
+            Some(l) if l == self.me && self.registered => Ok(()),
+            Some(l) if l == self.me => Err(None),
             other => Err(other),
         }
     }

@@ -54,6 +54,7 @@ pub(super) async fn auto_create<'a>(shard: &Rc<Shard>, names: impl Iterator<Item
         let op = AdminOp::EnsureTopic {
             name,
             partitions: shard.config.default_partitions,
+            replication_factor: 1,
             configs: BTreeMap::new(),
             internal: false,
         };

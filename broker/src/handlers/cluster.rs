@@ -47,11 +47,10 @@ pub(super) async fn raft_message(
     }
     // Only broker `from` itself speaks for it: its certificate (signed by the cluster's CA,
     // checked in the handshake) must name it.
-    let name = crate::identity::broker_name(from);
-    if !identity.is_some_and(|id| id.dns_names.contains(&name)) {
+    if !crate::identity::names_broker(identity, from) {
         tracing::debug!(
             from,
-            "RaftMessage on a connection whose certificate does not name {name}; refused"
+            "RaftMessage on a connection whose certificate does not name broker {from}; refused"
         );
         return refuse(ErrorCode::ClusterAuthorizationFailed);
     }
@@ -187,9 +186,11 @@ pub(super) async fn broker_registration(
         ..Default::default()
     };
     let id = req.broker_id.0;
-    let name = crate::identity::broker_name(id);
-    if !identity.is_some_and(|i| i.dns_names.contains(&name)) {
-        tracing::debug!(broker = id, "BrokerRegistration not from {name}; refused");
+    if !crate::identity::names_broker(identity, id) {
+        tracing::debug!(
+            broker = id,
+            "BrokerRegistration not from broker {id}; refused"
+        );
         return refuse(ErrorCode::ClusterAuthorizationFailed);
     }
     let Some(status) = &shard.quorum else {

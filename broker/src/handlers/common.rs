@@ -31,6 +31,7 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::DescribeCluster,
     ApiKey::BrokerRegistration,
     ApiKey::RaftMessage,
+    ApiKey::ReplicaFetch,
 ];
 
 /// What a handler produces: the response body, the payload chunks, and whether it failed

@@ -191,10 +191,35 @@ pub(super) async fn commit(shard: &Rc<Shard>, req: OffsetCommitRequest) -> Offse
                 .topic(t)
                 .is_some_and(|i| i.has_partition(PartitionId(p)))
         };
-        c.shard.groups.commit(&log, req, &exists, c.partition).await
+        let resp = c
+            .shard
+            .groups
+            .commit(&log, req.clone(), &exists, c.partition)
+            .await;
+        // In a cluster a commit counts once every in-sync replica of its offsets partition
+        // holds it (Kafka commits offsets with acks=all), so a failover never loses it.
+        if let Some(info) = snapshot.topic(crate::group::OFFSETS_TOPIC) {
+            if info.meta.is_placed() {
+                let deadline = std::time::Instant::now() + COMMIT_REPLICATION_WAIT;
+                let key = info.key(c.partition);
+                match c
+                    .shard
+                    .wait_replicated_local(key, log.end_offset(), deadline)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => return commit_failed(&req, ErrorCode::RequestTimedOut),
+                    Err(_) => return commit_failed(&req, ErrorCode::NotCoordinator),
+                }
+            }
+        }
+        resp
     })
     .await
 }
+
+/// How long a commit waits for the offsets partition's in-sync replicas.
+const COMMIT_REPLICATION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A commit's answer with every partition failed with `code`.
 fn commit_failed(req: &OffsetCommitRequest, code: ErrorCode) -> OffsetCommitResponse {

@@ -9,6 +9,7 @@ mod common;
 mod fetch;
 mod group;
 mod produce;
+mod replica;
 
 pub use admin::change as admin_change;
 
@@ -119,6 +120,9 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
                 payload: Vec::new(),
                 failed,
             }
+        }
+        AnyRequest::ReplicaFetch(r) => {
+            replica::replica_fetch(shard, r, req.identity.as_deref()).await
         }
         AnyRequest::RaftMessage(r) => {
             let resp = cluster::raft_message(shard, r, req.payload, req.identity.as_deref()).await;

@@ -9,6 +9,7 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quiver_proto::api::produce::{
@@ -29,6 +30,8 @@ struct Prepared {
     owner: ShardId,
     key: PartKey,
     epoch: quiver_proto::LeaderEpoch,
+    /// Replicated (placed on brokers): acks=all waits for the ISR.
+    replicated: bool,
     batches: Vec<ValidBatch>,
     records: u64,
     bytes: u64,
@@ -36,6 +39,11 @@ struct Prepared {
 }
 
 type Refusal = (ErrorCode, String);
+
+/// How long an acks=all produce waits for its ISR when the request names no timeout, and the
+/// longest it may name.
+const ACKS_ALL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+const ACKS_ALL_TIMEOUT_MAX: Duration = Duration::from_secs(300);
 
 pub(super) async fn handle(shard: &Rc<Shard>, req: ProduceRequest, payload: Bytes) -> Answer {
     if shard.config.auto_create_topics {
@@ -81,13 +89,43 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: ProduceRequest, payload: Byte
         });
     }
 
+    let timeout = match req.timeout_ms {
+        0 => ACKS_ALL_TIMEOUT_DEFAULT,
+        ms => Duration::from_millis(u64::from(ms)),
+    };
+    let ack_deadline = Instant::now() + timeout.min(ACKS_ALL_TIMEOUT_MAX);
     let appends = jobs.into_iter().map(|(ti, pi, prep)| {
         let shard = shard.clone();
+        let all = req.acks == Acks::All && prep.replicated;
         async move {
             let (records, bytes, time) = (prep.records, prep.bytes, prep.log_append_time);
-            let result = shard
-                .append_on(prep.owner, prep.key, prep.batches, prep.epoch)
-                .await;
+            let (owner, key) = (prep.owner, prep.key);
+            let mut result = shard
+                .append_on(owner, key, prep.batches, prep.epoch)
+                .await
+                .map_err(|e| (part_error(&e), Some(e)));
+            if let (true, Ok(info)) = (all, &result) {
+                // acks=all: answered once every in-sync replica holds the batches durably.
+                match shard
+                    .wait_replicated_on(owner, key, info.next_offset, ack_deadline)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        result = Err((
+                            (
+                                ErrorCode::RequestTimedOut,
+                                format!(
+                                    "written and durable on the leader, but not on every in-sync replica within {} ms",
+                                    timeout.as_millis()
+                                ),
+                            ),
+                            None,
+                        ))
+                    }
+                    Err(e) => result = Err((part_error(&e), Some(e))),
+                }
+            }
             (ti, pi, records, bytes, time, result)
         }
     });
@@ -102,11 +140,10 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: ProduceRequest, payload: Byte
                 out.base_offset = info.base_offset;
                 out.log_append_time_ms = time;
             }
-            Err(e) => {
+            Err(((code, message), e)) => {
                 failed = true;
-                let (code, message) = part_error(&e);
                 if code == ErrorCode::StorageError || code == ErrorCode::DiskFull {
-                    tracing::error!(topic = %topic.name, partition = out.partition.0, error = %e, "append failed");
+                    tracing::error!(topic = %topic.name, partition = out.partition.0, error = ?e, "append failed");
                 }
                 out.error_code = code;
                 out.error_message = Some(message);
@@ -302,6 +339,7 @@ fn prepare(
         owner: shard.owner(info, p.partition),
         key: info.key(p.partition),
         epoch: quiver_proto::LeaderEpoch(info.leader_epoch(p.partition)),
+        replicated: info.meta.is_placed(),
         batches,
         records,
         bytes: bytes.len() as u64,

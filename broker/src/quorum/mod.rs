@@ -886,6 +886,12 @@ impl Quorum {
         }
     }
 
+    /// Proposes `cmd` and returns once it is committed and applied here (or refused by the
+    /// state machine): how a partition's leader changes its ISR.
+    pub async fn propose(&self, cmd: MetadataCommand) -> Result<Applied, MetaError> {
+        self.submit_cmd(cmd).await
+    }
+
     async fn submit_cmd(&self, cmd: MetadataCommand) -> Result<Applied, MetaError> {
         let id = rand::random::<u64>();
         let data = serde_json::to_vec(&Proposal { id, cmd }).expect("a command encodes");

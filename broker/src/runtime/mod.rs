@@ -6,6 +6,8 @@
 pub mod logs;
 pub mod mesh;
 pub mod placement;
+pub mod replica;
+pub mod replica_fetch;
 pub mod shard;
 
 pub use mesh::{ListedOffset, PartError, PartRead};

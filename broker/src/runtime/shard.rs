@@ -34,6 +34,7 @@ use quiver_proto::{LeaderEpoch, Offset, ShardId, TimestampMs};
 
 use super::logs;
 use super::mesh::{ListedOffset, PartError, PartRead};
+use super::replica::{ReplicaState, Role};
 
 /// What one shard asks of another (`mesh::ShardMsg`, run by a `Shard`).
 pub type ShardMsg = super::mesh::ShardMsg<Shard>;
@@ -51,6 +52,10 @@ pub struct Shard {
     pub shutdown: ShutdownFlag,
     snapshot: RefCell<Arc<Snapshot>>,
     logs: RefCell<HashMap<PartKey, Slot>>,
+    /// Replicated partitions' state (`replica`), beside their logs.
+    replicas: RefCell<HashMap<PartKey, Rc<ReplicaState>>>,
+    /// Woken when this shard takes a new snapshot.
+    snapshot_waiters: RefCell<Vec<oneshot::Sender<()>>>,
     mesh: Option<Senders<ShardMsg>>,
     pub controller: Option<Rc<Controller>>,
     /// Producer ids handed out so far (shared by every shard; raised by the controller).
@@ -100,6 +105,8 @@ impl Shard {
             shutdown: init.shutdown,
             snapshot: RefCell::new(init.snapshot),
             logs: RefCell::new(HashMap::new()),
+            replicas: RefCell::new(HashMap::new()),
+            snapshot_waiters: RefCell::new(Vec::new()),
             mesh: init.mesh,
             controller: init.controller.map(Rc::new),
             producer_ids: init.producer_ids,
@@ -163,6 +170,121 @@ impl Shard {
             Some(Slot::Failed(why)) => Err(PartError::Failed(why.clone())),
             None => Err(PartError::NotHosted),
         }
+    }
+
+    /// A replicated partition's state, when this shard owns a replica of it.
+    pub fn replica_state(&self, key: &PartKey) -> Option<Rc<ReplicaState>> {
+        self.replicas.borrow().get(key).cloned()
+    }
+
+    /// Every replicated partition this shard owns a replica of.
+    pub fn replica_states(&self) -> Vec<(PartKey, Rc<ReplicaState>)> {
+        self.replicas
+            .borrow()
+            .iter()
+            .map(|(k, r)| (*k, r.clone()))
+            .collect()
+    }
+
+    /// Resolves when this shard next takes a new snapshot.
+    pub fn snapshot_changed(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut w = self.snapshot_waiters.borrow_mut();
+        w.retain(|t| !t.is_canceled());
+        w.push(tx);
+        rx
+    }
+
+    /// What a consumer of the partition may read up to: the high watermark (`replica`) of a
+    /// replicated partition, the log's visible end (`logs::visible_end`) otherwise.
+    pub fn visible_end(&self, key: &PartKey, log: &PartitionLog) -> Offset {
+        let local = logs::visible_end(log);
+        match self.replica_state(key) {
+            Some(r) => r.high_watermark(local),
+            None => local,
+        }
+    }
+
+    /// Resolves once the record at `offset` is visible (`visible_end`), or something changed
+    /// under the waiter (the caller looks again).
+    async fn wait_visible(&self, key: &PartKey, log: Rc<PartitionLog>, offset: Offset) {
+        match self.replica_state(key) {
+            None => logs::wait_visible(&log, offset).await,
+            Some(r) => {
+                let changed = r.changed();
+                let local = logs::visible_end(&log);
+                if r.high_watermark(local) > offset {
+                    return;
+                }
+                if local > offset {
+                    // Only a follower's fetch or a change of role moves it now.
+                    let _ = changed.await;
+                    return;
+                }
+                futures_lite::future::or(logs::wait_visible(&log, offset), async {
+                    let _ = changed.await;
+                })
+                .await;
+            }
+        }
+    }
+
+    /// On the partition's leader: waits until every in-sync replica holds `end` durably (the
+    /// high watermark reached it), for an acks=all produce. `Ok(false)` at the deadline;
+    /// `NotHosted` if this broker stopped leading meanwhile.
+    pub async fn wait_replicated_local(
+        &self,
+        key: PartKey,
+        end: Offset,
+        deadline: Instant,
+    ) -> Result<bool, PartError> {
+        let Some(r) = self.replica_state(&key) else {
+            return Ok(true);
+        };
+        loop {
+            let log = self.log(&key)?;
+            if !r.leads() {
+                return Err(PartError::NotHosted);
+            }
+            let changed = r.changed();
+            let local = logs::visible_end(&log);
+            if r.high_watermark(local) >= end {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            let moved = async {
+                if local >= end {
+                    // Only a follower's fetch or a change of role moves it now.
+                    let _ = changed.await;
+                } else {
+                    futures_lite::future::or(
+                        async {
+                            let _ = changed.await;
+                        },
+                        logs::wait_visible(&log, Offset(end.0 - 1)),
+                    )
+                    .await;
+                }
+            };
+            futures_lite::future::or(moved, sleep_until(deadline)).await;
+        }
+    }
+
+    /// [`Shard::wait_replicated_local`] on the partition's owner.
+    pub async fn wait_replicated_on(
+        self: &Rc<Self>,
+        owner: ShardId,
+        key: PartKey,
+        end: Offset,
+        deadline: Instant,
+    ) -> Result<bool, PartError> {
+        self.run_on(owner, move |s| async move {
+            s.wait_replicated_local(key, end, deadline).await
+        })
+        .await
+        .unwrap_or(Err(PartError::ShuttingDown))
     }
 
     /// Every open log this shard owns, with its key.
@@ -511,7 +633,7 @@ impl Shard {
                 })
             }
         };
-        let hw = logs::visible_end(&log);
+        let hw = self.visible_end(key, &log);
         let empty = PartRead {
             records: Ok(Records {
                 next: offset,
@@ -534,10 +656,7 @@ impl Shard {
         let mut futures: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> = Vec::new();
         for (key, offset) in waits {
             if let Ok(log) = self.log(key) {
-                let offset = *offset;
-                futures.push(Box::pin(
-                    async move { logs::wait_visible(&log, offset).await },
-                ));
+                futures.push(Box::pin(self.wait_visible(key, log, *offset)));
             }
         }
         if futures.is_empty() {
@@ -559,13 +678,13 @@ impl Shard {
                 timestamp: None,
             },
             OffsetSpec::Latest => ListedOffset {
-                offset: Some(logs::visible_end(&log)),
+                offset: Some(self.visible_end(&key, &log)),
                 timestamp: None,
             },
             OffsetSpec::Timestamp(ts) => {
                 let found = log.offset_for_timestamp(ts).await?;
                 // Only what a consumer could read counts.
-                let found = found.filter(|o| *o < logs::visible_end(&log));
+                let found = found.filter(|o| *o < self.visible_end(&key, &log));
                 ListedOffset {
                     offset: found,
                     timestamp: found.map(|_| ts),
@@ -578,6 +697,7 @@ impl Shard {
     /// closes and deletes the logs of deleted topics.
     pub async fn apply_local(&self, snapshot: Arc<Snapshot>, deleted: &[Arc<TopicInfo>]) {
         *self.snapshot.borrow_mut() = snapshot.clone();
+        let now_leading = self.apply_roles(&snapshot);
         for topic in deleted {
             let doomed: Vec<(PartKey, Slot)> = {
                 let mut logs = self.logs.borrow_mut();
@@ -643,6 +763,70 @@ impl Shard {
                 }
             }
         }
+        // A follower of an offsets partition copied commits its coordinator never applied:
+        // leading it now, the coordinator replays the log (the group coordinator moves with the
+        // partition's leader).
+        if let Some(offsets) = snapshot.topic(crate::group::OFFSETS_TOPIC) {
+            for key in now_leading.iter().filter(|k| k.topic_id == offsets.id) {
+                if let Ok(log) = self.log(key) {
+                    self.groups.load(key.partition, log).await;
+                }
+            }
+        }
+    }
+
+    /// Keeps each replicated partition's role (leader, epochs, ISR) as the snapshot says, for
+    /// the partitions this shard owns a replica of; forgets the others. Returns the partitions
+    /// this broker has just come to lead (it followed them before).
+    fn apply_roles(&self, snapshot: &Snapshot) -> Vec<PartKey> {
+        let mut now_leading = Vec::new();
+        let mut keep = std::collections::HashSet::new();
+        for topic in snapshot.topics.values() {
+            for (p, m) in topic.meta.placement.iter().enumerate() {
+                let partition = quiver_proto::PartitionId(p as u32);
+                if !m.replicas.contains(&snapshot.me) || self.owner(topic, partition) != self.id {
+                    continue;
+                }
+                let key = topic.key(partition);
+                keep.insert(key);
+                let role = Role {
+                    leader: m.leader,
+                    leader_epoch: m.leader_epoch,
+                    partition_epoch: m.partition_epoch,
+                    isr: m.isr.clone(),
+                    replicas: m.replicas.clone(),
+                };
+                let existing = self.replicas.borrow().get(&key).cloned();
+                match existing {
+                    Some(r) => {
+                        if !r.leads() && role.leader == snapshot.me {
+                            now_leading.push(key);
+                        }
+                        r.set_role(role)
+                    }
+                    None => {
+                        let r = Rc::new(ReplicaState::new(snapshot.me, role));
+                        self.replicas.borrow_mut().insert(key, r);
+                    }
+                }
+            }
+        }
+        let gone: Vec<Rc<ReplicaState>> = {
+            let mut replicas = self.replicas.borrow_mut();
+            let keys: Vec<PartKey> = replicas
+                .keys()
+                .filter(|k| !keep.contains(k))
+                .copied()
+                .collect();
+            keys.iter().filter_map(|k| replicas.remove(k)).collect()
+        };
+        for r in gone {
+            r.wake();
+        }
+        for tx in self.snapshot_waiters.borrow_mut().drain(..) {
+            let _ = tx.send(());
+        }
+        now_leading
     }
 
     /// Applies retention to every log this shard owns.

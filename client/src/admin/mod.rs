@@ -14,7 +14,7 @@ use quiver_proto::{BrokerId, ErrorCode, Offset, PartitionId};
 use serde::Serialize;
 
 use crate::client::{BrokerInfo, Client};
-use crate::consumer::list_offsets_raw;
+use crate::consumer::{list_offsets_lenient, list_offsets_raw};
 use crate::error::{Error, Result};
 use crate::record::TopicPartition;
 
@@ -459,8 +459,12 @@ impl Admin {
             .iter()
             .map(|tp| (tp.clone(), OffsetSpec::Latest))
             .collect();
-        let starts = list_offsets_raw(&self.client, &earliest).await?;
-        let ends = list_offsets_raw(&self.client, &latest).await?;
+        // A partition whose leader is down has no offsets to show; the rest are described.
+        let (starts, ends) = futures_util::future::join(
+            list_offsets_lenient(&self.client, &earliest),
+            list_offsets_lenient(&self.client, &latest),
+        )
+        .await;
         let offset_of = |list: &[(TopicPartition, Option<Offset>)], p: PartitionId| {
             list.iter()
                 .find(|(tp, _)| tp.partition == p)

@@ -52,7 +52,7 @@ mod stream;
 mod subscription;
 
 pub use config::{Assignor, ConsumerConfig, OffsetReset, RebalanceEvent};
-pub(crate) use positions::list_offsets_raw;
+pub(crate) use positions::{list_offsets_lenient, list_offsets_raw};
 pub use stream::ConsumerStream;
 
 #[derive(Debug, Default)]

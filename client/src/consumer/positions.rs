@@ -233,6 +233,33 @@ pub(crate) async fn list_offsets_raw(
     Ok(out)
 }
 
+/// Like [`list_offsets_raw`], but what cannot be had (a partition without a leader, a leader
+/// that does not answer or refuses) is `None` instead of failing the whole: for describing a
+/// topic while one of its brokers is down.
+pub(crate) async fn list_offsets_lenient(
+    client: &Client,
+    asked: &[(TopicPartition, OffsetSpec)],
+) -> Vec<(TopicPartition, Option<Offset>)> {
+    let mut by_broker: BTreeMap<BrokerId, Vec<(TopicPartition, OffsetSpec)>> = BTreeMap::new();
+    let mut out = Vec::with_capacity(asked.len());
+    for a in asked {
+        match client.leader(&a.0.topic, a.0.partition).await {
+            Ok(leader) => by_broker.entry(leader).or_default().push(a.clone()),
+            Err(_) => out.push((a.0.clone(), None)),
+        }
+    }
+    let calls = by_broker.into_values().map(|items| async move {
+        match list_offsets_raw(client, &items).await {
+            Ok(found) => found,
+            Err(_) => items.into_iter().map(|(tp, _)| (tp, None)).collect(),
+        }
+    });
+    for found in futures_util::future::join_all(calls).await {
+        out.extend(found);
+    }
+    out
+}
+
 /// Like [`list_offsets_raw`], with "no record that recent" resolved to the partition's end.
 pub(crate) async fn list_offsets(
     client: &Client,

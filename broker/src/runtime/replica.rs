@@ -1,0 +1,286 @@
+//! A replicated partition's state on the shard that owns its log: on the leader, how far each
+//! follower has come and the high watermark that follows from it; on a follower, the high
+//! watermark its leader last told it (the floor it starts from if it comes to lead).
+//!
+//! **The high watermark** of a leader is the smallest durable end across the ISR (its own
+//! included): each follower's last fetch offset counts as durable, because a follower fetches
+//! from offset N only once its copy below N is on disk (it appends under the flush policy, as
+//! the leader does). It only rises while one leader leads in one epoch; a new leader starts from
+//! the floor it learned as a follower. A consumer reads below it, and an acks=all produce is
+//! answered once it has passed the produce's last offset.
+//!
+//! Nothing here does I/O or knows the network: the handlers record a follower's fetch and read
+//! the answer, `crate::replication` decides ISR changes from `Progress`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use futures_channel::oneshot;
+use quiver_proto::{LeaderEpoch, Offset};
+
+/// One follower, as its leader sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    /// Its durable end: the offset of its last fetch.
+    pub durable: Offset,
+    /// When it last fetched.
+    pub fetched_at: Instant,
+    /// When it was last caught up: when it fetched at or past the leader's log end, or made a
+    /// fetch that the next one shows it completed (Kafka's rule: a follower that keeps up with
+    /// a log that keeps growing is never exactly at its end).
+    pub caught_up_at: Instant,
+    /// The leader's written end when it last fetched.
+    pub leader_end_at_fetch: Offset,
+}
+
+/// Where a partition stands as metadata says, kept beside its log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Role {
+    pub leader: u32,
+    pub leader_epoch: u32,
+    pub partition_epoch: u32,
+    pub isr: Vec<u32>,
+    pub replicas: Vec<u32>,
+}
+
+/// A replicated partition's state on its owner shard.
+pub struct ReplicaState {
+    me: u32,
+    role: RefCell<Role>,
+    /// When this broker started leading in the current epoch.
+    leading_since: Cell<Instant>,
+    followers: RefCell<BTreeMap<u32, Progress>>,
+    hw: Cell<Offset>,
+    /// Woken when the high watermark may have moved or the role changed.
+    waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// The leader's answers to "where does epoch E end" in the current epoch (its log only
+    /// grows while it leads, so an old epoch's end stays put).
+    epoch_ends: RefCell<HashMap<u32, Option<(LeaderEpoch, Offset)>>>,
+    /// An ISR change is being proposed (one at a time per partition).
+    pub isr_change_pending: Cell<bool>,
+}
+
+impl ReplicaState {
+    pub fn new(me: u32, role: Role) -> ReplicaState {
+        ReplicaState {
+            me,
+            role: RefCell::new(role),
+            leading_since: Cell::new(Instant::now()),
+            followers: RefCell::new(BTreeMap::new()),
+            hw: Cell::new(Offset(0)),
+            waiters: RefCell::new(Vec::new()),
+            epoch_ends: RefCell::new(HashMap::new()),
+            isr_change_pending: Cell::new(false),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role.borrow().clone()
+    }
+
+    pub fn leads(&self) -> bool {
+        self.role.borrow().leader == self.me
+    }
+
+    pub fn leading_since(&self) -> Instant {
+        self.leading_since.get()
+    }
+
+    /// New metadata for the partition. A new leader epoch forgets the followers' progress and
+    /// the epoch answers; the high watermark is kept as a floor.
+    pub fn set_role(&self, role: Role) {
+        let changed = {
+            let mut r = self.role.borrow_mut();
+            if *r == role {
+                false
+            } else {
+                if r.leader_epoch != role.leader_epoch || r.leader != role.leader {
+                    self.followers.borrow_mut().clear();
+                    self.epoch_ends.borrow_mut().clear();
+                    self.leading_since.set(Instant::now());
+                }
+                if r.partition_epoch != role.partition_epoch {
+                    self.isr_change_pending.set(false);
+                }
+                *r = role;
+                true
+            }
+        };
+        if changed {
+            self.wake();
+        }
+    }
+
+    /// A follower fetched at `offset` while the leader's log ended at `leader_end`.
+    pub fn record_fetch(&self, follower: u32, offset: Offset, leader_end: Offset) {
+        let now = Instant::now();
+        let mut f = self.followers.borrow_mut();
+        let p = f.entry(follower).or_insert(Progress {
+            durable: offset,
+            fetched_at: now,
+            caught_up_at: self.leading_since.get(),
+            leader_end_at_fetch: Offset(u64::MAX),
+        });
+        if offset >= leader_end {
+            p.caught_up_at = now;
+        } else if offset >= p.leader_end_at_fetch {
+            p.caught_up_at = p.caught_up_at.max(p.fetched_at);
+        }
+        p.durable = offset;
+        p.fetched_at = now;
+        p.leader_end_at_fetch = leader_end;
+        drop(f);
+        self.wake();
+    }
+
+    /// Each follower's progress in this epoch.
+    pub fn followers(&self) -> BTreeMap<u32, Progress> {
+        self.followers.borrow().clone()
+    }
+
+    /// The high watermark given the leader's own visible (durable) end, raised if it moved.
+    /// On a follower: the floor its leader last told it, capped at its own end.
+    pub fn high_watermark(&self, local: Offset) -> Offset {
+        let role = self.role.borrow();
+        let floor = self.hw.get();
+        if role.leader != self.me {
+            return floor.min(local);
+        }
+        let followers = self.followers.borrow();
+        let mut hw = local;
+        for f in role.isr.iter().filter(|f| **f != self.me) {
+            hw = hw.min(followers.get(f).map_or(floor, |p| p.durable));
+        }
+        let hw = hw.max(floor).min(local);
+        if hw > floor {
+            self.hw.set(hw);
+        }
+        hw
+    }
+
+    /// What a follower learns from its leader's answer.
+    pub fn learn_high_watermark(&self, hw: Offset) {
+        if hw > self.hw.get() {
+            self.hw.set(hw);
+        }
+    }
+
+    /// Resolves when the high watermark may have moved or the role changed.
+    pub fn changed(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut w = self.waiters.borrow_mut();
+        w.retain(|t| !t.is_canceled());
+        w.push(tx);
+        rx
+    }
+
+    /// Wakes every waiter (the leader's own log became more durable, a follower fetched).
+    pub fn wake(&self) {
+        for tx in self.waiters.borrow_mut().drain(..) {
+            let _ = tx.send(());
+        }
+    }
+
+    pub fn epoch_end_memo(&self, epoch: u32) -> Option<Option<(LeaderEpoch, Offset)>> {
+        self.epoch_ends.borrow().get(&epoch).copied()
+    }
+
+    pub fn remember_epoch_end(&self, epoch: u32, end: Option<(LeaderEpoch, Offset)>) {
+        self.epoch_ends.borrow_mut().insert(epoch, end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role(leader: u32, epoch: u32, isr: &[u32]) -> Role {
+        Role {
+            leader,
+            leader_epoch: epoch,
+            partition_epoch: epoch,
+            isr: isr.to_vec(),
+            replicas: vec![1, 2, 3],
+        }
+    }
+
+    /// The high watermark is the least durable end over the ISR, never falls while one leader
+    /// leads, and a follower's floor carries into its leadership.
+    #[test]
+    fn the_high_watermark_follows_the_slowest_in_sync_replica() {
+        let s = ReplicaState::new(1, role(1, 1, &[1, 2, 3]));
+        assert_eq!(
+            s.high_watermark(Offset(100)),
+            Offset(0),
+            "nobody has fetched"
+        );
+        s.record_fetch(2, Offset(80), Offset(100));
+        assert_eq!(
+            s.high_watermark(Offset(100)),
+            Offset(0),
+            "3 has not fetched"
+        );
+        s.record_fetch(3, Offset(60), Offset(100));
+        assert_eq!(s.high_watermark(Offset(100)), Offset(60));
+        assert_eq!(
+            s.high_watermark(Offset(50)),
+            Offset(50),
+            "capped at the leader's own"
+        );
+        s.record_fetch(3, Offset(100), Offset(100));
+        assert_eq!(s.high_watermark(Offset(100)), Offset(80));
+        // 2 leaves the ISR: 3 and the leader decide.
+        s.set_role(Role {
+            partition_epoch: 2,
+            ..role(1, 1, &[1, 3])
+        });
+        assert_eq!(s.high_watermark(Offset(100)), Offset(100));
+        s.set_role(Role {
+            partition_epoch: 3,
+            ..role(1, 1, &[1, 2, 3])
+        });
+        assert_eq!(s.high_watermark(Offset(100)), Offset(100), "never falls");
+
+        // On a follower, what its leader said, within its own log; leading later, the floor.
+        let f = ReplicaState::new(2, role(1, 1, &[1, 2]));
+        f.learn_high_watermark(Offset(40));
+        f.learn_high_watermark(Offset(30));
+        assert_eq!(f.high_watermark(Offset(35)), Offset(35));
+        assert_eq!(f.high_watermark(Offset(90)), Offset(40));
+        f.set_role(role(2, 2, &[2, 1]));
+        assert_eq!(
+            f.high_watermark(Offset(90)),
+            Offset(40),
+            "1 has not fetched yet"
+        );
+        f.record_fetch(1, Offset(90), Offset(90));
+        assert_eq!(f.high_watermark(Offset(90)), Offset(90));
+    }
+
+    #[test]
+    fn a_follower_is_caught_up_when_it_reaches_the_leaders_end() {
+        let s = ReplicaState::new(1, role(1, 1, &[1, 2]));
+        let start = s.leading_since();
+        s.record_fetch(2, Offset(5), Offset(10));
+        assert_eq!(s.followers()[&2].caught_up_at, start);
+        s.record_fetch(2, Offset(8), Offset(20));
+        let first = s.followers()[&2].fetched_at;
+        assert_eq!(
+            s.followers()[&2].caught_up_at,
+            start,
+            "behind both ends it saw"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        s.record_fetch(2, Offset(20), Offset(30));
+        assert_eq!(
+            s.followers()[&2].caught_up_at,
+            first,
+            "reached the end its last fetch saw: caught up as of that fetch"
+        );
+        s.record_fetch(2, Offset(30), Offset(30));
+        assert!(s.followers()[&2].caught_up_at > first);
+        s.set_role(role(1, 2, &[1, 2]));
+        assert!(s.followers().is_empty(), "a new epoch starts over");
+    }
+}
