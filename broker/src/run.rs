@@ -7,7 +7,9 @@
 //! reports ready. When every shard is
 //! ready the broker prints one line, `streamd ready quic=ADDR metrics=ADDR`, and /health turns 200.
 //!
-//! Stop (SIGTERM or SIGINT): every shard stops accepting connections and lets in-flight requests
+//! Stop (SIGTERM or SIGINT): in a cluster, first the broker's leaderships move to in-sync
+//! followers (`controlled_shutdown`, at most 5 s); then every shard stops accepting connections
+//! and lets in-flight requests
 //! finish (up to `shutdown_timeout_ms`); once all shards have drained (a request on one shard may
 //! still need a log on another), each flushes and closes its logs, and the process exits 0.
 
@@ -148,6 +150,7 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
     let mesh =
         (shards > 1).then(|| MeshBuilder::<ShardMsg, _>::full(shards, MESH_CHANNEL_CAPACITY));
     let drained = Arc::new(AtomicUsize::new(0));
+    let handed_off = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let mut source = Some(source);
     let mut handles = Vec::with_capacity(shards);
@@ -178,6 +181,7 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
                 .next()
                 .expect("bind_listen binds one socket per shard"),
             drained: drained.clone(),
+            handed_off: handed_off.clone(),
             ready: ready_tx.clone(),
         };
         let cpu = cpus[i % cpus.len()];
@@ -420,6 +424,8 @@ struct ShardContext {
     /// This shard's socket of the steered group.
     socket: Socket,
     drained: Arc<AtomicUsize>,
+    /// Set by shard 0 once a stopping broker's leaderships have moved (or it gave up).
+    handed_off: Arc<std::sync::atomic::AtomicBool>,
     ready: mpsc::Sender<Result<usize, String>>,
 }
 
@@ -602,6 +608,19 @@ async fn shard_start(
         while !shard.shutdown.is_set() {
             glommio::timer::sleep(SHUTDOWN_POLL).await;
         }
+        // In a cluster, leaderships move away before anything stops serving (shard 0, where
+        // the quorum runs, asks; the other shards wait for it, within a bound).
+        if shard.id.0 == 0 {
+            if quorum.is_some() {
+                controlled_shutdown(&shard).await;
+            }
+            ctx.handed_off.store(true, Ordering::Release);
+        } else {
+            let waited = std::time::Instant::now();
+            while !ctx.handed_off.load(Ordering::Acquire) && waited.elapsed() < HANDOFF_MAX {
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
         let grace = Duration::from_millis(shard.config.shutdown_timeout_ms);
         endpoint.shutdown(grace).await;
         // Keep serving other shards' partition requests until every shard has drained.
@@ -613,6 +632,43 @@ async fn shard_start(
         tracing::debug!(shard = id.0, "shard stopped");
         Ok(())
     })
+}
+
+/// Longest a stopping broker waits for its leaderships to move away before it stops anyway.
+const HANDOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A cluster's broker stopping cleanly: asks the quorum to move its leaderships to in-sync
+/// followers and take it out of every ISR (`ControlledShutdown`), and waits until that is
+/// committed and applied here (so this broker answers `NotLeaderOrFollower` from now on and
+/// clients move), at most `HANDOFF_MAX`.
+async fn controlled_shutdown(shard: &Rc<Shard>) {
+    let Some(q) = crate::quorum::on_this_shard() else {
+        return;
+    };
+    let me = shard.config.broker_id;
+    let led = shard
+        .snapshot()
+        .topics
+        .values()
+        .flat_map(|t| t.meta.placement.iter())
+        .filter(|p| p.leader == me)
+        .count();
+    let started = std::time::Instant::now();
+    let cmd = crate::cluster::meta::MetadataCommand::ControlledShutdown { id: me };
+    match crate::quorum::within(HANDOFF_MAX, q.propose(cmd)).await {
+        Some(Ok(_)) => tracing::info!(
+            leaderships = led,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "controlled shutdown: leaderships moved to in-sync followers"
+        ),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "controlled shutdown not committed; stopping anyway")
+        }
+        None => tracing::warn!(
+            "controlled shutdown not committed within {} s; stopping anyway",
+            HANDOFF_MAX.as_secs()
+        ),
+    }
 }
 
 /// How long a broker joining a cluster waits for every voter to register before it makes sure
@@ -672,6 +728,7 @@ async fn join_cluster(
         epoch: 0,
         fenced: false,
         controller_only: ctx.config.roles() == Ok(crate::config::Roles::ControllerOnly),
+        shutting_down: false,
     };
     let controller_only = me.controller_only;
     quorum.join(me).await?;

@@ -338,3 +338,562 @@ async fn committed_offsets_survive_the_coordinators_death() {
         cluster.logs()
     );
 }
+
+/// ReplicaFetch from a hostile or confused peer: each fault gets its error code, nothing is
+/// read or recorded for it (the ISR and the high watermark do not move), a cancelled long poll
+/// costs nothing, and the real followers and producers go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_replica_fetches_are_refused_and_replication_goes_on() {
+    use quiver_proto::api::cluster::{
+        ReplicaFetchPartition, ReplicaFetchRequest, ReplicaFetchResponse, ReplicaFetchTopic,
+    };
+    use quiver_proto::api::metadata::{CreatableTopic, CreateTopicsRequest, ReplicaAssignment};
+    use quiver_proto::api::{ApiKey, Message as _};
+    use quiver_proto::{BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId};
+    use quiver_testkit::hostile::{request, Hostile};
+
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = Cluster::start(3, FLAGS);
+    let client = cluster.client().await;
+    // "h" led by broker 1 with followers 2 and 3; "two" on brokers 1 and 3 only.
+    let create = |name: &str, replicas: &[u32]| CreateTopicsRequest {
+        topics: vec![CreatableTopic {
+            name: name.to_string(),
+            num_partitions: None,
+            replication_factor: None,
+            assignments: vec![ReplicaAssignment {
+                partition: PartitionId(0),
+                broker_ids: replicas.iter().map(|b| BrokerId(*b)).collect(),
+            }],
+            configs: vec![],
+        }],
+        timeout_ms: 5000,
+        validate_only: false,
+    };
+    for (name, replicas) in [("h", &[1, 2, 3][..]), ("two", &[1, 3][..])] {
+        let (resp, _) = client
+            .call_any(&create(name, replicas), Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(resp.topics[0].error_code, ErrorCode::None, "{name}");
+    }
+    let all3 = |r: &BTreeMap<u32, (Option<u32>, Vec<u32>)>| r[&0] == (Some(1), vec![1, 2, 3]);
+    wait_roles(&cluster, 0, "h", 10, "h in sync", all3).await;
+    produce_all(&cluster, &[0], "h", "h", 100).await;
+    let broker2_epoch = {
+        let d = Admin::new(cluster.client_via(&[0]).await)
+            .describe_quorum()
+            .await
+            .unwrap();
+        d.brokers.iter().find(|b| b.id == 2).unwrap().epoch
+    };
+
+    let target = &cluster.brokers[0];
+    let as2 = Hostile::connect_as(target, &cluster.brokers[1]).await;
+    let part = |p: u32, epoch: u32, offset: u64, last: Option<u32>| ReplicaFetchPartition {
+        partition: PartitionId(p),
+        current_leader_epoch: LeaderEpoch(epoch),
+        fetch_offset: Offset(offset),
+        last_fetched_epoch: last.map(LeaderEpoch),
+        log_start_offset: Offset(0),
+        partition_max_bytes: 1 << 20,
+    };
+    let fetch = |replica: u32, epoch: u64, topics: Vec<(&str, Vec<ReplicaFetchPartition>)>| {
+        ReplicaFetchRequest {
+            replica_id: BrokerId(replica),
+            broker_epoch: epoch,
+            max_wait_ms: 0,
+            min_bytes: 1,
+            max_bytes: 1 << 20,
+            topics: topics
+                .into_iter()
+                .map(|(name, partitions)| ReplicaFetchTopic {
+                    name: name.to_string(),
+                    partitions,
+                })
+                .collect(),
+        }
+    };
+    let h_epoch = {
+        let req = MetadataRequest {
+            topics: Some(vec!["h".into()]),
+            allow_auto_topic_creation: false,
+        };
+        let (resp, _) = client.call_any(&req, Vec::new()).await.unwrap();
+        resp.topics[0].partitions[0].leader_epoch.0
+    };
+
+    // Whole-request refusals.
+    let strangers = [
+        ("no certificate", Hostile::connect(target).await, 2),
+        (
+            "broker 3's certificate for broker 2",
+            Hostile::connect_as(target, &cluster.brokers[2]).await,
+            2,
+        ),
+    ];
+    for (what, h, replica) in strangers {
+        let req = fetch(
+            replica,
+            broker2_epoch,
+            vec![("h", vec![part(0, h_epoch, 0, None)])],
+        );
+        let resp = h.call(&req, &[]).await.ok::<ReplicaFetchRequest>();
+        assert_eq!(
+            resp.error_code,
+            ErrorCode::ClusterAuthorizationFailed,
+            "{what}"
+        );
+        assert!(resp.topics.is_empty(), "{what}: nothing read");
+    }
+    let whole: Vec<(&str, ReplicaFetchRequest, ErrorCode)> = vec![
+        (
+            "an unknown broker",
+            fetch(9, 1, vec![("h", vec![part(0, h_epoch, 0, None)])]),
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            "a stale broker epoch",
+            fetch(
+                2,
+                broker2_epoch - 1,
+                vec![("h", vec![part(0, h_epoch, 0, None)])],
+            ),
+            ErrorCode::StaleBrokerEpoch,
+        ),
+    ];
+    for (what, req, want) in whole {
+        let resp = as2.call(&req, &[]).await.ok::<ReplicaFetchRequest>();
+        assert_eq!(resp.error_code, want, "{what}");
+    }
+    // The same partition twice is refused before any work.
+    let twice = fetch(
+        2,
+        broker2_epoch,
+        vec![(
+            "h",
+            vec![part(0, h_epoch, 0, None), part(0, h_epoch, 0, None)],
+        )],
+    );
+    let e = as2.call(&twice, &[]).await.error();
+    assert_eq!(e.error_code, ErrorCode::InvalidRequest);
+
+    // Per-partition refusals, all in one request; none records progress.
+    let req = fetch(
+        2,
+        broker2_epoch,
+        vec![
+            ("nope", vec![part(0, 0, 0, None)]),
+            (
+                "h",
+                vec![part(7, h_epoch, 0, None), part(0, h_epoch + 5, 0, None)],
+            ),
+            ("two", vec![part(0, 0, 0, None)]),
+        ],
+    );
+    let resp = as2.call(&req, &[]).await.ok::<ReplicaFetchRequest>();
+    assert_eq!(resp.error_code, ErrorCode::None);
+    let codes: Vec<(String, u32, ErrorCode)> = resp
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.name.clone(), p.partition.0, p.error_code))
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            ("nope".into(), 0, ErrorCode::UnknownTopicOrPartition),
+            ("h".into(), 7, ErrorCode::UnknownTopicOrPartition),
+            ("h".into(), 0, ErrorCode::UnknownLeaderEpoch),
+            ("two".into(), 0, ErrorCode::ReplicaNotAvailable),
+        ]
+    );
+    if h_epoch > 0 {
+        let old = fetch(
+            2,
+            broker2_epoch,
+            vec![("h", vec![part(0, h_epoch - 1, 0, None)])],
+        );
+        let resp = as2.call(&old, &[]).await.ok::<ReplicaFetchRequest>();
+        assert_eq!(
+            resp.topics[0].partitions[0].error_code,
+            ErrorCode::FencedLeaderEpoch
+        );
+    }
+    // A follower claiming more than the leader has is told where the leader's log ends (it
+    // would truncate), and its claim moves nothing.
+    let (meta, _) = client
+        .call_any(
+            &MetadataRequest {
+                topics: Some(vec!["h".into()]),
+                allow_auto_topic_creation: false,
+            },
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let isr_before = meta.topics[0].partitions[0].isr.clone();
+    let ahead = fetch(
+        2,
+        broker2_epoch,
+        vec![("h", vec![part(0, h_epoch, 1_000_000, Some(h_epoch))])],
+    );
+    let resp = as2.call(&ahead, &[]).await.ok::<ReplicaFetchRequest>();
+    let p = &resp.topics[0].partitions[0];
+    assert_eq!(p.error_code, ErrorCode::None);
+    let d = p.diverging_epoch.as_ref().expect("told to truncate");
+    assert_eq!(
+        d.end_offset, p.high_watermark,
+        "the leader's end, all of it replicated"
+    );
+    assert!(p.records.is_empty());
+
+    // A long poll cancelled mid-wait; then the broker still serves, replication goes on.
+    let mut poll = fetch(
+        2,
+        broker2_epoch,
+        vec![("h", vec![part(0, h_epoch, d.end_offset.0, Some(d.epoch.0))])],
+    );
+    poll.max_wait_ms = 5_000;
+    let bytes = request(ApiKey::ReplicaFetch, &poll.encode_bytes(), &[]);
+    as2.send_and_cancel(&bytes, Duration::from_millis(100))
+        .await;
+    produce_all(&cluster, &[0], "h", "after", 100).await;
+    let got = read_all(&cluster, &[0], "h", 200).await;
+    assert_eq!(got.len(), 200);
+    let roles_after = roles(&cluster, 0, "h").await;
+    assert_eq!(
+        roles_after[&0],
+        (Some(1), vec![1, 2, 3]),
+        "the ISR did not move"
+    );
+    let _ = (isr_before, ReplicaFetchResponse::default());
+}
+
+/// A rolling restart under load: SIGTERM moves a broker's leaderships to in-sync followers
+/// before it stops (quickly: not after its session lapses), a producer at acks=all keeps every
+/// record acknowledged and loses none, the broker comes back, catches up, rejoins the ISR and
+/// leads its preferred partitions again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_leaderships_over_and_a_rolling_restart_loses_nothing() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    // A long session timeout: leaderships must move by the controlled shutdown, not by fencing.
+    let mut cluster = Cluster::start(
+        3,
+        &[
+            "--broker-session-timeout-ms",
+            "30000",
+            "--replica-lag-time-max-ms",
+            "1500",
+        ],
+    );
+    let admin = Admin::new(cluster.client().await);
+    admin
+        .create_topic(
+            NewTopic::new("roll", 3)
+                .replication_factor(3)
+                .config("min.insync.replicas", "2"),
+        )
+        .await
+        .unwrap();
+    let all3 = |r: &BTreeMap<u32, (Option<u32>, Vec<u32>)>| {
+        r.values()
+            .all(|(l, isr)| l.is_some() && isr == &vec![1, 2, 3])
+    };
+    let before = wait_roles(&cluster, 0, "roll", 10, "all in sync", all3).await;
+
+    // A producer writing all along, acks=all, idempotent.
+    let config = ProducerConfig {
+        request_timeout: Duration::from_secs(10),
+        delivery_timeout: Duration::from_secs(60),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(cluster.client().await, config).unwrap();
+    let writer = tokio::spawn(async move {
+        let mut deliveries = Vec::new();
+        for i in 0..3000u32 {
+            let r = ProducerRecord::new("roll")
+                .key(format!("k{i}"))
+                .value(format!("v{i}"));
+            deliveries.push(producer.enqueue(r).await.unwrap());
+            if i % 100 == 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        producer.flush().await.unwrap();
+        let mut failed = Vec::new();
+        for d in deliveries {
+            if let Err(e) = d.await {
+                failed.push(e.to_string());
+            }
+        }
+        failed
+    });
+
+    for idx in [2usize, 0] {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let id = idx as u32 + 1;
+        let started = Instant::now();
+        assert_eq!(cluster.brokers[idx].terminate(), Some(0), "a clean stop");
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(10),
+            "stopped in {took:?}\n{}",
+            cluster.logs()
+        );
+        let other = if idx == 0 { 1 } else { 0 };
+        // Led elsewhere at once: well before a 30 s session could lapse.
+        let moved = wait_roles(
+            &cluster,
+            other,
+            "roll",
+            3,
+            "leaderships moved on SIGTERM",
+            |r| {
+                r.values()
+                    .all(|(l, isr)| l.is_some_and(|l| l != id) && !isr.contains(&id))
+            },
+        )
+        .await;
+        assert!(moved.values().all(|(_, isr)| isr.len() == 2));
+        assert!(
+            cluster.brokers[idx]
+                .log()
+                .contains("controlled shutdown: leaderships moved"),
+            "{}",
+            cluster.brokers[idx].log()
+        );
+        cluster.launch(&[idx]);
+        wait_roles(
+            &cluster,
+            other,
+            "roll",
+            30,
+            "back in sync, preferred leaders back",
+            |r| all3(r) && *r == before,
+        )
+        .await;
+    }
+    let failed = writer.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "acknowledgements failed: {failed:?}\n{}",
+        cluster.logs()
+    );
+    let got = read_all(&cluster, &[0, 1, 2], "roll", 3000).await;
+    let distinct: BTreeSet<&String> = got.iter().collect();
+    assert_eq!(distinct.len(), 3000, "every record\n{}", cluster.logs());
+    assert_eq!(got.len(), 3000, "each once");
+}
+
+/// A record acknowledged with acks=all survives kill -9 of all three brokers at once: every
+/// in-sync replica had it on disk before the acknowledgement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_all_survives_kill_9_of_every_broker_at_once() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::start(3, FLAGS);
+    Admin::new(cluster.client().await)
+        .create_topic(
+            NewTopic::new("all", 3)
+                .replication_factor(3)
+                .config("min.insync.replicas", "2"),
+        )
+        .await
+        .unwrap();
+    let all3 = |r: &BTreeMap<u32, (Option<u32>, Vec<u32>)>| {
+        r.values()
+            .all(|(l, isr)| l.is_some() && isr == &vec![1, 2, 3])
+    };
+    wait_roles(&cluster, 0, "all", 10, "all in sync", all3).await;
+    produce_all(&cluster, &[0, 1, 2], "all", "x", 2000).await;
+    // Every replica holds every acknowledged batch on disk before the power goes.
+    let ends: Vec<usize> = (0..3)
+        .map(|p| stored_batches(&cluster.brokers[0].data_dir(), "all", p).len())
+        .collect();
+    for i in 0..3 {
+        cluster.brokers[i].kill9();
+    }
+    cluster.launch(&[0, 1, 2]);
+    let got = read_all(&cluster, &[0, 1, 2], "all", 2000).await;
+    let distinct: BTreeSet<&String> = got.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        2000,
+        "every acknowledged record\n{}",
+        cluster.logs()
+    );
+    assert_eq!(got.len(), 2000, "each once");
+    for (p, n) in ends.iter().enumerate() {
+        for i in 0..3 {
+            let b = stored_batches(&cluster.brokers[i].data_dir(), "all", p as u32);
+            assert!(
+                b.len() >= *n,
+                "broker {} partition {p}: {} of {n} batches",
+                i + 1,
+                b.len()
+            );
+        }
+    }
+}
+
+/// Faults while an idempotent producer writes at acks=all: the leader of a partition killed -9
+/// and restarted, a follower stopped (SIGSTOP) past the lag limit and resumed, twice each. At
+/// the end every acknowledged record is there exactly once, each partition holds its records
+/// in the order the producer sent them, and the replicas hold the same bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_under_load_lose_duplicate_and_reorder_nothing() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::start(3, FLAGS);
+    Admin::new(cluster.client().await)
+        .create_topic(
+            NewTopic::new("chaos", 2)
+                .replication_factor(3)
+                .config("min.insync.replicas", "2"),
+        )
+        .await
+        .unwrap();
+    let all3 = |r: &BTreeMap<u32, (Option<u32>, Vec<u32>)>| {
+        r.values()
+            .all(|(l, isr)| l.is_some() && isr == &vec![1, 2, 3])
+    };
+    wait_roles(&cluster, 0, "chaos", 10, "all in sync", all3).await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let config = ProducerConfig {
+        request_timeout: Duration::from_secs(10),
+        delivery_timeout: Duration::from_secs(90),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(cluster.client().await, config).unwrap();
+    let stop_w = stop.clone();
+    let writer = tokio::spawn(async move {
+        let mut deliveries = Vec::new();
+        let mut i = 0u32;
+        while !stop_w.load(std::sync::atomic::Ordering::Relaxed) {
+            let r = ProducerRecord::new("chaos")
+                .key(format!("k{}", i % 64))
+                .value(format!("{i}"));
+            deliveries.push((i, producer.enqueue(r).await.unwrap()));
+            i += 1;
+            if i % 50 == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        producer.flush().await.unwrap();
+        let mut acked = Vec::new();
+        let mut failed = Vec::new();
+        for (i, d) in deliveries {
+            match d.await {
+                Ok(m) => acked.push((m.partition.0, m.offset.unwrap().0, i)),
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+        (acked, failed)
+    });
+
+    let pid_of = |c: &Cluster, idx: usize| c.brokers[idx].child.as_ref().unwrap().id() as i32;
+    for round in 0..2 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Kill -9 the leader of partition `round`, wait for a new one, bring it back.
+        let roles_now = roles(&cluster, 0, "chaos").await;
+        let victim = roles_now[&(round % 2)].0.unwrap();
+        let vi = (victim - 1) as usize;
+        cluster.brokers[vi].kill9();
+        let other = (vi + 1) % 3;
+        wait_roles(&cluster, other, "chaos", 15, "led elsewhere", |r| {
+            r.values().all(|(l, _)| l.is_some_and(|l| l != victim))
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cluster.launch(&[vi]);
+        wait_roles(&cluster, other, "chaos", 30, "back in sync", all3).await;
+
+        // SIGSTOP a follower of partition 1 past the lag limit, then resume it.
+        let roles_now = roles(&cluster, 0, "chaos").await;
+        let leader = roles_now[&1].0.unwrap();
+        let fi = (0..3).find(|i| *i as u32 + 1 != leader).unwrap();
+        let follower = fi as u32 + 1;
+        let pid = pid_of(&cluster, fi);
+        // SAFETY: kill(2) with plain integers on our own child process.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        let watcher = (0..3).find(|i| *i != fi).unwrap();
+        wait_roles(
+            &cluster,
+            watcher,
+            "chaos",
+            20,
+            "the stopped follower out of the ISR",
+            |r| !r[&1].1.contains(&follower),
+        )
+        .await;
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        wait_roles(
+            &cluster,
+            watcher,
+            "chaos",
+            30,
+            "the resumed follower back in sync",
+            all3,
+        )
+        .await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, failed) = writer.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "failed acknowledgements: {failed:?}\n{}",
+        cluster.logs()
+    );
+    assert!(acked.len() > 500, "{} records acknowledged", acked.len());
+
+    // Exactly once, in the order sent, per partition: read each partition from the start.
+    let mut consumer = Consumer::new(
+        cluster.client().await,
+        ConsumerConfig::default().auto_offset_reset(OffsetReset::Earliest),
+    );
+    consumer.assign_topic("chaos").await.unwrap();
+    let mut read: BTreeMap<u32, Vec<(u64, u32)>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read.values().map(Vec::len).sum::<usize>() < acked.len() && Instant::now() < deadline {
+        for r in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+            let v: u32 = String::from_utf8(r.value.unwrap().to_vec())
+                .unwrap()
+                .parse()
+                .unwrap();
+            read.entry(r.partition.0).or_default().push((r.offset.0, v));
+        }
+    }
+    let total: usize = read.values().map(Vec::len).sum();
+    assert_eq!(
+        total,
+        acked.len(),
+        "every acknowledged record, once\n{}",
+        cluster.logs()
+    );
+    for (p, recs) in &read {
+        let values: Vec<u32> = recs.iter().map(|(_, v)| *v).collect();
+        let mut sorted = values.clone();
+        sorted.sort();
+        assert_eq!(values, sorted, "partition {p} in the order sent");
+    }
+    for (p, o, i) in &acked {
+        assert!(
+            read[p].iter().any(|(off, v)| off == o && v == i),
+            "acknowledged {i} at {p}/{o} not found there"
+        );
+    }
+    // The replicas hold the same bytes (all in sync, nothing being written).
+    wait_roles(&cluster, 0, "chaos", 30, "all in sync at the end", all3).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for p in 0..2 {
+        let copies: Vec<Vec<Vec<u8>>> = (0..3)
+            .map(|i| stored_batches(&cluster.brokers[i].data_dir(), "chaos", p))
+            .collect();
+        assert_eq!(copies[0], copies[1], "partition {p}: brokers 1 and 2");
+        assert_eq!(copies[0], copies[2], "partition {p}: brokers 1 and 3");
+    }
+}

@@ -84,6 +84,22 @@ pub fn restarted(
     away || back
 }
 
+/// Preferred-leader election: once the preferred replica (the first) is back in the ISR and
+/// live, it leads again, in a new epoch (so leaderships return to where placement balanced them
+/// after a broker comes back). Returns whether the leader changed.
+pub fn prefer(p: &mut PartitionMeta, live: impl Fn(u32) -> bool) -> bool {
+    let Some(&preferred) = p.replicas.first() else {
+        return false;
+    };
+    if p.leader == preferred || !p.isr.contains(&preferred) || !live(preferred) {
+        return false;
+    }
+    p.leader = preferred;
+    p.leader_epoch = p.leader_epoch.wrapping_add(1);
+    p.partition_epoch = p.partition_epoch.wrapping_add(1);
+    true
+}
+
 /// What a leader may propose for its partition's ISR (`AlterIsr`): in the epochs it names, the
 /// new ISR made of distinct replicas, the leader among them, and any member it adds live.
 pub fn check_isr_change(
@@ -259,6 +275,17 @@ mod tests {
         );
         let mut other = part(&[2, 3], 2, &[2, 3]);
         assert!(!restarted(&mut other, 1, all, false), "not a replica");
+    }
+
+    #[test]
+    fn the_preferred_replica_leads_again_once_back_in_sync() {
+        let mut p = part(&[1, 2, 3], 2, &[2, 3]);
+        assert!(!prefer(&mut p, |_| true), "not in sync yet");
+        p.isr = vec![2, 3, 1];
+        assert!(!prefer(&mut p, |b| b != 1), "not live");
+        assert!(prefer(&mut p, |_| true));
+        assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (1, 6, 10));
+        assert!(!prefer(&mut p, |_| true), "already leads");
     }
 
     /// (case, leader, leader epoch, partition epoch, proposed ISR, refused how)

@@ -94,6 +94,10 @@ pub struct BrokerMeta {
     /// knows it, but holds no partitions and is not listed to clients.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub controller_only: bool,
+    /// It asked to stop (`ControlledShutdown`): fenced, and not unfenced by being heard from,
+    /// until it registers again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shutting_down: bool,
 }
 
 /// Everything metadata knows. `version` counts applied commands.
@@ -176,6 +180,12 @@ pub enum MetadataCommand {
     SetFenced {
         id: u32,
         fenced: bool,
+    },
+    /// A broker stopping cleanly (SIGTERM): its leaderships move away and it leaves every ISR
+    /// now, before it stops, rather than after its session lapses; it stays fenced until it
+    /// registers again.
+    ControlledShutdown {
+        id: u32,
     },
     /// A partition's leader changes its ISR (shrinks it when a follower falls behind, expands
     /// it when one has caught up), in the epochs it last saw (`election::check_isr_change`).
@@ -381,6 +391,15 @@ impl MetadataState {
                     .fenced = *fenced;
                 self.reelect(None);
             }
+            MetadataCommand::ControlledShutdown { id } => {
+                let b = self
+                    .brokers
+                    .get_mut(id)
+                    .ok_or(MetaError::UnknownBroker(*id))?;
+                b.fenced = true;
+                b.shutting_down = true;
+                self.reelect(None);
+            }
             MetadataCommand::AlterIsr {
                 topic,
                 partition,
@@ -416,6 +435,12 @@ impl MetadataState {
                 })?;
                 p.isr = isr.clone();
                 p.partition_epoch = p.partition_epoch.wrapping_add(1);
+                let brokers = &self.brokers;
+                super::election::prefer(p, |b: u32| {
+                    brokers
+                        .get(&b)
+                        .is_some_and(|m| !m.fenced && !m.controller_only)
+                });
             }
         }
         self.version = next_version;
@@ -633,6 +658,7 @@ mod tests {
             epoch: 0,
             fenced: true,
             controller_only: false,
+            shutting_down: false,
         }
     }
 
@@ -780,7 +806,12 @@ mod tests {
         ));
         assert_eq!(s.version, v);
         s.apply(&alter(2, 1, 1, &[2, 3, 1])).unwrap();
-        assert_eq!((p(&s).isr.len(), p(&s).partition_epoch), (3, 2));
+        assert_eq!((p(&s).isr.len(), p(&s).partition_epoch), (3, 3));
+        assert_eq!(
+            (p(&s).leader, p(&s).leader_epoch),
+            (1, 2),
+            "back in sync, the preferred replica leads again"
+        );
         assert!(
             matches!(s.apply(&alter(2, 1, 1, &[2])), Err(MetaError::Stale(_))),
             "the same epoch twice"
@@ -795,6 +826,16 @@ mod tests {
             "2 restarted: 1 comes first"
         );
         assert_eq!(moved.leader_epoch, 2);
+
+        // A controlled shutdown moves leaderships now and keeps the broker fenced.
+        s.apply(&MetadataCommand::ControlledShutdown { id: 1 })
+            .unwrap();
+        let stopped = p(&s);
+        assert_eq!((stopped.leader, &stopped.isr[..]), (3, &[3u32][..]));
+        assert!(s.brokers[&1].fenced && s.brokers[&1].shutting_down);
+        s.apply(&MetadataCommand::RegisterBroker(broker(1)))
+            .unwrap();
+        assert!(!s.brokers[&1].shutting_down, "registering again clears it");
     }
 
     #[test]

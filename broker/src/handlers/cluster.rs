@@ -232,6 +232,7 @@ pub(super) async fn broker_registration(
         epoch: 0,
         fenced: false,
         controller_only: false,
+        shutting_down: false,
     };
     let registered = shard
         .run_on(ShardId(0), move |_| async move {

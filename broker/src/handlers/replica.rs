@@ -3,7 +3,10 @@
 //! watermark; `runtime::replica`).
 //!
 //! Only a broker speaks for itself: the connection's certificate must name the follower
-//! (`quiver-broker-<id>`), else `ClusterAuthorizationFailed` and nothing is read or recorded.
+//! (`quiver-broker-<id>`), else `ClusterAuthorizationFailed` and nothing is read or recorded;
+//! the follower must be registered (`InvalidRequest`), in the broker epoch metadata holds for it
+//! (`StaleBrokerEpoch`: a fetch from before its restart), and not fenced
+//! (`BrokerNotAvailable`).
 //! Per partition: the topic and a placed partition (`UnknownTopicOrPartition`), the follower
 //! one of its replicas (`ReplicaNotAvailable`), this broker its leader (`NotLeaderOrFollower`
 //! with the leader), the follower's leader epoch this one (`FencedLeaderEpoch` older,
@@ -62,6 +65,11 @@ pub(super) async fn replica_fetch(
             "ReplicaFetch on a connection whose certificate does not name the follower; refused"
         );
         return refuse(ErrorCode::ClusterAuthorizationFailed);
+    }
+    match snapshot.brokers.get(&follower) {
+        Some(b) if b.epoch != req.broker_epoch => return refuse(ErrorCode::StaleBrokerEpoch),
+        Some(b) if b.fenced => return refuse(ErrorCode::BrokerNotAvailable),
+        _ => {}
     }
     let started = Instant::now();
     let max_wait =

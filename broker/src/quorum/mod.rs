@@ -1265,7 +1265,8 @@ impl Quorum {
                         let lapsed = heard
                             .get(&b.id)
                             .is_none_or(|t| t.elapsed() > self.session_timeout);
-                        (lapsed != b.fenced).then_some((b.id, lapsed))
+                        // A broker stopping stays fenced until it registers again.
+                        (lapsed != b.fenced && !b.shutting_down).then_some((b.id, lapsed))
                     })
                     .collect()
             };

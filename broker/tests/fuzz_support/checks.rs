@@ -229,6 +229,7 @@ pub fn metadata_seeds(scratch: &Path) -> Vec<Vec<u8>> {
             epoch: 0,
             fenced: false,
             controller_only: false,
+            shutting_down: false,
         }),
         MetadataCommand::CreateTopic(TopicMeta {
             placement: vec![

@@ -7,7 +7,8 @@
 //!   costs the broker a lookup and the response an entry; the bound keeps the response of one
 //!   request far below the frame limit (100,000 entries of about 64 bytes is 6.4 MB).
 //! - A request names an entry at most once where a repeat would mean the same work twice: one
-//!   (topic, partition) per Produce, Fetch, ListOffsets, OffsetCommit and OffsetFetch; one topic
+//!   (topic, partition) per Produce, Fetch, ReplicaFetch, ListOffsets, OffsetCommit and
+//!   OffsetFetch; one topic
 //!   per CreateTopics, DeleteTopics and CreatePartitions; one resource per DescribeConfigs and
 //!   IncrementalAlterConfigs, and one config per resource in the latter; one group per
 //!   DescribeGroups and DeleteGroups. (Metadata is answered once per distinct topic instead: a
@@ -166,6 +167,16 @@ pub fn check(req: &AnyRequest) -> Result<(), Violation> {
         }
         AnyRequest::Fetch(r) => {
             c.opt_string("rack id", &r.rack_id)?;
+            for t in &r.topics {
+                c.name("topic name", &t.name)?;
+            }
+            c.distinct_partitions(r.topics.iter().flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(move |p| (t.name.as_str(), p.partition.0))
+            }))?;
+        }
+        AnyRequest::ReplicaFetch(r) => {
             for t in &r.topics {
                 c.name("topic name", &t.name)?;
             }
