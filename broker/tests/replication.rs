@@ -619,7 +619,7 @@ async fn sigterm_hands_leaderships_over_and_a_rolling_restart_loses_nothing() {
                 .key(format!("k{i}"))
                 .value(format!("v{i}"));
             deliveries.push(producer.enqueue(r).await.unwrap());
-            if i % 100 == 0 {
+            if i.is_multiple_of(100) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -778,7 +778,7 @@ async fn faults_under_load_lose_duplicate_and_reorder_nothing() {
                 .value(format!("{i}"));
             deliveries.push((i, producer.enqueue(r).await.unwrap()));
             i += 1;
-            if i % 50 == 0 {
+            if i.is_multiple_of(50) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
