@@ -78,6 +78,15 @@ pub struct PartitionStats {
     pub segments: u64,
     /// Damaged ranges found in the log (unreadable offsets with intact data after them).
     pub corrupt_ranges: u64,
+    /// What consumers may read up to.
+    pub high_watermark: u64,
+    /// In a cluster: whether this broker leads the partition, its replicas and ISR sizes.
+    pub leader: bool,
+    pub replicas: u64,
+    pub isr: u64,
+    /// On the leader: each follower's (id, records behind the leader's end, ms since it was
+    /// last caught up).
+    pub followers: Vec<(u32, u64, u64)>,
 }
 
 /// One shard's endpoint figures, as last published.
@@ -372,6 +381,40 @@ impl Metrics {
 
         let map = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
         let _ = writeln!(out, "# HELP quiver_partitions Partitions hosted by this broker.\n# TYPE quiver_partitions gauge\nquiver_partitions {}", map.len());
+        let under = map
+            .values()
+            .filter(|s| s.leader && s.isr < s.replicas)
+            .count();
+        let _ = writeln!(out, "# HELP quiver_under_replicated_partitions Partitions this broker leads with fewer replicas in sync than placed.\n# TYPE quiver_under_replicated_partitions gauge\nquiver_under_replicated_partitions {under}");
+        for (name, help, field) in [
+            (
+                "quiver_replica_lag_records",
+                "On a partition's leader: how many records a follower is behind the leader's log end.",
+                1usize,
+            ),
+            (
+                "quiver_replica_lag_seconds",
+                "On a partition's leader: seconds since a follower was last caught up with the leader's log end.",
+                2,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for ((topic, partition), stats) in map.iter() {
+                for f in &stats.followers {
+                    let v = if field == 1 {
+                        f.1.to_string()
+                    } else {
+                        format!("{:.3}", f.2 as f64 / 1000.0)
+                    };
+                    let _ = writeln!(
+                        out,
+                        "{name}{{topic=\"{}\",partition=\"{partition}\",follower=\"{}\"}} {v}",
+                        escape_label(topic),
+                        f.0
+                    );
+                }
+            }
+        }
         for (name, help, get) in [
             (
                 "quiver_log_size_bytes",
@@ -392,6 +435,16 @@ impl Metrics {
                 "quiver_log_end_offset",
                 "A partition's log end offset.",
                 |s| s.log_end_offset,
+            ),
+            (
+                "quiver_high_watermark",
+                "A partition's high watermark: what consumers may read up to.",
+                |s| s.high_watermark,
+            ),
+            (
+                "quiver_partition_isr",
+                "In a cluster: a partition's in-sync replicas, as metadata holds them.",
+                |s| s.isr,
             ),
             (
                 "quiver_log_corrupt_ranges",

@@ -107,13 +107,34 @@ async fn wait_roles(
         if check(&r) {
             return r;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {r:?}\n{}",
-            cluster.logs()
-        );
+        if Instant::now() >= deadline {
+            panic!("{what}: {r:?}\n{}\n{}", cluster.logs(), stacks(cluster));
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Every running broker's thread stacks (with gdb, when the machine has it), for a test that
+/// found a broker silent.
+fn stacks(cluster: &Cluster) -> String {
+    let mut out = String::new();
+    for (i, b) in cluster.brokers.iter().enumerate() {
+        let Some(child) = b.child.as_ref() else {
+            continue;
+        };
+        let got = std::process::Command::new("timeout")
+            .args(["20", "gdb", "-p", &child.id().to_string(), "-batch", "-ex"])
+            .arg("thread apply all bt 25")
+            .output();
+        if let Ok(o) = got {
+            out.push_str(&format!(
+                "---- broker {} stacks ----\n{}\n",
+                i + 1,
+                String::from_utf8_lossy(&o.stdout)
+            ));
+        }
+    }
+    out
 }
 
 /// The batches of a partition's log on disk, as stored (their bytes, in offset order), read from
@@ -149,6 +170,33 @@ fn stored_batches(data_dir: &Path, topic: &str, partition: u32) -> Vec<Vec<u8>> 
         }
     }
     out
+}
+
+/// Asserts that every broker's copy of a partition holds the same batches, byte for byte; if
+/// not, says where they part (index, and each copy's base offset and leader epoch there).
+fn same_batches(copies: &[Vec<Vec<u8>>], partition: u32) {
+    let head = |b: Option<&Vec<u8>>| {
+        b.and_then(|b| quiver_proto::batch::header(b).ok())
+            .map(|h| (h.base_offset.get(), h.leader_epoch.get(), h.batch_len.get()))
+    };
+    for (i, c) in copies.iter().enumerate().skip(1) {
+        if *c == copies[0] {
+            continue;
+        }
+        let at = (0..c.len().max(copies[0].len()))
+            .find(|&k| c.get(k) != copies[0].get(k))
+            .unwrap();
+        panic!(
+            "partition {partition}: broker 1 holds {} batches, broker {} {}; they part at batch \
+             {at}: (base offset, epoch, length) {:?} against {:?}; the batch before: {:?}",
+            copies[0].len(),
+            i + 1,
+            c.len(),
+            head(copies[0].get(at)),
+            head(c.get(at)),
+            head(copies[0].get(at.wrapping_sub(1))),
+        );
+    }
 }
 
 /// Three brokers, RF=3, min.insync.replicas=2: every replica holds the same batches byte for
@@ -240,8 +288,7 @@ async fn acknowledged_records_survive_the_leaders_death_and_replicas_agree() {
         let copies: Vec<Vec<Vec<u8>>> = (0..3)
             .map(|i| stored_batches(&cluster.brokers[i].data_dir(), "r", p))
             .collect();
-        assert_eq!(copies[0], copies[1], "partition {p} after the return");
-        assert_eq!(copies[0], copies[2], "partition {p} after the return");
+        same_batches(&copies, p);
     }
 }
 
@@ -829,6 +876,12 @@ async fn faults_under_load_lose_duplicate_and_reorder_nothing() {
             |r| !r[&1].1.contains(&follower),
         )
         .await;
+        // The leader says so in its metrics.
+        let li = (leader - 1) as usize;
+        let seen = Cluster::wait_until(Duration::from_secs(10), || {
+            cluster.brokers[li].metric("quiver_under_replicated_partitions") >= 1.0
+        });
+        assert!(seen.is_some(), "{}", cluster.brokers[li].metrics_text());
         // SAFETY: as above.
         unsafe { libc::kill(pid, libc::SIGCONT) };
         wait_roles(
@@ -893,7 +946,6 @@ async fn faults_under_load_lose_duplicate_and_reorder_nothing() {
         let copies: Vec<Vec<Vec<u8>>> = (0..3)
             .map(|i| stored_batches(&cluster.brokers[i].data_dir(), "chaos", p))
             .collect();
-        assert_eq!(copies[0], copies[1], "partition {p}: brokers 1 and 2");
-        assert_eq!(copies[0], copies[2], "partition {p}: brokers 1 and 3");
+        same_batches(&copies, p);
     }
 }

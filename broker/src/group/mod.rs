@@ -115,6 +115,8 @@ pub struct Coordinator {
     offsets: RefCell<HashMap<String, GroupOffsets>>,
     /// Offsets partitions replayed on this shard.
     loaded: RefCell<HashSet<u32>>,
+    /// Leader epochs of the offsets partitions, in a cluster (`set_leader_epoch`).
+    epochs: RefCell<HashMap<u32, u32>>,
     /// One lock per group, held by every request on the group (heartbeat, commit, offset
     /// fetch, delete) for its whole duration. Rationale: a commit checks the member, awaits the
     /// durable write, then applies it; without the lock a join or takeover and an offset fetch
@@ -144,6 +146,7 @@ impl Coordinator {
             groups: RefCell::new(HashMap::new()),
             offsets: RefCell::new(HashMap::new()),
             loaded: RefCell::new(HashSet::new()),
+            epochs: RefCell::new(HashMap::new()),
             locks: RefCell::new(HashMap::new()),
         }
     }
@@ -172,6 +175,11 @@ impl Coordinator {
         {
             locks.remove(group);
         }
+    }
+
+    /// Marks a partition's offsets as not loaded (its groups' requests wait for `load`).
+    pub fn unload(&self, partition: PartitionId) {
+        self.loaded.borrow_mut().remove(&partition.0);
     }
 
     fn check_loaded(&self, partition: PartitionId) -> Result<(), (ErrorCode, String)> {
@@ -329,10 +337,18 @@ impl Coordinator {
         }
     }
 
+    /// In a cluster: the leader epoch of an offsets partition this broker leads, stamped on
+    /// what the coordinator writes there (as on every leader's append), so followers find
+    /// where their copy diverges.
+    pub fn set_leader_epoch(&self, partition: PartitionId, epoch: u32) {
+        self.epochs.borrow_mut().insert(partition.0, epoch);
+    }
+
     /// Appends offset records (a `None` value is a tombstone) durably, then applies them.
     async fn write(
         &self,
         log: &PartitionLog,
+        partition: PartitionId,
         entries: Vec<(OffsetKey, Option<OffsetValue>)>,
     ) -> Result<(), (ErrorCode, String)> {
         if entries.is_empty() {
@@ -352,7 +368,12 @@ impl Coordinator {
             .map_err(|e| (ErrorCode::InvalidRecord, e.to_string()))?;
         let batch = ValidBatch::new(bytes, BatchLimits::default())
             .map_err(|e| (ErrorCode::InvalidRecord, e.to_string()))?;
-        let info = log.append(&[batch], None).await.map_err(|e| {
+        let epoch = self
+            .epochs
+            .borrow()
+            .get(&partition.0)
+            .map(|e| quiver_proto::LeaderEpoch(*e));
+        let info = log.append(&[batch], epoch).await.map_err(|e| {
             tracing::error!(error = %e, "writing __consumer_offsets failed");
             let code = if matches!(e, quiver_engine::Error::DiskFull { .. }) {
                 ErrorCode::DiskFull
@@ -489,7 +510,7 @@ impl Coordinator {
                 partitions,
             });
         }
-        if let Err((code, message)) = self.write(log, entries).await {
+        if let Err((code, message)) = self.write(log, offsets_partition, entries).await {
             tracing::warn!(group = %req.group_id, error = %message, "offset commit failed");
             for t in &mut topics {
                 for p in &mut t.partitions {
@@ -662,7 +683,7 @@ impl Coordinator {
             return result(ErrorCode::GroupIdNotFound);
         }
         let tombstones = self.tombstones(group_id);
-        if let Err((code, _)) = self.write(log, tombstones).await {
+        if let Err((code, _)) = self.write(log, offsets_partition, tombstones).await {
             return result(code);
         }
         self.groups.borrow_mut().remove(group_id);
@@ -741,7 +762,8 @@ impl Coordinator {
         }
         let tombstones = self.tombstones(group_id);
         let n = tombstones.len();
-        if self.write(log, tombstones).await.is_ok() {
+        let partition = offsets_partition(group_id, offsets_partitions);
+        if self.write(log, partition, tombstones).await.is_ok() {
             self.offsets.borrow_mut().remove(group_id);
             self.groups.borrow_mut().remove(group_id);
             tracing::info!(group = %group_id, partitions = n, "expired the offsets of an empty group");

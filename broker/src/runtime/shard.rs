@@ -538,6 +538,15 @@ impl Shard {
         epoch: LeaderEpoch,
     ) -> Result<AppendInfo, PartError> {
         let log = self.log(&key)?;
+        // The request was checked against the snapshot it started with; the append runs now.
+        // A replicated partition takes it only if this broker still leads in that epoch: so
+        // the epochs along its log never go down, and a deposed leader writes nothing.
+        if let Some(r) = self.replica_state(&key) {
+            let role = r.role();
+            if role.leader != self.config.broker_id || role.leader_epoch != epoch.0 {
+                return Err(PartError::NotHosted);
+            }
+        }
         Ok(log.append(batches, Some(epoch)).await?)
     }
 
@@ -695,7 +704,7 @@ impl Shard {
 
     /// Takes a new snapshot: opens partitions newly placed here, applies config changes, and
     /// closes and deletes the logs of deleted topics.
-    pub async fn apply_local(&self, snapshot: Arc<Snapshot>, deleted: &[Arc<TopicInfo>]) {
+    pub async fn apply_local(self: &Rc<Self>, snapshot: Arc<Snapshot>, deleted: &[Arc<TopicInfo>]) {
         *self.snapshot.borrow_mut() = snapshot.clone();
         let now_leading = self.apply_roles(&snapshot);
         for topic in deleted {
@@ -765,11 +774,17 @@ impl Shard {
         }
         // A follower of an offsets partition copied commits its coordinator never applied:
         // leading it now, the coordinator replays the log (the group coordinator moves with the
-        // partition's leader).
+        // partition's leader). In a task of its own: applying metadata (which the controller
+        // quorum waits for) never waits for a replay; meanwhile its groups' requests are
+        // answered CoordinatorLoadInProgress.
         if let Some(offsets) = snapshot.topic(crate::group::OFFSETS_TOPIC) {
             for key in now_leading.iter().filter(|k| k.topic_id == offsets.id) {
                 if let Ok(log) = self.log(key) {
-                    self.groups.load(key.partition, log).await;
+                    self.groups.unload(key.partition);
+                    let me = self.clone();
+                    let partition = key.partition;
+                    glommio::spawn_local(async move { me.groups.load(partition, log).await })
+                        .detach();
                 }
             }
         }
@@ -789,6 +804,9 @@ impl Shard {
                 }
                 let key = topic.key(partition);
                 keep.insert(key);
+                if topic.meta.name == crate::group::OFFSETS_TOPIC {
+                    self.groups.set_leader_epoch(partition, m.leader_epoch);
+                }
                 let role = Role {
                     leader: m.leader,
                     leader_epoch: m.leader_epoch,
@@ -862,16 +880,38 @@ impl Shard {
             .collect();
         let stats = self.open_logs().into_iter().filter_map(|(key, log)| {
             let name = names.get(&key.topic_id)?;
-            Some((
-                (name.to_string(), key.partition.0),
+            Some(((name.to_string(), key.partition.0), {
+                let replica = self.replica_state(&key);
+                let role = replica.as_ref().map(|r| r.role());
+                let leader = replica.as_ref().is_none_or(|r| r.leads());
+                let end = log.readable_end().0;
+                let followers = match &replica {
+                    Some(r) if leader => r
+                        .followers()
+                        .into_iter()
+                        .map(|(id, p)| {
+                            (
+                                id,
+                                end.saturating_sub(p.durable.0),
+                                p.caught_up_at.elapsed().as_millis() as u64,
+                            )
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
                 crate::metrics::PartitionStats {
                     log_start_offset: log.start_offset().0,
                     log_end_offset: log.end_offset().0,
                     size_bytes: log.size_bytes(),
                     segments: log.segment_count() as u64,
                     corrupt_ranges: log.corrupt_ranges().len() as u64,
-                },
-            ))
+                    high_watermark: self.visible_end(&key, &log).0,
+                    leader,
+                    replicas: role.as_ref().map_or(1, |r| r.replicas.len() as u64),
+                    isr: role.as_ref().map_or(1, |r| r.isr.len() as u64),
+                    followers,
+                }
+            }))
         });
         self.metrics
             .publish_partitions(stats.collect::<Vec<_>>(), &[]);
