@@ -670,8 +670,10 @@ async fn sigterm_hands_leaderships_over_and_a_rolling_restart_loses_nothing() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        producer.flush().await.unwrap();
         let mut failed = Vec::new();
+        if let Err(e) = producer.flush().await {
+            failed.push(format!("flush: {e}"));
+        }
         for d in deliveries {
             if let Err(e) = d.await {
                 failed.push(e.to_string());
@@ -829,9 +831,11 @@ async fn faults_under_load_lose_duplicate_and_reorder_nothing() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        producer.flush().await.unwrap();
         let mut acked = Vec::new();
         let mut failed = Vec::new();
+        if let Err(e) = producer.flush().await {
+            failed.push(format!("flush: {e}"));
+        }
         for (i, d) in deliveries {
             match d.await {
                 Ok(m) => acked.push((m.partition.0, m.offset.unwrap().0, i)),

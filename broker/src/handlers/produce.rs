@@ -93,7 +93,10 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: ProduceRequest, payload: Byte
         0 => ACKS_ALL_TIMEOUT_DEFAULT,
         ms => Duration::from_millis(u64::from(ms)),
     };
-    let ack_deadline = Instant::now() + timeout.min(ACKS_ALL_TIMEOUT_MAX);
+    // Answered (RequestTimedOut, which a producer retries) a little before the producer's own
+    // timeout would cut the call short and leave it guessing.
+    let timeout = timeout.min(ACKS_ALL_TIMEOUT_MAX);
+    let ack_deadline = Instant::now() + timeout - timeout / 10;
     let appends = jobs.into_iter().map(|(ti, pi, prep)| {
         let shard = shard.clone();
         let all = req.acks == Acks::All && prep.replicated;

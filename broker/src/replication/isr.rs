@@ -61,6 +61,9 @@ pub(crate) fn wanted_isr(
     isr
 }
 
+/// Longest wait for an ISR change to commit before it is reconsidered.
+const PROPOSAL_WAIT: Duration = Duration::from_secs(2);
+
 pub(super) async fn maintain(shard: Rc<Shard>) {
     let lag = Duration::from_millis(shard.config.replica_lag_time_max_ms);
     let every = (lag / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
@@ -112,7 +115,14 @@ pub(super) async fn maintain(shard: Rc<Shard>) {
                 let result = shard2
                     .run_on(ShardId(0), move |_| async move {
                         match crate::quorum::on_this_shard() {
-                            Some(q) => q.propose(cmd).await.map(|_| ()).map_err(|e| e.to_string()),
+                            // Bounded: a proposal lost with a quorum leader that died is
+                            // proposed again (with what is wanted then) soon after.
+                            Some(q) => {
+                                match crate::quorum::within(PROPOSAL_WAIT, q.propose(cmd)).await {
+                                    Some(r) => r.map(|_| ()).map_err(|e| e.to_string()),
+                                    None => Err("not committed in time".to_string()),
+                                }
+                            }
                             None => Err("no controller quorum on this broker".to_string()),
                         }
                     })

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# What replication costs and how fast a partition fails over, on a local three-broker cluster
+# (deploy/local-cluster.sh), all on this machine:
+#
+#   1. streambench produce, acks=all, 1 KiB records, one partition: a topic with replication
+#      factor 1, then one with replication factor 3 (min.insync.replicas=2): throughput, and
+#      latency with one 1 MiB request in flight.
+#   2. streambench e2e at a fixed rate (send to receipt, fsync on every replica first), RF 1
+#      and RF 3.
+#   3. Partition failover, ROUNDS times: kill -9 the leader of an RF=3 partition and measure
+#      until metadata names another leader (the broker session timeout, then the election
+#      committed through the metadata log), then restart the broker and wait until it is back
+#      in the ISR.
+#
+#   bash bench/replication.sh [ROUNDS]      # default 5; builds and uses target/release
+#   (STREAMD, STREAMCTL and STREAMBENCH, all set, name other binaries)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds="${1:-5}"
+export QUIVER_LOCAL_CLUSTER_DIR="${QUIVER_LOCAL_CLUSTER_DIR:-$(mktemp -d)/cluster}"
+if [ -z "${STREAMD:-}" ] || [ -z "${STREAMCTL:-}" ] || [ -z "${STREAMBENCH:-}" ]; then
+    cargo build --release --quiet --bin streamd --bin streamctl --bin streambench
+    export STREAMD="$PWD/target/release/streamd" STREAMCTL="$PWD/target/release/streamctl"
+    export STREAMBENCH="$PWD/target/release/streambench"
+fi
+dir="$QUIVER_LOCAL_CLUSTER_DIR"
+export STREAMCTL_BOOTSTRAP=127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094
+export STREAMCTL_CA_FILE="$dir/ca/ca.pem"
+export STREAMBENCH_BOOTSTRAP="$STREAMCTL_BOOTSTRAP" STREAMBENCH_CA_FILE="$STREAMCTL_CA_FILE"
+trap 'bash deploy/local-cluster.sh stop >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+bash deploy/local-cluster.sh start >/dev/null
+echo "commit $(git rev-parse --short HEAD), $(nproc) cores, $(date -u +%FT%TZ)"
+
+"$STREAMCTL" topic create rf1 --partitions 1 --replication-factor 1 >/dev/null
+"$STREAMCTL" topic create rf3 --partitions 1 --replication-factor 3 \
+    --config min.insync.replicas=2 >/dev/null
+for t in rf1 rf3; do
+    echo "== $t: produce, max throughput (acks=all)"
+    "$STREAMBENCH" produce --topic "$t" --acks all --records 300000 --warmup 2s
+    echo "== $t: produce, one 1 MiB request in flight (acks=all)"
+    "$STREAMBENCH" produce --topic "$t" --acks all --records 200000 --max-in-flight 1 \
+        --batch-size 1048576 --max-request-size 1048576 --linger 0ms
+    echo "== $t: end to end at 20,000 records/s (acks=all, linger 0)"
+    "$STREAMBENCH" e2e --topic "$t" --acks all --rate 20000 --duration 10s --warmup 2s \
+        --linger 0ms
+done
+
+now_ms() { date +%s%3N; }
+leader_of() {  # the leader of rf3's partition 0 as metadata says, or "none"
+    "$STREAMCTL" topic describe rf3 -o json 2>/dev/null |
+        python3 -c 'import json,sys; p=json.load(sys.stdin)["partitions"][0]; print(p["leader"] if p["leader"] is not None else "none")' 2>/dev/null ||
+        echo none
+}
+in_sync() {  # whether rf3's partition 0 has all three in its ISR
+    "$STREAMCTL" topic describe rf3 -o json 2>/dev/null |
+        python3 -c 'import json,sys; p=json.load(sys.stdin)["partitions"][0]; sys.exit(0 if len(p["isr"])==3 else 1)' 2>/dev/null
+}
+echo "== partition failover: kill -9 the leader of rf3/0"
+moved=()
+for r in $(seq 1 "$rounds"); do
+    old="$(leader_of)"
+    [ "$old" = none ] && { echo "round $r: no leader to kill"; continue; }
+    t0=$(now_ms)
+    kill -9 "$(cat "$dir/broker-$old.pid")"
+    while true; do
+        now="$(leader_of)"
+        if [ "$now" != none ] && [ "$now" != "$old" ]; then break; fi
+        sleep 0.05
+    done
+    t1=$(now_ms)
+    bash deploy/local-cluster.sh start >/dev/null
+    until in_sync; do sleep 0.2; done
+    t2=$(now_ms)
+    echo "round $r: broker $old killed; broker $now leads after $((t1 - t0)) ms; broker $old back in sync $((t2 - t1)) ms after that"
+    moved+=($((t1 - t0)))
+done
+printf '%s\n' "${moved[@]}" | sort -n | awk '{a[NR]=$1} END {if (NR) printf "leader moved: median %d ms, worst %d ms over %d rounds\n", a[int((NR+1)/2)], a[NR], NR}'
