@@ -8,15 +8,18 @@
 #   2. streambench e2e at a fixed rate (send to receipt, fsync on every replica first), RF 1
 #      and RF 3.
 #   3. Partition failover, ROUNDS times: kill -9 the leader of an RF=3 partition and measure
-#      until metadata names another leader (the broker session timeout, then the election
-#      committed through the metadata log), then restart the broker and wait until it is back
-#      in the ISR.
+#      until a surviving broker's metadata names another leader (the broker session timeout,
+#      then the election committed through the metadata log; each probe is a streamctl process
+#      and a new connection, 10-30 ms), then restart the broker and wait until it is back in
+#      the ISR. Then the same for SIGTERM (controlled shutdown: no session to lapse).
 #
-#   bash bench/replication.sh [ROUNDS]      # default 5; builds and uses target/release
+#   bash bench/replication.sh [ROUNDS] [SESSION_MS]   # default 5, the broker's default session
+#   SKIP_THROUGHPUT=1 skips parts 1 and 2; builds and uses target/release
 #   (STREAMD, STREAMCTL and STREAMBENCH, all set, name other binaries)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-5}"
+if [ -n "${2:-}" ]; then export STREAMD_BROKER_SESSION_TIMEOUT_MS="$2"; fi
 export QUIVER_LOCAL_CLUSTER_DIR="${QUIVER_LOCAL_CLUSTER_DIR:-$(mktemp -d)/cluster}"
 if [ -z "${STREAMD:-}" ] || [ -z "${STREAMCTL:-}" ] || [ -z "${STREAMBENCH:-}" ]; then
     cargo build --release --quiet --bin streamd --bin streamctl --bin streambench
@@ -29,12 +32,12 @@ export STREAMCTL_CA_FILE="$dir/ca/ca.pem"
 export STREAMBENCH_BOOTSTRAP="$STREAMCTL_BOOTSTRAP" STREAMBENCH_CA_FILE="$STREAMCTL_CA_FILE"
 trap 'bash deploy/local-cluster.sh stop >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 bash deploy/local-cluster.sh start >/dev/null
-echo "commit $(git rev-parse --short HEAD), $(nproc) cores, $(date -u +%FT%TZ)"
+echo "commit $(git rev-parse --short HEAD), $(nproc) cores, $(date -u +%FT%TZ), broker session ${STREAMD_BROKER_SESSION_TIMEOUT_MS:-default} ms"
 
 "$STREAMCTL" topic create rf1 --partitions 1 --replication-factor 1 >/dev/null
 "$STREAMCTL" topic create rf3 --partitions 1 --replication-factor 3 \
     --config min.insync.replicas=2 >/dev/null
-for t in rf1 rf3; do
+for t in $([ -n "${SKIP_THROUGHPUT:-}" ] || echo rf1 rf3); do
     echo "== $t: produce, max throughput (acks=all)"
     "$STREAMBENCH" produce --topic "$t" --acks all --records 300000 --warmup 2s
     echo "== $t: produce, one 1 MiB request in flight (acks=all)"
@@ -46,32 +49,39 @@ for t in rf1 rf3; do
 done
 
 now_ms() { date +%s%3N; }
-leader_of() {  # the leader of rf3's partition 0 as metadata says, or "none"
-    "$STREAMCTL" topic describe rf3 -o json 2>/dev/null |
-        python3 -c 'import json,sys; p=json.load(sys.stdin)["partitions"][0]; print(p["leader"] if p["leader"] is not None else "none")' 2>/dev/null ||
+leader_of() {  # the leader of rf3's partition 0 as broker $1's metadata says, or "none"
+    "$STREAMCTL" --bootstrap "127.0.0.1:$((19091 + $1))" topic list -o json 2>/dev/null |
+        python3 -c 'import json,sys; t=[t for t in json.load(sys.stdin) if t["name"]=="rf3"][0]; p=t["partitions"][0]; print(p["leader"] if p["leader"] is not None else "none")' 2>/dev/null ||
         echo none
 }
 in_sync() {  # whether rf3's partition 0 has all three in its ISR
-    "$STREAMCTL" topic describe rf3 -o json 2>/dev/null |
-        python3 -c 'import json,sys; p=json.load(sys.stdin)["partitions"][0]; sys.exit(0 if len(p["isr"])==3 else 1)' 2>/dev/null
+    "$STREAMCTL" topic list -o json 2>/dev/null |
+        python3 -c 'import json,sys; t=[t for t in json.load(sys.stdin) if t["name"]=="rf3"][0]; sys.exit(0 if len(t["partitions"][0]["isr"])==3 else 1)' 2>/dev/null
 }
-echo "== partition failover: kill -9 the leader of rf3/0"
-moved=()
-for r in $(seq 1 "$rounds"); do
-    old="$(leader_of)"
-    [ "$old" = none ] && { echo "round $r: no leader to kill"; continue; }
-    t0=$(now_ms)
-    kill -9 "$(cat "$dir/broker-$old.pid")"
-    while true; do
-        now="$(leader_of)"
-        if [ "$now" != none ] && [ "$now" != "$old" ]; then break; fi
-        sleep 0.05
+failover() {  # $1: the signal (KILL or TERM)
+    local sig="$1" moved=() r old now t0 t1 t2 survivor
+    echo "== partition failover: kill -$sig the leader of rf3/0"
+    for r in $(seq 1 "$rounds"); do
+        old="$(leader_of 1)"
+        [ "$old" = none ] && old="$(leader_of 2)"
+        [ "$old" = none ] && { echo "round $r: no leader found"; continue; }
+        survivor=$(( old % 3 + 1 ))
+        t0=$(now_ms)
+        kill -"$sig" "$(cat "$dir/broker-$old.pid")"
+        while true; do
+            now="$(leader_of "$survivor")"
+            if [ "$now" != none ] && [ "$now" != "$old" ]; then break; fi
+            sleep 0.02
+        done
+        t1=$(now_ms)
+        while kill -0 "$(cat "$dir/broker-$old.pid")" 2>/dev/null; do sleep 0.05; done
+        bash deploy/local-cluster.sh start >/dev/null
+        until in_sync; do sleep 0.2; done
+        t2=$(now_ms)
+        echo "round $r: broker $old $sig; broker $now leads after $((t1 - t0)) ms; broker $old back in sync $((t2 - t1)) ms after that"
+        moved+=($((t1 - t0)))
     done
-    t1=$(now_ms)
-    bash deploy/local-cluster.sh start >/dev/null
-    until in_sync; do sleep 0.2; done
-    t2=$(now_ms)
-    echo "round $r: broker $old killed; broker $now leads after $((t1 - t0)) ms; broker $old back in sync $((t2 - t1)) ms after that"
-    moved+=($((t1 - t0)))
-done
-printf '%s\n' "${moved[@]}" | sort -n | awk '{a[NR]=$1} END {if (NR) printf "leader moved: median %d ms, worst %d ms over %d rounds\n", a[int((NR+1)/2)], a[NR], NR}'
+    printf '%s\n' "${moved[@]}" | sort -n | awk -v s="$sig" '{a[NR]=$1} END {if (NR) printf "kill -%s: leader moved after median %d ms, worst %d ms over %d rounds\n", s, a[int((NR+1)/2)], a[NR], NR}'
+}
+failover KILL
+failover TERM
