@@ -1,11 +1,14 @@
-//! Produce: validate each batch once, append on the owning shard, answer when durable.
+//! Produce: validate each batch once, append on the owning shard, answer when durable (with
+//! acks=all on a replicated partition: when every in-sync replica holds it durably).
 //!
 //! What one request may cost: its frame (at most `max_frame_bytes`, held within the
 //! connection's byte budget until the appends are done, acks=0 included); one pass over each
 //! batch's bytes for the CRC and one over its records (decompressed into a buffer of at most
 //! `batch::DECOMPRESSED_BYTES_MAX` if compressed), so that a consumer never meets a batch it
-//! cannot decode; and one append per partition, each partition named at most once and each
-//! payload byte referenced at most once (`proto::api::limits`).
+//! cannot decode (in a cluster, a second such pass at most once, when a batch names a producer
+//! id this broker has not learned yet and it catches up with the metadata log first); one append
+//! per partition, each partition named at most once and each payload byte referenced at most
+//! once (`proto::api::limits`); and its wait for the ISR, at most its own timeout.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -44,49 +47,75 @@ type Refusal = (ErrorCode, String);
 /// longest it may name.
 const ACKS_ALL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 const ACKS_ALL_TIMEOUT_MAX: Duration = Duration::from_secs(300);
+/// Longest a produce naming a producer id this broker does not know waits to catch up with the
+/// metadata log before refusing it.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
 
 pub(super) async fn handle(shard: &Rc<Shard>, req: ProduceRequest, payload: Bytes) -> Answer {
     if shard.config.auto_create_topics {
         super::admin::auto_create(shard, req.topics.iter().map(|t| t.name.as_str())).await;
     }
-    let snapshot = shard.snapshot();
+    let mut snapshot = shard.snapshot();
     let now = TimestampMs(crate::now_ms());
     let mut topics = Vec::with_capacity(req.topics.len());
     let mut jobs = Vec::new();
     let mut failed = false;
-    for (ti, t) in req.topics.iter().enumerate() {
-        let info = snapshot.topic(&t.name);
-        let mut partitions = Vec::with_capacity(t.partitions.len());
-        for (pi, p) in t.partitions.iter().enumerate() {
-            let mut out = PartitionProduceResponse {
-                partition: p.partition,
-                ..Default::default()
-            };
-            let placed = info
-                .map(|info| placement_check(&snapshot, info, p.partition, req.acks))
-                .unwrap_or(Ok(()));
-            match placed.and_then(|()| {
-                prepare(&t.name, info, p, &payload, now, shard).map_err(Refused::from)
-            }) {
-                Ok(prep) => jobs.push((ti, pi, prep)),
-                Err(Refused::Hint(code, message, hint)) => {
-                    failed = true;
-                    out.error_code = code;
-                    out.error_message = Some(message);
-                    out.current_leader = hint;
+    let mut caught_up = false;
+    loop {
+        let mut unknown_pid = false;
+        for (ti, t) in req.topics.iter().enumerate() {
+            let info = snapshot.topic(&t.name);
+            let mut partitions = Vec::with_capacity(t.partitions.len());
+            for (pi, p) in t.partitions.iter().enumerate() {
+                let mut out = PartitionProduceResponse {
+                    partition: p.partition,
+                    ..Default::default()
+                };
+                let placed = info
+                    .map(|info| placement_check(&snapshot, info, p.partition, req.acks))
+                    .unwrap_or(Ok(()));
+                match placed.and_then(|()| {
+                    prepare(&t.name, info, p, &payload, now, shard).map_err(Refused::from)
+                }) {
+                    Ok(prep) => jobs.push((ti, pi, prep)),
+                    Err(Refused::Hint(code, message, hint)) => {
+                        failed = true;
+                        out.error_code = code;
+                        out.error_message = Some(message);
+                        out.current_leader = hint;
+                    }
+                    Err(Refused::Plain((code, message))) => {
+                        failed = true;
+                        unknown_pid |= code == ErrorCode::UnknownProducerId;
+                        out.error_code = code;
+                        out.error_message = Some(message);
+                    }
                 }
-                Err(Refused::Plain((code, message))) => {
-                    failed = true;
-                    out.error_code = code;
-                    out.error_message = Some(message);
-                }
+                partitions.push(out);
             }
-            partitions.push(out);
+            topics.push(TopicProduceResponse {
+                name: t.name.clone(),
+                partitions,
+            });
         }
-        topics.push(TopicProduceResponse {
-            name: t.name.clone(),
-            partitions,
-        });
+        // In a cluster, producer ids are handed out in blocks through the metadata log, which this
+        // broker may not have applied yet: an id it does not know is checked again (once) after
+        // catching up with the log. Nothing was appended yet, so the request is prepared afresh.
+        if !unknown_pid || caught_up || !snapshot.clustered() {
+            break;
+        }
+        caught_up = true;
+        let _ = shard
+            .run_on(ShardId(0), |_| async move {
+                if let Some(q) = crate::quorum::on_this_shard() {
+                    let _ = crate::quorum::within(CATCH_UP_WAIT, q.read_barrier()).await;
+                }
+            })
+            .await;
+        snapshot = shard.snapshot();
+        topics.clear();
+        jobs.clear();
+        failed = false;
     }
 
     let timeout = match req.timeout_ms {
