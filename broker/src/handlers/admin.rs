@@ -347,7 +347,15 @@ async fn forwarded(shard: &Rc<Shard>, op: &AdminOp) -> Option<AnyResponse> {
                 read_barrier(shard).await;
                 return Some(answer);
             }
-            Some(Some(Err(why))) => return Some(op.failed(ErrorCode::NotController, &why)),
+            // The call failed (a connection lost, a controller busy past the call timeout):
+            // sent again, to whoever leads then, until the deadline, as for a deposed one.
+            Some(Some(Err(why))) if std::time::Instant::now() >= deadline => {
+                return Some(op.failed(ErrorCode::NotController, &why))
+            }
+            Some(Some(Err(why))) => {
+                tracing::debug!(to, error = %why, "forwarding to the controller failed; sending it again");
+                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+            }
             None if std::time::Instant::now() < deadline => {
                 tracing::debug!(
                     from = to,

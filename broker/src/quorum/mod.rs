@@ -56,6 +56,8 @@ use crate::runtime::Shard;
 
 /// Longest a proposal waits to be committed and applied here.
 pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for the active controller's answer to a forwarded admin request.
+pub const FORWARD_CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Events waiting for the driver before new ones are dropped (raft tolerates lost messages).
 const EVENTS_MAX: usize = 8192;
 /// Entries applied between two compactions of the Raft log.
@@ -385,7 +387,9 @@ impl Quorum {
             return Ok(());
         };
         let endpoint_config = quiver_net::EndpointConfig {
-            call_timeout: transport::PEER_CALL_TIMEOUT,
+            // Admin requests forwarded to the controller take their time (a commit, then every
+            // shard applies it); raft calls are bounded by PEER_CALL_TIMEOUT on their own.
+            call_timeout: FORWARD_CALL_TIMEOUT,
             ..quiver_net::EndpointConfig::default()
         };
         let endpoint = quiver_net::Endpoint::builder(SocketAddr::new(local_ip, 0))

@@ -155,7 +155,8 @@ async fn send_loop(
             messages: Vec::new(),
         };
         let payload: Vec<Bytes> = batch.iter().map(encode).collect();
-        match call(c, request, payload).await {
+        let answered = super::within(PEER_CALL_TIMEOUT, call(c, request, payload)).await;
+        match answered.unwrap_or_else(|| Err("no answer in time".to_string())) {
             Ok(ErrorCode::None) => {
                 for m in &batch {
                     if m.get_msg_type() == MessageType::MsgSnapshot {
