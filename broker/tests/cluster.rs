@@ -600,11 +600,15 @@ async fn a_silent_broker_is_fenced_and_unfenced_when_it_returns() {
         .expect("a controller");
     let victim = (0..3).find(|i| *i as u32 + 1 != leader).unwrap();
     let victim_id = victim as u32 + 1;
-    let admin = Admin::new(cluster.client_via(&[leader as usize - 1]).await);
-    admin
-        .create_topic(NewTopic::new("spread", 3))
-        .await
-        .unwrap();
+    // One partition on each broker, whichever the controller heard from lately.
+    let (code, msg) = create_assigned(
+        &cluster,
+        leader as usize - 1,
+        "spread",
+        &[(0, &[1]), (1, &[2]), (2, &[3])],
+    )
+    .await;
+    assert_eq!(code, ErrorCode::None, "{msg:?}");
     cluster.brokers[victim].kill9();
     let watcher = leader as usize - 1;
     wait_listed(&cluster, watcher, victim_id, false).await;

@@ -62,12 +62,13 @@ pub const FORWARD_CALL_TIMEOUT: Duration = Duration::from_secs(15);
 const EVENTS_MAX: usize = 8192;
 /// Entries applied between two compactions of the Raft log.
 const COMPACT_EVERY: u64 = 1000;
-/// A broker the active controller has not heard from for this long gets no new partitions
-/// (followers answer the leader's heartbeats every 100 ms). Shorter than the quickest election
-/// (0.5 s of silence), so a leader just elected after its predecessor died never places a
-/// partition on the dead one (with 1 s it did, when the election was quick: the new topic's
-/// leader was a dead broker until it was fenced).
-const PLACEMENT_LIVENESS: Duration = Duration::from_millis(400);
+/// A broker the active controller has not heard from for this long, or not at all since it
+/// became the leader, gets no new partitions (followers answer the leader's heartbeats every
+/// 100 ms). Counting only what was heard in its own leadership keeps a leader just elected
+/// after its predecessor died from placing partitions on the dead one (the messages it had from
+/// it as a follower are recent); the window itself tolerates followers answering late on a
+/// loaded machine (with 0.4 s, a busy CI machine placed a whole topic on the leader alone).
+const PLACEMENT_LIVENESS: Duration = Duration::from_millis(1000);
 /// How often the leader checks brokers' sessions.
 const SESSION_CHECK: Duration = Duration::from_millis(250);
 
@@ -296,6 +297,8 @@ pub struct Quorum {
     /// When each voter was last heard from, by a message received (never reset): placement
     /// takes only brokers heard from within `PLACEMENT_LIVENESS`.
     last_message: RefCell<HashMap<u32, Instant>>,
+    /// When this broker last became the quorum's leader (placement counts only messages since).
+    leading_since: Cell<Instant>,
     /// The receiving end of `events` and the node, until `start` moves them into the driver.
     pending: RefCell<Option<(QuorumNode, mpsc::Receiver<Event>)>>,
     /// The quorum's client endpoint (set by `start`), and connections for forwarded requests.
@@ -364,6 +367,7 @@ impl Quorum {
             shard: OnceCell::new(),
             last_heard: RefCell::new(HashMap::new()),
             last_message: RefCell::new(HashMap::new()),
+            leading_since: Cell::new(Instant::now()),
             pending: RefCell::new(Some((recovered.node, rx))),
             endpoint: OnceCell::new(),
             foreign_warned: Cell::new(None),
@@ -1101,6 +1105,7 @@ impl Quorum {
             if l.leader == Some(u64::from(self.me)) {
                 // A new leader starts every session afresh, learners' too.
                 let now = Instant::now();
+                self.leading_since.set(now);
                 let mut heard = self.last_heard.borrow_mut();
                 for v in &self.voters {
                     heard.insert(v.id, now);
@@ -1334,6 +1339,7 @@ impl MetadataLog for QuorumLog {
     fn placeable_brokers(&self) -> Vec<u32> {
         let q = &self.0;
         let heard = q.last_message.borrow();
+        let since = q.leading_since.get();
         q.state
             .borrow()
             .brokers
@@ -1343,7 +1349,7 @@ impl MetadataLog for QuorumLog {
                 b.id == q.me
                     || heard
                         .get(&b.id)
-                        .is_some_and(|t| t.elapsed() < PLACEMENT_LIVENESS)
+                        .is_some_and(|t| *t >= since && t.elapsed() < PLACEMENT_LIVENESS)
             })
             .map(|b| b.id)
             .collect()
