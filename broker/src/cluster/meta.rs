@@ -250,16 +250,19 @@ pub enum MetaError {
     },
 }
 
+/// Whether broker `id` may lead or join an ISR: registered, not fenced, not controller-only.
+fn can_lead(brokers: &BTreeMap<u32, BrokerMeta>, id: u32) -> bool {
+    brokers
+        .get(&id)
+        .is_some_and(|m| !m.fenced && !m.controller_only)
+}
+
 impl MetadataState {
     /// Elects leaders and shrinks ISRs after a change of brokers' liveness; `restarted`: a
     /// broker that registered again (its leaderships move as after a fence).
     fn reelect(&mut self, restarted: Option<u32>) {
         let brokers = &self.brokers;
-        let live = |b: u32| {
-            brokers
-                .get(&b)
-                .is_some_and(|m| !m.fenced && !m.controller_only)
-        };
+        let live = |b: u32| can_lead(brokers, b);
         for t in self.topics.values_mut() {
             let unclean = t
                 .configs
@@ -409,7 +412,7 @@ impl MetadataState {
                 isr,
             } => {
                 let brokers = &self.brokers;
-                let live = |b: u32| brokers.get(&b).is_some_and(|m| !m.fenced);
+                let live = |b: u32| can_lead(brokers, b);
                 let p = self
                     .topics
                     .get_mut(topic)
@@ -436,11 +439,7 @@ impl MetadataState {
                 p.isr = isr.clone();
                 p.partition_epoch = p.partition_epoch.wrapping_add(1);
                 let brokers = &self.brokers;
-                super::election::prefer(p, |b: u32| {
-                    brokers
-                        .get(&b)
-                        .is_some_and(|m| !m.fenced && !m.controller_only)
-                });
+                super::election::prefer(p, |b: u32| can_lead(brokers, b));
             }
         }
         self.version = next_version;

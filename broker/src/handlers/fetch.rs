@@ -43,18 +43,8 @@ struct Target {
 }
 
 pub(super) async fn handle(shard: &Rc<Shard>, req: FetchRequest) -> Answer {
-    let started = Instant::now();
     let snapshot = shard.snapshot();
-    let max_wait =
-        Duration::from_millis(u64::from(req.max_wait_ms).min(shard.config.fetch_max_wait_ms));
-    let deadline = started + max_wait;
-    // The broker's cap, whatever the request says (0 asks for the cap): a response always fits
-    // a frame, and what one fetch holds in memory is bounded.
-    let cap = shard.config.fetch_max_bytes as usize;
-    let response_max = match req.max_bytes as usize {
-        0 => cap,
-        n => n.min(cap),
-    };
+    let (deadline, response_max) = fetch_bounds(shard, req.max_wait_ms, req.max_bytes);
     let mut failed = false;
 
     let mut topics = Vec::with_capacity(req.topics.len());
@@ -206,6 +196,21 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: FetchRequest) -> Answer {
         payload: payload.into_chunks(),
         failed,
     }
+}
+
+/// When a fetch (a consumer's or a follower's) must answer and how many record bytes it may
+/// hold: the request's wait and size, within the broker's caps whatever the request says (0
+/// bytes asks for the cap), so a response always fits a frame and what one fetch holds in
+/// memory is bounded.
+pub(super) fn fetch_bounds(shard: &Shard, max_wait_ms: u32, max_bytes: u32) -> (Instant, usize) {
+    let max_wait =
+        Duration::from_millis(u64::from(max_wait_ms).min(shard.config.fetch_max_wait_ms));
+    let cap = shard.config.fetch_max_bytes as usize;
+    let response_max = match max_bytes as usize {
+        0 => cap,
+        n => n.min(cap),
+    };
+    (Instant::now() + max_wait, response_max)
 }
 
 /// What a fetch has read of one partition so far.

@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use quiver_proto::api::cluster::{
     EpochEndOffset, ReplicaFetchPartitionResponse, ReplicaFetchRequest, ReplicaFetchResponse,
@@ -71,15 +71,8 @@ pub(super) async fn replica_fetch(
         Some(b) if b.fenced => return refuse(ErrorCode::BrokerNotAvailable),
         _ => {}
     }
-    let started = Instant::now();
-    let max_wait =
-        Duration::from_millis(u64::from(req.max_wait_ms).min(shard.config.fetch_max_wait_ms));
-    let deadline = started + max_wait;
-    let cap = shard.config.fetch_max_bytes as usize;
-    let response_max = match req.max_bytes as usize {
-        0 => cap,
-        n => n.min(cap),
-    };
+    let (deadline, response_max) =
+        super::fetch::fetch_bounds(shard, req.max_wait_ms, req.max_bytes);
 
     let mut failed = false;
     let mut topics = Vec::with_capacity(req.topics.len());
