@@ -219,7 +219,7 @@ async fn three_brokers_agree_on_metadata_and_clients_follow_leaders() {
     admin
         .create_topic(NewTopic::new("orders", 6))
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("creating a topic: {e}\n{}", cluster.logs()));
     let err = admin
         .create_topic(NewTopic::new("orders", 6))
         .await
@@ -295,7 +295,7 @@ async fn replicas_spread_over_racks_and_only_the_leader_serves_a_partition() {
     admin
         .create_topic(NewTopic::new("replicated", 6).replication_factor(2))
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("creating a topic: {e}\n{}", cluster.logs()));
     let placed = placement(&cluster, 1, "replicated").await;
     assert_eq!(placed.len(), 6);
     let mut led = BTreeMap::new();
@@ -413,7 +413,7 @@ async fn killing_the_controller_leader_elects_another_and_changes_go_on() {
     admin
         .create_topic(NewTopic::new("before", 1))
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("creating a topic: {e}\n{}", cluster.logs()));
 
     let killed_at = Instant::now();
     cluster.brokers[leader as usize - 1].kill9();
@@ -501,7 +501,7 @@ async fn a_minority_commits_nothing_and_a_stopped_voter_catches_up() {
     admin
         .create_topic(NewTopic::new("while-one-is-away", 2))
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("creating a topic: {e}\n{}", cluster.logs()));
 
     // Both followers frozen: the leader alone is a minority and commits nothing.
     let frozen2 = stop(followers[1]);
@@ -556,7 +556,10 @@ async fn restarting_every_broker_keeps_the_metadata() {
     let mut cluster = Cluster::start(3, &[]);
     let admin = Admin::new(cluster.client().await);
     for t in ["a", "b", "c"] {
-        admin.create_topic(NewTopic::new(t, 3)).await.unwrap();
+        admin
+            .create_topic(NewTopic::new(t, 3))
+            .await
+            .unwrap_or_else(|e| panic!("creating a topic: {e}\n{}", cluster.logs()));
     }
     admin.delete_topic("b").await.unwrap();
     let before = leaders(&cluster, 0, "a").await;
@@ -889,6 +892,51 @@ async fn a_broker_with_another_clusters_data_refuses_to_join() {
     create_via(&b, 0, "still-working").await.unwrap();
 }
 
+/// Opening a new topic's partition logs can take seconds on a disk busy with other fsyncs
+/// (here: 400 ms more per log, `STREAMD_FAULT_SLOW_OPEN_MS`). The controller quorum goes on
+/// meanwhile: its driver never waits for the shards. A topic placed on the quorum's leader
+/// alone takes it 2.4 s to open; the others, not slowed, would elect another leader if it
+/// stopped sending heartbeats that long. No election, and the creation is answered once in
+/// force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_apply_does_not_cost_the_quorum_its_leader() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::unstarted(3, &[]);
+    for b in &mut cluster.brokers {
+        b.envs
+            .push(("STREAMD_FAULT_SLOW_OPEN_MS".into(), "400".into()));
+        b.envs
+            .push(("STREAMD_OFFSETS_TOPIC_PARTITIONS".into(), "1".into()));
+    }
+    cluster.launch(&[0, 1, 2]);
+    let admin = Admin::new(cluster.client().await);
+    let before = admin.describe_quorum().await.unwrap();
+    let leader = [before.controller.expect("a controller")];
+    for name in ["slow", "slower"] {
+        let on_leader: Vec<(u32, &[u32])> = (0..6).map(|p| (p, &leader[..])).collect();
+        let started = Instant::now();
+        let (code, message) = create_assigned(&cluster, 0, name, &on_leader).await;
+        assert_eq!(
+            code,
+            ErrorCode::None,
+            "creating {name}: {message:?}\n{}",
+            cluster.logs()
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(2400),
+            "the fault took effect: {name} in force after {:?}",
+            started.elapsed()
+        );
+    }
+    let after = admin.describe_quorum().await.unwrap();
+    assert_eq!(
+        (after.term, after.controller),
+        (before.term, before.controller),
+        "the quorum kept its term and leader while applying\n{}",
+        cluster.logs()
+    );
+}
+
 /// Consumer groups on a cluster: each group is coordinated by the broker that leads its
 /// offsets partition (FindCoordinator names it from any broker); a member subscribed through
 /// one broker gets every partition, reads every record, and its commits are read back through
@@ -901,7 +949,7 @@ async fn consumer_groups_find_their_coordinator_on_any_broker() {
     admin
         .create_topic(NewTopic::new("events", 3))
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("creating a topic: {e}\n{}", cluster.logs()));
     produce_keyed(&cluster, 1, "events", 90).await;
     // Groups whose offsets partitions are led by different brokers.
     for group in ["g-one", "g-two", "g-three"] {
@@ -956,7 +1004,7 @@ async fn a_broker_that_ran_alone_carries_its_topics_into_a_new_cluster() {
     admin
         .create_topic(NewTopic::new("legacy", 2))
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("creating a topic: {e}\n{}", cluster.logs()));
     let legacy_id = admin.describe_topic("legacy").await.unwrap().id;
     let producer = Producer::new(alone.clone(), ProducerConfig::default()).unwrap();
     for i in 0..50 {
@@ -1052,7 +1100,10 @@ async fn a_controller_only_voter_votes_but_holds_no_partitions() {
     }
     // Partitions, internal ones included, go to the two brokers only.
     let admin = Admin::new(cluster.client_via(&[2]).await);
-    admin.create_topic(NewTopic::new("work", 6)).await.unwrap();
+    admin
+        .create_topic(NewTopic::new("work", 6))
+        .await
+        .unwrap_or_else(|e| panic!("creating a topic: {e}\n{}", cluster.logs()));
     for topic in ["work", "__consumer_offsets"] {
         for (p, (leader, replicas, ..)) in placement(&cluster, 0, topic).await {
             assert!(!replicas.contains(&3), "{topic}/{p} on {replicas:?}");
@@ -1121,7 +1172,7 @@ async fn a_broker_that_is_not_a_voter_follows_the_log_and_takes_partitions() {
     admin
         .create_topic(NewTopic::new("before", 3))
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("creating a topic: {e}\n{}", cluster.logs()));
     let four = cluster.add_broker_only(&["--broker-session-timeout-ms", "1500"]);
     cluster.launch(&[four]);
     // It knows what was made before it came, and every broker lists it.
@@ -1147,7 +1198,7 @@ async fn a_broker_that_is_not_a_voter_follows_the_log_and_takes_partitions() {
     Admin::new(cluster.client_via(&[four]).await)
         .create_topic(NewTopic::new("spread", 8))
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("creating a topic: {e}\n{}", cluster.logs()));
     let led = leaders(&cluster, four, "spread").await;
     assert_eq!(
         led.values().filter(|l| **l == Some(4)).count(),

@@ -56,6 +56,7 @@ async fn read_all(cluster: &Cluster, via: &[usize], topic: &str, n: usize) -> Ve
     );
     consumer.assign_topic(topic).await.unwrap();
     let mut got = Vec::new();
+    let mut errors = 0usize;
     let deadline = Instant::now() + Duration::from_secs(30);
     while got.len() < n && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(500)).await {
@@ -66,9 +67,32 @@ async fn read_all(cluster: &Cluster, via: &[usize], topic: &str, n: usize) -> Ve
             }
             // A retriable error while leaderships settle (the consumer refreshes and goes on);
             // anything else fails the test.
-            Err(e) if e.is_retriable() => eprintln!("poll: {e} (retrying)"),
+            Err(e) if e.is_retriable() => {
+                errors += 1;
+                if errors.is_power_of_two() {
+                    eprintln!("poll: {e} (retrying; {errors} so far)");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             Err(e) => panic!("poll: {e}\n{}", cluster.logs()),
         }
+    }
+    if got.len() < n {
+        let mut views = Vec::new();
+        for i in 0..cluster.brokers.len() {
+            if cluster.brokers[i].child.is_some() {
+                views.push(format!(
+                    "via broker {}: {:?}",
+                    i + 1,
+                    roles(cluster, i, topic).await
+                ));
+            }
+        }
+        eprintln!(
+            "read {} of {n} records of {topic} in 30 s; (leader, ISR) by partition:\n{}",
+            got.len(),
+            views.join("\n")
+        );
     }
     got
 }
@@ -182,10 +206,24 @@ fn stored_batches(data_dir: &Path, topic: &str, partition: u32) -> Vec<Vec<u8>> 
 
 /// Asserts that every broker's copy of a partition holds the same batches, byte for byte; if
 /// not, says where they part (index, and each copy's base offset and leader epoch there).
-fn same_batches(copies: &[Vec<Vec<u8>>], partition: u32) {
+fn same_batches(copies: &[Vec<Vec<u8>>], partition: u32, logs: &str) {
     let head = |b: Option<&Vec<u8>>| {
         b.and_then(|b| quiver_proto::batch::header(b).ok())
             .map(|h| (h.base_offset.get(), h.leader_epoch.get(), h.batch_len.get()))
+    };
+    // Each copy as runs of one epoch: (epoch, first base offset, batches).
+    let epochs = |c: &Vec<Vec<u8>>| {
+        let mut runs: Vec<(u32, u64, usize)> = Vec::new();
+        for b in c {
+            let Some((base, epoch, _)) = head(Some(b)) else {
+                continue;
+            };
+            match runs.last_mut() {
+                Some(r) if r.0 == epoch => r.2 += 1,
+                _ => runs.push((epoch, base, 1)),
+            }
+        }
+        runs
     };
     for (i, c) in copies.iter().enumerate().skip(1) {
         if *c == copies[0] {
@@ -194,15 +232,40 @@ fn same_batches(copies: &[Vec<Vec<u8>>], partition: u32) {
         let at = (0..c.len().max(copies[0].len()))
             .find(|&k| c.get(k) != copies[0].get(k))
             .unwrap();
+        let runs: Vec<String> = copies
+            .iter()
+            .enumerate()
+            .map(|(j, c)| format!("broker {}: {:?}", j + 1, epochs(c)))
+            .collect();
+        let relevant: Vec<&str> = logs
+            .lines()
+            .filter(|l| {
+                l.starts_with("----")
+                    || [
+                        "replication",
+                        "leader",
+                        "ISR",
+                        "isr",
+                        "truncat",
+                        "epoch",
+                        "ready",
+                    ]
+                    .iter()
+                    .any(|w| l.contains(w))
+            })
+            .collect();
         panic!(
             "partition {partition}: broker 1 holds {} batches, broker {} {}; they part at batch \
-             {at}: (base offset, epoch, length) {:?} against {:?}; the batch before: {:?}",
+             {at}: (base offset, epoch, length) {:?} against {:?}; the batch before: {:?}\n\
+             epochs (epoch, first offset, batches):\n{}\nthe brokers' logs on replication:\n{}",
             copies[0].len(),
             i + 1,
             c.len(),
             head(copies[0].get(at)),
             head(c.get(at)),
             head(copies[0].get(at.wrapping_sub(1))),
+            runs.join("\n"),
+            relevant.join("\n"),
         );
     }
 }
@@ -223,7 +286,7 @@ async fn acknowledged_records_survive_the_leaders_death_and_replicas_agree() {
                 .config("min.insync.replicas", "2"),
         )
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("creating a topic: {e}\n{}", cluster.logs()));
     let all3 = |r: &BTreeMap<u32, (Option<u32>, Vec<u32>)>| {
         r.values()
             .all(|(l, isr)| l.is_some() && isr == &vec![1, 2, 3])
@@ -296,7 +359,7 @@ async fn acknowledged_records_survive_the_leaders_death_and_replicas_agree() {
         let copies: Vec<Vec<Vec<u8>>> = (0..3)
             .map(|i| stored_batches(&cluster.brokers[i].data_dir(), "r", p))
             .collect();
-        same_batches(&copies, p);
+        same_batches(&copies, p, &cluster.logs());
     }
 }
 
@@ -323,7 +386,7 @@ async fn committed_offsets_survive_the_coordinators_death() {
     admin
         .create_topic(NewTopic::new("events", 3).replication_factor(3))
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("creating a topic: {e}\n{}", cluster.logs()));
     produce_all(&cluster, &[0, 1, 2], "events", "e", 300).await;
     let mut consumer = Consumer::new(
         cluster.client().await,
@@ -653,7 +716,7 @@ async fn sigterm_hands_leaderships_over_and_a_rolling_restart_loses_nothing() {
                 .config("min.insync.replicas", "2"),
         )
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("creating a topic: {e}\n{}", cluster.logs()));
     let all3 = |r: &BTreeMap<u32, (Option<u32>, Vec<u32>)>| {
         r.values()
             .all(|(l, isr)| l.is_some() && isr == &vec![1, 2, 3])
@@ -759,7 +822,7 @@ async fn acks_all_survives_kill_9_of_every_broker_at_once() {
                 .config("min.insync.replicas", "2"),
         )
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("creating a topic: {e}\n{}", cluster.logs()));
     let all3 = |r: &BTreeMap<u32, (Option<u32>, Vec<u32>)>| {
         r.values()
             .all(|(l, isr)| l.is_some() && isr == &vec![1, 2, 3])
@@ -811,7 +874,7 @@ async fn faults_under_load_lose_duplicate_and_reorder_nothing() {
                 .config("min.insync.replicas", "2"),
         )
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("creating a topic: {e}\n{}", cluster.logs()));
     let all3 = |r: &BTreeMap<u32, (Option<u32>, Vec<u32>)>| {
         r.values()
             .all(|(l, isr)| l.is_some() && isr == &vec![1, 2, 3])
@@ -958,6 +1021,6 @@ async fn faults_under_load_lose_duplicate_and_reorder_nothing() {
         let copies: Vec<Vec<Vec<u8>>> = (0..3)
             .map(|i| stored_batches(&cluster.brokers[i].data_dir(), "chaos", p))
             .collect();
-        same_batches(&copies, p);
+        same_batches(&copies, p, &cluster.logs());
     }
 }

@@ -165,6 +165,27 @@ impl Error {
             _ => false,
         }
     }
+
+    /// Whether the client's idea of leaders or topics may be stale after this error (a
+    /// broker that no longer leads, a topic it does not know, a connection lost): refresh the
+    /// metadata before trying again.
+    pub fn needs_metadata(&self) -> bool {
+        match self {
+            Error::Transport { .. } => true,
+            _ => matches!(
+                self.code(),
+                Some(
+                    ErrorCode::NotLeaderOrFollower
+                        | ErrorCode::LeaderNotAvailable
+                        | ErrorCode::UnknownTopicOrPartition
+                        | ErrorCode::BrokerNotAvailable
+                        | ErrorCode::FencedLeaderEpoch
+                        | ErrorCode::UnknownLeaderEpoch
+                        | ErrorCode::ReplicaNotAvailable
+                )
+            ),
+        }
+    }
 }
 
 /// `Result` with the SDK's [`Error`].

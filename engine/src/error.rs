@@ -64,6 +64,10 @@ pub enum Error {
         gap_at: Offset,
         end: Offset,
     },
+    /// A replica's append whose source is no longer its leader (leadership moved while it
+    /// was under way). Nothing of it was written.
+    #[error("the replica no longer follows the leader these batches came from")]
+    Superseded,
     /// An idempotent producer's batch that does not continue its sequence (see `producers`).
     /// Nothing of the append was written.
     #[error("{message}")]

@@ -78,7 +78,7 @@ fn a_follower_keeps_its_leaders_offsets_and_epochs_and_finds_where_epochs_end() 
             .unwrap();
         assert_eq!(follower.last_epoch().await.unwrap(), None);
         for chunk in all.chunks(7) {
-            follower.append_replica(chunk).await.unwrap();
+            follower.append_replica(chunk, &|| true).await.unwrap();
         }
         assert_eq!(follower.end_offset(), end);
         assert_eq!(follower.durable_end(), end);
@@ -102,12 +102,12 @@ fn a_follower_keeps_its_leaders_offsets_and_epochs_and_finds_where_epochs_end() 
             vec![extra(Offset(end.0 - 1))],
             vec![extra(end), extra(end)],
         ] {
-            let got = follower.append_replica(&bad).await;
+            let got = follower.append_replica(&bad, &|| true).await;
             assert!(matches!(got, Err(Error::NotContiguous { .. })), "{got:?}");
             assert_eq!(follower.end_offset(), end);
         }
         follower
-            .append_replica(&[extra(end), extra(end.plus(2))])
+            .append_replica(&[extra(end), extra(end.plus(2))], &|| true)
             .await
             .unwrap();
         assert_eq!(follower.end_offset(), end.plus(4));
@@ -115,7 +115,7 @@ fn a_follower_keeps_its_leaders_offsets_and_epochs_and_finds_where_epochs_end() 
         // Divergence: the follower cuts back to where epoch 3 ends and takes epoch 7 again.
         follower.truncate(e7_start).await.unwrap();
         assert_eq!(follower.last_epoch().await.unwrap(), Some(LeaderEpoch(3)));
-        follower.append_replica(&all[50..]).await.unwrap();
+        follower.append_replica(&all[50..], &|| true).await.unwrap();
         assert_eq!(follower.end_offset(), end);
         leader.close().await.unwrap();
         follower.close().await.unwrap();

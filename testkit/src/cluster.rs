@@ -182,12 +182,12 @@ impl Cluster {
         None
     }
 
-    /// Every broker's log, for a failing test's message.
+    /// Every broker's log (every run of it), for a failing test's message.
     pub fn logs(&self) -> String {
         self.brokers
             .iter()
             .enumerate()
-            .map(|(i, b)| format!("---- broker {} ----\n{}", i + 1, b.log()))
+            .map(|(i, b)| format!("---- broker {} ----\n{}", i + 1, b.full_log()))
             .collect::<Vec<_>>()
             .join("\n")
     }

@@ -98,6 +98,20 @@ impl Broker {
     /// none is ready before a majority runs).
     pub fn launch(&mut self, port: Option<u16>) -> Launch {
         let listen = SocketAddr::new(self.listen_ip, port.unwrap_or(0)).to_string();
+        // An earlier run's log goes on in `streamd.earlier.log` (`full_log`): a failing test
+        // after a restart shows what happened before it too.
+        let log = self.dir.join("streamd.log");
+        if let Ok(earlier) = std::fs::read(&log) {
+            use std::io::Write as _;
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join("streamd.earlier.log"))
+            {
+                let _ = f.write_all(&earlier);
+                let _ = writeln!(f, "---- (the process stopped; started again) ----");
+            }
+        }
         let mut child = Command::new(streamd_path())
             .current_dir(&self.dir)
             .args([
@@ -106,7 +120,7 @@ impl Broker {
                 "--metrics-listen",
                 "127.0.0.1:0",
                 "--log-level",
-                "info",
+                &std::env::var("QUIVER_TEST_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
             ])
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -156,8 +170,16 @@ impl Broker {
         Ok(())
     }
 
+    /// The log of the process running now (or last).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("streamd.log")).unwrap_or_default()
+    }
+
+    /// The logs of every run of this broker, the earliest first.
+    pub fn full_log(&self) -> String {
+        let earlier =
+            std::fs::read_to_string(self.dir.join("streamd.earlier.log")).unwrap_or_default();
+        earlier + &self.log()
     }
 
     pub fn ca(&self) -> PathBuf {

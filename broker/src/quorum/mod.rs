@@ -9,12 +9,15 @@
 //! - **The driver** (`drive`) hands events to the node, ticks it, and when raft has a `Ready`
 //!   runs `poll_ready` on glommio's blocking pool (it writes and fdatasyncs the Raft store), so
 //!   shard 0's partitions do not stall on it. Then it queues the messages for their peers
-//!   (`transport`), and applies what was committed.
-//! - **Apply** (`apply`): each committed command is applied to the `MetadataState`, in log
-//!   order, on every broker; when the state changed, every shard of this broker gets the new
-//!   snapshot (`Shard::broadcast_apply`: logs opened, closed, deleted) before the proposer on
-//!   this broker hears the outcome. So an admin request is answered only when its change is
-//!   committed by a majority and in force on the broker that answered.
+//!   (`transport`), and hands what was committed to the apply task.
+//! - **Apply** (`apply_committed`, a task of its own): each committed command is applied to the
+//!   `MetadataState`, in log order, on every broker; when the state changed, every shard of
+//!   this broker gets the new snapshot (`Shard::broadcast_apply`: logs opened, closed,
+//!   deleted) before the proposer on this broker hears the outcome. So an admin request is
+//!   answered only when its change is committed by a majority and in force on the broker that
+//!   answered. The driver never waits for it: opening a new topic's partition logs can take
+//!   seconds on a busy disk, and a driver that stopped ticking and answering its peers that
+//!   long would cost the quorum its leader (check-quorum) and the proposals in flight.
 //! - **Compaction**: every `COMPACT_EVERY` applied entries, the state is written as the Raft
 //!   snapshot and the log before it dropped; a voter too far behind receives the snapshot.
 //!
@@ -56,6 +59,8 @@ use crate::runtime::Shard;
 
 /// Longest a proposal waits to be committed and applied here.
 pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Applying committed metadata that takes this long is logged.
+const SLOW_APPLY: Duration = Duration::from_secs(1);
 /// Longest wait for the active controller's answer to a forwarded admin request.
 pub const FORWARD_CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Events waiting for the driver before new ones are dropped (raft tolerates lost messages).
@@ -428,7 +433,9 @@ impl Quorum {
                 ),
             );
         }
-        glommio::spawn_local(self.clone().drive(node, rx, peers)).detach();
+        let (apply_tx, apply_rx) = mpsc::unbounded();
+        glommio::spawn_local(self.clone().apply_committed(apply_rx)).detach();
+        glommio::spawn_local(self.clone().drive(node, rx, peers, apply_tx)).detach();
         glommio::spawn_local(self.clone().check_sessions()).detach();
         Ok(())
     }
@@ -927,6 +934,22 @@ impl Quorum {
                     Some(l) => format!("broker {l} leads it"),
                     None => "it has no leader".to_string(),
                 };
+                let reading = self.status.read();
+                let heard: Vec<String> = self
+                    .last_message
+                    .borrow()
+                    .iter()
+                    .map(|(id, at)| format!("{id}: {} ms ago", at.elapsed().as_millis()))
+                    .collect();
+                tracing::warn!(
+                    term = reading.term,
+                    commit = reading.commit,
+                    applied = self.applied.get(),
+                    progress = ?reading.progress,
+                    heard_from = ?heard,
+                    "a proposal was not committed and applied within {} s ({leader})",
+                    SUBMIT_TIMEOUT.as_secs()
+                );
                 Err(MetaError::Unavailable(format!(
                     "not committed within {} s ({leader}); it may still commit",
                     SUBMIT_TIMEOUT.as_secs()
@@ -940,6 +963,7 @@ impl Quorum {
         mut node: QuorumNode,
         mut rx: mpsc::Receiver<Event>,
         mut peers: BTreeMap<u32, transport::PeerQueue>,
+        apply: mpsc::UnboundedSender<Vec<Apply>>,
     ) {
         let tick = Duration::from_millis(TICK_MS);
         let mut next_tick = Instant::now() + tick;
@@ -1001,7 +1025,7 @@ impl Quorum {
                                 None => tracing::debug!(to, "raft message for an unknown voter"),
                             }
                         }
-                        self.after_ready(&mut node, out).await;
+                        self.after_ready(&mut node, out, &apply);
                     }
                     Err(e) => {
                         // The store failed: stop, and recover from the log on restart.
@@ -1096,7 +1120,14 @@ impl Quorum {
         }
     }
 
-    async fn after_ready(&self, node: &mut QuorumNode, out: Output) {
+    /// After a `Ready`: leadership news, read barriers' indexes, the committed entries handed
+    /// to the apply task, and compaction once enough is applied.
+    fn after_ready(
+        &self,
+        node: &mut QuorumNode,
+        out: Output,
+        apply: &mpsc::UnboundedSender<Vec<Apply>>,
+    ) {
         if let Some(l) = out.leadership {
             match l.leader {
                 Some(id) => tracing::info!(leader = id, term = l.term, "controller quorum leader"),
@@ -1122,14 +1153,13 @@ impl Quorum {
                 }
             }
         }
-        let applied_any = !out.apply.is_empty();
-        if applied_any {
-            self.apply(out.apply).await;
+        if !out.apply.is_empty() && apply.unbounded_send(out.apply).is_err() {
+            tracing::error!("the controller quorum's apply task stopped; stopping");
+            std::process::exit(70);
         }
         self.wake_reads();
-        if !applied_any {
-            return;
-        }
+        // The apply task changes the state and the applied index together, with no await
+        // between them: whenever this runs, the state is the one at `applied`.
         if self.applied.get() >= self.compacted.get() + COMPACT_EVERY {
             let applied = self.applied.get();
             let data = serde_json::to_vec(&*self.state.borrow()).expect("state encodes");
@@ -1137,6 +1167,26 @@ impl Quorum {
             match node.compact(applied, data.into()) {
                 Ok(()) => self.compacted.set(applied),
                 Err(e) => tracing::warn!(error = %e, "compacting the controller quorum log failed"),
+            }
+        }
+    }
+
+    /// The apply task: committed entries in log order, one `Ready`'s worth at a time; read
+    /// barriers wake as their index is applied.
+    async fn apply_committed(self: Rc<Self>, mut committed: mpsc::UnboundedReceiver<Vec<Apply>>) {
+        while let Some(items) = committed.next().await {
+            let started = Instant::now();
+            let count = items.len();
+            self.apply(items).await;
+            self.wake_reads();
+            let took = started.elapsed();
+            if took >= SLOW_APPLY {
+                tracing::warn!(
+                    entries = count,
+                    applied = self.applied.get(),
+                    took_ms = took.as_millis() as u64,
+                    "applying committed metadata was slow (every shard opens and closes its logs)"
+                );
             }
         }
     }

@@ -6,7 +6,9 @@
 //! last batch; one `ReplicaFetch` for all of them (the leader holds it up to
 //! `FETCH_WAIT` while nothing is new); then per partition, concurrently: cut the log back
 //! where the leader says it diverges, or check and append the batches as stored. A partition
-//! the leader refuses (not the leader, another epoch) sits out until metadata changes.
+//! the leader refuses (not the leader, another epoch, a topic it has not applied yet) sits out
+//! until metadata changes here or `BENCH_PAUSE` passes (the leader's metadata may be the one
+//! behind: it catches up without any change here).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -36,6 +38,8 @@ const FETCH_BYTES_MAX: u32 = 16 << 20;
 const PARTITION_BYTES_MAX: u32 = 4 << 20;
 /// Pause after a failed call or a round where the leader refused everything.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How long a partition the leader refused sits out at most.
+const BENCH_PAUSE: Duration = Duration::from_millis(500);
 /// How often the set of fetchers is checked against metadata without a change.
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 
@@ -45,7 +49,21 @@ struct Part {
     key: PartKey,
     topic: String,
     partition: PartitionId,
+    leader: u32,
     leader_epoch: u32,
+}
+
+/// Whether this shard still follows `p`'s leader in `p`'s epoch: a fetch asked before a change
+/// of leader must not cut or extend the log after it (an answer from a deposed leader, or
+/// one arriving after this broker took the lead itself, would put another epoch's batches
+/// where the new leader has its own).
+fn still_follows(shard: &Shard, p: &Part) -> bool {
+    shard.replica_state(&p.key).is_some_and(|r| {
+        let role = r.role();
+        role.leader == p.leader
+            && role.leader_epoch == p.leader_epoch
+            && role.leader != shard.config.broker_id
+    })
 }
 
 /// What the manager and a fetch task share.
@@ -123,6 +141,7 @@ fn wanted(shard: &Shard) -> BTreeMap<u32, Vec<Part>> {
             key,
             topic: name.to_string(),
             partition: key.partition,
+            leader: role.leader,
             leader_epoch: role.leader_epoch,
         });
     }
@@ -133,14 +152,17 @@ async fn fetch_loop(shard: Rc<Shard>, endpoint: Rc<Endpoint>, leader: u32, f: Rc
     let me = shard.config.broker_id;
     let mut conn: Option<ClientConnection> = None;
     let mut warned = false;
-    // The epoch of each log's last batch, known since the last append or truncation.
-    let mut last_epochs: HashMap<PartKey, Option<LeaderEpoch>> = HashMap::new();
-    // Partitions the leader refused, sitting out until metadata changes.
+    // The epoch of each log's last batch, known since this task's last append or truncation
+    // in the partition's current leader epoch (in another, another task or this broker as
+    // leader may have changed the log: it is read from the log again).
+    let mut last_epochs: HashMap<(PartKey, u32), Option<LeaderEpoch>> = HashMap::new();
+    // Partitions the leader refused, sitting out until metadata changes or a pause passes.
     let mut benched: Vec<PartKey> = Vec::new();
     let mut bench_version = shard.snapshot().version;
+    let mut benched_at = std::time::Instant::now();
     while !f.stopped.get() && !shard.shutdown.is_set() {
         let version = shard.snapshot().version;
-        if version != bench_version {
+        if version != bench_version || benched_at.elapsed() >= BENCH_PAUSE {
             benched.clear();
             bench_version = version;
         }
@@ -195,11 +217,12 @@ async fn fetch_loop(shard: Rc<Shard>, endpoint: Rc<Endpoint>, leader: u32, f: Rc
             let Ok(log) = shard.log(&p.key) else {
                 continue;
             };
-            let last = match last_epochs.get(&p.key) {
+            let last = match last_epochs.get(&(p.key, p.leader_epoch)) {
                 Some(e) => *e,
                 None => match log.last_epoch().await {
                     Ok(e) => {
-                        last_epochs.insert(p.key, e);
+                        last_epochs.retain(|(k, _), _| *k != p.key);
+                        last_epochs.insert((p.key, p.leader_epoch), e);
                         e
                     }
                     Err(e) => {
@@ -237,8 +260,18 @@ async fn fetch_loop(shard: Rc<Shard>, endpoint: Rc<Endpoint>, leader: u32, f: Rc
                 .collect(),
         };
         let c = conn.as_ref().expect("connected above");
+        let asked_at = std::time::Instant::now();
         let (resp, payload) = match call(c, request).await {
-            Ok(r) => r,
+            Ok(r) => {
+                tracing::trace!(
+                    leader,
+                    partitions = asked.len(),
+                    bytes = r.1.len(),
+                    took_ms = asked_at.elapsed().as_millis() as u64,
+                    "replication: fetched"
+                );
+                r
+            }
             Err(why) => {
                 tracing::debug!(leader, error = %why, "replication: fetch failed; redialing");
                 if let Some(c) = conn.take() {
@@ -266,7 +299,8 @@ async fn fetch_loop(shard: Rc<Shard>, endpoint: Rc<Endpoint>, leader: u32, f: Rc
                 else {
                     continue;
                 };
-                work.push(apply(&shard, p.clone(), pr, &payload));
+                let sent = last_epochs.get(&(p.key, p.leader_epoch)).copied().flatten();
+                work.push(apply(&shard, p.clone(), sent, pr, &payload));
             }
         }
         for (key, outcome) in futures_util::future::join_all(work).await {
@@ -274,12 +308,15 @@ async fn fetch_loop(shard: Rc<Shard>, endpoint: Rc<Endpoint>, leader: u32, f: Rc
                 Outcome::Appended(e) => {
                     last_epochs.insert(key, Some(e));
                 }
-                Outcome::Unchanged => {}
+                Outcome::Unchanged | Outcome::Superseded => {}
                 Outcome::Truncated | Outcome::Failed => {
                     last_epochs.remove(&key);
                 }
                 Outcome::Refused => {
-                    benched.push(key);
+                    if benched.is_empty() {
+                        benched_at = std::time::Instant::now();
+                    }
+                    benched.push(key.0);
                 }
             }
         }
@@ -297,23 +334,27 @@ enum Outcome {
     Truncated,
     /// The leader refused the partition (metadata must change first).
     Refused,
+    /// Leadership moved while the answer was on its way: it was dropped, the log untouched.
+    Superseded,
     Failed,
 }
 
 async fn apply(
     shard: &Shard,
     p: Part,
+    sent_epoch: Option<LeaderEpoch>,
     pr: ReplicaFetchPartitionResponse,
     payload: &Bytes,
-) -> (PartKey, Outcome) {
-    let key = p.key;
-    let outcome = apply_one(shard, &p, pr, payload).await;
+) -> ((PartKey, u32), Outcome) {
+    let key = (p.key, p.leader_epoch);
+    let outcome = apply_one(shard, &p, sent_epoch, pr, payload).await;
     (key, outcome)
 }
 
 async fn apply_one(
     shard: &Shard,
     p: &Part,
+    sent_epoch: Option<LeaderEpoch>,
     pr: ReplicaFetchPartitionResponse,
     payload: &Bytes,
 ) -> Outcome {
@@ -323,11 +364,17 @@ async fn apply_one(
         | ErrorCode::FencedLeaderEpoch
         | ErrorCode::UnknownLeaderEpoch
         | ErrorCode::ReplicaNotAvailable
-        | ErrorCode::UnknownTopicOrPartition => return Outcome::Refused,
+        | ErrorCode::UnknownTopicOrPartition => {
+            tracing::debug!(topic = %p.topic, partition = p.partition.0, code = ?pr.error_code, "replication: the leader refused the partition; it sits out a moment");
+            return Outcome::Refused;
+        }
         code => {
             tracing::warn!(topic = %p.topic, partition = p.partition.0, ?code, "replication: the leader could not serve the partition");
             return Outcome::Refused;
         }
+    }
+    if !still_follows(shard, p) {
+        return Outcome::Superseded;
     }
     let Ok(log) = shard.log(&p.key) else {
         return Outcome::Failed;
@@ -345,10 +392,22 @@ async fn apply_one(
                 return Outcome::Failed;
             }
         };
+        if !still_follows(shard, p) {
+            return Outcome::Superseded;
+        }
         let to = local
             .map_or(log.start_offset(), |(_, end)| end)
             .min(d.end_offset);
-        tracing::info!(topic = %p.topic, partition = p.partition.0, from = log.end_offset().0, to = to.0, epoch = d.epoch.0, "replication: log diverged from the leader's; truncating");
+        tracing::info!(
+            topic = %p.topic,
+            partition = p.partition.0,
+            from = log.end_offset().0,
+            to = to.0,
+            last_epoch_sent = ?sent_epoch.map(|e| e.0),
+            leader_epoch_end = ?(d.epoch.0, d.end_offset.0),
+            local_epoch_end = ?local.map(|(e, o)| (e.0, o.0)),
+            "replication: log diverged from the leader's; truncating"
+        );
         return match log.truncate(to.max(log.start_offset())).await {
             Ok(_) => Outcome::Truncated,
             Err(e) => {
@@ -395,11 +454,15 @@ async fn apply_one(
         return Outcome::Failed;
     };
     let n: u64 = batches.iter().map(|b| b.len() as u64).sum();
-    match log.append_replica(&batches).await {
+    match log
+        .append_replica(&batches, &|| still_follows(shard, p))
+        .await
+    {
         Ok(_) => {
             shard.metrics.replica_bytes_in.fetch_add(n, Relaxed);
             Outcome::Appended(last)
         }
+        Err(quiver_engine::Error::Superseded) => Outcome::Superseded,
         Err(e) => {
             tracing::warn!(topic = %p.topic, partition = p.partition.0, error = %e, "replication: append failed");
             Outcome::Failed

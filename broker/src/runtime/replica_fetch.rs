@@ -71,6 +71,17 @@ impl Shard {
                     Some(_) => None,
                 };
                 if let Some(d) = diverging {
+                    tracing::info!(
+                        follower,
+                        partition = ask.key.partition.0,
+                        fetch_offset = ask.fetch_offset.0,
+                        last_epoch = e.0,
+                        leader_epoch = role.leader_epoch,
+                        log_start = start.0,
+                        written = written.0,
+                        epoch_end = ?end.map(|(e, o)| (e.0, o.0)),
+                        "a follower's log diverges from this leader's: it truncates first"
+                    );
                     return Ok(ReplicaRead {
                         diverging: Some(d),
                         high_watermark: self.visible_end(&ask.key, &log),

@@ -749,6 +749,7 @@ impl Shard {
                     }
                     Some(Slot::Failed(_)) => {}
                     None => {
+                        slow_open_fault().await;
                         let dir = crate::cluster::dirs::partition_dir(
                             &self.config.data_dir,
                             &topic.meta.dir_name(),
@@ -945,3 +946,16 @@ pub async fn sleep_until(deadline: Instant) {
 
 /// Upper bound for one cross-shard wait: even a cancelled fetch's waiters go by then.
 pub const WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// Test builds only: `STREAMD_FAULT_SLOW_OPEN_MS=<n>` makes opening a partition log that a
+/// metadata change placed here take n ms longer, as on a disk busy with other fsyncs (the
+/// cluster tests check that the controller quorum keeps its leader meanwhile).
+async fn slow_open_fault() {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("STREAMD_FAULT_SLOW_OPEN_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        glommio::timer::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+}

@@ -219,13 +219,18 @@ pub(crate) async fn list_offsets_raw(
                 .find(|p| p.partition == tp.partition)
                 .ok_or_else(|| Error::Protocol(format!("no ListOffsets answer for {tp}")))?;
             if p.error_code != ErrorCode::None {
-                return Err(Error::broker(
+                let e = Error::broker(
                     p.error_code,
                     Some(format!(
                         "listing offsets of {tp}: {}",
                         p.error_code.description()
                     )),
-                ));
+                );
+                // The leader moved (or the topic changed): the caller's retry asks the new one.
+                if e.needs_metadata() {
+                    let _ = client.refresh_metadata(Some(vec![tp.topic.clone()])).await;
+                }
+                return Err(e);
             }
             out.push((tp.clone(), p.offset));
         }

@@ -427,7 +427,7 @@ async fn send_request(shared: Arc<Shared>, draft: Draft) {
             }
         }
         if let Outcome::Failed(e) = &outcome {
-            refresh |= needs_metadata(e);
+            refresh |= e.needs_metadata();
         }
     }
     let mut spare = Vec::new();
@@ -537,24 +537,5 @@ fn outcome_of(resp: &ProduceResponse, topic: &str, partition: PartitionId) -> Ou
             log_append_time: p.log_append_time_ms,
         },
         Some(p) => Outcome::Failed(Error::broker(p.error_code, p.error_message.clone())),
-    }
-}
-
-/// Errors after which the client's idea of leaders or topics may be stale.
-fn needs_metadata(e: &Error) -> bool {
-    match e {
-        Error::Transport { .. } => true,
-        _ => matches!(
-            e.code(),
-            Some(
-                ErrorCode::NotLeaderOrFollower
-                    | ErrorCode::LeaderNotAvailable
-                    | ErrorCode::UnknownTopicOrPartition
-                    | ErrorCode::BrokerNotAvailable
-                    | ErrorCode::FencedLeaderEpoch
-                    | ErrorCode::UnknownLeaderEpoch
-                    | ErrorCode::ReplicaNotAvailable
-            )
-        ),
     }
 }

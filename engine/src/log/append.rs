@@ -44,12 +44,20 @@ impl PartitionLog {
     /// follower that becomes leader knows every producer's sequence. Durable as [`append`]
     /// under the flush policy.
     ///
+    /// `still` is asked at the moment the batches would be staged (after any wait for a roll or
+    /// a truncation): `false` (the replica no longer follows the leader they came from, say it
+    /// leads now) is [`Error::Superseded`] and nothing is written.
+    ///
     /// [`append`]: PartitionLog::append
-    pub async fn append_replica(&self, batches: &[ValidBatch]) -> Result<AppendInfo> {
-        self.append_as(batches, Stamp::Replica).await
+    pub async fn append_replica(
+        &self,
+        batches: &[ValidBatch],
+        still: &dyn Fn() -> bool,
+    ) -> Result<AppendInfo> {
+        self.append_as(batches, Stamp::Replica(still)).await
     }
 
-    async fn append_as(&self, batches: &[ValidBatch], stamp: Stamp) -> Result<AppendInfo> {
+    async fn append_as(&self, batches: &[ValidBatch], stamp: Stamp<'_>) -> Result<AppendInfo> {
         let shared = &self.shared;
         let total: u64 = batches.iter().map(|b| b.len() as u64).sum();
         if total > APPEND_BYTES_MAX {
@@ -92,7 +100,10 @@ impl PartitionLog {
                     if !roll {
                         let verdict = match stamp {
                             Stamp::Leader(_) => s.producers.check(batches)?,
-                            Stamp::Replica => {
+                            Stamp::Replica(still) => {
+                                if !still() {
+                                    return Err(Error::Superseded);
+                                }
                                 contiguous(s.commit.staged_end(), batches)?;
                                 Verdict::Append
                             }
@@ -161,12 +172,12 @@ impl PartitionLog {
 }
 
 /// How an append's batches get their offsets and leader epochs.
-#[derive(Clone, Copy, Debug)]
-enum Stamp {
+#[derive(Clone, Copy)]
+enum Stamp<'a> {
     /// From the log end, and this epoch if given (a leader's append).
     Leader(Option<LeaderEpoch>),
-    /// As they come (a follower's copy of its leader's batches).
-    Replica,
+    /// As they come (a follower's copy of its leader's batches), if it still follows.
+    Replica(&'a dyn Fn() -> bool),
 }
 
 /// Checks that a replica's batches continue a log ending at `end`, back to back.
