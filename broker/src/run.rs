@@ -636,6 +636,8 @@ async fn shard_start(
 
 /// Longest a stopping broker waits for its leaderships to move away before it stops anyway.
 const HANDOFF_MAX: Duration = Duration::from_secs(5);
+/// How long a stopping broker's quorum may have no leader before it gives the hand-over up.
+const NO_QUORUM_WAIT: Duration = Duration::from_millis(1500);
 
 /// A cluster's broker stopping cleanly: asks the quorum to move its leaderships to in-sync
 /// followers and take it out of every ISR (`ControlledShutdown`), and waits until that is
@@ -655,7 +657,31 @@ async fn controlled_shutdown(shard: &Rc<Shard>) {
         .count();
     let started = std::time::Instant::now();
     let cmd = crate::cluster::meta::MetadataCommand::ControlledShutdown { id: me };
-    match crate::quorum::within(HANDOFF_MAX, q.propose(cmd)).await {
+    // The last brokers of a cluster stopping: once the quorum has had no leader for a while
+    // (no majority left), nothing can commit and nobody could take the leaderships over.
+    let leaderless = async {
+        let mut since: Option<std::time::Instant> = None;
+        loop {
+            match (shard.quorum.as_ref().and_then(|s| s.leader()), since) {
+                (Some(_), _) => since = None,
+                (None, None) => since = Some(std::time::Instant::now()),
+                (None, Some(t)) if t.elapsed() >= NO_QUORUM_WAIT => return,
+                (None, Some(_)) => {}
+            }
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let proposed = futures_lite::future::or(
+        async { crate::quorum::within(HANDOFF_MAX, q.propose(cmd)).await },
+        async {
+            leaderless.await;
+            Some(Err(crate::cluster::meta::MetaError::Unavailable(format!(
+                "the controller quorum has had no leader for {} ms (no majority left)",
+                NO_QUORUM_WAIT.as_millis()
+            ))))
+        },
+    );
+    match proposed.await {
         Some(Ok(_)) => tracing::info!(
             leaderships = led,
             elapsed_ms = started.elapsed().as_millis() as u64,

@@ -937,6 +937,36 @@ async fn a_slow_apply_does_not_cost_the_quorum_its_leader() {
     );
 }
 
+/// Stopping a whole cluster with SIGTERM, one broker after another: each hands its leaderships
+/// over while a majority is left; the last one, whose quorum has no leader any more (nothing
+/// can commit, nobody could take over), gives the hand-over up after 1.5 s instead of waiting
+/// out its 5 s bound, and says so. Every broker exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_whole_cluster_does_not_wait_for_a_lost_majority() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::start(3, &[]);
+    for i in 0..3 {
+        assert_eq!(
+            cluster.brokers[i].terminate(),
+            Some(0),
+            "broker {} stops cleanly\n{}",
+            i + 1,
+            cluster.logs()
+        );
+    }
+    let first = cluster.brokers[0].log();
+    assert!(
+        first.contains("controlled shutdown: leaderships moved"),
+        "the first hands over:\n{first}"
+    );
+    let last = cluster.brokers[2].log();
+    assert!(
+        last.contains("no majority left") && !last.contains("not committed within"),
+        "the last gives the hand-over up at once:\n{}",
+        cluster.logs()
+    );
+}
+
 /// Consumer groups on a cluster: each group is coordinated by the broker that leads its
 /// offsets partition (FindCoordinator names it from any broker); a member subscribed through
 /// one broker gets every partition, reads every record, and its commits are read back through
