@@ -172,9 +172,11 @@ settings! {
     process_roles: String = "broker,controller".to_string(), env "STREAMD_PROCESS_ROLES";
     /// The broker's rack (failure domain), given to clients in metadata. Empty: none.
     rack: String = String::new(), env "STREAMD_RACK";
-    /// A broker of a cluster the controller has not heard from for this long is fenced: clients
-    /// are told its partitions have no leader until it is heard from again.
-    broker_session_timeout_ms: u64 = 6_000, env "STREAMD_BROKER_SESSION_TIMEOUT_MS";
+    /// A broker of a cluster the controller has not heard from for this long is fenced: its
+    /// partitions move to in-sync followers, and it is unfenced when heard from again. Voters
+    /// hear each other every 100 ms; 1.5 s makes a dead leader's partitions move within 2 s
+    /// (Kafka's broker.session.timeout.ms is 9 s). Raise it where a broker may stall longer.
+    broker_session_timeout_ms: u64 = 1_500, env "STREAMD_BROKER_SESSION_TIMEOUT_MS";
     /// A follower that has not caught up with its leader's log end for this long leaves the
     /// partition's ISR (Kafka's replica.lag.time.max.ms), and rejoins once it has.
     replica_lag_time_max_ms: u64 = 10_000, env "STREAMD_REPLICA_LAG_TIME_MAX_MS";

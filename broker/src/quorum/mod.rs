@@ -75,7 +75,7 @@ const COMPACT_EVERY: u64 = 1000;
 /// loaded machine (with 0.4 s, a busy CI machine placed a whole topic on the leader alone).
 const PLACEMENT_LIVENESS: Duration = Duration::from_millis(1000);
 /// How often the leader checks brokers' sessions.
-const SESSION_CHECK: Duration = Duration::from_millis(250);
+const SESSION_CHECK: Duration = Duration::from_millis(100);
 
 /// What the driver task is handed.
 pub enum Event {
