@@ -636,6 +636,8 @@ async fn shard_start(
 
 /// Longest a stopping broker waits for its leaderships to move away before it stops anyway.
 const HANDOFF_MAX: Duration = Duration::from_secs(5);
+/// How long one attempt at the hand-over waits for its commit.
+const HANDOFF_ATTEMPT: Duration = Duration::from_millis(1500);
 /// How long a stopping broker's quorum may have no leader before it gives the hand-over up.
 const NO_QUORUM_WAIT: Duration = Duration::from_millis(1500);
 
@@ -656,7 +658,10 @@ async fn controlled_shutdown(shard: &Rc<Shard>) {
         .filter(|p| p.leader == me)
         .count();
     let started = std::time::Instant::now();
-    let cmd = crate::cluster::meta::MetadataCommand::ControlledShutdown { id: me };
+    let cmd = crate::cluster::meta::MetadataCommand::ControlledShutdown {
+        id: me,
+        incarnation: crate::cluster::state::incarnation(),
+    };
     // The last brokers of a cluster stopping: once the quorum has had no leader for a while
     // (no majority left), nothing can commit and nobody could take the leaderships over.
     let leaderless = async {
@@ -671,16 +676,38 @@ async fn controlled_shutdown(shard: &Rc<Shard>) {
             glommio::timer::sleep(Duration::from_millis(50)).await;
         }
     };
-    let proposed = futures_lite::future::or(
-        async { crate::quorum::within(HANDOFF_MAX, q.propose(cmd)).await },
-        async {
-            leaderless.await;
-            Some(Err(crate::cluster::meta::MetaError::Unavailable(format!(
-                "the controller quorum has had no leader for {} ms (no majority left)",
-                NO_QUORUM_WAIT.as_millis()
-            ))))
-        },
-    );
+    // In short attempts: a proposal made while the leader was changing (a broker stopped just
+    // before this one, say) is lost with it, and is made again to the next leader; one that
+    // commits twice, or late, is harmless (the same incarnation, or a stale one).
+    let attempts = async {
+        let mut last = None;
+        loop {
+            match crate::quorum::within(HANDOFF_ATTEMPT, q.propose(cmd.clone())).await {
+                Some(Ok(applied)) => return Ok(applied),
+                Some(Err(crate::cluster::meta::MetaError::Stale(why))) => {
+                    return Err(crate::cluster::meta::MetaError::Stale(why))
+                }
+                Some(Err(e)) => last = Some(e),
+                None => {}
+            }
+            if started.elapsed() + HANDOFF_ATTEMPT > HANDOFF_MAX {
+                return Err(last.unwrap_or_else(|| {
+                    crate::cluster::meta::MetaError::Unavailable(format!(
+                        "not committed within {} s",
+                        HANDOFF_MAX.as_secs()
+                    ))
+                }));
+            }
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let proposed = futures_lite::future::or(async { Some(attempts.await) }, async {
+        leaderless.await;
+        Some(Err(crate::cluster::meta::MetaError::Unavailable(format!(
+            "the controller quorum has had no leader for {} ms (no majority left)",
+            NO_QUORUM_WAIT.as_millis()
+        ))))
+    });
     match proposed.await {
         Some(Ok(_)) => tracing::info!(
             leaderships = led,

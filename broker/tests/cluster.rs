@@ -937,8 +937,8 @@ async fn a_slow_apply_does_not_cost_the_quorum_its_leader() {
     );
 }
 
-/// Stopping a whole cluster with SIGTERM, one broker after another: each hands its leaderships
-/// over while a majority is left; the last one, whose quorum has no leader any more (nothing
+/// Stopping a whole cluster with SIGTERM, one broker after another: the first two hand their
+/// leaderships over (a majority is left for each); the last one, whose quorum has no leader any more (nothing
 /// can commit, nobody could take over), gives the hand-over up after 1.5 s instead of waiting
 /// out its 5 s bound, and says so. Every broker exits cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -954,11 +954,18 @@ async fn stopping_the_whole_cluster_does_not_wait_for_a_lost_majority() {
             cluster.logs()
         );
     }
-    let first = cluster.brokers[0].log();
-    assert!(
-        first.contains("controlled shutdown: leaderships moved"),
-        "the first hands over:\n{first}"
-    );
+    for i in 0..2 {
+        // The second one's first proposal may be lost with the first one's leadership of the
+        // quorum: it is made again to the next leader.
+        assert!(
+            cluster.brokers[i]
+                .log()
+                .contains("controlled shutdown: leaderships moved"),
+            "broker {} hands over while a majority is left:\n{}",
+            i + 1,
+            cluster.logs()
+        );
+    }
     let last = cluster.brokers[2].log();
     assert!(
         last.contains("no majority left") && !last.contains("not committed within"),

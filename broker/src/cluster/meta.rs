@@ -186,6 +186,11 @@ pub enum MetadataCommand {
     /// registers again.
     ControlledShutdown {
         id: u32,
+        /// The stopping process's registration (`BrokerMeta::incarnation`): one that commits
+        /// late, after the broker started again and registered anew, changes nothing. `None`
+        /// (entries written before it existed): any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        incarnation: Option<u64>,
     },
     /// A partition's leader changes its ISR (shrinks it when a follower falls behind, expands
     /// it when one has caught up), in the epochs it last saw (`election::check_isr_change`).
@@ -394,11 +399,17 @@ impl MetadataState {
                     .fenced = *fenced;
                 self.reelect(None);
             }
-            MetadataCommand::ControlledShutdown { id } => {
+            MetadataCommand::ControlledShutdown { id, incarnation } => {
                 let b = self
                     .brokers
                     .get_mut(id)
                     .ok_or(MetaError::UnknownBroker(*id))?;
+                if incarnation.is_some_and(|i| i != b.incarnation) {
+                    return Err(MetaError::Stale(format!(
+                        "broker {id} stopping in incarnation {}, registered since in another",
+                        incarnation.unwrap_or_default()
+                    )));
+                }
                 b.fenced = true;
                 b.shutting_down = true;
                 self.reelect(None);
@@ -827,14 +838,20 @@ mod tests {
         assert_eq!(moved.leader_epoch, 2);
 
         // A controlled shutdown moves leaderships now and keeps the broker fenced.
-        s.apply(&MetadataCommand::ControlledShutdown { id: 1 })
+        let incarnation = Some(s.brokers[&1].incarnation);
+        s.apply(&MetadataCommand::ControlledShutdown { id: 1, incarnation })
             .unwrap();
         let stopped = p(&s);
         assert_eq!((stopped.leader, &stopped.isr[..]), (3, &[3u32][..]));
         assert!(s.brokers[&1].fenced && s.brokers[&1].shutting_down);
-        s.apply(&MetadataCommand::RegisterBroker(broker(1)))
-            .unwrap();
+        let mut again = broker(1);
+        again.incarnation += 1;
+        s.apply(&MetadataCommand::RegisterBroker(again)).unwrap();
         assert!(!s.brokers[&1].shutting_down, "registering again clears it");
+        // The old process's hand-over, committed late (retried), leaves the new one alone.
+        let late = s.apply(&MetadataCommand::ControlledShutdown { id: 1, incarnation });
+        assert!(matches!(late, Err(MetaError::Stale(_))), "{late:?}");
+        assert!(!s.brokers[&1].fenced && !s.brokers[&1].shutting_down);
     }
 
     #[test]

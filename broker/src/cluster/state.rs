@@ -90,6 +90,11 @@ impl TopicInfo {
 /// leaderships to a new epoch first, `cluster::election`).
 static INCARNATION: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 
+/// This process's incarnation, once it joined a cluster.
+pub fn incarnation() -> Option<u64> {
+    INCARNATION.get().copied()
+}
+
 /// Records this process's incarnation (the first call wins).
 pub fn set_incarnation(incarnation: u64) {
     let _ = INCARNATION.set(incarnation);
