@@ -996,12 +996,45 @@ async fn faults_under_load_lose_duplicate_and_reorder_nothing() {
         }
     }
     let total: usize = read.values().map(Vec::len).sum();
-    assert_eq!(
-        total,
-        acked.len(),
-        "every acknowledged record, once\n{}",
-        cluster.logs()
-    );
+    if total != acked.len() {
+        // Which acknowledged records were not read, by partition, and what each broker holds.
+        let mut missing: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+        for (p, o, i) in &acked {
+            if !read
+                .get(p)
+                .is_some_and(|r| r.iter().any(|(off, v)| off == o && v == i))
+            {
+                missing.entry(*p).or_default().push(*o);
+            }
+        }
+        let summary: Vec<String> = missing
+            .iter()
+            .map(|(p, offs)| {
+                format!(
+                    "partition {p}: {} missing, offsets {}..={}; read up to {:?}",
+                    offs.len(),
+                    offs.first().unwrap(),
+                    offs.last().unwrap(),
+                    read.get(p).and_then(|r| r.last()).map(|(o, _)| *o)
+                )
+            })
+            .collect();
+        let mut views = Vec::new();
+        for i in 0..3 {
+            views.push(format!(
+                "via broker {}: {:?}",
+                i + 1,
+                roles(&cluster, i, "chaos").await
+            ));
+        }
+        panic!(
+            "every acknowledged record, once: read {total} of {}\n{}\n{}\n{}",
+            acked.len(),
+            summary.join("\n"),
+            views.join("\n"),
+            cluster.logs()
+        );
+    }
     for (p, recs) in &read {
         let values: Vec<u32> = recs.iter().map(|(_, v)| *v).collect();
         let mut sorted = values.clone();

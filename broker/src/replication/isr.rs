@@ -101,6 +101,11 @@ pub(super) async fn maintain(shard: Rc<Shard>) {
             };
             let shrink = isr.len() < role.isr.len();
             tracing::info!(topic = %topic.meta.name, partition = key.partition.0, from = ?role.isr, to = ?isr, "proposing an ISR change");
+            let joining: Vec<u32> = isr
+                .iter()
+                .copied()
+                .filter(|b| !role.isr.contains(b))
+                .collect();
             let cmd = MetadataCommand::AlterIsr {
                 topic: topic.meta.name.clone(),
                 partition: key.partition.0,
@@ -110,6 +115,7 @@ pub(super) async fn maintain(shard: Rc<Shard>) {
                 isr,
             };
             r.isr_change_pending.set(true);
+            r.set_joining(joining);
             let (shard2, r2) = (shard.clone(), r.clone());
             glommio::spawn_local(async move {
                 let result = shard2
@@ -141,6 +147,7 @@ pub(super) async fn maintain(shard: Rc<Shard>) {
                         tracing::debug!(error = %why, "ISR change not committed");
                     }
                 }
+                r2.set_joining(Vec::new());
                 r2.isr_change_pending.set(false);
             })
             .detach();

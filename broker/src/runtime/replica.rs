@@ -59,6 +59,11 @@ pub struct ReplicaState {
     epoch_ends: RefCell<HashMap<u32, Option<(LeaderEpoch, Offset)>>>,
     /// An ISR change is being proposed (one at a time per partition).
     pub isr_change_pending: Cell<bool>,
+    /// Followers an ISR change being proposed adds: the high watermark counts them already
+    /// (Kafka's "maximal ISR", KIP-497). Otherwise it could pass a joiner's end while the
+    /// change commits, and the joiner, in the ISR then, could be elected (the preferred
+    /// leader is, in the same entry) without records already acknowledged.
+    joining: RefCell<Vec<u32>>,
 }
 
 impl ReplicaState {
@@ -72,6 +77,7 @@ impl ReplicaState {
             waiters: RefCell::new(Vec::new()),
             epoch_ends: RefCell::new(HashMap::new()),
             isr_change_pending: Cell::new(false),
+            joining: RefCell::new(Vec::new()),
         }
     }
 
@@ -148,8 +154,14 @@ impl ReplicaState {
             return floor.min(local);
         }
         let followers = self.followers.borrow();
+        let joining = self.joining.borrow();
         let mut hw = local;
-        for f in role.isr.iter().filter(|f| **f != self.me) {
+        for f in role
+            .isr
+            .iter()
+            .chain(joining.iter())
+            .filter(|f| **f != self.me)
+        {
             hw = hw.min(followers.get(f).map_or(floor, |p| p.durable));
         }
         let hw = hw.max(floor).min(local);
@@ -160,6 +172,11 @@ impl ReplicaState {
     }
 
     /// What a follower learns from its leader's answer.
+    /// Followers that an ISR change being proposed adds (empty once it is decided).
+    pub fn set_joining(&self, joining: Vec<u32>) {
+        *self.joining.borrow_mut() = joining;
+    }
+
     pub fn learn_high_watermark(&self, hw: Offset) {
         if hw > self.hw.get() {
             self.hw.set(hw);
@@ -207,6 +224,27 @@ mod tests {
 
     /// The high watermark is the least durable end over the ISR, never falls while one leader
     /// leads, and a follower's floor carries into its leadership.
+    #[test]
+    fn a_follower_being_added_to_the_isr_holds_the_high_watermark_back() {
+        // ISR [1, 3]; 2 caught up to the high watermark and is being added.
+        let s = ReplicaState::new(1, role(1, 1, &[1, 3]));
+        s.record_fetch(3, Offset(100), Offset(100));
+        s.record_fetch(2, Offset(90), Offset(100));
+        assert_eq!(s.high_watermark(Offset(90)), Offset(90));
+        s.set_joining(vec![2]);
+        s.record_fetch(3, Offset(120), Offset(120));
+        assert_eq!(
+            s.high_watermark(Offset(120)),
+            Offset(90),
+            "not past what the joiner holds while the change commits"
+        );
+        s.record_fetch(2, Offset(110), Offset(120));
+        assert_eq!(s.high_watermark(Offset(120)), Offset(110));
+        // Decided (here: refused): only the ISR counts again.
+        s.set_joining(Vec::new());
+        assert_eq!(s.high_watermark(Offset(120)), Offset(120));
+    }
+
     #[test]
     fn the_high_watermark_follows_the_slowest_in_sync_replica() {
         let s = ReplicaState::new(1, role(1, 1, &[1, 2, 3]));
