@@ -701,26 +701,20 @@ async fn controlled_shutdown(shard: &Rc<Shard>) {
             glommio::timer::sleep(Duration::from_millis(100)).await;
         }
     };
-    let proposed = futures_lite::future::or(async { Some(attempts.await) }, async {
+    let proposed = futures_lite::future::or(attempts, async {
         leaderless.await;
-        Some(Err(crate::cluster::meta::MetaError::Unavailable(format!(
+        Err(crate::cluster::meta::MetaError::Unavailable(format!(
             "the controller quorum has had no leader for {} ms (no majority left)",
             NO_QUORUM_WAIT.as_millis()
-        ))))
+        )))
     });
     match proposed.await {
-        Some(Ok(_)) => tracing::info!(
+        Ok(_) => tracing::info!(
             leaderships = led,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "controlled shutdown: leaderships moved to in-sync followers"
         ),
-        Some(Err(e)) => {
-            tracing::warn!(error = %e, "controlled shutdown not committed; stopping anyway")
-        }
-        None => tracing::warn!(
-            "controlled shutdown not committed within {} s; stopping anyway",
-            HANDOFF_MAX.as_secs()
-        ),
+        Err(e) => tracing::warn!(error = %e, "controlled shutdown not committed; stopping anyway"),
     }
 }
 

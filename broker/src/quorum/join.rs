@@ -5,6 +5,14 @@
 use super::*;
 
 impl Quorum {
+    /// Whether this broker's data holds topics from a time it ran alone, to carry in.
+    fn carries_topics(&self) -> bool {
+        self.carry
+            .borrow()
+            .as_ref()
+            .is_some_and(|c| !c.topics.is_empty())
+    }
+
     /// Until the cluster id is fixed and this broker is registered: proposes what is missing,
     /// retrying (and saying so in the log) while the quorum cannot commit. A broker that ran
     /// alone before carries its topics into the cluster first (`carry_over`); the only error is
@@ -13,13 +21,7 @@ impl Quorum {
         if self.learner {
             return self.join_as_learner(me).await;
         }
-        if me.controller_only
-            && self
-                .carry
-                .borrow()
-                .as_ref()
-                .is_some_and(|c| !c.topics.is_empty())
-        {
+        if me.controller_only && self.carries_topics() {
             return Err("this data directory holds topics from running alone, and a controller-only voter (process_roles = \"controller\") holds no partitions: start it as \"broker,controller\" to carry them into the cluster, or give it an empty data directory".into());
         }
         let mut last_warning: Option<Instant> = None;
@@ -101,12 +103,7 @@ impl Quorum {
     /// answer NotController): the controller commits its registration, then adds it to the
     /// quorum as a learner, and it is joined once its own copy of the log shows it registered.
     pub(super) async fn join_as_learner(self: &Rc<Self>, me: BrokerMeta) -> Result<(), String> {
-        if self
-            .carry
-            .borrow()
-            .as_ref()
-            .is_some_and(|c| !c.topics.is_empty())
-        {
+        if self.carries_topics() {
             return Err("this data directory holds topics from running alone, and a broker that is not a voter (process_roles = \"broker\") cannot carry them into a cluster yet: start it as a voter, or give it an empty data directory".into());
         }
         let mut last_asked: Option<Instant> = None;
