@@ -212,6 +212,12 @@ impl Metrics {
         map.retain(|(t, _), _| t != topic);
     }
 
+    /// Forgets one partition (its replica moved to other brokers).
+    pub fn forget_partition(&self, topic: &str, partition: u32) {
+        let mut map = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|(t, p), _| t != topic || *p != partition);
+    }
+
     /// Marks the broker ready (listening, logs recovered); /health answers 200 from then on.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Relaxed);

@@ -100,6 +100,7 @@ async fn retention_by_size_deletes_old_segments_and_moves_the_start() {
     let earliest = || async {
         let req = ListOffsetsRequest {
             isolation_level: Default::default(),
+            follower_progress: false,
             topics: vec![ListOffsetsTopic {
                 name: "ret".into(),
                 partitions: vec![ListOffsetsPartition {

@@ -1057,3 +1057,232 @@ async fn faults_under_load_lose_duplicate_and_reorder_nothing() {
         same_batches(&copies, p, &cluster.logs());
     }
 }
+
+/// A partition's replicas and the reassignment under way (`adding`, `removing`), as broker
+/// index `via` answers Metadata.
+async fn placement(
+    cluster: &Cluster,
+    via: usize,
+    topic: &str,
+    partition: u32,
+) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
+    let client = cluster.client_via(&[via]).await;
+    let req = MetadataRequest {
+        topics: Some(vec![topic.to_string()]),
+        allow_auto_topic_creation: false,
+    };
+    let (resp, _) = client
+        .call_any(&req, Vec::new())
+        .await
+        .unwrap_or_else(|e| panic!("metadata via {via}: {e}\n{}", cluster.logs()));
+    let p = resp.topics[0]
+        .partitions
+        .iter()
+        .find(|p| p.partition.0 == partition)
+        .unwrap();
+    let ids = |v: &[quiver_proto::BrokerId]| v.iter().map(|b| b.0).collect::<Vec<u32>>();
+    (
+        ids(&p.replicas),
+        ids(&p.adding_replicas),
+        ids(&p.removing_replicas),
+    )
+}
+
+/// Waits (up to `secs`) until the partition sits on exactly `target` with no move under way,
+/// as broker index `via` sees it.
+async fn wait_moved(
+    cluster: &Cluster,
+    via: usize,
+    topic: &str,
+    partition: u32,
+    target: &[u32],
+    secs: u64,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let now = placement(cluster, via, topic, partition).await;
+        if now.0 == target && now.1.is_empty() && now.2.is_empty() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "partition {partition} of {topic} not moved to {target:?} in {secs} s: \
+                 (replicas, adding, removing) {now:?}\n{}",
+                cluster.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether broker index `i` still holds a directory for the partition.
+fn holds_partition(cluster: &Cluster, i: usize, topic: &str, partition: u32) -> bool {
+    let topics = cluster.brokers[i].data_dir().join("topics");
+    std::fs::read_dir(&topics)
+        .map(|d| {
+            d.flatten().any(|e| {
+                e.file_name().to_str().is_some_and(|n| {
+                    n.starts_with(&format!("{topic}.")) && !n.ends_with(".deleted")
+                }) && e.path().join(partition.to_string()).is_dir()
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// `streamctl topic reassign` through the SDK: a partition led by one broker moves to the
+/// third broker (which copies the whole log and joins the ISR before the old leader leaves)
+/// while a producer writes at acks=all; nothing acknowledged is lost, duplicated or reordered,
+/// the new replicas hold the same bytes, and the removed broker deletes its copy. Bad
+/// reassignments are refused and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_moves_to_another_broker_under_acks_all() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = Cluster::start(3, FLAGS);
+    let admin = Admin::new(cluster.client().await);
+    admin
+        .create_topic(
+            NewTopic::new("moving", 1)
+                .replication_factor(2)
+                .config("min.insync.replicas", "2"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("creating a topic: {e}\n{}", cluster.logs()));
+    produce_all(&cluster, &[0, 1, 2], "moving", "before-", 2000).await;
+    let (replicas, _, _) = placement(&cluster, 0, "moving", 0).await;
+    let (old, kept) = (replicas[0], replicas[1]);
+    let new = (1..=3).find(|b| !replicas.contains(b)).unwrap();
+
+    // Refused, and nothing changes.
+    let refused: &[(&[u32], &str)] = &[
+        (&[], "no replicas"),
+        (&[new, new], "a broker twice"),
+        (&[new, 9], "an unknown broker"),
+        (&[0], "broker 0"),
+    ];
+    for (target, why) in refused {
+        let e = admin
+            .reassign_partition("moving", 0, target)
+            .await
+            .expect_err(why);
+        assert_eq!(
+            e.code(),
+            Some(quiver_proto::ErrorCode::InvalidReplicaAssignment),
+            "{why}: {e}"
+        );
+    }
+    for (topic, partition) in [("nowhere", 0), ("moving", 1)] {
+        let e = admin
+            .reassign_partition(topic, partition, &[1, 2])
+            .await
+            .expect_err("unknown partition");
+        assert_eq!(
+            e.code(),
+            Some(quiver_proto::ErrorCode::UnknownTopicOrPartition),
+            "{topic}/{partition}: {e}"
+        );
+    }
+    // One partition named twice in one request: refused whole, before any work.
+    {
+        use quiver_proto::api::metadata::{AlterPartitionReassignmentsRequest, ReassignPartition};
+        let entry = ReassignPartition {
+            topic: "moving".into(),
+            partition: quiver_proto::PartitionId(0),
+            replicas: vec![quiver_proto::BrokerId(new)],
+        };
+        let req = AlterPartitionReassignmentsRequest {
+            timeout_ms: 5_000,
+            partitions: vec![entry.clone(), entry],
+        };
+        let e = cluster
+            .client()
+            .await
+            .call_any(&req, Vec::new())
+            .await
+            .expect_err("a repeated partition");
+        assert_eq!(
+            e.code(),
+            Some(quiver_proto::ErrorCode::InvalidRequest),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        placement(&cluster, 0, "moving", 0).await,
+        (replicas.clone(), vec![], vec![]),
+        "refused reassignments change nothing"
+    );
+
+    // Move the leader's replica to the third broker while a producer writes.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = Producer::new(
+        cluster.client().await,
+        ProducerConfig {
+            request_timeout: Duration::from_secs(10),
+            delivery_timeout: Duration::from_secs(60),
+            ..ProducerConfig::default()
+        },
+    )
+    .unwrap();
+    let stop_w = stop.clone();
+    let writer = tokio::spawn(async move {
+        let mut deliveries = Vec::new();
+        let mut i = 0u32;
+        while !stop_w.load(std::sync::atomic::Ordering::Relaxed) {
+            let r = ProducerRecord::new("moving").value(format!("during-{i}"));
+            deliveries.push(producer.enqueue(r).await.unwrap());
+            i += 1;
+            if i.is_multiple_of(50) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        producer.flush().await.unwrap();
+        let mut acked = 0usize;
+        for d in deliveries {
+            d.await.unwrap();
+            acked += 1;
+        }
+        acked
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    admin
+        .reassign_partition("moving", 0, &[new, kept])
+        .await
+        .unwrap_or_else(|e| panic!("reassigning: {e}\n{}", cluster.logs()));
+    wait_moved(&cluster, 0, "moving", 0, &[new, kept], 30).await;
+    let (leader, isr) = wait_roles(&cluster, 0, "moving", 10, "the new replica leads", |r| {
+        r[&0].0 == Some(new)
+    })
+    .await[&0]
+        .clone();
+    let mut both = vec![new, kept];
+    both.sort();
+    assert_eq!((leader, isr), (Some(new), both));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let during = writer.await.unwrap();
+    assert!(
+        during > 100,
+        "{during} records acknowledged during the move"
+    );
+
+    // Everything acknowledged, once and in order, from the new leader.
+    let read = read_all(&cluster, &[0, 1, 2], "moving", 2000 + during).await;
+    let mut expect: Vec<String> = (0..2000).map(|i| format!("before-{i}")).collect();
+    expect.extend((0..during).map(|i| format!("during-{i}")));
+    assert_eq!(read.len(), expect.len(), "{}", cluster.logs());
+    assert!(read == expect, "every record once, in the order sent");
+    // The new replicas hold the same bytes; the removed one deleted its copy.
+    let copies: Vec<Vec<Vec<u8>>> = [new, kept]
+        .iter()
+        .map(|b| stored_batches(&cluster.brokers[(*b - 1) as usize].data_dir(), "moving", 0))
+        .collect();
+    same_batches(&copies, 0, &cluster.logs());
+    let gone = Cluster::wait_until(Duration::from_secs(10), || {
+        !holds_partition(&cluster, (old - 1) as usize, "moving", 0)
+    });
+    assert!(
+        gone.is_some(),
+        "broker {old} still holds partition 0 of moving\n{}",
+        cluster.logs()
+    );
+    assert!(holds_partition(&cluster, (new - 1) as usize, "moving", 0));
+}

@@ -82,8 +82,9 @@ pub use futures_util::{Stream, StreamExt};
 
 pub use admin::{
     Admin, AlterConfig, BrokerDescription, ClusterDescription, ConfigEntry, ConfigResource,
-    GroupDescription, GroupListing, GroupMember, GroupOffset, GroupState, NewTopic,
-    PartitionDescription, QuorumDescription, RegisteredBroker, TopicDescription, VoterDescription,
+    FollowerProgress, GroupDescription, GroupListing, GroupMember, GroupOffset, GroupState,
+    NewTopic, PartitionDescription, QuorumDescription, RegisteredBroker, TopicDescription,
+    VoterDescription,
 };
 pub use client::{BrokerInfo, Client, ClientConfig, ClusterView, Node, PartitionInfo, TopicInfo};
 pub use commit::{CommitHandle, OffsetAndMetadata};

@@ -459,3 +459,53 @@ fn files_left_by_a_crash_while_deleting_segments_are_removed_at_open() {
         assert_eq!(read_all(&log, 0).await, expect);
     });
 }
+
+#[test]
+fn bytes_after_an_offset_measure_a_followers_lag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p");
+    run(tmp.path(), move || async move {
+        let log = PartitionLog::open(&dir, small_config()).await.unwrap();
+        // Batch i: 4 records of about 500 bytes in all; offsets 4i .. 4i+3.
+        let mut sizes = Vec::new();
+        for i in 0..80u64 {
+            let b = batch(4, 500, i, 1000 + i as i64);
+            sizes.push(b.bytes().len() as u64);
+            log.append(&[b], None).await.unwrap();
+        }
+        assert!(log.segment_count() > 2, "small segments roll");
+        let end = log.end_offset();
+        assert_eq!(log.bytes_after(end), 0);
+        assert_eq!(log.bytes_after(end.plus(10)), 0);
+        assert_eq!(log.bytes_after(Offset(0)), log.size_bytes());
+        let interval = u64::from(small_config().index_interval_bytes);
+        let seg = log.segment_bases().last().unwrap().0;
+        for from in [0u64, 37, 100, seg, end.0 - 8, end.0 - 1] {
+            // What a follower at `from` still has to copy: the batches from the one holding it.
+            let exact: u64 = sizes[(from / 4) as usize..].iter().sum();
+            let got = log.bytes_after(Offset(from));
+            if from >= seg {
+                assert!(
+                    got >= exact && got <= exact + interval + 600,
+                    "from {from}: {got} vs {exact} (active segment: one index interval)"
+                );
+            } else {
+                let size = log.size_bytes();
+                assert!(got <= size && got > 0, "from {from}: {got}");
+                // Proportional within one older segment: off by at most one segment's bytes.
+                let slack = small_config().segment_bytes + 600;
+                assert!(
+                    got.abs_diff(exact) <= slack,
+                    "from {from}: {got} vs {exact}"
+                );
+            }
+        }
+        let mut last = u64::MAX;
+        for from in 0..end.0 {
+            let got = log.bytes_after(Offset(from));
+            assert!(got <= last, "never grows as the offset grows ({from})");
+            last = got;
+        }
+        log.close().await.unwrap();
+    });
+}

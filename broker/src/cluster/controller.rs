@@ -27,10 +27,11 @@ use std::sync::Arc;
 
 use quiver_proto::api::common::{ConfigEntry, TopicResult, Uuid};
 use quiver_proto::api::metadata::{
-    AlterConfigOp, AlterConfigsResult, ConfigResourceType, CreatableTopic, CreatableTopicResult,
+    AlterConfigOp, AlterConfigsResult, AlterPartitionReassignmentsRequest,
+    AlterPartitionReassignmentsResponse, ConfigResourceType, CreatableTopic, CreatableTopicResult,
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse, ReplicaAssignment,
+    IncrementalAlterConfigsResponse, ReassignPartition, ReassignPartitionResult, ReplicaAssignment,
 };
 use quiver_proto::api::produce::{InitProducerIdRequest, InitProducerIdResponse};
 use quiver_proto::api::AnyResponse;
@@ -49,6 +50,8 @@ pub enum AdminOp {
     DeleteTopics(DeleteTopicsRequest),
     CreatePartitions(CreatePartitionsRequest),
     AlterConfigs(IncrementalAlterConfigsRequest),
+    /// Moves partitions' replicas (`cluster::reassign`).
+    Reassign(AlterPartitionReassignmentsRequest),
     /// Creates a topic if it is missing, with the broker's defaults unless given (auto-creation,
     /// and internal topics). `internal` allows a `__` name.
     EnsureTopic {
@@ -121,6 +124,21 @@ impl AdminOp {
                             error_message: msg.clone(),
                             resource_type: res.resource_type,
                             resource_name: res.resource_name.clone(),
+                        })
+                        .collect(),
+                })
+            }
+            AdminOp::Reassign(r) => {
+                AnyResponse::AlterPartitionReassignments(AlterPartitionReassignmentsResponse {
+                    throttle_time_ms: 0,
+                    results: r
+                        .partitions
+                        .iter()
+                        .map(|p| ReassignPartitionResult {
+                            topic: p.topic.clone(),
+                            partition: p.partition,
+                            error_code: code,
+                            error_message: msg.clone(),
                         })
                         .collect(),
                 })
@@ -266,6 +284,9 @@ impl Controller {
             }
             AdminOp::InitProducerId(r) => {
                 AnyResponse::InitProducerId(self.init_producer_id(&r).await)
+            }
+            AdminOp::Reassign(r) => {
+                AnyResponse::AlterPartitionReassignments(self.reassign(r).await)
             }
             AdminOp::EnsureTopic {
                 name,
@@ -841,6 +862,91 @@ impl Controller {
             });
         }
         CreatePartitionsResponse {
+            throttle_time_ms: 0,
+            results,
+        }
+    }
+
+    /// The brokers a reassignment names, checked against metadata under a short borrow of
+    /// the state (never held across the submit): a placed partition that exists, at least
+    /// one replica, each a distinct registered broker that holds partitions.
+    fn check_reassignment(&self, p: &ReassignPartition) -> ItemResult<Vec<u32>> {
+        let bad = |why: String| (ErrorCode::InvalidReplicaAssignment, why);
+        if self.log.cluster_member().is_none() {
+            return Err(bad(
+                "moving replicas needs a cluster; this broker runs alone".into(),
+            ));
+        }
+        let state = self.log.state();
+        let t = state.topics.get(&p.topic).ok_or_else(|| {
+            (
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic '{}' does not exist", p.topic),
+            )
+        })?;
+        if t.placed(p.partition.0).is_none() {
+            return Err((
+                ErrorCode::UnknownTopicOrPartition,
+                format!(
+                    "topic '{}' has no partition {} ({} partitions)",
+                    p.topic, p.partition.0, t.partitions
+                ),
+            ));
+        }
+        let replicas: Vec<u32> = p.replicas.iter().map(|b| b.0).collect();
+        if replicas.is_empty() {
+            return Err(bad("give at least one replica".into()));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for b in &replicas {
+            if !seen.insert(*b) {
+                return Err(bad(format!("broker {b} is named twice")));
+            }
+            match state.brokers.get(b) {
+                None => return Err(bad(format!("broker {b} is not registered"))),
+                Some(m) if m.controller_only => {
+                    return Err(bad(format!(
+                        "broker {b} is controller-only and holds no partitions"
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(replicas)
+    }
+
+    /// Starts moving partitions' replicas: each partition once, to distinct registered brokers
+    /// that hold partitions, on a topic placed in a cluster. The state machine does the rest
+    /// (`cluster::reassign`); the answer comes when the move has started.
+    async fn reassign(
+        &self,
+        r: AlterPartitionReassignmentsRequest,
+    ) -> AlterPartitionReassignmentsResponse {
+        let mut results = Vec::new();
+        for p in &r.partitions {
+            let res: ItemResult<()> = async {
+                let replicas = self.check_reassignment(p)?;
+                self.submit(MetadataCommand::Reassign {
+                    topic: p.topic.clone(),
+                    partition: p.partition.0,
+                    replicas,
+                })
+                .await?;
+                Ok(())
+            }
+            .await;
+            let (error_code, error_message) = match res {
+                Ok(()) => (ErrorCode::None, None),
+                Err((c, m)) => (c, Some(m)),
+            };
+            results.push(ReassignPartitionResult {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                error_code,
+                error_message,
+            });
+        }
+        AlterPartitionReassignmentsResponse {
             throttle_time_ms: 0,
             results,
         }

@@ -158,6 +158,8 @@ mod tests {
             leader_epoch: 5,
             isr: isr.to_vec(),
             partition_epoch: 9,
+            adding: vec![],
+            removing: vec![],
         }
     }
 

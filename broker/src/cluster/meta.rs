@@ -202,6 +202,13 @@ pub enum MetadataCommand {
         partition_epoch: u32,
         isr: Vec<u32>,
     },
+    /// Moves a partition's replicas to `replicas` (the preferred leader first), through
+    /// `cluster::reassign`: added replicas catch up and join the ISR before removed ones go.
+    Reassign {
+        topic: String,
+        partition: u32,
+        replicas: Vec<u32>,
+    },
 }
 
 /// What applying a command produced, beyond the new state.
@@ -450,7 +457,50 @@ impl MetadataState {
                 p.isr = isr.clone();
                 p.partition_epoch = p.partition_epoch.wrapping_add(1);
                 let brokers = &self.brokers;
-                super::election::prefer(p, |b: u32| can_lead(brokers, b));
+                if !super::reassign::complete(p, |b: u32| can_lead(brokers, b)) {
+                    super::election::prefer(p, |b: u32| can_lead(brokers, b));
+                }
+            }
+            MetadataCommand::Reassign {
+                topic,
+                partition,
+                replicas,
+            } => {
+                let mut seen = std::collections::BTreeSet::new();
+                for r in replicas {
+                    if !seen.insert(*r) {
+                        return Err(MetaError::Invalid(format!(
+                            "replicas {replicas:?} name broker {r} twice"
+                        )));
+                    }
+                    match self.brokers.get(r) {
+                        None => return Err(MetaError::UnknownBroker(*r)),
+                        Some(b) if b.controller_only => {
+                            return Err(MetaError::Invalid(format!(
+                                "broker {r} is controller-only and holds no partitions"
+                            )))
+                        }
+                        Some(_) => {}
+                    }
+                }
+                let brokers = &self.brokers;
+                let live = |b: u32| can_lead(brokers, b);
+                let p = self
+                    .topics
+                    .get(topic)
+                    .ok_or_else(|| MetaError::UnknownTopic(topic.clone()))?
+                    .placement
+                    .get(*partition as usize)
+                    .ok_or_else(|| {
+                        MetaError::Invalid(format!(
+                            "topic '{topic}' has no placed partition {partition}"
+                        ))
+                    })?;
+                let mut moved = p.clone();
+                super::reassign::start(&mut moved, replicas, live).map_err(MetaError::Invalid)?;
+                if let Some(t) = self.topics.get_mut(topic) {
+                    t.placement[*partition as usize] = moved;
+                }
             }
         }
         self.version = next_version;
@@ -852,6 +902,79 @@ mod tests {
         let late = s.apply(&MetadataCommand::ControlledShutdown { id: 1, incarnation });
         assert!(matches!(late, Err(MetaError::Stale(_))), "{late:?}");
         assert!(!s.brokers[&1].fenced && !s.brokers[&1].shutting_down);
+    }
+
+    /// A reassignment through the state machine: refused for an unknown, repeated or
+    /// controller-only broker and an unknown partition (nothing changes); started, it completes
+    /// at the ISR change that brings the whole target in sync, and the leader moves then.
+    #[test]
+    fn a_reassignment_completes_with_the_isr_change_that_syncs_its_target() {
+        let mut s = MetadataState::default();
+        for id in [1, 2, 3] {
+            s.apply(&MetadataCommand::RegisterBroker(broker(id)))
+                .unwrap();
+        }
+        let mut only = broker(4);
+        only.controller_only = true;
+        s.apply(&MetadataCommand::RegisterBroker(only)).unwrap();
+        let mut t = topic("m", 1);
+        t.placement = vec![PartitionMeta::new(vec![1, 2])];
+        s.apply(&MetadataCommand::CreateTopic(t)).unwrap();
+        let p = |s: &MetadataState| s.topics["m"].placement[0].clone();
+        let to = |topic: &str, partition, replicas: &[u32]| MetadataCommand::Reassign {
+            topic: topic.into(),
+            partition,
+            replicas: replicas.to_vec(),
+        };
+        let v = s.version;
+        for (cmd, why) in [
+            (to("m", 0, &[3, 9]), "an unknown broker"),
+            (to("m", 0, &[3, 3]), "a broker twice"),
+            (to("m", 0, &[3, 4]), "a controller-only broker"),
+            (to("m", 1, &[3]), "no such partition"),
+            (to("x", 0, &[3]), "no such topic"),
+            (to("m", 0, &[]), "no replica"),
+        ] {
+            assert!(s.apply(&cmd).is_err(), "{why}");
+            assert_eq!(s.version, v, "{why}: nothing changes");
+        }
+        s.apply(&to("m", 0, &[3, 2])).unwrap();
+        let moving = p(&s);
+        assert_eq!(
+            (
+                &moving.replicas[..],
+                &moving.adding[..],
+                &moving.removing[..]
+            ),
+            (&[3u32, 2, 1][..], &[3u32][..], &[1u32][..])
+        );
+        assert_eq!(
+            (moving.leader, moving.leader_epoch),
+            (1, 0),
+            "1 leads meanwhile"
+        );
+        moving.check().unwrap();
+        let grow = MetadataCommand::AlterIsr {
+            topic: "m".into(),
+            partition: 0,
+            leader: 1,
+            leader_epoch: moving.leader_epoch,
+            partition_epoch: moving.partition_epoch,
+            isr: vec![1, 2, 3],
+        };
+        s.apply(&grow).unwrap();
+        let done = p(&s);
+        assert_eq!(
+            (
+                &done.replicas[..],
+                &done.isr[..],
+                done.leader,
+                done.leader_epoch
+            ),
+            (&[3u32, 2][..], &[2u32, 3][..], 3, 1),
+            "3 in sync: 1 goes, 3 (first) leads in a new epoch"
+        );
+        assert!(!done.reassigning());
     }
 
     #[test]

@@ -21,6 +21,14 @@ pub struct PartitionMeta {
     /// it was proposed in and is refused if another change came first.
     #[serde(default)]
     pub partition_epoch: u32,
+    /// While a reassignment runs (`cluster::reassign`): the replicas it adds (they fetch from
+    /// the leader and join the ISR once caught up, as any follower).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<u32>,
+    /// While a reassignment runs: the replicas it removes, kept (and in the ISR) until every
+    /// replica of the target is in sync.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<u32>,
 }
 
 impl PartitionMeta {
@@ -33,7 +41,24 @@ impl PartitionMeta {
             leader,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
+    }
+
+    /// Whether a reassignment is under way (`adding` or `removing` not empty).
+    pub fn reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replicas the partition is moving to: every replica but those being removed (all of
+    /// them when no reassignment runs), the preferred leader first.
+    pub fn target(&self) -> Vec<u32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing.contains(r))
+            .collect()
     }
 
     /// Whether the partition has a leader (0: none, until an ISR member returns).
@@ -64,6 +89,19 @@ impl PartitionMeta {
         }
         if self.leader != 0 && !self.isr.contains(&self.leader) {
             return Err(format!("leader {} is not in the ISR", self.leader));
+        }
+        for r in self.adding.iter().chain(&self.removing) {
+            if !seen.contains(r) {
+                return Err(format!(
+                    "replica {r} being added or removed is not a replica"
+                ));
+            }
+        }
+        if let Some(r) = self.adding.iter().find(|r| self.removing.contains(r)) {
+            return Err(format!("replica {r} is both being added and removed"));
+        }
+        if self.target().is_empty() {
+            return Err("a reassignment would remove every replica".into());
         }
         Ok(())
     }

@@ -121,6 +121,16 @@ pub(super) async fn metadata(shard: &Rc<Shard>, req: MetadataRequest) -> Metadat
                             leader_shard: (shards > 0).then(|| {
                                 crate::runtime::owner_of(info.id, partition, shards).0 as u16
                             }),
+                            adding_replicas: info
+                                .meta
+                                .placed(p)
+                                .map(|m| m.adding.iter().copied().map(BrokerId).collect())
+                                .unwrap_or_default(),
+                            removing_replicas: info
+                                .meta
+                                .placed(p)
+                                .map(|m| m.removing.iter().copied().map(BrokerId).collect())
+                                .unwrap_or_default(),
                         }
                     })
                     .collect(),
@@ -399,6 +409,7 @@ async fn forward_op(
         AdminOp::DeleteTopics(r) => forward(shard, to, r).await.map(AnyResponse::from),
         AdminOp::CreatePartitions(r) => forward(shard, to, r).await.map(AnyResponse::from),
         AdminOp::AlterConfigs(r) => forward(shard, to, r).await.map(AnyResponse::from),
+        AdminOp::Reassign(r) => forward(shard, to, r).await.map(AnyResponse::from),
         AdminOp::InitProducerId(_) | AdminOp::EnsureTopic { .. } => return None,
     })
 }
@@ -419,6 +430,9 @@ pub(super) async fn answer(shard: &Rc<Shard>, op: AdminOp) -> Answer {
             r.responses.iter().any(|t| t.error_code != ErrorCode::None)
         }
         AnyResponse::InitProducerId(r) => r.error_code != ErrorCode::None,
+        AnyResponse::AlterPartitionReassignments(r) => {
+            r.results.iter().any(|t| t.error_code != ErrorCode::None)
+        }
         _ => false,
     };
     Answer {

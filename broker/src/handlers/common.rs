@@ -20,6 +20,7 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::CreatePartitions,
     ApiKey::DescribeConfigs,
     ApiKey::IncrementalAlterConfigs,
+    ApiKey::AlterPartitionReassignments,
     ApiKey::FindCoordinator,
     ApiKey::ConsumerGroupHeartbeat,
     ApiKey::OffsetCommit,

@@ -350,6 +350,15 @@ pub(super) async fn list_offsets(
                             out.timestamp = listed.timestamp;
                             out.leader_epoch =
                                 Some(quiver_proto::LeaderEpoch(info.leader_epoch(p.partition)));
+                            if req.follower_progress {
+                                let key = info.key(p.partition);
+                                out.followers = shard
+                                    .run_on(shard.owner(info, p.partition), move |s| async move {
+                                        s.follower_progress(&key)
+                                    })
+                                    .await
+                                    .unwrap_or_default();
+                            }
                         }
                         Err(e) => out.error_code = part_error(&e).0,
                     }

@@ -86,6 +86,9 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
         AnyRequest::IncrementalAlterConfigs(r) => {
             admin::answer(shard, AdminOp::AlterConfigs(r)).await
         }
+        AnyRequest::AlterPartitionReassignments(r) => {
+            admin::answer(shard, AdminOp::Reassign(r)).await
+        }
         AnyRequest::DescribeConfigs(r) => Answer::ok(admin::describe_configs(shard, r)),
         AnyRequest::InitProducerId(r) => admin::answer(shard, AdminOp::InitProducerId(r)).await,
         AnyRequest::FindCoordinator(r) => Answer::ok(group::find_coordinator(shard, r)),

@@ -172,6 +172,9 @@ mod tests {
             fetched_at: ago(fetched),
             caught_up_at: ago(caught),
             leader_end_at_fetch: Offset(durable),
+            window_fetches: 0,
+            window_start: ago(fetched),
+            last_window: None,
         };
         type Case<'a> = (
             &'a str,

@@ -32,6 +32,30 @@ pub struct Progress {
     pub caught_up_at: Instant,
     /// The leader's written end when it last fetched.
     pub leader_end_at_fetch: Offset,
+    /// Fetches in the current rate window, and when that window started.
+    pub window_fetches: u32,
+    pub window_start: Instant,
+    /// The last whole window: its fetches and length (`None` before one has passed).
+    pub last_window: Option<(u32, std::time::Duration)>,
+}
+
+/// How long a fetch-rate window lasts.
+pub const FETCH_RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Progress {
+    /// Fetches and the time they were counted over: the last whole window, or the current one
+    /// before a window has passed.
+    pub fn fetch_rate(&self, now: Instant) -> (u32, std::time::Duration) {
+        match self.last_window {
+            Some(w) if now.duration_since(self.window_start) < FETCH_RATE_WINDOW * 2 => w,
+            // Nothing fetched for two windows: the current window says so.
+            _ => (
+                self.window_fetches,
+                now.duration_since(self.window_start)
+                    .max(std::time::Duration::from_millis(1)),
+            ),
+        }
+    }
 }
 
 /// Where a partition stands as metadata says, kept beside its log.
@@ -127,7 +151,17 @@ impl ReplicaState {
             fetched_at: now,
             caught_up_at: self.leading_since.get(),
             leader_end_at_fetch: Offset(u64::MAX),
+            window_fetches: 0,
+            window_start: now,
+            last_window: None,
         });
+        let in_window = now.duration_since(p.window_start);
+        if in_window >= FETCH_RATE_WINDOW {
+            p.last_window = Some((p.window_fetches, in_window));
+            p.window_fetches = 0;
+            p.window_start = now;
+        }
+        p.window_fetches = p.window_fetches.saturating_add(1);
         if offset >= leader_end {
             p.caught_up_at = now;
         } else if offset >= p.leader_end_at_fetch {
@@ -294,6 +328,43 @@ mod tests {
         );
         f.record_fetch(1, Offset(90), Offset(90));
         assert_eq!(f.high_watermark(Offset(90)), Offset(90));
+    }
+
+    #[test]
+    fn the_fetch_rate_is_counted_over_whole_windows() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + std::time::Duration::from_millis(ms);
+        let mut p = Progress {
+            durable: Offset(0),
+            fetched_at: t0,
+            caught_up_at: t0,
+            leader_end_at_fetch: Offset(0),
+            window_fetches: 3,
+            window_start: t0,
+            last_window: None,
+        };
+        // Before a window has passed: the current one, over its length so far.
+        assert_eq!(
+            p.fetch_rate(at(1500)),
+            (3, std::time::Duration::from_millis(1500))
+        );
+        // A whole window passed: it is the answer until two windows go by without one.
+        p.last_window = Some((50, FETCH_RATE_WINDOW));
+        p.window_fetches = 1;
+        assert_eq!(p.fetch_rate(at(1000)), (50, FETCH_RATE_WINDOW));
+        let silent = FETCH_RATE_WINDOW * 2 + std::time::Duration::from_secs(1);
+        assert_eq!(
+            p.fetch_rate(t0 + silent),
+            (1, silent),
+            "a follower gone quiet"
+        );
+
+        // record_fetch counts into the window.
+        let s = ReplicaState::new(1, role(1, 1, &[1, 2]));
+        for _ in 0..4 {
+            s.record_fetch(2, Offset(1), Offset(1));
+        }
+        assert_eq!(s.followers()[&2].window_fetches, 4);
     }
 
     #[test]

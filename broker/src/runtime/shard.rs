@@ -728,6 +728,7 @@ impl Shard {
             }
             self.metrics.forget_topic(&topic.meta.name);
         }
+        self.drop_moved_replicas(&snapshot).await;
         for topic in snapshot.topics.values() {
             let log_config = logs::log_config(&topic.config);
             for p in 0..topic.meta.partitions {
@@ -794,6 +795,47 @@ impl Shard {
     /// Keeps each replicated partition's role (leader, epochs, ISR) as the snapshot says, for
     /// the partitions this shard owns a replica of; forgets the others. Returns the partitions
     /// this broker has just come to lead (it followed them before).
+    /// Closes and deletes the logs of partitions this broker no longer holds a replica of
+    /// while their topic lives on (a reassignment moved the replica away; `cluster::reassign`
+    /// removes it only once the partition's new replicas are all in sync). Deleted topics'
+    /// logs go with the topic.
+    async fn drop_moved_replicas(&self, snapshot: &Snapshot) {
+        let by_id: HashMap<u128, &Arc<TopicInfo>> =
+            snapshot.topics.values().map(|t| (t.id, t)).collect();
+        let moved: Vec<(PartKey, Slot, Arc<TopicInfo>)> = {
+            let mut logs = self.logs.borrow_mut();
+            let keys: Vec<(PartKey, Arc<TopicInfo>)> = logs
+                .keys()
+                .filter_map(|k| {
+                    let topic = by_id.get(&k.topic_id)?;
+                    (topic.meta.is_placed() && !topic.is_replica(k.partition, snapshot.me))
+                        .then(|| (*k, (*topic).clone()))
+                })
+                .collect();
+            keys.into_iter()
+                .filter_map(|(k, t)| logs.remove(&k).map(|s| (k, s, t)))
+                .collect()
+        };
+        for (key, slot, topic) in moved {
+            let name = &topic.meta.name;
+            let partition = key.partition.0;
+            if name == crate::group::OFFSETS_TOPIC {
+                self.groups.unload(key.partition);
+            }
+            self.metrics.forget_partition(name, partition);
+            if let Slot::Open(log) = slot {
+                match log.delete().await {
+                    Ok(()) => {
+                        tracing::info!(topic = %name, partition, "replica moved away: log deleted")
+                    }
+                    Err(e) => {
+                        tracing::error!(topic = %name, partition, error = %e, "deleting a moved replica's log failed")
+                    }
+                }
+            }
+        }
+    }
+
     fn apply_roles(&self, snapshot: &Snapshot) -> Vec<PartKey> {
         let mut now_leading = Vec::new();
         let mut keep = std::collections::HashSet::new();
@@ -869,6 +911,38 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// How far each follower of a partition this shard leads is behind (empty where it does
+    /// not lead, or the partition is not replicated).
+    pub fn follower_progress(
+        &self,
+        key: &PartKey,
+    ) -> Vec<quiver_proto::api::fetch::FollowerProgress> {
+        let (Some(r), Ok(log)) = (self.replica_state(key), self.log(key)) else {
+            return Vec::new();
+        };
+        if !r.leads() {
+            return Vec::new();
+        }
+        let end = log.readable_end();
+        let now = Instant::now();
+        r.followers()
+            .into_iter()
+            .map(|(id, p)| {
+                let (fetches, window) = p.fetch_rate(now);
+                quiver_proto::api::fetch::FollowerProgress {
+                    broker_id: quiver_proto::BrokerId(id),
+                    fetch_offset: p.durable,
+                    lag_records: end.0.saturating_sub(p.durable.0),
+                    lag_bytes: log.bytes_after(p.durable),
+                    lag_ms: now.duration_since(p.caught_up_at).as_millis() as u64,
+                    last_fetch_ms: now.duration_since(p.fetched_at).as_millis() as u64,
+                    window_fetches: fetches,
+                    window_ms: u32::try_from(window.as_millis()).unwrap_or(u32::MAX),
+                }
+            })
+            .collect()
     }
 
     /// Publishes per-partition figures for /metrics.

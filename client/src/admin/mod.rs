@@ -20,9 +20,11 @@ use crate::record::TopicPartition;
 
 mod groups;
 mod quorum;
+mod replicas;
 
 pub use groups::{GroupDescription, GroupListing, GroupMember, GroupOffset, GroupState};
 pub use quorum::{QuorumDescription, RegisteredBroker, VoterDescription};
+pub use replicas::FollowerProgress;
 
 /// A topic to create.
 ///
@@ -71,7 +73,7 @@ impl NewTopic {
 /// ```
 /// # use quiver_client::{PartitionDescription, PartitionId, Offset};
 /// # let p = PartitionDescription { partition: PartitionId(0), leader: None, leader_shard: None,
-/// #   replicas: vec![], isr: vec![],
+/// #   replicas: vec![], isr: vec![], adding: vec![], removing: vec![], followers: vec![],
 /// #   start_offset: Some(Offset(0)), end_offset: Some(Offset(10)) };
 /// assert_eq!(p.end_offset.unwrap().0 - p.start_offset.unwrap().0, 10); // records retained
 /// ```
@@ -91,6 +93,15 @@ pub struct PartitionDescription {
     /// The replicas in sync with the leader.
     #[serde(serialize_with = "ser_brokers")]
     pub isr: Vec<BrokerId>,
+    /// While a reassignment runs: the replicas being added (they join the ISR once caught up).
+    #[serde(serialize_with = "ser_brokers")]
+    pub adding: Vec<BrokerId>,
+    /// While a reassignment runs: the replicas removed once every new one is in sync.
+    #[serde(serialize_with = "ser_brokers")]
+    pub removing: Vec<BrokerId>,
+    /// How far each follower is behind, as the leader sees it (empty when the leader did
+    /// not say: a single broker, or a leader that is down).
+    pub followers: Vec<FollowerProgress>,
     /// The log start offset (oldest retained record); `None` if it could not be read.
     #[serde(serialize_with = "ser_opt_offset")]
     pub start_offset: Option<Offset>,
@@ -260,6 +271,12 @@ fn ser_opt_broker<S: serde::Serializer>(
 fn ser_brokers<S: serde::Serializer>(b: &[BrokerId], s: S) -> std::result::Result<S::Ok, S::Error> {
     s.collect_seq(b.iter().map(|b| b.0))
 }
+fn ser_broker<S: serde::Serializer>(b: &BrokerId, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_u32(b.0)
+}
+fn ser_offset<S: serde::Serializer>(o: &Offset, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_u64(o.0)
+}
 fn ser_opt_offset<S: serde::Serializer>(
     o: &Option<Offset>,
     s: S,
@@ -423,6 +440,9 @@ impl Admin {
                         leader_shard: p.leader_shard,
                         replicas: p.replicas.clone(),
                         isr: p.isr.clone(),
+                        adding: p.adding.clone(),
+                        removing: p.removing.clone(),
+                        followers: Vec::new(),
                         start_offset: None,
                         end_offset: None,
                     })
@@ -460,9 +480,11 @@ impl Admin {
             .map(|tp| (tp.clone(), OffsetSpec::Latest))
             .collect();
         // A partition whose leader is down has no offsets to show; the rest are described.
-        let (starts, ends) = futures_util::future::join(
+        let numbers: Vec<PartitionId> = t.partitions.iter().map(|p| p.partition).collect();
+        let (starts, ends, followers) = futures_util::future::join3(
             list_offsets_lenient(&self.client, &earliest),
             list_offsets_lenient(&self.client, &latest),
+            replicas::follower_progress(&self.client, name, &numbers),
         )
         .await;
         let offset_of = |list: &[(TopicPartition, Option<Offset>)], p: PartitionId| {
@@ -486,6 +508,9 @@ impl Admin {
                     leader_shard: p.leader_shard,
                     replicas: p.replicas.clone(),
                     isr: p.isr.clone(),
+                    adding: p.adding.clone(),
+                    removing: p.removing.clone(),
+                    followers: followers.get(&p.partition).cloned().unwrap_or_default(),
                     start_offset: offset_of(&starts, p.partition),
                     end_offset: offset_of(&ends, p.partition),
                 })

@@ -102,6 +102,10 @@ pub struct PartitionInfo {
     pub replicas: Vec<BrokerId>,
     /// The replicas in sync with the leader.
     pub isr: Vec<BrokerId>,
+    /// While a reassignment runs: the replicas being added (catching up).
+    pub adding: Vec<BrokerId>,
+    /// While a reassignment runs: the replicas removed once the new ones are in sync.
+    pub removing: Vec<BrokerId>,
 }
 
 impl PartitionInfo {
@@ -375,6 +379,8 @@ impl Client {
                     leader_shard: p.leader_shard,
                     replicas: p.replicas,
                     isr: p.isr,
+                    adding: p.adding_replicas,
+                    removing: p.removing_replicas,
                 })
                 .collect();
             partitions.sort_by_key(|p| p.partition);

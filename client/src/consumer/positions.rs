@@ -208,6 +208,7 @@ pub(crate) async fn list_offsets_raw(
         let req = ListOffsetsRequest {
             isolation_level: IsolationLevel::ReadUncommitted,
             topics,
+            follower_progress: false,
         };
         let (resp, _) = client.call_broker(broker, &req, Vec::new()).await?;
         for (tp, _) in items {

@@ -396,6 +396,40 @@ impl PartitionLog {
         s.closed.iter().map(|c| c.size).sum::<u64>() + s.active.live().len
     }
 
+    /// About how many bytes of the log lie at or after `offset` (a follower's lag in bytes):
+    /// in the active segment exact to one index interval (counted from the index point at or
+    /// before `offset`, so at most `index_interval_bytes` too many); in an older segment, its
+    /// share of that segment's bytes in proportion to offsets, plus every later segment whole.
+    /// 0 at or past the end.
+    pub fn bytes_after(&self, offset: Offset) -> u64 {
+        let s = self.shared.state.borrow();
+        let end = s.commit.staged_end();
+        if offset >= end {
+            return 0;
+        }
+        let active_len = s.active.live().len;
+        let base = s.active.files.base;
+        if offset >= base {
+            let rel = u32::try_from(offset.0 - base.0).unwrap_or(u32::MAX);
+            let from = crate::index::lookup_offset(&s.active.points, rel)
+                .map_or(0, |p| u64::from(p.position));
+            return active_len.saturating_sub(from);
+        }
+        let mut total = active_len;
+        for (i, c) in s.closed.iter().enumerate().rev() {
+            let next = s.closed.get(i + 1).map_or(base, |n| n.base);
+            if c.base > offset {
+                total += c.size;
+                continue;
+            }
+            let span = next.0.saturating_sub(c.base.0).max(1);
+            let after = next.0.saturating_sub(offset.0.max(c.base.0));
+            total += (u128::from(c.size) * u128::from(after) / u128::from(span)) as u64;
+            break;
+        }
+        total
+    }
+
     /// Number of segments, the active one included.
     pub fn segment_count(&self) -> usize {
         self.shared.state.borrow().closed.len() + 1

@@ -141,6 +141,24 @@ tables! {
     pub struct ListOffsetsRequest(ListOffsetsRequest, ListOffsetsRequestArgs) {
         isolation_level: IsolationLevel = scalar,
         topics: Vec<ListOffsetsTopic> = tables,
+        /// Also say how far each follower is behind.
+        follower_progress: bool = scalar,
+    }
+
+    /// One follower of a partition as its leader sees it.
+    pub struct FollowerProgress(FollowerProgress, FollowerProgressArgs) {
+        broker_id: BrokerId = scalar,
+        /// Its durable end: the offset of its last fetch.
+        fetch_offset: Offset = scalar,
+        lag_records: u64 = scalar,
+        /// About how many bytes behind.
+        lag_bytes: u64 = scalar,
+        /// Since it was last caught up.
+        lag_ms: u64 = scalar,
+        last_fetch_ms: u64 = scalar,
+        /// Fetches over the last rate window, and its length.
+        window_fetches: u32 = scalar,
+        window_ms: u32 = scalar,
     }
 
     pub struct ListOffsetsPartitionResponse(
@@ -154,6 +172,8 @@ tables! {
         /// `None` when no record has a timestamp at or after the one asked for.
         offset: Option<Offset> = opt,
         leader_epoch: Option<LeaderEpoch> = opt,
+        /// When asked: each follower's progress.
+        followers: Vec<FollowerProgress> = tables,
     }
 
     pub struct ListOffsetsTopicResponse(ListOffsetsTopicResponse, ListOffsetsTopicResponseArgs) {

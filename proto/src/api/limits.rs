@@ -9,7 +9,8 @@
 //! - A request names an entry at most once where a repeat would mean the same work twice: one
 //!   (topic, partition) per Produce, Fetch, ReplicaFetch, ListOffsets, OffsetCommit and
 //!   OffsetFetch; one topic
-//!   per CreateTopics, DeleteTopics and CreatePartitions; one resource per DescribeConfigs and
+//!   per CreateTopics, DeleteTopics and CreatePartitions; one (topic, partition) per
+//!   AlterPartitionReassignments; one resource per DescribeConfigs and
 //!   IncrementalAlterConfigs, and one config per resource in the latter; one group per
 //!   DescribeGroups and DeleteGroups. (Metadata is answered once per distinct topic instead: a
 //!   repeated name there is harmless and some clients send one.)
@@ -224,6 +225,21 @@ pub fn check(req: &AnyRequest) -> Result<(), Violation> {
                 c.count(t.assignments.len())?;
                 for a in &t.assignments {
                     c.count(a.broker_ids.len())?;
+                }
+            }
+        }
+        AnyRequest::AlterPartitionReassignments(r) => {
+            let mut seen = HashSet::new();
+            for p in &r.partitions {
+                c.count(1)?;
+                c.count(p.replicas.len())?;
+                c.name("topic name", &p.topic)?;
+                if !seen.insert((p.topic.as_str(), p.partition)) {
+                    return Err(format!(
+                        "partition {} of '{}' is listed more than once",
+                        p.partition.0,
+                        clip(&p.topic)
+                    ));
                 }
             }
         }

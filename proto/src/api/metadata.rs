@@ -1,5 +1,6 @@
 //! Cluster metadata and topic administration (`proto/schema/metadata.fbs`): Metadata,
-//! CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs, IncrementalAlterConfigs.
+//! CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs, IncrementalAlterConfigs,
+//! AlterPartitionReassignments.
 
 use super::codec::{tables, wire_enum};
 use super::{ConfigEntry, TopicResult, Uuid};
@@ -35,6 +36,10 @@ tables! {
         offline_replicas: Vec<BrokerId> = scalars,
         /// The leader's shard owning the partition, when known.
         leader_shard: Option<u16> = opt,
+        /// While a reassignment runs: replicas being added.
+        adding_replicas: Vec<BrokerId> = scalars,
+        /// While a reassignment runs: replicas removed once the new ones are in sync.
+        removing_replicas: Vec<BrokerId> = scalars,
     }
 
     /// One topic.
@@ -113,6 +118,34 @@ tables! {
         /// The new total number of partitions.
         count: u32 = scalar,
         assignments: Vec<ReplicaAssignment> = tables,
+    }
+
+    /// One partition to move to other brokers.
+    pub struct ReassignPartition(ReassignPartition, ReassignPartitionArgs) {
+        topic: String = string,
+        partition: PartitionId = scalar,
+        /// The new replicas, the preferred leader first.
+        replicas: Vec<BrokerId> = scalars,
+    }
+
+    /// AlterPartitionReassignments request.
+    pub struct AlterPartitionReassignmentsRequest(AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsRequestArgs) {
+        timeout_ms: u32 = scalar,
+        partitions: Vec<ReassignPartition> = tables,
+    }
+
+    /// The outcome for one partition.
+    pub struct ReassignPartitionResult(ReassignPartitionResult, ReassignPartitionResultArgs) {
+        topic: String = string,
+        partition: PartitionId = scalar,
+        error_code: ErrorCode = scalar,
+        error_message: Option<String> = opt_string,
+    }
+
+    /// AlterPartitionReassignments response.
+    pub struct AlterPartitionReassignmentsResponse(AlterPartitionReassignmentsResponse, AlterPartitionReassignmentsResponseArgs) {
+        throttle_time_ms: u32 = scalar,
+        results: Vec<ReassignPartitionResult> = tables,
     }
 
     /// CreatePartitions request.

@@ -348,6 +348,10 @@ apis! {
     /// Change some configurations.
     IncrementalAlterConfigs = 44, 0..=0,
         metadata::IncrementalAlterConfigsRequest, metadata::IncrementalAlterConfigsResponse;
+    /// Move partitions' replicas to other brokers.
+    AlterPartitionReassignments = 45, 0..=0,
+        metadata::AlterPartitionReassignmentsRequest,
+        metadata::AlterPartitionReassignmentsResponse;
     /// Broker to controller: change a partition's ISR.
     AlterPartition = 56, 0..=0, cluster::AlterPartitionRequest, cluster::AlterPartitionResponse;
     /// The cluster's brokers (fenced ones too) and its controller quorum.

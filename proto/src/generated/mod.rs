@@ -110,6 +110,14 @@ pub mod quiver {
     pub use self::alter_configs_result_generated::*;
     mod incremental_alter_configs_response_generated;
     pub use self::incremental_alter_configs_response_generated::*;
+    mod reassign_partition_generated;
+    pub use self::reassign_partition_generated::*;
+    mod alter_partition_reassignments_request_generated;
+    pub use self::alter_partition_reassignments_request_generated::*;
+    mod reassign_partition_result_generated;
+    pub use self::reassign_partition_result_generated::*;
+    mod alter_partition_reassignments_response_generated;
+    pub use self::alter_partition_reassignments_response_generated::*;
     mod partition_produce_data_generated;
     pub use self::partition_produce_data_generated::*;
     mod topic_produce_data_generated;
@@ -150,6 +158,8 @@ pub mod quiver {
     pub use self::list_offsets_request_generated::*;
     mod list_offsets_partition_response_generated;
     pub use self::list_offsets_partition_response_generated::*;
+    mod follower_progress_generated;
+    pub use self::follower_progress_generated::*;
     mod list_offsets_topic_response_generated;
     pub use self::list_offsets_topic_response_generated::*;
     mod list_offsets_response_generated;

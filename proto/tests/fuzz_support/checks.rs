@@ -232,6 +232,7 @@ defaults!(
     CreatePartitions,
     DeleteGroups,
     IncrementalAlterConfigs,
+    AlterPartitionReassignments,
     AlterPartition,
     DescribeCluster,
     BrokerRegistration,
@@ -303,6 +304,7 @@ pub fn populated_requests() -> Vec<AnyRequest> {
                     },
                 ],
             }],
+            follower_progress: true,
         }),
         AnyRequest::Metadata(metadata::MetadataRequest {
             topics: Some(vec!["a".into(), "b".into()]),

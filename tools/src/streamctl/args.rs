@@ -458,6 +458,19 @@ pub enum TopicCommand {
         #[command(flatten)]
         out: OutputArgs,
     },
+    /// Move a partition's replicas to other brokers (new ones catch up and join the ISR
+    /// before the removed ones go; watch with `topic describe`).
+    Reassign {
+        name: String,
+        /// The partition to move.
+        #[arg(long, value_name = "N")]
+        partition: u32,
+        /// Its new replicas, broker ids, the preferred leader first (e.g. 1,2,3).
+        #[arg(long, value_name = "IDS", value_delimiter = ',', required = true)]
+        replicas: Vec<u32>,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -73,12 +73,6 @@ pub async fn topic(client: &Client, cmd: &TopicCommand) -> CliResult {
                     outln!("ID          {}", d.id);
                     outln!("PARTITIONS  {}", d.partitions.len());
                     outln!();
-                    let ids = |v: &[quiver_client::BrokerId]| {
-                        v.iter()
-                            .map(|b| b.0.to_string())
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    };
                     let opt = |o: Option<Offset>| o.map_or("-".to_string(), |o| o.0.to_string());
                     let rows: Vec<Vec<String>> = d
                         .partitions
@@ -108,6 +102,48 @@ pub async fn topic(client: &Client, cmd: &TopicCommand) -> CliResult {
                         &rows,
                     );
                     outln!();
+                    let moving: Vec<Vec<String>> = d
+                        .partitions
+                        .iter()
+                        .filter(|p| !p.adding.is_empty() || !p.removing.is_empty())
+                        .map(|p| vec![p.partition.0.to_string(), ids(&p.adding), ids(&p.removing)])
+                        .collect();
+                    if !moving.is_empty() {
+                        print_table(&["MOVING", "ADDING", "REMOVING"], &moving);
+                        outln!();
+                    }
+                    let followers: Vec<Vec<String>> = d
+                        .partitions
+                        .iter()
+                        .flat_map(|p| {
+                            p.followers.iter().map(move |f| {
+                                vec![
+                                    p.partition.0.to_string(),
+                                    f.broker.0.to_string(),
+                                    f.fetch_offset.0.to_string(),
+                                    f.lag_records.to_string(),
+                                    f.lag_bytes.to_string(),
+                                    f.lag_ms.to_string(),
+                                    format!("{:.1}", f.fetches_per_second()),
+                                ]
+                            })
+                        })
+                        .collect();
+                    if !followers.is_empty() {
+                        print_table(
+                            &[
+                                "PARTITION",
+                                "FOLLOWER",
+                                "FETCH OFFSET",
+                                "LAG RECORDS",
+                                "LAG BYTES",
+                                "LAG MS",
+                                "FETCHES/S",
+                            ],
+                            &followers,
+                        );
+                        outln!();
+                    }
                     let rows: Vec<Vec<String>> = d
                         .configs
                         .iter()
@@ -169,6 +205,49 @@ pub async fn topic(client: &Client, cmd: &TopicCommand) -> CliResult {
                 }
             }
         }
+        TopicCommand::Reassign {
+            name,
+            partition,
+            replicas,
+            out,
+        } => {
+            admin
+                .reassign_partition(name, *partition, replicas)
+                .await
+                .map_err(e)?;
+            let d = admin.describe_topic(name).await.map_err(e)?;
+            let p = d
+                .partitions
+                .iter()
+                .find(|p| p.partition.0 == *partition)
+                .ok_or_else(|| format!("topic {name} has no partition {partition}"))?;
+            match out.output {
+                Output::Json => print_json(&json!({
+                    "topic": name,
+                    "partition": partition,
+                    "target": replicas,
+                    "now": p,
+                })),
+                Output::Text => {
+                    let list =
+                        |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+                    if p.adding.is_empty() && p.removing.is_empty() {
+                        outln!(
+                            "partition {partition} of {name} now on brokers {}",
+                            list(replicas)
+                        );
+                    } else {
+                        outln!(
+                            "moving partition {partition} of {name} to brokers {}: adding {}, removing {} once the new replicas are in sync",
+                            list(replicas),
+                            ids(&p.adding),
+                            ids(&p.removing)
+                        );
+                    }
+                    Ok(())
+                }
+            }
+        }
         TopicCommand::AddPartitions {
             name,
             partitions: total,
@@ -184,6 +263,17 @@ pub async fn topic(client: &Client, cmd: &TopicCommand) -> CliResult {
             }
         }
     }
+}
+
+/// Broker ids as `1,2,3` (`-` for none).
+fn ids(v: &[quiver_client::BrokerId]) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    v.iter()
+        .map(|b| b.0.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 pub async fn cluster(client: &Client, out: OutputArgs) -> CliResult {

@@ -24,6 +24,7 @@ impl<'a> ListOffsetsPartitionResponse<'a> {
   pub const VT_TIMESTAMP: ::flatbuffers::VOffsetT = 8;
   pub const VT_OFFSET: ::flatbuffers::VOffsetT = 10;
   pub const VT_LEADER_EPOCH: ::flatbuffers::VOffsetT = 12;
+  pub const VT_FOLLOWERS: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -32,11 +33,12 @@ impl<'a> ListOffsetsPartitionResponse<'a> {
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
     _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args ListOffsetsPartitionResponseArgs
+    args: &'args ListOffsetsPartitionResponseArgs<'args>
   ) -> ::flatbuffers::WIPOffset<ListOffsetsPartitionResponse<'bldr>> {
     let mut builder = ListOffsetsPartitionResponseBuilder::new(_fbb);
     if let Some(x) = args.offset { builder.add_offset(x); }
     if let Some(x) = args.timestamp { builder.add_timestamp(x); }
+    if let Some(x) = args.followers { builder.add_followers(x); }
     if let Some(x) = args.leader_epoch { builder.add_leader_epoch(x); }
     builder.add_partition(args.partition);
     builder.add_error_code(args.error_code);
@@ -84,6 +86,14 @@ impl<'a> ListOffsetsPartitionResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(ListOffsetsPartitionResponse::VT_LEADER_EPOCH, None)}
   }
+  /// When asked (follower_progress): each follower that fetched in the leader's epoch.
+  #[inline]
+  pub fn followers(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FollowerProgress<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FollowerProgress>>>>(ListOffsetsPartitionResponse::VT_FOLLOWERS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ListOffsetsPartitionResponse<'_> {
@@ -97,18 +107,20 @@ impl ::flatbuffers::Verifiable for ListOffsetsPartitionResponse<'_> {
      .visit_field::<i64>("timestamp", Self::VT_TIMESTAMP, false)?
      .visit_field::<u64>("offset", Self::VT_OFFSET, false)?
      .visit_field::<u32>("leader_epoch", Self::VT_LEADER_EPOCH, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<FollowerProgress>>>>("followers", Self::VT_FOLLOWERS, false)?
      .finish();
     Ok(())
   }
 }
-pub struct ListOffsetsPartitionResponseArgs {
+pub struct ListOffsetsPartitionResponseArgs<'a> {
     pub partition: u32,
     pub error_code: ErrorCode,
     pub timestamp: Option<i64>,
     pub offset: Option<u64>,
     pub leader_epoch: Option<u32>,
+    pub followers: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FollowerProgress<'a>>>>>,
 }
-impl<'a> Default for ListOffsetsPartitionResponseArgs {
+impl<'a> Default for ListOffsetsPartitionResponseArgs<'a> {
   #[inline]
   fn default() -> Self {
     ListOffsetsPartitionResponseArgs {
@@ -117,6 +129,7 @@ impl<'a> Default for ListOffsetsPartitionResponseArgs {
       timestamp: None,
       offset: None,
       leader_epoch: None,
+      followers: None,
     }
   }
 }
@@ -147,6 +160,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListOffsetsPartitionResponseB
     self.fbb_.push_slot_always::<u32>(ListOffsetsPartitionResponse::VT_LEADER_EPOCH, leader_epoch);
   }
   #[inline]
+  pub fn add_followers(&mut self, followers: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<FollowerProgress<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ListOffsetsPartitionResponse::VT_FOLLOWERS, followers);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListOffsetsPartitionResponseBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ListOffsetsPartitionResponseBuilder {
@@ -169,6 +186,7 @@ impl ::core::fmt::Debug for ListOffsetsPartitionResponse<'_> {
       ds.field("timestamp", &self.timestamp());
       ds.field("offset", &self.offset());
       ds.field("leader_epoch", &self.leader_epoch());
+      ds.field("followers", &self.followers());
       ds.finish()
   }
 }

@@ -21,6 +21,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ListOffsetsRequest<'a> {
 impl<'a> ListOffsetsRequest<'a> {
   pub const VT_ISOLATION_LEVEL: ::flatbuffers::VOffsetT = 4;
   pub const VT_TOPICS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_FOLLOWER_PROGRESS: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -33,6 +34,7 @@ impl<'a> ListOffsetsRequest<'a> {
   ) -> ::flatbuffers::WIPOffset<ListOffsetsRequest<'bldr>> {
     let mut builder = ListOffsetsRequestBuilder::new(_fbb);
     if let Some(x) = args.topics { builder.add_topics(x); }
+    builder.add_follower_progress(args.follower_progress);
     builder.add_isolation_level(args.isolation_level);
     builder.finish()
   }
@@ -54,6 +56,15 @@ impl<'a> ListOffsetsRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ListOffsetsTopic>>>>(ListOffsetsRequest::VT_TOPICS, None)}
   }
+  /// Also say how far each follower is behind (the leader knows; `streamctl topic describe`
+  /// asks).
+  #[inline]
+  pub fn follower_progress(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ListOffsetsRequest::VT_FOLLOWER_PROGRESS, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ListOffsetsRequest<'_> {
@@ -64,6 +75,7 @@ impl ::flatbuffers::Verifiable for ListOffsetsRequest<'_> {
     v.visit_table(pos)?
      .visit_field::<IsolationLevel>("isolation_level", Self::VT_ISOLATION_LEVEL, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ListOffsetsTopic>>>>("topics", Self::VT_TOPICS, false)?
+     .visit_field::<bool>("follower_progress", Self::VT_FOLLOWER_PROGRESS, false)?
      .finish();
     Ok(())
   }
@@ -71,6 +83,7 @@ impl ::flatbuffers::Verifiable for ListOffsetsRequest<'_> {
 pub struct ListOffsetsRequestArgs<'a> {
     pub isolation_level: IsolationLevel,
     pub topics: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ListOffsetsTopic<'a>>>>>,
+    pub follower_progress: bool,
 }
 impl<'a> Default for ListOffsetsRequestArgs<'a> {
   #[inline]
@@ -78,6 +91,7 @@ impl<'a> Default for ListOffsetsRequestArgs<'a> {
     ListOffsetsRequestArgs {
       isolation_level: IsolationLevel::ReadUncommitted,
       topics: None,
+      follower_progress: false,
     }
   }
 }
@@ -94,6 +108,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListOffsetsRequestBuilder<'a,
   #[inline]
   pub fn add_topics(&mut self, topics: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ListOffsetsTopic<'b >>>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ListOffsetsRequest::VT_TOPICS, topics);
+  }
+  #[inline]
+  pub fn add_follower_progress(&mut self, follower_progress: bool) {
+    self.fbb_.push_slot::<bool>(ListOffsetsRequest::VT_FOLLOWER_PROGRESS, follower_progress, false);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListOffsetsRequestBuilder<'a, 'b, A> {
@@ -115,6 +133,7 @@ impl ::core::fmt::Debug for ListOffsetsRequest<'_> {
     let mut ds = f.debug_struct("ListOffsetsRequest");
       ds.field("isolation_level", &self.isolation_level());
       ds.field("topics", &self.topics());
+      ds.field("follower_progress", &self.follower_progress());
       ds.finish()
   }
 }

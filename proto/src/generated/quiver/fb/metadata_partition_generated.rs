@@ -27,6 +27,8 @@ impl<'a> MetadataPartition<'a> {
   pub const VT_ISR: ::flatbuffers::VOffsetT = 14;
   pub const VT_OFFLINE_REPLICAS: ::flatbuffers::VOffsetT = 16;
   pub const VT_LEADER_SHARD: ::flatbuffers::VOffsetT = 18;
+  pub const VT_ADDING_REPLICAS: ::flatbuffers::VOffsetT = 20;
+  pub const VT_REMOVING_REPLICAS: ::flatbuffers::VOffsetT = 22;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -38,6 +40,8 @@ impl<'a> MetadataPartition<'a> {
     args: &'args MetadataPartitionArgs<'args>
   ) -> ::flatbuffers::WIPOffset<MetadataPartition<'bldr>> {
     let mut builder = MetadataPartitionBuilder::new(_fbb);
+    if let Some(x) = args.removing_replicas { builder.add_removing_replicas(x); }
+    if let Some(x) = args.adding_replicas { builder.add_adding_replicas(x); }
     if let Some(x) = args.offline_replicas { builder.add_offline_replicas(x); }
     if let Some(x) = args.isr { builder.add_isr(x); }
     if let Some(x) = args.replicas { builder.add_replicas(x); }
@@ -115,6 +119,22 @@ impl<'a> MetadataPartition<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u16>(MetadataPartition::VT_LEADER_SHARD, None)}
   }
+  /// While a reassignment runs: replicas being added (catching up, not yet all in sync).
+  #[inline]
+  pub fn adding_replicas(&self) -> Option<::flatbuffers::Vector<'a, u32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u32>>>(MetadataPartition::VT_ADDING_REPLICAS, None)}
+  }
+  /// While a reassignment runs: replicas to be removed once the new ones are in sync.
+  #[inline]
+  pub fn removing_replicas(&self) -> Option<::flatbuffers::Vector<'a, u32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u32>>>(MetadataPartition::VT_REMOVING_REPLICAS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for MetadataPartition<'_> {
@@ -131,6 +151,8 @@ impl ::flatbuffers::Verifiable for MetadataPartition<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("isr", Self::VT_ISR, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("offline_replicas", Self::VT_OFFLINE_REPLICAS, false)?
      .visit_field::<u16>("leader_shard", Self::VT_LEADER_SHARD, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("adding_replicas", Self::VT_ADDING_REPLICAS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("removing_replicas", Self::VT_REMOVING_REPLICAS, false)?
      .finish();
     Ok(())
   }
@@ -144,6 +166,8 @@ pub struct MetadataPartitionArgs<'a> {
     pub isr: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
     pub offline_replicas: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
     pub leader_shard: Option<u16>,
+    pub adding_replicas: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
+    pub removing_replicas: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
 }
 impl<'a> Default for MetadataPartitionArgs<'a> {
   #[inline]
@@ -157,6 +181,8 @@ impl<'a> Default for MetadataPartitionArgs<'a> {
       isr: None,
       offline_replicas: None,
       leader_shard: None,
+      adding_replicas: None,
+      removing_replicas: None,
     }
   }
 }
@@ -199,6 +225,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MetadataPartitionBuilder<'a, 
     self.fbb_.push_slot_always::<u16>(MetadataPartition::VT_LEADER_SHARD, leader_shard);
   }
   #[inline]
+  pub fn add_adding_replicas(&mut self, adding_replicas: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u32>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MetadataPartition::VT_ADDING_REPLICAS, adding_replicas);
+  }
+  #[inline]
+  pub fn add_removing_replicas(&mut self, removing_replicas: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u32>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MetadataPartition::VT_REMOVING_REPLICAS, removing_replicas);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MetadataPartitionBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     MetadataPartitionBuilder {
@@ -224,6 +258,8 @@ impl ::core::fmt::Debug for MetadataPartition<'_> {
       ds.field("isr", &self.isr());
       ds.field("offline_replicas", &self.offline_replicas());
       ds.field("leader_shard", &self.leader_shard());
+      ds.field("adding_replicas", &self.adding_replicas());
+      ds.field("removing_replicas", &self.removing_replicas());
       ds.finish()
   }
 }
