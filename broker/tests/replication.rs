@@ -1286,3 +1286,120 @@ async fn a_replica_moves_to_another_broker_under_acks_all() {
     );
     assert!(holds_partition(&cluster, (new - 1) as usize, "moving", 0));
 }
+
+/// A replica added to a partition whose leader's retention already deleted its first segments
+/// cannot copy from offset 0: it empties its log and starts again at the leader's log start,
+/// catches up from there and joins the ISR, and its copy is the leader's, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_added_after_retention_starts_at_the_leaders_log_start() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut flags = FLAGS.to_vec();
+    flags.extend(["--retention-check-interval-ms", "200"]);
+    let cluster = Cluster::start(3, &flags);
+    let admin = Admin::new(cluster.client().await);
+    admin
+        .create_topic(
+            NewTopic::new("trimmed", 1)
+                .replication_factor(1)
+                .config("segment.bytes", "65536")
+                .config("retention.bytes", "131072"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("creating a topic: {e}\n{}", cluster.logs()));
+    // Values that do not compress: each a different 256-byte run of a simple generator.
+    // Small batches, so the log rolls between appends (one append never splits).
+    let config = ProducerConfig {
+        batch_size: 16 * 1024,
+        max_request_size: 32 * 1024,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(cluster.client().await, config).unwrap();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut deliveries = Vec::new();
+    for _ in 0..3000 {
+        let value: Vec<u8> = (0..256)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let r = ProducerRecord::new("trimmed").value(value);
+        deliveries.push(producer.enqueue(r).await.unwrap());
+    }
+    producer.flush().await.unwrap();
+    for d in deliveries {
+        d.await.unwrap();
+    }
+    let (replicas, _, _) = placement(&cluster, 0, "trimmed", 0).await;
+    let leader = replicas[0];
+    let added = (1..=3).find(|b| *b != leader).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let start = loop {
+        let d = admin.describe_topic("trimmed").await.unwrap();
+        let start = d.partitions[0].start_offset.map_or(0, |o| o.0);
+        if start > 0 {
+            break start;
+        }
+        if Instant::now() >= deadline {
+            let files: Vec<String> = walk(&cluster.brokers[(leader - 1) as usize].data_dir());
+            panic!(
+                "retention deleted nothing: {d:?}\nthe leader's files: {files:?}\n{}",
+                cluster.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    admin
+        .reassign_partition("trimmed", 0, &[leader, added])
+        .await
+        .unwrap_or_else(|e| panic!("reassigning: {e}\n{}", cluster.logs()));
+    wait_moved(&cluster, 0, "trimmed", 0, &[leader, added], 30).await;
+    let mut both = vec![leader, added];
+    both.sort();
+    wait_roles(&cluster, 0, "trimmed", 10, "both in sync", |r| {
+        r[&0].1 == both
+    })
+    .await;
+    // Both copies hold the same batches from the later of the two starts (retention trims
+    // each on its own); the added one holds nothing below the leader's start when it joined.
+    let copies: Vec<Vec<Vec<u8>>> = [leader, added]
+        .iter()
+        .map(|b| stored_batches(&cluster.brokers[(*b - 1) as usize].data_dir(), "trimmed", 0))
+        .collect();
+    let base = |b: &Vec<u8>| quiver_proto::batch::header(b).unwrap().base_offset.get();
+    let first_added = base(&copies[1][0]);
+    assert!(
+        first_added >= start,
+        "the added replica starts at {first_added}, below the leader's start {start}"
+    );
+    let from = first_added.max(base(&copies[0][0]));
+    let tail = |c: &Vec<Vec<u8>>| -> Vec<Vec<u8>> {
+        c.iter().filter(|b| base(b) >= from).cloned().collect()
+    };
+    let tails = vec![tail(&copies[0]), tail(&copies[1])];
+    assert!(!tails[0].is_empty());
+    same_batches(&tails, 0, &cluster.logs());
+    assert!(
+        cluster.logs().contains("starting again there"),
+        "the added replica said it started again at the leader's start"
+    );
+}
+
+/// Every file under `dir`, for a failure message.
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                let len = e.metadata().map_or(0, |m| m.len());
+                out.push(format!("{} ({len})", p.display()));
+            }
+        }
+    }
+    out
+}

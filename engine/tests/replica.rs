@@ -129,3 +129,73 @@ fn a_follower_keeps_its_leaders_offsets_and_epochs_and_finds_where_epochs_end() 
         again.close().await.unwrap();
     });
 }
+
+/// A follower whose whole log lies below its leader's log start empties it and starts again at
+/// the leader's start: the old segments go, appends continue from there, and a reopen finds the
+/// log where it was left.
+#[test]
+fn a_follower_behind_its_leaders_log_start_starts_again_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    run(tmp.path(), move || async move {
+        let leader = PartitionLog::open(root.join("leader"), small_config())
+            .await
+            .unwrap();
+        for i in 0..200u64 {
+            leader
+                .append(&[batch(3, 400, i, 1000 + i as i64)], Some(LeaderEpoch(2)))
+                .await
+                .unwrap();
+        }
+        let all = stored(&leader).await;
+        let follower = PartitionLog::open(root.join("follower"), small_config())
+            .await
+            .unwrap();
+        follower.append_replica(&all[..20], &|| true).await.unwrap();
+        let behind = follower.end_offset();
+        assert!(
+            !follower.restart_at(behind).await.unwrap(),
+            "at its own end: nothing to do"
+        );
+        assert!(!follower.restart_at(Offset(5)).await.unwrap());
+        assert_eq!(follower.end_offset(), behind, "unchanged");
+
+        // The leader's start is past the follower's end (batch 150 onwards kept).
+        let start = Offset(150 * 3);
+        assert!(follower.restart_at(start).await.unwrap());
+        assert_eq!(
+            (follower.start_offset(), follower.end_offset()),
+            (start, start)
+        );
+        assert_eq!(follower.segment_count(), 1);
+        assert!(follower.read(start, 100).await.unwrap().is_empty());
+        assert!(matches!(
+            follower.read(Offset(0), 100).await,
+            Err(Error::OffsetOutOfRange { .. })
+        ));
+        follower
+            .append_replica(&all[150..], &|| true)
+            .await
+            .unwrap();
+        assert_eq!(follower.end_offset(), leader.end_offset());
+        let copied: Vec<Vec<u8>> = stored(&follower)
+            .await
+            .iter()
+            .map(|b| b.bytes().to_vec())
+            .collect();
+        let want: Vec<Vec<u8>> = all[150..].iter().map(|b| b.bytes().to_vec()).collect();
+        assert_eq!(
+            copied, want,
+            "the leader's batches from its start, as stored"
+        );
+        follower.close().await.unwrap();
+        let again = PartitionLog::open(root.join("follower"), small_config())
+            .await
+            .unwrap();
+        assert_eq!(
+            (again.start_offset(), again.end_offset()),
+            (start, leader.end_offset())
+        );
+        assert!(again.verify().await.unwrap().is_empty());
+    });
+}

@@ -177,6 +177,11 @@ pub(super) async fn replica_fetch(
             }
             Err(e) => {
                 failed = true;
+                // Below the log start: the follower starts again there (it needs the start).
+                if let PartError::Engine(quiver_engine::Error::OffsetOutOfRange { start, .. }) = &e
+                {
+                    out.log_start_offset = *start;
+                }
                 out.error_code = match e {
                     PartError::NotHosted => ErrorCode::NotLeaderOrFollower,
                     e => part_error(&e).0,

@@ -25,7 +25,7 @@ use quiver_proto::api::cluster::{
 use quiver_proto::api::{ApiKey, Message as _};
 use quiver_proto::batch::{self, BatchIter, BatchLimits, ValidBatch};
 use quiver_proto::frame::FrameHeader;
-use quiver_proto::{BrokerId, ErrorCode, LeaderEpoch, PartitionId};
+use quiver_proto::{BrokerId, ErrorCode, LeaderEpoch, Offset, PartitionId};
 
 use crate::cluster::state::PartKey;
 use crate::quorum::transport::{dial, PeerAddr};
@@ -351,6 +351,31 @@ async fn apply(
     (key, outcome)
 }
 
+/// The leader no longer holds the offset this follower fetches from (retention deleted it
+/// there, as for a replica added by a reassignment or one away for long): below `leader_start`
+/// this log holds nothing the leader still has, so it is emptied and starts again at the
+/// leader's log start (`PartitionLog::restart_at`), and the next fetch copies from there.
+async fn restart_past(shard: &Shard, p: &Part, leader_start: Offset) -> Outcome {
+    if !still_follows(shard, p) {
+        return Outcome::Superseded;
+    }
+    let Ok(log) = shard.log(&p.key) else {
+        return Outcome::Failed;
+    };
+    if log.end_offset() >= leader_start {
+        tracing::warn!(topic = %p.topic, partition = p.partition.0, end = log.end_offset().0, leader_start = leader_start.0, "replication: the leader says out of range, yet this log reaches its start");
+        return Outcome::Refused;
+    }
+    tracing::info!(topic = %p.topic, partition = p.partition.0, end = log.end_offset().0, leader_start = leader_start.0, "replication: this log ends below the leader's log start; starting again there");
+    match log.restart_at(leader_start).await {
+        Ok(_) => Outcome::Truncated,
+        Err(e) => {
+            tracing::error!(topic = %p.topic, partition = p.partition.0, error = %e, "replication: starting the log again failed");
+            Outcome::Failed
+        }
+    }
+}
+
 async fn apply_one(
     shard: &Shard,
     p: &Part,
@@ -368,6 +393,7 @@ async fn apply_one(
             tracing::debug!(topic = %p.topic, partition = p.partition.0, code = ?pr.error_code, "replication: the leader refused the partition; it sits out a moment");
             return Outcome::Refused;
         }
+        ErrorCode::OffsetOutOfRange => return restart_past(shard, p, pr.log_start_offset).await,
         code => {
             tracing::warn!(topic = %p.topic, partition = p.partition.0, ?code, "replication: the leader could not serve the partition");
             return Outcome::Refused;

@@ -35,6 +35,21 @@ impl PartitionLog {
         .await
     }
 
+    /// Empties the log and starts it again at `offset`, past its end: what a follower does
+    /// when everything it holds lies below its leader's log start (retention deleted the rest
+    /// on the leader; Kafka's "truncate fully and start at"). Every segment goes, then an empty
+    /// segment is made at `offset` with an empty producers' snapshot; a crash in between
+    /// leaves an empty log, which asks again from offset 0 and comes back here. Returns false
+    /// (and changes nothing) when `offset` is not past the end.
+    pub async fn restart_at(&self, offset: Offset) -> Result<bool> {
+        let sh = self.shared.clone();
+        run_detached(async move {
+            let _g = Shared::exclusive(&sh, false).await?;
+            sh.restart_locked(offset).await
+        })
+        .await
+    }
+
     /// Deletes whole closed segments from the start while they are older than `retention_ms`
     /// (judged by each segment's max timestamp) or the log is larger than `retention_bytes`
     /// without them. Never the active segment. The start offset moves up; offsets are never
@@ -337,6 +352,61 @@ impl Shared {
             );
         }
         Ok(report)
+    }
+
+    async fn restart_locked(&self, offset: Offset) -> Result<bool> {
+        let (doomed, interval, end) = {
+            let mut s = self.state.borrow_mut();
+            s.check_open()?;
+            let end = s.commit.written_end();
+            if offset <= end {
+                return Ok(false);
+            }
+            s.truncating = true;
+            s.truncations += 1;
+            s.commit.discard();
+            s.drop_unwritten(Error::Discarded(format!("log restarted at {offset}")));
+            s.cache.clear();
+            s.tail.clear();
+            self.readaheads.borrow_mut().clear();
+            let mut doomed: Vec<Offset> = s.closed.iter().map(|c| c.base).collect();
+            doomed.push(s.active.files.base);
+            (doomed, s.config.index_interval_bytes, end)
+        };
+        tracing::info!(dir = %self.dir.display(), from = end.0, to = offset.0, "log emptied to start again past its end");
+        let res: Result<Recovered> = async {
+            // Newest first, so a crash leaves a shorter log, never one with a gap.
+            segment::delete_files(&self.dir, doomed.iter().rev().copied().collect()).await?;
+            segment::remove_producers_above(&self.dir, Offset(0)).await?;
+            let empty = super::Producers::default().encode();
+            segment::write_producers(&self.dir, offset, empty).await?;
+            dma::sync_dir(&self.dir).await?;
+            let rec = segment::recover_active(&self.dir, offset, interval).await?;
+            dma::sync_dir(&self.dir).await?;
+            Ok(rec)
+        }
+        .await;
+        let mut s = self.state.borrow_mut();
+        s.truncating = false;
+        s.truncations += 1;
+        let out = match res {
+            Ok(rec) => {
+                s.closed.clear();
+                s.damage.clear();
+                s.producers = super::Producers::default();
+                s.active = Active::from_recovered(rec, now_ms());
+                s.commit.truncated(offset);
+                Ok(true)
+            }
+            Err(e) => {
+                s.set_status(Status::Failed(e.clone()));
+                Err(e)
+            }
+        };
+        drop(s);
+        self.data.notify_all();
+        self.progress.notify_all();
+        out
     }
 
     async fn truncate_locked(&self, offset: Offset) -> Result<Offset> {
