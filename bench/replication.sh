@@ -11,7 +11,10 @@
 #      until a surviving broker's metadata names another leader (the broker session timeout,
 #      then the election committed through the metadata log; each probe is a streamctl process
 #      and a new connection, 10-30 ms), then restart the broker and wait until it is back in
-#      the ISR. Then the same for SIGTERM (controlled shutdown: no session to lapse).
+#      the ISR. Then the same for SIGTERM (controlled shutdown: no session to lapse). Across
+#      each kill a `streambench probe` (acks=all, a record every 5 ms, read back at once)
+#      measures what clients see: the time from the kill to the first acknowledged produce
+#      and to the first consumed record (the gaps holding the kill).
 #
 #   bash bench/replication.sh [ROUNDS] [SESSION_MS]   # default 5, the broker's default session
 #   SKIP_THROUGHPUT=1 skips parts 1 and 2; builds and uses target/release
@@ -59,13 +62,17 @@ in_sync() {  # whether rf3's partition 0 has all three in its ISR
         python3 -c 'import json,sys; t=[t for t in json.load(sys.stdin) if t["name"]=="rf3"][0]; sys.exit(0 if len(t["partitions"][0]["isr"])==3 else 1)' 2>/dev/null
 }
 failover() {  # $1: the signal (KILL or TERM)
-    local sig="$1" moved=() r old now t0 t1 t2 survivor
+    local sig="$1" moved=() acked=() consumed=() r old now t0 t1 t2 survivor p_ack p_read p_failed
     echo "== partition failover: kill -$sig the leader of rf3/0"
     for r in $(seq 1 "$rounds"); do
         old="$(leader_of 1)"
         [ "$old" = none ] && old="$(leader_of 2)"
         [ "$old" = none ] && { echo "round $r: no leader found"; continue; }
         survivor=$(( old % 3 + 1 ))
+        "$STREAMBENCH" probe --topic rf3 --acks all --rate 200 --duration 9s --gap 50ms \
+            --json > "$dir/probe.json" 2>"$dir/probe.err" &
+        local probe=$!
+        sleep 3
         t0=$(now_ms)
         kill -"$sig" "$(cat "$dir/broker-$old.pid")"
         while true; do
@@ -74,14 +81,33 @@ failover() {  # $1: the signal (KILL or TERM)
             sleep 0.02
         done
         t1=$(now_ms)
+        wait "$probe" || { echo "round $r: probe failed: $(cat "$dir/probe.err")"; }
+        read -r p_ack p_read p_failed < <(python3 - "$t0" "$dir/probe.json" <<'PY'
+import json, sys
+t0 = int(sys.argv[1]); r = json.load(open(sys.argv[2]))
+def outage(gaps):
+    for g in gaps:
+        if g["from_ms"] <= t0 + 50 and g["to_ms"] >= t0:
+            return g["to_ms"] - t0
+    return 0  # no silence over 50 ms around the kill
+print(outage(r["ack_gaps"]), outage(r["receive_gaps"]), r["failed"])
+PY
+        )
+        acked+=("$p_ack"); consumed+=("$p_read")
         while kill -0 "$(cat "$dir/broker-$old.pid")" 2>/dev/null; do sleep 0.05; done
         bash deploy/local-cluster.sh start >/dev/null
         until in_sync; do sleep 0.2; done
         t2=$(now_ms)
-        echo "round $r: broker $old $sig; broker $now leads after $((t1 - t0)) ms; broker $old back in sync $((t2 - t1)) ms after that"
+        echo "round $r: broker $old $sig; broker $now leads after $((t1 - t0)) ms; first acks=all produce acknowledged ${p_ack} ms and first record consumed ${p_read} ms after the kill (${p_failed} produces failed); broker $old back in sync $((t2 - t1)) ms after that"
         moved+=($((t1 - t0)))
     done
-    printf '%s\n' "${moved[@]}" | sort -n | awk -v s="$sig" '{a[NR]=$1} END {if (NR) printf "kill -%s: leader moved after median %d ms, worst %d ms over %d rounds\n", s, a[int((NR+1)/2)], a[NR], NR}'
+    summary() {  # $1: what, then the values
+        local what="$1"; shift
+        printf '%s\n' "$@" | sort -n | awk -v s="$sig" -v w="$what" '{a[NR]=$1} END {if (NR) printf "kill -%s: %s after median %d ms, worst %d ms over %d rounds\n", s, w, a[int((NR+1)/2)], a[NR], NR}'
+    }
+    summary "leader moved" "${moved[@]}"
+    summary "first acks=all produce acknowledged" "${acked[@]}"
+    summary "first record consumed" "${consumed[@]}"
 }
 failover KILL
 failover TERM

@@ -7,6 +7,9 @@
 //!   the beginning; throughput only.
 //! - `e2e`: producers and consumers at once; latency is from the send to the record's receipt
 //!   by a consumer (the send time travels in the first 8 bytes of each value).
+//! - `probe`: one record every `1 / --rate` s, read back at once; prints the gaps (wall clock)
+//!   with no acknowledgement or no record received: a failover's outage as clients see it
+//!   (`probe.rs`).
 //!
 //! Coordinated omission: with `--rate`, each record has an intended send time on a fixed
 //! schedule (`start + i / rate` per producer), and its latency is measured from that time, not
@@ -28,6 +31,8 @@ use quiver_client::{
 };
 use quiver_tools::outln;
 use rand::RngCore;
+
+mod probe;
 use serde_json::json;
 
 #[derive(Parser, Debug, Clone)]
@@ -57,6 +62,8 @@ enum Mode {
     Consume,
     /// Send and receive at once; latency from send to receipt.
     E2e,
+    /// A record every 1/--rate s, read back at once; the gaps with no ack or no record.
+    Probe,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -132,6 +139,9 @@ struct Opts {
     /// Print one JSON object with the results instead of text.
     #[arg(long)]
     json: bool,
+    /// probe: report silences longer than this in acknowledgements or records received.
+    #[arg(long, default_value = "100ms", value_parser = quiver_tools::parse_duration)]
+    gap: Duration,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -286,6 +296,9 @@ async fn connect(opts: &Opts) -> Result<Client, String> {
 
 async fn run(cli: Cli) -> Result<(), String> {
     let opts = cli.opts.clone();
+    if cli.mode == Mode::Probe {
+        return probe::probe(&opts, opts.gap).await;
+    }
     if opts.producers == 0 || opts.consumers == 0 {
         return Err("--producers and --consumers must be at least 1".into());
     }
@@ -310,7 +323,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     // Connections and seeks happen before the clock starts.
     let producers = match cli.mode {
         Mode::Produce | Mode::E2e => make_producers(&opts).await?,
-        Mode::Consume => Vec::new(),
+        Mode::Consume | Mode::Probe => Vec::new(),
     };
     let consumers = match cli.mode {
         Mode::Consume => {
@@ -318,7 +331,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             make_consumers(&opts, &partitions, Some(ends), true).await?
         }
         Mode::E2e => make_consumers(&opts, &partitions, None, false).await?,
-        Mode::Produce => Vec::new(),
+        Mode::Produce | Mode::Probe => Vec::new(),
     };
 
     let base = Instant::now();
@@ -348,6 +361,8 @@ async fn run(cli: Cli) -> Result<(), String> {
 
     let mut latency = histogram();
     match cli.mode {
+        // Answered by `probe::probe` before any of this.
+        Mode::Probe => {}
         Mode::Produce => {
             for h in run_producers(&run, producers).await? {
                 latency.add(h).map_err(|e| e.to_string())?;
@@ -859,6 +874,7 @@ fn report(
         Mode::Produce => "produce",
         Mode::Consume => "consume",
         Mode::E2e => "e2e",
+        Mode::Probe => "probe",
     };
     let acks = match opts.acks {
         Acks::None => "0",

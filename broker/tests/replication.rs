@@ -859,10 +859,12 @@ async fn acks_all_survives_kill_9_of_every_broker_at_once() {
     }
 }
 
-/// Faults while an idempotent producer writes at acks=all: the leader of a partition killed -9
-/// and restarted, a follower stopped (SIGSTOP) past the lag limit and resumed, twice each. At
-/// the end every acknowledged record is there exactly once, each partition holds its records
-/// in the order the producer sent them, and the replicas hold the same bytes.
+/// Faults while an idempotent producer writes at acks=all and a consumer group reads and
+/// commits: the leader of a partition killed -9 and restarted, a follower stopped (SIGSTOP)
+/// past the lag limit and resumed, a replica moved off its broker and back (which copies the
+/// log anew), twice each. At the end every acknowledged record is there exactly once, each
+/// partition holds its records in the order the producer sent them, the replicas hold the same
+/// bytes, the group read every acknowledged record, and its committed offsets never went back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_under_load_lose_duplicate_and_reorder_nothing() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
@@ -914,6 +916,100 @@ async fn faults_under_load_lose_duplicate_and_reorder_nothing() {
             }
         }
         (acked, failed)
+    });
+
+    // The group: reads, commits after every poll, until it has read every acknowledged record
+    // (sent to it once the writer is done) or 60 s after that.
+    let (acked_tx, mut acked_rx) =
+        tokio::sync::watch::channel::<Option<BTreeSet<(u32, u64)>>>(None);
+    let reader_client = cluster.client().await;
+    let reader = tokio::spawn(async move {
+        let mut consumer = Consumer::new(
+            reader_client,
+            ConsumerConfig::default()
+                .group_id("chaos-readers")
+                .auto_offset_reset(OffsetReset::Earliest),
+        );
+        consumer.subscribe(vec!["chaos".to_string()]).await.unwrap();
+        let mut seen: BTreeSet<(u32, u64)> = BTreeSet::new();
+        let mut errors: Vec<String> = Vec::new();
+        let mut fenced = 0usize;
+        let mut deadline: Option<Instant> = None;
+        loop {
+            let done = acked_rx.borrow_and_update().clone();
+            if let Some(want) = done {
+                let d = *deadline.get_or_insert(Instant::now() + Duration::from_secs(60));
+                if want.is_subset(&seen) || Instant::now() > d {
+                    break;
+                }
+            }
+            match consumer.poll(Duration::from_millis(300)).await {
+                Ok(records) => {
+                    let any = !records.is_empty();
+                    for r in records {
+                        seen.insert((r.partition.0, r.offset.0));
+                    }
+                    if any {
+                        use quiver_proto::ErrorCode as C;
+                        match consumer.commit().await {
+                            Ok(()) => {}
+                            Err(e) if e.is_retriable() => {}
+                            // The coordinator moved with its offsets partition's leader and
+                            // does not know this member (group membership is not replicated,
+                            // only committed offsets): the commit fails, as Kafka's
+                            // CommitFailedException, and the consumer joins again.
+                            Err(e)
+                                if matches!(
+                                    e.code(),
+                                    Some(
+                                        C::UnknownMemberId
+                                            | C::FencedMemberEpoch
+                                            | C::StaleMemberEpoch
+                                    )
+                                ) =>
+                            {
+                                fenced += 1
+                            }
+                            Err(e) => errors.push(format!("commit: {e}")),
+                        }
+                    }
+                }
+                Err(e) if e.is_retriable() => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(e) => {
+                    errors.push(format!("poll: {e}"));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        let _ = consumer.commit().await;
+        eprintln!("the group's commits refused while it joined again: {fenced}");
+        (seen, errors)
+    });
+    // Committed offsets, as the coordinator answers them, never go back.
+    let watch_admin = Admin::new(cluster.client().await);
+    let stop_watch = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_watch_w = stop_watch.clone();
+    let watcher_task = tokio::spawn(async move {
+        let mut highest: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut backwards = Vec::new();
+        let mut answers = 0usize;
+        while !stop_watch_w.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(offsets) = watch_admin.list_group_offsets("chaos-readers").await {
+                answers += 1;
+                for (tp, o) in offsets {
+                    let h = highest.entry(tp.partition.0).or_insert(0);
+                    if o.offset.0 < *h {
+                        backwards.push(format!(
+                            "partition {}: committed {} after {}",
+                            tp.partition.0, o.offset.0, h
+                        ));
+                    }
+                    *h = (*h).max(o.offset.0);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        (answers, backwards)
     });
 
     let pid_of = |c: &Cluster, idx: usize| c.brokers[idx].child.as_ref().unwrap().id() as i32;
@@ -968,9 +1064,64 @@ async fn faults_under_load_lose_duplicate_and_reorder_nothing() {
             all3,
         )
         .await;
+
+        // Move a follower's replica of partition `round` away, then back as the preferred
+        // replica: it copies the whole log again, joins the ISR, and leads.
+        let p = round as u32;
+        let roles_now = roles(&cluster, 0, "chaos").await;
+        let leader = roles_now[&p].0.unwrap();
+        let moved = (1..=3).find(|b| *b != leader).unwrap();
+        let rest: Vec<u32> = (1..=3).filter(|b| *b != moved).collect();
+        let admin = Admin::new(cluster.client().await);
+        admin
+            .reassign_partition("chaos", p, &rest)
+            .await
+            .unwrap_or_else(|e| panic!("reassigning away: {e}\n{}", cluster.logs()));
+        wait_moved(&cluster, 0, "chaos", p, &rest, 30).await;
+        let gone = Cluster::wait_until(Duration::from_secs(10), || {
+            !holds_partition(&cluster, (moved - 1) as usize, "chaos", p)
+        });
+        assert!(gone.is_some(), "broker {moved} kept its copy of {p}");
+        let back = [vec![moved], rest.clone()].concat();
+        admin
+            .reassign_partition("chaos", p, &back)
+            .await
+            .unwrap_or_else(|e| panic!("reassigning back: {e}\n{}", cluster.logs()));
+        wait_moved(&cluster, 0, "chaos", p, &back, 30).await;
+        wait_roles(
+            &cluster,
+            0,
+            "chaos",
+            30,
+            "the moved replica leads again",
+            |r| r[&p].0 == Some(moved) && all3(r),
+        )
+        .await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (acked, failed) = writer.await.unwrap();
+    let want: BTreeSet<(u32, u64)> = acked.iter().map(|(p, o, _)| (*p, *o)).collect();
+    acked_tx.send(Some(want.clone())).unwrap();
+    let (group_seen, group_errors) = reader.await.unwrap();
+    stop_watch.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (answers, backwards) = watcher_task.await.unwrap();
+    let unread: Vec<&(u32, u64)> = want.difference(&group_seen).take(10).collect();
+    assert!(
+        unread.is_empty(),
+        "the group did not read {} acknowledged records, e.g. {unread:?}; errors {group_errors:?}\n{}",
+        want.difference(&group_seen).count(),
+        cluster.logs()
+    );
+    assert!(
+        group_errors.is_empty(),
+        "the group's non-retriable errors: {group_errors:?}"
+    );
+    assert!(answers > 10, "committed offsets listed {answers} times");
+    assert!(
+        backwards.is_empty(),
+        "committed offsets went back: {backwards:?}\n{}",
+        cluster.logs()
+    );
     assert!(
         failed.is_empty(),
         "failed acknowledgements: {failed:?}\n{}",
@@ -1268,8 +1419,21 @@ async fn a_replica_moves_to_another_broker_under_acks_all() {
     let read = read_all(&cluster, &[0, 1, 2], "moving", 2000 + during).await;
     let mut expect: Vec<String> = (0..2000).map(|i| format!("before-{i}")).collect();
     expect.extend((0..during).map(|i| format!("during-{i}")));
-    assert_eq!(read.len(), expect.len(), "{}", cluster.logs());
-    assert!(read == expect, "every record once, in the order sent");
+    if read != expect {
+        let at = (0..read.len().max(expect.len()))
+            .find(|&i| read.get(i) != expect.get(i))
+            .unwrap();
+        let around = |v: &[String]| v[at.saturating_sub(3)..(at + 4).min(v.len())].to_vec();
+        panic!(
+            "every record once, in the order sent: read {} of {}, first difference at {at}: \
+             read {:?}, expected {:?}\n{}",
+            read.len(),
+            expect.len(),
+            around(&read),
+            around(&expect),
+            cluster.logs()
+        );
+    }
     // The new replicas hold the same bytes; the removed one deleted its copy.
     let copies: Vec<Vec<Vec<u8>>> = [new, kept]
         .iter()

@@ -238,8 +238,11 @@ impl Shard {
         end: Offset,
         deadline: Instant,
     ) -> Result<bool, PartError> {
+        // Only replicated partitions are waited for (their callers check), and every one this
+        // broker holds a replica of has a state: none means it no longer does (a reassignment
+        // removed it since the append), and the batches may never reach the new replicas.
         let Some(r) = self.replica_state(&key) else {
-            return Ok(true);
+            return Err(PartError::NotHosted);
         };
         loop {
             let log = self.log(&key)?;
@@ -882,6 +885,12 @@ impl Shard {
             keys.iter().filter_map(|k| replicas.remove(k)).collect()
         };
         for r in gone {
+            // No longer a replica here: anything waiting on it (an acks=all produce) is told
+            // it does not lead, rather than reading the high watermark of a role it lost.
+            let mut role = r.role();
+            role.leader = 0;
+            role.isr.clear();
+            r.set_role(role);
             r.wake();
         }
         for tx in self.snapshot_waiters.borrow_mut().drain(..) {
