@@ -1067,7 +1067,7 @@ async fn faults_under_load_lose_duplicate_and_reorder_nothing() {
 
         // Move a follower's replica of partition `round` away, then back as the preferred
         // replica: it copies the whole log again, joins the ISR, and leads.
-        let p = round as u32;
+        let p = round;
         let roles_now = roles(&cluster, 0, "chaos").await;
         let leader = roles_now[&p].0.unwrap();
         let moved = (1..=3).find(|b| *b != leader).unwrap();
