@@ -14,7 +14,7 @@
 #      the ISR. Then the same for SIGTERM (controlled shutdown: no session to lapse). Across
 #      each kill a `streambench probe` (acks=all, a record every 5 ms, read back at once)
 #      measures what clients see: the time from the kill to the first acknowledged produce
-#      and to the first consumed record (the gaps holding the kill).
+#      and to the first consumed record (the gaps holding the kill; -1: none within the probe).
 #
 #   bash bench/replication.sh [ROUNDS] [SESSION_MS]   # default 5, the broker's default session
 #   SKIP_THROUGHPUT=1 skips parts 1 and 2; builds and uses target/release
@@ -85,12 +85,14 @@ failover() {  # $1: the signal (KILL or TERM)
         read -r p_ack p_read p_failed < <(python3 - "$t0" "$dir/probe.json" <<'PY'
 import json, sys
 t0 = int(sys.argv[1]); r = json.load(open(sys.argv[2]))
-def outage(gaps):
+def outage(gaps, last):
     for g in gaps:
         if g["from_ms"] <= t0 + 50 and g["to_ms"] >= t0:
             return g["to_ms"] - t0
+    if last is None or last < t0:
+        return -1  # nothing after the kill within the probe
     return 0  # no silence over 50 ms around the kill
-print(outage(r["ack_gaps"]), outage(r["receive_gaps"]), r["failed"])
+print(outage(r["ack_gaps"], r["last_ack_ms"]), outage(r["receive_gaps"], r["last_receive_ms"]), r["failed"])
 PY
         )
         acked+=("$p_ack"); consumed+=("$p_read")

@@ -115,6 +115,7 @@ pub(super) async fn probe(opts: &Opts, gap: Duration) -> Result<(), String> {
     let (acked, read) = (acks.len(), received.len());
     let ack_gaps = gaps(&mut acks, min);
     let read_gaps = gaps(&mut received, min);
+    let (last_ack, last_read) = (acks.last().copied(), received.last().copied());
     let failures = failures.lock().unwrap().clone();
     if opts.json {
         let list = |g: &[(i64, i64)]| {
@@ -139,6 +140,8 @@ pub(super) async fn probe(opts: &Opts, gap: Duration) -> Result<(), String> {
                 "poll_errors": poll_errors,
                 "ack_gaps": list(&ack_gaps),
                 "receive_gaps": list(&read_gaps),
+                "last_ack_ms": last_ack,
+                "last_receive_ms": last_read,
             })
         );
     } else {

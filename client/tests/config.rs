@@ -119,10 +119,9 @@ fn the_quickstart_example_runs_from_any_directory_with_the_environment() {
 async fn an_unreachable_broker_is_named_in_the_error() {
     let mut b = Broker::start(&[]);
     let tls = ClientTls::from_ca_file(b.ca()).unwrap();
-    // A port nobody listens on.
+    // A port that swallows packets (bound, never answering): the handshake times out.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
-    drop(silent);
     let config = ClientConfig::new(format!("127.0.0.1:{port}"))
         .tls(tls.clone())
         .connect_timeout(Duration::from_millis(500));
@@ -138,6 +137,21 @@ async fn an_unreachable_broker_is_named_in_the_error() {
         "{err:?}"
     );
     assert!(err.is_retriable());
+    // A port nobody listens on: the kernel says so, and the client fails at once, long before
+    // its (here generous) connect timeout.
+    drop(silent);
+    let config = ClientConfig::new(format!("127.0.0.1:{port}"))
+        .tls(tls.clone())
+        .connect_timeout(Duration::from_secs(60));
+    let err = tokio::time::timeout(Duration::from_secs(30), Client::connect(config))
+        .await
+        .expect("refused well before the connect timeout")
+        .err()
+        .expect("nothing listens");
+    let text = err.to_string();
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(text.contains("no broker listens there"), "{text}");
+    assert!(err.is_retriable());
 
     // A broker that stops answering after the connection was made: a call's timeout names it.
     let client = Client::connect(
@@ -152,4 +166,45 @@ async fn an_unreachable_broker_is_named_in_the_error() {
     let text = err.to_string();
     assert!(matches!(err, Error::Transport { .. }), "{err:?}");
     assert!(text.contains(&b.addr.to_string()), "{text}");
+}
+
+/// A broker killed while a call waits for it: the kernel refuses the next packet to its port,
+/// and the call fails at once with a retriable connection error (it used to wait for its
+/// timeout, so a client took 30 s to move to a dead leader's successor).
+#[tokio::test]
+async fn a_call_to_a_broker_killed_meanwhile_fails_at_once() {
+    use quiver_proto::api::metadata::MetadataRequest;
+    let mut b = Broker::start(&[]);
+    let tls = ClientTls::from_ca_file(b.ca()).unwrap();
+    let client = Client::connect(
+        ClientConfig::new(b.addr.to_string())
+            .tls(tls)
+            .request_timeout(Duration::from_secs(120)),
+    )
+    .await
+    .unwrap();
+    let pid = b.child.as_ref().unwrap().id() as i32;
+    // Stopped, the broker leaves the call waiting; then it dies.
+    // SAFETY: kill(2) with plain integers on our own child process.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let call = tokio::spawn(async move {
+        let req = MetadataRequest {
+            topics: Some(vec![]),
+            allow_auto_topic_creation: false,
+        };
+        client.call_any(&req, Vec::new()).await.map(|_| ())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.kill9();
+    let err = tokio::time::timeout(Duration::from_secs(30), call)
+        .await
+        .expect("failed well before its 120 s timeout")
+        .unwrap()
+        .expect_err("the broker is gone");
+    let text = err.to_string();
+    assert!(
+        text.contains("refuses packets") || text.contains("no broker listens there"),
+        "{text}"
+    );
+    assert!(err.is_retriable(), "{err:?}");
 }

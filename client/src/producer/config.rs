@@ -95,7 +95,8 @@ pub struct ProducerConfig {
     pub delivery_timeout: Duration,
     /// Attempts after the first for a batch that failed with a retriable error.
     pub retries: u32,
-    /// First backoff between attempts; doubles per attempt up to `retry_backoff_max`.
+    /// First backoff between attempts; doubles per attempt up to `retry_backoff_max`, except
+    /// after an error that calls for new metadata (the leader moved, its broker is gone).
     pub retry_backoff: Duration,
     /// The longest backoff between attempts.
     pub retry_backoff_max: Duration,

@@ -39,9 +39,12 @@
 //!
 //! # Retries
 //! Retriable errors (`NotLeaderOrFollower`, `RequestTimedOut`, lost connections, ...) are
-//! retried with exponential backoff (`retry_backoff` doubling up to `retry_backoff_max`), after a
-//! metadata refresh when the error calls for one, until `retries` attempts or
-//! `delivery_timeout` after the batch was created. With idempotence a retry after a lost answer
+//! retried until `retries` attempts or
+//! `delivery_timeout` after the batch was created. A leader that moved or a broker that is
+//! gone is tried again after a metadata refresh at `retry_backoff` (the controller elects a
+//! new leader within about the broker session timeout, and the batch goes there as soon as
+//! metadata names it); other retriable errors back off exponentially (`retry_backoff` doubling
+//! up to `retry_backoff_max`). With idempotence a retry after a lost answer
 //! is written once; without it, it may be written twice. When the broker refuses a partition's
 //! batches together because one of them is bad (too large for the topic, invalid), each is sent
 //! again in a request of its own, so that only the bad one fails.

@@ -533,7 +533,16 @@ impl<B: Payload> Answered<B> {
         done: &mut Vec<Decided<B>>,
     ) -> Verdict {
         let attempts = batches[0].attempts + 1;
-        let backoff = policy.backoff(attempts);
+        // The leader is moving or its broker is gone: metadata names the new one as soon as
+        // the controller has elected it, so the batch is tried again (after a metadata
+        // refresh) at the first backoff, not a growing one; doubling up to a second past the
+        // election added about a second to a kill -9 failover (bench/replication.sh). Other
+        // retriable refusals (a full broker, a timeout) back off exponentially.
+        let backoff = if e.needs_metadata() {
+            policy.backoff(1)
+        } else {
+            policy.backoff(attempts)
+        };
         let numbered = batches[0].seq.is_some();
         // Sequence refusals are resolved by resending (in order, or alone); `settle` decides
         // when a refusal means the sequence must restart.

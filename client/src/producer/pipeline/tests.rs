@@ -595,16 +595,16 @@ fn retries() {
             events: &[
                 Batch(1),
                 Send,
-                Lost(1),
+                Refused(1, ErrorCode::RequestTimedOut),
                 Sleep(100),
                 Send,
-                Lost(2),
+                Refused(2, ErrorCode::RequestTimedOut),
                 Sleep(200),
                 Send,
-                Lost(3),
+                Refused(3, ErrorCode::RequestTimedOut),
                 Sleep(400),
                 Send,
-                Lost(4),
+                Refused(4, ErrorCode::RequestTimedOut),
             ],
             expect: "
                 r1: b1 e0s0
@@ -614,7 +614,36 @@ fn retries() {
                 r3: b1 e0s0
                 again in 400ms: b1
                 r4: b1 e0s0
-                b1 failed: transport
+                b1 failed: RequestTimedOut
+            ",
+        },
+        Case {
+            name: "a broker gone or a leader moving: tried again at the first backoff (the \
+                   metadata refresh in between finds the new leader), until the delivery timeout",
+            setup: IDEMPOTENT,
+            events: &[
+                Batch(1),
+                Send,
+                Lost(1),
+                Sleep(100),
+                Send,
+                Refused(2, ErrorCode::NotLeaderOrFollower),
+                Sleep(100),
+                Send,
+                Lost(3),
+                Sleep(100),
+                Send,
+                Written(4, 0),
+            ],
+            expect: "
+                r1: b1 e0s0
+                again in 100ms: b1
+                r2: b1 e0s0
+                again in 100ms: b1
+                r3: b1 e0s0
+                again in 100ms: b1
+                r4: b1 e0s0
+                b1 written at 0
             ",
         },
         Case {
