@@ -84,9 +84,23 @@ pub struct PartitionStats {
     pub leader: bool,
     pub replicas: u64,
     pub isr: u64,
-    /// On the leader: each follower's (id, records behind the leader's end, ms since it was
-    /// last caught up).
-    pub followers: Vec<(u32, u64, u64)>,
+    /// On the leader: each follower's progress.
+    pub followers: Vec<FollowerStats>,
+}
+
+/// One follower of a partition, as its leader sees it (for /metrics).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FollowerStats {
+    pub id: u32,
+    /// Records behind the leader's end.
+    pub lag_records: u64,
+    /// About how many bytes behind (`PartitionLog::bytes_after`).
+    pub lag_bytes: u64,
+    /// Since it was last caught up.
+    pub lag_ms: u64,
+    /// Its fetches over the leader's last rate window, and the window's length.
+    pub window_fetches: u32,
+    pub window_ms: u64,
 }
 
 /// One shard's endpoint figures, as last published.
@@ -118,6 +132,8 @@ pub struct Metrics {
     /// committed.
     pub isr_shrinks: AtomicU64,
     pub isr_expands: AtomicU64,
+    /// Partitions without a live leader in this broker's metadata (set by shard 0).
+    pub offline_partitions: AtomicU64,
     /// Bytes fetch read from logs, served or not (a fetch reads within its response limit, so
     /// this stays close to `bytes_out`).
     pub fetch_bytes_read: AtomicU64,
@@ -145,6 +161,7 @@ impl Metrics {
             replica_bytes_out: AtomicU64::new(0),
             replica_bytes_in: AtomicU64::new(0),
             isr_shrinks: AtomicU64::new(0),
+            offline_partitions: AtomicU64::new(0),
             isr_expands: AtomicU64::new(0),
             fetch_bytes_read: AtomicU64::new(0),
             shard_messages: AtomicU64::new(0),
@@ -392,31 +409,45 @@ impl Metrics {
             .filter(|s| s.leader && s.isr < s.replicas)
             .count();
         let _ = writeln!(out, "# HELP quiver_under_replicated_partitions Partitions this broker leads with fewer replicas in sync than placed.\n# TYPE quiver_under_replicated_partitions gauge\nquiver_under_replicated_partitions {under}");
-        for (name, help, field) in [
+        let _ = writeln!(out, "# HELP quiver_offline_partitions Partitions without a live leader, as this broker's metadata says (cluster-wide).\n# TYPE quiver_offline_partitions gauge\nquiver_offline_partitions {}", self.offline_partitions.load(Relaxed));
+        type FollowerValue = fn(&FollowerStats) -> String;
+        let follower_gauges: [(&str, &str, FollowerValue); 4] = [
             (
                 "quiver_replica_lag_records",
                 "On a partition's leader: how many records a follower is behind the leader's log end.",
-                1usize,
+                |f| f.lag_records.to_string(),
+            ),
+            (
+                "quiver_replica_lag_bytes",
+                "On a partition's leader: about how many bytes a follower is behind the leader's log end.",
+                |f| f.lag_bytes.to_string(),
             ),
             (
                 "quiver_replica_lag_seconds",
                 "On a partition's leader: seconds since a follower was last caught up with the leader's log end.",
-                2,
+                |f| format!("{:.3}", f.lag_ms as f64 / 1000.0),
             ),
-        ] {
+            (
+                "quiver_replica_fetch_rate",
+                "On a partition's leader: a follower's fetches per second over the last 5 s.",
+                |f| {
+                    format!(
+                        "{:.2}",
+                        f64::from(f.window_fetches) * 1000.0 / f.window_ms.max(1) as f64
+                    )
+                },
+            ),
+        ];
+        for (name, help, value) in follower_gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
             for ((topic, partition), stats) in map.iter() {
                 for f in &stats.followers {
-                    let v = if field == 1 {
-                        f.1.to_string()
-                    } else {
-                        format!("{:.3}", f.2 as f64 / 1000.0)
-                    };
                     let _ = writeln!(
                         out,
-                        "{name}{{topic=\"{}\",partition=\"{partition}\",follower=\"{}\"}} {v}",
+                        "{name}{{topic=\"{}\",partition=\"{partition}\",follower=\"{}\"}} {}",
                         escape_label(topic),
-                        f.0
+                        f.id,
+                        value(f)
                     );
                 }
             }

@@ -90,6 +90,14 @@ async fn topics_are_described_altered_grown_and_deleted() {
     assert_eq!(md.brokers.len(), 1);
     assert_eq!(md.brokers[0].port, broker.addr.port());
 
+    // Moving replicas needs a cluster: refused here, and nothing changes.
+    let e = quiver_client::Admin::new(client.clone())
+        .reassign_partition("a", 0, &[1])
+        .await
+        .expect_err("a single broker has nowhere to move a replica");
+    assert_eq!(e.code(), Some(ErrorCode::InvalidReplicaAssignment), "{e}");
+    assert!(e.to_string().contains("needs a cluster"), "{e}");
+
     // Configs: an override shows as such; altering sets and deletes overrides.
     let c = topic_configs(&client, "a").await;
     assert_eq!(

@@ -645,6 +645,15 @@ async fn a_silent_broker_is_fenced_and_unfenced_when_it_returns() {
         .find(|(_, (leader, ..))| leader.is_none())
         .unwrap();
     assert_eq!(offline, vec![victim_id]);
+    // Every survivor's /metrics counts the partition without a live leader.
+    let counted = Cluster::wait_until(Duration::from_secs(5), || {
+        cluster.brokers[watcher].metric("quiver_offline_partitions") == 1.0
+    });
+    assert!(
+        counted.is_some(),
+        "{}",
+        cluster.brokers[watcher].metrics_text()
+    );
     cluster.launch(&[victim]);
     wait_listed(&cluster, watcher, victim_id, true).await;
     // Back: unfenced, and caught up with the log.

@@ -1047,12 +1047,19 @@ async fn faults_under_load_lose_duplicate_and_reorder_nothing() {
             |r| !r[&1].1.contains(&follower),
         )
         .await;
-        // The leader says so in its metrics.
+        // The leader says so in its metrics, with how far behind the follower is.
         let li = (leader - 1) as usize;
         let seen = Cluster::wait_until(Duration::from_secs(10), || {
             cluster.brokers[li].metric("quiver_under_replicated_partitions") >= 1.0
         });
         assert!(seen.is_some(), "{}", cluster.brokers[li].metrics_text());
+        let behind = format!(
+            "quiver_replica_lag_bytes{{topic=\"chaos\",partition=\"1\",follower=\"{follower}\"}}"
+        );
+        let lagging = Cluster::wait_until(Duration::from_secs(10), || {
+            cluster.brokers[li].metric(&behind) > 0.0
+        });
+        assert!(lagging.is_some(), "{}", cluster.brokers[li].metrics_text());
         // SAFETY: as above.
         unsafe { libc::kill(pid, libc::SIGCONT) };
         wait_roles(

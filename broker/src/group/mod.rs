@@ -93,6 +93,14 @@ impl Skipped {
     }
 }
 
+/// Offset commits written to the offsets partition's log, not visible yet
+/// ([`Coordinator::apply_pending`] makes them so).
+pub struct PendingCommit {
+    entries: Vec<(OffsetKey, Option<OffsetValue>)>,
+    /// The log offset of the first.
+    base: u64,
+}
+
 struct Committed {
     value: OffsetValue,
     /// Position of the record in the offsets log: a later record never loses to an earlier one
@@ -351,8 +359,31 @@ impl Coordinator {
         partition: PartitionId,
         entries: Vec<(OffsetKey, Option<OffsetValue>)>,
     ) -> Result<(), (ErrorCode, String)> {
+        if let Some(pending) = self.append(log, partition, entries).await? {
+            self.apply_pending(pending);
+        }
+        Ok(())
+    }
+
+    /// Makes offset commits written by [`commit`](Self::commit) visible (OffsetFetch, the
+    /// group's state): in a cluster once the offsets partition's in-sync replicas hold them, so
+    /// a committed offset that readers saw never goes back after a failover. Commits applied
+    /// out of order are sorted by their log offsets.
+    pub fn apply_pending(&self, pending: PendingCommit) {
+        for (i, (k, v)) in pending.entries.into_iter().enumerate() {
+            self.apply_record(k, v, pending.base + i as u64);
+        }
+    }
+
+    /// Appends `entries` to the offsets partition's log (not applied yet).
+    async fn append(
+        &self,
+        log: &PartitionLog,
+        partition: PartitionId,
+        entries: Vec<(OffsetKey, Option<OffsetValue>)>,
+    ) -> Result<Option<PendingCommit>, (ErrorCode, String)> {
         if entries.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let now = TimestampMs(crate::now_ms());
         let mut builder = BatchBuilder::new(Compression::None);
@@ -382,10 +413,10 @@ impl Coordinator {
             };
             (code, e.to_string())
         })?;
-        for (i, (k, v)) in entries.into_iter().enumerate() {
-            self.apply_record(k, v, info.base_offset.0 + i as u64);
-        }
-        Ok(())
+        Ok(Some(PendingCommit {
+            entries,
+            base: info.base_offset.0,
+        }))
     }
 
     pub fn heartbeat(
@@ -453,7 +484,7 @@ impl Coordinator {
         req: OffsetCommitRequest,
         exists: &dyn Fn(&str, u32) -> bool,
         offsets_partition: PartitionId,
-    ) -> OffsetCommitResponse {
+    ) -> (OffsetCommitResponse, Option<PendingCommit>) {
         let check = check_group_id(&req.group_id)
             .and_then(|_| self.check_loaded(offsets_partition))
             .and_then(|_| match self.groups.borrow().get(&req.group_id) {
@@ -510,20 +541,25 @@ impl Coordinator {
                 partitions,
             });
         }
-        if let Err((code, message)) = self.write(log, offsets_partition, entries).await {
-            tracing::warn!(group = %req.group_id, error = %message, "offset commit failed");
-            for t in &mut topics {
-                for p in &mut t.partitions {
-                    if p.error_code == ErrorCode::None {
-                        p.error_code = code;
+        let pending = match self.append(log, offsets_partition, entries).await {
+            Ok(pending) => pending,
+            Err((code, message)) => {
+                tracing::warn!(group = %req.group_id, error = %message, "offset commit failed");
+                for t in &mut topics {
+                    for p in &mut t.partitions {
+                        if p.error_code == ErrorCode::None {
+                            p.error_code = code;
+                        }
                     }
                 }
+                None
             }
-        }
-        OffsetCommitResponse {
+        };
+        let resp = OffsetCommitResponse {
             throttle_time_ms: 0,
             topics,
-        }
+        };
+        (resp, pending)
     }
 
     pub fn fetch(

@@ -191,15 +191,16 @@ pub(super) async fn commit(shard: &Rc<Shard>, req: OffsetCommitRequest) -> Offse
                 .topic(t)
                 .is_some_and(|i| i.has_partition(PartitionId(p)))
         };
-        let resp = c
+        let (resp, pending) = c
             .shard
             .groups
             .commit(&log, req.clone(), &exists, c.partition)
             .await;
-        // In a cluster a commit counts once every in-sync replica of its offsets partition
-        // holds it (Kafka commits offsets with acks=all), so a failover never loses it.
+        // In a cluster a commit counts, and is visible to OffsetFetch, once every in-sync
+        // replica of its offsets partition holds it (Kafka commits offsets with acks=all): a
+        // failover never loses it, and no reader sees an offset that a failover takes back.
         if let Some(info) = snapshot.topic(crate::group::OFFSETS_TOPIC) {
-            if info.meta.is_placed() {
+            if info.meta.is_placed() && pending.is_some() {
                 let deadline = std::time::Instant::now() + COMMIT_REPLICATION_WAIT;
                 let key = info.key(c.partition);
                 match c
@@ -212,6 +213,9 @@ pub(super) async fn commit(shard: &Rc<Shard>, req: OffsetCommitRequest) -> Offse
                     Err(_) => return commit_failed(&req, ErrorCode::NotCoordinator),
                 }
             }
+        }
+        if let Some(pending) = pending {
+            c.shard.groups.apply_pending(pending);
         }
         resp
     })

@@ -67,6 +67,20 @@ impl Quorum {
                     let Some(p) = decode_proposal(&data) else {
                         continue;
                     };
+                    if let Some(decided) = p.leader_term.filter(|t| *t != term) {
+                        tracing::info!(
+                            decided,
+                            term,
+                            "a former quorum leader's decision committed in a later term: refused"
+                        );
+                        outcomes.push((
+                            p.id,
+                            Err(MetaError::Stale(format!(
+                                "decided by the quorum's leader of term {decided}, committed in term {term}"
+                            ))),
+                        ));
+                        continue;
+                    }
                     if let MetadataCommand::DeleteTopic { name } = &p.cmd {
                         if let Some(info) = before.topic(name) {
                             if self.state.borrow().topics.get(name).map(|t| &t.id)

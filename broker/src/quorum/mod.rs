@@ -103,6 +103,12 @@ struct Proposal {
     /// Random, so the proposer can find the outcome of its own proposal.
     id: u64,
     cmd: MetadataCommand,
+    /// A decision only the quorum's leader may take (fencing a broker it has not heard
+    /// from): the term it led when it decided. The entry is refused unless it commits in that
+    /// term, so a former leader's stale decision, proposed late and forwarded to the new
+    /// leader by raft, changes nothing (it once fenced the new leader itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    leader_term: Option<u64>,
 }
 
 /// The quorum as one broker sees it (`Quorum::describe`).
@@ -621,8 +627,37 @@ impl Quorum {
     }
 
     async fn submit_cmd(&self, cmd: MetadataCommand) -> Result<Applied, MetaError> {
+        self.submit_proposal(cmd, None).await
+    }
+
+    /// [`submit_cmd`](Self::submit_cmd) for a decision of the quorum's leader: refused now if
+    /// this broker does not lead, and by the state machine if it commits in another term.
+    pub(super) async fn submit_as_leader(
+        &self,
+        cmd: MetadataCommand,
+    ) -> Result<Applied, MetaError> {
+        let term = self.status.read().term;
+        if self.status.leader() != Some(self.me) {
+            return Err(MetaError::Stale(format!(
+                "broker {} no longer leads the controller quorum",
+                self.me
+            )));
+        }
+        self.submit_proposal(cmd, Some(term)).await
+    }
+
+    async fn submit_proposal(
+        &self,
+        cmd: MetadataCommand,
+        leader_term: Option<u64>,
+    ) -> Result<Applied, MetaError> {
         let id = rand::random::<u64>();
-        let data = serde_json::to_vec(&Proposal { id, cmd }).expect("a command encodes");
+        let data = serde_json::to_vec(&Proposal {
+            id,
+            cmd,
+            leader_term,
+        })
+        .expect("a command encodes");
         let (tx, rx) = oneshot::channel();
         self.waiters.borrow_mut().insert(id, tx);
         if self

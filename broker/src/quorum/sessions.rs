@@ -29,6 +29,20 @@ impl Quorum {
                     .collect()
             };
             for (id, fenced) in changes {
+                // Each change is made a moment after the last one committed (up to 5 s when
+                // the quorum is in trouble): decided again now, from what is known now, and
+                // only while this broker leads (`submit_as_leader`).
+                if self.status.leader() != Some(self.me) {
+                    break;
+                }
+                let still = self
+                    .last_heard
+                    .borrow()
+                    .get(&id)
+                    .is_none_or(|t| t.elapsed() > self.session_timeout);
+                if still != fenced {
+                    continue;
+                }
                 if fenced {
                     tracing::warn!(
                         broker = id,
@@ -39,7 +53,7 @@ impl Quorum {
                     tracing::info!(broker = id, "unfencing a broker heard from again");
                 }
                 if let Err(e) = self
-                    .submit_cmd(MetadataCommand::SetFenced { id, fenced })
+                    .submit_as_leader(MetadataCommand::SetFenced { id, fenced })
                     .await
                 {
                     tracing::debug!(broker = id, error = %e, "fencing change not committed");

@@ -74,6 +74,8 @@ pub struct ReplicaState {
     role: RefCell<Role>,
     /// When this broker started leading in the current epoch.
     leading_since: Cell<Instant>,
+    /// The high watermark then: where a follower that has not fetched since is taken to be.
+    start_floor: Cell<Offset>,
     followers: RefCell<BTreeMap<u32, Progress>>,
     hw: Cell<Offset>,
     /// Woken when the high watermark may have moved or the role changed.
@@ -96,6 +98,7 @@ impl ReplicaState {
             me,
             role: RefCell::new(role),
             leading_since: Cell::new(Instant::now()),
+            start_floor: Cell::new(Offset(0)),
             followers: RefCell::new(BTreeMap::new()),
             hw: Cell::new(Offset(0)),
             waiters: RefCell::new(Vec::new()),
@@ -129,6 +132,7 @@ impl ReplicaState {
                     self.followers.borrow_mut().clear();
                     self.epoch_ends.borrow_mut().clear();
                     self.leading_since.set(Instant::now());
+                    self.start_floor.set(self.hw.get());
                 }
                 if r.partition_epoch != role.partition_epoch {
                     self.isr_change_pending.set(false);
@@ -177,6 +181,33 @@ impl ReplicaState {
     /// Each follower's progress in this epoch.
     pub fn followers(&self) -> BTreeMap<u32, Progress> {
         self.followers.borrow().clone()
+    }
+
+    /// Every other replica's progress, for reporting: those that have not fetched in this
+    /// epoch are taken to be where the high watermark was when this broker started leading,
+    /// caught up last then, with no fetches; a follower stopped before its first fetch in a
+    /// new epoch shows its growing lag instead of being left out.
+    pub fn replica_progress(&self) -> BTreeMap<u32, Progress> {
+        let mut all = self.followers();
+        let since = self.leading_since.get();
+        for r in self
+            .role
+            .borrow()
+            .replicas
+            .iter()
+            .filter(|r| **r != self.me)
+        {
+            all.entry(*r).or_insert(Progress {
+                durable: self.start_floor.get(),
+                fetched_at: since,
+                caught_up_at: since,
+                leader_end_at_fetch: self.start_floor.get(),
+                window_fetches: 0,
+                window_start: since,
+                last_window: None,
+            });
+        }
+        all
     }
 
     /// The high watermark given the leader's own visible (durable) end, raised if it moved.
@@ -365,6 +396,21 @@ mod tests {
             s.record_fetch(2, Offset(1), Offset(1));
         }
         assert_eq!(s.followers()[&2].window_fetches, 4);
+        // A replica that has not fetched in this epoch is reported too, where the high
+        // watermark was when this broker started leading (not where it is now: it rises once
+        // the quiet one leaves the ISR).
+        let quiet = ReplicaState::new(1, role(2, 1, &[1, 2, 3]));
+        quiet.learn_high_watermark(Offset(7));
+        quiet.set_role(role(1, 2, &[1, 2, 3]));
+        quiet.record_fetch(2, Offset(9), Offset(9));
+        quiet.set_role(Role {
+            partition_epoch: 3,
+            ..role(1, 2, &[1, 2])
+        });
+        assert_eq!(quiet.high_watermark(Offset(9)), Offset(9));
+        let all = quiet.replica_progress();
+        assert_eq!(all.keys().copied().collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!((all[&3].durable, all[&3].window_fetches), (Offset(7), 0));
     }
 
     #[test]

@@ -936,7 +936,7 @@ impl Shard {
         }
         let end = log.readable_end();
         let now = Instant::now();
-        r.followers()
+        r.replica_progress()
             .into_iter()
             .map(|(id, p)| {
                 let (fetches, window) = p.fetch_rate(now);
@@ -954,9 +954,29 @@ impl Shard {
             .collect()
     }
 
-    /// Publishes per-partition figures for /metrics.
+    /// Publishes per-partition figures for /metrics (and, on shard 0, the partitions without a
+    /// live leader, from metadata every shard shares).
     pub fn publish_stats(&self) {
         let snapshot = self.snapshot();
+        if self.id == ShardId(0) {
+            let offline: usize = snapshot
+                .topics
+                .values()
+                .filter(|t| t.meta.is_placed())
+                .map(|t| {
+                    (0..t.meta.partitions)
+                        .filter(|p| {
+                            snapshot
+                                .live_leader(t, quiver_proto::PartitionId(*p))
+                                .is_none()
+                        })
+                        .count()
+                })
+                .sum();
+            self.metrics
+                .offline_partitions
+                .store(offline as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         let names: HashMap<u128, &str> = snapshot
             .topics
             .values()
@@ -969,16 +989,21 @@ impl Shard {
                 let role = replica.as_ref().map(|r| r.role());
                 let leader = replica.as_ref().is_none_or(|r| r.leads());
                 let end = log.readable_end().0;
+                let now = Instant::now();
                 let followers = match &replica {
                     Some(r) if leader => r
-                        .followers()
+                        .replica_progress()
                         .into_iter()
                         .map(|(id, p)| {
-                            (
+                            let (fetches, window) = p.fetch_rate(now);
+                            crate::metrics::FollowerStats {
                                 id,
-                                end.saturating_sub(p.durable.0),
-                                p.caught_up_at.elapsed().as_millis() as u64,
-                            )
+                                lag_records: end.saturating_sub(p.durable.0),
+                                lag_bytes: log.bytes_after(p.durable),
+                                lag_ms: now.duration_since(p.caught_up_at).as_millis() as u64,
+                                window_fetches: fetches,
+                                window_ms: window.as_millis() as u64,
+                            }
                         })
                         .collect(),
                     _ => Vec::new(),
