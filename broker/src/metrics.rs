@@ -92,12 +92,16 @@ pub struct PartitionStats {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FollowerStats {
     pub id: u32,
+    /// Its durable end: the offset of its last fetch.
+    pub fetch_offset: u64,
     /// Records behind the leader's end.
     pub lag_records: u64,
     /// About how many bytes behind (`PartitionLog::bytes_after`).
     pub lag_bytes: u64,
     /// Since it was last caught up.
     pub lag_ms: u64,
+    /// Since its last fetch.
+    pub last_fetch_ms: u64,
     /// Its fetches over the leader's last rate window, and the window's length.
     pub window_fetches: u32,
     pub window_ms: u64,

@@ -227,6 +227,14 @@ pub struct Controller {
 
 type ItemResult<T> = Result<T, (ErrorCode, String)>;
 
+/// One item's outcome as a response carries it: `None` and no message on success.
+fn answer(res: ItemResult<()>) -> (ErrorCode, Option<String>) {
+    match res {
+        Ok(()) => (ErrorCode::None, None),
+        Err((c, m)) => (c, Some(m)),
+    }
+}
+
 impl Controller {
     /// `producer_ids` must start at the store's `producer_ids_reserved` (every id below it may
     /// have been handed out before this start).
@@ -769,10 +777,7 @@ impl Controller {
                 Ok(())
             }
             .await;
-            let (error_code, error_message) = match res {
-                Ok(()) => (ErrorCode::None, None),
-                Err((c, m)) => (c, Some(m)),
-            };
+            let (error_code, error_message) = answer(res);
             responses.push(TopicResult {
                 name: name.clone(),
                 error_code,
@@ -851,10 +856,7 @@ impl Controller {
                 Ok(())
             }
             .await;
-            let (error_code, error_message) = match res {
-                Ok(()) => (ErrorCode::None, None),
-                Err((c, m)) => (c, Some(m)),
-            };
+            let (error_code, error_message) = answer(res);
             results.push(TopicResult {
                 name: t.name.clone(),
                 error_code,
@@ -935,10 +937,7 @@ impl Controller {
                 Ok(())
             }
             .await;
-            let (error_code, error_message) = match res {
-                Ok(()) => (ErrorCode::None, None),
-                Err((c, m)) => (c, Some(m)),
-            };
+            let (error_code, error_message) = answer(res);
             results.push(ReassignPartitionResult {
                 topic: p.topic.clone(),
                 partition: p.partition,
@@ -1036,10 +1035,7 @@ impl Controller {
                 Ok(())
             }
             .await;
-            let (error_code, error_message) = match outcome {
-                Ok(()) => (ErrorCode::None, None),
-                Err((c, m)) => (c, Some(m)),
-            };
+            let (error_code, error_message) = answer(outcome);
             responses.push(AlterConfigsResult {
                 error_code,
                 error_message,

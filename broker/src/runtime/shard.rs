@@ -934,22 +934,17 @@ impl Shard {
         if !r.leads() {
             return Vec::new();
         }
-        let end = log.readable_end();
-        let now = Instant::now();
-        r.replica_progress()
+        follower_stats(&r, &log)
             .into_iter()
-            .map(|(id, p)| {
-                let (fetches, window) = p.fetch_rate(now);
-                quiver_proto::api::fetch::FollowerProgress {
-                    broker_id: quiver_proto::BrokerId(id),
-                    fetch_offset: p.durable,
-                    lag_records: end.0.saturating_sub(p.durable.0),
-                    lag_bytes: log.bytes_after(p.durable),
-                    lag_ms: now.duration_since(p.caught_up_at).as_millis() as u64,
-                    last_fetch_ms: now.duration_since(p.fetched_at).as_millis() as u64,
-                    window_fetches: fetches,
-                    window_ms: u32::try_from(window.as_millis()).unwrap_or(u32::MAX),
-                }
+            .map(|f| quiver_proto::api::fetch::FollowerProgress {
+                broker_id: quiver_proto::BrokerId(f.id),
+                fetch_offset: Offset(f.fetch_offset),
+                lag_records: f.lag_records,
+                lag_bytes: f.lag_bytes,
+                lag_ms: f.lag_ms,
+                last_fetch_ms: f.last_fetch_ms,
+                window_fetches: f.window_fetches,
+                window_ms: u32::try_from(f.window_ms).unwrap_or(u32::MAX),
             })
             .collect()
     }
@@ -988,24 +983,8 @@ impl Shard {
                 let replica = self.replica_state(&key);
                 let role = replica.as_ref().map(|r| r.role());
                 let leader = replica.as_ref().is_none_or(|r| r.leads());
-                let end = log.readable_end().0;
-                let now = Instant::now();
                 let followers = match &replica {
-                    Some(r) if leader => r
-                        .replica_progress()
-                        .into_iter()
-                        .map(|(id, p)| {
-                            let (fetches, window) = p.fetch_rate(now);
-                            crate::metrics::FollowerStats {
-                                id,
-                                lag_records: end.saturating_sub(p.durable.0),
-                                lag_bytes: log.bytes_after(p.durable),
-                                lag_ms: now.duration_since(p.caught_up_at).as_millis() as u64,
-                                window_fetches: fetches,
-                                window_ms: window.as_millis() as u64,
-                            }
-                        })
-                        .collect(),
+                    Some(r) if leader => follower_stats(r, &log),
                     _ => Vec::new(),
                 };
                 crate::metrics::PartitionStats {
@@ -1066,4 +1045,27 @@ async fn slow_open_fault() {
     {
         glommio::timer::sleep(std::time::Duration::from_millis(ms)).await;
     }
+}
+
+/// On a partition's leader: each other replica's progress as figures (what /metrics and
+/// ListOffsets' follower progress report).
+fn follower_stats(r: &ReplicaState, log: &PartitionLog) -> Vec<crate::metrics::FollowerStats> {
+    let end = log.readable_end().0;
+    let now = Instant::now();
+    r.replica_progress()
+        .into_iter()
+        .map(|(id, p)| {
+            let (fetches, window) = p.fetch_rate(now);
+            crate::metrics::FollowerStats {
+                id,
+                fetch_offset: p.durable.0,
+                lag_records: end.saturating_sub(p.durable.0),
+                lag_bytes: log.bytes_after(p.durable),
+                lag_ms: now.duration_since(p.caught_up_at).as_millis() as u64,
+                last_fetch_ms: now.duration_since(p.fetched_at).as_millis() as u64,
+                window_fetches: fetches,
+                window_ms: window.as_millis() as u64,
+            }
+        })
+        .collect()
 }
