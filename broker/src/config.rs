@@ -197,6 +197,26 @@ settings! {
     tls_key: PathBuf = PathBuf::new(), env "STREAMD_TLS_KEY";
     /// PEM CA bundle for client certificates. Set: mutual TLS is required of every client.
     tls_client_ca: PathBuf = PathBuf::new(), env "STREAMD_TLS_CLIENT_CA";
+    /// SASL mechanisms clients may authenticate with, comma-separated: SCRAM-SHA-256,
+    /// SCRAM-SHA-512. Users are made with `streamctl user create`. Empty: none.
+    sasl_mechanisms: String = String::new(), env "STREAMD_SASL_MECHANISMS";
+    /// Whether a client that neither authenticates (SASL) nor presents a client certificate
+    /// may make requests, as User:ANONYMOUS. false: such a connection may only ask
+    /// ApiVersions and authenticate, and is closed after authentication_timeout_ms.
+    allow_anonymous: bool = true, env "STREAMD_ALLOW_ANONYMOUS";
+    /// With anonymous access off, a connection that has not authenticated this long after it
+    /// opened is closed.
+    authentication_timeout_ms: u64 = 10_000, env "STREAMD_AUTHENTICATION_TIMEOUT_MS";
+    /// Turns the ACL authorizer on: every request is denied unless an ACL allows it
+    /// (`streamctl acl add`); super_users and the cluster's brokers are always allowed.
+    authorizer: bool = false, env "STREAMD_AUTHORIZER";
+    /// Principals the authorizer always allows, separated by semicolons, e.g.
+    /// "User:admin;User:ops".
+    super_users: String = String::new(), env "STREAMD_SUPER_USERS";
+    /// How a client certificate gives a principal (Kafka's ssl.principal.mapping.rules):
+    /// RULE:pattern/replacement/[L|U] and DEFAULT (the subject's common name), tried in
+    /// order on "CN=<common name>" and then on each "DNS:<name>" of the certificate.
+    ssl_principal_mapping_rules: String = "DEFAULT".to_string(), env "STREAMD_SSL_PRINCIPAL_MAPPING_RULES";
     /// Log filter (error, warn, info, debug, trace, or a tracing directive such as
     /// "info,quiver_engine=debug"). Empty: RUST_LOG if set, else "info".
     log_level: String = String::new(), env "STREAMD_LOG_LEVEL";

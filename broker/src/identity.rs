@@ -110,6 +110,18 @@ pub fn names_broker(identity: Option<&quiver_net::PeerIdentity>, id: u32) -> boo
     identity.is_some_and(|i| i.dns_names.contains(&name))
 }
 
+/// The broker a certificate names (a `quiver-broker-<id>` DNS name), if any.
+pub fn broker_named(identity: &quiver_net::PeerIdentity) -> Option<u32> {
+    let prefix = broker_name(0);
+    let prefix = &prefix[..prefix.len() - 1];
+    identity.dns_names.iter().find_map(|n| {
+        let id = n.strip_prefix(prefix)?;
+        (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| id.parse().ok())
+            .flatten()
+    })
+}
+
 /// Makes the broker's private files readable by its user alone (0600), whatever made them
 /// wider (a copy, a restore, an older version): everything under `<data_dir>/meta` (metadata,
 /// the quorum's log and snapshots, the cluster id, the stateless-reset key) and the keys under

@@ -8,6 +8,7 @@
 //!   the controller that changes them, the Raft core (later replication);
 //! - `quorum`: a cluster's controller quorum at run time: the Raft node driven on shard 0, its
 //!   messages over the QUIC transport, the committed metadata log applied on every shard;
+//! - `security`: principals, SASL, ACLs and stored credentials (pure: no shard, no I/O);
 //! - `run` (start and stop), `config`, `metrics`, `process`, `identity`.
 //!
 //! Dependencies between them point one way: `handlers` and `run` use the rest; `quorum` uses
@@ -27,6 +28,7 @@ pub mod quorum;
 pub mod replication;
 pub mod run;
 pub mod runtime;
+pub mod security;
 
 /// Milliseconds since the Unix epoch, by the wall clock.
 pub fn now_ms() -> i64 {

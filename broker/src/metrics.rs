@@ -138,6 +138,10 @@ pub struct Metrics {
     pub isr_expands: AtomicU64,
     /// Partitions without a live leader in this broker's metadata (set by shard 0).
     pub offline_partitions: AtomicU64,
+    /// SASL exchanges that failed (wrong password, unknown user, malformed messages).
+    pub authentication_failures: AtomicU64,
+    /// Requests (or entries of one) the authorizer refused.
+    pub authorization_denials: AtomicU64,
     /// Bytes fetch read from logs, served or not (a fetch reads within its response limit, so
     /// this stays close to `bytes_out`).
     pub fetch_bytes_read: AtomicU64,
@@ -163,6 +167,8 @@ impl Metrics {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             replica_bytes_out: AtomicU64::new(0),
+            authentication_failures: AtomicU64::new(0),
+            authorization_denials: AtomicU64::new(0),
             replica_bytes_in: AtomicU64::new(0),
             isr_shrinks: AtomicU64::new(0),
             offline_partitions: AtomicU64::new(0),
@@ -185,6 +191,14 @@ impl Metrics {
             Some(_) if (api_key as usize) < API_SLOTS - 1 => api_key as usize,
             _ => API_SLOTS - 1,
         }
+    }
+
+    pub fn authentication_failed(&self) {
+        self.authentication_failures.fetch_add(1, Relaxed);
+    }
+
+    pub fn denied(&self) {
+        self.authorization_denials.fetch_add(1, Relaxed);
     }
 
     /// Counts one request (and whether it was answered with an error).
@@ -413,6 +427,8 @@ impl Metrics {
             .filter(|s| s.leader && s.isr < s.replicas)
             .count();
         let _ = writeln!(out, "# HELP quiver_under_replicated_partitions Partitions this broker leads with fewer replicas in sync than placed.\n# TYPE quiver_under_replicated_partitions gauge\nquiver_under_replicated_partitions {under}");
+        let _ = writeln!(out, "# HELP quiver_authentication_failures_total SASL exchanges that failed.\n# TYPE quiver_authentication_failures_total counter\nquiver_authentication_failures_total {}", self.authentication_failures.load(Relaxed));
+        let _ = writeln!(out, "# HELP quiver_authorization_denials_total Requests, or entries of one, the ACL authorizer refused.\n# TYPE quiver_authorization_denials_total counter\nquiver_authorization_denials_total {}", self.authorization_denials.load(Relaxed));
         let _ = writeln!(out, "# HELP quiver_offline_partitions Partitions without a live leader, as this broker's metadata says (cluster-wide).\n# TYPE quiver_offline_partitions gauge\nquiver_offline_partitions {}", self.offline_partitions.load(Relaxed));
         type FollowerValue = fn(&FollowerStats) -> String;
         let follower_gauges: [(&str, &str, FollowerValue); 4] = [

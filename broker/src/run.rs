@@ -65,6 +65,8 @@ pub enum RunError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("security settings: {0}")]
+    Security(String),
     #[error("broker identity: {0}")]
     Identity(#[from] crate::identity::IdentityError),
     #[error(transparent)]
@@ -86,6 +88,9 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
         }
     })?;
     let config = Arc::new(config);
+    let security = Arc::new(
+        crate::security::SecurityConfig::from_config(&config).map_err(RunError::Security)?,
+    );
     // Validated by Config::load.
     let voters = config.voters().unwrap_or_default();
     let clustered = !voters.is_empty();
@@ -161,6 +166,7 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
             id: ShardId(i as u32),
             shard_count: shards,
             config: config.clone(),
+            security: security.clone(),
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
             snapshot: snapshot.clone(),
@@ -403,6 +409,7 @@ struct ShardContext {
     id: ShardId,
     shard_count: usize,
     config: Arc<Config>,
+    security: Arc<crate::security::SecurityConfig>,
     metrics: Arc<Metrics>,
     shutdown: ShutdownFlag,
     snapshot: Arc<Snapshot>,
@@ -499,6 +506,7 @@ async fn shard_start(
         id,
         shard_count: ctx.shard_count,
         config: ctx.config.clone(),
+        security: ctx.security.clone(),
         metrics: ctx.metrics.clone(),
         shutdown: ctx.shutdown.clone(),
         snapshot: ctx.snapshot.clone(),
@@ -556,6 +564,10 @@ async fn shard_start(
         stateless_reset_secret: Some(ctx.reset_secret.clone()),
         read_timeout: Duration::from_millis(ctx.config.request_read_timeout_ms),
         connection_limiter: ctx.connection_limiter.clone(),
+        // Without anonymous access, a connection must authenticate within the deadline (a
+        // verified client certificate does at the handshake).
+        admit_timeout: (!ctx.security.allow_anonymous)
+            .then_some(ctx.security.authentication_timeout),
         ..EndpointConfig::default()
     };
     let endpoint = Endpoint::builder(ctx.listen)

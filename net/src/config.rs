@@ -76,6 +76,11 @@ pub struct EndpointConfig {
     /// its old connections at their first packet instead of leaving clients to time out. `None`:
     /// a random secret per endpoint.
     pub stateless_reset_secret: Option<StatelessResetSecret>,
+    /// An accepted connection that the service has not admitted (`Session::admit`: it
+    /// authenticated) this long after it was accepted is closed with
+    /// `codes::AUTHENTICATION_TIMEOUT`. A peer with a verified client certificate is admitted
+    /// at the handshake. `None`: no deadline (every connection is admitted as it is).
+    pub admit_timeout: Option<Duration>,
 }
 
 /// 64 secret bytes; `Debug` does not print them.
@@ -111,6 +116,7 @@ impl Default for EndpointConfig {
             udp_payload_max: MAX_UDP_PAYLOAD,
             reuse_port: true,
             stateless_reset_secret: None,
+            admit_timeout: None,
         }
     }
 }

@@ -52,6 +52,7 @@ mod frame_reader;
 pub mod limits;
 mod pool;
 mod service;
+mod session;
 #[cfg(test)]
 mod sim;
 mod sync;
@@ -64,5 +65,6 @@ pub use endpoint::{BindError, ClientConnection, Endpoint, EndpointBuilder};
 pub use error::{CallError, ConnectError};
 pub use limits::ConnectionLimiter;
 pub use service::{Request, Response, Service};
+pub use session::Session;
 pub use tls::PeerIdentity;
 pub use udp::bind_steered_group;

@@ -1,11 +1,12 @@
 //! What the transport hands to the broker, and what it expects back. net moves frames; it does
 //! not know what is in a body (ARCHITECTURE.md).
 
-use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
+use std::{future::Future, net::SocketAddr, pin::Pin, rc::Rc, sync::Arc};
 
 use bytes::Bytes;
 use quiver_proto::frame::{FrameError, FrameHeader, FRAME_HEADER_BYTES};
 
+use crate::session::Session;
 use crate::tls::PeerIdentity;
 
 /// One request frame, read whole from its stream.
@@ -22,6 +23,8 @@ pub struct Request {
     pub connection_id: u64,
     /// The client certificate's names, with mutual TLS on; `None` without a client certificate.
     pub identity: Option<Arc<PeerIdentity>>,
+    /// The connection's session (its authentication), shared by all its requests.
+    pub session: Rc<Session>,
 }
 
 /// One response frame. The payload chunks are handed to QUIC as they are, without copying.

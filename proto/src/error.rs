@@ -138,6 +138,7 @@ error_codes! {
     ResourceNotFound = 69, false, "The resource (broker, topic, group) does not exist.";
     SecurityDisabled = 70, false, "Security features (ACLs, SASL) are disabled on this broker.";
     AuthenticationRequired = 71, false, "This connection must authenticate before this request.";
+    UnacceptableCredential = 72, false, "The credential is not acceptable (mechanism, iterations or salt).";
 }
 
 // Rationale: `from_u16` maps by the listed numbers; a gap or a duplicate would make one code

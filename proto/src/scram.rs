@@ -36,6 +36,21 @@ pub const ITERATIONS_MAX: u32 = 1 << 20;
 pub const MESSAGE_BYTES_MAX: usize = 1024;
 /// The longest user name.
 pub const USER_BYTES_MAX: usize = 255;
+/// The shortest salt a credential may have.
+pub const SALT_BYTES_MIN: usize = 16;
+/// The longest salt a credential may have.
+pub const SALT_BYTES_MAX: usize = 64;
+
+/// Hi(password, salt, iterations) of RFC 5802: what a client sends to set a credential
+/// (AlterUserScramCredentials), so that the password itself never leaves it.
+pub fn salted_password(
+    mechanism: Mechanism,
+    password: &str,
+    salt: &[u8],
+    iterations: u32,
+) -> Vec<u8> {
+    mechanism.salted_password(password, salt, iterations)
+}
 
 /// The two mechanisms, by their SASL names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -57,6 +72,14 @@ impl Mechanism {
 
     pub fn from_name(name: &str) -> Option<Mechanism> {
         Mechanism::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// The length of this mechanism's hash (and of a salted password).
+    pub fn hash_len(self) -> usize {
+        match self {
+            Mechanism::Sha256 => 32,
+            Mechanism::Sha512 => 64,
+        }
     }
 
     fn hmac(self, key: &[u8], data: &[&[u8]]) -> Vec<u8> {
@@ -143,13 +166,37 @@ impl Credential {
             return Err(ScramError::Iterations(iterations));
         }
         let salted = mechanism.salted_password(password, salt, iterations);
-        let client_key = mechanism.hmac(&salted, &[b"Client Key"]);
+        Credential::from_salted_password(mechanism, salt, iterations, &salted)
+    }
+
+    /// The credential from a salted password (`salted_password`), as AlterUserScramCredentials
+    /// carries it: the server never sees the password. Checks the iteration count, the salt's
+    /// length ([`SALT_BYTES_MIN`] to [`SALT_BYTES_MAX`]) and the salted password's (the
+    /// mechanism's hash length).
+    pub fn from_salted_password(
+        mechanism: Mechanism,
+        salt: &[u8],
+        iterations: u32,
+        salted: &[u8],
+    ) -> Result<Credential, ScramError> {
+        if !(ITERATIONS_MIN..=ITERATIONS_MAX).contains(&iterations) {
+            return Err(ScramError::Iterations(iterations));
+        }
+        if !(SALT_BYTES_MIN..=SALT_BYTES_MAX).contains(&salt.len()) {
+            return Err(ScramError::Malformed("a salt must have 16 to 64 bytes"));
+        }
+        if salted.len() != mechanism.hash_len() {
+            return Err(ScramError::Malformed(
+                "a salted password must be as long as the mechanism's hash",
+            ));
+        }
+        let client_key = mechanism.hmac(salted, &[b"Client Key"]);
         Ok(Credential {
             mechanism,
             salt: salt.to_vec(),
             iterations,
             stored_key: mechanism.hash(&client_key),
-            server_key: mechanism.hmac(&salted, &[b"Server Key"]),
+            server_key: mechanism.hmac(salted, &[b"Server Key"]),
         })
     }
 }
@@ -450,6 +497,36 @@ mod tests {
     fn rfc_credential() -> Credential {
         let salt = B64.decode(SALT_B64).unwrap();
         Credential::new(Mechanism::Sha256, "pencil", &salt, 4096).unwrap()
+    }
+
+    #[test]
+    fn a_credential_from_the_salted_password_is_the_one_from_the_password() {
+        let salt = B64.decode(SALT_B64).unwrap();
+        for m in Mechanism::ALL {
+            let salted = salted_password(m, "pencil", &salt, 4096);
+            assert_eq!(salted.len(), m.hash_len());
+            let from_salted = Credential::from_salted_password(m, &salt, 4096, &salted).unwrap();
+            assert_eq!(
+                from_salted,
+                Credential::new(m, "pencil", &salt, 4096).unwrap()
+            );
+        }
+        // (salt bytes, iterations, salted password bytes): each refused.
+        let refused = [
+            (15, 4096, 32),
+            (65, 4096, 32),
+            (16, 4095, 32),
+            (16, 4096, 31),
+        ];
+        for (salt, iterations, salted) in refused {
+            let r = Credential::from_salted_password(
+                Mechanism::Sha256,
+                &vec![1; salt],
+                iterations,
+                &vec![2; salted],
+            );
+            assert!(r.is_err(), "{salt} {iterations} {salted}");
+        }
     }
 
     #[test]

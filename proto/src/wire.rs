@@ -39,6 +39,8 @@ pub mod codes {
     pub const CONNECTION_ABUSE: u32 = 0x20;
     /// Connection closed by the application (a dial-out connection closed by its owner).
     pub const CLOSED_BY_APPLICATION: u32 = 0x21;
+    /// Connection closed because it did not authenticate within the broker's deadline.
+    pub const AUTHENTICATION_TIMEOUT: u32 = 0x22;
 
     /// The code a frame-level error is answered with when no error response is sent.
     pub fn for_frame_error(err: &crate::frame::FrameError) -> u32 {
@@ -67,6 +69,7 @@ pub mod codes {
             Ok(READ_TIMEOUT) => "read timeout: request not received in time",
             Ok(CONNECTION_ABUSE) => "connection abuse",
             Ok(CLOSED_BY_APPLICATION) => "closed by application",
+            Ok(AUTHENTICATION_TIMEOUT) => "not authenticated in time",
             _ => "unknown code",
         }
     }
@@ -90,6 +93,7 @@ pub mod codes {
                 READ_TIMEOUT,
                 CONNECTION_ABUSE,
                 CLOSED_BY_APPLICATION,
+                AUTHENTICATION_TIMEOUT,
             ];
             let mut seen = std::collections::HashSet::new();
             for c in all {

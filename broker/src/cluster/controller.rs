@@ -43,6 +43,17 @@ use super::metalog::MetadataLog;
 use super::state::{Snapshot, TopicInfo};
 use super::topic::{self, TopicConfig, PARTITIONS_PER_TOPIC_MAX};
 
+mod security;
+
+use quiver_proto::api::acl::{
+    AclCreationResult, CreateAclsRequest, CreateAclsResponse, DeleteAclsFilterResult,
+    DeleteAclsRequest, DeleteAclsResponse,
+};
+use quiver_proto::api::user::{
+    AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse,
+    AlterUserScramCredentialsResult,
+};
+
 /// A topic change, as it crosses the mesh to the controller.
 #[derive(Clone, Debug)]
 pub enum AdminOp {
@@ -64,6 +75,10 @@ pub enum AdminOp {
     },
     /// A producer id and epoch for an idempotent producer.
     InitProducerId(InitProducerIdRequest),
+    CreateAcls(CreateAclsRequest),
+    DeleteAcls(DeleteAclsRequest),
+    /// Creates, replaces or deletes SCRAM credentials.
+    AlterScram(AlterUserScramCredentialsRequest),
 }
 
 /// Producer ids reserved durably at a time: one metadata write per this many producers.
@@ -147,6 +162,50 @@ impl AdminOp {
                 error_code: code,
                 ..Default::default()
             }),
+            AdminOp::CreateAcls(r) => AnyResponse::CreateAcls(CreateAclsResponse {
+                throttle_time_ms: 0,
+                results: r
+                    .creations
+                    .iter()
+                    .map(|_| AclCreationResult {
+                        error_code: code,
+                        error_message: msg.clone(),
+                    })
+                    .collect(),
+            }),
+            AdminOp::DeleteAcls(r) => AnyResponse::DeleteAcls(DeleteAclsResponse {
+                throttle_time_ms: 0,
+                filter_results: r
+                    .filters
+                    .iter()
+                    .map(|_| DeleteAclsFilterResult {
+                        error_code: code,
+                        error_message: msg.clone(),
+                        matching_acls: Vec::new(),
+                    })
+                    .collect(),
+            }),
+            AdminOp::AlterScram(r) => {
+                let mut users: Vec<&String> = r
+                    .deletions
+                    .iter()
+                    .map(|d| &d.name)
+                    .chain(r.upsertions.iter().map(|u| &u.name))
+                    .collect();
+                users.sort();
+                users.dedup();
+                AnyResponse::AlterUserScramCredentials(AlterUserScramCredentialsResponse {
+                    throttle_time_ms: 0,
+                    results: users
+                        .into_iter()
+                        .map(|u| AlterUserScramCredentialsResult {
+                            user: u.clone(),
+                            error_code: code,
+                            error_message: msg.clone(),
+                        })
+                        .collect(),
+                })
+            }
             AdminOp::EnsureTopic { name, .. } => AnyResponse::CreateTopics(CreateTopicsResponse {
                 throttle_time_ms: 0,
                 topics: vec![CreatableTopicResult {
@@ -295,6 +354,11 @@ impl Controller {
             }
             AdminOp::Reassign(r) => {
                 AnyResponse::AlterPartitionReassignments(self.reassign(r).await)
+            }
+            AdminOp::CreateAcls(r) => AnyResponse::CreateAcls(self.create_acls(r).await),
+            AdminOp::DeleteAcls(r) => AnyResponse::DeleteAcls(self.delete_acls(r).await),
+            AdminOp::AlterScram(r) => {
+                AnyResponse::AlterUserScramCredentials(self.alter_scram(r).await)
             }
             AdminOp::EnsureTopic {
                 name,

@@ -12,13 +12,16 @@
 //! JSON bytes. Writes go to a temporary file that is synced, renamed over the old one, and the
 //! directory synced, so a crash leaves either the old or the new state, never a mix.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::security::acl::Acl;
+use crate::security::users::{StoredCredential, USERS_MAX};
 
 /// One topic as metadata knows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,7 +125,16 @@ pub struct MetadataState {
     /// Brokers registered with the quorum, by id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub brokers: BTreeMap<u32, BrokerMeta>,
+    /// SCRAM credentials: user, then mechanism name (`security::users`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scram: BTreeMap<String, BTreeMap<String, StoredCredential>>,
+    /// Access control lists (`security::acl`).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub acls: BTreeSet<Acl>,
 }
+
+/// Most ACL bindings the metadata holds: bounds each shard's index and DescribeAcls' answer.
+pub const ACLS_MAX: usize = 100_000;
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
@@ -208,6 +220,25 @@ pub enum MetadataCommand {
         topic: String,
         partition: u32,
         replicas: Vec<u32>,
+    },
+    /// Creates or replaces `user`'s SCRAM credential for `mechanism`.
+    UpsertScram {
+        user: String,
+        mechanism: String,
+        credential: StoredCredential,
+    },
+    /// Removes `user`'s credential for `mechanism` (the user goes with its last one).
+    DeleteScram {
+        user: String,
+        mechanism: String,
+    },
+    /// Adds bindings (one already there is left as it is).
+    CreateAcls {
+        acls: Vec<Acl>,
+    },
+    /// Removes exactly these bindings (the controller chose them by the request's filters).
+    DeleteAcls {
+        acls: Vec<Acl>,
     },
 }
 
@@ -500,6 +531,59 @@ impl MetadataState {
                 super::reassign::start(&mut moved, replicas, live).map_err(MetaError::Invalid)?;
                 if let Some(t) = self.topics.get_mut(topic) {
                     t.placement[*partition as usize] = moved;
+                }
+            }
+            MetadataCommand::UpsertScram {
+                user,
+                mechanism,
+                credential,
+            } => {
+                crate::security::users::check_user_name(user).map_err(MetaError::Invalid)?;
+                if quiver_proto::scram::Mechanism::from_name(mechanism).is_none() {
+                    return Err(MetaError::Invalid(format!(
+                        "unknown mechanism '{mechanism}'"
+                    )));
+                }
+                if !self.scram.contains_key(user) && self.scram.len() >= USERS_MAX {
+                    return Err(MetaError::Invalid(format!(
+                        "the cluster holds {USERS_MAX} users, its most"
+                    )));
+                }
+                self.scram
+                    .entry(user.clone())
+                    .or_default()
+                    .insert(mechanism.clone(), credential.clone());
+            }
+            MetadataCommand::DeleteScram { user, mechanism } => {
+                let creds = self
+                    .scram
+                    .get_mut(user)
+                    .filter(|c| c.contains_key(mechanism));
+                let Some(creds) = creds else {
+                    return Err(MetaError::Invalid(format!(
+                        "user '{user}' has no {mechanism} credential"
+                    )));
+                };
+                creds.remove(mechanism);
+                if creds.is_empty() {
+                    self.scram.remove(user);
+                }
+            }
+            MetadataCommand::CreateAcls { acls } => {
+                for a in acls {
+                    a.check().map_err(MetaError::Invalid)?;
+                }
+                let new = acls.iter().filter(|a| !self.acls.contains(a)).count();
+                if self.acls.len() + new > ACLS_MAX {
+                    return Err(MetaError::Invalid(format!(
+                        "the cluster would hold more than {ACLS_MAX} ACLs"
+                    )));
+                }
+                self.acls.extend(acls.iter().cloned());
+            }
+            MetadataCommand::DeleteAcls { acls } => {
+                for a in acls {
+                    self.acls.remove(a);
                 }
             }
         }

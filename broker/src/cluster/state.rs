@@ -111,6 +111,8 @@ pub struct Snapshot {
     pub brokers: std::collections::BTreeMap<u32, BrokerMeta>,
     /// Metadata holds this process's own registration (always on a single broker).
     pub registered: bool,
+    /// Users' credentials and the ACLs.
+    pub security: Arc<crate::security::SecurityState>,
 }
 
 impl Snapshot {
@@ -147,6 +149,10 @@ impl Snapshot {
             me,
             brokers: state.brokers.clone(),
             registered,
+            security: Arc::new(crate::security::SecurityState {
+                users: state.scram.clone(),
+                acls: crate::security::acl::AclIndex::new(&state.acls),
+            }),
         })
     }
 

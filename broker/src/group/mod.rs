@@ -423,6 +423,7 @@ impl Coordinator {
         &self,
         req: ConsumerGroupHeartbeatRequest,
         client_host: String,
+        principal: String,
         partitions: &dyn Fn(&str) -> Option<u32>,
         offsets_partition: PartitionId,
     ) -> ConsumerGroupHeartbeatResponse {
@@ -453,6 +454,7 @@ impl Coordinator {
                     .collect()
             }),
             client_host,
+            principal,
         };
         let mut groups = self.groups.borrow_mut();
         let group = groups
@@ -482,13 +484,16 @@ impl Coordinator {
         &self,
         log: &PartitionLog,
         req: OffsetCommitRequest,
+        principal: &str,
         exists: &dyn Fn(&str, u32) -> bool,
         offsets_partition: PartitionId,
     ) -> (OffsetCommitResponse, Option<PendingCommit>) {
         let check = check_group_id(&req.group_id)
             .and_then(|_| self.check_loaded(offsets_partition))
             .and_then(|_| match self.groups.borrow().get(&req.group_id) {
-                Some(g) => g.check_commit(&req.member_id, req.generation_id_or_member_epoch),
+                Some(g) => {
+                    g.check_commit(&req.member_id, req.generation_id_or_member_epoch, principal)
+                }
                 None if req.member_id.is_empty() => Ok(()),
                 None => Err((
                     ErrorCode::UnknownMemberId,
@@ -565,6 +570,7 @@ impl Coordinator {
     pub fn fetch(
         &self,
         req: &OffsetFetchRequest,
+        principal: &str,
         offsets_partition: PartitionId,
     ) -> OffsetFetchResponse {
         if let Err((code, _)) =
@@ -577,7 +583,7 @@ impl Coordinator {
         }
         if let Some(member) = req.member_id.as_deref().filter(|m| !m.is_empty()) {
             if let Some(g) = self.groups.borrow().get(&req.group_id) {
-                if let Err((code, _)) = g.check_commit(member, req.member_epoch) {
+                if let Err((code, _)) = g.check_commit(member, req.member_epoch, principal) {
                     return OffsetFetchResponse {
                         error_code: code,
                         ..Default::default()

@@ -82,6 +82,9 @@ pub struct Member {
     pub revoke_deadline: Option<Instant>,
     pub rebalance_timeout: Duration,
     pub client_host: String,
+    /// The principal that joined with this member id: only it may heartbeat, commit or leave
+    /// as this member.
+    pub principal: String,
     /// A static member that left with epoch -2: its assignment waits for it until its session
     /// expires.
     pub away: bool,
@@ -98,6 +101,8 @@ pub struct HeartbeatIn {
     pub assignor: Option<String>,
     pub owned: Option<Vec<Tp>>,
     pub client_host: String,
+    /// Who sends it (`security::Access::principal`).
+    pub principal: String,
 }
 
 /// What a heartbeat gets back.
@@ -184,6 +189,28 @@ impl Group {
         settings: &Settings,
         partitions: &dyn Fn(&str) -> Option<u32>,
     ) -> Result<HeartbeatOut, (ErrorCode, String)> {
+        // A member is its principal's: another one cannot heartbeat, leave or rejoin as it
+        // (it is told the member is unknown, as if it did not exist), nor take over its
+        // static instance id.
+        if self
+            .members
+            .get(&hb.member_id)
+            .is_some_and(|m| m.principal != hb.principal)
+        {
+            return Err(unknown(&hb.member_id));
+        }
+        if let Some(iid) = hb.instance_id.as_ref().filter(|_| hb.member_epoch == 0) {
+            let owner = self
+                .members
+                .values()
+                .find(|m| m.instance_id.as_ref() == Some(iid));
+            if owner.is_some_and(|m| m.principal != hb.principal) {
+                return Err((
+                    ErrorCode::FencedInstanceId,
+                    format!("instance id '{iid}' is held by another principal's member"),
+                ));
+            }
+        }
         if let Some(name) = &hb.assignor {
             let a = Assignor::parse(name).ok_or_else(|| {
                 (
@@ -274,6 +301,7 @@ impl Group {
                     revoke_deadline: None,
                     rebalance_timeout,
                     client_host: hb.client_host.clone(),
+                    principal: hb.principal.clone(),
                     away: false,
                 };
                 match predecessor {
@@ -460,8 +488,14 @@ impl Group {
         gone
     }
 
-    /// Whether `member_id` at `epoch` may commit offsets for this group now.
-    pub fn check_commit(&self, member_id: &str, epoch: i32) -> Result<(), (ErrorCode, String)> {
+    /// Whether `member_id` at `epoch`, sent by `principal`, may commit offsets for this group
+    /// now.
+    pub fn check_commit(
+        &self,
+        member_id: &str,
+        epoch: i32,
+        principal: &str,
+    ) -> Result<(), (ErrorCode, String)> {
         if member_id.is_empty() && epoch < 0 {
             if self.members.is_empty() {
                 return Ok(());
@@ -474,6 +508,7 @@ impl Group {
         let m = self
             .members
             .get(member_id)
+            .filter(|m| m.principal == principal)
             .ok_or_else(|| unknown(member_id))?;
         if epoch != m.epoch && epoch != m.previous_epoch {
             return Err((
@@ -806,14 +841,14 @@ mod tests {
             ErrorCode::FencedMemberEpoch
         );
         assert_eq!(
-            g.check_commit("a", epoch - 5).unwrap_err().0,
+            g.check_commit("a", epoch - 5, "").unwrap_err().0,
             ErrorCode::StaleMemberEpoch
         );
-        assert_eq!(g.check_commit("a", epoch), Ok(()));
+        assert_eq!(g.check_commit("a", epoch, ""), Ok(()));
         // A removed member is unknown.
         g.expire(now + Duration::from_secs(60), &six);
         assert_eq!(
-            g.check_commit("a", epoch).unwrap_err().0,
+            g.check_commit("a", epoch, "").unwrap_err().0,
             ErrorCode::UnknownMemberId
         );
         let hb = HeartbeatIn {
@@ -826,12 +861,64 @@ mod tests {
             ErrorCode::UnknownMemberId
         );
         // Outsiders may commit only to an empty group.
-        assert_eq!(g.check_commit("", -1), Ok(()));
+        assert_eq!(g.check_commit("", -1, ""), Ok(()));
         join(&mut g, "c", now);
         assert_eq!(
-            g.check_commit("", -1).unwrap_err().0,
+            g.check_commit("", -1, "").unwrap_err().0,
             ErrorCode::UnknownMemberId
         );
+    }
+
+    #[test]
+    fn a_member_is_its_principals_alone() {
+        let now = Instant::now();
+        let mut g = Group::new("g", &SETTINGS, now);
+        let join_as = |g: &mut Group, id: &str, iid: Option<&str>, who: &str| {
+            let hb = HeartbeatIn {
+                member_id: id.into(),
+                member_epoch: 0,
+                instance_id: iid.map(str::to_string),
+                subscribed: Some(vec!["t".into()]),
+                principal: who.into(),
+                ..Default::default()
+            };
+            g.heartbeat(hb, now, &SETTINGS, &six)
+        };
+        join_as(&mut g, "a", Some("pod-a"), "User:alice").unwrap();
+        let epoch = g.members["a"].epoch;
+        // (member epoch, principal, refused with?)
+        let cases = [
+            (epoch, "User:mallory", Some(ErrorCode::UnknownMemberId)),
+            (-1, "User:mallory", Some(ErrorCode::UnknownMemberId)),
+            (0, "User:mallory", Some(ErrorCode::UnknownMemberId)),
+            (epoch, "User:alice", None),
+        ];
+        for (e, who, want) in cases {
+            let hb = HeartbeatIn {
+                member_id: "a".into(),
+                member_epoch: e,
+                subscribed: (e == 0).then(|| vec!["t".into()]),
+                principal: who.into(),
+                ..Default::default()
+            };
+            let got = g.heartbeat(hb, now, &SETTINGS, &six).err().map(|e| e.0);
+            assert_eq!(got, want, "epoch {e} as {who}");
+            assert!(g.members.contains_key("a"), "the member stays");
+        }
+        // Another principal's new member cannot take over alice's static instance id.
+        assert_eq!(
+            join_as(&mut g, "m", Some("pod-a"), "User:mallory")
+                .unwrap_err()
+                .0,
+            ErrorCode::FencedInstanceId
+        );
+        // Nor commit as her member.
+        let epoch = g.members["a"].epoch;
+        assert_eq!(
+            g.check_commit("a", epoch, "User:mallory").unwrap_err().0,
+            ErrorCode::UnknownMemberId
+        );
+        assert_eq!(g.check_commit("a", epoch, "User:alice"), Ok(()));
     }
 
     #[test]
@@ -863,7 +950,7 @@ mod tests {
         let got: BTreeSet<Tp> = out.assignment.unwrap().into_iter().collect();
         assert_eq!(got, before["a1"]);
         assert_eq!(
-            g.check_commit("a1", 1).unwrap_err().0,
+            g.check_commit("a1", 1, "").unwrap_err().0,
             ErrorCode::UnknownMemberId
         );
         assert_eq!(settle(&mut g, now)["b1"], before["b1"]);

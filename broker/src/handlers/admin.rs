@@ -17,6 +17,8 @@ use quiver_proto::{BrokerId, ErrorCode, LeaderEpoch, PartitionId, ShardId};
 use super::common::{Answer, SERVED};
 use crate::cluster::controller::AdminOp;
 use crate::runtime::Shard;
+use crate::security::acl::Operation;
+use crate::security::Access;
 
 pub(super) fn api_versions(shard: &Shard) -> ApiVersionsResponse {
     ApiVersionsResponse {
@@ -35,16 +37,27 @@ pub(super) fn api_versions(shard: &Shard) -> ApiVersionsResponse {
         throttle_time_ms: 0,
         broker_id: BrokerId(shard.config.broker_id),
         cluster_id: Some(shard.cluster_id().to_string()),
-        sasl_mechanisms: Vec::new(),
+        sasl_mechanisms: shard
+            .security
+            .mechanisms
+            .iter()
+            .map(|m| m.name().to_string())
+            .collect(),
     }
 }
 
-/// Creates the topics that do not exist yet (auto.create.topics), with broker defaults.
-pub(super) async fn auto_create<'a>(shard: &Rc<Shard>, names: impl Iterator<Item = &'a str>) {
+/// Creates the topics that do not exist yet (auto.create.topics), with broker defaults: those
+/// `access` may create.
+pub(super) async fn auto_create<'a>(
+    shard: &Rc<Shard>,
+    names: impl Iterator<Item = &'a str>,
+    access: &Access,
+) {
     let snapshot = shard.snapshot();
     let missing: Vec<String> = names
         .filter(|n| {
             snapshot.topic(n).is_none()
+                && super::authz::may_create(access, n)
                 && crate::cluster::topic::validate_name(n).is_ok()
                 && !crate::cluster::topic::is_internal(n)
         })
@@ -62,16 +75,29 @@ pub(super) async fn auto_create<'a>(shard: &Rc<Shard>, names: impl Iterator<Item
     }
 }
 
-pub(super) async fn metadata(shard: &Rc<Shard>, req: MetadataRequest) -> MetadataResponse {
+pub(super) async fn metadata(
+    shard: &Rc<Shard>,
+    req: MetadataRequest,
+    access: &Access,
+) -> MetadataResponse {
     if let (Some(names), true) = (
         &req.topics,
         req.allow_auto_topic_creation && shard.config.auto_create_topics,
     ) {
-        auto_create(shard, names.iter().map(String::as_str)).await;
+        auto_create(shard, names.iter().map(String::as_str), access).await;
     }
     let snapshot = shard.snapshot();
     let me = shard.config.broker_id;
     let describe = |name: &str| -> MetadataTopic {
+        // Checked before the topic's existence, which it would otherwise tell.
+        if !access.topic(Operation::Describe, name) {
+            shard.metrics.denied();
+            return MetadataTopic {
+                error_code: ErrorCode::TopicAuthorizationFailed,
+                name: name.to_string(),
+                ..Default::default()
+            };
+        }
         match snapshot.topic(name) {
             None => MetadataTopic {
                 error_code: ErrorCode::UnknownTopicOrPartition,
@@ -148,10 +174,11 @@ pub(super) async fn metadata(shard: &Rc<Shard>, req: MetadataRequest) -> Metadat
                 .collect()
         }
         None => {
+            // Every topic the principal may describe; the others are left out.
             let mut names: Vec<&String> = snapshot
                 .topics
                 .iter()
-                .filter(|(_, t)| !t.internal)
+                .filter(|(n, t)| !t.internal && access.topic(Operation::Describe, n))
                 .map(|(n, _)| n)
                 .collect();
             names.sort();
@@ -410,6 +437,9 @@ async fn forward_op(
         AdminOp::CreatePartitions(r) => forward(shard, to, r).await.map(AnyResponse::from),
         AdminOp::AlterConfigs(r) => forward(shard, to, r).await.map(AnyResponse::from),
         AdminOp::Reassign(r) => forward(shard, to, r).await.map(AnyResponse::from),
+        AdminOp::CreateAcls(r) => forward(shard, to, r).await.map(AnyResponse::from),
+        AdminOp::DeleteAcls(r) => forward(shard, to, r).await.map(AnyResponse::from),
+        AdminOp::AlterScram(r) => forward(shard, to, r).await.map(AnyResponse::from),
         AdminOp::InitProducerId(_) | AdminOp::EnsureTopic { .. } => return None,
     })
 }
@@ -433,6 +463,14 @@ pub(super) async fn answer(shard: &Rc<Shard>, op: AdminOp) -> Answer {
         AnyResponse::AlterPartitionReassignments(r) => {
             r.results.iter().any(|t| t.error_code != ErrorCode::None)
         }
+        AnyResponse::CreateAcls(r) => r.results.iter().any(|t| t.error_code != ErrorCode::None),
+        AnyResponse::DeleteAcls(r) => r
+            .filter_results
+            .iter()
+            .any(|t| t.error_code != ErrorCode::None),
+        AnyResponse::AlterUserScramCredentials(r) => {
+            r.results.iter().any(|t| t.error_code != ErrorCode::None)
+        }
         _ => false,
     };
     Answer {
@@ -445,6 +483,7 @@ pub(super) async fn answer(shard: &Rc<Shard>, op: AdminOp) -> Answer {
 pub(super) fn describe_configs(
     shard: &Shard,
     req: DescribeConfigsRequest,
+    access: &Access,
 ) -> DescribeConfigsResponse {
     let snapshot = shard.snapshot();
     let results = req
@@ -459,7 +498,25 @@ pub(super) fn describe_configs(
             let wanted = |k: &str| {
                 res.configuration_keys.is_empty() || res.configuration_keys.iter().any(|w| w == k)
             };
+            let allowed = match res.resource_type {
+                ConfigResourceType::Topic => {
+                    access.topic(Operation::DescribeConfigs, &res.resource_name)
+                }
+                ConfigResourceType::Broker => access.cluster(Operation::DescribeConfigs),
+                _ => true,
+            };
             match res.resource_type {
+                _ if !allowed => {
+                    shard.metrics.denied();
+                    out.error_code = match res.resource_type {
+                        ConfigResourceType::Topic => ErrorCode::TopicAuthorizationFailed,
+                        _ => ErrorCode::ClusterAuthorizationFailed,
+                    };
+                    out.error_message = Some(format!(
+                        "{} may not describe these configs",
+                        access.principal()
+                    ));
+                }
                 ConfigResourceType::Topic => match snapshot.topic(&res.resource_name) {
                     None => {
                         out.error_code = ErrorCode::UnknownTopicOrPartition;

@@ -33,6 +33,13 @@ pub const SERVED: &[ApiKey] = &[
     ApiKey::BrokerRegistration,
     ApiKey::RaftMessage,
     ApiKey::ReplicaFetch,
+    ApiKey::SaslHandshake,
+    ApiKey::SaslAuthenticate,
+    ApiKey::CreateAcls,
+    ApiKey::DescribeAcls,
+    ApiKey::DeleteAcls,
+    ApiKey::DescribeUserScramCredentials,
+    ApiKey::AlterUserScramCredentials,
 ];
 
 /// What a handler produces: the response body, the payload chunks, and whether it failed

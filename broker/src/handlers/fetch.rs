@@ -29,6 +29,8 @@ use quiver_proto::{ErrorCode, Offset, ShardId};
 use super::common::{part_error, Answer};
 use crate::cluster::state::PartKey;
 use crate::runtime::{PartError, PartRead, Shard};
+use crate::security::acl::Operation;
+use crate::security::Access;
 
 /// Bytes read for a partition when the request gives no per-partition limit.
 const PARTITION_MAX_BYTES_DEFAULT: u32 = 1 << 20;
@@ -42,7 +44,7 @@ struct Target {
     max_bytes: usize,
 }
 
-pub(super) async fn handle(shard: &Rc<Shard>, req: FetchRequest) -> Answer {
+pub(super) async fn handle(shard: &Rc<Shard>, req: FetchRequest, access: &Access) -> Answer {
     let snapshot = shard.snapshot();
     let (deadline, response_max) = fetch_bounds(shard, req.max_wait_ms, req.max_bytes);
     let mut failed = false;
@@ -51,6 +53,7 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: FetchRequest) -> Answer {
     let mut targets = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
         let info = snapshot.topic(&t.name);
+        let denied = !access.topic(Operation::Read, &t.name);
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for (pi, p) in t.partitions.iter().enumerate() {
             let mut out = FetchPartitionResponse {
@@ -58,6 +61,12 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: FetchRequest) -> Answer {
                 ..Default::default()
             };
             match info {
+                // Checked before the topic's existence, which it would otherwise tell.
+                _ if denied => {
+                    failed = true;
+                    out.error_code = ErrorCode::TopicAuthorizationFailed;
+                    shard.metrics.denied();
+                }
                 Some(info)
                     if info.has_partition(p.partition)
                         && !leads(&snapshot, info, p.partition, &mut out.current_leader) =>
@@ -317,11 +326,13 @@ async fn read_all(shard: &Rc<Shard>, asks: &[Ask], response_max: usize) -> Vec<P
 pub(super) async fn list_offsets(
     shard: &Rc<Shard>,
     req: ListOffsetsRequest,
+    access: &Access,
 ) -> ListOffsetsResponse {
     let snapshot = shard.snapshot();
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
         let info = snapshot.topic(&t.name);
+        let denied = !access.topic(Operation::Describe, &t.name);
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
             let mut out = ListOffsetsPartitionResponse {
@@ -330,6 +341,10 @@ pub(super) async fn list_offsets(
             };
             let mut hint = None;
             match info {
+                _ if denied => {
+                    out.error_code = ErrorCode::TopicAuthorizationFailed;
+                    shard.metrics.denied();
+                }
                 Some(info)
                     if info.has_partition(p.partition)
                         && !leads(&snapshot, info, p.partition, &mut hint) =>

@@ -17,6 +17,8 @@ use quiver_proto::{BrokerId, ErrorCode, PartitionId, ShardId};
 use crate::cluster::state::PartKey;
 use crate::group::{check_group_id, offsets_partition, OFFSETS_TOPIC};
 use crate::runtime::Shard;
+use crate::security::acl::Operation;
+use crate::security::Access;
 
 /// Where a group is coordinated: the owning shard, the offsets partition's key, and its number.
 fn route(
@@ -108,6 +110,7 @@ fn partitions_of(snapshot: &crate::cluster::state::Snapshot, topic: &str) -> Opt
 pub(super) fn find_coordinator(
     shard: &Shard,
     req: FindCoordinatorRequest,
+    access: &Access,
 ) -> FindCoordinatorResponse {
     let coordinators = req
         .keys
@@ -120,6 +123,12 @@ pub(super) fn find_coordinator(
                 port: shard.listen_port(),
                 ..Default::default()
             };
+            if !access.group(Operation::Describe, &key) {
+                shard.metrics.denied();
+                c.error_code = ErrorCode::GroupAuthorizationFailed;
+                c.error_message = Some(format!("{} may not use group '{key}'", access.principal()));
+                return c;
+            }
             match route(shard, &key) {
                 Ok(_) => {}
                 // In a cluster: the broker that leads the group's offsets partition.
@@ -159,6 +168,7 @@ pub(super) async fn heartbeat(
     shard: &Rc<Shard>,
     req: ConsumerGroupHeartbeatRequest,
     host: String,
+    access: &Access,
 ) -> ConsumerGroupHeartbeatResponse {
     let member_id = req.member_id.clone();
     let failed = move |code, message| ConsumerGroupHeartbeatResponse {
@@ -167,17 +177,51 @@ pub(super) async fn heartbeat(
         member_id: Some(member_id),
         ..Default::default()
     };
+    if !access.group(Operation::Read, &req.group_id) {
+        shard.metrics.denied();
+        let why = format!(
+            "{} may not join group '{}'",
+            access.principal(),
+            req.group_id
+        );
+        return failed(ErrorCode::GroupAuthorizationFailed, why);
+    }
+    // The member belongs to the principal that joined with it (`group::state`).
+    let principal = access.principal().to_string();
     on_coordinator(shard, req.group_id.clone(), failed, move |c| async move {
         let snapshot = c.shard.snapshot();
         let partitions = |t: &str| partitions_of(&snapshot, t);
         c.shard
             .groups
-            .heartbeat(req, host, &partitions, c.partition)
+            .heartbeat(req, host, principal, &partitions, c.partition)
     })
     .await
 }
 
-pub(super) async fn commit(shard: &Rc<Shard>, req: OffsetCommitRequest) -> OffsetCommitResponse {
+pub(super) async fn commit(
+    shard: &Rc<Shard>,
+    mut req: OffsetCommitRequest,
+    access: &Access,
+) -> OffsetCommitResponse {
+    if !access.group(Operation::Read, &req.group_id) {
+        shard.metrics.denied();
+        return commit_failed(&req, ErrorCode::GroupAuthorizationFailed);
+    }
+    let refused = super::authz::commit_split(access, &mut req);
+    if !refused.is_empty() {
+        shard.metrics.denied();
+    }
+    let principal = access.principal().to_string();
+    let mut resp = commit_on_coordinator(shard, req, principal).await;
+    super::authz::commit_merge(&mut resp, refused);
+    resp
+}
+
+async fn commit_on_coordinator(
+    shard: &Rc<Shard>,
+    req: OffsetCommitRequest,
+    principal: String,
+) -> OffsetCommitResponse {
     let failed_req = req.clone();
     let failed = move |code, _message| commit_failed(&failed_req, code);
     on_coordinator(shard, req.group_id.clone(), failed, move |c| async move {
@@ -194,7 +238,7 @@ pub(super) async fn commit(shard: &Rc<Shard>, req: OffsetCommitRequest) -> Offse
         let (resp, pending) = c
             .shard
             .groups
-            .commit(&log, req.clone(), &exists, c.partition)
+            .commit(&log, req.clone(), &principal, &exists, c.partition)
             .await;
         // In a cluster a commit counts, and is visible to OffsetFetch, once every in-sync
         // replica of its offsets partition holds it (Kafka commits offsets with acks=all): a
@@ -247,23 +291,50 @@ fn commit_failed(req: &OffsetCommitRequest, code: ErrorCode) -> OffsetCommitResp
     }
 }
 
-pub(super) async fn fetch(shard: &Rc<Shard>, req: OffsetFetchRequest) -> OffsetFetchResponse {
+pub(super) async fn fetch(
+    shard: &Rc<Shard>,
+    req: OffsetFetchRequest,
+    access: &Access,
+) -> OffsetFetchResponse {
     let failed = |code, _message| OffsetFetchResponse {
         error_code: code,
         ..Default::default()
     };
-    on_coordinator(shard, req.group_id.clone(), failed, move |c| async move {
-        c.shard.groups.fetch(&req, c.partition)
+    if !access.group(Operation::Describe, &req.group_id) {
+        shard.metrics.denied();
+        return failed(ErrorCode::GroupAuthorizationFailed, String::new());
+    }
+    let asked = req.clone();
+    let principal = access.principal().to_string();
+    let mut resp = on_coordinator(shard, req.group_id.clone(), failed, move |c| async move {
+        c.shard.groups.fetch(&req, &principal, c.partition)
     })
-    .await
+    .await;
+    super::authz::fetch_filter(access, &asked, &mut resp);
+    resp
 }
 
 pub(super) async fn describe(
     shard: &Rc<Shard>,
     req: DescribeGroupsRequest,
+    access: &Access,
 ) -> DescribeGroupsResponse {
     let mut groups = Vec::with_capacity(req.groups.len());
     for g in req.groups {
+        if !access.group(Operation::Describe, &g) {
+            shard.metrics.denied();
+            groups.push(DescribedGroup {
+                error_code: ErrorCode::GroupAuthorizationFailed,
+                error_message: Some(format!(
+                    "{} may not describe group '{g}'",
+                    access.principal()
+                )),
+                group_id: g,
+                group_state: GroupState::Unknown,
+                ..Default::default()
+            });
+            continue;
+        }
         let failed = {
             let g = g.clone();
             move |code, message| DescribedGroup {
@@ -288,9 +359,21 @@ pub(super) async fn describe(
     }
 }
 
-pub(super) async fn delete(shard: &Rc<Shard>, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub(super) async fn delete(
+    shard: &Rc<Shard>,
+    req: DeleteGroupsRequest,
+    access: &Access,
+) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(req.groups_names.len());
     for g in req.groups_names {
+        if !access.group(Operation::Delete, &g) {
+            shard.metrics.denied();
+            results.push(DeletableGroupResult {
+                group_id: g,
+                error_code: ErrorCode::GroupAuthorizationFailed,
+            });
+            continue;
+        }
         let failed = {
             let g = g.clone();
             move |code, _message| DeletableGroupResult {
@@ -318,8 +401,13 @@ pub(super) async fn delete(shard: &Rc<Shard>, req: DeleteGroupsRequest) -> Delet
     }
 }
 
-/// Every shard's groups, filtered.
-pub(super) async fn list(shard: &Rc<Shard>, req: ListGroupsRequest) -> ListGroupsResponse {
+/// Every shard's groups, filtered: by the request's states, and to those the principal may
+/// describe (all of them with Describe on the cluster).
+pub(super) async fn list(
+    shard: &Rc<Shard>,
+    req: ListGroupsRequest,
+    access: &Access,
+) -> ListGroupsResponse {
     let mut groups = Vec::new();
     for s in 0..shard.shard_count() as u32 {
         let listed = shard
@@ -328,6 +416,9 @@ pub(super) async fn list(shard: &Rc<Shard>, req: ListGroupsRequest) -> ListGroup
         groups.extend(listed.unwrap_or_default());
     }
     groups.retain(|g| req.states_filter.is_empty() || req.states_filter.contains(&g.group_state));
+    if !access.cluster(Operation::Describe) {
+        groups.retain(|g| access.group(Operation::Describe, &g.group_id));
+    }
     groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
     ListGroupsResponse {
         throttle_time_ms: 0,

@@ -4,12 +4,15 @@
 //! to the owning shard (`Shard::*_on`); admin changes go to the controller on shard 0.
 
 mod admin;
+mod auth;
+mod authz;
 mod cluster;
 mod common;
 mod fetch;
 mod group;
 mod produce;
 mod replica;
+mod security;
 
 pub use admin::change as admin_change;
 
@@ -25,6 +28,8 @@ use quiver_proto::ErrorCode;
 
 use crate::cluster::controller::AdminOp;
 use crate::runtime::Shard;
+use crate::security::acl::Operation;
+use crate::security::Access;
 use common::Answer;
 pub use common::SERVED;
 
@@ -74,26 +79,54 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
         }
     };
     let api = request.api();
+    // Who asks: ApiVersions and the SASL exchange need nobody; everything else needs a
+    // principal (a connection that must authenticate first is told so).
+    let access = match auth::access(shard, &req) {
+        Some(a) => a,
+        None if matches!(
+            api,
+            ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+        ) =>
+        {
+            Access::unrestricted()
+        }
+        None => {
+            shard.metrics.request(header.api_key, true);
+            let mechanisms: Vec<&str> =
+                shard.security.mechanisms.iter().map(|m| m.name()).collect();
+            return error_response(
+                &header,
+                ErrorCode::AuthenticationRequired,
+                &format!(
+                    "this broker requires authentication before {}: SASL ({}) or a client certificate",
+                    api.name(),
+                    if mechanisms.is_empty() { "none enabled".to_string() } else { mechanisms.join(", ") }
+                ),
+            );
+        }
+    };
+    // Broker to broker: ClusterAction on the cluster (brokers have it; see `security`).
+    if matches!(
+        api,
+        ApiKey::BrokerRegistration | ApiKey::RaftMessage | ApiKey::ReplicaFetch
+    ) && !access.cluster(Operation::ClusterAction)
+    {
+        shard.metrics.denied();
+        shard.metrics.request(header.api_key, true);
+        return error_response(
+            &header,
+            ErrorCode::ClusterAuthorizationFailed,
+            &format!(
+                "{} is broker to broker: {} may not call it",
+                api.name(),
+                access.principal()
+            ),
+        );
+    }
     let answer = match request {
         AnyRequest::ApiVersions(_) => Answer::ok(admin::api_versions(shard)),
-        AnyRequest::Metadata(r) => Answer::ok(admin::metadata(shard, r).await),
-        AnyRequest::Produce(r) => produce::handle(shard, r, req.payload).await,
-        AnyRequest::Fetch(r) => fetch::handle(shard, r).await,
-        AnyRequest::ListOffsets(r) => Answer::ok(fetch::list_offsets(shard, r).await),
-        AnyRequest::CreateTopics(r) => admin::answer(shard, AdminOp::CreateTopics(r)).await,
-        AnyRequest::DeleteTopics(r) => admin::answer(shard, AdminOp::DeleteTopics(r)).await,
-        AnyRequest::CreatePartitions(r) => admin::answer(shard, AdminOp::CreatePartitions(r)).await,
-        AnyRequest::IncrementalAlterConfigs(r) => {
-            admin::answer(shard, AdminOp::AlterConfigs(r)).await
-        }
-        AnyRequest::AlterPartitionReassignments(r) => {
-            admin::answer(shard, AdminOp::Reassign(r)).await
-        }
-        AnyRequest::DescribeConfigs(r) => Answer::ok(admin::describe_configs(shard, r)),
-        AnyRequest::InitProducerId(r) => admin::answer(shard, AdminOp::InitProducerId(r)).await,
-        AnyRequest::FindCoordinator(r) => Answer::ok(group::find_coordinator(shard, r)),
-        AnyRequest::ConsumerGroupHeartbeat(r) => {
-            let resp = group::heartbeat(shard, r, req.peer.ip().to_string()).await;
+        AnyRequest::SaslHandshake(r) => {
+            let resp = auth::sasl_handshake(shard, &req, &r);
             let failed = resp.error_code != ErrorCode::None;
             Answer {
                 body: resp.into(),
@@ -101,11 +134,72 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
                 failed,
             }
         }
-        AnyRequest::OffsetCommit(r) => Answer::ok(group::commit(shard, r).await),
-        AnyRequest::OffsetFetch(r) => Answer::ok(group::fetch(shard, r).await),
-        AnyRequest::DescribeGroups(r) => Answer::ok(group::describe(shard, r).await),
-        AnyRequest::ListGroups(r) => Answer::ok(group::list(shard, r).await),
-        AnyRequest::DeleteGroups(r) => Answer::ok(group::delete(shard, r).await),
+        AnyRequest::SaslAuthenticate(r) => {
+            let resp = auth::sasl_authenticate(shard, &req, &r);
+            let failed = resp.error_code != ErrorCode::None;
+            Answer {
+                body: resp.into(),
+                payload: Vec::new(),
+                failed,
+            }
+        }
+        AnyRequest::Metadata(r) => Answer::ok(admin::metadata(shard, r, &access).await),
+        AnyRequest::Produce(r) => produce::handle(shard, r, req.payload, &access).await,
+        AnyRequest::Fetch(r) => fetch::handle(shard, r, &access).await,
+        AnyRequest::ListOffsets(r) => Answer::ok(fetch::list_offsets(shard, r, &access).await),
+        AnyRequest::CreateTopics(r) => authz::admin(shard, &access, AdminOp::CreateTopics(r)).await,
+        AnyRequest::DeleteTopics(r) => authz::admin(shard, &access, AdminOp::DeleteTopics(r)).await,
+        AnyRequest::CreatePartitions(r) => {
+            authz::admin(shard, &access, AdminOp::CreatePartitions(r)).await
+        }
+        AnyRequest::IncrementalAlterConfigs(r) => {
+            authz::admin(shard, &access, AdminOp::AlterConfigs(r)).await
+        }
+        AnyRequest::AlterPartitionReassignments(r) => {
+            authz::admin(shard, &access, AdminOp::Reassign(r)).await
+        }
+        AnyRequest::DescribeConfigs(r) => Answer::ok(admin::describe_configs(shard, r, &access)),
+        AnyRequest::InitProducerId(r) => {
+            authz::admin(shard, &access, AdminOp::InitProducerId(r)).await
+        }
+        AnyRequest::CreateAcls(r) => authz::admin(shard, &access, AdminOp::CreateAcls(r)).await,
+        AnyRequest::DeleteAcls(r) => authz::admin(shard, &access, AdminOp::DeleteAcls(r)).await,
+        AnyRequest::AlterUserScramCredentials(r) => {
+            authz::admin(shard, &access, AdminOp::AlterScram(r)).await
+        }
+        AnyRequest::DescribeAcls(r) => {
+            let resp = security::describe_acls(shard, r, &access);
+            let failed = resp.error_code != ErrorCode::None;
+            Answer {
+                body: resp.into(),
+                payload: Vec::new(),
+                failed,
+            }
+        }
+        AnyRequest::DescribeUserScramCredentials(r) => {
+            let resp = security::describe_users(shard, r, &access);
+            let failed = resp.error_code != ErrorCode::None;
+            Answer {
+                body: resp.into(),
+                payload: Vec::new(),
+                failed,
+            }
+        }
+        AnyRequest::FindCoordinator(r) => Answer::ok(group::find_coordinator(shard, r, &access)),
+        AnyRequest::ConsumerGroupHeartbeat(r) => {
+            let resp = group::heartbeat(shard, r, req.peer.ip().to_string(), &access).await;
+            let failed = resp.error_code != ErrorCode::None;
+            Answer {
+                body: resp.into(),
+                payload: Vec::new(),
+                failed,
+            }
+        }
+        AnyRequest::OffsetCommit(r) => Answer::ok(group::commit(shard, r, &access).await),
+        AnyRequest::OffsetFetch(r) => Answer::ok(group::fetch(shard, r, &access).await),
+        AnyRequest::DescribeGroups(r) => Answer::ok(group::describe(shard, r, &access).await),
+        AnyRequest::ListGroups(r) => Answer::ok(group::list(shard, r, &access).await),
+        AnyRequest::DeleteGroups(r) => Answer::ok(group::delete(shard, r, &access).await),
         AnyRequest::BrokerRegistration(r) => {
             let resp = cluster::broker_registration(shard, r, req.identity.as_deref()).await;
             let failed = resp.error_code != ErrorCode::None;
@@ -116,7 +210,19 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
             }
         }
         AnyRequest::DescribeCluster(r) => {
-            let resp = cluster::describe_cluster(shard, r).await;
+            let resp = if access.cluster(Operation::Describe) {
+                cluster::describe_cluster(shard, r).await
+            } else {
+                shard.metrics.denied();
+                quiver_proto::api::cluster::DescribeClusterResponse {
+                    error_code: ErrorCode::ClusterAuthorizationFailed,
+                    error_message: Some(format!(
+                        "{} may not describe the cluster",
+                        access.principal()
+                    )),
+                    ..Default::default()
+                }
+            };
             let failed = resp.error_code != ErrorCode::None;
             Answer {
                 body: resp.into(),

@@ -27,6 +27,8 @@ use super::common::{part_error, Answer};
 use crate::cluster::state::{PartKey, TopicInfo};
 use crate::config::TimestampType;
 use crate::runtime::Shard;
+use crate::security::acl::Operation;
+use crate::security::Access;
 
 /// A partition's part of a produce request, checked and ready to append.
 struct Prepared {
@@ -51,9 +53,15 @@ const ACKS_ALL_TIMEOUT_MAX: Duration = Duration::from_secs(300);
 /// metadata log before refusing it.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
 
-pub(super) async fn handle(shard: &Rc<Shard>, req: ProduceRequest, payload: Bytes) -> Answer {
+pub(super) async fn handle(
+    shard: &Rc<Shard>,
+    req: ProduceRequest,
+    payload: Bytes,
+    access: &Access,
+) -> Answer {
     if shard.config.auto_create_topics {
-        super::admin::auto_create(shard, req.topics.iter().map(|t| t.name.as_str())).await;
+        let names = req.topics.iter().map(|t| t.name.as_str());
+        super::admin::auto_create(shard, names, access).await;
     }
     let mut snapshot = shard.snapshot();
     let now = TimestampMs(crate::now_ms());
@@ -65,15 +73,24 @@ pub(super) async fn handle(shard: &Rc<Shard>, req: ProduceRequest, payload: Byte
         let mut unknown_pid = false;
         for (ti, t) in req.topics.iter().enumerate() {
             let info = snapshot.topic(&t.name);
+            // Checked before the topic's existence, which it would otherwise tell.
+            let denied = !access.topic(Operation::Write, &t.name);
             let mut partitions = Vec::with_capacity(t.partitions.len());
             for (pi, p) in t.partitions.iter().enumerate() {
                 let mut out = PartitionProduceResponse {
                     partition: p.partition,
                     ..Default::default()
                 };
-                let placed = info
-                    .map(|info| placement_check(&snapshot, info, p.partition, req.acks))
-                    .unwrap_or(Ok(()));
+                let placed = if denied {
+                    shard.metrics.denied();
+                    Err(Refused::Plain((
+                        ErrorCode::TopicAuthorizationFailed,
+                        format!("{} may not write to topic '{}'", access.principal(), t.name),
+                    )))
+                } else {
+                    info.map(|info| placement_check(&snapshot, info, p.partition, req.acks))
+                        .unwrap_or(Ok(()))
+                };
                 match placed.and_then(|()| {
                     prepare(&t.name, info, p, &payload, now, shard).map_err(Refused::from)
                 }) {

@@ -48,6 +48,8 @@ use crate::process::ShutdownFlag;
 pub struct Shard {
     pub id: ShardId,
     pub config: Arc<Config>,
+    /// Authentication and authorization settings (from `config`).
+    pub security: Arc<crate::security::SecurityConfig>,
     pub metrics: Arc<Metrics>,
     pub shutdown: ShutdownFlag,
     snapshot: RefCell<Arc<Snapshot>>,
@@ -85,6 +87,7 @@ pub struct ShardInit {
     /// the thread is pinned to one CPU, so counting the CPUs there would say 1.
     pub shard_count: usize,
     pub config: Arc<Config>,
+    pub security: Arc<crate::security::SecurityConfig>,
     pub metrics: Arc<Metrics>,
     pub shutdown: ShutdownFlag,
     pub snapshot: Arc<Snapshot>,
@@ -101,6 +104,7 @@ impl Shard {
         Shard {
             id: init.id,
             config: init.config,
+            security: init.security,
             metrics: init.metrics,
             shutdown: init.shutdown,
             snapshot: RefCell::new(init.snapshot),

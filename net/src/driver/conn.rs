@@ -56,6 +56,10 @@ pub(super) struct Conn {
     pub timer: Option<Instant>,
     /// Server streams open (reading, serving or writing).
     pub serving: usize,
+    /// What the service keeps for this connection (`session.rs`).
+    pub session: Rc<crate::session::Session>,
+    /// An accepted connection not admitted by then is closed (`EndpointConfig::admit_timeout`).
+    pub admit_deadline: Option<Instant>,
 }
 
 pub(super) enum StreamState {
@@ -98,6 +102,8 @@ impl Conn {
             queued: false,
             timer: None,
             serving: 0,
+            session: Rc::default(),
+            admit_deadline: None,
         }
     }
 
@@ -108,6 +114,10 @@ impl Conn {
     /// quinn's next timeout or the oldest read or write deadline, whichever is first.
     pub fn next_timer(&mut self) -> Option<Instant> {
         let mut timer = self.inner.poll_timeout();
+        let admit = self.admit_deadline.filter(|_| !self.session.is_admitted());
+        if let Some(d) = admit {
+            timer = Some(timer.map_or(d, |t| t.min(d)));
+        }
         for &(d, _) in self
             .deadlines
             .front()
@@ -200,6 +210,10 @@ pub(super) fn process_conn(ctx: &mut Ctx<'_>, conn: &mut Conn) {
                     .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
                     .and_then(|certs| certs.first().and_then(PeerIdentity::from_cert))
                     .map(Arc::new);
+                // A peer that proved itself with a certificate is authenticated by it.
+                if conn.identity.is_some() {
+                    conn.session.admit();
+                }
                 if std::mem::take(&mut conn.awaiting_connect) {
                     ctx.events.push_back(DialEvent::Connected {
                         conn_id: conn.id,
@@ -272,6 +286,20 @@ pub(super) fn process_conn(ctx: &mut Ctx<'_>, conn: &mut Conn) {
     dial::open_pending_calls(conn);
     server::resume_parked(ctx, conn);
 
+    let unadmitted =
+        conn.admit_deadline.is_some_and(|d| d <= ctx.now) && !conn.session.is_admitted();
+    if unadmitted && !conn.inner.is_closed() {
+        tracing::info!(
+            conn = conn.id,
+            "closing a connection that did not authenticate in time"
+        );
+        conn.admit_deadline = None;
+        conn.inner.close(
+            ctx.now,
+            varint(codes::AUTHENTICATION_TIMEOUT),
+            Bytes::from_static(b"not authenticated in time"),
+        );
+    }
     if conn.frame_errors > ctx.cfg.frame_errors_max && !conn.inner.is_closed() {
         tracing::info!(
             conn = conn.id,

@@ -403,6 +403,7 @@ impl Driver {
                         self.next_conn_id += 1;
                         let mut c = Conn::new(id, conn);
                         c.counted_ip = Some(ip);
+                        c.admit_deadline = self.cfg.admit_timeout.map(|t| now + t);
                         self.conns.insert(ch, c);
                         self.mark(ch);
                     }

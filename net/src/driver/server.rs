@@ -249,6 +249,7 @@ fn make_job(ctx: &mut Ctx<'_>, conn: &mut Conn, id: StreamId, frame: Frame) {
         peer: conn.inner.remote_address(),
         connection_id: conn.id,
         identity: conn.identity.clone(),
+        session: conn.session.clone(),
     };
     ctx.jobs.push_back(Job {
         req,

@@ -12,7 +12,8 @@
 //!   per CreateTopics, DeleteTopics and CreatePartitions; one (topic, partition) per
 //!   AlterPartitionReassignments; one resource per DescribeConfigs and
 //!   IncrementalAlterConfigs, and one config per resource in the latter; one group per
-//!   DescribeGroups and DeleteGroups. (Metadata is answered once per distinct topic instead: a
+//!   DescribeGroups and DeleteGroups; one user per DescribeUserScramCredentials and one
+//!   (user, mechanism) per AlterUserScramCredentials. (Metadata is answered once per distinct topic instead: a
 //!   repeated name there is harmless and some clients send one.)
 //! - Produce: the payload references of its partitions do not overlap, so each payload byte is
 //!   appended at most once (see `frame.rs`). Empty references overlap nothing.
@@ -340,11 +341,84 @@ pub fn check(req: &AnyRequest) -> Result<(), Violation> {
             c.string("client software name", &r.client_software_name)?;
             c.string("client software version", &r.client_software_version)?;
         }
+        AnyRequest::SaslHandshake(r) => {
+            c.name("mechanism", &r.mechanism)?;
+        }
+        // A SCRAM message is at most 1 KiB (`scram::MESSAGE_BYTES_MAX`); the exchange refuses
+        // a longer one with its own message.
+        AnyRequest::SaslAuthenticate(r) if r.auth_bytes.len() > STRING_BYTES_MAX => {
+            return Err(format!(
+                "SASL bytes of {} are more than {STRING_BYTES_MAX}",
+                r.auth_bytes.len()
+            ));
+        }
+        AnyRequest::CreateAcls(r) => {
+            for b in &r.creations {
+                c.count(1)?;
+                acl_binding(&c, b)?;
+            }
+        }
+        AnyRequest::DescribeAcls(r) => {
+            acl_filter(&c, &r.filter)?;
+        }
+        AnyRequest::DeleteAcls(r) => {
+            for f in &r.filters {
+                c.count(1)?;
+                acl_filter(&c, f)?;
+            }
+        }
+        AnyRequest::DescribeUserScramCredentials(r) => {
+            let users = r.users.iter().flatten();
+            c.distinct("user", users.map(String::as_str))?;
+        }
+        AnyRequest::AlterUserScramCredentials(r) => {
+            let mut seen = HashSet::new();
+            let named = r
+                .deletions
+                .iter()
+                .map(|d| (d.name.as_str(), d.mechanism.as_str()))
+                .chain(
+                    r.upsertions
+                        .iter()
+                        .map(|u| (u.name.as_str(), u.mechanism.as_str())),
+                );
+            for (user, mechanism) in named {
+                c.count(1)?;
+                c.name("user", user)?;
+                c.name("mechanism", mechanism)?;
+                if !seen.insert((user, mechanism)) {
+                    return Err(format!(
+                        "user '{}' and mechanism '{}' are named more than once",
+                        clip(user),
+                        clip(mechanism)
+                    ));
+                }
+            }
+            for u in &r.upsertions {
+                if u.salt.len() > NAME_BYTES_MAX || u.salted_password.len() > NAME_BYTES_MAX {
+                    return Err(format!(
+                        "a salt or salted password longer than {NAME_BYTES_MAX} bytes"
+                    ));
+                }
+            }
+        }
         // APIs this broker does not serve are refused by the dispatcher before any work; their
         // lists are never walked.
         _ => {}
     }
     Ok(())
+}
+
+fn acl_binding(c: &Checker, b: &super::acl::AclBinding) -> Result<(), Violation> {
+    c.name("resource name", &b.resource_name)?;
+    c.name("principal", &b.principal)?;
+    c.name("host", &b.host)
+}
+
+fn acl_filter(c: &Checker, f: &super::acl::AclFilter) -> Result<(), Violation> {
+    c.opt_name("resource name", &f.resource_name)?;
+    c.opt_name("principal", &f.principal)?;
+    c.opt_name("host", &f.host)
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ pub mod handshake;
 pub mod limits;
 pub mod metadata;
 pub mod produce;
+pub mod user;
 
 use std::fmt;
 
@@ -352,6 +353,12 @@ apis! {
     AlterPartitionReassignments = 45, 0..=0,
         metadata::AlterPartitionReassignmentsRequest,
         metadata::AlterPartitionReassignmentsResponse;
+    /// List users' SCRAM credentials (mechanisms and iterations).
+    DescribeUserScramCredentials = 50, 0..=0,
+        user::DescribeUserScramCredentialsRequest, user::DescribeUserScramCredentialsResponse;
+    /// Create, replace or delete users' SCRAM credentials.
+    AlterUserScramCredentials = 51, 0..=0,
+        user::AlterUserScramCredentialsRequest, user::AlterUserScramCredentialsResponse;
     /// Broker to controller: change a partition's ISR.
     AlterPartition = 56, 0..=0, cluster::AlterPartitionRequest, cluster::AlterPartitionResponse;
     /// The cluster's brokers (fenced ones too) and its controller quorum.

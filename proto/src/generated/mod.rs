@@ -314,5 +314,23 @@ pub mod quiver {
     pub use self::quorum_voter_generated::*;
     mod describe_cluster_response_generated;
     pub use self::describe_cluster_response_generated::*;
+    mod describe_user_scram_credentials_request_generated;
+    pub use self::describe_user_scram_credentials_request_generated::*;
+    mod scram_credential_info_generated;
+    pub use self::scram_credential_info_generated::*;
+    mod describe_user_scram_credentials_result_generated;
+    pub use self::describe_user_scram_credentials_result_generated::*;
+    mod describe_user_scram_credentials_response_generated;
+    pub use self::describe_user_scram_credentials_response_generated::*;
+    mod scram_credential_deletion_generated;
+    pub use self::scram_credential_deletion_generated::*;
+    mod scram_credential_upsertion_generated;
+    pub use self::scram_credential_upsertion_generated::*;
+    mod alter_user_scram_credentials_request_generated;
+    pub use self::alter_user_scram_credentials_request_generated::*;
+    mod alter_user_scram_credentials_result_generated;
+    pub use self::alter_user_scram_credentials_result_generated::*;
+    mod alter_user_scram_credentials_response_generated;
+    pub use self::alter_user_scram_credentials_response_generated::*;
   } // fb
 } // quiver

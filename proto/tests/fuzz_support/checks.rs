@@ -233,6 +233,8 @@ defaults!(
     DeleteGroups,
     IncrementalAlterConfigs,
     AlterPartitionReassignments,
+    DescribeUserScramCredentials,
+    AlterUserScramCredentials,
     AlterPartition,
     DescribeCluster,
     BrokerRegistration,

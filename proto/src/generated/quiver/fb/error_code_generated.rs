@@ -5,10 +5,10 @@ use super::*;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 71;
+pub const ENUM_MAX_ERROR_CODE: u16 = 72;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 72] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 73] = [
   ErrorCode::None,
   ErrorCode::Unknown,
   ErrorCode::CorruptMessage,
@@ -81,6 +81,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 72] = [
   ErrorCode::ResourceNotFound,
   ErrorCode::SecurityDisabled,
   ErrorCode::AuthenticationRequired,
+  ErrorCode::UnacceptableCredential,
 ];
 
 /// One error code enum for the whole protocol; numbers equal proto/src/error.rs ErrorCode.
@@ -161,9 +162,10 @@ impl ErrorCode {
   pub const ResourceNotFound: Self = Self(69);
   pub const SecurityDisabled: Self = Self(70);
   pub const AuthenticationRequired: Self = Self(71);
+  pub const UnacceptableCredential: Self = Self(72);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 71;
+  pub const ENUM_MAX: u16 = 72;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::None,
     Self::Unknown,
@@ -237,6 +239,7 @@ impl ErrorCode {
     Self::ResourceNotFound,
     Self::SecurityDisabled,
     Self::AuthenticationRequired,
+    Self::UnacceptableCredential,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -313,6 +316,7 @@ impl ErrorCode {
       Self::ResourceNotFound => Some("ResourceNotFound"),
       Self::SecurityDisabled => Some("SecurityDisabled"),
       Self::AuthenticationRequired => Some("AuthenticationRequired"),
+      Self::UnacceptableCredential => Some("UnacceptableCredential"),
       _ => None,
     }
   }

@@ -1,0 +1,121 @@
+//! Who a request comes from, and the SASL exchange that says so: the connection's principal
+//! (its certificate through the mapping rules, SASL, or `User:ANONYMOUS`), kept in the
+//! connection's session; SaslHandshake and SaslAuthenticate.
+
+use std::rc::Rc;
+
+use quiver_net::Request;
+use quiver_proto::api::handshake::{
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+};
+use quiver_proto::ErrorCode;
+use rand::distributions::{Alphanumeric, DistString};
+
+use crate::runtime::Shard;
+use crate::security::principal::ANONYMOUS;
+use crate::security::sasl::{ConnAuth, Round};
+use crate::security::Access;
+
+/// The connection's principal and whether its certificate names a broker; `None` when it has
+/// not authenticated and anonymous access is off.
+fn principal(shard: &Shard, req: &Request) -> Option<(Rc<str>, bool)> {
+    let known = req
+        .session
+        .with(|a: &mut ConnAuth| a.principal.clone().map(|p| (p, a.broker)));
+    if known.is_some() {
+        return known;
+    }
+    if let Some(id) = req.identity.as_deref() {
+        let broker = crate::identity::broker_named(id);
+        let name = match broker {
+            Some(b) => Some(format!("User:{}", crate::identity::broker_name(b))),
+            None => shard
+                .security
+                .mapping
+                .principal(id.common_name.as_deref(), &id.dns_names),
+        };
+        if let Some(name) = name {
+            let p: Rc<str> = name.into();
+            req.session.with(|a: &mut ConnAuth| {
+                a.principal = Some(p.clone());
+                a.broker = broker.is_some();
+            });
+            return Some((p, broker.is_some()));
+        }
+    }
+    shard
+        .security
+        .allow_anonymous
+        .then(|| (Rc::from(ANONYMOUS), false))
+}
+
+/// The request's access, or `None` when the connection must authenticate first.
+pub(super) fn access(shard: &Shard, req: &Request) -> Option<Access> {
+    let (principal, broker) = principal(shard, req)?;
+    Some(Access::new(
+        principal,
+        req.peer.ip().to_string(),
+        broker,
+        &shard.security,
+        shard.snapshot().security.clone(),
+    ))
+}
+
+pub(super) fn sasl_handshake(
+    shard: &Shard,
+    req: &Request,
+    r: &SaslHandshakeRequest,
+) -> SaslHandshakeResponse {
+    let enabled = &shard.security.mechanisms;
+    let error_code = match req
+        .session
+        .with(|a: &mut ConnAuth| a.handshake(&r.mechanism, enabled))
+    {
+        Ok(()) => ErrorCode::None,
+        Err((code, why)) => {
+            tracing::debug!(peer = %req.peer, error = %why, "SASL handshake refused");
+            code
+        }
+    };
+    SaslHandshakeResponse {
+        error_code,
+        mechanisms: enabled.iter().map(|m| m.name().to_string()).collect(),
+    }
+}
+
+pub(super) fn sasl_authenticate(
+    shard: &Shard,
+    req: &Request,
+    r: &SaslAuthenticateRequest,
+) -> SaslAuthenticateResponse {
+    let nonce = Alphanumeric.sample_string(&mut rand::thread_rng(), 24);
+    let security = shard.snapshot().security.clone();
+    let round = req.session.with(|a: &mut ConnAuth| {
+        a.authenticate(&r.auth_bytes, &nonce, |user, m| {
+            security.credential(user, m)
+        })
+    });
+    match round {
+        Round::Continue(auth_bytes) => SaslAuthenticateResponse {
+            auth_bytes,
+            ..Default::default()
+        },
+        Round::Done { principal, reply } => {
+            tracing::debug!(peer = %req.peer, %principal, "authenticated");
+            req.session.admit();
+            SaslAuthenticateResponse {
+                auth_bytes: reply,
+                ..Default::default()
+            }
+        }
+        Round::Refused(error_code, message) => {
+            tracing::info!(peer = %req.peer, error = %message, "SASL authentication failed");
+            shard.metrics.authentication_failed();
+            SaslAuthenticateResponse {
+                error_code,
+                error_message: Some(message),
+                ..Default::default()
+            }
+        }
+    }
+}
