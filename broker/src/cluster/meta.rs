@@ -1189,4 +1189,77 @@ mod tests {
             .to_string();
         assert!(err.contains("checksum mismatch"), "{err}");
     }
+
+    #[test]
+    fn users_and_acls_change_only_through_valid_commands() {
+        use crate::security::acl::{Operation, PatternType, Permission, ResourceType};
+        use quiver_proto::scram::{Credential, Mechanism};
+        let mut s = MetadataState::default();
+        let cred = StoredCredential::from_credential(
+            &Credential::new(Mechanism::Sha256, "pw", &[1; 16], 4096).unwrap(),
+        );
+        let upsert = |user: &str, mechanism: &str| MetadataCommand::UpsertScram {
+            user: user.into(),
+            mechanism: mechanism.into(),
+            credential: cred.clone(),
+        };
+        let acl = |name: &str, principal: &str| Acl {
+            resource_type: ResourceType::Topic,
+            name: name.into(),
+            pattern: PatternType::Literal,
+            principal: principal.into(),
+            host: "*".into(),
+            operation: Operation::Read,
+            permission: Permission::Allow,
+        };
+        s.apply(&upsert("alice", "SCRAM-SHA-256")).unwrap();
+        s.apply(&upsert("alice", "SCRAM-SHA-512")).unwrap();
+        s.apply(&MetadataCommand::CreateAcls {
+            acls: vec![acl("t", "User:alice"), acl("t", "User:alice")],
+        })
+        .unwrap();
+        assert_eq!(s.acls.len(), 1, "a binding is held once");
+        let v = s.version;
+        // Each refused, and nothing changes.
+        for (cmd, why) in [
+            (upsert("", "SCRAM-SHA-256"), "an empty user"),
+            (upsert("bob", "PLAIN"), "an unknown mechanism"),
+            (
+                MetadataCommand::DeleteScram {
+                    user: "bob".into(),
+                    mechanism: "SCRAM-SHA-256".into(),
+                },
+                "a user without that credential",
+            ),
+            (
+                MetadataCommand::CreateAcls {
+                    acls: vec![acl("u", "User:bob"), acl("t", "bob")],
+                },
+                "a malformed binding among good ones",
+            ),
+        ] {
+            assert!(s.apply(&cmd).is_err(), "{why}");
+            assert_eq!(s.version, v, "{why}");
+        }
+        assert_eq!(s.acls.len(), 1);
+        // The user goes with its last credential; a deletion takes exactly its bindings.
+        for m in ["SCRAM-SHA-256", "SCRAM-SHA-512"] {
+            s.apply(&MetadataCommand::DeleteScram {
+                user: "alice".into(),
+                mechanism: m.into(),
+            })
+            .unwrap();
+        }
+        assert!(s.scram.is_empty());
+        s.apply(&MetadataCommand::DeleteAcls {
+            acls: vec![acl("t", "User:alice")],
+        })
+        .unwrap();
+        assert!(s.acls.is_empty());
+        // They survive the file's round trip.
+        s.apply(&upsert("carol", "SCRAM-SHA-256")).unwrap();
+        let json = serde_json::to_string(&s).unwrap();
+        let back: MetadataState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+    }
 }

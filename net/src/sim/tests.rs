@@ -34,6 +34,8 @@ const API_BIG: u16 = 2;
 const API_SLOW: u16 = 5;
 /// Never answers (a long poll with nothing to say): ends only by cancellation.
 const API_HANG: u16 = 7;
+/// Admits the connection (as a service does once its client authenticated), then echoes.
+const API_ADMIT: u16 = 8;
 
 #[derive(Default)]
 struct Counts {
@@ -124,6 +126,10 @@ impl Service for TestService {
                     answer(req.body, vec![req.payload])
                 }
                 API_HANG => std::future::pending().await,
+                API_ADMIT => {
+                    req.session.admit();
+                    answer(req.body, vec![req.payload])
+                }
                 _ => answer(Bytes::new(), vec![]),
             };
             guard.done = true;
@@ -557,6 +563,53 @@ fn idle_timeout_closes_a_silent_connection_on_both_sides() {
         assert_eq!(limiter.connections(), 0);
         assert!(matches!(
             sim.nodes[client].driver.start_call(conn, vec![]),
+            Err(CallError::ConnectionGone)
+        ));
+    });
+}
+
+/// With an admission deadline, a connection the service has not admitted in time is closed
+/// (and its slot in the limiter returned), whatever it sends meanwhile; one it admitted stays.
+#[test]
+fn a_connection_not_admitted_in_time_is_closed() {
+    with_seeds(&[41], |seed| {
+        let mut sim = Sim::new(seed, Faults::none());
+        let svc = TestService::new(&sim);
+        let scfg = EndpointConfig {
+            admit_timeout: Some(Duration::from_secs(2)),
+            ..server_cfg()
+        };
+        let limiter = scfg.connection_limiter.clone();
+        let server = sim.add_server(scfg, svc);
+        let client = sim.add_client(EndpointConfig::default());
+        let admitted = sim.connect_ok(client, server);
+        let idle = sim.connect_ok(client, server);
+        let body = || Bytes::from_static(b"abcd");
+        let a = sim.call(client, admitted, header(API_ADMIT, 1), body(), vec![]);
+        // The other keeps talking, which does not admit it.
+        let e = sim.call(client, idle, header(API_ECHO, 2), body(), vec![]);
+        assert!(sim.run_until(Duration::from_secs(1), |s| {
+            let r = &s.nodes[client].responses;
+            r.contains_key(&a) && r.contains_key(&e)
+        }));
+        assert_eq!(limiter.connections(), 2);
+        assert!(sim.run_until(Duration::from_secs(5), |s| s.nodes[server]
+            .driver
+            .connections()
+            == 1));
+        assert_eq!(limiter.connections(), 1);
+        sim.run_for(Duration::from_secs(5));
+        assert_eq!(
+            sim.nodes[server].driver.connections(),
+            1,
+            "the admitted one stays"
+        );
+        let again = sim.call(client, admitted, header(API_ECHO, 3), body(), vec![]);
+        assert!(sim.run_until(Duration::from_secs(2), |s| s.nodes[client]
+            .responses
+            .contains_key(&again)));
+        assert!(matches!(
+            sim.nodes[client].driver.start_call(idle, vec![]),
             Err(CallError::ConnectionGone)
         ));
     });
