@@ -46,6 +46,11 @@ pub(super) fn api_versions(shard: &Shard) -> ApiVersionsResponse {
     }
 }
 
+/// Whether `access` may create topic `name` (Create on the cluster, or on the topic).
+pub(super) fn may_create(access: &Access, name: &str) -> bool {
+    access.cluster(Operation::Create) || access.topic(Operation::Create, name)
+}
+
 /// Creates the topics that do not exist yet (auto.create.topics), with broker defaults: those
 /// `access` may create.
 pub(super) async fn auto_create<'a>(
@@ -57,7 +62,7 @@ pub(super) async fn auto_create<'a>(
     let missing: Vec<String> = names
         .filter(|n| {
             snapshot.topic(n).is_none()
-                && super::authz::may_create(access, n)
+                && may_create(access, n)
                 && crate::cluster::topic::validate_name(n).is_ok()
                 && !crate::cluster::topic::is_internal(n)
         })

@@ -13,16 +13,12 @@ use quiver_proto::api::metadata::{ConfigResourceType, CreateTopicsRequest};
 use quiver_proto::api::AnyResponse;
 use quiver_proto::ErrorCode;
 
+use super::admin::may_create;
 use super::common::Answer;
 use crate::cluster::controller::AdminOp;
 use crate::runtime::Shard;
 use crate::security::acl::Operation;
 use crate::security::Access;
-
-/// Whether `access` may create topic `name` (Create on the cluster, or on the topic).
-pub(super) fn may_create(access: &Access, name: &str) -> bool {
-    access.cluster(Operation::Create) || access.topic(Operation::Create, name)
-}
 
 /// Keeps the entries `keep` allows of a list; the others go to the second list.
 fn split<T>(items: Vec<T>, mut keep: impl FnMut(&T) -> bool) -> (Vec<T>, Vec<T>) {
