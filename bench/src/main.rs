@@ -26,9 +26,11 @@ use bytes::Bytes;
 use clap::{Args, Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use quiver_client::{
-    Acks, Admin, Client, ClientConfig, ClientTls, Compression, Consumer, ConsumerConfig, ErrorCode,
-    NewTopic, OffsetSpec, Producer, ProducerConfig, ProducerRecord, TimestampMs, TopicPartition,
+    Acks, Admin, Client, ClientConfig, ClientTls, Compression, Consumer, ConsumerConfig, Error,
+    ErrorCode, NewTopic, OffsetSpec, Producer, ProducerConfig, ProducerRecord, SaslCredentials,
+    ScramMechanism, TimestampMs, TopicPartition,
 };
+use quiver_tools::credentials::{self, PasswordEnv};
 use quiver_tools::outln;
 use rand::RngCore;
 
@@ -79,6 +81,32 @@ struct Opts {
     /// CA file to trust (default: ./data/tls/ca.pem, the development CA of a local streamd).
     #[arg(long, env = "STREAMBENCH_CA_FILE")]
     ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate chain, for brokers that require mutual TLS.
+    #[arg(long, env = "STREAMBENCH_CLIENT_CERT", requires = "client_key")]
+    client_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, env = "STREAMBENCH_CLIENT_KEY", requires = "client_cert")]
+    client_key: Option<std::path::PathBuf>,
+    /// SASL SCRAM user to log in as, for brokers that require authentication. Its password
+    /// comes from --password-file, else STREAMBENCH_PASSWORD, else a prompt (stdin a
+    /// terminal).
+    #[arg(long, env = "STREAMBENCH_USER", value_name = "NAME")]
+    user: Option<String>,
+    /// File whose first line is --user's password.
+    #[arg(long, env = "STREAMBENCH_PASSWORD_FILE", value_name = "PATH")]
+    password_file: Option<std::path::PathBuf>,
+    /// SCRAM mechanism of --user: SCRAM-SHA-512 or SCRAM-SHA-256.
+    #[arg(
+        long,
+        env = "STREAMBENCH_SASL_MECHANISM",
+        value_name = "MECHANISM",
+        default_value = "SCRAM-SHA-512",
+        value_parser = quiver_client::client::parse_mechanism
+    )]
+    sasl_mechanism: ScramMechanism,
+    /// The credentials of --user, read once at start (every connection uses them).
+    #[arg(skip)]
+    sasl: Option<SaslCredentials>,
     /// Topic to use; created with --partitions if missing.
     #[arg(long, default_value = "streambench")]
     topic: String,
@@ -282,20 +310,32 @@ fn main() {
 }
 
 async fn connect(opts: &Opts) -> Result<Client, String> {
-    let tls = match &opts.ca_file {
+    let mut tls = match &opts.ca_file {
         Some(p) => ClientTls::from_ca_file(p),
         None => ClientTls::dev_default(),
     }
     .map_err(|e| e.to_string())?;
+    if let (Some(cert), Some(key)) = (&opts.client_cert, &opts.client_key) {
+        tls = tls.with_client_cert(cert, key).map_err(|e| e.to_string())?;
+    }
     let mut config = ClientConfig::new(&opts.bootstrap).tls(tls);
     config.connect.udp_payload_max = opts.max_udp_payload;
-    Client::connect(config)
-        .await
-        .map_err(|e| format!("cannot reach a broker at {}: {e}", opts.bootstrap))
+    config.sasl = opts.sasl.clone();
+    Client::connect(config).await.map_err(|e| match e {
+        Error::Authentication { .. } => format!("cannot log in at {}: {e}", opts.bootstrap),
+        e => format!("cannot reach a broker at {}: {e}", opts.bootstrap),
+    })
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let opts = cli.opts.clone();
+    let mut opts = cli.opts.clone();
+    // Once, before any connection: a prompt asks only once, whatever the number of clients.
+    opts.sasl = credentials::login(
+        opts.user.as_deref(),
+        opts.password_file.as_deref(),
+        PasswordEnv::read("STREAMBENCH_PASSWORD"),
+        opts.sasl_mechanism,
+    )?;
     if cli.mode == Mode::Probe {
         return probe::probe(&opts, opts.gap).await;
     }

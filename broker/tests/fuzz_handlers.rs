@@ -65,6 +65,7 @@ fn valid_requests() -> Vec<(ApiKey, Vec<u8>, Vec<u8>)> {
             ApiVersionsRequest {
                 client_software_name: "fuzz".into(),
                 client_software_version: "1".into(),
+                client_id: None,
             }
             .encode(),
             vec![],

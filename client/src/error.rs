@@ -80,6 +80,18 @@ pub enum Error {
         /// Why the first of them failed.
         first: Box<Error>,
     },
+    /// The broker did not accept this client's credentials, or requires credentials the
+    /// client was not given, or could not prove that it holds the user's credential. Never
+    /// retriable: the same credentials fail the same way.
+    #[error("authentication: {message}")]
+    Authentication {
+        /// The broker's error code (`SaslAuthenticationFailed`, `UnsupportedSaslMechanism`,
+        /// `AuthenticationRequired`, ...); `None` when the client itself refused the broker's
+        /// answer (a server signature that does not match).
+        code: Option<ErrorCode>,
+        /// What failed, with the broker's words when it gave some.
+        message: String,
+    },
     /// The producer or consumer was closed.
     #[error("closed")]
     Closed,
@@ -143,6 +155,7 @@ impl Error {
         match self {
             Error::Broker { code, .. } => Some(*code),
             Error::Refused(e) => Some(e.error_code),
+            Error::Authentication { code, .. } => *code,
             _ => None,
         }
     }

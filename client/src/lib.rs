@@ -49,7 +49,10 @@
 //!   [`Producer::close`] before exit.
 //! - [`Consumer`] with [`poll`](Consumer::poll) or [`stream`](Consumer::stream), or
 //!   [`TypedConsumer`]; [`Consumer::close`] when done.
-//! - [`Admin`] for topics, configurations and groups.
+//! - [`Admin`] for topics, configurations, groups, users and ACLs.
+//! - Brokers that require authentication: [`ClientConfig::sasl`] (or `QUIVER_SASL_USERNAME`
+//!   and `QUIVER_SASL_PASSWORD`); every connection authenticates with SASL SCRAM before its
+//!   first request, and a refusal is [`Error::Authentication`], never retried.
 //!
 //! Errors are one type, [`Error`], whose [`Error::code`] gives the broker's [`ErrorCode`] when
 //! there is one (`UnknownTopicOrPartition`, `MessageTooLarge`, ...); errors of a connection
@@ -83,10 +86,12 @@ pub use futures_util::{Stream, StreamExt};
 pub use admin::{
     Admin, AlterConfig, BrokerDescription, ClusterDescription, ConfigEntry, ConfigResource,
     FollowerProgress, GroupDescription, GroupListing, GroupMember, GroupOffset, GroupState,
-    NewTopic, PartitionDescription, QuorumDescription, RegisteredBroker, TopicDescription,
-    VoterDescription,
+    NewTopic, PartitionDescription, QuorumDescription, RegisteredBroker, ScramCredential,
+    TopicDescription, UserDescription, VoterDescription,
 };
-pub use client::{BrokerInfo, Client, ClientConfig, ClusterView, Node, PartitionInfo, TopicInfo};
+pub use client::{
+    BrokerInfo, Client, ClientConfig, ClusterView, Node, PartitionInfo, SaslCredentials, TopicInfo,
+};
 pub use commit::{CommitHandle, OffsetAndMetadata};
 pub use consumer::{
     Assignor, Consumer, ConsumerConfig, ConsumerStream, OffsetReset, RebalanceEvent,
@@ -94,8 +99,14 @@ pub use consumer::{
 pub use error::{BrokerAddr, Error, Result};
 pub use partitioner::{DefaultPartitioner, Partitioner};
 pub use producer::{Acks, Compression, Delivery, Producer, ProducerConfig};
+pub use quiver_proto::api::acl::{
+    AclBinding, AclFilter, AclOperation, AclPatternType, AclPermission, AclResourceType,
+};
 pub use quiver_proto::api::fetch::OffsetSpec;
 pub use quiver_proto::api::ApiKey;
+/// SCRAM-SHA-256 or SCRAM-SHA-512: what [`SaslCredentials`] authenticate with and what
+/// [`Admin::create_user`] makes a credential for.
+pub use quiver_proto::scram::Mechanism as ScramMechanism;
 pub use quiver_proto::{BrokerId, ErrorCode, Offset, PartitionId, TimestampMs};
 pub use record::{
     ConsumerRecord, Header, IntoPayload, ProducerRecord, RecordMetadata, TimestampType,

@@ -1,6 +1,9 @@
 //! What Quiver's command-line tools share: `streamctl` (this crate's binary) and `streambench`
 //! (bench/) print through [`outln!`], so that `| head` ends their output instead of crashing
-//! them.
+//! them, and log in through [`credentials`] (`--user`, `--password-file`, never a password on
+//! the command line).
+
+pub mod credentials;
 
 /// `println!` that treats a closed stdout (`| head`) as the end of the output, not a crash: the
 /// process exits 0 when the reader has gone, and 1 with a one-line message on any other write

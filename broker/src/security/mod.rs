@@ -8,6 +8,7 @@
 
 pub mod acl;
 pub mod principal;
+pub mod quota;
 pub mod sasl;
 pub mod users;
 pub mod wire;

@@ -145,7 +145,8 @@ mod tests {
     fn rules_map_the_subject_or_a_san_to_a_user() {
         let dns = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         // (rules, common name, DNS names, principal)
-        let cases: &[(&str, Option<&str>, Vec<String>, Option<&str>)] = &[
+        type Case<'a> = (&'a str, Option<&'a str>, Vec<String>, Option<&'a str>);
+        let cases: &[Case] = &[
             ("DEFAULT", Some("alice"), dns(&[]), Some("User:alice")),
             ("DEFAULT", None, dns(&["a.example"]), None),
             (

@@ -1,4 +1,5 @@
-//! Administration: topics, partitions, configurations, and the cluster's description.
+//! Administration: topics, partitions, configurations, the cluster's description, and (in
+//! `users.rs` and `acls.rs`) SCRAM users and access control lists.
 
 use std::collections::BTreeMap;
 
@@ -18,13 +19,16 @@ use crate::consumer::{list_offsets_lenient, list_offsets_raw};
 use crate::error::{Error, Result};
 use crate::record::TopicPartition;
 
+mod acls;
 mod groups;
 mod quorum;
 mod replicas;
+mod users;
 
 pub use groups::{GroupDescription, GroupListing, GroupMember, GroupOffset, GroupState};
 pub use quorum::{QuorumDescription, RegisteredBroker, VoterDescription};
 pub use replicas::FollowerProgress;
+pub use users::{ScramCredential, UserDescription};
 
 /// A topic to create.
 ///
@@ -287,7 +291,8 @@ fn ser_opt_offset<S: serde::Serializer>(
     }
 }
 
-/// Creates, describes, changes and deletes topics; describes the cluster.
+/// Creates, describes, changes and deletes topics; describes the cluster; manages SCRAM users
+/// ([`Admin::create_user`]) and ACLs ([`Admin::create_acls`]).
 ///
 /// ```no_run
 /// # async fn f() -> quiver_client::Result<()> {

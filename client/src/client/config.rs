@@ -1,7 +1,11 @@
-//! [`ClientConfig`]: how to reach and trust a cluster, built in code, from the environment
-//! (`QUIVER_*`), or from Kafka-style properties (`bootstrap.servers`, `ssl.ca.location`, ...).
+//! [`ClientConfig`]: how to reach and trust a cluster, and who to log in as, built in code,
+//! from the environment (`QUIVER_*`), or from Kafka-style properties (`bootstrap.servers`,
+//! `ssl.ca.location`, `sasl.username`, ...).
 
+use std::fmt;
 use std::time::Duration;
+
+use quiver_proto::scram::Mechanism;
 
 #[cfg(doc)]
 use super::Client;
@@ -42,6 +46,76 @@ pub struct ClientConfig {
     pub connect: ConnectOptions,
     /// Sent in the handshake, for the broker's logs.
     pub client_id: String,
+    /// Who to authenticate as (SASL SCRAM) on every connection; `None`: no authentication,
+    /// for brokers that do not require it.
+    pub sasl: Option<SaslCredentials>,
+}
+
+/// A SASL SCRAM user and password, and the mechanism to use. `Debug` does not show the
+/// password.
+///
+/// ```
+/// use quiver_client::{SaslCredentials, ScramMechanism};
+/// let c = SaslCredentials::new("alice", "s3cret").mechanism(ScramMechanism::Sha256);
+/// assert!(!format!("{c:?}").contains("s3cret"));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct SaslCredentials {
+    /// SCRAM-SHA-512 (the default) or SCRAM-SHA-256: the broker must enable it, and hold a
+    /// credential of that mechanism for the user.
+    pub mechanism: Mechanism,
+    /// The user name.
+    pub user: String,
+    /// The password; it never leaves the client (SCRAM proves it without sending it).
+    pub password: String,
+}
+
+impl SaslCredentials {
+    /// The mechanism [`SaslCredentials::new`] chooses.
+    pub const DEFAULT_MECHANISM: Mechanism = Mechanism::Sha512;
+
+    /// `user` and `password` with SCRAM-SHA-512.
+    pub fn new(user: impl Into<String>, password: impl Into<String>) -> SaslCredentials {
+        SaslCredentials {
+            mechanism: Self::DEFAULT_MECHANISM,
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+
+    /// Uses `mechanism` instead of SCRAM-SHA-512.
+    pub fn mechanism(mut self, mechanism: Mechanism) -> SaslCredentials {
+        self.mechanism = mechanism;
+        self
+    }
+}
+
+impl fmt::Debug for SaslCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SaslCredentials")
+            .field("mechanism", &self.mechanism.name())
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A mechanism by its SASL name, any case (`SCRAM-SHA-512`, `scram-sha-256`); the error
+/// names the ones there are. For `sasl.mechanism` and the tools' `--sasl-mechanism`.
+///
+/// ```
+/// use quiver_client::{client::parse_mechanism, ScramMechanism};
+/// assert_eq!(parse_mechanism("scram-sha-256"), Ok(ScramMechanism::Sha256));
+/// assert!(parse_mechanism("PLAIN").unwrap_err().contains("SCRAM-SHA-512"));
+/// ```
+pub fn parse_mechanism(name: &str) -> std::result::Result<Mechanism, String> {
+    Mechanism::from_name(&name.trim().to_ascii_uppercase()).ok_or_else(|| {
+        let known: Vec<&str> = Mechanism::ALL.iter().map(|m| m.name()).collect();
+        format!(
+            "SASL mechanism '{name}' is not supported; use {}",
+            known.join(" or ")
+        )
+    })
 }
 
 /// The environment variables [`ClientConfig::from_env`] reads, and the property each stands
@@ -53,6 +127,9 @@ const ENV: &[(&str, &str)] = &[
     ("QUIVER_CLIENT_KEY", "ssl.key.location"),
     ("QUIVER_REQUEST_TIMEOUT_MS", "request.timeout.ms"),
     ("QUIVER_CLIENT_ID", "client.id"),
+    ("QUIVER_SASL_USERNAME", "sasl.username"),
+    ("QUIVER_SASL_PASSWORD", "sasl.password"),
+    ("QUIVER_SASL_MECHANISM", "sasl.mechanism"),
 ];
 
 /// The keys [`ClientConfig::from_properties`] knows.
@@ -64,6 +141,10 @@ const PROPERTIES: &[&str] = &[
     "request.timeout.ms",
     "socket.connection.setup.timeout.ms",
     "client.id",
+    "sasl.username",
+    "sasl.password",
+    "sasl.mechanism",
+    "sasl.mechanisms",
 ];
 
 /// Settings read from the environment or properties, before the files they name are read.
@@ -76,6 +157,10 @@ struct Settings {
     request_timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
     client_id: Option<String>,
+    /// Each with the variable or key it came from, for errors.
+    sasl_user: Option<(String, String)>,
+    sasl_password: Option<(String, String)>,
+    sasl_mechanism: Option<(Mechanism, String)>,
 }
 
 impl Settings {
@@ -99,6 +184,15 @@ impl Settings {
             "request.timeout.ms" => self.request_timeout = Some(millis(value)?),
             "socket.connection.setup.timeout.ms" => self.connect_timeout = Some(millis(value)?),
             "client.id" => self.client_id = Some(value.to_string()),
+            "sasl.username" => self.sasl_user = Some(owned()),
+            // Not trimmed beyond what the caller did: a password is taken as it is given.
+            "sasl.password" => self.sasl_password = Some(owned()),
+            // librdkafka's name is `sasl.mechanisms`; Java clients' is `sasl.mechanism`.
+            "sasl.mechanism" | "sasl.mechanisms" => {
+                let m =
+                    parse_mechanism(value).map_err(|e| Error::Config(format!("{source}: {e}")))?;
+                self.sasl_mechanism = Some((m, source.to_string()));
+            }
             other => {
                 return Err(Error::Config(format!(
                     "unknown client property '{other}'; known: {}",
@@ -152,6 +246,36 @@ impl Settings {
         if let Some(id) = self.client_id {
             config.client_id = id;
         }
+        config.sasl = match (self.sasl_user, self.sasl_password) {
+            (Some((user, _)), Some((password, _))) => {
+                let mechanism = self
+                    .sasl_mechanism
+                    .map_or(SaslCredentials::DEFAULT_MECHANISM, |(m, _)| m);
+                Some(SaslCredentials::new(user, password).mechanism(mechanism))
+            }
+            (Some((_, source)), None) => {
+                return Err(Error::Config(format!(
+                    "{source} is set without a password: give the user's password too \
+                     (QUIVER_SASL_PASSWORD, or the property sasl.password)"
+                )))
+            }
+            (None, Some((_, source))) => {
+                return Err(Error::Config(format!(
+                    "{source} is set without a user name: give the user too \
+                     (QUIVER_SASL_USERNAME, or the property sasl.username)"
+                )))
+            }
+            (None, None) => {
+                if let Some((_, source)) = self.sasl_mechanism {
+                    return Err(Error::Config(format!(
+                        "{source} is set without a user name and password \
+                         (QUIVER_SASL_USERNAME and QUIVER_SASL_PASSWORD, or the properties \
+                         sasl.username and sasl.password)"
+                    )));
+                }
+                None
+            }
+        };
         Ok(config)
     }
 }
@@ -169,6 +293,7 @@ impl ClientConfig {
             tls: None,
             connect: ConnectOptions::default(),
             client_id: format!("quiver-rust/{}", env!("CARGO_PKG_VERSION")),
+            sasl: None,
         }
     }
 
@@ -181,6 +306,8 @@ impl ClientConfig {
     /// | `QUIVER_CLIENT_CERT`, `QUIVER_CLIENT_KEY` | a client certificate chain and key (PEM), for brokers that require mutual TLS | none |
     /// | `QUIVER_REQUEST_TIMEOUT_MS` | how long one request may take | 30000 |
     /// | `QUIVER_CLIENT_ID` | the id the broker logs | `quiver-rust/<version>` |
+    /// | `QUIVER_SASL_USERNAME`, `QUIVER_SASL_PASSWORD` | a SASL SCRAM user and password, for brokers that require authentication | none |
+    /// | `QUIVER_SASL_MECHANISM` | `SCRAM-SHA-512` or `SCRAM-SHA-256` | `SCRAM-SHA-512` |
     ///
     /// Files are read now: an unreadable CA fails here, naming the variable. An empty variable
     /// counts as unset.
@@ -230,6 +357,8 @@ impl ClientConfig {
     /// | `request.timeout.ms` | how long one request may take |
     /// | `socket.connection.setup.timeout.ms` | how long a connection's handshake may take |
     /// | `client.id` | the id the broker logs |
+    /// | `sasl.username`, `sasl.password` | a SASL SCRAM user and password |
+    /// | `sasl.mechanism` (or librdkafka's `sasl.mechanisms`) | `SCRAM-SHA-512` (default) or `SCRAM-SHA-256` |
     ///
     /// An unknown key is an error naming it (a misspelt setting is never silently ignored).
     /// Files are read now.
@@ -283,6 +412,31 @@ impl ClientConfig {
         self.client_id = id.into();
         self
     }
+
+    /// Authenticates every connection as `user` with SCRAM-SHA-512; see
+    /// [`sasl_credentials`](Self::sasl_credentials) for SCRAM-SHA-256.
+    ///
+    /// ```
+    /// use quiver_client::ClientConfig;
+    /// let config = ClientConfig::new("broker-1:9092").sasl("alice", "s3cret");
+    /// assert_eq!(config.sasl.unwrap().user, "alice");
+    /// ```
+    pub fn sasl(self, user: impl Into<String>, password: impl Into<String>) -> ClientConfig {
+        self.sasl_credentials(SaslCredentials::new(user, password))
+    }
+
+    /// Authenticates every connection with these credentials.
+    ///
+    /// ```
+    /// use quiver_client::{ClientConfig, SaslCredentials, ScramMechanism};
+    /// let config = ClientConfig::new("broker-1:9092")
+    ///     .sasl_credentials(SaslCredentials::new("alice", "s3cret").mechanism(ScramMechanism::Sha256));
+    /// # let _ = config;
+    /// ```
+    pub fn sasl_credentials(mut self, credentials: SaslCredentials) -> ClientConfig {
+        self.sasl = Some(credentials);
+        self
+    }
 }
 
 #[cfg(test)]
@@ -327,10 +481,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("ssl.ca.location"), "{err}");
-        let err = ClientConfig::from_properties([("sasl.mechanism", "PLAIN")])
+        let err = ClientConfig::from_properties([("security.protocol", "SASL_SSL")])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("'sasl.mechanism'"), "{err}");
+        assert!(err.contains("'security.protocol'"), "{err}");
         assert!(
             err.contains("bootstrap.servers"),
             "lists the known keys: {err}"
@@ -367,5 +521,84 @@ mod tests {
         assert_eq!(c.connect.connect_timeout, Duration::from_millis(700));
         assert_eq!(c.client_id, "billing");
         assert!(ClientConfig::from_properties([("bootstrap.servers", " , ")]).is_err());
+    }
+
+    #[test]
+    fn sasl_credentials_come_from_the_environment_or_properties() {
+        let c = env(&[
+            ("QUIVER_SASL_USERNAME", "alice"),
+            ("QUIVER_SASL_PASSWORD", "s3cret"),
+        ])
+        .unwrap();
+        let sasl = c.sasl.unwrap();
+        assert_eq!(
+            (sasl.user.as_str(), sasl.password.as_str(), sasl.mechanism),
+            ("alice", "s3cret", Mechanism::Sha512)
+        );
+        let c = ClientConfig::from_properties([
+            ("sasl.username", "bob"),
+            ("sasl.password", "pw"),
+            ("sasl.mechanism", "scram-sha-256"),
+        ])
+        .unwrap();
+        assert_eq!(c.sasl.unwrap().mechanism, Mechanism::Sha256);
+        let c = ClientConfig::from_properties([
+            ("sasl.username", "bob"),
+            ("sasl.password", "pw"),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+        ])
+        .unwrap();
+        assert_eq!(c.sasl.unwrap().mechanism, Mechanism::Sha512);
+        assert!(env(&[]).unwrap().sasl.is_none());
+    }
+
+    #[test]
+    fn sasl_errors_name_what_is_missing_or_wrong() {
+        // (settings, what the error must say)
+        type Vars<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Vars, &[&str])] = &[
+            (
+                &[("QUIVER_SASL_USERNAME", "alice")],
+                &["QUIVER_SASL_USERNAME", "without a password"],
+            ),
+            (
+                &[("QUIVER_SASL_PASSWORD", "pw")],
+                &["QUIVER_SASL_PASSWORD", "without a user name"],
+            ),
+            (
+                &[("QUIVER_SASL_MECHANISM", "SCRAM-SHA-256")],
+                &["QUIVER_SASL_MECHANISM", "without a user name and password"],
+            ),
+            (
+                &[
+                    ("QUIVER_SASL_USERNAME", "alice"),
+                    ("QUIVER_SASL_PASSWORD", "pw"),
+                    ("QUIVER_SASL_MECHANISM", "PLAIN"),
+                ],
+                &[
+                    "QUIVER_SASL_MECHANISM",
+                    "'PLAIN'",
+                    "SCRAM-SHA-256 or SCRAM-SHA-512",
+                ],
+            ),
+        ];
+        for (vars, wanted) in cases {
+            let err = env(vars).unwrap_err().to_string();
+            for w in *wanted {
+                assert!(err.contains(w), "{vars:?}: {err}");
+            }
+        }
+        let err = ClientConfig::from_properties([("sasl.username", "alice")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sasl.username"), "{err}");
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let c = ClientConfig::new("a:1").sasl("alice", "hunter2");
+        let shown = format!("{c:?}");
+        assert!(shown.contains("alice"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 }

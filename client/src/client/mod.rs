@@ -1,5 +1,6 @@
 //! The client: bootstrap, connections (one per broker, and one per shard of a broker with
-//! several), cluster metadata, and its configuration ([`ClientConfig`]).
+//! several, each authenticated once when made, `sasl.rs`), cluster metadata, and its
+//! configuration ([`ClientConfig`]).
 //! `Producer`, `Consumer` and `Admin` are built on a [`Client`]; applications make one and pass
 //! it on. Its raw calls (typed requests to a broker) are hidden from the documentation: they
 //! are for streamctl, the benchmarks and tests.
@@ -10,7 +11,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use quiver_proto::api::handshake::{ApiVersionsRequest, ApiVersionsResponse};
+use quiver_proto::api::handshake::{
+    ApiVersionsRequest, ApiVersionsResponse, SaslAuthenticateRequest, SaslAuthenticateResponse,
+    SaslHandshakeRequest, SaslHandshakeResponse,
+};
 use quiver_proto::api::metadata::{MetadataRequest, MetadataResponse};
 use quiver_proto::api::{self, ApiKey, Request, ResponseError};
 use quiver_proto::{BrokerId, ErrorCode, PartitionId};
@@ -19,8 +23,9 @@ use crate::error::{BrokerAddr, Error, Result};
 use crate::transport::{ClientTls, Connection, PendingCall, TransportError};
 
 mod config;
+mod sasl;
 
-pub use config::{ClientConfig, DEFAULT_BOOTSTRAP};
+pub use config::{parse_mechanism, ClientConfig, SaslCredentials, DEFAULT_BOOTSTRAP};
 
 /// One broker as metadata describes it.
 ///
@@ -296,6 +301,7 @@ impl Client {
                 let req = ApiVersionsRequest {
                     client_software_name: "quiver-rust".into(),
                     client_software_version: env!("CARGO_PKG_VERSION").into(),
+                    client_id: Some(self.inner.config.client_id.clone()),
                 };
                 Ok::<_, Error>(self.call_any(&req, Vec::new()).await?.0)
             })
@@ -407,7 +413,29 @@ impl Client {
         if let Some(t) = self.cluster().topics.get(name) {
             return Ok(t.clone());
         }
-        let view = self.refresh_metadata(Some(vec![name.to_string()])).await?;
+        let (resp, _) = self
+            .call_any(
+                &MetadataRequest {
+                    topics: Some(vec![name.to_string()]),
+                    allow_auto_topic_creation: false,
+                },
+                Vec::new(),
+            )
+            .await?;
+        // A topic this principal may not describe is not a missing one: say so, and the
+        // producer and consumer do not wait for it to appear.
+        let refused = resp
+            .topics
+            .iter()
+            .find(|t| t.name == name && t.error_code == ErrorCode::TopicAuthorizationFailed)
+            .map(|t| t.error_code);
+        let view = self.install(resp, false);
+        if let Some(code) = refused {
+            return Err(Error::broker(
+                code,
+                Some(format!("not authorized to describe topic '{name}'")),
+            ));
+        }
         view.topics.get(name).cloned().ok_or_else(|| {
             Error::broker(
                 ErrorCode::UnknownTopicOrPartition,
@@ -708,6 +736,9 @@ impl Client {
     fn decode<R: Request>(frame: &quiver_proto::frame::Frame) -> Result<R::Response> {
         match api::decode_response::<R>(frame) {
             Ok(resp) => Ok(resp),
+            Err(ResponseError::Refused(e)) if e.error_code == ErrorCode::AuthenticationRequired => {
+                Err(sasl::required(e.message.as_deref()))
+            }
             Err(ResponseError::Refused(e)) => Err(Error::Refused(e)),
             Err(e) => Err(Error::Protocol(e.to_string())),
         }
@@ -730,6 +761,15 @@ impl Client {
     /// A transport error with the broker it happened with: its address, and its id when the
     /// caller or the resolved addresses know it.
     fn at(&self, key: ConnKey, node: Option<Node>, error: TransportError) -> Error {
+        Error::Transport {
+            broker: Some(self.broker_addr(key, node)),
+            error,
+        }
+    }
+
+    /// The broker of a connection: its address, and its id when the caller or the resolved
+    /// addresses know it.
+    fn broker_addr(&self, key: ConnKey, node: Option<Node>) -> BrokerAddr {
         let addr = key.0;
         let node = node.or_else(|| {
             let addrs = self.inner.addrs.read().expect("not poisoned");
@@ -741,10 +781,7 @@ impl Client {
                     shard: key.1.map(|(s, _)| s),
                 })
         });
-        Error::Transport {
-            broker: Some(BrokerAddr { addr, node }),
-            error,
-        }
+        BrokerAddr { addr, node }
     }
 
     fn forget_on_error(&self, key: ConnKey, e: &Error) {
@@ -778,6 +815,25 @@ impl Client {
         )
         .await
         .map_err(|e| self.at(key, node, e))?;
+        if let Some(credentials) = &self.inner.config.sasl {
+            // Before the connection is shared: no other request may go ahead of the exchange.
+            let new = NewConnection {
+                client: self,
+                conn: &conn,
+                key,
+                node,
+            };
+            if let Err(e) = sasl::authenticate(&new, credentials).await {
+                conn.close("authentication failed");
+                return Err(match e {
+                    Error::Authentication { code, message } => Error::Authentication {
+                        code,
+                        message: format!("{}: {message}", self.broker_addr(key, node)),
+                    },
+                    other => other,
+                });
+            }
+        }
         conns.insert(key, conn.clone());
         Ok(conn)
     }
@@ -787,6 +843,42 @@ impl Client {
         for (_, c) in self.inner.connections.lock().await.drain() {
             c.close("client closed");
         }
+    }
+}
+
+/// A connection being authenticated, not yet in the client's map.
+struct NewConnection<'a> {
+    client: &'a Client,
+    conn: &'a Connection,
+    key: ConnKey,
+    node: Option<Node>,
+}
+
+impl NewConnection<'_> {
+    async fn call<R: Request>(&self, req: &R) -> Result<R::Response> {
+        let frame = self
+            .conn
+            .call(
+                self.client.next_header::<R>(),
+                req.encode_bytes(),
+                Vec::new(),
+            )
+            .await
+            .map_err(|e| self.client.at(self.key, self.node, e))?;
+        Client::decode::<R>(&frame)
+    }
+}
+
+impl sasl::SaslBroker for NewConnection<'_> {
+    async fn handshake(&self, req: &SaslHandshakeRequest) -> Result<SaslHandshakeResponse> {
+        self.call(req).await
+    }
+
+    async fn authenticate(
+        &self,
+        req: &SaslAuthenticateRequest,
+    ) -> Result<SaslAuthenticateResponse> {
+        self.call(req).await
     }
 }
 

@@ -142,6 +142,8 @@ impl Consumer {
         let now = Instant::now();
         let parts = match done.result {
             Ok(p) => p,
+            // Credentials the broker refuses stay refused: tell the application.
+            Err(e @ Error::Authentication { .. }) => return Err(e),
             Err(e) => {
                 tracing::debug!(broker = %done.broker, error = %e, "fetch failed; retrying");
                 for (tp, _) in &done.asked {

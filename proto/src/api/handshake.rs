@@ -9,6 +9,8 @@ tables! {
     pub struct ApiVersionsRequest(ApiVersionsRequest, ApiVersionsRequestArgs) {
         client_software_name: String = string,
         client_software_version: String = string,
+        /// The application's client id, kept for the connection (quotas, logs).
+        client_id: Option<String> = opt_string,
     }
 
     /// ApiVersions response: every supported API and its versions.

@@ -340,6 +340,7 @@ pub fn check(req: &AnyRequest) -> Result<(), Violation> {
         AnyRequest::ApiVersions(r) => {
             c.string("client software name", &r.client_software_name)?;
             c.string("client software version", &r.client_software_version)?;
+            c.opt_name("client id", &r.client_id)?;
         }
         AnyRequest::SaslHandshake(r) => {
             c.name("mechanism", &r.mechanism)?;
@@ -365,6 +366,23 @@ pub fn check(req: &AnyRequest) -> Result<(), Violation> {
             for f in &r.filters {
                 c.count(1)?;
                 acl_filter(&c, f)?;
+            }
+        }
+        AnyRequest::AlterClientQuotas(r) => {
+            for e in &r.entries {
+                c.count(1 + e.entity.len() + e.ops.len())?;
+                for part in &e.entity {
+                    c.name("entity type", &part.entity_type)?;
+                    c.opt_name("entity name", &part.entity_name)?;
+                }
+                c.distinct("quota key", e.ops.iter().map(|o| o.key.as_str()))?;
+            }
+        }
+        AnyRequest::DescribeClientQuotas(r) => {
+            for part in &r.components {
+                c.count(1)?;
+                c.name("entity type", &part.entity_type)?;
+                c.opt_name("entity name", &part.name)?;
             }
         }
         AnyRequest::DescribeUserScramCredentials(r) => {

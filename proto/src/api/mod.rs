@@ -5,7 +5,8 @@
 //! ```
 //! # use quiver_proto::{api, frame};
 //! # let req = api::handshake::ApiVersionsRequest {
-//! #     client_software_name: "doc".into(), client_software_version: "0".into() };
+//! #     client_software_name: "doc".into(), client_software_version: "0".into(),
+//! #     client_id: None };
 //! # let bytes = api::request_frame(&req, 0, 7, &[]);
 //! let frame = frame::decode(bytes, frame::FRAME_BYTES_MAX_DEFAULT).unwrap();
 //! match api::decode_request(&frame.header, &frame.body) {
@@ -37,6 +38,7 @@ pub mod handshake;
 pub mod limits;
 pub mod metadata;
 pub mod produce;
+pub mod quota;
 pub mod user;
 
 use std::fmt;
@@ -353,6 +355,12 @@ apis! {
     AlterPartitionReassignments = 45, 0..=0,
         metadata::AlterPartitionReassignmentsRequest,
         metadata::AlterPartitionReassignmentsResponse;
+    /// Describe client quotas.
+    DescribeClientQuotas = 48, 0..=0,
+        quota::DescribeClientQuotasRequest, quota::DescribeClientQuotasResponse;
+    /// Set or remove client quotas.
+    AlterClientQuotas = 49, 0..=0,
+        quota::AlterClientQuotasRequest, quota::AlterClientQuotasResponse;
     /// List users' SCRAM credentials (mechanisms and iterations).
     DescribeUserScramCredentials = 50, 0..=0,
         user::DescribeUserScramCredentialsRequest, user::DescribeUserScramCredentialsResponse;

@@ -332,5 +332,27 @@ pub mod quiver {
     pub use self::alter_user_scram_credentials_result_generated::*;
     mod alter_user_scram_credentials_response_generated;
     pub use self::alter_user_scram_credentials_response_generated::*;
+    mod quota_entity_part_generated;
+    pub use self::quota_entity_part_generated::*;
+    mod quota_value_generated;
+    pub use self::quota_value_generated::*;
+    mod quota_op_generated;
+    pub use self::quota_op_generated::*;
+    mod quota_alter_entry_generated;
+    pub use self::quota_alter_entry_generated::*;
+    mod alter_client_quotas_request_generated;
+    pub use self::alter_client_quotas_request_generated::*;
+    mod quota_alter_result_generated;
+    pub use self::quota_alter_result_generated::*;
+    mod alter_client_quotas_response_generated;
+    pub use self::alter_client_quotas_response_generated::*;
+    mod quota_filter_component_generated;
+    pub use self::quota_filter_component_generated::*;
+    mod describe_client_quotas_request_generated;
+    pub use self::describe_client_quotas_request_generated::*;
+    mod quota_describe_entry_generated;
+    pub use self::quota_describe_entry_generated::*;
+    mod describe_client_quotas_response_generated;
+    pub use self::describe_client_quotas_response_generated::*;
   } // fb
 } // quiver

@@ -233,6 +233,8 @@ defaults!(
     DeleteGroups,
     IncrementalAlterConfigs,
     AlterPartitionReassignments,
+    DescribeClientQuotas,
+    AlterClientQuotas,
     DescribeUserScramCredentials,
     AlterUserScramCredentials,
     AlterPartition,
@@ -388,6 +390,7 @@ pub fn populated_requests() -> Vec<AnyRequest> {
         AnyRequest::ApiVersions(handshake::ApiVersionsRequest {
             client_software_name: "quiver-fuzz".into(),
             client_software_version: "0.1".into(),
+            client_id: Some("fuzz-app".into()),
         }),
         AnyRequest::DeleteTopics(metadata::DeleteTopicsRequest {
             topic_names: vec!["x".into(), "y".into()],

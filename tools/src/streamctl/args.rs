@@ -9,7 +9,8 @@ use std::time::Duration;
 pub use quiver_tools::parse_duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use quiver_client::{Acks, Assignor, Compression, TimestampMs};
+use quiver_client::client::parse_mechanism;
+use quiver_client::{Acks, AclOperation, Assignor, Compression, ScramMechanism, TimestampMs};
 
 use crate::from::{parse_from, StartAt, FROM_HELP};
 use crate::text::Template;
@@ -23,7 +24,10 @@ use crate::text::Template;
         With no options streamctl talks to a local streamd started with no flags: it connects \
         to 127.0.0.1:9092 and trusts the development CA that streamd writes to \
         ./data/tls/ca.pem (run streamctl from the directory streamd was started in, or pass \
-        --ca-file)."
+        --ca-file).\n\n\
+        A broker that requires authentication takes --user with its password from \
+        --password-file (the file's first line), the STREAMCTL_PASSWORD environment variable, \
+        or a prompt when stdin is a terminal."
 )]
 pub struct Cli {
     /// Broker(s) to bootstrap from, comma-separated host:port.
@@ -55,6 +59,28 @@ pub struct Cli {
         requires = "client_cert"
     )]
     pub client_key: Option<PathBuf>,
+    /// SASL SCRAM user to log in as, for brokers that require authentication. Its password
+    /// comes from --password-file, else STREAMCTL_PASSWORD, else a prompt (stdin a terminal).
+    #[arg(long, env = "STREAMCTL_USER", global = true, value_name = "NAME")]
+    pub user: Option<String>,
+    /// File whose first line is --user's password.
+    #[arg(
+        long,
+        env = "STREAMCTL_PASSWORD_FILE",
+        global = true,
+        value_name = "PATH"
+    )]
+    pub password_file: Option<PathBuf>,
+    /// SCRAM mechanism of --user: SCRAM-SHA-512 or SCRAM-SHA-256.
+    #[arg(
+        long,
+        env = "STREAMCTL_SASL_MECHANISM",
+        global = true,
+        value_name = "MECHANISM",
+        default_value = "SCRAM-SHA-512",
+        value_parser = parse_mechanism
+    )]
+    pub sasl_mechanism: ScramMechanism,
     /// How long one request may take (e.g. 30s, 500ms).
     #[arg(long, default_value = "30s", value_parser = parse_duration, global = true)]
     pub request_timeout: Duration,
@@ -96,6 +122,179 @@ pub enum Command {
     /// List, describe, delete consumer groups and reset their offsets.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Create, delete and list SASL SCRAM users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Add, remove and list access control lists (ACLs).
+    #[command(subcommand)]
+    Acl(AclCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create a user, or give an existing one a new password (for one mechanism).
+    #[command(after_help = USER_CREATE_HELP)]
+    Create(UserCreateArgs),
+    /// Delete a user's credentials: every mechanism it has, or only --mechanism's.
+    Delete {
+        name: String,
+        /// Only this mechanism's credential (default: every one the user has).
+        #[arg(long, value_name = "MECHANISM", value_parser = parse_mechanism)]
+        mechanism: Option<ScramMechanism>,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// List users with their mechanisms and iteration counts.
+    List {
+        /// Only these users (default: every user).
+        names: Vec<String>,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+}
+
+pub const USER_CREATE_HELP: &str = "\
+The new user's password comes from --new-password-file (its first line), --new-password-stdin
+(the first line of stdin), or, when stdin is a terminal, a prompt (asked twice, not echoed).
+It never travels: streamctl salts it (a random 32-byte salt, PBKDF2 with --iterations) and
+sends the salted password, from which the broker keeps what SCRAM needs to check a login.
+(--password-file is the password streamctl itself logs in with, as --user.)
+
+Examples:
+  streamctl user create alice --new-password-file alice.pw
+  printf '%s\\n' \"$PW\" | streamctl user create bob --mechanism SCRAM-SHA-256 --new-password-stdin
+  streamctl --user admin --password-file admin.pw user list";
+
+#[derive(Args, Debug)]
+pub struct UserCreateArgs {
+    /// The user's name.
+    pub name: String,
+    /// The mechanism the credential is for: SCRAM-SHA-512 or SCRAM-SHA-256.
+    #[arg(
+        long,
+        value_name = "MECHANISM",
+        default_value = "SCRAM-SHA-512",
+        value_parser = parse_mechanism
+    )]
+    pub mechanism: ScramMechanism,
+    /// PBKDF2 iterations (at least 4096).
+    #[arg(long, default_value_t = quiver_client::Admin::DEFAULT_SCRAM_ITERATIONS)]
+    pub iterations: u32,
+    /// File whose first line is the new user's password.
+    #[arg(long, value_name = "PATH", conflicts_with = "new_password_stdin")]
+    pub new_password_file: Option<PathBuf>,
+    /// Read the new user's password from the first line of stdin.
+    #[arg(long)]
+    pub new_password_stdin: bool,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AclCommand {
+    /// Add ACLs: one for each principal, operation, resource (and host) given.
+    #[command(after_help = ACL_HELP)]
+    Add(AclArgs),
+    /// Remove the ACLs the flags match (they are read as for list; a resource or a principal
+    /// is required).
+    #[command(after_help = ACL_HELP)]
+    Remove(AclArgs),
+    /// List ACLs, those the flags match (no flags: every ACL).
+    #[command(after_help = ACL_HELP)]
+    List(AclArgs),
+}
+
+pub const ACL_HELP: &str = "\
+A request is allowed when an Allow ACL matches it and no Deny ACL does; without a matching
+Allow it is denied. An ACL names a principal (User:alice; User:* is every user), a host (* is
+any), an operation (All, Read, Write, Create, Delete, Alter, Describe, ClusterAction,
+DescribeConfigs, AlterConfigs, IdempotentWrite; any case) and a resource: --topic, --group,
+--transactional-id (a name, * for every one; or with --resource-pattern-type prefixed, every
+name that starts with it) or --cluster.
+
+add makes the ACLs every combination of the flags names: principals x hosts x operations x
+resources; --allow-host and --deny-host default to *. list and remove match by the flags given:
+a flag not given matches anything (list with no flags shows every ACL), --resource-pattern-type
+any (list's default, and remove's without a resource) matches literal and prefixed ACLs of that
+exact name, match every ACL that applies to the name, literal (remove's default with a
+resource) or prefixed only that kind.
+
+Examples:
+  streamctl acl add --allow-principal User:alice --operation Read --operation Describe --topic orders
+  streamctl acl add --allow-principal User:alice --operation Read --group billing
+  streamctl acl add --allow-principal User:app --operation Write --topic logs- --resource-pattern-type prefixed
+  streamctl acl add --deny-principal User:mallory --deny-host 10.0.0.9 --operation All --topic '*'
+  streamctl acl list --topic orders --resource-pattern-type match
+  streamctl acl remove --allow-principal User:alice --topic orders";
+
+#[derive(Args, Debug, Default)]
+pub struct AclArgs {
+    /// Principal an Allow ACL is for, e.g. User:alice (repeatable).
+    #[arg(long = "allow-principal", value_name = "PRINCIPAL")]
+    pub allow_principals: Vec<String>,
+    /// Principal a Deny ACL is for, e.g. User:mallory (repeatable).
+    #[arg(long = "deny-principal", value_name = "PRINCIPAL")]
+    pub deny_principals: Vec<String>,
+    /// Host (client IP address) the Allow ACLs apply to (repeatable; add: default *).
+    #[arg(long = "allow-host", value_name = "HOST")]
+    pub allow_hosts: Vec<String>,
+    /// Host (client IP address) the Deny ACLs apply to (repeatable; add: default *).
+    #[arg(long = "deny-host", value_name = "HOST")]
+    pub deny_hosts: Vec<String>,
+    /// Operation: All, Read, Write, Create, Delete, Alter, Describe, ClusterAction,
+    /// DescribeConfigs, AlterConfigs, IdempotentWrite (repeatable; any case).
+    #[arg(long = "operation", value_name = "OPERATION", value_parser = parse_operation)]
+    pub operations: Vec<AclOperation>,
+    /// A topic (repeatable; * is every topic).
+    #[arg(long = "topic", short = 't', value_name = "NAME")]
+    pub topics: Vec<String>,
+    /// A consumer group (repeatable; * is every group).
+    #[arg(long = "group", short = 'g', value_name = "NAME")]
+    pub groups: Vec<String>,
+    /// The cluster (cluster-wide operations: creating topics, describing configs, ...).
+    #[arg(long)]
+    pub cluster: bool,
+    /// A transactional id (repeatable; * is every one).
+    #[arg(long = "transactional-id", value_name = "ID")]
+    pub transactional_ids: Vec<String>,
+    /// How resource names match: literal or prefixed (add, remove: default literal); list and
+    /// remove also take any and match.
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub resource_pattern_type: Option<PatternArg>,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PatternArg {
+    /// The name exactly (* is every resource of the type).
+    Literal,
+    /// Every resource whose name starts with the name.
+    Prefixed,
+    /// Filters: literal and prefixed ACLs of the name.
+    Any,
+    /// Filters: every ACL that applies to the name (literal, *, and prefixes of it).
+    Match,
+}
+
+/// An ACL operation by name, any case (`read`, `DescribeConfigs`, `describe-configs`).
+pub fn parse_operation(s: &str) -> Result<AclOperation, String> {
+    let wanted: String = s
+        .chars()
+        .filter(|c| !matches!(c, '-' | '_'))
+        .collect::<String>()
+        .to_ascii_lowercase();
+    AclOperation::ALL
+        .iter()
+        .copied()
+        .filter(|op| !matches!(op, AclOperation::Unknown))
+        .find(|op| format!("{op:?}").to_ascii_lowercase() == wanted)
+        .ok_or_else(|| {
+            format!(
+                "'{s}' is not an operation: use All, Read, Write, Create, Delete, Alter, \
+                 Describe, ClusterAction, DescribeConfigs, AlterConfigs or IdempotentWrite"
+            )
+        })
 }
 
 pub const PRODUCE_HELP: &str = r#"Text input (the default): each line, without its trailing \n, is one record's value; bytes are
@@ -390,15 +589,16 @@ impl From<AssignorArg> for Assignor {
     }
 }
 
-#[derive(Args, Debug, Clone, Copy)]
+#[derive(Args, Debug, Clone, Copy, Default)]
 pub struct OutputArgs {
     /// Output format of the command.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     pub output: Output,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
 pub enum Output {
+    #[default]
     Text,
     Json,
 }

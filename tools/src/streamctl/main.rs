@@ -3,8 +3,8 @@
 //! Errors are one line on stderr, `streamctl: <message>`, with exit code 1; usage errors exit
 //! with 2; a consume stopped by SIGINT or SIGTERM exits with 130 or 143.
 //!
-//! Files: `args.rs` the command line; `produce.rs`, `consume.rs`, `topic.rs`, `group.rs` one
-//! command family each; `from.rs` and `start.rs` where consume starts (parsing, then placing
+//! Files: `args.rs` the command line; `produce.rs`, `consume.rs`, `topic.rs`, `group.rs`,
+//! `user.rs`, `acl.rs` one command family each; `from.rs` and `start.rs` where consume starts (parsing, then placing
 //! in each partition's range); `text.rs` and `json.rs` records as text lines, templates and
 //! JSON lines, each format written and read in one file; `output.rs` tables and JSON of the
 //! admin commands.
@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 use quiver_client::transport::DEV_CA_PATH;
-use quiver_client::{Client, ClientConfig, ClientTls};
+use quiver_client::{Client, ClientConfig, ClientTls, Error};
+use quiver_tools::credentials::{self, PasswordEnv};
 
+mod acl;
 mod args;
 mod consume;
 mod from;
@@ -25,12 +27,15 @@ mod produce;
 mod start;
 mod text;
 mod topic;
+mod user;
 
+use acl::acl;
 use args::{Cli, ClusterCommand, Command};
 use consume::consume;
 use group::group;
 use produce::produce;
 use topic::{cluster, topic};
+use user::user;
 
 fn main() {
     let cli = Cli::parse();
@@ -38,6 +43,13 @@ fn main() {
         Cli::command()
             .error(clap::error::ErrorKind::ArgumentConflict, conflict)
             .exit();
+    }
+    if let Command::Acl(a) = &cli.command {
+        if let Err(e) = acl::check(a) {
+            Cli::command()
+                .error(clap::error::ErrorKind::ArgumentConflict, e)
+                .exit();
+        }
     }
     // Diagnostics on stderr only when asked for (RUST_LOG=quiver_client=debug, ...).
     if std::env::var_os("RUST_LOG").is_some() {
@@ -98,9 +110,16 @@ async fn connect(cli: &Cli) -> CliResult<Client> {
         .request_timeout(cli.request_timeout)
         .client_id(format!("streamctl/{}", env!("CARGO_PKG_VERSION")));
     config.connect.connect_timeout = cli.request_timeout.min(Duration::from_secs(5));
-    Client::connect(config)
-        .await
-        .map_err(|e| format!("cannot reach a broker at {}: {e}", cli.bootstrap))
+    config.sasl = credentials::login(
+        cli.user.as_deref(),
+        cli.password_file.as_deref(),
+        PasswordEnv::read("STREAMCTL_PASSWORD"),
+        cli.sasl_mechanism,
+    )?;
+    Client::connect(config).await.map_err(|e| match e {
+        Error::Authentication { .. } => format!("cannot log in at {}: {e}", cli.bootstrap),
+        e => format!("cannot reach a broker at {}: {e}", cli.bootstrap),
+    })
 }
 
 async fn run(cli: Cli) -> CliResult<Exit> {
@@ -112,6 +131,8 @@ async fn run(cli: Cli) -> CliResult<Exit> {
         Command::Topic(t) => success(topic(&client, t).await),
         Command::Cluster(ClusterCommand::Describe { out }) => success(cluster(&client, *out).await),
         Command::Group(g) => success(group(&client, g).await),
+        Command::User(u) => success(user(&client, u).await),
+        Command::Acl(a) => success(acl(&client, a).await),
     };
     client.close().await;
     result

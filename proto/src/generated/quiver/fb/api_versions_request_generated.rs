@@ -23,6 +23,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ApiVersionsRequest<'a> {
 impl<'a> ApiVersionsRequest<'a> {
   pub const VT_CLIENT_SOFTWARE_NAME: ::flatbuffers::VOffsetT = 4;
   pub const VT_CLIENT_SOFTWARE_VERSION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CLIENT_ID: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -34,6 +35,7 @@ impl<'a> ApiVersionsRequest<'a> {
     args: &'args ApiVersionsRequestArgs<'args>
   ) -> ::flatbuffers::WIPOffset<ApiVersionsRequest<'bldr>> {
     let mut builder = ApiVersionsRequestBuilder::new(_fbb);
+    if let Some(x) = args.client_id { builder.add_client_id(x); }
     if let Some(x) = args.client_software_version { builder.add_client_software_version(x); }
     if let Some(x) = args.client_software_name { builder.add_client_software_name(x); }
     builder.finish()
@@ -56,6 +58,15 @@ impl<'a> ApiVersionsRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ApiVersionsRequest::VT_CLIENT_SOFTWARE_VERSION, None).unwrap()}
   }
+  /// The application's client id (Kafka's client.id): kept for the connection, for quotas
+  /// and logs. Sent on each new connection.
+  #[inline]
+  pub fn client_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ApiVersionsRequest::VT_CLIENT_ID, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ApiVersionsRequest<'_> {
@@ -66,6 +77,7 @@ impl ::flatbuffers::Verifiable for ApiVersionsRequest<'_> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("client_software_name", Self::VT_CLIENT_SOFTWARE_NAME, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("client_software_version", Self::VT_CLIENT_SOFTWARE_VERSION, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("client_id", Self::VT_CLIENT_ID, false)?
      .finish();
     Ok(())
   }
@@ -73,6 +85,7 @@ impl ::flatbuffers::Verifiable for ApiVersionsRequest<'_> {
 pub struct ApiVersionsRequestArgs<'a> {
     pub client_software_name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub client_software_version: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub client_id: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for ApiVersionsRequestArgs<'a> {
   #[inline]
@@ -80,6 +93,7 @@ impl<'a> Default for ApiVersionsRequestArgs<'a> {
     ApiVersionsRequestArgs {
       client_software_name: None, // required field
       client_software_version: None, // required field
+      client_id: None,
     }
   }
 }
@@ -96,6 +110,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ApiVersionsRequestBuilder<'a,
   #[inline]
   pub fn add_client_software_version(&mut self, client_software_version: ::flatbuffers::WIPOffset<&'b  str>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ApiVersionsRequest::VT_CLIENT_SOFTWARE_VERSION, client_software_version);
+  }
+  #[inline]
+  pub fn add_client_id(&mut self, client_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ApiVersionsRequest::VT_CLIENT_ID, client_id);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ApiVersionsRequestBuilder<'a, 'b, A> {
@@ -119,6 +137,7 @@ impl ::core::fmt::Debug for ApiVersionsRequest<'_> {
     let mut ds = f.debug_struct("ApiVersionsRequest");
       ds.field("client_software_name", &self.client_software_name());
       ds.field("client_software_version", &self.client_software_version());
+      ds.field("client_id", &self.client_id());
       ds.finish()
   }
 }

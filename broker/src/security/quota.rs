@@ -1,0 +1,234 @@
+//! Client quotas, Kafka's way: byte rates per user, per client id, or per both, with defaults,
+//! resolved in Kafka's order of precedence; enforced by holding a request back for as long as
+//! its bytes take at the quota's rate (a leaky bucket per quota holder, shared by all the
+//! broker's cores), and saying so in `throttle_time_ms`. A client that ignores the throttle
+//! gains nothing: its next request waits the longer.
+//!
+//! Pure but for the shared map of buckets: times are given, not read.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+pub const PRODUCER_BYTE_RATE: &str = "producer_byte_rate";
+pub const CONSUMER_BYTE_RATE: &str = "consumer_byte_rate";
+/// The keys a quota may set.
+pub const KEYS: &[&str] = &[PRODUCER_BYTE_RATE, CONSUMER_BYTE_RATE];
+
+/// One part of an entity: a name, or the default for every name without a quota of its own.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum EntityName {
+    Default,
+    Name(String),
+}
+
+/// Whom a quota is for: a user, a client id, or both (at least one).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct QuotaEntity {
+    pub user: Option<EntityName>,
+    pub client_id: Option<EntityName>,
+}
+
+/// One entity's quotas, as the metadata keeps them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaConfig {
+    pub entity: QuotaEntity,
+    /// Key (`KEYS`) to value (bytes per second).
+    pub values: BTreeMap<String, u64>,
+}
+
+/// Most quota entities the metadata holds.
+pub const QUOTAS_MAX: usize = 10_000;
+
+/// Who shares one bucket: the names of the matched entity's parts (`None`: the part is not in
+/// the matched entity).
+pub type HolderKey = (Option<String>, Option<String>);
+
+/// The quota for `key` of a request by `user` (the principal's name, without `User:`) with
+/// `client_id`, in Kafka's order: user and client, user and default client, user alone,
+/// default user and client, default user and default client, default user alone, client
+/// alone, default client alone. Returns the rate and who shares it: every user matched by a
+/// default has a bucket of its own, as in Kafka.
+pub fn resolve(
+    quotas: &[QuotaConfig],
+    user: &str,
+    client_id: &str,
+    key: &str,
+) -> Option<(u64, HolderKey)> {
+    if quotas.is_empty() {
+        return None;
+    }
+    let name = |n: &str| Some(EntityName::Name(n.to_string()));
+    let default = || Some(EntityName::Default);
+    let order = [
+        (name(user), name(client_id)),
+        (name(user), default()),
+        (name(user), None),
+        (default(), name(client_id)),
+        (default(), default()),
+        (default(), None),
+        (None, name(client_id)),
+        (None, default()),
+    ];
+    for (u, c) in order {
+        let found = quotas
+            .iter()
+            .find(|q| q.entity.user == u && q.entity.client_id == c)
+            .and_then(|q| q.values.get(key));
+        if let Some(&rate) = found {
+            let holder = (
+                u.map(|_| user.to_string()),
+                c.map(|_| client_id.to_string()),
+            );
+            return Some((rate, holder));
+        }
+    }
+    None
+}
+
+/// A leaky bucket: when the bytes charged so far will have drained at the rate.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    free_at: Instant,
+}
+
+/// The longest one request is held back. Past it the bucket still remembers the debt, so
+/// a client keeps its rate over time, but no single request waits longer.
+pub const THROTTLE_MAX: Duration = Duration::from_secs(30);
+/// Buckets kept before idle ones (drained for a minute) are dropped.
+const BUCKETS_MAX: usize = 100_000;
+
+impl Bucket {
+    /// Charges `bytes` at `rate` bytes/s; returns how long the request must wait.
+    fn charge(&mut self, now: Instant, bytes: u64, rate: u64) -> Duration {
+        let start = self.free_at.max(now);
+        let wait = start - now;
+        let cost = Duration::from_secs_f64(bytes as f64 / rate.max(1) as f64);
+        self.free_at = start + cost.min(Duration::from_secs(3600));
+        wait.min(THROTTLE_MAX)
+    }
+}
+
+/// What a request is charged for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Charge {
+    Produce,
+    Fetch,
+}
+
+/// Every quota holder's bucket, shared by the broker's cores.
+#[derive(Debug, Default)]
+pub struct Buckets {
+    map: Mutex<HashMap<(Charge, HolderKey), Bucket>>,
+}
+
+impl Buckets {
+    /// Charges `bytes` to `holder`'s bucket for `what` at `rate`; the wait.
+    pub fn charge(
+        &self,
+        what: Charge,
+        holder: HolderKey,
+        now: Instant,
+        bytes: u64,
+        rate: u64,
+    ) -> Duration {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= BUCKETS_MAX {
+            let idle = now.checked_sub(Duration::from_secs(60)).unwrap_or(now);
+            map.retain(|_, b| b.free_at > idle);
+        }
+        map.entry((what, holder))
+            .or_insert(Bucket { free_at: now })
+            .charge(now, bytes, rate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(user: Option<EntityName>, client: Option<EntityName>, rate: u64) -> QuotaConfig {
+        QuotaConfig {
+            entity: QuotaEntity {
+                user,
+                client_id: client,
+            },
+            values: [(PRODUCER_BYTE_RATE.to_string(), rate)].into(),
+        }
+    }
+
+    #[test]
+    fn the_most_specific_quota_wins_in_kafkas_order() {
+        use EntityName::{Default as D, Name as N};
+        let n = |s: &str| Some(N(s.into()));
+        let all = vec![
+            q(None, Some(D), 8),
+            q(None, n("app"), 7),
+            q(Some(D), None, 6),
+            q(Some(D), Some(D), 5),
+            q(Some(D), n("app"), 4),
+            q(n("alice"), None, 3),
+            q(n("alice"), Some(D), 2),
+            q(n("alice"), n("app"), 1),
+        ];
+        // Remove the most specific one at a time: each step exposes the next in the order.
+        for (i, (rate, holder)) in [
+            (1, (Some("alice"), Some("app"))),
+            (2, (Some("alice"), Some("app"))),
+            (3, (Some("alice"), None)),
+            (4, (Some("alice"), Some("app"))),
+            (5, (Some("alice"), Some("app"))),
+            (6, (Some("alice"), None)),
+            (7, (None, Some("app"))),
+            (8, (None, Some("app"))),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let quotas = &all[..all.len() - i];
+            let holder = (holder.0.map(String::from), holder.1.map(String::from));
+            assert_eq!(
+                resolve(quotas, "alice", "app", PRODUCER_BYTE_RATE),
+                Some((rate, holder)),
+                "step {i}"
+            );
+        }
+        assert_eq!(resolve(&all, "alice", "app", CONSUMER_BYTE_RATE), None);
+        assert_eq!(resolve(&[], "alice", "app", PRODUCER_BYTE_RATE), None);
+        // Another user under the default user quota has a bucket of its own.
+        let only_default = [q(Some(D), None, 6)];
+        assert_eq!(
+            resolve(&only_default, "bob", "x", PRODUCER_BYTE_RATE),
+            Some((6, (Some("bob".into()), None)))
+        );
+    }
+
+    #[test]
+    fn a_bucket_holds_requests_to_the_rate_whoever_ignores_it() {
+        let buckets = Buckets::default();
+        let t0 = Instant::now();
+        let holder = (Some("u".to_string()), None);
+        // 10 requests of 100 KB sent at once at 100 KB/s: the k-th waits k seconds.
+        for k in 0..10u64 {
+            let wait = buckets.charge(Charge::Produce, holder.clone(), t0, 100_000, 100_000);
+            assert_eq!(wait, Duration::from_secs(k));
+        }
+        // Waiting them out, a request at the rate waits nothing more than its own turn.
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(
+            buckets.charge(Charge::Produce, holder.clone(), later, 100_000, 100_000),
+            Duration::ZERO
+        );
+        // Fetch is another bucket; the wait is capped.
+        assert_eq!(
+            buckets.charge(Charge::Fetch, holder.clone(), t0, 1 << 40, 1),
+            Duration::ZERO
+        );
+        assert_eq!(
+            buckets.charge(Charge::Fetch, holder, t0, 1, 1),
+            THROTTLE_MAX
+        );
+    }
+}
