@@ -91,6 +91,7 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
     let security = Arc::new(
         crate::security::SecurityConfig::from_config(&config).map_err(RunError::Security)?,
     );
+    let quota_buckets = Arc::new(crate::security::quota::Buckets::default());
     // Validated by Config::load.
     let voters = config.voters().unwrap_or_default();
     let clustered = !voters.is_empty();
@@ -167,6 +168,7 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
             shard_count: shards,
             config: config.clone(),
             security: security.clone(),
+            quota_buckets: quota_buckets.clone(),
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
             snapshot: snapshot.clone(),
@@ -410,6 +412,7 @@ struct ShardContext {
     shard_count: usize,
     config: Arc<Config>,
     security: Arc<crate::security::SecurityConfig>,
+    quota_buckets: Arc<crate::security::quota::Buckets>,
     metrics: Arc<Metrics>,
     shutdown: ShutdownFlag,
     snapshot: Arc<Snapshot>,
@@ -507,6 +510,7 @@ async fn shard_start(
         shard_count: ctx.shard_count,
         config: ctx.config.clone(),
         security: ctx.security.clone(),
+        quota_buckets: ctx.quota_buckets.clone(),
         metrics: ctx.metrics.clone(),
         shutdown: ctx.shutdown.clone(),
         snapshot: ctx.snapshot.clone(),

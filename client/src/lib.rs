@@ -86,8 +86,9 @@ pub use futures_util::{Stream, StreamExt};
 pub use admin::{
     Admin, AlterConfig, BrokerDescription, ClusterDescription, ConfigEntry, ConfigResource,
     FollowerProgress, GroupDescription, GroupListing, GroupMember, GroupOffset, GroupState,
-    NewTopic, PartitionDescription, QuorumDescription, RegisteredBroker, ScramCredential,
-    TopicDescription, UserDescription, VoterDescription,
+    NewTopic, PartitionDescription, QuorumDescription, QuotaDescription, QuotaEntity, QuotaName,
+    RegisteredBroker, ScramCredential, TopicDescription, UserDescription, VoterDescription,
+    CONSUMER_BYTE_RATE, PRODUCER_BYTE_RATE,
 };
 pub use client::{
     BrokerInfo, Client, ClientConfig, ClusterView, Node, PartitionInfo, SaslCredentials, TopicInfo,

@@ -49,6 +49,9 @@ use quiver_proto::api::acl::{
     AclCreationResult, CreateAclsRequest, CreateAclsResponse, DeleteAclsFilterResult,
     DeleteAclsRequest, DeleteAclsResponse,
 };
+use quiver_proto::api::quota::{
+    AlterClientQuotasRequest, AlterClientQuotasResponse, QuotaAlterResult,
+};
 use quiver_proto::api::user::{
     AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse,
     AlterUserScramCredentialsResult,
@@ -79,6 +82,8 @@ pub enum AdminOp {
     DeleteAcls(DeleteAclsRequest),
     /// Creates, replaces or deletes SCRAM credentials.
     AlterScram(AlterUserScramCredentialsRequest),
+    /// Sets or removes client quotas.
+    AlterQuotas(AlterClientQuotasRequest),
 }
 
 /// Producer ids reserved durably at a time: one metadata write per this many producers.
@@ -182,6 +187,18 @@ impl AdminOp {
                         error_code: code,
                         error_message: msg.clone(),
                         matching_acls: Vec::new(),
+                    })
+                    .collect(),
+            }),
+            AdminOp::AlterQuotas(r) => AnyResponse::AlterClientQuotas(AlterClientQuotasResponse {
+                throttle_time_ms: 0,
+                entries: r
+                    .entries
+                    .iter()
+                    .map(|e| QuotaAlterResult {
+                        error_code: code,
+                        error_message: msg.clone(),
+                        entity: e.entity.clone(),
                     })
                     .collect(),
             }),
@@ -360,6 +377,7 @@ impl Controller {
             AdminOp::AlterScram(r) => {
                 AnyResponse::AlterUserScramCredentials(self.alter_scram(r).await)
             }
+            AdminOp::AlterQuotas(r) => AnyResponse::AlterClientQuotas(self.alter_quotas(r).await),
             AdminOp::EnsureTopic {
                 name,
                 partitions,

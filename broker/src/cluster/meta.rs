@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::security::acl::Acl;
+use crate::security::quota::{QuotaConfig, QuotaEntity, QUOTAS_MAX};
 use crate::security::users::{StoredCredential, USERS_MAX};
 
 /// One topic as metadata knows it.
@@ -131,6 +132,9 @@ pub struct MetadataState {
     /// Access control lists (`security::acl`).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub acls: BTreeSet<Acl>,
+    /// Client quotas (`security::quota`), one entry per entity, in entity order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quotas: Vec<QuotaConfig>,
 }
 
 /// Most ACL bindings the metadata holds: bounds each shard's index and DescribeAcls' answer.
@@ -239,6 +243,12 @@ pub enum MetadataCommand {
     /// Removes exactly these bindings (the controller chose them by the request's filters).
     DeleteAcls {
         acls: Vec<Acl>,
+    },
+    /// Sets and removes an entity's quotas (an entity left with none goes).
+    AlterQuotas {
+        entity: QuotaEntity,
+        set: BTreeMap<String, u64>,
+        remove: Vec<String>,
     },
 }
 
@@ -584,6 +594,41 @@ impl MetadataState {
             MetadataCommand::DeleteAcls { acls } => {
                 for a in acls {
                     self.acls.remove(a);
+                }
+            }
+            MetadataCommand::AlterQuotas {
+                entity,
+                set,
+                remove,
+            } => {
+                crate::security::quota::check_change(entity, set, remove)
+                    .map_err(MetaError::Invalid)?;
+                let at = self.quotas.binary_search_by(|q| q.entity.cmp(entity));
+                if at.is_err() && self.quotas.len() >= QUOTAS_MAX && !set.is_empty() {
+                    return Err(MetaError::Invalid(format!(
+                        "the cluster holds {QUOTAS_MAX} quota entities, its most"
+                    )));
+                }
+                let i = match at {
+                    Ok(i) => i,
+                    Err(i) => {
+                        self.quotas.insert(
+                            i,
+                            QuotaConfig {
+                                entity: entity.clone(),
+                                values: BTreeMap::new(),
+                            },
+                        );
+                        i
+                    }
+                };
+                let values = &mut self.quotas[i].values;
+                for k in remove {
+                    values.remove(k);
+                }
+                values.extend(set.iter().map(|(k, v)| (k.clone(), *v)));
+                if values.is_empty() {
+                    self.quotas.remove(i);
                 }
             }
         }

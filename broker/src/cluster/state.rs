@@ -152,6 +152,7 @@ impl Snapshot {
             security: Arc::new(crate::security::SecurityState {
                 users: state.scram.clone(),
                 acls: crate::security::acl::AclIndex::new(&state.acls),
+                quotas: state.quotas.clone(),
             }),
         })
     }

@@ -445,6 +445,7 @@ async fn forward_op(
         AdminOp::CreateAcls(r) => forward(shard, to, r).await.map(AnyResponse::from),
         AdminOp::DeleteAcls(r) => forward(shard, to, r).await.map(AnyResponse::from),
         AdminOp::AlterScram(r) => forward(shard, to, r).await.map(AnyResponse::from),
+        AdminOp::AlterQuotas(r) => forward(shard, to, r).await.map(AnyResponse::from),
         AdminOp::InitProducerId(_) | AdminOp::EnsureTopic { .. } => return None,
     })
 }
@@ -475,6 +476,9 @@ pub(super) async fn answer(shard: &Rc<Shard>, op: AdminOp) -> Answer {
             .any(|t| t.error_code != ErrorCode::None),
         AnyResponse::AlterUserScramCredentials(r) => {
             r.results.iter().any(|t| t.error_code != ErrorCode::None)
+        }
+        AnyResponse::AlterClientQuotas(r) => {
+            r.entries.iter().any(|t| t.error_code != ErrorCode::None)
         }
         _ => false,
     };

@@ -13,6 +13,7 @@ use rand::distributions::{Alphanumeric, DistString};
 
 use crate::runtime::Shard;
 use crate::security::principal::ANONYMOUS;
+use crate::security::quota::{self, Charge, Throttle};
 use crate::security::sasl::{ConnAuth, Round};
 use crate::security::Access;
 
@@ -118,4 +119,44 @@ pub(super) fn sasl_authenticate(
             }
         }
     }
+}
+
+/// Keeps the client id an ApiVersions request gave, for the connection.
+pub(super) fn remember_client_id(req: &Request, client_id: Option<String>) {
+    if let Some(id) = client_id {
+        req.session
+            .with(|a: &mut ConnAuth| a.client_id = Some(id.into()));
+    }
+}
+
+/// The throttle of a request of `bytes` under its principal's and client's quota for `what`
+/// (`None` without a quota), having charged it.
+pub(super) fn throttle(
+    shard: &Shard,
+    req: &Request,
+    access: &Access,
+    what: Charge,
+    bytes: u64,
+) -> Option<Throttle> {
+    let snapshot = shard.snapshot();
+    let quotas = &snapshot.security.quotas;
+    if quotas.is_empty() {
+        return None;
+    }
+    let principal = access.principal();
+    let user = principal.strip_prefix("User:").unwrap_or(principal);
+    let client_id = req
+        .session
+        .with(|a: &mut ConnAuth| a.client_id.clone())
+        .unwrap_or_else(|| "".into());
+    let key = match what {
+        Charge::Produce => quota::PRODUCER_BYTE_RATE,
+        Charge::Fetch => quota::CONSUMER_BYTE_RATE,
+    };
+    let (rate, holder) = quota::resolve(quotas, user, &client_id, key)?;
+    Some(
+        shard
+            .quota_buckets
+            .charge(what, holder, std::time::Instant::now(), bytes, rate),
+    )
 }

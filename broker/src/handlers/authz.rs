@@ -143,6 +143,11 @@ fn divide(access: &Access, op: AdminOp) -> (Option<AdminOp>, Vec<(AdminOp, Error
             AdminOp::DeleteAcls(r),
             cluster_denied,
         ),
+        AdminOp::AlterQuotas(r) => whole(
+            access.cluster(Operation::AlterConfigs),
+            AdminOp::AlterQuotas(r),
+            cluster_denied,
+        ),
         AdminOp::AlterScram(r) => whole(
             access.cluster(Operation::Alter),
             AdminOp::AlterScram(r),

@@ -29,6 +29,7 @@ use quiver_proto::ErrorCode;
 use crate::cluster::controller::AdminOp;
 use crate::runtime::Shard;
 use crate::security::acl::Operation;
+use crate::security::quota::{Charge, Throttle};
 use crate::security::Access;
 use common::Answer;
 pub use common::SERVED;
@@ -124,7 +125,10 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
         );
     }
     let answer = match request {
-        AnyRequest::ApiVersions(_) => Answer::ok(admin::api_versions(shard)),
+        AnyRequest::ApiVersions(r) => {
+            auth::remember_client_id(&req, r.client_id);
+            Answer::ok(admin::api_versions(shard))
+        }
         AnyRequest::SaslHandshake(r) => {
             let resp = auth::sasl_handshake(shard, &req, &r);
             let failed = resp.error_code != ErrorCode::None;
@@ -144,8 +148,30 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
             }
         }
         AnyRequest::Metadata(r) => Answer::ok(admin::metadata(shard, r, &access).await),
-        AnyRequest::Produce(r) => produce::handle(shard, r, req.payload, &access).await,
-        AnyRequest::Fetch(r) => fetch::handle(shard, r, &access).await,
+        AnyRequest::Produce(r) => {
+            // Held back before it is appended, so a client that ignores the throttle time
+            // gains nothing (`security::quota`).
+            let bytes = req.payload.len() as u64;
+            let throttle = auth::throttle(shard, &req, &access, Charge::Produce, bytes);
+            hold(throttle).await;
+            let mut answer = produce::handle(shard, r, req.payload.clone(), &access).await;
+            if let AnyResponse::Produce(resp) = &mut answer.body {
+                resp.throttle_time_ms = throttle_ms(throttle);
+            }
+            answer
+        }
+        AnyRequest::Fetch(r) => {
+            let mut answer = fetch::handle(shard, r, &access).await;
+            // Charged what it carries, and its answer held back: the consumer's next fetch
+            // comes no sooner.
+            let bytes: u64 = answer.payload.iter().map(|b| b.len() as u64).sum();
+            let throttle = auth::throttle(shard, &req, &access, Charge::Fetch, bytes);
+            hold(throttle).await;
+            if let AnyResponse::Fetch(resp) = &mut answer.body {
+                resp.throttle_time_ms = throttle_ms(throttle);
+            }
+            answer
+        }
         AnyRequest::ListOffsets(r) => Answer::ok(fetch::list_offsets(shard, r, &access).await),
         AnyRequest::CreateTopics(r) => authz::admin(shard, &access, AdminOp::CreateTopics(r)).await,
         AnyRequest::DeleteTopics(r) => authz::admin(shard, &access, AdminOp::DeleteTopics(r)).await,
@@ -169,6 +195,18 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
         }
         AnyRequest::DescribeAcls(r) => {
             let resp = security::describe_acls(shard, r, &access);
+            let failed = resp.error_code != ErrorCode::None;
+            Answer {
+                body: resp.into(),
+                payload: Vec::new(),
+                failed,
+            }
+        }
+        AnyRequest::AlterClientQuotas(r) => {
+            authz::admin(shard, &access, AdminOp::AlterQuotas(r)).await
+        }
+        AnyRequest::DescribeClientQuotas(r) => {
+            let resp = security::describe_quotas(shard, r, &access);
             let failed = resp.error_code != ErrorCode::None;
             Answer {
                 body: resp.into(),
@@ -274,6 +312,21 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
         .metrics
         .request(header.api_key, failed || over.is_some());
     response
+}
+
+/// Holds a request back for its quota's wait.
+async fn hold(throttle: Option<Throttle>) {
+    if let Some(t) = throttle.filter(|t| !t.wait.is_zero()) {
+        glommio::timer::sleep(t.wait).await;
+    }
+}
+
+/// The throttle time to answer with, now.
+fn throttle_ms(throttle: Option<Throttle>) -> u32 {
+    throttle.map_or(0, |t| {
+        let left = t.time_at(Instant::now());
+        u32::try_from(left.as_millis()).unwrap_or(u32::MAX)
+    })
 }
 
 /// The response frame for `body` and `payload`, or, when it would exceed `frame_max`, an

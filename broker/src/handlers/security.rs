@@ -2,6 +2,9 @@
 //! snapshot (changes go to the controller, `authz::admin`).
 
 use quiver_proto::api::acl::{DescribeAclsRequest, DescribeAclsResponse};
+use quiver_proto::api::quota::{
+    DescribeClientQuotasRequest, DescribeClientQuotasResponse, QuotaDescribeEntry, QuotaValue,
+};
 use quiver_proto::api::user::{
     DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse,
     DescribeUserScramCredentialsResult, ScramCredentialInfo,
@@ -95,6 +98,85 @@ pub(super) fn describe_users(
     };
     DescribeUserScramCredentialsResponse {
         results,
+        ..Default::default()
+    }
+}
+
+/// DescribeClientQuotas: DescribeConfigs on the cluster (as Kafka); the entities the filter
+/// matches (each component's part: 0 the name given, 1 the default, 2 any; `strict`: no other
+/// parts).
+pub(super) fn describe_quotas(
+    shard: &Shard,
+    req: DescribeClientQuotasRequest,
+    access: &Access,
+) -> DescribeClientQuotasResponse {
+    use crate::security::quota::{entity_parts, EntityName, QuotaEntity};
+    if !access.cluster(Operation::DescribeConfigs) {
+        shard.metrics.denied();
+        return DescribeClientQuotasResponse {
+            error_code: ErrorCode::ClusterAuthorizationFailed,
+            error_message: Some(format!(
+                "{} may not describe quotas (DescribeConfigs on the cluster)",
+                access.principal()
+            )),
+            ..Default::default()
+        };
+    }
+    for c in &req.components {
+        let bad_type = c.entity_type != "user" && c.entity_type != "client-id";
+        if bad_type || c.match_type > 2 || (c.match_type == 0 && c.name.is_none()) {
+            return DescribeClientQuotasResponse {
+                error_code: ErrorCode::InvalidRequest,
+                error_message: Some(format!(
+                    "filter component '{}' (match type {}) is not valid",
+                    c.entity_type, c.match_type
+                )),
+                ..Default::default()
+            };
+        }
+    }
+    let part = |e: &QuotaEntity, kind: &str| -> Option<EntityName> {
+        match kind {
+            "user" => e.user.clone(),
+            _ => e.client_id.clone(),
+        }
+    };
+    let matches = |e: &QuotaEntity| {
+        let each = req
+            .components
+            .iter()
+            .all(|c| match (c.match_type, part(e, &c.entity_type)) {
+                (0, Some(EntityName::Name(n))) => c.name.as_deref() == Some(n.as_str()),
+                (1, Some(EntityName::Default)) => true,
+                (2, Some(_)) => true,
+                _ => false,
+            });
+        let named = |kind: &str| req.components.iter().any(|c| c.entity_type == kind);
+        let strict_ok = !req.strict
+            || ((e.user.is_none() || named("user"))
+                && (e.client_id.is_none() || named("client-id")));
+        each && strict_ok
+    };
+    let snapshot = shard.snapshot();
+    let entries = snapshot
+        .security
+        .quotas
+        .iter()
+        .filter(|q| matches(&q.entity))
+        .map(|q| QuotaDescribeEntry {
+            entity: entity_parts(&q.entity),
+            values: q
+                .values
+                .iter()
+                .map(|(k, v)| QuotaValue {
+                    key: k.clone(),
+                    value: *v,
+                })
+                .collect(),
+        })
+        .collect();
+    DescribeClientQuotasResponse {
+        entries,
         ..Default::default()
     }
 }

@@ -50,6 +50,8 @@ pub struct Shard {
     pub config: Arc<Config>,
     /// Authentication and authorization settings (from `config`).
     pub security: Arc<crate::security::SecurityConfig>,
+    /// Client quotas' buckets, shared by every shard.
+    pub quota_buckets: Arc<crate::security::quota::Buckets>,
     pub metrics: Arc<Metrics>,
     pub shutdown: ShutdownFlag,
     snapshot: RefCell<Arc<Snapshot>>,
@@ -88,6 +90,7 @@ pub struct ShardInit {
     pub shard_count: usize,
     pub config: Arc<Config>,
     pub security: Arc<crate::security::SecurityConfig>,
+    pub quota_buckets: Arc<crate::security::quota::Buckets>,
     pub metrics: Arc<Metrics>,
     pub shutdown: ShutdownFlag,
     pub snapshot: Arc<Snapshot>,
@@ -105,6 +108,7 @@ impl Shard {
             id: init.id,
             config: init.config,
             security: init.security,
+            quota_buckets: init.quota_buckets,
             metrics: init.metrics,
             shutdown: init.shutdown,
             snapshot: RefCell::new(init.snapshot),

@@ -113,6 +113,7 @@ impl SecurityConfig {
 pub struct SecurityState {
     pub users: BTreeMap<String, BTreeMap<String, StoredCredential>>,
     pub acls: AclIndex,
+    pub quotas: Vec<quota::QuotaConfig>,
 }
 
 impl SecurityState {

@@ -42,6 +42,79 @@ pub struct QuotaConfig {
 /// Most quota entities the metadata holds.
 pub const QUOTAS_MAX: usize = 10_000;
 
+/// Checks a change of `entity`'s quotas: an entity of a user, a client id or both, names of
+/// at most 255 bytes, known keys, rates of at least 1 byte/s.
+pub fn check_change(
+    entity: &QuotaEntity,
+    set: &BTreeMap<String, u64>,
+    remove: &[String],
+) -> Result<(), String> {
+    if entity.user.is_none() && entity.client_id.is_none() {
+        return Err("a quota entity names a user, a client id, or both".into());
+    }
+    for part in [&entity.user, &entity.client_id].into_iter().flatten() {
+        if let EntityName::Name(n) = part {
+            if n.is_empty() || n.len() > 255 {
+                return Err("an entity name has 1 to 255 bytes".into());
+            }
+        }
+    }
+    for k in set.keys().chain(remove) {
+        if !KEYS.contains(&k.as_str()) {
+            return Err(format!(
+                "quota '{k}' is not one of {} (request_percentage is not enforced by this broker)",
+                KEYS.join(", ")
+            ));
+        }
+    }
+    if let Some((k, _)) = set.iter().find(|(_, v)| **v == 0) {
+        return Err(format!("quota '{k}' must be at least 1 byte per second"));
+    }
+    Ok(())
+}
+
+/// An entity from the wire's parts: `user` and `client-id` at most once each (`None` name: the
+/// default).
+pub fn entity_from_parts(
+    parts: &[quiver_proto::api::quota::QuotaEntityPart],
+) -> Result<QuotaEntity, String> {
+    let mut entity = QuotaEntity {
+        user: None,
+        client_id: None,
+    };
+    for p in parts {
+        let slot = match p.entity_type.as_str() {
+            "user" => &mut entity.user,
+            "client-id" => &mut entity.client_id,
+            other => return Err(format!("entity type '{other}' is not user or client-id")),
+        };
+        if slot.is_some() {
+            return Err(format!("entity type '{}' is given twice", p.entity_type));
+        }
+        *slot = Some(match &p.entity_name {
+            Some(n) => EntityName::Name(n.clone()),
+            None => EntityName::Default,
+        });
+    }
+    Ok(entity)
+}
+
+/// The wire's parts of an entity.
+pub fn entity_parts(e: &QuotaEntity) -> Vec<quiver_proto::api::quota::QuotaEntityPart> {
+    let part = |kind: &str, n: &EntityName| quiver_proto::api::quota::QuotaEntityPart {
+        entity_type: kind.to_string(),
+        entity_name: match n {
+            EntityName::Default => None,
+            EntityName::Name(s) => Some(s.clone()),
+        },
+    };
+    e.user
+        .iter()
+        .map(|n| part("user", n))
+        .chain(e.client_id.iter().map(|n| part("client-id", n)))
+        .collect()
+}
+
 /// Who shares one bucket: the names of the matched entity's parts (`None`: the part is not in
 /// the matched entity).
 pub type HolderKey = (Option<String>, Option<String>);
@@ -102,12 +175,38 @@ const BUCKETS_MAX: usize = 100_000;
 
 impl Bucket {
     /// Charges `bytes` at `rate` bytes/s; returns how long the request must wait.
-    fn charge(&mut self, now: Instant, bytes: u64, rate: u64) -> Duration {
+    fn charge(&mut self, now: Instant, bytes: u64, rate: u64) -> Throttle {
         let start = self.free_at.max(now);
         let wait = start - now;
         let cost = Duration::from_secs_f64(bytes as f64 / rate.max(1) as f64);
         self.free_at = start + cost.min(Duration::from_secs(3600));
-        wait.min(THROTTLE_MAX)
+        Throttle {
+            wait: wait.min(THROTTLE_MAX),
+            free_at: self.free_at,
+        }
+    }
+}
+
+/// A charged request's throttle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Throttle {
+    /// How long the request is held back before it is served.
+    pub wait: Duration,
+    /// When the holder's bucket has drained what it was charged, this request included: the
+    /// `throttle_time_ms` to answer with is the time from the answer until then, so that a
+    /// client waiting that long before its next request is not held back again (and one that
+    /// waited only for the answer, as the hold already made it, is not penalised twice).
+    pub free_at: Instant,
+}
+
+impl Throttle {
+    pub const NONE: Option<Throttle> = None;
+
+    /// The throttle time to answer with at `now`, capped at [`THROTTLE_MAX`].
+    pub fn time_at(&self, now: Instant) -> Duration {
+        self.free_at
+            .saturating_duration_since(now)
+            .min(THROTTLE_MAX)
     }
 }
 
@@ -125,7 +224,7 @@ pub struct Buckets {
 }
 
 impl Buckets {
-    /// Charges `bytes` to `holder`'s bucket for `what` at `rate`; the wait.
+    /// Charges `bytes` to `holder`'s bucket for `what` at `rate`.
     pub fn charge(
         &self,
         what: Charge,
@@ -133,7 +232,7 @@ impl Buckets {
         now: Instant,
         bytes: u64,
         rate: u64,
-    ) -> Duration {
+    ) -> Throttle {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= BUCKETS_MAX {
             let idle = now.checked_sub(Duration::from_secs(60)).unwrap_or(now);
@@ -212,22 +311,20 @@ mod tests {
         let holder = (Some("u".to_string()), None);
         // 10 requests of 100 KB sent at once at 100 KB/s: the k-th waits k seconds.
         for k in 0..10u64 {
-            let wait = buckets.charge(Charge::Produce, holder.clone(), t0, 100_000, 100_000);
-            assert_eq!(wait, Duration::from_secs(k));
+            let t = buckets.charge(Charge::Produce, holder.clone(), t0, 100_000, 100_000);
+            assert_eq!(t.wait, Duration::from_secs(k));
+            // Answered once held: the client is asked to wait for its own bytes' second.
+            assert_eq!(t.time_at(t0 + t.wait), Duration::from_secs(1));
         }
-        // Waiting them out, a request at the rate waits nothing more than its own turn.
+        // Waiting them out, a request at the rate waits nothing.
         let later = t0 + Duration::from_secs(10);
+        let t = buckets.charge(Charge::Produce, holder.clone(), later, 100_000, 100_000);
+        assert_eq!(t.wait, Duration::ZERO);
+        // Fetch is another bucket; the wait and the throttle time are capped.
+        let t = buckets.charge(Charge::Fetch, holder.clone(), t0, 1 << 40, 1);
+        assert_eq!((t.wait, t.time_at(t0)), (Duration::ZERO, THROTTLE_MAX));
         assert_eq!(
-            buckets.charge(Charge::Produce, holder.clone(), later, 100_000, 100_000),
-            Duration::ZERO
-        );
-        // Fetch is another bucket; the wait is capped.
-        assert_eq!(
-            buckets.charge(Charge::Fetch, holder.clone(), t0, 1 << 40, 1),
-            Duration::ZERO
-        );
-        assert_eq!(
-            buckets.charge(Charge::Fetch, holder, t0, 1, 1),
+            buckets.charge(Charge::Fetch, holder, t0, 1, 1).wait,
             THROTTLE_MAX
         );
     }

@@ -24,6 +24,8 @@ pub struct ConnAuth {
     pub principal: Option<std::rc::Rc<str>>,
     /// The principal came from a certificate that names a broker of this cluster.
     pub broker: bool,
+    /// The application's client id, as its ApiVersions said (quotas, logs).
+    pub client_id: Option<std::rc::Rc<str>>,
     stage: Stage,
 }
 

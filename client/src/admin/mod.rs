@@ -22,11 +22,15 @@ use crate::record::TopicPartition;
 mod acls;
 mod groups;
 mod quorum;
+mod quotas;
 mod replicas;
 mod users;
 
 pub use groups::{GroupDescription, GroupListing, GroupMember, GroupOffset, GroupState};
 pub use quorum::{QuorumDescription, RegisteredBroker, VoterDescription};
+pub use quotas::{
+    QuotaDescription, QuotaEntity, QuotaName, CONSUMER_BYTE_RATE, PRODUCER_BYTE_RATE,
+};
 pub use replicas::FollowerProgress;
 pub use users::{ScramCredential, UserDescription};
 

@@ -815,6 +815,17 @@ impl Client {
         )
         .await
         .map_err(|e| self.at(key, node, e))?;
+        // Each connection says which application it serves (Kafka's client.id), which the
+        // broker keeps for the connection: client-id quotas apply to it.
+        let hello = ApiVersionsRequest {
+            client_software_name: "quiver-rust".into(),
+            client_software_version: env!("CARGO_PKG_VERSION").into(),
+            client_id: Some(self.inner.config.client_id.clone()),
+        };
+        if let Err(e) = self.call_on(&conn, key, &hello, Vec::new()).await {
+            conn.close("handshake failed");
+            return Err(e);
+        }
         if let Some(credentials) = &self.inner.config.sasl {
             // Before the connection is shared: no other request may go ahead of the exchange.
             let new = NewConnection {

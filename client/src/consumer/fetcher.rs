@@ -251,10 +251,19 @@ async fn fetch_task(
         topics,
         rack_id: None,
     };
-    let result = client
+    let answer = client
         .call_broker::<FetchRequest>(broker, &req, Vec::new())
-        .await
-        .and_then(|(resp, payload)| decode_fetch(&resp, &payload, &asked, &names));
+        .await;
+    let throttle = match &answer {
+        Ok((resp, _)) => std::time::Duration::from_millis(u64::from(resp.throttle_time_ms)),
+        Err(_) => std::time::Duration::ZERO,
+    };
+    let result = answer.and_then(|(resp, payload)| decode_fetch(&resp, &payload, &asked, &names));
+    if !throttle.is_zero() {
+        // Over a quota: this broker's next fetch waits as long as the broker asked (the task
+        // ends, and with it the broker's turn, only then).
+        tokio::time::sleep(throttle).await;
+    }
     FetchDone {
         broker,
         asked,

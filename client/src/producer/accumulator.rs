@@ -73,6 +73,8 @@ pub(super) struct State {
     pub(super) topics: FxHashMap<String, Interned>,
     pub(super) queues: FxHashMap<PartKey, Pipeline>,
     pub(super) in_flight: HashMap<Node, usize>,
+    /// Brokers that asked (`throttle_time_ms`, a quota) for no request before this time.
+    pub(super) throttled_until: HashMap<Node, std::time::Instant>,
     /// Ids of batches not yet completed (flush waits for the ones below its mark).
     pub(super) outstanding: BTreeSet<u64>,
     pub(super) next_batch_id: u64,

@@ -206,6 +206,13 @@ fn collect(shared: &Arc<Shared>, now: Instant) -> (Vec<Draft>, Option<Instant>, 
                 wake_at(now + config.retry_backoff);
                 continue;
             };
+            // A broker that throttled this client (a quota) gets nothing until it said.
+            if let Some(&until) = state.throttled_until.get(&leader) {
+                if until > now {
+                    wake_at(until);
+                    continue;
+                }
+            }
             let in_flight = state.in_flight.get(&leader).copied().unwrap_or(0);
             let draft = drafts.entry(leader).or_insert((0, Vec::new(), Vec::new()));
             if draft.1.is_empty() && in_flight >= config.max_in_flight_per_broker {
@@ -382,6 +389,15 @@ async fn send_request(shared: Arc<Shared>, draft: Draft) {
     };
 
     let now = Instant::now();
+    if let Ok(Some(resp)) = &answer {
+        if resp.throttle_time_ms > 0 {
+            // The broker held this request back for a quota and asks for no more until then
+            // (Kafka's KIP-219): honoured, rather than piling requests up at the broker.
+            let until = now + Duration::from_millis(u64::from(resp.throttle_time_ms));
+            let mut st = shared.state.lock().expect("not poisoned");
+            st.throttled_until.insert(broker, until);
+        }
+    }
     let took = now.duration_since(sent_at);
     if took > Duration::from_secs(1) {
         tracing::debug!(broker = %broker, request_bytes, partitions, took_ms = took.as_millis() as u64, "slow produce request");

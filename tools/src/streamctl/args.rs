@@ -128,6 +128,68 @@ pub enum Command {
     /// Add, remove and list access control lists (ACLs).
     #[command(subcommand)]
     Acl(AclCommand),
+    /// Set, remove and list client quotas (byte rates per user and client id).
+    #[command(subcommand)]
+    Quota(QuotaCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QuotaCommand {
+    /// Set an entity's quotas (bytes per second).
+    #[command(after_help = QUOTA_HELP)]
+    Set {
+        #[command(flatten)]
+        entity: QuotaEntityArgs,
+        /// Bytes per second the entity may produce.
+        #[arg(long)]
+        producer_byte_rate: Option<u64>,
+        /// Bytes per second the entity may fetch.
+        #[arg(long)]
+        consumer_byte_rate: Option<u64>,
+    },
+    /// Remove an entity's quotas (both, or those named).
+    Remove {
+        #[command(flatten)]
+        entity: QuotaEntityArgs,
+        /// Remove only the producer byte rate.
+        #[arg(long)]
+        producer_byte_rate: bool,
+        /// Remove only the consumer byte rate.
+        #[arg(long)]
+        consumer_byte_rate: bool,
+    },
+    /// List every entity's quotas.
+    List {
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+}
+
+pub const QUOTA_HELP: &str = "\
+An entity is a user (--user-name NAME, or --user-default for every user without a quota of
+its own), a client id (--client-id ID, or --client-default), or both. Brokers apply the most
+specific one, in Kafka's order; each user (or client) matched by a default has its own budget.
+
+Examples:
+  streamctl quota set --user-name alice --producer-byte-rate 1048576
+  streamctl quota set --user-default --consumer-byte-rate 10485760
+  streamctl quota remove --user-name alice
+  streamctl quota list";
+
+#[derive(Args, Debug)]
+pub struct QuotaEntityArgs {
+    /// The user the quota is for (the principal's name without User:).
+    #[arg(long, conflicts_with = "user_default")]
+    pub user_name: Option<String>,
+    /// The default for every user without a quota of its own.
+    #[arg(long)]
+    pub user_default: bool,
+    /// The client id the quota is for.
+    #[arg(long, conflicts_with = "client_default")]
+    pub client_id: Option<String>,
+    /// The default for every client id without a quota of its own.
+    #[arg(long)]
+    pub client_default: bool,
 }
 
 #[derive(Subcommand, Debug)]

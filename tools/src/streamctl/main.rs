@@ -24,6 +24,7 @@ mod group;
 mod json;
 mod output;
 mod produce;
+mod quota;
 mod start;
 mod text;
 mod topic;
@@ -133,6 +134,7 @@ async fn run(cli: Cli) -> CliResult<Exit> {
         Command::Group(g) => success(group(&client, g).await),
         Command::User(u) => success(user(&client, u).await),
         Command::Acl(a) => success(acl(&client, a).await),
+        Command::Quota(q) => success(quota::quota(&client, q).await),
     };
     client.close().await;
     result

@@ -16,8 +16,12 @@ use quiver_proto::ErrorCode;
 use super::{Controller, ItemResult};
 use crate::cluster::meta::MetadataCommand;
 use crate::security::acl::Acl;
+use crate::security::quota;
 use crate::security::users::{check_user_name, StoredCredential};
 use crate::security::wire;
+use quiver_proto::api::quota::{
+    AlterClientQuotasRequest, AlterClientQuotasResponse, QuotaAlterEntry, QuotaAlterResult,
+};
 
 impl Controller {
     /// Each valid binding is added (all of them in one metadata command); an invalid one is
@@ -179,6 +183,55 @@ impl Controller {
             results,
         }
     }
+}
+
+impl Controller {
+    /// Each entry's changes are checked and made as one metadata command.
+    pub(super) async fn alter_quotas(
+        &self,
+        r: AlterClientQuotasRequest,
+    ) -> AlterClientQuotasResponse {
+        let mut entries = Vec::with_capacity(r.entries.len());
+        for e in &r.entries {
+            let outcome = match quota_change(e) {
+                Err(why) => Err((ErrorCode::InvalidRequest, why)),
+                Ok(_) if r.validate_only => Ok(()),
+                Ok(cmd) => self.submit(cmd).await.map(|_| ()),
+            };
+            let (error_code, error_message) = match outcome {
+                Ok(()) => (ErrorCode::None, None),
+                Err((c, m)) => (c, Some(m)),
+            };
+            entries.push(QuotaAlterResult {
+                error_code,
+                error_message,
+                entity: e.entity.clone(),
+            });
+        }
+        AlterClientQuotasResponse {
+            throttle_time_ms: 0,
+            entries,
+        }
+    }
+}
+
+fn quota_change(e: &QuotaAlterEntry) -> Result<MetadataCommand, String> {
+    let entity = quota::entity_from_parts(&e.entity)?;
+    let mut set = std::collections::BTreeMap::new();
+    let mut remove = Vec::new();
+    for op in &e.ops {
+        if op.remove {
+            remove.push(op.key.clone());
+        } else {
+            set.insert(op.key.clone(), op.value);
+        }
+    }
+    quota::check_change(&entity, &set, &remove)?;
+    Ok(MetadataCommand::AlterQuotas {
+        entity,
+        set,
+        remove,
+    })
 }
 
 fn mechanism(name: &str) -> ItemResult<Mechanism> {
