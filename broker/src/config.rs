@@ -316,6 +316,13 @@ pub struct Cli {
     #[arg(long)]
     pub print_default_config: bool,
 
+    /// Issue a client certificate with this common name from the development CA (the one in
+    /// dev_ca_dir, else <data_dir>/tls; made if missing), write NAME.pem and NAME.key (0600)
+    /// to the current directory, and exit. For mutual TLS in development: a broker with
+    /// tls_client_ca set to that CA's ca.pem knows the client as User:NAME.
+    #[arg(long, value_name = "NAME")]
+    pub issue_client_cert: Option<String>,
+
     #[command(flatten)]
     pub overrides: Overrides,
 }

@@ -110,6 +110,50 @@ pub fn names_broker(identity: Option<&quiver_net::PeerIdentity>, id: u32) -> boo
     identity.is_some_and(|i| i.dns_names.contains(&name))
 }
 
+/// `streamd --issue-client-cert NAME`: a client certificate for `name` from the development
+/// CA (`dev_ca_dir`, else `<data_dir>/tls`, made if missing), written to `NAME.pem` and
+/// `NAME.key` (0600) in the current directory. Returns the two paths.
+pub fn issue_client_cert(
+    config: &crate::config::Config,
+    name: &str,
+) -> Result<(PathBuf, PathBuf), String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(format!(
+            "'{name}' is not a certificate name streamd issues (letters, digits, '-', '_', '.')"
+        ));
+    }
+    let certs = if config.dev_ca_dir.as_os_str().is_empty() {
+        quiver_net::tls::ensure_dev_certs(&config.data_dir)
+    } else {
+        quiver_net::tls::ensure_dev_certs_shared(&config.data_dir, &config.dev_ca_dir, &[])
+    }
+    .map_err(|e| format!("the development CA: {e}"))?;
+    let (cert, key) = quiver_net::tls::issue_dev_client_cert(&certs, name)
+        .map_err(|e| format!("issuing a certificate for {name}: {e}"))?;
+    let cert_path = PathBuf::from(format!("{name}.pem"));
+    let key_path = PathBuf::from(format!("{name}.key"));
+    let write = |path: &Path, text: &str, mode: u32| -> Result<(), String> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        f.write_all(text.as_bytes())
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    write(&cert_path, &cert, 0o644)?;
+    write(&key_path, &key, 0o600)?;
+    Ok((cert_path, key_path))
+}
+
 /// The broker a certificate names (a `quiver-broker-<id>` DNS name), if any.
 pub fn broker_named(identity: &quiver_net::PeerIdentity) -> Option<u32> {
     let prefix = broker_name(0);

@@ -6,6 +6,7 @@ fn main() {
         print!("{}", Config::default_toml());
         return;
     }
+    let issue = cli.issue_client_cert.clone();
     let config = match Config::load(cli) {
         Ok(c) => c,
         Err(e) => {
@@ -13,6 +14,18 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(name) = issue {
+        match quiver_broker::identity::issue_client_cert(&config, &name) {
+            Ok((cert, key)) => {
+                println!("{}\n{}", cert.display(), key.display());
+                return;
+            }
+            Err(e) => {
+                eprintln!("streamd: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     init_logging(&config);
     quiver_broker::process::exit_on_panic();
     if let Err(e) = quiver_broker::run::run(config) {
