@@ -39,6 +39,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "tests"
 cargo test --workspace --locked
 
+step "the hostile clients again, against a broker whose ACL authorizer is on"
+QUIVER_HOSTILE_AUTHORIZER=1 cargo test --locked -p quiver-broker --test hostile
+
 disk
 
 step "fault suite, bounded (three fixed seeds, 60 s each; fails on any anomaly)"

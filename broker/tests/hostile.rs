@@ -18,6 +18,17 @@ use quiver_proto::{ErrorCode, Offset, PartitionId, TimestampMs};
 use quiver_testkit::hostile::{records_section, request, Forged, Hostile};
 use quiver_testkit::*;
 
+/// A broker for one test: with `QUIVER_HOSTILE_AUTHORIZER` set (scripts/test.sh runs this file
+/// a second time so), one whose ACL authorizer is on and whose ACLs allow everyone everything:
+/// every hostile request then also goes through authorization.
+async fn broker(extra: &[&str]) -> Broker {
+    if std::env::var_os("QUIVER_HOSTILE_AUTHORIZER").is_some() {
+        Broker::start_authorized(extra).await
+    } else {
+        Broker::start(extra)
+    }
+}
+
 fn one_batch(records: u32, value_len: usize) -> Bytes {
     let mut b = BatchBuilder::new(Compression::None);
     for _ in 0..records {
@@ -80,7 +91,7 @@ async fn end_offset(client: &quiver_client::Client, topic: &str, partition: u32)
 /// refused before anything is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_produce_naming_one_batch_many_times_is_refused_and_writes_nothing() {
-    let broker = Broker::start(&[]);
+    let broker = broker(&[]).await;
     let client = broker.client().await;
     assert_eq!(create_topic(&client, "t", 100, &[]).await, ErrorCode::None);
     let h = Hostile::connect(&broker).await;
@@ -147,7 +158,7 @@ async fn a_produce_naming_one_batch_many_times_is_refused_and_writes_nothing() {
 /// answer exceeds the frame limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_answers_stay_within_the_broker_limits() {
-    let broker = Broker::start(&["--fetch-max-bytes", "8388608"]);
+    let broker = broker(&["--fetch-max-bytes", "8388608"]).await;
     let client = broker.client().await;
     assert_eq!(create_topic(&client, "big", 1, &[]).await, ErrorCode::None);
     // About 24 MB in 4 MB batches.
@@ -182,7 +193,7 @@ async fn fetch_answers_stay_within_the_broker_limits() {
 /// refused; DescribeConfigs repeating a resource is refused. None allocates in proportion.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_names_in_metadata_and_describe_configs_are_bounded() {
-    let broker = Broker::start(&[]);
+    let broker = broker(&[]).await;
     let client = broker.client().await;
     assert_eq!(create_topic(&client, "m", 3, &[]).await, ErrorCode::None);
     let h = Hostile::connect(&broker).await;
@@ -222,7 +233,7 @@ async fn repeated_names_in_metadata_and_describe_configs_are_bounded() {
 /// name repeated every broker setting, so a 100 KB request drew a 10 MB answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describe_configs_of_broker_resources_is_not_amplified() {
-    let broker = Broker::start(&[]);
+    let broker = broker(&[]).await;
     let h = Hostile::connect(&broker).await;
     let req = DescribeConfigsRequest {
         resources: (0..4_000)
@@ -265,7 +276,7 @@ async fn describe_configs_of_broker_resources_is_not_amplified() {
 /// valid CRC, so no consumer ever meets a stored batch it cannot decode.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_whose_records_lie_are_refused_at_produce() {
-    let broker = Broker::start(&[]);
+    let broker = broker(&[]).await;
     let client = broker.client().await;
     assert_eq!(create_topic(&client, "lies", 1, &[]).await, ErrorCode::None);
     let h = Hostile::connect(&broker).await;
@@ -337,7 +348,7 @@ async fn batches_whose_records_lie_are_refused_at_produce() {
 /// Clients may not write, grow or reconfigure internal (`__`) topics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_topics_are_not_written_grown_or_altered_by_clients() {
-    let broker = Broker::start(&[]);
+    let broker = broker(&[]).await;
     let client = broker.client().await;
     let h = Hostile::connect(&broker).await;
     let batch = one_batch(1, 10);
@@ -411,7 +422,7 @@ async fn internal_topics_are_not_written_grown_or_altered_by_clients() {
 /// flood of invented ids changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invented_producer_ids_are_refused() {
-    let broker = Broker::start(&[]);
+    let broker = broker(&[]).await;
     let client = broker.client().await;
     assert_eq!(create_topic(&client, "pids", 1, &[]).await, ErrorCode::None);
     let h = Hostile::connect(&broker).await;
@@ -449,7 +460,7 @@ async fn invented_producer_ids_are_refused() {
 /// budget was released at once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_zero_is_answered_after_its_appends() {
-    let broker = Broker::start(&[]);
+    let broker = broker(&[]).await;
     let client = broker.client().await;
     assert_eq!(create_topic(&client, "a0", 1, &[]).await, ErrorCode::None);
     let h = Hostile::connect(&broker).await;
@@ -479,7 +490,7 @@ async fn acks_zero_is_answered_after_its_appends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_partition_cap_refuses_growth_with_a_clear_error() {
     // 16 partitions are the offsets topic's.
-    let broker = Broker::start(&["--max-partitions", "40"]);
+    let broker = broker(&["--max-partitions", "40"]).await;
     let client = broker.client().await;
     let admin = quiver_client::Admin::new(client.clone());
     let err = admin

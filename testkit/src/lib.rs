@@ -63,6 +63,64 @@ impl Broker {
         b
     }
 
+    /// Starts streamd with `extra` flags and the ACL authorizer on, where ACLs (not a super
+    /// user) allow every principal everything: `User:*` may do All on every topic (`*`), every
+    /// group (`*`) and the cluster. Each request then goes through the ACL decision, as it
+    /// does on a secured broker. The ACLs are made on a first start with `User:ANONYMOUS` as a
+    /// super user; the broker is then restarted without it.
+    pub async fn start_authorized(extra: &[&str]) -> Broker {
+        use quiver_client::{
+            AclBinding, AclOperation, AclPatternType, AclPermission, AclResourceType, Admin,
+        };
+        let first: Vec<&str> = extra
+            .iter()
+            .copied()
+            .chain(["--authorizer", "true", "--super-users", "User:ANONYMOUS"])
+            .collect();
+        let mut b = Broker::start(&first);
+        let bind = |resource_type, name: &str| AclBinding {
+            resource_type,
+            resource_name: name.into(),
+            pattern_type: AclPatternType::Literal,
+            principal: "User:*".into(),
+            host: "*".into(),
+            operation: AclOperation::All,
+            permission: AclPermission::Allow,
+        };
+        Admin::new(b.client().await)
+            .create_acls(vec![
+                bind(AclResourceType::Topic, "*"),
+                bind(AclResourceType::Group, "*"),
+                bind(AclResourceType::Cluster, "kafka-cluster"),
+            ])
+            .await
+            .expect("ACLs made");
+        b.terminate();
+        b.args = extra
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["--authorizer".to_string(), "true".to_string()])
+            .collect();
+        b.restart();
+        // Really on, and without the super user.
+        let admin = Admin::new(b.client().await);
+        let configs = admin
+            .describe_configs(quiver_client::ConfigResource::Broker(
+                quiver_proto::BrokerId(1),
+            ))
+            .await
+            .expect("broker configs");
+        let value = |name: &str| {
+            configs
+                .iter()
+                .find(|c| c.name == name)
+                .and_then(|c| c.value.clone())
+        };
+        assert_eq!(value("authorizer").as_deref(), Some("true"));
+        assert_eq!(value("super_users").as_deref(), Some(""));
+        b
+    }
+
     /// A broker in a fresh temporary directory, not started yet (`spawn` or `try_spawn` it).
     pub fn unstarted(extra: &[&str]) -> Broker {
         let temp = tempfile::tempdir().expect("temp dir");
