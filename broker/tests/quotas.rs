@@ -217,7 +217,7 @@ async fn quotas_are_set_listed_and_removed_and_bad_ones_refused() {
     assert!(listed.iter().all(|q| q.entity != alice), "{listed:?}");
     // Refused: an unknown key, a zero rate; nothing changes.
     for bad in [
-        ("request_percentage", Some(50)),
+        ("producer_rate", Some(50)),
         (PRODUCER_BYTE_RATE, Some(0)),
         ("nonsense", Some(1)),
     ] {
@@ -225,4 +225,49 @@ async fn quotas_are_set_listed_and_removed_and_bad_ones_refused() {
         assert_eq!(e.code(), Some(ErrorCode::InvalidRequest), "{bad:?}: {e}");
     }
     assert_eq!(admin.describe_quotas().await.unwrap().len(), 1);
+}
+
+/// Metadata requests back to back, for `span`: how many were answered, and the largest
+/// throttle time among them.
+async fn metadata_flat_out(client: &Client, span: Duration) -> (u32, u32) {
+    use quiver_proto::api::metadata::MetadataRequest;
+    let start = Instant::now();
+    let (mut answered, mut throttled) = (0, 0);
+    while start.elapsed() < span {
+        let req = MetadataRequest {
+            topics: None,
+            allow_auto_topic_creation: false,
+        };
+        let (resp, _) = client.call_any(&req, Vec::new()).await.unwrap();
+        answered += 1;
+        throttled = throttled.max(resp.throttle_time_ms);
+    }
+    (answered, throttled)
+}
+
+#[tokio::test]
+async fn a_client_over_its_request_time_share_is_held_back() {
+    let b = Broker::start(&[]);
+    let admin = Admin::new(b.client().await);
+    // 100 topics make a Metadata answer cost the shard some time to build.
+    for i in 0..100 {
+        admin
+            .create_topic(NewTopic::new(format!("t{i}"), 1))
+            .await
+            .unwrap();
+    }
+    // 1% of a core: 10 ms of running time per second.
+    admin
+        .alter_quotas(&client_entity("busy"), &[("request_percentage", Some(1))])
+        .await
+        .unwrap();
+    let span = Duration::from_secs(3);
+    let (free, free_throttle) = metadata_flat_out(&client_as(&b, "idle").await, span).await;
+    let (busy, busy_throttle) = metadata_flat_out(&client_as(&b, "busy").await, span).await;
+    eprintln!(
+        "metadata requests in {span:?}: {free} unthrottled, {busy} at 1% of a core (throttle up to {busy_throttle} ms)"
+    );
+    assert_eq!(free_throttle, 0);
+    assert!(busy_throttle > 0, "never throttled");
+    assert!(busy * 3 < free, "{busy} throttled against {free} free");
 }

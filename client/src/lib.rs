@@ -88,7 +88,7 @@ pub use admin::{
     FollowerProgress, GroupDescription, GroupListing, GroupMember, GroupOffset, GroupState,
     NewTopic, PartitionDescription, QuorumDescription, QuotaDescription, QuotaEntity, QuotaName,
     RegisteredBroker, ScramCredential, TopicDescription, UserDescription, VoterDescription,
-    CONSUMER_BYTE_RATE, PRODUCER_BYTE_RATE,
+    CONSUMER_BYTE_RATE, PRODUCER_BYTE_RATE, REQUEST_PERCENTAGE,
 };
 pub use client::{
     BrokerInfo, Client, ClientConfig, ClusterView, Node, PartitionInfo, SaslCredentials, TopicInfo,

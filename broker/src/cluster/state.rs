@@ -153,6 +153,10 @@ impl Snapshot {
                 users: state.scram.clone(),
                 acls: crate::security::acl::AclIndex::new(&state.acls),
                 quotas: state.quotas.clone(),
+                request_time_quotas: state.quotas.iter().any(|q| {
+                    q.values
+                        .contains_key(crate::security::quota::REQUEST_PERCENTAGE)
+                }),
             }),
         })
     }

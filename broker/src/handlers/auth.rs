@@ -152,11 +152,21 @@ pub(super) fn throttle(
     let key = match what {
         Charge::Produce => quota::PRODUCER_BYTE_RATE,
         Charge::Fetch => quota::CONSUMER_BYTE_RATE,
+        Charge::RequestTime => quota::REQUEST_PERCENTAGE,
     };
     let (rate, holder) = quota::resolve(quotas, user, &client_id, key)?;
+    let rate = match what {
+        Charge::RequestTime => rate.saturating_mul(quota::MICROS_PER_PERCENT),
+        _ => rate,
+    };
     Some(
         shard
             .quota_buckets
             .charge(what, holder, std::time::Instant::now(), bytes, rate),
     )
+}
+
+/// Whether any request-time quota is set (then requests' running time is measured).
+pub(super) fn request_time_quota(shard: &Shard) -> bool {
+    shard.snapshot().security.request_time_quotas
 }

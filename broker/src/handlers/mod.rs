@@ -124,13 +124,64 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
             ),
         );
     }
+    // With a request-time quota in force (`request_percentage`), the time the request's own
+    // task runs on this shard is measured and charged.
+    let timed = auth::request_time_quota(shard);
+    let served = dispatch(shard, &req, request, &access);
+    let (served, busy) = if timed {
+        Timed::new(served).await
+    } else {
+        (served.await, std::time::Duration::ZERO)
+    };
+    let mut answer = match served {
+        Ok(a) => a,
+        Err(response) => return response,
+    };
+    if timed {
+        let micros = busy.as_micros().min(u128::from(u64::MAX)) as u64;
+        let throttle = auth::throttle(shard, &req, &access, Charge::RequestTime, micros);
+        hold(throttle).await;
+        set_throttle(&mut answer.body, throttle_ms(throttle));
+    }
+    let elapsed = started.elapsed();
+    match api {
+        ApiKey::Produce => shard.metrics.produce_latency.record(elapsed),
+        ApiKey::Fetch => shard.metrics.fetch_latency.record(elapsed),
+        _ => {}
+    }
+    let failed = answer.failed;
+    let (response, over) = framed(
+        &header,
+        answer.body,
+        answer.payload,
+        shard.config.max_frame_bytes as usize,
+    );
+    if let Some(bytes) = over {
+        tracing::warn!(peer = %req.peer, api = %api, bytes, max = shard.config.max_frame_bytes, "response over the frame limit; answering with an error");
+    }
+    shard
+        .metrics
+        .request(header.api_key, failed || over.is_some());
+    response
+}
+
+/// The API's handler for a decoded request, authorized by `access`; `Err`: a refusal to send
+/// as it is.
+async fn dispatch(
+    shard: &Rc<Shard>,
+    req: &Request,
+    request: AnyRequest,
+    access: &Access,
+) -> Result<Answer, Response> {
+    let header = req.header;
+    let access = access.clone();
     let answer = match request {
         AnyRequest::ApiVersions(r) => {
-            auth::remember_client_id(&req, r.client_id);
+            auth::remember_client_id(req, r.client_id);
             Answer::ok(admin::api_versions(shard))
         }
         AnyRequest::SaslHandshake(r) => {
-            let resp = auth::sasl_handshake(shard, &req, &r);
+            let resp = auth::sasl_handshake(shard, req, &r);
             let failed = resp.error_code != ErrorCode::None;
             Answer {
                 body: resp.into(),
@@ -139,7 +190,7 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
             }
         }
         AnyRequest::SaslAuthenticate(r) => {
-            let resp = auth::sasl_authenticate(shard, &req, &r);
+            let resp = auth::sasl_authenticate(shard, req, &r);
             let failed = resp.error_code != ErrorCode::None;
             Answer {
                 body: resp.into(),
@@ -152,7 +203,7 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
             // Held back before it is appended, so a client that ignores the throttle time
             // gains nothing (`security::quota`).
             let bytes = req.payload.len() as u64;
-            let throttle = auth::throttle(shard, &req, &access, Charge::Produce, bytes);
+            let throttle = auth::throttle(shard, req, &access, Charge::Produce, bytes);
             hold(throttle).await;
             let mut answer = produce::handle(shard, r, req.payload.clone(), &access).await;
             if let AnyResponse::Produce(resp) = &mut answer.body {
@@ -165,7 +216,7 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
             // Charged what it carries, and its answer held back: the consumer's next fetch
             // comes no sooner.
             let bytes: u64 = answer.payload.iter().map(|b| b.len() as u64).sum();
-            let throttle = auth::throttle(shard, &req, &access, Charge::Fetch, bytes);
+            let throttle = auth::throttle(shard, req, &access, Charge::Fetch, bytes);
             hold(throttle).await;
             if let AnyResponse::Fetch(resp) = &mut answer.body {
                 resp.throttle_time_ms = throttle_ms(throttle);
@@ -272,7 +323,8 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
             replica::replica_fetch(shard, r, req.identity.as_deref()).await
         }
         AnyRequest::RaftMessage(r) => {
-            let resp = cluster::raft_message(shard, r, req.payload, req.identity.as_deref()).await;
+            let resp =
+                cluster::raft_message(shard, r, req.payload.clone(), req.identity.as_deref()).await;
             let failed = resp.error_code != ErrorCode::None;
             Answer {
                 body: resp.into(),
@@ -282,36 +334,86 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
         }
         other => {
             shard.metrics.request(header.api_key, true);
-            return error_response(
+            return Err(error_response(
                 &header,
                 ErrorCode::InvalidRequest,
                 &format!(
                     "{} is not served by this broker yet (see ApiVersions for what is)",
                     other.api().name()
                 ),
-            );
+            ));
         }
     };
-    let elapsed = started.elapsed();
-    match api {
-        ApiKey::Produce => shard.metrics.produce_latency.record(elapsed),
-        ApiKey::Fetch => shard.metrics.fetch_latency.record(elapsed),
-        _ => {}
+    Ok(answer)
+}
+
+/// A future, and the time spent polling it (its task's own running time on this shard).
+struct Timed<F: Future> {
+    inner: std::pin::Pin<Box<F>>,
+    busy: std::time::Duration,
+}
+
+impl<F: Future> Timed<F> {
+    fn new(inner: F) -> Timed<F> {
+        Timed {
+            inner: Box::pin(inner),
+            busy: std::time::Duration::ZERO,
+        }
     }
-    let failed = answer.failed;
-    let (response, over) = framed(
-        &header,
-        answer.body,
-        answer.payload,
-        shard.config.max_frame_bytes as usize,
+}
+
+impl<F: Future> Future for Timed<F> {
+    type Output = (F::Output, std::time::Duration);
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let started = Instant::now();
+        let polled = self.inner.as_mut().poll(cx);
+        self.busy += started.elapsed();
+        polled.map(|out| (out, self.busy))
+    }
+}
+
+/// Raises a response's `throttle_time_ms` to `ms` (a request-time quota's hold, beside a byte
+/// rate's).
+fn set_throttle(body: &mut AnyResponse, ms: u32) {
+    macro_rules! raise {
+        ($($api:ident),*) => {
+            match body {
+                $( AnyResponse::$api(r) => r.throttle_time_ms = r.throttle_time_ms.max(ms), )*
+                _ => {}
+            }
+        };
+    }
+    raise!(
+        Produce,
+        Fetch,
+        ListOffsets,
+        Metadata,
+        CreateTopics,
+        DeleteTopics,
+        CreatePartitions,
+        DescribeConfigs,
+        IncrementalAlterConfigs,
+        AlterPartitionReassignments,
+        InitProducerId,
+        FindCoordinator,
+        OffsetCommit,
+        OffsetFetch,
+        ListGroups,
+        DescribeGroups,
+        DeleteGroups,
+        DescribeCluster,
+        CreateAcls,
+        DescribeAcls,
+        DeleteAcls,
+        AlterClientQuotas,
+        DescribeClientQuotas,
+        DescribeUserScramCredentials,
+        AlterUserScramCredentials
     );
-    if let Some(bytes) = over {
-        tracing::warn!(peer = %req.peer, api = %api, bytes, max = shard.config.max_frame_bytes, "response over the frame limit; answering with an error");
-    }
-    shard
-        .metrics
-        .request(header.api_key, failed || over.is_some());
-    response
 }
 
 /// Holds a request back for its quota's wait.

@@ -114,6 +114,8 @@ pub struct SecurityState {
     pub users: BTreeMap<String, BTreeMap<String, StoredCredential>>,
     pub acls: AclIndex,
     pub quotas: Vec<quota::QuotaConfig>,
+    /// Some quota sets `request_percentage`: requests' running time is measured.
+    pub request_time_quotas: bool,
 }
 
 impl SecurityState {

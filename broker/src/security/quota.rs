@@ -14,8 +14,15 @@ use serde::{Deserialize, Serialize};
 
 pub const PRODUCER_BYTE_RATE: &str = "producer_byte_rate";
 pub const CONSUMER_BYTE_RATE: &str = "consumer_byte_rate";
+/// Percent of one core's time the requests may take (Kafka's request_percentage): 100 is
+/// one second of running time per second. A request's time is what its own task runs on the
+/// shard that received it (decoding, checks, building the answer; work it hands to another
+/// shard, and waits for the disk or the network, are not counted).
+pub const REQUEST_PERCENTAGE: &str = "request_percentage";
 /// The keys a quota may set.
-pub const KEYS: &[&str] = &[PRODUCER_BYTE_RATE, CONSUMER_BYTE_RATE];
+pub const KEYS: &[&str] = &[PRODUCER_BYTE_RATE, CONSUMER_BYTE_RATE, REQUEST_PERCENTAGE];
+/// Microseconds of running time per second that 1 of `request_percentage` allows.
+pub const MICROS_PER_PERCENT: u64 = 10_000;
 
 /// One part of an entity: a name, or the default for every name without a quota of its own.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -61,10 +68,7 @@ pub fn check_change(
     }
     for k in set.keys().chain(remove) {
         if !KEYS.contains(&k.as_str()) {
-            return Err(format!(
-                "quota '{k}' is not one of {} (request_percentage is not enforced by this broker)",
-                KEYS.join(", ")
-            ));
+            return Err(format!("quota '{k}' is not one of {}", KEYS.join(", ")));
         }
     }
     if let Some((k, _)) = set.iter().find(|(_, v)| **v == 0) {
@@ -215,6 +219,8 @@ impl Throttle {
 pub enum Charge {
     Produce,
     Fetch,
+    /// Microseconds of a request's running time.
+    RequestTime,
 }
 
 /// Every quota holder's bucket, shared by the broker's cores.

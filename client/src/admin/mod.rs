@@ -30,6 +30,7 @@ pub use groups::{GroupDescription, GroupListing, GroupMember, GroupOffset, Group
 pub use quorum::{QuorumDescription, RegisteredBroker, VoterDescription};
 pub use quotas::{
     QuotaDescription, QuotaEntity, QuotaName, CONSUMER_BYTE_RATE, PRODUCER_BYTE_RATE,
+    REQUEST_PERCENTAGE,
 };
 pub use replicas::FollowerProgress;
 pub use users::{ScramCredential, UserDescription};

@@ -16,6 +16,8 @@ use crate::error::{Error, Result};
 pub const PRODUCER_BYTE_RATE: &str = "producer_byte_rate";
 /// The consumer's bytes per second (record batches fetched).
 pub const CONSUMER_BYTE_RATE: &str = "consumer_byte_rate";
+/// Percent of one core's time the requests may take on a broker (100: one second per second).
+pub const REQUEST_PERCENTAGE: &str = "request_percentage";
 
 /// One part of a quota's entity: a name, or the default for all names without a quota of
 /// their own.

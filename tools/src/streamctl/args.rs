@@ -146,6 +146,10 @@ pub enum QuotaCommand {
         /// Bytes per second the entity may fetch.
         #[arg(long)]
         consumer_byte_rate: Option<u64>,
+        /// Percent of one core's time the entity's requests may take (100: one second per
+        /// second).
+        #[arg(long)]
+        request_percentage: Option<u64>,
     },
     /// Remove an entity's quotas (both, or those named).
     Remove {
@@ -157,6 +161,9 @@ pub enum QuotaCommand {
         /// Remove only the consumer byte rate.
         #[arg(long)]
         consumer_byte_rate: bool,
+        /// Remove only the request percentage.
+        #[arg(long)]
+        request_percentage: bool,
     },
     /// List every entity's quotas.
     List {
@@ -173,6 +180,7 @@ specific one, in Kafka's order; each user (or client) matched by a default has i
 Examples:
   streamctl quota set --user-name alice --producer-byte-rate 1048576
   streamctl quota set --user-default --consumer-byte-rate 10485760
+  streamctl quota set --client-id batch-jobs --request-percentage 25
   streamctl quota remove --user-name alice
   streamctl quota list";
 

@@ -2,6 +2,7 @@
 
 use quiver_client::{
     Admin, Client, QuotaEntity, QuotaName, CONSUMER_BYTE_RATE, PRODUCER_BYTE_RATE,
+    REQUEST_PERCENTAGE,
 };
 use quiver_tools::outln;
 
@@ -43,6 +44,7 @@ pub async fn quota(client: &Client, cmd: &QuotaCommand) -> CliResult {
             entity: a,
             producer_byte_rate,
             consumer_byte_rate,
+            request_percentage,
         } => {
             let target = entity(a)?;
             let mut changes = Vec::new();
@@ -52,8 +54,14 @@ pub async fn quota(client: &Client, cmd: &QuotaCommand) -> CliResult {
             if let Some(r) = consumer_byte_rate {
                 changes.push((CONSUMER_BYTE_RATE, Some(*r)));
             }
+            if let Some(r) = request_percentage {
+                changes.push((REQUEST_PERCENTAGE, Some(*r)));
+            }
             if changes.is_empty() {
-                return Err("give --producer-byte-rate and/or --consumer-byte-rate".into());
+                return Err(
+                    "give --producer-byte-rate, --consumer-byte-rate and/or --request-percentage"
+                        .into(),
+                );
             }
             admin.alter_quotas(&target, &changes).await.map_err(e)?;
             outln!(
@@ -67,15 +75,19 @@ pub async fn quota(client: &Client, cmd: &QuotaCommand) -> CliResult {
             entity: a,
             producer_byte_rate,
             consumer_byte_rate,
+            request_percentage,
         } => {
             let target = entity(a)?;
-            let both = !producer_byte_rate && !consumer_byte_rate;
+            let all = !producer_byte_rate && !consumer_byte_rate && !request_percentage;
             let mut changes = Vec::new();
-            if *producer_byte_rate || both {
+            if *producer_byte_rate || all {
                 changes.push((PRODUCER_BYTE_RATE, None));
             }
-            if *consumer_byte_rate || both {
+            if *consumer_byte_rate || all {
                 changes.push((CONSUMER_BYTE_RATE, None));
+            }
+            if *request_percentage || all {
+                changes.push((REQUEST_PERCENTAGE, None));
             }
             admin.alter_quotas(&target, &changes).await.map_err(e)?;
             outln!(
