@@ -47,7 +47,12 @@ fn principal(shard: &Shard, req: &Request) -> Option<(Rc<str>, bool)> {
     shard
         .security
         .allow_anonymous
-        .then(|| (Rc::from(ANONYMOUS), false))
+        .then(|| (ANONYMOUS_RC.with(Rc::clone), false))
+}
+
+thread_local! {
+    /// `User:ANONYMOUS`, made once per shard rather than per request.
+    static ANONYMOUS_RC: Rc<str> = Rc::from(ANONYMOUS);
 }
 
 /// The request's access, or `None` when the connection must authenticate first.
@@ -55,7 +60,7 @@ pub(super) fn access(shard: &Shard, req: &Request) -> Option<Access> {
     let (principal, broker) = principal(shard, req)?;
     Some(Access::new(
         principal,
-        req.peer.ip().to_string(),
+        req.peer.ip(),
         broker,
         &shard.security,
         shard.snapshot().security.clone(),

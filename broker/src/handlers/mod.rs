@@ -174,7 +174,6 @@ async fn dispatch(
     access: &Access,
 ) -> Result<Answer, Response> {
     let header = req.header;
-    let access = access.clone();
     let answer = match request {
         AnyRequest::ApiVersions(r) => {
             auth::remember_client_id(req, r.client_id);
@@ -198,54 +197,54 @@ async fn dispatch(
                 failed,
             }
         }
-        AnyRequest::Metadata(r) => Answer::ok(admin::metadata(shard, r, &access).await),
+        AnyRequest::Metadata(r) => Answer::ok(admin::metadata(shard, r, access).await),
         AnyRequest::Produce(r) => {
             // Held back before it is appended, so a client that ignores the throttle time
             // gains nothing (`security::quota`).
             let bytes = req.payload.len() as u64;
-            let throttle = auth::throttle(shard, req, &access, Charge::Produce, bytes);
+            let throttle = auth::throttle(shard, req, access, Charge::Produce, bytes);
             hold(throttle).await;
-            let mut answer = produce::handle(shard, r, req.payload.clone(), &access).await;
+            let mut answer = produce::handle(shard, r, req.payload.clone(), access).await;
             if let AnyResponse::Produce(resp) = &mut answer.body {
                 resp.throttle_time_ms = throttle_ms(throttle);
             }
             answer
         }
         AnyRequest::Fetch(r) => {
-            let mut answer = fetch::handle(shard, r, &access).await;
+            let mut answer = fetch::handle(shard, r, access).await;
             // Charged what it carries, and its answer held back: the consumer's next fetch
             // comes no sooner.
             let bytes: u64 = answer.payload.iter().map(|b| b.len() as u64).sum();
-            let throttle = auth::throttle(shard, req, &access, Charge::Fetch, bytes);
+            let throttle = auth::throttle(shard, req, access, Charge::Fetch, bytes);
             hold(throttle).await;
             if let AnyResponse::Fetch(resp) = &mut answer.body {
                 resp.throttle_time_ms = throttle_ms(throttle);
             }
             answer
         }
-        AnyRequest::ListOffsets(r) => Answer::ok(fetch::list_offsets(shard, r, &access).await),
-        AnyRequest::CreateTopics(r) => authz::admin(shard, &access, AdminOp::CreateTopics(r)).await,
-        AnyRequest::DeleteTopics(r) => authz::admin(shard, &access, AdminOp::DeleteTopics(r)).await,
+        AnyRequest::ListOffsets(r) => Answer::ok(fetch::list_offsets(shard, r, access).await),
+        AnyRequest::CreateTopics(r) => authz::admin(shard, access, AdminOp::CreateTopics(r)).await,
+        AnyRequest::DeleteTopics(r) => authz::admin(shard, access, AdminOp::DeleteTopics(r)).await,
         AnyRequest::CreatePartitions(r) => {
-            authz::admin(shard, &access, AdminOp::CreatePartitions(r)).await
+            authz::admin(shard, access, AdminOp::CreatePartitions(r)).await
         }
         AnyRequest::IncrementalAlterConfigs(r) => {
-            authz::admin(shard, &access, AdminOp::AlterConfigs(r)).await
+            authz::admin(shard, access, AdminOp::AlterConfigs(r)).await
         }
         AnyRequest::AlterPartitionReassignments(r) => {
-            authz::admin(shard, &access, AdminOp::Reassign(r)).await
+            authz::admin(shard, access, AdminOp::Reassign(r)).await
         }
-        AnyRequest::DescribeConfigs(r) => Answer::ok(admin::describe_configs(shard, r, &access)),
+        AnyRequest::DescribeConfigs(r) => Answer::ok(admin::describe_configs(shard, r, access)),
         AnyRequest::InitProducerId(r) => {
-            authz::admin(shard, &access, AdminOp::InitProducerId(r)).await
+            authz::admin(shard, access, AdminOp::InitProducerId(r)).await
         }
-        AnyRequest::CreateAcls(r) => authz::admin(shard, &access, AdminOp::CreateAcls(r)).await,
-        AnyRequest::DeleteAcls(r) => authz::admin(shard, &access, AdminOp::DeleteAcls(r)).await,
+        AnyRequest::CreateAcls(r) => authz::admin(shard, access, AdminOp::CreateAcls(r)).await,
+        AnyRequest::DeleteAcls(r) => authz::admin(shard, access, AdminOp::DeleteAcls(r)).await,
         AnyRequest::AlterUserScramCredentials(r) => {
-            authz::admin(shard, &access, AdminOp::AlterScram(r)).await
+            authz::admin(shard, access, AdminOp::AlterScram(r)).await
         }
         AnyRequest::DescribeAcls(r) => {
-            let resp = security::describe_acls(shard, r, &access);
+            let resp = security::describe_acls(shard, r, access);
             let failed = resp.error_code != ErrorCode::None;
             Answer {
                 body: resp.into(),
@@ -254,10 +253,10 @@ async fn dispatch(
             }
         }
         AnyRequest::AlterClientQuotas(r) => {
-            authz::admin(shard, &access, AdminOp::AlterQuotas(r)).await
+            authz::admin(shard, access, AdminOp::AlterQuotas(r)).await
         }
         AnyRequest::DescribeClientQuotas(r) => {
-            let resp = security::describe_quotas(shard, r, &access);
+            let resp = security::describe_quotas(shard, r, access);
             let failed = resp.error_code != ErrorCode::None;
             Answer {
                 body: resp.into(),
@@ -266,7 +265,7 @@ async fn dispatch(
             }
         }
         AnyRequest::DescribeUserScramCredentials(r) => {
-            let resp = security::describe_users(shard, r, &access);
+            let resp = security::describe_users(shard, r, access);
             let failed = resp.error_code != ErrorCode::None;
             Answer {
                 body: resp.into(),
@@ -274,9 +273,9 @@ async fn dispatch(
                 failed,
             }
         }
-        AnyRequest::FindCoordinator(r) => Answer::ok(group::find_coordinator(shard, r, &access)),
+        AnyRequest::FindCoordinator(r) => Answer::ok(group::find_coordinator(shard, r, access)),
         AnyRequest::ConsumerGroupHeartbeat(r) => {
-            let resp = group::heartbeat(shard, r, req.peer.ip().to_string(), &access).await;
+            let resp = group::heartbeat(shard, r, req.peer.ip().to_string(), access).await;
             let failed = resp.error_code != ErrorCode::None;
             Answer {
                 body: resp.into(),
@@ -284,11 +283,11 @@ async fn dispatch(
                 failed,
             }
         }
-        AnyRequest::OffsetCommit(r) => Answer::ok(group::commit(shard, r, &access).await),
-        AnyRequest::OffsetFetch(r) => Answer::ok(group::fetch(shard, r, &access).await),
-        AnyRequest::DescribeGroups(r) => Answer::ok(group::describe(shard, r, &access).await),
-        AnyRequest::ListGroups(r) => Answer::ok(group::list(shard, r, &access).await),
-        AnyRequest::DeleteGroups(r) => Answer::ok(group::delete(shard, r, &access).await),
+        AnyRequest::OffsetCommit(r) => Answer::ok(group::commit(shard, r, access).await),
+        AnyRequest::OffsetFetch(r) => Answer::ok(group::fetch(shard, r, access).await),
+        AnyRequest::DescribeGroups(r) => Answer::ok(group::describe(shard, r, access).await),
+        AnyRequest::ListGroups(r) => Answer::ok(group::list(shard, r, access).await),
+        AnyRequest::DeleteGroups(r) => Answer::ok(group::delete(shard, r, access).await),
         AnyRequest::BrokerRegistration(r) => {
             let resp = cluster::broker_registration(shard, r, req.identity.as_deref()).await;
             let failed = resp.error_code != ErrorCode::None;

@@ -132,7 +132,8 @@ impl SecurityState {
 #[derive(Clone)]
 pub struct Access {
     principal: Rc<str>,
-    host: String,
+    /// The client's address (ACLs name hosts as text: made only when a decision needs it).
+    host: std::net::IpAddr,
     /// The authorizer is off, or the principal is a super user: everything is allowed.
     everything: bool,
     state: Arc<SecurityState>,
@@ -144,13 +145,20 @@ impl Access {
     /// requests they authorized themselves, and replicate.
     pub fn new(
         principal: Rc<str>,
-        host: String,
+        host: std::net::IpAddr,
         broker: bool,
         config: &SecurityConfig,
         state: Arc<SecurityState>,
     ) -> Access {
         let everything =
             !config.authorizer || broker || config.super_users.iter().any(|u| **u == *principal);
+        // A dual-stack socket reports an IPv4 client as ::ffff:a.b.c.d; ACLs name a.b.c.d.
+        let host = match host {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
         Access {
             principal,
             host,
@@ -163,7 +171,7 @@ impl Access {
     pub fn unrestricted() -> Access {
         Access {
             principal: principal::ANONYMOUS.into(),
-            host: String::new(),
+            host: std::net::Ipv4Addr::UNSPECIFIED.into(),
             everything: true,
             state: Arc::default(),
         }
@@ -179,7 +187,7 @@ impl Access {
             || self
                 .state
                 .acls
-                .allows(&self.principal, &self.host, op, kind, name)
+                .allows(&self.principal, &self.host.to_string(), op, kind, name)
     }
 
     pub fn topic(&self, op: Operation, name: &str) -> bool {
@@ -197,9 +205,11 @@ impl Access {
     /// Whether this request may do `op` on some topic (InitProducerId's Write on any topic).
     pub fn any_topic(&self, op: Operation) -> bool {
         self.everything
-            || self
-                .state
-                .acls
-                .allows_any(&self.principal, &self.host, op, ResourceType::Topic)
+            || self.state.acls.allows_any(
+                &self.principal,
+                &self.host.to_string(),
+                op,
+                ResourceType::Topic,
+            )
     }
 }
