@@ -36,6 +36,11 @@ pub const ITERATIONS_MAX: u32 = 1 << 20;
 pub const MESSAGE_BYTES_MAX: usize = 1024;
 /// The longest user name.
 pub const USER_BYTES_MAX: usize = 255;
+/// The iteration count clients use for a new credential unless told otherwise (twice RFC
+/// 7677's minimum, as Kafka's tools use), and the one a decoy answers with.
+pub const ITERATIONS_DEFAULT: u32 = 8192;
+/// The salt length clients use for a new credential, and the one a decoy answers with.
+pub const SALT_BYTES_DEFAULT: usize = 32;
 /// The shortest salt a credential may have.
 pub const SALT_BYTES_MIN: usize = 16;
 /// The longest salt a credential may have.
@@ -201,6 +206,27 @@ impl Credential {
     }
 }
 
+impl Credential {
+    /// What a server answers with for a user it does not have (or not for this mechanism):
+    /// a salt, iteration count and keys derived from `secret` (a server secret, the same on
+    /// every server of a cluster) and the user name, so that the same missing user always
+    /// gets the same salt, shaped as a default new credential's (`SALT_BYTES_DEFAULT`,
+    /// `ITERATIONS_DEFAULT`), and no password opens it. Without it, a client could tell a
+    /// missing user by its salt (RFC 5802 section 9 leaves this to the server).
+    pub fn decoy(mechanism: Mechanism, secret: &[u8], user: &str) -> Credential {
+        let derive = |label: &[u8]| mechanism.hmac(secret, &[label, user.as_bytes()]);
+        let mut salt = derive(b"quiver scram decoy salt");
+        salt.resize(SALT_BYTES_DEFAULT, 0);
+        Credential {
+            mechanism,
+            salt,
+            iterations: ITERATIONS_DEFAULT,
+            stored_key: derive(b"quiver scram decoy stored key"),
+            server_key: derive(b"quiver scram decoy server key"),
+        }
+    }
+}
+
 fn check_len(message: &[u8]) -> Result<&str, ScramError> {
     if message.len() > MESSAGE_BYTES_MAX {
         return Err(ScramError::TooLong(message.len()));
@@ -265,8 +291,8 @@ pub struct ServerExchange {
 }
 
 /// The server reads the client's first message; `lookup` gives the user's credential for this
-/// mechanism (`None`: no such user, which fails the exchange like a wrong password would, once
-/// the client proves nothing). `server_nonce`: printable, fresh per exchange, from the caller.
+/// mechanism, or for a user without one a decoy (`Credential::decoy`): the exchange then
+/// fails like a wrong password's, and nothing in it tells the user is missing. `server_nonce`: printable, fresh per exchange, from the caller.
 /// Returns the exchange and the server-first message.
 pub fn server_first(
     mechanism: Mechanism,
@@ -300,15 +326,10 @@ pub fn server_first(
     }
     let credential = match lookup(&user) {
         Some(c) if c.mechanism == mechanism => c,
-        // Go on with a credential no password matches, so that the answer (and its timing)
-        // does not tell a missing user from a wrong password.
-        _ => Credential {
-            mechanism,
-            salt: mechanism.hash(user.as_bytes())[..16].to_vec(),
-            iterations: ITERATIONS_MIN,
-            stored_key: Vec::new(),
-            server_key: Vec::new(),
-        },
+        // Go on with a credential no password matches. The caller should give a decoy
+        // (`Credential::decoy`, keyed by a server secret), which looks like a real user's;
+        // this unkeyed one tells a missing user to whoever computes it.
+        _ => Credential::decoy(mechanism, b"", &user),
     };
     let nonce = format!("{client_nonce}{server_nonce}");
     let server_first = format!(
@@ -526,6 +547,28 @@ mod tests {
                 &vec![2; salted],
             );
             assert!(r.is_err(), "{salt} {iterations} {salted}");
+        }
+    }
+
+    #[test]
+    fn a_decoy_looks_like_a_default_credential_and_opens_to_no_password() {
+        for m in Mechanism::ALL {
+            let d = Credential::decoy(m, b"secret", "mallory");
+            assert_eq!(
+                d,
+                Credential::decoy(m, b"secret", "mallory"),
+                "the same every time"
+            );
+            assert_ne!(d.salt, Credential::decoy(m, b"other", "mallory").salt);
+            assert_ne!(d.salt, Credential::decoy(m, b"secret", "eve").salt);
+            assert_eq!(
+                (d.salt.len(), d.iterations),
+                (SALT_BYTES_DEFAULT, ITERATIONS_DEFAULT)
+            );
+            let (client, first) = client_first(m, "mallory", "cnonce").unwrap();
+            let (server, sfirst) = server_first(m, &first, "snonce", |_| Some(d.clone())).unwrap();
+            let (_, fin) = client.respond(&sfirst, "any password").unwrap();
+            assert_eq!(server.finish(&fin).unwrap_err(), ScramError::Failed);
         }
     }
 

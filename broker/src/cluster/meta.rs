@@ -129,6 +129,10 @@ pub struct MetadataState {
     /// SCRAM credentials: user, then mechanism name (`security::users`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub scram: BTreeMap<String, BTreeMap<String, StoredCredential>>,
+    /// The cluster's secret for SCRAM decoys (hex; `scram::Credential::decoy`): a user that
+    /// does not exist is answered alike on every broker. Set with the first user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scram_decoy_key: Option<String>,
     /// Access control lists (`security::acl`).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub acls: BTreeSet<Acl>,
@@ -230,6 +234,9 @@ pub enum MetadataCommand {
         user: String,
         mechanism: String,
         credential: StoredCredential,
+        /// The decoy secret, taken when the state has none yet.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        decoy_key: Option<String>,
     },
     /// Removes `user`'s credential for `mechanism` (the user goes with its last one).
     DeleteScram {
@@ -547,6 +554,7 @@ impl MetadataState {
                 user,
                 mechanism,
                 credential,
+                decoy_key,
             } => {
                 crate::security::users::check_user_name(user).map_err(MetaError::Invalid)?;
                 if quiver_proto::scram::Mechanism::from_name(mechanism).is_none() {
@@ -563,6 +571,9 @@ impl MetadataState {
                     .entry(user.clone())
                     .or_default()
                     .insert(mechanism.clone(), credential.clone());
+                if self.scram_decoy_key.is_none() {
+                    self.scram_decoy_key = decoy_key.clone();
+                }
             }
             MetadataCommand::DeleteScram { user, mechanism } => {
                 let creds = self
@@ -1247,6 +1258,7 @@ mod tests {
             user: user.into(),
             mechanism: mechanism.into(),
             credential: cred.clone(),
+            decoy_key: Some("00ff".into()),
         };
         let acl = |name: &str, principal: &str| Acl {
             resource_type: ResourceType::Topic,

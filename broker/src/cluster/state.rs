@@ -151,6 +151,7 @@ impl Snapshot {
             registered,
             security: Arc::new(crate::security::SecurityState {
                 users: state.scram.clone(),
+                decoy_key: crate::security::users::decoy_key(state.scram_decoy_key.as_deref()),
                 acls: crate::security::acl::AclIndex::new(&state.acls),
                 quotas: state.quotas.clone(),
                 request_time_quotas: state.quotas.iter().any(|q| {

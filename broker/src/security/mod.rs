@@ -112,6 +112,8 @@ impl SecurityConfig {
 #[derive(Debug, Default)]
 pub struct SecurityState {
     pub users: BTreeMap<String, BTreeMap<String, StoredCredential>>,
+    /// The SCRAM decoy secret (`users::decoy_key`).
+    pub decoy_key: Vec<u8>,
     pub acls: AclIndex,
     pub quotas: Vec<quota::QuotaConfig>,
     /// Some quota sets `request_percentage`: requests' running time is measured.

@@ -54,6 +54,22 @@ impl StoredCredential {
     }
 }
 
+/// A fresh decoy secret (32 random bytes, hex) for `MetadataState::scram_decoy_key`.
+pub fn new_decoy_key() -> String {
+    use rand::RngCore;
+    let mut key = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut key);
+    hex(&key)
+}
+
+/// The decoy secret's bytes: the cluster's, or with none yet (no user exists, so there is
+/// nothing to hide) one made for this process.
+pub fn decoy_key(stored: Option<&str>) -> Vec<u8> {
+    static PROCESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let text = stored.unwrap_or_else(|| PROCESS.get_or_init(new_decoy_key));
+    unhex(text).unwrap_or_else(|| text.as_bytes().to_vec())
+}
+
 /// A user name SCRAM can carry: 1 to 255 bytes, printable, no control characters.
 pub fn check_user_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > quiver_proto::scram::USER_BYTES_MAX {

@@ -16,7 +16,9 @@ use super::Admin;
 use crate::error::{Error, Result};
 
 /// Bytes of the random salt of a new credential (within `scram::SALT_BYTES_MIN..=MAX`).
-const SALT_BYTES: usize = 32;
+/// The same as the decoy a broker answers a missing user with (`scram::Credential::decoy`), so
+/// a user made here looks like any other.
+const SALT_BYTES: usize = scram::SALT_BYTES_DEFAULT;
 const _: () = assert!(SALT_BYTES >= scram::SALT_BYTES_MIN && SALT_BYTES <= scram::SALT_BYTES_MAX);
 
 /// One user and the mechanisms it has a credential for ([`Admin::describe_users`]).
@@ -49,7 +51,7 @@ fn ser_mechanism<S: serde::Serializer>(
 impl Admin {
     /// The PBKDF2 iteration count [`Admin::create_user`] is usually given (twice RFC 7677's
     /// minimum, as Kafka's tools use).
-    pub const DEFAULT_SCRAM_ITERATIONS: u32 = 8192;
+    pub const DEFAULT_SCRAM_ITERATIONS: u32 = scram::ITERATIONS_DEFAULT;
 
     /// Creates `name`'s credential for `mechanism`, or replaces it (a new password): the
     /// user can then authenticate with that mechanism. `iterations` is PBKDF2's count

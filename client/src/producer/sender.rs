@@ -130,6 +130,16 @@ async fn init_producer_id(shared: Arc<Shared>) {
             shared.wake.notify_one();
             return;
         }
+        if !err.is_retriable() {
+            // Refused for good (not authorized: neither IdempotentWrite on the cluster nor
+            // Write on a topic; not authenticated), as Kafka's producer takes it: fatal. The
+            // producer stops, and every record sent to it fails with this error, rather than
+            // waiting for an id that will not come.
+            tracing::warn!(error = %err, "no producer id: the cluster refuses; the producer stops");
+            shared.state.lock().expect("not poisoned").aborted = Some(err);
+            shared.wake.notify_one();
+            return;
+        }
         if shared.state.lock().expect("not poisoned").closing && attempts > 0 {
             // Nothing can be sent without an id; the queued batches fail by their deadline.
             tracing::warn!(error = %err, "no producer id before close");

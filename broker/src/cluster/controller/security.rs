@@ -167,14 +167,23 @@ impl Controller {
         for u in &r.upsertions {
             let outcome = match check(u) {
                 Err(e) => Err(e),
-                Ok(credential) => self
-                    .submit(MetadataCommand::UpsertScram {
+                Ok(credential) => {
+                    // The cluster's decoy secret comes with its first user.
+                    let decoy_key = self
+                        .log
+                        .state()
+                        .scram_decoy_key
+                        .is_none()
+                        .then(crate::security::users::new_decoy_key);
+                    self.submit(MetadataCommand::UpsertScram {
                         user: u.name.clone(),
                         mechanism: credential.mechanism.name().to_string(),
                         credential: StoredCredential::from_credential(&credential),
+                        decoy_key,
                     })
                     .await
-                    .map(|_| ()),
+                    .map(|_| ())
+                }
             };
             record(&u.name, outcome);
         }
