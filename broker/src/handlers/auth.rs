@@ -98,7 +98,7 @@ pub(super) fn sasl_authenticate(
     let security = shard.snapshot().security.clone();
     let round = req.session.with(|a: &mut ConnAuth| {
         a.authenticate(&r.auth_bytes, &nonce, |user, m| {
-            security.credential(user, m)
+            Some(security.credential_or_decoy(user, m))
         })
     });
     match round {
