@@ -128,6 +128,12 @@ impl SecurityState {
             .get(mechanism.name())?
             .credential(mechanism)
     }
+
+    /// `user`'s credential for `mechanism`, or the decoy that answers alike when it has none.
+    pub fn credential_or_decoy(&self, user: &str, mechanism: Mechanism) -> Credential {
+        self.credential(user, mechanism)
+            .unwrap_or_else(|| Credential::decoy(mechanism, &self.decoy_key, user))
+    }
 }
 
 /// One request's right to act: its principal and client address, judged by the ACLs.
