@@ -15,8 +15,8 @@ use quiver_client::{
     AclBinding, AclFilter, AclOperation, AclPatternType, AclPermission, AclResourceType, Admin,
     AlterConfig, BrokerId, Client, ClientConfig, ClientTls, ConfigResource, Consumer,
     ConsumerConfig, ConsumerRecord, Error, ErrorCode, NewTopic, Offset, OffsetReset, Producer,
-    ProducerConfig, ProducerRecord, RecordMetadata, SaslCredentials, ScramMechanism,
-    TopicPartition,
+    ProducerConfig, ProducerRecord, QuotaEntity, RecordMetadata, SaslCredentials, ScramMechanism,
+    TopicPartition, PRODUCER_BYTE_RATE,
 };
 use quiver_proto::api::fetch::{
     ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic, OffsetSpec,
@@ -1130,6 +1130,51 @@ async fn every_api_asks_the_authorizer_for_its_operation() {
         .describe_quorum()
         .await
         .expect("bob describes the cluster once allowed");
+
+    // Reassignment: Alter on the cluster, checked before the request goes on (a single
+    // broker then refuses it for having no other broker).
+    assert_eq!(
+        refused(
+            alice_admin.reassign_partition("orders", 0, &[1]).await,
+            "alice moves a replica"
+        ),
+        Some(ErrorCode::ClusterAuthorizationFailed)
+    );
+    let past_the_check = refused(
+        admin.reassign_partition("orders", 0, &[1]).await,
+        "admin moves a replica on a single broker",
+    );
+    assert_ne!(past_the_check, Some(ErrorCode::ClusterAuthorizationFailed));
+
+    // Quotas: AlterConfigs (set) and DescribeConfigs (list) on the cluster.
+    let alice_quota = QuotaEntity::user("alice");
+    assert_eq!(
+        refused(
+            alice_admin
+                .alter_quotas(&alice_quota, &[(PRODUCER_BYTE_RATE, Some(1 << 30))])
+                .await,
+            "alice raises her own quota"
+        ),
+        Some(ErrorCode::ClusterAuthorizationFailed)
+    );
+    assert_eq!(
+        refused(alice_admin.describe_quotas().await, "alice lists quotas"),
+        Some(ErrorCode::ClusterAuthorizationFailed)
+    );
+    admin
+        .alter_quotas(&alice_quota, &[(PRODUCER_BYTE_RATE, Some(1 << 30))])
+        .await
+        .expect("the super user sets a quota");
+    assert_eq!(admin.describe_quotas().await.unwrap().len(), 1);
+    admin
+        .create_acls(vec![allow(&bob_p, DescribeConfigs, On::Cluster)])
+        .await
+        .unwrap();
+    assert_eq!(bob_admin.describe_quotas().await.unwrap().len(), 1);
+    admin
+        .alter_quotas(&alice_quota, &[(PRODUCER_BYTE_RATE, None)])
+        .await
+        .unwrap();
 
     // Deny wins: every user may write "shared", but alice is denied.
     admin

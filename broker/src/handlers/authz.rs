@@ -36,9 +36,11 @@ fn divide(access: &Access, op: AdminOp) -> (Option<AdminOp>, Vec<(AdminOp, Error
             (None, vec![(op, code)])
         }
     };
+    // A request naming nothing goes on as it is (the controller answers it, empty): there is
+    // always an allowed part or a refused one.
     let parts = |ok: AdminOp, no: AdminOp, ok_empty: bool, no_empty: bool, code| {
         (
-            (!ok_empty).then_some(ok),
+            (!ok_empty || no_empty).then_some(ok),
             if no_empty {
                 Vec::new()
             } else {
@@ -260,5 +262,76 @@ pub(super) fn fetch_filter(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quiver_proto::api::metadata::{
+        CreatePartitionsRequest, CreatePartitionsTopic, DeleteTopicsRequest,
+        IncrementalAlterConfigsRequest,
+    };
+
+    fn deny_all() -> Access {
+        let config = crate::security::SecurityConfig {
+            authorizer: true,
+            ..Default::default()
+        };
+        Access::new(
+            "User:nobody".into(),
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            false,
+            &config,
+            std::sync::Arc::default(),
+        )
+    }
+
+    /// Found by fuzz_handlers: a DeleteTopics naming no topic left neither part, and the
+    /// dispatcher's expect ended the process. Every op, empty or not, allowed or not, has a
+    /// part to answer from.
+    #[test]
+    fn every_request_has_a_part_to_answer_from_empty_ones_too() {
+        let ops = || {
+            vec![
+                AdminOp::CreateTopics(CreateTopicsRequest::default()),
+                AdminOp::DeleteTopics(DeleteTopicsRequest::default()),
+                AdminOp::DeleteTopics(DeleteTopicsRequest {
+                    topic_names: vec!["a".into(), "b".into()],
+                    timeout_ms: 0,
+                }),
+                AdminOp::CreatePartitions(CreatePartitionsRequest::default()),
+                AdminOp::CreatePartitions(CreatePartitionsRequest {
+                    topics: vec![CreatePartitionsTopic::default()],
+                    ..Default::default()
+                }),
+                AdminOp::AlterConfigs(IncrementalAlterConfigsRequest::default()),
+                AdminOp::CreateAcls(Default::default()),
+                AdminOp::DeleteAcls(Default::default()),
+                AdminOp::AlterScram(Default::default()),
+                AdminOp::AlterQuotas(Default::default()),
+                AdminOp::Reassign(Default::default()),
+                AdminOp::InitProducerId(Default::default()),
+            ]
+        };
+        for access in [deny_all(), Access::unrestricted()] {
+            for op in ops() {
+                let name = format!("{op:?}");
+                let (allowed, refused) = divide(&access, op);
+                assert!(allowed.is_some() || !refused.is_empty(), "{name}");
+            }
+        }
+        // Denied entries are refused, and an allowed principal's go on whole.
+        let two = || {
+            AdminOp::DeleteTopics(DeleteTopicsRequest {
+                topic_names: vec!["a".into(), "b".into()],
+                timeout_ms: 0,
+            })
+        };
+        let (allowed, refused) = divide(&deny_all(), two());
+        assert!(allowed.is_none());
+        assert_eq!(refused.len(), 1);
+        let (allowed, refused) = divide(&Access::unrestricted(), two());
+        assert!(allowed.is_some() && refused.is_empty());
     }
 }

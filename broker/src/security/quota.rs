@@ -182,7 +182,8 @@ impl Bucket {
     fn charge(&mut self, now: Instant, bytes: u64, rate: u64) -> Throttle {
         let start = self.free_at.max(now);
         let wait = start - now;
-        let cost = Duration::from_secs_f64(bytes as f64 / rate.max(1) as f64);
+        let cost =
+            Duration::try_from_secs_f64(bytes as f64 / rate.max(1) as f64).unwrap_or(Duration::MAX);
         self.free_at = start + cost.min(Duration::from_secs(3600));
         Throttle {
             wait: wait.min(THROTTLE_MAX),
@@ -327,7 +328,7 @@ mod tests {
         let t = buckets.charge(Charge::Produce, holder.clone(), later, 100_000, 100_000);
         assert_eq!(t.wait, Duration::ZERO);
         // Fetch is another bucket; the wait and the throttle time are capped.
-        let t = buckets.charge(Charge::Fetch, holder.clone(), t0, 1 << 40, 1);
+        let t = buckets.charge(Charge::Fetch, holder.clone(), t0, u64::MAX, 1);
         assert_eq!((t.wait, t.time_at(t0)), (Duration::ZERO, THROTTLE_MAX));
         assert_eq!(
             buckets.charge(Charge::Fetch, holder, t0, 1, 1).wait,
