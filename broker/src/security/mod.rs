@@ -140,8 +140,9 @@ impl SecurityState {
 #[derive(Clone)]
 pub struct Access {
     principal: Rc<str>,
-    /// The client's address (ACLs name hosts as text: made only when a decision needs it).
+    /// The client's address (ACLs name hosts as text: made once, when a decision needs it).
     host: std::net::IpAddr,
+    host_text: std::cell::OnceCell<String>,
     /// The authorizer is off, or the principal is a super user: everything is allowed.
     everything: bool,
     state: Arc<SecurityState>,
@@ -170,6 +171,7 @@ impl Access {
         Access {
             principal,
             host,
+            host_text: std::cell::OnceCell::new(),
             everything,
             state,
         }
@@ -180,6 +182,7 @@ impl Access {
         Access {
             principal: principal::ANONYMOUS.into(),
             host: std::net::Ipv4Addr::UNSPECIFIED.into(),
+            host_text: std::cell::OnceCell::new(),
             everything: true,
             state: Arc::default(),
         }
@@ -189,13 +192,17 @@ impl Access {
         &self.principal
     }
 
+    fn host_text(&self) -> &str {
+        self.host_text.get_or_init(|| self.host.to_string())
+    }
+
     /// Whether this request may do `op` on resource `name` of type `kind`.
     pub fn allows(&self, op: Operation, kind: ResourceType, name: &str) -> bool {
         self.everything
             || self
                 .state
                 .acls
-                .allows(&self.principal, &self.host.to_string(), op, kind, name)
+                .allows(&self.principal, self.host_text(), op, kind, name)
     }
 
     pub fn topic(&self, op: Operation, name: &str) -> bool {

@@ -176,6 +176,8 @@ struct Bucket {
 pub const THROTTLE_MAX: Duration = Duration::from_secs(30);
 /// Buckets kept before idle ones (drained for a minute) are dropped.
 const BUCKETS_MAX: usize = 100_000;
+/// The holder every new holder shares a bucket with while the map is full of busy ones.
+const OVERFLOW: &str = "\u{0}overflow";
 
 impl Bucket {
     /// Charges `bytes` at `rate` bytes/s; returns how long the request must wait.
@@ -241,11 +243,17 @@ impl Buckets {
         rate: u64,
     ) -> Throttle {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= BUCKETS_MAX {
+        let mut key = (what, holder);
+        if !map.contains_key(&key) && map.len() >= BUCKETS_MAX {
             let idle = now.checked_sub(Duration::from_secs(60)).unwrap_or(now);
             map.retain(|_, b| b.free_at > idle);
+            if map.len() >= BUCKETS_MAX {
+                // Still full of busy holders (a client id per request, say): a new holder
+                // shares one bucket with every other newcomer rather than grow the map.
+                key = (what, (None, Some(OVERFLOW.to_string())));
+            }
         }
-        map.entry((what, holder))
+        map.entry(key)
             .or_insert(Bucket { free_at: now })
             .charge(now, bytes, rate)
     }
@@ -309,6 +317,32 @@ mod tests {
             resolve(&only_default, "bob", "x", PRODUCER_BYTE_RATE),
             Some((6, (Some("bob".into()), None)))
         );
+    }
+
+    /// A client that names itself anew for every request cannot grow the broker's memory: past
+    /// `BUCKETS_MAX` busy holders, newcomers share one bucket (and are held together).
+    #[test]
+    fn holders_past_the_bound_share_one_bucket() {
+        let buckets = Buckets::default();
+        let t0 = Instant::now();
+        let id = |i: usize| (None, Some(format!("client-{i}")));
+        for i in 0..BUCKETS_MAX {
+            buckets.charge(Charge::Produce, id(i), t0, 1_000, 1_000);
+        }
+        let first = buckets.charge(Charge::Produce, id(BUCKETS_MAX), t0, 1_000, 1_000);
+        let second = buckets.charge(Charge::Produce, id(BUCKETS_MAX + 1), t0, 1_000, 1_000);
+        assert_eq!(first.wait, Duration::ZERO);
+        assert_eq!(
+            second.wait,
+            Duration::from_secs(1),
+            "the second newcomer waits for the first"
+        );
+        assert_eq!(buckets.map.lock().unwrap().len(), BUCKETS_MAX + 1);
+        // Once the others are idle for a minute, a newcomer has a bucket of its own again.
+        let later = t0 + Duration::from_secs(120);
+        let own = buckets.charge(Charge::Produce, id(BUCKETS_MAX + 2), later, 1_000, 1_000);
+        assert_eq!(own.wait, Duration::ZERO);
+        assert!(buckets.map.lock().unwrap().len() < 10);
     }
 
     #[test]
