@@ -485,6 +485,54 @@ mod tests {
     }
 
     /// (request, expected: None = accepted, Some(needle) = refused with a message holding it)
+    /// AlterUserScramCredentials deleting `del` and upserting `up` (user, mechanism).
+    fn scram(del: &[(&str, &str)], up: &[(&str, &str)]) -> AnyRequest {
+        use crate::api::user::{
+            AlterUserScramCredentialsRequest, ScramCredentialDeletion, ScramCredentialUpsertion,
+        };
+        AnyRequest::AlterUserScramCredentials(AlterUserScramCredentialsRequest {
+            deletions: del
+                .iter()
+                .map(|(u, m)| ScramCredentialDeletion {
+                    name: u.to_string(),
+                    mechanism: m.to_string(),
+                })
+                .collect(),
+            upsertions: up
+                .iter()
+                .map(|(u, m)| ScramCredentialUpsertion {
+                    name: u.to_string(),
+                    mechanism: m.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+        })
+    }
+
+    /// AlterClientQuotas setting `keys` for one user.
+    fn quota(keys: &[&str]) -> AnyRequest {
+        use crate::api::quota::{
+            AlterClientQuotasRequest, QuotaAlterEntry, QuotaEntityPart, QuotaOp,
+        };
+        AnyRequest::AlterClientQuotas(AlterClientQuotasRequest {
+            entries: vec![QuotaAlterEntry {
+                entity: vec![QuotaEntityPart {
+                    entity_type: "user".into(),
+                    entity_name: Some("alice".into()),
+                }],
+                ops: keys
+                    .iter()
+                    .map(|k| QuotaOp {
+                        key: k.to_string(),
+                        value: 1,
+                        remove: false,
+                    })
+                    .collect(),
+            }],
+            validate_only: false,
+        })
+    }
+
     #[test]
     fn table_of_requests() {
         let many: Vec<u32> = (0..=REQUEST_ENTRIES_MAX as u32).collect();
@@ -547,6 +595,43 @@ mod tests {
                     allow_auto_topic_creation: false,
                 }),
                 None,
+            ),
+            (
+                "a credential named twice",
+                scram(&[("alice", "SCRAM-SHA-256")], &[("alice", "SCRAM-SHA-256")]),
+                Some("more than once"),
+            ),
+            (
+                "one user, two mechanisms",
+                scram(&[("alice", "SCRAM-SHA-256")], &[("alice", "SCRAM-SHA-512")]),
+                None,
+            ),
+            (
+                "a quota key twice",
+                quota(&["producer_byte_rate", "producer_byte_rate"]),
+                Some("more than once"),
+            ),
+            (
+                "two quota keys",
+                quota(&["producer_byte_rate", "consumer_byte_rate"]),
+                None,
+            ),
+            (
+                "SASL bytes past the string bound",
+                AnyRequest::SaslAuthenticate(super::super::handshake::SaslAuthenticateRequest {
+                    auth_bytes: vec![b'x'; STRING_BYTES_MAX + 1],
+                }),
+                Some("SASL bytes"),
+            ),
+            (
+                "an ACL principal past the name bound",
+                AnyRequest::CreateAcls(super::super::acl::CreateAclsRequest {
+                    creations: vec![super::super::acl::AclBinding {
+                        principal: long.clone(),
+                        ..Default::default()
+                    }],
+                }),
+                Some("longer than"),
             ),
             (
                 "metadata of a million names",
