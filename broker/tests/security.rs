@@ -663,14 +663,10 @@ async fn sasl_exchanges_out_of_order_truncated_replayed_or_unfinished_are_refuse
 
 // ---- 3 and 4. Authorization, API by API ----
 
-/// Kafka's AclAuthorizer through the SDK: each API asks for its operation (ARCHITECTURE.md,
-/// "Where each check is"); a principal without it is refused with the API's code, one with it
-/// (or the super user) is served. Deny wins over Allow; a prefixed binding (KIP-290) covers the
-/// names it starts. No principal writes `__consumer_offsets`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_api_asks_the_authorizer_for_its_operation() {
-    use AclOperation::*;
-    let broker = secured(
+/// A broker requiring SCRAM logins, with the authorizer on and `User:admin` its super user;
+/// admin, alice and bob are its users (heartbeats every 200 ms, so groups settle quickly).
+async fn authorizing_broker() -> Broker {
+    secured(
         &[ADMIN, ALICE, BOB],
         &[
             "--authorizer",
@@ -681,7 +677,17 @@ async fn every_api_asks_the_authorizer_for_its_operation() {
             "200",
         ],
     )
-    .await;
+    .await
+}
+
+/// Kafka's AclAuthorizer through the SDK: each API asks for its operation (ARCHITECTURE.md,
+/// "Where each check is"); a principal without it is refused with the API's code, one with it
+/// (or the super user) is served. Deny wins over Allow; a prefixed binding (KIP-290) covers the
+/// names it starts. No principal writes `__consumer_offsets`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_api_asks_the_authorizer_for_its_operation() {
+    use AclOperation::*;
+    let broker = authorizing_broker().await;
     let (alice_p, bob_p) = (ALICE.principal(), BOB.principal());
     let admin_client = login(&broker, &ADMIN).await;
     let admin = Admin::new(admin_client.clone());
@@ -1246,18 +1252,7 @@ async fn every_api_asks_the_authorizer_for_its_operation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_member_belongs_to_the_principal_that_joined_with_it() {
     use AclOperation::*;
-    let broker = secured(
-        &[ADMIN, ALICE, BOB],
-        &[
-            "--authorizer",
-            "true",
-            "--super-users",
-            "User:admin",
-            "--group-heartbeat-interval-ms",
-            "200",
-        ],
-    )
-    .await;
+    let broker = authorizing_broker().await;
     let admin_client = login(&broker, &ADMIN).await;
     let admin = Admin::new(admin_client.clone());
     admin.create_topic(NewTopic::new("jobs", 2)).await.unwrap();
