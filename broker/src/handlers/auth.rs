@@ -135,7 +135,8 @@ pub(super) fn remember_client_id(req: &Request, client_id: Option<String>) {
 }
 
 /// The throttle of a request of `bytes` under its principal's and client's quota for `what`
-/// (`None` without a quota), having charged it.
+/// (`None` without a quota), having charged it. The quotas are those of the snapshot the
+/// request's access was judged by.
 pub(super) fn throttle(
     shard: &Shard,
     req: &Request,
@@ -143,8 +144,7 @@ pub(super) fn throttle(
     what: Charge,
     bytes: u64,
 ) -> Option<Throttle> {
-    let snapshot = shard.snapshot();
-    let quotas = &snapshot.security.quotas;
+    let quotas = &access.state().quotas;
     if quotas.is_empty() {
         return None;
     }
@@ -169,9 +169,4 @@ pub(super) fn throttle(
             .quota_buckets
             .charge(what, holder, std::time::Instant::now(), bytes, rate),
     )
-}
-
-/// Whether any request-time quota is set (then requests' running time is measured).
-pub(super) fn request_time_quota(shard: &Shard) -> bool {
-    shard.snapshot().security.request_time_quotas
 }

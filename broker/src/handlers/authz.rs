@@ -314,7 +314,7 @@ mod tests {
                 AdminOp::InitProducerId(Default::default()),
             ]
         };
-        for access in [deny_all(), Access::unrestricted()] {
+        for access in [deny_all(), Access::unrestricted(Default::default())] {
             for op in ops() {
                 let name = format!("{op:?}");
                 let (allowed, refused) = divide(&access, op);
@@ -331,7 +331,7 @@ mod tests {
         let (allowed, refused) = divide(&deny_all(), two());
         assert!(allowed.is_none());
         assert_eq!(refused.len(), 1);
-        let (allowed, refused) = divide(&Access::unrestricted(), two());
+        let (allowed, refused) = divide(&Access::unrestricted(Default::default()), two());
         assert!(allowed.is_some() && refused.is_empty());
     }
 }

@@ -89,7 +89,7 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
             ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
         ) =>
         {
-            Access::unrestricted()
+            Access::unrestricted(shard.snapshot().security.clone())
         }
         None => {
             shard.metrics.request(header.api_key, true);
@@ -126,7 +126,7 @@ async fn handle(shard: &Rc<Shard>, req: Request) -> Response {
     }
     // With a request-time quota in force (`request_percentage`), the time the request's own
     // task runs on this shard is measured and charged.
-    let timed = auth::request_time_quota(shard);
+    let timed = access.state().request_time_quotas;
     let served = dispatch(shard, &req, request, &access);
     let (served, busy) = if timed {
         Timed::new(served).await

@@ -177,15 +177,21 @@ impl Access {
         }
     }
 
-    /// Everything allowed (the authorizer off), for internal callers and tests.
-    pub fn unrestricted() -> Access {
+    /// Everything allowed, as `User:ANONYMOUS` (the requests a connection makes before it
+    /// authenticates, which need no right; tests), with the metadata's `state` (its quotas).
+    pub fn unrestricted(state: Arc<SecurityState>) -> Access {
         Access {
             principal: principal::ANONYMOUS.into(),
             host: std::net::Ipv4Addr::UNSPECIFIED.into(),
             host_text: std::cell::OnceCell::new(),
             everything: true,
-            state: Arc::default(),
+            state,
         }
+    }
+
+    /// The metadata's security state this request is judged by.
+    pub fn state(&self) -> &SecurityState {
+        &self.state
     }
 
     pub fn principal(&self) -> &str {
