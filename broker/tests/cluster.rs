@@ -484,10 +484,8 @@ async fn a_minority_commits_nothing_and_a_stopped_voter_catches_up() {
         .expect("a controller");
     let followers: Vec<usize> = (0..3).filter(|i| *i as u32 + 1 != leader).collect();
     let stop = |i: usize| {
-        let pid = cluster.brokers[i].child.as_ref().unwrap().id() as i32;
-        // SAFETY: kill(2) with plain integers on our own child process.
-        unsafe { libc::kill(pid, libc::SIGSTOP) };
-        pid
+        cluster.brokers[i].freeze();
+        cluster.brokers[i].child.as_ref().unwrap().id() as i32
     };
     let cont = |pid: i32| {
         // SAFETY: as above.

@@ -183,10 +183,8 @@ async fn a_call_to_a_broker_killed_meanwhile_fails_at_once() {
     )
     .await
     .unwrap();
-    let pid = b.child.as_ref().unwrap().id() as i32;
-    // Stopped, the broker leaves the call waiting; then it dies.
-    // SAFETY: kill(2) with plain integers on our own child process.
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    // Stopped (every thread of it), the broker leaves the call waiting; then it dies.
+    b.freeze();
     let call = tokio::spawn(async move {
         let req = MetadataRequest {
             topics: Some(vec![]),

@@ -265,6 +265,24 @@ impl Broker {
         Client::connect(config).await.expect("client connects")
     }
 
+    /// SIGSTOP, and waits until every thread of the broker is stopped. kill(2) only starts a
+    /// group stop: the thread the signal picks must be scheduled to take it and mark the others,
+    /// and on a loaded machine another thread may meanwhile answer a request for milliseconds.
+    pub fn freeze(&self) {
+        let pid = self.child.as_ref().expect("a running broker").id() as i32;
+        // SAFETY: kill(2) takes plain integers; the pid is our own child's, not yet waited for.
+        let rc = unsafe { libc::kill(pid, libc::SIGSTOP) };
+        assert_eq!(rc, 0, "kill({pid}, SIGSTOP) failed");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !all_threads_stopped(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "broker {pid} not stopped after 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -515,6 +533,24 @@ pub async fn fetch(
 /// The `streamd` built with the tests: it sits beside the test executable's `deps/` directory.
 /// `cargo test --workspace` builds it before any test runs; `cargo test -p <crate>` may not, so
 /// the message says what to do.
+/// Whether every thread of `pid` is stopped (state `T` or `t` in /proc/PID/task/*/stat).
+pub fn all_threads_stopped(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat"))
+            .ok()
+            .and_then(|s| {
+                // pid (comm) STATE ...; comm may hold spaces, so look after the last ')'.
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
+            })
+            // A thread that exited meanwhile is not one that could answer.
+            .is_none_or(|state| state == "T" || state == "t")
+    })
+}
+
 pub fn streamd_path() -> PathBuf {
     bin_path("streamd")
 }
