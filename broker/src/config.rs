@@ -317,11 +317,19 @@ pub struct Cli {
     pub print_default_config: bool,
 
     /// Issue a client certificate with this common name from the development CA (the one in
-    /// dev_ca_dir, else <data_dir>/tls; made if missing), write NAME.pem and NAME.key (0600)
-    /// to the current directory, and exit. For mutual TLS in development: a broker with
+    /// dev_ca_dir, which must exist, else <data_dir>/tls, made if missing), write NAME.pem and
+    /// NAME.key (0600) to the current directory, and exit. For mutual TLS in development: a broker with
     /// tls_client_ca set to that CA's ca.pem knows the client as User:NAME.
     #[arg(long, value_name = "NAME")]
     pub issue_client_cert: Option<String>,
+
+    /// Make the development CA (in dev_ca_dir, else <data_dir>/tls) that may sign for these
+    /// names (comma-separated DNS names and addresses; localhost, loopback and this host's name
+    /// always), or widen the one there (same key) to permit them too, and exit. A development
+    /// CA signs only for the names it was made for (X.509 name constraints). For a cluster's
+    /// shared CA, name every broker: quiver-broker-<id> and the hosts clients dial.
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub make_dev_ca: Option<Vec<String>>,
 
     #[command(flatten)]
     pub overrides: Overrides,

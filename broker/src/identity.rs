@@ -111,7 +111,7 @@ pub fn names_broker(identity: Option<&quiver_net::PeerIdentity>, id: u32) -> boo
 }
 
 /// `streamd --issue-client-cert NAME`: a client certificate for `name` from the development
-/// CA (`dev_ca_dir`, else `<data_dir>/tls`, made if missing), written to `NAME.pem` and
+/// CA (`dev_ca_dir`, which must exist, else `<data_dir>/tls`, made if missing), written to `NAME.pem` and
 /// `NAME.key` (0600) in the current directory. Returns the two paths.
 pub fn issue_client_cert(
     config: &crate::config::Config,
@@ -128,10 +128,27 @@ pub fn issue_client_cert(
     }
     let certs = if config.dev_ca_dir.as_os_str().is_empty() {
         quiver_net::tls::ensure_dev_certs(&config.data_dir)
+            .map_err(|e| format!("the development CA: {e}"))?
     } else {
-        quiver_net::tls::ensure_dev_certs_shared(&config.data_dir, &config.dev_ca_dir, &[])
-    }
-    .map_err(|e| format!("the development CA: {e}"))?;
+        // A shared CA is made for the names of the cluster's brokers (`--make-dev-ca`), not
+        // here: one made for a client certificate would permit no broker.
+        let dir = &config.dev_ca_dir;
+        let (ca_cert, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
+        if !ca_cert.exists() || !ca_key.exists() {
+            return Err(format!(
+                "no development CA in {}: make one for the cluster's names first, e.g. \
+                 `streamd --make-dev-ca quiver-broker-1,quiver-broker-2,quiver-broker-3 --dev-ca-dir {}`",
+                dir.display(),
+                dir.display()
+            ));
+        }
+        quiver_net::tls::DevCerts {
+            ca_cert,
+            ca_key,
+            server_cert: PathBuf::new(),
+            server_key: PathBuf::new(),
+        }
+    };
     let (cert, key) = quiver_net::tls::issue_dev_client_cert(&certs, name)
         .map_err(|e| format!("issuing a certificate for {name}: {e}"))?;
     let cert_path = PathBuf::from(format!("{name}.pem"));
@@ -152,6 +169,35 @@ pub fn issue_client_cert(
     write(&cert_path, &cert, 0o644)?;
     write(&key_path, &key, 0o600)?;
     Ok((cert_path, key_path))
+}
+
+/// `streamd --make-dev-ca NAMES`: makes the development CA (`dev_ca_dir`, else
+/// `<data_dir>/tls`) permitting `names` and the default names, or widens the one there to
+/// permit them; what it did, as a line to print.
+pub fn make_dev_ca(config: &crate::config::Config, names: &[String]) -> Result<String, String> {
+    let dir = if config.dev_ca_dir.as_os_str().is_empty() {
+        config.data_dir.join("tls")
+    } else {
+        config.dev_ca_dir.clone()
+    };
+    let ca = dir.join("ca.pem");
+    match quiver_net::tls::make_dev_ca(&dir, names).map_err(|e| e.to_string())? {
+        quiver_net::tls::MadeDevCa::Created(permits) => Ok(format!(
+            "created the development CA {} (key {}); it may sign for: {}",
+            ca.display(),
+            dir.join("ca.key").display(),
+            permits.join(", ")
+        )),
+        quiver_net::tls::MadeDevCa::Widened(added) => Ok(format!(
+            "rewrote {} (same key) to also permit: {}; brokers and clients holding the old file must take the new one (restart the brokers)",
+            ca.display(),
+            added.join(", ")
+        )),
+        quiver_net::tls::MadeDevCa::Unchanged => Ok(format!(
+            "{} already permits every name given; nothing changed",
+            ca.display()
+        )),
+    }
 }
 
 /// The broker a certificate names (a `quiver-broker-<id>` DNS name), if any.

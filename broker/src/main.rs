@@ -7,6 +7,7 @@ fn main() {
         return;
     }
     let issue = cli.issue_client_cert.clone();
+    let make_ca = cli.make_dev_ca.clone();
     let config = match Config::load(cli) {
         Ok(c) => c,
         Err(e) => {
@@ -14,6 +15,18 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(names) = make_ca {
+        match quiver_broker::identity::make_dev_ca(&config, &names) {
+            Ok(done) => {
+                println!("{done}");
+                return;
+            }
+            Err(e) => {
+                eprintln!("streamd: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     if let Some(name) = issue {
         match quiver_broker::identity::issue_client_cert(&config, &name) {
             Ok((cert, key)) => {

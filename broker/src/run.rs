@@ -300,7 +300,14 @@ fn server_tls(
         let dev = if config.dev_ca_dir.as_os_str().is_empty() {
             tls::ensure_dev_certs_for(&config.data_dir, &names)?
         } else {
-            tls::ensure_dev_certs_shared(&config.data_dir, &config.dev_ca_dir, &names)?
+            // A shared CA made by this start permits every voter's names too, so the brokers
+            // starting after this one find theirs in it.
+            let mut voters = Vec::new();
+            for v in config.voters().unwrap_or_default() {
+                voters.push(crate::identity::broker_name(v.id));
+                voters.push(v.host);
+            }
+            tls::ensure_dev_certs_shared(&config.data_dir, &config.dev_ca_dir, &names, &voters)?
         };
         tracing::info!(ca = %dev.ca_cert.display(), "using the development certificate; clients trust it with the CA file");
         let ca = dev.ca_cert.clone();

@@ -9,6 +9,9 @@ use quiver_client::{Client, ClientConfig, ClientTls};
 
 use crate::Broker;
 
+/// Brokers a [`Cluster`] may add beyond its voters (its CA permits their names).
+const SPARE_BROKERS: usize = 2;
+
 /// Brokers numbered 1..=n; `brokers[i]` has id i + 1.
 pub struct Cluster {
     pub brokers: Vec<Broker>,
@@ -47,6 +50,24 @@ impl Cluster {
     pub fn unstarted(n: usize, extra: &[&str]) -> Cluster {
         let temp = tempfile::tempdir().expect("temp dir");
         let ca_dir = temp.path().join("ca");
+        // The shared development CA, made ahead (as an operator does with `--make-dev-ca`) for
+        // the brokers' names and room for brokers added later (`add_broker_only`): a CA signs
+        // only for the names it was made for, and the brokers running when one is added would
+        // not trust a CA widened afterwards.
+        let names: Vec<String> = (1..=n + SPARE_BROKERS)
+            .map(|id| format!("quiver-broker-{id}"))
+            .collect();
+        let made = std::process::Command::new(crate::streamd_path())
+            .args(["--make-dev-ca", &names.join(","), "--dev-ca-dir"])
+            .arg(&ca_dir)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("streamd --make-dev-ca");
+        assert!(
+            made.status.success(),
+            "streamd --make-dev-ca: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
         let ports = free_udp_ports(n);
         let voters: Vec<String> = ports
             .iter()
@@ -118,6 +139,10 @@ impl Cluster {
             .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
+        assert!(
+            self.brokers.len() < self.voter_count + SPARE_BROKERS,
+            "the cluster's development CA permits {SPARE_BROKERS} brokers beyond the voters"
+        );
         let id = (self.brokers.len() + 1).to_string();
         let ca = self.ca_dir.display().to_string();
         let mut args: Vec<&str> = vec![

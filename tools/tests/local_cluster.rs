@@ -158,6 +158,12 @@ fn the_readme_cluster_starts_in_one_command_and_holds_a_topic_with_three_replica
     for want in ["TERM", "COMMITTED", "VOTER", "LAG", "live"] {
         assert!(text.contains(want), "{want}: {text}");
     }
+    // Every broker column has its header (the role once sat under SHARDS).
+    let header = text.lines().find(|l| l.starts_with("BROKER")).unwrap_or("");
+    assert!(
+        header.contains("ROLE") && header.contains("SHARDS"),
+        "{text}"
+    );
 
     streamctl(
         &dir,

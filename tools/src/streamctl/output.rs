@@ -11,6 +11,12 @@ pub fn print_json(v: &impl serde::Serialize) -> CliResult {
 }
 
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    // A row with more or fewer cells than headers shifts every column after the gap (it once
+    // did: `cluster describe` printed roles under SHARDS); the tests run debug builds.
+    debug_assert!(
+        rows.iter().all(|r| r.len() == headers.len()),
+        "a table row's cells do not match its headers {headers:?}"
+    );
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -329,6 +329,7 @@ pub async fn cluster(client: &Client, out: OutputArgs) -> CliResult {
                     "BROKER",
                     "ADDRESS",
                     "RACK",
+                    "ROLE",
                     "SHARDS",
                     "STATUS",
                     "CONTROLLER",
