@@ -41,12 +41,23 @@ struct Graph {
 fn resolve() -> Graph {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // This machine's platform only: the packages the build downloaded. Without the filter Cargo
+    // wants every platform's (Windows consoles, wasm), which `--frozen` may not fetch and a
+    // Linux build never downloads (a clean machine's run failed on `anstyle-wincon`).
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let version = Command::new(rustc).arg("-vV").output().expect("rustc -vV runs");
+    let host = String::from_utf8_lossy(&version.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .expect("rustc -vV names the host");
     let out = Command::new(cargo)
         .args([
             "metadata",
             "--format-version",
             "1",
             "--frozen",
+            "--filter-platform",
+            &host,
             "--manifest-path",
         ])
         .arg(&manifest)
