@@ -116,12 +116,20 @@ pub fn watch_signals(flag: ShutdownFlag) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Files a partition keeps open: its active segment's log and two indexes, and its lock file.
-/// (Reads of old segments open a few more for a while.)
-pub const FILES_PER_PARTITION: u64 = 4;
-/// Files kept for everything but partitions: sockets, io_uring rings, the metrics server,
-/// closed segments being read, metadata writes.
+/// Files a partition keeps open: its active segment's log. (Its index files are opened for each
+/// write of index blocks and closed after it; its directory is held in memory, not by a lock
+/// file; closed segments being read are bounded per shard: [`files_reserved`].)
+pub const FILES_PER_PARTITION: u64 = 1;
+/// Files kept for everything but partitions' active logs: sockets, io_uring rings, the metrics
+/// server, metadata writes, and index files open for a moment during writes.
 pub const FILES_RESERVED: u64 = 1024;
+
+/// Files kept for everything but partitions' active logs on a broker of `shards` shards:
+/// [`FILES_RESERVED`] and, per shard, the closed segments its reads may keep open
+/// (`quiver_engine::CLOSED_FILES_PER_THREAD`).
+pub fn files_reserved(shards: usize) -> u64 {
+    FILES_RESERVED + shards as u64 * quiver_engine::CLOSED_FILES_PER_THREAD as u64
+}
 
 /// Raises the soft open-file limit to the hard one (a broker holds files per partition; the
 /// default soft limit of many systems, 1024, would stop it at a few hundred). Returns (soft,

@@ -250,15 +250,14 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
 fn controller_limits(config: &Config) -> crate::cluster::controller::Limits {
     let (soft, hard) = crate::process::raise_open_file_limit();
     tracing::info!(soft, hard, "open-file limit");
-    let by_files =
-        soft.saturating_sub(crate::process::FILES_RESERVED) / crate::process::FILES_PER_PARTITION;
+    let reserved = crate::process::files_reserved(config.shard_count());
+    let by_files = soft.saturating_sub(reserved) / crate::process::FILES_PER_PARTITION;
     let (partitions_max, partitions_max_source) = if by_files < u64::from(config.max_partitions) {
         (
             by_files,
             format!(
-                "set by the open-file limit of {soft}: about {} files per partition and {} for everything else; raise `ulimit -n` to allow more",
+                "set by the open-file limit of {soft}: {} file per partition and {reserved} for everything else; raise `ulimit -n` to allow more",
                 crate::process::FILES_PER_PARTITION,
-                crate::process::FILES_RESERVED
             ),
         )
     } else {

@@ -65,6 +65,14 @@ pub(crate) async fn open_ro(path: &Path) -> Result<Rc<DmaFile>> {
     Ok(Rc::new(f))
 }
 
+/// Closes a file now if this is its last handle (otherwise the last handle's drop closes it).
+/// A close's error is of no use: everything that had to reach the disk was fdatasynced.
+pub(crate) async fn close(file: Rc<DmaFile>) {
+    if let Ok(f) = Rc::try_unwrap(file) {
+        let _ = f.close().await;
+    }
+}
+
 pub(crate) async fn file_size(file: &DmaFile, path: &Path) -> Result<u64> {
     file.file_size()
         .await

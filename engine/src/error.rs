@@ -51,8 +51,8 @@ pub enum Error {
     AppendTooLarge { bytes: u64, max: u64 },
     #[error("invalid log config: {0}")]
     InvalidConfig(String),
-    /// Another `PartitionLog` (in this process or another) has the directory open.
-    #[error("the log directory is in use: {} is locked", path.display())]
+    /// Another `PartitionLog` of this process has the directory open.
+    #[error("the log directory {} is in use by another open log", path.display())]
     Locked { path: PathBuf },
     #[error("the partition log is closed")]
     Closed,

@@ -16,8 +16,10 @@
 //! 00000000000000000000.timeindex  sparse time index: (running max timestamp i64, rel offset u32)
 //! 00000000000000052311.log        the next segment starts at the offset after the last one
 //! ...
-//! .lock                           flock'ed while a PartitionLog has the directory open
 //! ```
+//!
+//! A directory is held by one `PartitionLog` at a time in a process (a process-wide set, no lock
+//! file: `log/open.rs`); the broker keeps other processes out with a lock on its data directory.
 //!
 //! The last segment is the active one; all others are closed and never written again. A segment
 //! rolls when an append would take it past `segment_bytes` (default 1 GiB) or it is older than
@@ -67,6 +69,15 @@
 //! it takes those bytes, so a consumer catching up does not wait for the disk between fetches
 //! (measured: one consumer of 2 partitions, 630 to 830+ MB/s). Its bytes are bounded per shard
 //! and expire unread after 10 s; a truncation, close or delete drops them.
+//!
+//! # Files per log
+//!
+//! An open log keeps one file descriptor: its active segment's log. The active segment's two
+//! index files are opened for each write of index blocks (every 256 points, at roll, close and
+//! truncation) and closed after it; the directory is held in a process-wide set rather than by
+//! a lock file. Closed segments being read stay open in the log's cache (two at most), and all
+//! the logs of one thread together keep at most [`CLOSED_FILES_PER_THREAD`] of them (the one
+//! loaded longest ago is let go first).
 //!
 //! # Memory per log
 //!
@@ -155,7 +166,7 @@ pub use dma::{sync_counts, SyncCounts};
 pub use error::{Error, Result, SequenceError};
 pub use log::{
     AppendInfo, CorruptRange, PartitionLog, Records, RetentionReport, APPEND_BYTES_MAX,
-    APPEND_OFFSETS_MAX, LOCK_FILE, READ_BYTES_MAX,
+    APPEND_OFFSETS_MAX, CLOSED_FILES_PER_THREAD, READ_BYTES_MAX,
 };
 
 use std::path::Path;

@@ -649,13 +649,22 @@ pub(crate) struct Recovered {
     pub holes: Vec<Hole>,
 }
 
+/// The active segment's open file: its log. Its two index files are not kept open (a
+/// descriptor each per partition would bound how many partitions a broker holds): they are
+/// opened for each write of index blocks (every `INDEX_POINTS_PER_WRITE` points), at roll, close
+/// and truncation ([`open_index_files`]).
 #[derive(Clone)]
 pub(crate) struct ActiveFiles {
     pub base: Offset,
     pub paths: SegmentPaths,
     pub log: Rc<DmaFile>,
-    pub index: Rc<DmaFile>,
-    pub time: Rc<DmaFile>,
+}
+
+/// Opens a segment's offset and time index files (created if absent) for reads and writes.
+pub(crate) async fn open_index_files(paths: &SegmentPaths) -> Result<[Rc<DmaFile>; 2]> {
+    let index = dma::open_rw(&paths.index, true).await?;
+    let time = dma::open_rw(&paths.time, true).await?;
+    Ok([index, time])
 }
 
 /// Opens (creating if absent) the segment at `base` as the active one and recovers its tail:
@@ -665,8 +674,7 @@ pub(crate) struct ActiveFiles {
 pub(crate) async fn recover_active(dir: &Path, base: Offset, interval: u32) -> Result<Recovered> {
     let paths = SegmentPaths::new(dir, base);
     let log = dma::open_rw(&paths.log, true).await?;
-    let index = dma::open_rw(&paths.index, true).await?;
-    let time = dma::open_rw(&paths.time, true).await?;
+    let [index, time] = open_index_files(&paths).await?;
     let log_size = dma::file_size(&log, &paths.log).await?;
     let ib = dma::read_all(&index, &paths.index).await?;
     let tb = dma::read_all(&time, &paths.time).await?;
@@ -739,6 +747,8 @@ pub(crate) async fn recover_active(dir: &Path, base: Offset, interval: u32) -> R
             dma::truncate(file, path, want).await?;
         }
     }
+    dma::close(index).await;
+    dma::close(time).await;
     let tail_pos = align_down(w.valid_len);
     let tail = if tail_pos < w.valid_len {
         dma::read(
@@ -770,13 +780,7 @@ pub(crate) async fn recover_active(dir: &Path, base: Offset, interval: u32) -> R
     // it, the point's own batch is the last.
     let last_batch = w.last_batch.map(|f| (f.pos, f.base_offset));
     Ok(Recovered {
-        files: ActiveFiles {
-            base,
-            paths,
-            log,
-            index,
-            time,
-        },
+        files: ActiveFiles { base, paths, log },
         points,
         points_on_disk,
         len: w.valid_len,
@@ -831,8 +835,7 @@ pub(crate) async fn rebuild_closed_index(
             }
         }
     }
-    let index = dma::open_rw(&paths.index, true).await?;
-    let time = dma::open_rw(&paths.time, true).await?;
+    let [index, time] = open_index_files(paths).await?;
     dma::truncate(&index, &paths.index, 0).await?;
     dma::truncate(&time, &paths.time, 0).await?;
     write_index(
@@ -845,6 +848,8 @@ pub(crate) async fn rebuild_closed_index(
     .await?;
     dma::fdatasync(&index, &paths.index).await?;
     dma::fdatasync(&time, &paths.time).await?;
+    dma::close(index).await;
+    dma::close(time).await;
     Ok(Rebuilt {
         points,
         max_timestamp: w.max_timestamp,

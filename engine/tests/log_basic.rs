@@ -418,7 +418,6 @@ fn file_names(dir: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != quiver_engine::LOCK_FILE)
         .collect();
     names.sort();
     names

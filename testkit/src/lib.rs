@@ -37,6 +37,9 @@ pub struct Broker {
     /// The CA file clients trust, when not the broker's own development CA (a cluster's
     /// brokers share one).
     pub ca_file: Option<PathBuf>,
+    /// The process's open-file limit (soft and hard, set before it starts), when a test needs
+    /// one lower than the machine's.
+    pub open_files: Option<u64>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -135,6 +138,7 @@ impl Broker {
             listen_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             envs: Vec::new(),
             ca_file: None,
+            open_files: None,
             _temp: Some(temp),
         }
     }
@@ -170,7 +174,25 @@ impl Broker {
                 let _ = writeln!(f, "---- (the process stopped; started again) ----");
             }
         }
-        let mut child = Command::new(streamd_path())
+        let mut command = Command::new(streamd_path());
+        if let Some(n) = self.open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches only a struct on this stack;
+            // nothing else runs between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: n as libc::rlim_t,
+                        rlim_max: n as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command
             .current_dir(&self.dir)
             .args([
                 "--listen",
@@ -530,9 +552,6 @@ pub async fn fetch(
     (resp, records)
 }
 
-/// The `streamd` built with the tests: it sits beside the test executable's `deps/` directory.
-/// `cargo test --workspace` builds it before any test runs; `cargo test -p <crate>` may not, so
-/// the message says what to do.
 /// Whether every thread of `pid` is stopped (state `T` or `t` in /proc/PID/task/*/stat).
 pub fn all_threads_stopped(pid: i32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -551,6 +570,9 @@ pub fn all_threads_stopped(pid: i32) -> bool {
     })
 }
 
+/// The `streamd` built with the tests: it sits beside the test executable's `deps/` directory.
+/// `cargo test --workspace` builds it before any test runs; `cargo test -p <crate>` may not, so
+/// the message says what to do.
 pub fn streamd_path() -> PathBuf {
     bin_path("streamd")
 }

@@ -45,7 +45,10 @@ fn resolve() -> Graph {
     // wants every platform's (Windows consoles, wasm), which `--frozen` may not fetch and a
     // Linux build never downloads (a clean machine's run failed on `anstyle-wincon`).
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let version = Command::new(rustc).arg("-vV").output().expect("rustc -vV runs");
+    let version = Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .expect("rustc -vV runs");
     let host = String::from_utf8_lossy(&version.stdout)
         .lines()
         .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))

@@ -208,7 +208,9 @@ async fn write_job(job: &mut Job) -> Result<()> {
                 crate::index::OFFSET_ENTRY_BYTES,
                 crate::index::TIME_ENTRY_BYTES,
             ];
-            let targets = [(&f.index, &f.paths.index), (&f.time, &f.paths.time)];
+            // Opened for this write and closed after it (`segment::ActiveFiles`).
+            let [index, time] = segment::open_index_files(&f.paths).await?;
+            let targets = [(&index, &f.paths.index), (&time, &f.paths.time)];
             for (((file, path), (pos, bytes)), size) in targets.into_iter().zip(parts).zip(sizes) {
                 // The bytes before entry `index_from` in its block are on disk already.
                 let tail_len = (job.index_from * size) as u64 - pos;
@@ -217,6 +219,8 @@ async fn write_job(job: &mut Job) -> Result<()> {
                 wb.push(file, rest);
                 wb.write(file, path).await?;
             }
+            crate::dma::close(index).await;
+            crate::dma::close(time).await;
         }
         Ok::<(), Error>(())
     };

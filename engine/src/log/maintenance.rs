@@ -255,8 +255,9 @@ impl Shared {
             }
         }
         let p = &files.paths;
+        let [index, time] = segment::open_index_files(p).await?;
         segment::write_index(
-            [(&files.index, &p.index), (&files.time, &p.time)],
+            [(&index, &p.index), (&time, &p.time)],
             points,
             on_disk.min(points.len()),
             points.len(),
@@ -265,8 +266,10 @@ impl Shared {
         .await?;
         dma::truncate(&files.log, &p.log, mark.len).await?;
         dma::fdatasync(&files.log, &p.log).await?;
-        dma::fdatasync(&files.index, &p.index).await?;
-        dma::fdatasync(&files.time, &p.time).await?;
+        dma::fdatasync(&index, &p.index).await?;
+        dma::fdatasync(&time, &p.time).await?;
+        dma::close(index).await;
+        dma::close(time).await;
         Ok(())
     }
 
@@ -548,10 +551,12 @@ impl Shared {
                 dma::truncate(&f, path, want).await?;
                 dma::fdatasync(&f, path).await?;
             }
+            dma::close(f).await;
         }
         let log = dma::open_rw(&p.log, false).await?;
         dma::truncate(&log, &p.log, pos).await?;
         dma::fdatasync(&log, &p.log).await?;
+        dma::close(log).await;
         segment::recover_active(&self.dir, base, interval).await
     }
 }

@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-pub use open::LOCK_FILE;
+pub use read::CLOSED_FILES_PER_THREAD;
 
 /// Largest read one `read` call issues (beyond one whole batch, which is always returned).
 pub const READ_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -305,9 +305,9 @@ impl State {
 
 pub(crate) struct Shared {
     dir: PathBuf,
-    /// Holds an exclusive `flock` on `<dir>/.lock` until the log is closed or dropped, so that no
-    /// second `PartitionLog` (another shard, another process) opens the same directory.
-    lock: RefCell<Option<std::fs::File>>,
+    /// Holds the directory (`open::DirLock`) until the log is closed or dropped, so that no
+    /// second `PartitionLog` of this process opens it.
+    lock: RefCell<Option<open::DirLock>>,
     state: RefCell<State>,
     /// The readable end moved, or the log changed under readers.
     data: Notify,
@@ -325,8 +325,9 @@ pub(crate) struct Shared {
 /// retention, close, delete) run as detached tasks: dropping their future does not stop them
 /// halfway.
 ///
-/// A log holds an exclusive `flock` on `<dir>/.lock` until it is closed, deleted or dropped, so a
-/// second open of the same directory fails with [`Error::Locked`]. Dropping a log without
+/// A log holds its directory until it is closed, deleted or dropped, so a second open of the
+/// same directory in this process fails with [`Error::Locked`] (another process is kept out by
+/// the broker's lock on its data directory). Dropping a log without
 /// `close()` stops it like a crash would (see the `Drop` impl); `close()` is the clean stop.
 pub struct PartitionLog {
     shared: Rc<Shared>,

@@ -13,12 +13,11 @@ use crate::tail::TailCache;
 use quiver_proto::Offset;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
-
-/// Name of the lock file in a log's directory.
-pub const LOCK_FILE: &str = ".lock";
 
 impl PartitionLog {
     /// Opens the log in `dir` (creating it if absent) and recovers it: closed segments are
@@ -29,7 +28,7 @@ impl PartitionLog {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         create_dir_durable(&dir).await?;
-        let lock = lock_dir(&dir)?;
+        let lock = DirLock::take(&dir)?;
         let mut files: BTreeMap<Offset, Vec<String>> = BTreeMap::new();
         let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("list dir", &dir, e))?;
         for entry in entries {
@@ -209,24 +208,43 @@ async fn create_dir_durable(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn lock_dir(dir: &Path) -> Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
-    let path = dir.join(LOCK_FILE);
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::io("open lock", &path, e))?;
-    // SAFETY: flock on a descriptor we own; no memory is involved.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(Error::Locked { path });
+/// A log directory held open by this process: at most one `PartitionLog` per directory at a
+/// time (another shard's, or a handle dropped with I/O still in flight, is refused with
+/// [`Error::Locked`]). Held in a process-wide set, not by a lock file: a lock file held open
+/// per log cost a file descriptor per partition, a quarter of a broker's budget. Another
+/// process is kept out by its owner: the broker holds an exclusive lock on its whole data
+/// directory (`<data_dir>/.lock`) while it runs.
+pub(crate) struct DirLock {
+    key: PathBuf,
+}
+
+fn open_dirs() -> &'static Mutex<HashSet<PathBuf>> {
+    static OPEN: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+    OPEN.get_or_init(Default::default)
+}
+
+impl DirLock {
+    /// Takes `dir` (which exists) for this log, or `Error::Locked` if a log has it.
+    pub(crate) fn take(dir: &Path) -> Result<DirLock> {
+        // One directory under two spellings (a relative path, a symlink) is one log.
+        let key = std::fs::canonicalize(dir).map_err(|e| Error::io("resolve dir", dir, e))?;
+        let mut open = open_dirs().lock().unwrap_or_else(|e| e.into_inner());
+        if !open.insert(key.clone()) {
+            return Err(Error::Locked {
+                path: dir.to_path_buf(),
+            });
         }
-        return Err(Error::io("lock", &path, e));
+        Ok(DirLock { key })
     }
-    Ok(f)
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        open_dirs()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
 }
 
 /// A closed segment's max timestamp from the last entry of its time index, rebuilding the

@@ -23,6 +23,20 @@ use std::time::Instant;
 /// couple of lagging consumers in different old segments without reloading an index per read.
 const CLOSED_SEGMENTS_CACHED: usize = 2;
 
+/// Closed segments kept open by all the logs of one thread (a broker's shard) together: past
+/// it, the segment loaded longest ago, whichever log holds it, is let go (its file closes once
+/// no read in flight uses it). Without it, consumers catching up on many partitions would hold
+/// two descriptors each for as long as the logs stay open.
+pub const CLOSED_FILES_PER_THREAD: usize = 512;
+
+thread_local! {
+    /// The closed segments cached on this thread, loaded oldest first. An entry whose log has
+    /// since let the segment go (its own limit, a truncation) is stale and counts all the same,
+    /// so the files actually open never exceed the queue's length.
+    static CLOSED_OPEN: std::cell::RefCell<std::collections::VecDeque<(std::rc::Weak<Shared>, Offset)>> =
+        Default::default();
+}
+
 impl PartitionLog {
     /// Whole batches starting with the one that holds `offset`, up to `max_bytes` (but always at
     /// least one whole batch, so a consumer always progresses), from one segment, capped at the
@@ -58,7 +72,7 @@ impl PartitionLog {
                 }
                 Some(Plan::Empty) => return Ok((Bytes::new(), offset)),
                 Some(Plan::Load(c)) => {
-                    shared.load_cache(c).await?;
+                    Shared::load_cache(shared, c).await?;
                     continue;
                 }
                 Some(Plan::Read(p)) => p,
@@ -207,7 +221,7 @@ impl PartitionLog {
                     match shared.cached_plan(c, |pts| index::lookup_time(pts, ts.0)) {
                         Some(p) => p,
                         None => {
-                            shared.load_cache(c).await?;
+                            Shared::load_cache(shared, c).await?;
                             continue;
                         }
                     }
@@ -587,8 +601,26 @@ impl Shared {
     }
 
     /// Loads a closed segment's index and opens its log for reading, into the log's small cache
-    /// of closed segments (the oldest entry makes room).
-    async fn load_cache(&self, c: Closed) -> Result<()> {
+    /// of closed segments (the oldest entry makes room), within the thread's bound
+    /// ([`CLOSED_FILES_PER_THREAD`]).
+    async fn load_cache(this: &Rc<Shared>, c: Closed) -> Result<()> {
+        this.load_cache_entry(c).await?;
+        let evicted: Vec<(std::rc::Weak<Shared>, Offset)> = CLOSED_OPEN.with(|q| {
+            let mut q = q.borrow_mut();
+            q.retain(|(w, b)| !(*b == c.base && std::ptr::eq(w.as_ptr(), Rc::as_ptr(this))));
+            q.push_back((Rc::downgrade(this), c.base));
+            let excess = q.len().saturating_sub(CLOSED_FILES_PER_THREAD);
+            q.drain(..excess).collect()
+        });
+        for (log, base) in evicted {
+            if let Some(log) = log.upgrade() {
+                log.state.borrow_mut().cache.retain(|x| x.base != base);
+            }
+        }
+        Ok(())
+    }
+
+    async fn load_cache_entry(&self, c: Closed) -> Result<()> {
         let interval = self.state.borrow().config.index_interval_bytes;
         let paths = SegmentPaths::new(&self.dir, c.base);
         let (points, holes) = segment::load_closed_index(&paths, c.base, c.size, interval).await?;

@@ -1,0 +1,99 @@
+//! File descriptors: an open log keeps one (its active segment's log), and the closed segments
+//! that reads keep open are bounded per thread (`CLOSED_FILES_PER_THREAD`), whatever the number
+//! of logs. Counted in /proc/self/fd; the test is its own process, so nothing else opens files
+//! meanwhile.
+
+mod common;
+
+use common::{batch, run, small_config};
+use quiver_engine::{PartitionLog, CLOSED_FILES_PER_THREAD};
+use quiver_proto::Offset;
+
+/// The tests count the process's descriptors: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[test]
+fn a_log_holds_one_descriptor_and_reads_of_closed_segments_are_bounded_per_thread() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(dir.path(), move || async move {
+        // Enough logs that two closed segments read in each exceed the thread's bound.
+        let logs_n = CLOSED_FILES_PER_THREAD / 2 + 40;
+        let before = open_fds();
+        let mut logs = Vec::new();
+        for i in 0..logs_n {
+            let log = PartitionLog::open(root.join(format!("p{i}")), small_config())
+                .await
+                .unwrap();
+            logs.push(log);
+        }
+        let held = open_fds() - before;
+        assert!(
+            held <= logs_n + 8,
+            "{logs_n} open logs hold {held} descriptors"
+        );
+
+        // Three segments each (64 KiB segments, 30 KB appends), index blocks written at roll.
+        for (i, log) in logs.iter().enumerate() {
+            for j in 0..7u64 {
+                log.append(&[batch(5, 6_000, i as u64 * 100 + j, 1_000)], None)
+                    .await
+                    .unwrap();
+            }
+        }
+        let after_writes = open_fds() - before;
+        assert!(
+            after_writes <= logs_n + 8,
+            "{logs_n} logs written hold {after_writes} descriptors"
+        );
+
+        // A read in each of the two closed segments of every log.
+        for log in &logs {
+            for offset in [0, 10] {
+                let bytes = log.read(Offset(offset), 1 << 16).await.unwrap();
+                assert!(!bytes.is_empty());
+            }
+        }
+        let reading = open_fds() - before;
+        assert!(
+            reading <= logs_n + CLOSED_FILES_PER_THREAD + 8,
+            "{logs_n} logs with closed segments read hold {reading} descriptors (bound {})",
+            logs_n + CLOSED_FILES_PER_THREAD
+        );
+        // Every log still reads its old segments (loaded again once let go).
+        for log in &logs {
+            assert!(!log.read(Offset(0), 1 << 16).await.unwrap().is_empty());
+        }
+        for log in logs {
+            log.close().await.unwrap();
+        }
+        let left = open_fds().saturating_sub(before);
+        assert!(left <= 8, "{left} descriptors left after closing every log");
+    });
+}
+
+#[test]
+fn a_directory_is_held_by_one_log_and_no_lock_file_is_made() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(dir.path(), move || async move {
+        let path = root.join("p0");
+        let log = PartitionLog::open(&path, small_config()).await.unwrap();
+        // The same directory under another spelling is the same log.
+        let other = root.join("p0/../p0");
+        assert!(matches!(
+            PartitionLog::open(&other, small_config()).await,
+            Err(quiver_engine::Error::Locked { .. })
+        ));
+        assert!(!path.join(".lock").exists());
+        log.close().await.unwrap();
+        let again = PartitionLog::open(&other, small_config()).await.unwrap();
+        again.close().await.unwrap();
+    });
+}
