@@ -188,7 +188,7 @@ settings! {
     tls_peer_ca: PathBuf = PathBuf::new(), env "STREAMD_TLS_PEER_CA";
     /// Number of shards (one glommio executor pinned per core). 0: one per available core.
     shards: u32 = 0, env "STREAMD_SHARDS";
-    /// TCP address of the HTTP endpoint serving /metrics (Prometheus) and /health. Empty: off.
+    /// TCP address of the HTTP endpoint serving /metrics (Prometheus), /health and /ready. Empty: off.
     metrics_listen: String = "127.0.0.1:9644".to_string(), env "STREAMD_METRICS_LISTEN";
     /// PEM certificate chain for QUIC. Empty: a development CA and certificate are created in
     /// <data_dir>/tls on first start and reused afterwards.

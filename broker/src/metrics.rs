@@ -154,6 +154,11 @@ pub struct Metrics {
     /// Per shard: what its endpoint counted, published by each shard's tick.
     endpoints: Vec<EndpointCounters>,
     partitions: Mutex<BTreeMap<(String, u32), PartitionStats>>,
+    /// Partition logs of this broker that could not be opened, and why: their partitions are
+    /// offline here (Metadata says so, /health says degraded) until an open succeeds.
+    offline_logs: Mutex<BTreeMap<(String, u32), String>>,
+    /// `offline_logs`'s length, read without the lock (Metadata asks for every partition).
+    offline_count: AtomicU64,
     ready: AtomicBool,
 }
 
@@ -182,6 +187,8 @@ impl Metrics {
                 .map(|_| EndpointCounters::default())
                 .collect(),
             partitions: Mutex::new(BTreeMap::new()),
+            offline_logs: Mutex::new(BTreeMap::new()),
+            offline_count: AtomicU64::new(0),
             ready: AtomicBool::new(false),
         }
     }
@@ -245,12 +252,54 @@ impl Metrics {
     pub fn forget_topic(&self, topic: &str) {
         let mut map = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|(t, _), _| t != topic);
+        let mut offline = self.offline_logs.lock().unwrap_or_else(|p| p.into_inner());
+        offline.retain(|(t, _), _| t != topic);
+        self.offline_count.store(offline.len() as u64, Relaxed);
+    }
+
+    /// A partition's log could not be opened (`why`): offline here until [`Self::log_opened`].
+    pub fn log_failed(&self, topic: &str, partition: u32, why: &str) {
+        let mut offline = self.offline_logs.lock().unwrap_or_else(|p| p.into_inner());
+        offline.insert((topic.to_string(), partition), why.to_string());
+        self.offline_count.store(offline.len() as u64, Relaxed);
+    }
+
+    /// A partition's log is open (again).
+    pub fn log_opened(&self, topic: &str, partition: u32) {
+        let mut offline = self.offline_logs.lock().unwrap_or_else(|p| p.into_inner());
+        if !offline.is_empty() {
+            offline.remove(&(topic.to_string(), partition));
+            self.offline_count.store(offline.len() as u64, Relaxed);
+        }
+    }
+
+    /// Whether this broker's log of the partition could not be opened.
+    pub fn is_log_offline(&self, topic: &str, partition: u32) -> bool {
+        if self.offline_count.load(Relaxed) == 0 {
+            return false;
+        }
+        let offline = self.offline_logs.lock().unwrap_or_else(|p| p.into_inner());
+        offline.contains_key(&(topic.to_string(), partition))
+    }
+
+    /// How many of this broker's partition logs could not be opened, and the first few with
+    /// why (for /health).
+    pub fn offline_logs(&self, first: usize) -> (usize, Vec<String>) {
+        let offline = self.offline_logs.lock().unwrap_or_else(|p| p.into_inner());
+        let named = offline
+            .iter()
+            .take(first)
+            .map(|((t, p), why)| format!("{t}/{p}: {why}"))
+            .collect();
+        (offline.len(), named)
     }
 
     /// Forgets one partition (its replica moved to other brokers).
     pub fn forget_partition(&self, topic: &str, partition: u32) {
         let mut map = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|(t, p), _| t != topic || *p != partition);
+        drop(map);
+        self.log_opened(topic, partition);
     }
 
     /// Marks the broker ready (listening, logs recovered); /health answers 200 from then on.
@@ -430,6 +479,7 @@ impl Metrics {
         let _ = writeln!(out, "# HELP quiver_authentication_failures_total SASL exchanges that failed.\n# TYPE quiver_authentication_failures_total counter\nquiver_authentication_failures_total {}", self.authentication_failures.load(Relaxed));
         let _ = writeln!(out, "# HELP quiver_authorization_denials_total Requests, or entries of one, the ACL authorizer refused.\n# TYPE quiver_authorization_denials_total counter\nquiver_authorization_denials_total {}", self.authorization_denials.load(Relaxed));
         let _ = writeln!(out, "# HELP quiver_offline_partitions Partitions without a live leader, as this broker's metadata says (cluster-wide).\n# TYPE quiver_offline_partitions gauge\nquiver_offline_partitions {}", self.offline_partitions.load(Relaxed));
+        let _ = writeln!(out, "# HELP quiver_partition_logs_offline Partition logs of this broker that could not be opened (their partitions are offline here; /health says degraded).\n# TYPE quiver_partition_logs_offline gauge\nquiver_partition_logs_offline {}", self.offline_logs(0).0);
         type FollowerValue = fn(&FollowerStats) -> String;
         let follower_gauges: [(&str, &str, FollowerValue); 4] = [
             (
@@ -646,10 +696,23 @@ fn answer(stream: TcpStream, metrics: &Metrics, until: Instant) -> std::io::Resu
             "text/plain; version=0.0.4; charset=utf-8",
             metrics.render(),
         ),
-        ("GET", "/health") if metrics.is_ready() => {
-            ("200 OK", "text/plain; charset=utf-8", "ok\n".to_string())
+        ("GET", "/health") if metrics.is_ready() => match metrics.offline_logs(5) {
+            (0, _) => ("200 OK", "text/plain; charset=utf-8", "ok\n".to_string()),
+            (n, first) => (
+                "503 Service Unavailable",
+                "text/plain; charset=utf-8",
+                format!(
+                    "degraded: {n} partition logs could not be opened on this broker (offline here; the others serve): {}\n",
+                    first.join("; ")
+                ),
+            ),
+        },
+        // Readiness for probes: serving (listening, logs recovered), degraded or not; a broker
+        // that serves most partitions is better in a service than out of it.
+        ("GET", "/ready") if metrics.is_ready() => {
+            ("200 OK", "text/plain; charset=utf-8", "ready\n".to_string())
         }
-        ("GET", "/health") => (
+        ("GET", "/health" | "/ready") => (
             "503 Service Unavailable",
             "text/plain; charset=utf-8",
             "starting\n".to_string(),
@@ -657,7 +720,7 @@ fn answer(stream: TcpStream, metrics: &Metrics, until: Instant) -> std::io::Resu
         ("GET", _) => (
             "404 Not Found",
             "text/plain; charset=utf-8",
-            "try /metrics or /health\n".to_string(),
+            "try /metrics, /health or /ready\n".to_string(),
         ),
         _ => (
             "405 Method Not Allowed",
@@ -756,8 +819,25 @@ mod tests {
             out
         };
         assert!(get("/health").starts_with("HTTP/1.1 503"));
+        assert!(get("/ready").starts_with("HTTP/1.1 503"));
         m.set_ready(true);
         assert!(get("/health").starts_with("HTTP/1.1 200"));
+        assert!(get("/ready").starts_with("HTTP/1.1 200"));
+        // A log that could not be opened: degraded, named, counted; still ready.
+        m.log_failed("t", 3, "Not a directory");
+        let health = get("/health");
+        assert!(health.starts_with("HTTP/1.1 503"), "{health}");
+        assert!(
+            health.contains("degraded: 1 partition logs")
+                && health.contains("t/3: Not a directory"),
+            "{health}"
+        );
+        assert!(get("/ready").starts_with("HTTP/1.1 200"));
+        assert!(m.is_log_offline("t", 3) && !m.is_log_offline("t", 2));
+        assert!(get("/metrics").contains("quiver_partition_logs_offline 1\n"));
+        m.log_opened("t", 3);
+        assert!(get("/health").starts_with("HTTP/1.1 200"));
+        assert!(get("/metrics").contains("quiver_partition_logs_offline 0\n"));
         let metrics = get("/metrics");
         assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
         assert!(metrics.contains("# TYPE quiver_produce_latency_seconds histogram"));

@@ -5,7 +5,8 @@
 //! port); start one glommio executor per shard, pinned to one allowed CPU. Each shard joins the
 //! channel mesh, opens (recovers) the logs placed on it, starts its endpoint on its socket and
 //! reports ready. When every shard is
-//! ready the broker prints one line, `streamd ready quic=ADDR metrics=ADDR`, and /health turns 200.
+//! ready the broker prints one line, `streamd ready quic=ADDR metrics=ADDR`, and /health and /ready
+//! turn 200 (/health says 503 "degraded" while a partition log could not be opened).
 //!
 //! Stop (SIGTERM or SIGINT): in a cluster, first the broker's leaderships move to in-sync
 //! followers (`controlled_shutdown`, at most 5 s); then every shard stops accepting connections

@@ -113,3 +113,85 @@ async fn partitions_up_to_what_the_open_file_limit_allows_all_work_and_past_it_a
         broker.log()
     );
 }
+
+/// A partition whose log cannot be opened is offline on this broker, said everywhere an operator
+/// looks: Metadata (`StorageError`, the broker among the offline replicas), `topic describe`,
+/// the metric, /health (503 "degraded", naming it) while /ready stays 200; the other partitions
+/// serve; and once the cause is gone, the next metadata change opens it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_whose_log_cannot_open_is_offline_and_said_so_and_comes_back() {
+    let mut broker = Broker::start(&["--shards", "1"]);
+    let client = broker.client().await;
+    assert_eq!(create_topic(&client, "t", 3, &[]).await, ErrorCode::None);
+    write_and_read_every_partition(&client, "t", 3).await;
+    drop(client);
+    broker.kill9();
+
+    // Partition 1's directory becomes a file: its log cannot open.
+    let topics = broker.data_dir().join("topics");
+    let topic_dir = std::fs::read_dir(&topics)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("t."))
+        .expect("topic t's directory");
+    let part = topic_dir.join("1");
+    let aside = topic_dir.join("1.aside");
+    std::fs::rename(&part, &aside).unwrap();
+    std::fs::write(&part, b"not a directory").unwrap();
+
+    broker.spawn(None);
+    let client = broker.client().await;
+    let admin = Admin::new(client.clone());
+    let d = admin.describe_topic("t").await.unwrap();
+    let offline: Vec<Vec<u32>> = d
+        .partitions
+        .iter()
+        .map(|p| p.offline.iter().map(|b| b.0).collect())
+        .collect();
+    assert_eq!(offline, vec![vec![], vec![1], vec![]], "{d:?}");
+    let resp = produce(&client, "t", 1, &[record("x")], Acks::All).await;
+    assert_eq!(
+        resp.topics[0].partitions[0].error_code,
+        ErrorCode::StorageError
+    );
+    let resp = produce(&client, "t", 2, &[record("y")], Acks::All).await;
+    assert_eq!(resp.topics[0].partitions[0].error_code, ErrorCode::None);
+    assert_eq!(broker.metric("quiver_partition_logs_offline"), 1.0);
+    let health = broker.http_get("/health");
+    assert!(
+        health.starts_with("HTTP/1.1 503")
+            && health.contains("degraded: 1 partition logs")
+            && health.contains("t/1"),
+        "{health}"
+    );
+    assert!(broker.http_get("/ready").starts_with("HTTP/1.1 200"));
+    let text = std::process::Command::new(bin_path("streamctl"))
+        .args(["-b", &broker.addr.to_string(), "--ca-file"])
+        .arg(broker.ca())
+        .args(["topic", "describe", "t"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(text.contains("OFFLINE"), "{text}");
+
+    // Repaired: the next metadata change opens it, and it serves what it held.
+    std::fs::remove_file(&part).unwrap();
+    std::fs::rename(&aside, &part).unwrap();
+    assert_eq!(
+        create_topic(&client, "nudge", 1, &[]).await,
+        ErrorCode::None
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while broker.metric("quiver_partition_logs_offline") != 0.0 {
+        assert!(std::time::Instant::now() < deadline, "{}", broker.log());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(broker.http_get("/health").starts_with("HTTP/1.1 200"));
+    let (_, bytes) = fetch(&client, "t", 1, 0, 0).await;
+    assert!(
+        bytes.windows(3).any(|w| w == b"t/1"),
+        "partition 1 kept its record"
+    );
+    let d = admin.describe_topic("t").await.unwrap();
+    assert!(d.partitions.iter().all(|p| p.offline.is_empty()), "{d:?}");
+}

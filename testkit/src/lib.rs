@@ -440,9 +440,14 @@ impl Broker {
     }
 
     pub fn metrics_text(&self) -> String {
+        self.http_get("/metrics")
+    }
+
+    /// The metrics endpoint's whole answer (status line, headers, body) to `GET path`.
+    pub fn http_get(&self, path: &str) -> String {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(self.metrics).unwrap();
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out

@@ -128,8 +128,13 @@ pub(super) async fn metadata(
                             Some(_) => shard.shard_count(),
                             None => 0,
                         };
+                        // This broker's log of it could not be opened: its replica here is
+                        // offline, and so is the partition if this broker leads it.
+                        let here_offline = shard.metrics.is_log_offline(&info.meta.name, p);
+                        let log_offline = leader == Some(me) && here_offline;
                         MetadataPartition {
                             error_code: match leader {
+                                Some(_) if log_offline => ErrorCode::StorageError,
                                 Some(_) => ErrorCode::None,
                                 None => ErrorCode::LeaderNotAvailable,
                             },
@@ -146,7 +151,7 @@ pub(super) async fn metadata(
                             offline_replicas: info
                                 .replicas(partition, me)
                                 .into_iter()
-                                .filter(|r| !snapshot.is_live(*r))
+                                .filter(|r| !snapshot.is_live(*r) || (*r == me && here_offline))
                                 .map(BrokerId)
                                 .collect(),
                             leader_shard: (shards > 0).then(|| {

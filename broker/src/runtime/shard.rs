@@ -759,16 +759,22 @@ impl Shard {
                             }
                         }
                     }
-                    Some(Slot::Failed(_)) => {}
-                    None => {
+                    // A log that could not be opened is tried again with each new snapshot (the
+                    // cause may be gone: a descriptor freed, a directory repaired).
+                    Some(Slot::Failed(_)) | None => {
                         slow_open_fault().await;
                         let dir = crate::cluster::dirs::partition_dir(
                             &self.config.data_dir,
                             &topic.meta.dir_name(),
                             partition,
                         );
+                        let retry = existing.is_some();
                         let slot = match PartitionLog::open(&dir, log_config.clone()).await {
                             Ok(log) => {
+                                if retry {
+                                    tracing::info!(topic = %topic.meta.name, partition = p, "partition log opened on a retry: online again");
+                                }
+                                self.metrics.log_opened(&topic.meta.name, p);
                                 let log = Rc::new(log);
                                 if topic.meta.name == crate::group::OFFSETS_TOPIC {
                                     self.groups.load(partition, log.clone()).await;
@@ -776,7 +782,10 @@ impl Shard {
                                 Slot::Open(log)
                             }
                             Err(e) => {
-                                tracing::error!(topic = %topic.meta.name, partition = p, error = %e, "opening partition log failed");
+                                if !retry {
+                                    tracing::error!(topic = %topic.meta.name, partition = p, error = %e, "opening partition log failed: the partition is offline on this broker");
+                                }
+                                self.metrics.log_failed(&topic.meta.name, p, &e.to_string());
                                 Slot::Failed(e.to_string())
                             }
                         };

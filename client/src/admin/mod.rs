@@ -108,6 +108,10 @@ pub struct PartitionDescription {
     /// While a reassignment runs: the replicas removed once every new one is in sync.
     #[serde(serialize_with = "ser_brokers")]
     pub removing: Vec<BrokerId>,
+    /// Replicas that serve nothing: on a broker fenced or gone, or whose log of the partition
+    /// could not be opened (the partition is offline when its leader's is).
+    #[serde(serialize_with = "ser_brokers")]
+    pub offline: Vec<BrokerId>,
     /// How far each follower is behind, as the leader sees it (empty when the leader did
     /// not say: a single broker, or a leader that is down).
     pub followers: Vec<FollowerProgress>,
@@ -452,6 +456,7 @@ impl Admin {
                         isr: p.isr.clone(),
                         adding: p.adding.clone(),
                         removing: p.removing.clone(),
+                        offline: p.offline.clone(),
                         followers: Vec::new(),
                         start_offset: None,
                         end_offset: None,
@@ -520,6 +525,7 @@ impl Admin {
                     isr: p.isr.clone(),
                     adding: p.adding.clone(),
                     removing: p.removing.clone(),
+                    offline: p.offline.clone(),
                     followers: followers.get(&p.partition).cloned().unwrap_or_default(),
                     start_offset: offset_of(&starts, p.partition),
                     end_offset: offset_of(&ends, p.partition),

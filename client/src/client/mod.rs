@@ -111,6 +111,9 @@ pub struct PartitionInfo {
     pub adding: Vec<BrokerId>,
     /// While a reassignment runs: the replicas removed once the new ones are in sync.
     pub removing: Vec<BrokerId>,
+    /// Replicas that serve nothing: on a broker that is fenced or gone, or whose log of the
+    /// partition could not be opened (the partition is offline when its leader's is).
+    pub offline: Vec<BrokerId>,
 }
 
 impl PartitionInfo {
@@ -387,6 +390,7 @@ impl Client {
                     isr: p.isr,
                     adding: p.adding_replicas,
                     removing: p.removing_replicas,
+                    offline: p.offline_replicas,
                 })
                 .collect();
             partitions.sort_by_key(|p| p.partition);

@@ -86,6 +86,11 @@ pub async fn topic(client: &Client, cmd: &TopicCommand) -> CliResult {
                                 ids(&p.isr),
                                 opt(p.start_offset),
                                 opt(p.end_offset),
+                                if p.offline.is_empty() {
+                                    "-".into()
+                                } else {
+                                    ids(&p.offline)
+                                },
                             ]
                         })
                         .collect();
@@ -98,6 +103,7 @@ pub async fn topic(client: &Client, cmd: &TopicCommand) -> CliResult {
                             "ISR",
                             "START",
                             "END",
+                            "OFFLINE",
                         ],
                         &rows,
                     );
