@@ -266,9 +266,9 @@ settings! {
     /// this). Must leave room under max_frame_bytes for the response's body.
     fetch_max_bytes: u32 = 55 << 20, env "STREAMD_FETCH_MAX_BYTES";
     /// Most partitions this broker holds, over all topics (internal ones included). A create or
-    /// add-partitions past it is refused, naming this setting. The open-file limit may lower it
-    /// further (each partition keeps about four files open).
-    max_partitions: u32 = 20_000, env "STREAMD_MAX_PARTITIONS";
+    /// add-partitions past it is refused, naming this setting. The open-file limit does not
+    /// bound it: partitions' files are opened on demand within a budget the limit sets.
+    max_partitions: u32 = 100_000, env "STREAMD_MAX_PARTITIONS";
     /// Most QUIC connections the broker holds, over all shards. Past half of it, a new client
     /// must first prove its address (QUIC Retry); at it, new connections are refused.
     max_connections: u32 = 10_000, env "STREAMD_MAX_CONNECTIONS";

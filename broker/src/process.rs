@@ -116,13 +116,22 @@ pub fn watch_signals(flag: ShutdownFlag) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Files a partition keeps open: its active segment's log. (Its index files are opened for each
-/// write of index blocks and closed after it; its directory is held in memory, not by a lock
-/// file; closed segments being read are bounded per shard: [`files_reserved`].)
-pub const FILES_PER_PARTITION: u64 = 1;
 /// Files kept for everything but partitions' active logs: sockets, io_uring rings, the metrics
-/// server, metadata writes, and index files open for a moment during writes.
+/// server, metadata writes, and index files open for a moment during writes. (A partition's
+/// directory is held in memory, not by a lock file; its index files are opened per write.)
 pub const FILES_RESERVED: u64 = 1024;
+/// The fewest active-segment files a shard keeps open, whatever the open-file limit leaves: a
+/// shard below it would reopen files on almost every request.
+pub const OPEN_LOGS_PER_SHARD_MIN: u64 = 64;
+
+/// How many partitions' active-segment files each of `shards` shards keeps open (the engine's
+/// budget, `quiver_engine::set_open_logs_max`) under an open-file limit of `soft`: what is left
+/// after [`files_reserved`], shared evenly. Past it, the least recently used idle file closes
+/// and reopens when next needed, so the limit bounds open files, not partitions.
+pub fn open_logs_per_shard(soft: u64, shards: usize) -> u64 {
+    let shards = shards.max(1) as u64;
+    (soft.saturating_sub(files_reserved(shards as usize)) / shards).max(OPEN_LOGS_PER_SHARD_MIN)
+}
 
 /// Files kept for everything but partitions' active logs on a broker of `shards` shards:
 /// [`FILES_RESERVED`] and, per shard, the closed segments its reads may keep open

@@ -129,7 +129,7 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
     ));
     let quorum_status =
         clustered.then(|| Arc::new(QuorumStatus::new(voters.iter().map(|v| v.id).collect())));
-    let limits = controller_limits(&config);
+    let (limits, open_logs_per_shard) = controller_limits(&config);
     let defaults = TopicConfig::defaults(&config);
     let shards = config.shard_count();
     let snapshot = Arc::new(Snapshot::build(&state, &defaults, config.broker_id)?);
@@ -167,6 +167,7 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
         let ctx = ShardContext {
             id: ShardId(i as u32),
             shard_count: shards,
+            open_logs_max: open_logs_per_shard,
             config: config.clone(),
             security: security.clone(),
             quota_buckets: quota_buckets.clone(),
@@ -246,32 +247,25 @@ pub fn run(mut config: Config) -> Result<(), RunError> {
     }
 }
 
-/// The controller's limits: the partition cap (the setting, or what the open-file limit allows
-/// if that is lower) and the file system's name limit.
-fn controller_limits(config: &Config) -> crate::cluster::controller::Limits {
+/// The controller's limits (the partition cap, the file system's name limit) and how many
+/// active-segment files each shard keeps open under the open-file limit (raised to the hard
+/// limit first).
+fn controller_limits(config: &Config) -> (crate::cluster::controller::Limits, usize) {
     let (soft, hard) = crate::process::raise_open_file_limit();
-    tracing::info!(soft, hard, "open-file limit");
-    let reserved = crate::process::files_reserved(config.shard_count());
-    let by_files = soft.saturating_sub(reserved) / crate::process::FILES_PER_PARTITION;
-    let (partitions_max, partitions_max_source) = if by_files < u64::from(config.max_partitions) {
-        (
-            by_files,
-            format!(
-                "set by the open-file limit of {soft}: {} file per partition and {reserved} for everything else; raise `ulimit -n` to allow more",
-                crate::process::FILES_PER_PARTITION,
-            ),
-        )
-    } else {
-        (
-            u64::from(config.max_partitions),
-            "the max_partitions setting".to_string(),
-        )
-    };
-    crate::cluster::controller::Limits {
-        partitions_max,
-        partitions_max_source,
+    let shards = config.shard_count();
+    let open_logs = crate::process::open_logs_per_shard(soft, shards);
+    tracing::info!(
+        soft,
+        hard,
+        open_logs_per_shard = open_logs,
+        "open-file limit: partitions' files beyond the budget are opened on demand"
+    );
+    let limits = crate::cluster::controller::Limits {
+        partitions_max: u64::from(config.max_partitions),
+        partitions_max_source: "the max_partitions setting".to_string(),
         file_name_max: crate::cluster::topic::file_name_max(&config.data_dir),
-    }
+    };
+    (limits, usize::try_from(open_logs).unwrap_or(usize::MAX))
 }
 
 /// The QUIC server's TLS configuration, and what this broker trusts when it dials another (the
@@ -417,6 +411,8 @@ enum MetaSource {
 struct ShardContext {
     id: ShardId,
     shard_count: usize,
+    /// Active-segment files this shard keeps open (`quiver_engine::set_open_logs_max`).
+    open_logs_max: usize,
     config: Arc<Config>,
     security: Arc<crate::security::SecurityConfig>,
     quota_buckets: Arc<crate::security::quota::Buckets>,
@@ -466,6 +462,7 @@ async fn shard_start(
     quiver_engine::init_io_probe(&ctx.config.data_dir)
         .await
         .map_err(|e| format!("I/O probe: {e}"))?;
+    quiver_engine::set_open_logs_max(ctx.open_logs_max);
     quiver_engine::readahead::set_shard_budget(
         usize::try_from(ctx.config.readahead_bytes_per_shard).unwrap_or(usize::MAX),
     );

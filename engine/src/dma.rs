@@ -243,17 +243,17 @@ pub(crate) struct WriteBuf {
 
 impl WriteBuf {
     /// Starts at `file_pos` (aligned) with `tail` (the bytes of the partial block there).
-    pub(crate) fn new(file: &DmaFile, file_pos: u64, tail: &[u8], hint: usize) -> WriteBuf {
+    pub(crate) fn new(file_pos: u64, tail: &[u8], hint: usize) -> WriteBuf {
         debug_assert_eq!(file_pos % BLOCK as u64, 0);
         debug_assert!(tail.len() < BLOCK);
         let cap = (align_up((tail.len() + hint) as u64) as usize).clamp(BLOCK, WRITE_CHUNK_MAX);
         let mut wb = WriteBuf {
             file_pos,
-            chunks: vec![file.alloc_dma_buffer(cap)],
+            chunks: vec![glommio::allocate_dma_buffer(cap)],
             last_filled: 0,
             total: 0,
         };
-        wb.push(file, tail);
+        wb.push(tail);
         wb
     }
 
@@ -262,7 +262,7 @@ impl WriteBuf {
         self.file_pos + self.total as u64
     }
 
-    pub(crate) fn push(&mut self, file: &DmaFile, mut bytes: &[u8]) {
+    pub(crate) fn push(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             let last = self.chunks.last_mut().expect("at least one chunk");
             let room = last.len() - self.last_filled;
@@ -273,7 +273,7 @@ impl WriteBuf {
                     let new_cap = (cap * 2)
                         .max(align_up((self.last_filled + bytes.len()) as u64) as usize)
                         .min(CHUNK_GROW_MAX);
-                    let mut grown = file.alloc_dma_buffer(new_cap);
+                    let mut grown = glommio::allocate_dma_buffer(new_cap);
                     grown.as_bytes_mut()[..self.last_filled]
                         .copy_from_slice(&last.as_bytes()[..self.last_filled]);
                     *last = grown;
@@ -282,7 +282,7 @@ impl WriteBuf {
                     let cap = (align_up(bytes.len() as u64) as usize)
                         .max(cap * 2)
                         .clamp(BLOCK, WRITE_CHUNK_MAX);
-                    self.chunks.push(file.alloc_dma_buffer(cap));
+                    self.chunks.push(glommio::allocate_dma_buffer(cap));
                     self.last_filled = 0;
                 }
                 continue;

@@ -72,12 +72,16 @@
 //!
 //! # Files per log
 //!
-//! An open log keeps one file descriptor: its active segment's log. The active segment's two
-//! index files are opened for each write of index blocks (every 256 points, at roll, close and
-//! truncation) and closed after it; the directory is held in a process-wide set rather than by
-//! a lock file. Closed segments being read stay open in the log's cache (two at most), and all
-//! the logs of one thread together keep at most [`CLOSED_FILES_PER_THREAD`] of them (the one
-//! loaded longest ago is let go first).
+//! An open log keeps at most one file descriptor: its active segment's log, and only while the
+//! thread's budget allows (`files.rs`, [`set_open_logs_max`]: past it the least recently used
+//! idle file closes and is reopened by the next write, fdatasync or read that needs it; an
+//! fdatasync covers the file, not the descriptor, so durability does not change). The active
+//! segment's two index files are opened for each write of index blocks (every 256 points, at
+//! roll, close and truncation) and closed after it; the directory is held in a process-wide set
+//! rather than by a lock file. Closed segments being read stay open in the log's cache (two at
+//! most), and all the logs of one thread together keep at most [`CLOSED_FILES_PER_THREAD`] of
+//! them (the one loaded longest ago is let go first). So a thread's open files are bounded
+//! whatever the number of logs.
 //!
 //! # Memory per log
 //!
@@ -147,6 +151,7 @@ mod config;
 mod deleter;
 mod dma;
 mod error;
+mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 mod index;
@@ -164,6 +169,7 @@ pub use config::{
 pub use deleter::delete_dir_paced;
 pub use dma::{sync_counts, SyncCounts};
 pub use error::{Error, Result, SequenceError};
+pub use files::{open_logs, set_open_logs_max};
 pub use log::{
     AppendInfo, CorruptRange, PartitionLog, Records, RetentionReport, APPEND_BYTES_MAX,
     APPEND_OFFSETS_MAX, CLOSED_FILES_PER_THREAD, READ_BYTES_MAX,

@@ -618,8 +618,8 @@ pub(crate) async fn write_index(
             // The bytes before entry `from` in its block are already on disk: they are the tail.
             let tail_len = (from * size) as u64 - pos;
             let (tail, rest) = bytes.split_at(tail_len as usize);
-            let mut wb = WriteBuf::new(file, pos, tail, bytes.len());
-            wb.push(file, rest);
+            let mut wb = WriteBuf::new(pos, tail, bytes.len());
+            wb.push(rest);
             wb.write(file, path).await?;
         }
     }
@@ -657,7 +657,8 @@ pub(crate) struct Recovered {
 pub(crate) struct ActiveFiles {
     pub base: Offset,
     pub paths: SegmentPaths,
-    pub log: Rc<DmaFile>,
+    /// Opened on demand within the thread's budget (`crate::files`).
+    pub log: crate::files::LogFile,
 }
 
 /// Opens a segment's offset and time index files (created if absent) for reads and writes.
@@ -780,7 +781,11 @@ pub(crate) async fn recover_active(dir: &Path, base: Offset, interval: u32) -> R
     // it, the point's own batch is the last.
     let last_batch = w.last_batch.map(|f| (f.pos, f.base_offset));
     Ok(Recovered {
-        files: ActiveFiles { base, paths, log },
+        files: ActiveFiles {
+            base,
+            log: crate::files::LogFile::new(&paths.log, log),
+            paths,
+        },
         points,
         points_on_disk,
         len: w.valid_len,

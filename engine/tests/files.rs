@@ -97,3 +97,80 @@ fn a_directory_is_held_by_one_log_and_no_lock_file_is_made() {
         again.close().await.unwrap();
     });
 }
+
+/// With a budget of open active-segment files smaller than the logs, logs written and read all
+/// at once (writes, fdatasyncs and reads of other logs closing and reopening their files) keep
+/// every record, within the budget; after a close and reopen too.
+#[test]
+fn logs_beyond_the_open_file_budget_write_and_read_through_reopened_files() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(dir.path(), move || async move {
+        const BUDGET: usize = 16;
+        const LOGS: usize = 120;
+        quiver_engine::set_open_logs_max(BUDGET);
+        let before = open_fds();
+        let mut logs = Vec::new();
+        for i in 0..LOGS {
+            let log = PartitionLog::open(root.join(format!("q{i}")), small_config())
+                .await
+                .unwrap();
+            logs.push(std::rc::Rc::new(log));
+        }
+        assert!(quiver_engine::open_logs() <= BUDGET);
+        let idle = open_fds() - before;
+        assert!(
+            idle <= BUDGET + 8,
+            "{LOGS} idle logs hold {idle} descriptors"
+        );
+        // Three rounds of one append to every log at once (durable: each awaits its
+        // fdatasync), so files close and reopen between a write and its sync.
+        for round in 0..3u64 {
+            let tasks: Vec<_> = logs
+                .iter()
+                .enumerate()
+                .map(|(i, log)| {
+                    let log = log.clone();
+                    glommio::spawn_local(async move {
+                        log.append(&[batch(4, 900, i as u64 * 10 + round, 1_000)], None)
+                            .await
+                            .unwrap()
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await;
+            }
+        }
+        assert!(quiver_engine::open_logs() <= BUDGET + 1);
+        for log in &logs {
+            let got = common::read_all(log, 0).await;
+            assert_eq!(got.len(), 3);
+            assert_eq!(got.iter().map(|b| b.1).sum::<u32>(), 12);
+        }
+        let busy = open_fds() - before;
+        assert!(
+            busy <= BUDGET + 8,
+            "{busy} descriptors with a budget of {BUDGET}"
+        );
+        for log in logs {
+            std::rc::Rc::try_unwrap(log)
+                .ok()
+                .unwrap()
+                .close()
+                .await
+                .unwrap();
+        }
+        for i in 0..LOGS {
+            let log = PartitionLog::open(root.join(format!("q{i}")), small_config())
+                .await
+                .unwrap();
+            assert_eq!(log.end_offset().0, 12, "log {i} after reopening");
+            let got = common::read_all(&log, 0).await;
+            assert_eq!(got.len(), 3);
+            log.close().await.unwrap();
+        }
+        quiver_engine::set_open_logs_max(usize::MAX);
+    });
+}

@@ -266,7 +266,7 @@ fn stage(
     }
     if a.pending.is_none() {
         let h = &a.handed;
-        let buf = WriteBuf::new(&a.files.log, align_down(h.len), &h.tail, total as usize);
+        let buf = WriteBuf::new(align_down(h.len), &h.tail, total as usize);
         let mark = Mark {
             tail: Vec::new(),
             ..h.clone()
@@ -291,8 +291,8 @@ fn stage(
                 batch::set_leader_epoch(&mut hdr, e).expect("header-sized");
             }
         }
-        p.buf.push(&a.files.log, &hdr);
-        p.buf.push(&a.files.log, &bytes[BATCH_HEADER_BYTES..]);
+        p.buf.push(&hdr);
+        p.buf.push(&bytes[BATCH_HEADER_BYTES..]);
         if tailing {
             cached.extend_from_slice(&hdr);
             cached.extend_from_slice(&bytes[BATCH_HEADER_BYTES..]);

@@ -71,6 +71,7 @@ impl Shared {
                 continue;
             };
             let res = write_job(&mut job).await;
+            crate::files::release();
             let mut cleanup = None;
             {
                 let mut s = this.state.borrow_mut();
@@ -98,7 +99,11 @@ impl Shared {
             if let Some((files, len)) = cleanup {
                 // Cut what the failed write may have left past the last good byte, so it can
                 // never be mistaken for data after a later crash.
-                if let Err(e) = dma::truncate(&files.log, &files.paths.log, len).await {
+                let cut = match files.log.get().await {
+                    Ok(log) => dma::truncate(&log, &files.paths.log, len).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = cut {
                     this.state.borrow_mut().set_status(Status::Failed(e));
                 }
             }
@@ -108,7 +113,11 @@ impl Shared {
 
     /// One fdatasync covering every write completed before it; moves the durable end to its end.
     async fn sync(this: Rc<Shared>, files: ActiveFiles, order: SyncOrder) {
-        let res = dma::fdatasync(&files.log, &files.paths.log).await;
+        let res = match files.log.get().await {
+            Ok(log) => dma::fdatasync(&log, &files.paths.log).await,
+            Err(e) => Err(e),
+        };
+        crate::files::release();
         {
             let mut s = this.state.borrow_mut();
             match res {
@@ -198,7 +207,7 @@ async fn write_job(job: &mut Job) -> Result<()> {
     let log_buf = job.log.take();
     let log_fut = async {
         match log_buf {
-            Some(buf) => buf.write(&f.log, &f.paths.log).await,
+            Some(buf) => buf.write(&f.log.get().await?, &f.paths.log).await,
             None => Ok(()),
         }
     };
@@ -215,8 +224,8 @@ async fn write_job(job: &mut Job) -> Result<()> {
                 // The bytes before entry `index_from` in its block are on disk already.
                 let tail_len = (job.index_from * size) as u64 - pos;
                 let (tail, rest) = bytes.split_at(tail_len as usize);
-                let mut wb = WriteBuf::new(file, *pos, tail, bytes.len());
-                wb.push(file, rest);
+                let mut wb = WriteBuf::new(*pos, tail, bytes.len());
+                wb.push(rest);
                 wb.write(file, path).await?;
             }
             crate::dma::close(index).await;

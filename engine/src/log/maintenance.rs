@@ -264,8 +264,9 @@ impl Shared {
             true,
         )
         .await?;
-        dma::truncate(&files.log, &p.log, mark.len).await?;
-        dma::fdatasync(&files.log, &p.log).await?;
+        let log = files.log.get().await?;
+        dma::truncate(&log, &p.log, mark.len).await?;
+        dma::fdatasync(&log, &p.log).await?;
         dma::fdatasync(&index, &p.index).await?;
         dma::fdatasync(&time, &p.time).await?;
         dma::close(index).await;
@@ -433,14 +434,17 @@ impl Shared {
         // Where the batch holding `offset` starts, in the segment that will become active.
         let (base, points, plan_file, len) = match seg {
             None => {
-                let s = self.state.borrow();
-                let a = &s.active;
-                (
-                    a.files.base,
-                    a.points[..a.written.points].to_vec(),
-                    a.files.log.clone(),
-                    a.written.len,
-                )
+                let (base, points, file, len) = {
+                    let s = self.state.borrow();
+                    let a = &s.active;
+                    (
+                        a.files.base,
+                        a.points[..a.written.points].to_vec(),
+                        a.files.log.clone(),
+                        a.written.len,
+                    )
+                };
+                (base, points, file.get().await?, len)
             }
             Some(c) => {
                 let interval = self.state.borrow().config.index_interval_bytes;

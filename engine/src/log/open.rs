@@ -91,7 +91,8 @@ impl PartitionLog {
         // a producer snapshot at the log's end, after its last fdatasync; then nothing is owed.
         let closed_cleanly = loose_snapshots.contains(&rec.next_offset);
         if rec.len > 0 && !closed_cleanly {
-            dma::fdatasync(&rec.files.log, &rec.files.paths.log).await?;
+            let log = rec.files.log.get().await?;
+            dma::fdatasync(&log, &rec.files.paths.log).await?;
         }
         let now = now_ms();
         // A snapshot above the end (the log lost its tail since a clean close) would be wrong
@@ -171,7 +172,7 @@ async fn load_producers(dir: &Path, rec: &Recovered, now: i64) -> Result<Produce
         }),
     };
     segment::walk_headers(
-        &rec.files.log,
+        &rec.files.log.get().await?,
         &rec.files.paths.log,
         rec.files.base,
         rec.len,

@@ -71,6 +71,10 @@ impl PartitionLog {
                     continue;
                 }
                 Some(Plan::Empty) => return Ok((Bytes::new(), offset)),
+                Some(Plan::OpenActive(f)) => {
+                    f.get().await?;
+                    continue;
+                }
                 Some(Plan::Load(c)) => {
                     Shared::load_cache(shared, c).await?;
                     continue;
@@ -110,6 +114,8 @@ impl PartitionLog {
             if let Err(e @ Error::Corrupt { .. }) = &res {
                 tracing::error!(error = %e, "read reached a corrupt batch; not served");
             }
+            drop(plan);
+            crate::files::release();
             return res;
         }
     }
@@ -203,15 +209,18 @@ impl PartitionLog {
                     && after_base.is_none_or(|b| a.files.base > b)
                     && a.written.max_timestamp >= ts.0
                 {
-                    found = Some(Plan::Read(ReadPlan {
-                        file: a.files.log.clone(),
-                        path: a.files.paths.log.clone(),
-                        base: a.files.base,
-                        len: a.written.len,
-                        start: index::lookup_time(&a.points[..a.written.points], ts.0),
-                        truncations: s.truncations,
-                        limit: OFFSET_MAX,
-                    }));
+                    found = Some(match a.files.log.now() {
+                        None => Plan::OpenActive(a.files.log.clone()),
+                        Some(file) => Plan::Read(ReadPlan {
+                            file,
+                            path: a.files.paths.log.clone(),
+                            base: a.files.base,
+                            len: a.written.len,
+                            start: index::lookup_time(&a.points[..a.written.points], ts.0),
+                            truncations: s.truncations,
+                            limit: OFFSET_MAX,
+                        }),
+                    });
                 }
                 (found, s.truncations)
             };
@@ -225,6 +234,10 @@ impl PartitionLog {
                             continue;
                         }
                     }
+                }
+                Some(Plan::OpenActive(f)) => {
+                    f.get().await?;
+                    continue;
                 }
                 Some(Plan::Read(p)) => p,
                 Some(Plan::Empty) => unreachable!("not planned here"),
@@ -269,6 +282,8 @@ impl PartitionLog {
 enum Plan {
     Empty,
     Load(Closed),
+    /// The active segment's file is closed (`crate::files`): open it, then plan again.
+    OpenActive(crate::files::LogFile),
     Read(ReadPlan),
 }
 
@@ -309,8 +324,11 @@ fn plan_read(s: &State, offset: Offset) -> Result<Plan> {
     }
     if offset >= a.files.base {
         let rel = index::rel_for_lookup(offset, a.files.base);
+        let Some(file) = a.files.log.now() else {
+            return Ok(Plan::OpenActive(a.files.log.clone()));
+        };
         return Ok(Plan::Read(ReadPlan {
-            file: a.files.log.clone(),
+            file,
             path: a.files.paths.log.clone(),
             base: a.files.base,
             len: a.written.len,

@@ -1,0 +1,183 @@
+//! The active segments' log files, opened on demand and kept open within a per-thread budget.
+//!
+//! A broker may hold far more partitions than it may hold open files (100,000 partitions, a
+//! 20,000-file limit). Each log's active segment file is a [`LogFile`]: a path and, while it is
+//! open, the `DmaFile`. The files open on one thread (a broker's shard) are kept in least
+//! recently used order; past the thread's budget ([`set_open_logs_max`]) the least recently used
+//! file that nothing is using (no write, read or fdatasync holds it) is closed, and opened again
+//! by the next operation that needs it. A file in use is never closed under it, so the budget
+//! can be exceeded for as long as more files are in use at once than it allows.
+//!
+//! Closing a file does not weaken durability: an fdatasync flushes the file (its inode), not the
+//! descriptor it is issued on, so one issued on a reopened descriptor covers what was written
+//! through the closed one.
+
+use crate::dma;
+use crate::error::Result;
+use glommio::io::DmaFile;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+
+/// The default budget of open active-segment files per thread: no limit until the owner sets
+/// one (an engine used alone, in tests and tools, keeps every log's file open).
+const UNLIMITED: usize = usize::MAX;
+
+thread_local! {
+    static OPEN: RefCell<Lru> = const {
+        RefCell::new(Lru {
+            max: UNLIMITED,
+            tick: 0,
+            order: BTreeMap::new(),
+        })
+    };
+}
+
+/// Open files of this thread by the tick they were last used at (oldest first).
+struct Lru {
+    max: usize,
+    tick: u64,
+    order: BTreeMap<u64, Weak<Slot>>,
+}
+
+/// Sets how many active-segment files this thread keeps open (at least 1). Call it on each
+/// shard before opening logs; files already open past it close as they fall idle.
+pub fn set_open_logs_max(max: usize) {
+    OPEN.with(|o| o.borrow_mut().max = max.max(1));
+    evict();
+}
+
+/// Active-segment files open on this thread now.
+pub fn open_logs() -> usize {
+    OPEN.with(|o| o.borrow().order.len())
+}
+
+/// One active segment's log file: opened on demand, closed when idle and over budget.
+#[derive(Clone)]
+pub(crate) struct LogFile {
+    slot: Rc<Slot>,
+}
+
+struct Slot {
+    path: PathBuf,
+    file: RefCell<Option<Rc<DmaFile>>>,
+    /// The tick this file is listed under in the thread's order while it is open.
+    tick: Cell<Option<u64>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(t) = self.tick.get() {
+            let _ = OPEN.try_with(|o| o.borrow_mut().order.remove(&t));
+        }
+    }
+}
+
+impl LogFile {
+    /// A file just opened (`file`, at `path`), counted in the thread's budget.
+    pub(crate) fn new(path: &Path, file: Rc<DmaFile>) -> LogFile {
+        let lf = LogFile {
+            slot: Rc::new(Slot {
+                path: path.to_path_buf(),
+                file: RefCell::new(Some(file)),
+                tick: Cell::new(None),
+            }),
+        };
+        lf.touch();
+        evict();
+        lf
+    }
+
+    /// The file if it is open now (marked used), without opening it.
+    pub(crate) fn now(&self) -> Option<Rc<DmaFile>> {
+        let f = self.slot.file.borrow().clone();
+        if f.is_some() {
+            self.touch();
+        }
+        f
+    }
+
+    /// The file, opened again if it was closed.
+    pub(crate) async fn get(&self) -> Result<Rc<DmaFile>> {
+        if let Some(f) = self.now() {
+            return Ok(f);
+        }
+        let opened = dma::open_rw(&self.slot.path, false).await?;
+        // Another task may have opened it meanwhile: one descriptor per file.
+        let f = {
+            let mut slot = self.slot.file.borrow_mut();
+            match &*slot {
+                Some(f) => f.clone(),
+                None => {
+                    *slot = Some(opened.clone());
+                    opened
+                }
+            }
+        };
+        self.touch();
+        evict();
+        Ok(f)
+    }
+
+    fn touch(&self) {
+        OPEN.with(|o| {
+            let mut o = o.borrow_mut();
+            if let Some(t) = self.slot.tick.get() {
+                o.order.remove(&t);
+            }
+            o.tick += 1;
+            let t = o.tick;
+            o.order.insert(t, Rc::downgrade(&self.slot));
+            self.slot.tick.set(Some(t));
+        });
+    }
+}
+
+/// Closes idle files past the budget: called where a file falls idle (a write, an fdatasync or
+/// a read done), since one in use when another was opened could not be closed then.
+pub(crate) fn release() {
+    evict();
+}
+
+/// Closes the least recently used idle files while more than the budget are open.
+fn evict() {
+    let mut closing = Vec::new();
+    OPEN.with(|o| {
+        let mut o = o.borrow_mut();
+        if o.order.len() <= o.max {
+            return;
+        }
+        let mut excess = o.order.len() - o.max;
+        let mut gone = Vec::new();
+        for (&t, weak) in o.order.iter() {
+            if excess == 0 {
+                break;
+            }
+            let Some(slot) = weak.upgrade() else {
+                gone.push(t);
+                excess -= 1;
+                continue;
+            };
+            let idle = slot
+                .file
+                .borrow()
+                .as_ref()
+                .is_some_and(|f| Rc::strong_count(f) == 1);
+            if idle {
+                if let Some(f) = slot.file.borrow_mut().take() {
+                    closing.push(f);
+                }
+                slot.tick.set(None);
+                gone.push(t);
+                excess -= 1;
+            }
+        }
+        for t in gone {
+            o.order.remove(&t);
+        }
+    });
+    for f in closing {
+        glommio::spawn_local(dma::close(f)).detach();
+    }
+}
