@@ -59,13 +59,14 @@ fn a_second_broker_on_the_same_port_refuses_to_start() {
 /// With no certificate configured, the development server certificate names the address the
 /// broker listens on, so a client that dials that address (not only 127.0.0.1 or localhost)
 /// verifies it; started again on another address, the broker reissues the certificate from the
-/// same development CA, and the CA file clients hold keeps working.
+/// same development CA (its key kept), widening what the CA may sign for to the new address
+/// (its name constraints: `net::tls::dev`), and clients taking the CA file work.
 #[tokio::test]
 async fn the_development_certificate_names_the_listen_address_and_follows_it() {
     let mut b = Broker::unstarted(&[]);
     b.listen_ip = "127.0.0.2".parse().unwrap();
     b.spawn(None);
-    let ca = std::fs::read(b.ca()).unwrap();
+    let ca_key = std::fs::read(b.data_dir().join("tls/ca.key")).unwrap();
     let c = b.client().await; // dials 127.0.0.2:<port> and verifies the name
     assert_eq!(create_topic(&c, "t", 1, &[]).await, ErrorCode::None);
     c.close().await;
@@ -73,11 +74,20 @@ async fn the_development_certificate_names_the_listen_address_and_follows_it() {
     b.terminate();
     b.listen_ip = "127.0.0.3".parse().unwrap();
     b.spawn(None);
-    assert_eq!(std::fs::read(b.ca()).unwrap(), ca, "the CA is kept");
+    assert_eq!(
+        std::fs::read(b.data_dir().join("tls/ca.key")).unwrap(),
+        ca_key,
+        "the CA is kept"
+    );
     assert!(
         b.log()
             .contains("reissued the development server certificate"),
         "{}",
+        b.log()
+    );
+    assert!(
+        b.log().contains("permit these names") && b.log().contains("127.0.0.3"),
+        "the CA is widened to the new address, and the log says so:\n{}",
         b.log()
     );
     let c = b.client().await;
