@@ -82,7 +82,8 @@ impl NewTopic {
 /// ```
 /// # use quiver_client::{PartitionDescription, PartitionId, Offset};
 /// # let p = PartitionDescription { partition: PartitionId(0), leader: None, leader_shard: None,
-/// #   replicas: vec![], isr: vec![], adding: vec![], removing: vec![], followers: vec![],
+/// #   replicas: vec![], isr: vec![], adding: vec![], removing: vec![], offline: vec![],
+/// #   followers: vec![],
 /// #   start_offset: Some(Offset(0)), end_offset: Some(Offset(10)) };
 /// assert_eq!(p.end_offset.unwrap().0 - p.start_offset.unwrap().0, 10); // records retained
 /// ```
