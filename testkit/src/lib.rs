@@ -563,16 +563,17 @@ pub fn all_threads_stopped(pid: i32) -> bool {
         return false;
     };
     tasks.flatten().all(|task| {
-        std::fs::read_to_string(task.path().join("stat"))
-            .ok()
-            .and_then(|s| {
-                // pid (comm) STATE ...; comm may hold spaces, so look after the last ')'.
-                s.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
-            })
-            // A thread that exited meanwhile is not one that could answer.
-            .is_none_or(|state| state == "T" || state == "t")
+        // A thread that exited meanwhile is not one that could answer.
+        stat_state(&task.path().join("stat")).is_none_or(|state| state == "T" || state == "t")
     })
+}
+
+/// The state letter of a /proc `stat` file (a process's or a thread's), `None` if unreadable.
+fn stat_state(path: &Path) -> Option<String> {
+    let s = std::fs::read_to_string(path).ok()?;
+    // pid (comm) STATE ...; comm may hold spaces, so look after the last ')'.
+    let (_, rest) = s.rsplit_once(')')?;
+    rest.split_whitespace().next().map(str::to_string)
 }
 
 /// The `streamd` built with the tests: it sits beside the test executable's `deps/` directory.
@@ -698,13 +699,7 @@ impl Process {
 
     /// Whether the process is stopped (SIGSTOP), per /proc.
     pub fn is_stopped(&self) -> bool {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
-            .ok()
-            .and_then(|s| {
-                // pid (comm) STATE ...; comm may hold spaces, so look after the last ')'.
-                s.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
-            })
+        stat_state(Path::new(&format!("/proc/{}/stat", self.pid())))
             .is_some_and(|state| state == "T" || state == "t")
     }
 

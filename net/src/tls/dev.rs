@@ -219,7 +219,8 @@ pub fn ensure_dev_certs_shared(
             })
         }
     };
-    let required = dev_server_names(names).split_off(dev_server_names(&[]).len());
+    let wanted = dev_server_names(names);
+    let required = wanted[dev_server_names(&[]).len()..].to_vec();
     let refused: Vec<String> = required
         .iter()
         .filter(|n| !ca.permits(n))
@@ -234,9 +235,8 @@ pub fn ensure_dev_certs_shared(
     if ca.constraints().is_none() {
         tracing::warn!(dir = %ca_dir.display(), "the shared development CA has no name constraints (an older streamd made it): it can sign for any name; make a constrained one with `streamd --make-dev-ca`");
     }
-    let (kept, left_out): (Vec<String>, Vec<String>) = dev_server_names(names)
-        .into_iter()
-        .partition(|n| ca.permits(n));
+    let (kept, left_out): (Vec<String>, Vec<String>) =
+        wanted.into_iter().partition(|n| ca.permits(n));
     if !left_out.is_empty() {
         tracing::info!(dir = %ca_dir.display(), left_out = %left_out.join(", "), "the shared development CA does not permit these default names; the server certificate leaves them out");
     }
