@@ -265,9 +265,11 @@ settings! {
     /// Most record bytes one fetch response carries (a fetch asking more, or giving 0, gets
     /// this). Must leave room under max_frame_bytes for the response's body.
     fetch_max_bytes: u32 = 55 << 20, env "STREAMD_FETCH_MAX_BYTES";
-    /// Most partitions this broker holds, over all topics (internal ones included). A create or
-    /// add-partitions past it is refused, naming this setting. The open-file limit does not
-    /// bound it: partitions' files are opened on demand within a budget the limit sets.
+    /// Most partitions this broker holds in the topics clients create (internal topics, such
+    /// as the 16 of `__consumer_offsets`, are not counted). A create or add-partitions past it
+    /// is refused, naming this setting; so is one past what half the memory holds at 16 KiB a
+    /// partition, naming the memory. The open-file limit does not bound it: partitions' files
+    /// are opened on demand within a budget the limit sets.
     max_partitions: u32 = 100_000, env "STREAMD_MAX_PARTITIONS";
     /// Most QUIC connections the broker holds, over all shards. Past half of it, a new client
     /// must first prove its address (QUIC Retry); at it, new connections are refused.

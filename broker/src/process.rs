@@ -140,6 +140,80 @@ pub fn files_reserved(shards: usize) -> u64 {
     FILES_RESERVED + shards as u64 * quiver_engine::CLOSED_FILES_PER_THREAD as u64
 }
 
+/// Memory a partition is counted at when the broker checks a create against its memory: an
+/// idle partition costs about 2.7 KiB resident, and one being written about 10 KiB more (its
+/// index points, producer state and write position; bench/RESULTS.md, "Partitions at scale"),
+/// so 16 KiB with room.
+pub const PARTITION_MEMORY_BYTES: u64 = 16 * 1024;
+
+/// Most partitions the broker's memory holds: half of it (the other half is for connections,
+/// caches and the page cache) at [`PARTITION_MEMORY_BYTES`] each, and what that memory is (for
+/// the refusal's message). `None` when the memory cannot be read.
+pub fn partitions_by_memory() -> Option<(u64, String)> {
+    let (bytes, what) = memory_limit()?;
+    let n = bytes / 2 / PARTITION_MEMORY_BYTES;
+    Some((
+        n,
+        format!(
+            "the memory limit: {} MiB ({what}), half of it at {} KiB a partition",
+            bytes >> 20,
+            PARTITION_MEMORY_BYTES >> 10
+        ),
+    ))
+}
+
+/// The memory this process may use: its cgroup's limit (v2 `memory.max`, v1
+/// `memory.limit_in_bytes`) when one is set below the machine's, else the machine's memory.
+fn memory_limit() -> Option<(u64, &'static str)> {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })?;
+    let cgroup =
+        cgroup_memory_files(&std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default())
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .filter_map(|s| s.trim().parse::<u64>().ok())
+            .min();
+    Some(match cgroup {
+        Some(c) if c < total => (c, "the cgroup's memory limit"),
+        _ => (total, "the machine's memory"),
+    })
+}
+
+/// The files that may hold a memory limit for this process, from its `/proc/self/cgroup`: its
+/// cgroup's and every ancestor's (a parent's limit binds its children), for cgroup v2
+/// (`0::/path`, `memory.max`) and v1 (`N:memory:/path`, `memory.limit_in_bytes`).
+fn cgroup_memory_files(proc_cgroup: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for line in proc_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let (root, file) = if controllers.is_empty() {
+            ("/sys/fs/cgroup", "memory.max")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            ("/sys/fs/cgroup/memory", "memory.limit_in_bytes")
+        } else {
+            continue;
+        };
+        let mut at = std::path::Path::new(path.trim_start_matches('/'));
+        loop {
+            out.push(std::path::Path::new(root).join(at).join(file));
+            match at.parent() {
+                Some(p) => at = p,
+                None => break,
+            }
+        }
+    }
+    out
+}
+
 /// Raises the soft open-file limit to the hard one (a broker holds files per partition; the
 /// default soft limit of many systems, 1024, would stop it at a few hundred). Returns (soft,
 /// hard) after the change.
@@ -212,6 +286,29 @@ pub fn exit_on_panic() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn memory_limits_are_looked_for_in_the_cgroup_and_its_ancestors() {
+        let v1 = "9:name=systemd:/\n4:memory:/api/abc\n0::/\n";
+        let files: Vec<String> = super::cgroup_memory_files(v1)
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        assert_eq!(
+            files,
+            [
+                "/sys/fs/cgroup/memory/api/abc/memory.limit_in_bytes",
+                "/sys/fs/cgroup/memory/api/memory.limit_in_bytes",
+                "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                "/sys/fs/cgroup/memory.max",
+            ]
+        );
+        let v2 = "0::/system.slice/quiver.service\n";
+        assert_eq!(
+            super::cgroup_memory_files(v2)[0],
+            std::path::Path::new("/sys/fs/cgroup/system.slice/quiver.service/memory.max")
+        );
+    }
+
     use super::*;
 
     #[test]

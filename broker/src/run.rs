@@ -260,9 +260,24 @@ fn controller_limits(config: &Config) -> (crate::cluster::controller::Limits, us
         open_logs_per_shard = open_logs,
         "open-file limit: partitions' files beyond the budget are opened on demand"
     );
+    // Partitions are bounded by the setting and by memory, whichever is lower; the refusal
+    // names the one that binds.
+    let mut partitions_max = u64::from(config.max_partitions);
+    let mut partitions_max_source = "the max_partitions setting".to_string();
+    if let Some((by_memory, source)) = crate::process::partitions_by_memory() {
+        tracing::info!(partitions = by_memory, "{source}");
+        if by_memory < partitions_max {
+            tracing::warn!(
+                max_partitions = config.max_partitions,
+                by_memory,
+                "memory holds fewer partitions than max_partitions allows: {source}"
+            );
+            (partitions_max, partitions_max_source) = (by_memory, source);
+        }
+    }
     let limits = crate::cluster::controller::Limits {
-        partitions_max: u64::from(config.max_partitions),
-        partitions_max_source: "the max_partitions setting".to_string(),
+        partitions_max,
+        partitions_max_source,
         file_name_max: crate::cluster::topic::file_name_max(&config.data_dir),
     };
     (limits, usize::try_from(open_logs).unwrap_or(usize::MAX))

@@ -176,3 +176,104 @@ async fn a_partition_whose_log_cannot_open_is_offline_and_said_so_and_comes_back
     let d = admin.describe_topic("t").await.unwrap();
     assert!(d.partitions.iter().all(|p| p.offline.is_empty()), "{d:?}");
 }
+
+/// A memory cgroup for one test (v2 where the machine mounts it, else v1's memory controller),
+/// removed on drop. `None` when this machine lets the test make none.
+struct MemoryCgroup {
+    dir: std::path::PathBuf,
+    procs: std::path::PathBuf,
+}
+
+impl MemoryCgroup {
+    fn new(limit_bytes: u64) -> Option<MemoryCgroup> {
+        let name = format!("quiver-capacity-{}", std::process::id());
+        for (root, file) in [
+            ("/sys/fs/cgroup", "memory.max"),
+            ("/sys/fs/cgroup/memory", "memory.limit_in_bytes"),
+        ] {
+            let root = std::path::Path::new(root);
+            // v2's root has no memory.max of its own, but its cgroup.controllers names memory.
+            let v2_memory = std::fs::read_to_string(root.join("cgroup.controllers"))
+                .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"));
+            let usable = if file == "memory.max" {
+                v2_memory
+            } else {
+                root.join(file).exists()
+            };
+            if !usable {
+                continue;
+            }
+            let dir = root.join(&name);
+            if std::fs::create_dir(&dir).is_err() {
+                continue;
+            }
+            let cg = MemoryCgroup {
+                procs: dir.join("cgroup.procs"),
+                dir,
+            };
+            if std::fs::write(cg.dir.join(file), limit_bytes.to_string()).is_ok() {
+                return Some(cg);
+            }
+        }
+        None
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // Empty once the broker is gone (killed when the test's Broker drops, before this).
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+/// A broker whose cgroup allows 512 MiB holds 16,384 partitions by memory (half of it at
+/// 16 KiB each), fewer than `max_partitions`' 100,000: a topic past that is refused whole with
+/// the memory named, and a topic within it, and the topics before, work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_past_what_the_memory_holds_is_refused_naming_the_memory() {
+    let Some(cgroup) = MemoryCgroup::new(512 << 20) else {
+        eprintln!("skipped: this machine lets the test make no memory cgroup");
+        return;
+    };
+    let mut broker = Broker::unstarted(&["--shards", "1"]);
+    broker.cgroup_procs = Some(cgroup.procs.clone());
+    broker.spawn(None);
+    let client = broker.client().await;
+    assert_eq!(
+        create_topic(&client, "before", 2, &[]).await,
+        ErrorCode::None
+    );
+    let out = std::process::Command::new(bin_path("streamctl"))
+        .args(["-b", &broker.addr.to_string(), "--ca-file"])
+        .arg(broker.ca())
+        .args(["topic", "create", "huge", "--partitions", "20000"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("over its limit of 16384")
+            && err.contains("the cgroup's memory limit")
+            && err.contains("nothing was created"),
+        "{err}"
+    );
+    let admin = Admin::new(client.clone());
+    assert!(
+        admin.describe_topic("huge").await.is_err(),
+        "nothing half created"
+    );
+    assert_eq!(
+        create_topic(&client, "within", 100, &[]).await,
+        ErrorCode::None
+    );
+    write_and_read_every_partition(&client, "before", 2).await;
+    write_and_read_every_partition(&client, "within", 100).await;
+    drop(client);
+    drop(broker);
+    drop(cgroup);
+}

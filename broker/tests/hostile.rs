@@ -489,12 +489,12 @@ async fn acks_zero_is_answered_after_its_appends() {
 /// setting, and nothing is half created.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_partition_cap_refuses_growth_with_a_clear_error() {
-    // 16 partitions are the offsets topic's.
+    // The offsets topic's 16 partitions are not counted: the cap is what clients may create.
     let broker = broker(&["--max-partitions", "40"]).await;
     let client = broker.client().await;
     let admin = quiver_client::Admin::new(client.clone());
     let err = admin
-        .create_topic(quiver_client::NewTopic::new("too-big", 30))
+        .create_topic(quiver_client::NewTopic::new("too-big", 41))
         .await
         .unwrap_err()
         .to_string();
@@ -508,7 +508,7 @@ async fn the_partition_cap_refuses_growth_with_a_clear_error() {
         ErrorCode::None
     );
     let err = admin
-        .create_partitions("fits", 25)
+        .create_partitions("fits", 41)
         .await
         .unwrap_err()
         .to_string();
@@ -517,5 +517,11 @@ async fn the_partition_cap_refuses_growth_with_a_clear_error() {
         admin.describe_topic("fits").await.unwrap().partitions.len(),
         20
     );
+    admin.create_partitions("fits", 38).await.unwrap();
+    assert_eq!(
+        admin.describe_topic("fits").await.unwrap().partitions.len(),
+        38
+    );
+    // Its topic of 2 brings the broker to the cap exactly, beside the offsets topic.
     broker.assert_serves_clients("after-cap", 50).await;
 }

@@ -47,6 +47,38 @@ fn recovery_fdatasyncs_the_tail_before_serving_it_and_new_directories_are_synced
             "after a clean close there is nothing to sync"
         );
         assert_eq!(log.durable_end(), Offset(3));
+        let before = sync_counts();
         log.close().await.unwrap();
+        assert_eq!(
+            sync_counts(),
+            before,
+            "a log untouched since a clean close is closed without a sync"
+        );
+
+        // Written again, its close seals it (the log and both indexes fdatasynced), and what
+        // it wrote reads back after the next open.
+        let log = PartitionLog::open(&d, LogConfig::default()).await.unwrap();
+        log.append(&[batch(2, 100, 2, 2)], None).await.unwrap();
+        let before = sync_counts();
+        log.close().await.unwrap();
+        assert!(
+            sync_counts().files >= before.files + 3,
+            "a written log is sealed at close"
+        );
+        let log = PartitionLog::open(&d, LogConfig::default()).await.unwrap();
+        assert_eq!(log.durable_end(), Offset(5));
+        assert_eq!(read_all(&log, 0).await.len(), 2);
+        log.close().await.unwrap();
+
+        // A new, empty log owes nothing at close either.
+        let e = d.with_file_name("1");
+        let log = PartitionLog::open(&e, LogConfig::default()).await.unwrap();
+        let before = sync_counts();
+        log.close().await.unwrap();
+        assert_eq!(
+            sync_counts(),
+            before,
+            "an empty log is closed without a sync"
+        );
     });
 }

@@ -40,6 +40,9 @@ pub struct Broker {
     /// The process's open-file limit (soft and hard, set before it starts), when a test needs
     /// one lower than the machine's.
     pub open_files: Option<u64>,
+    /// A cgroup's `cgroup.procs` the process joins before it starts (a test that gives the
+    /// broker less memory than the machine has).
+    pub cgroup_procs: Option<PathBuf>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -139,6 +142,7 @@ impl Broker {
             envs: Vec::new(),
             ca_file: None,
             open_files: None,
+            cgroup_procs: None,
             _temp: Some(temp),
         }
     }
@@ -175,18 +179,33 @@ impl Broker {
             }
         }
         let mut command = Command::new(streamd_path());
-        if let Some(n) = self.open_files {
+        let open_files = self.open_files;
+        let cgroup = self.cgroup_procs.as_ref().map(|p| {
+            use std::os::unix::ffi::OsStrExt;
+            std::ffi::CString::new(p.as_os_str().as_bytes()).expect("a path without NUL")
+        });
+        if open_files.is_some() || cgroup.is_some() {
             use std::os::unix::process::CommandExt;
-            // SAFETY: setrlimit is async-signal-safe and touches only a struct on this stack;
-            // nothing else runs between fork and exec.
+            // SAFETY: setrlimit, open, write and close are async-signal-safe and touch only
+            // what was made before the fork; nothing allocates between fork and exec.
             unsafe {
                 command.pre_exec(move || {
-                    let limit = libc::rlimit {
-                        rlim_cur: n as libc::rlim_t,
-                        rlim_max: n as libc::rlim_t,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                        return Err(std::io::Error::last_os_error());
+                    if let Some(n) = open_files {
+                        let limit = libc::rlimit {
+                            rlim_cur: n as libc::rlim_t,
+                            rlim_max: n as libc::rlim_t,
+                        };
+                        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    if let Some(procs) = &cgroup {
+                        // "0" moves the writing process itself.
+                        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                        if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        libc::close(fd);
                     }
                     Ok(())
                 });

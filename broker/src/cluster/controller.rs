@@ -669,14 +669,16 @@ impl Controller {
         Ok(out)
     }
 
-    /// Refuses a change that would take the broker past its partition limit.
+    /// Refuses a change that would take the broker past its partition limit. Internal topics
+    /// (fixed and few) are not counted, so the limit is what clients may create.
     fn check_capacity(&self, adding: u64) -> ItemResult<()> {
         let held: u64 = self
             .log
             .state()
             .topics
-            .values()
-            .map(|t| u64::from(t.partitions))
+            .iter()
+            .filter(|(name, _)| !topic::is_internal(name))
+            .map(|(_, t)| u64::from(t.partitions))
             .sum();
         if held + adding > self.limits.partitions_max {
             return Err((

@@ -10,9 +10,15 @@ use crate::config::{Config, TimestampType, SEGMENT_BYTES_MIN};
 
 /// Longest topic name (Kafka's limit: 249, so that `<name>-<partition>` fits in 255).
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
-/// Most partitions a topic may have. Rationale: each costs an open log on some shard; this
-/// bound keeps one request from asking for millions.
-pub const PARTITIONS_PER_TOPIC_MAX: u32 = 10_000;
+/// Most partitions a topic may have: as many as one broker holds by default (`max_partitions`),
+/// and as many entries as one request may name (`REQUEST_ENTRIES_MAX`), so a client can still
+/// produce to or fetch every partition of the largest topic in one request. Rationale: each
+/// costs a log on some shard (about 3 KiB idle, opened 64 at a time) and a Metadata entry
+/// (about 40 bytes, so 4 MB for the largest topic, under the 64 MiB frame); this bound keeps
+/// one request from asking for millions.
+pub const PARTITIONS_PER_TOPIC_MAX: u32 = 100_000;
+const _: () =
+    assert!(PARTITIONS_PER_TOPIC_MAX as usize <= quiver_proto::api::limits::REQUEST_ENTRIES_MAX);
 /// Largest segment.bytes: segment positions are 32-bit in the indexes.
 pub const SEGMENT_BYTES_MAX: u64 = 1 << 31;
 const _: () = assert!(SEGMENT_BYTES_MIN < SEGMENT_BYTES_MAX);

@@ -56,6 +56,8 @@ pub struct Shard {
     pub shutdown: ShutdownFlag,
     snapshot: RefCell<Arc<Snapshot>>,
     logs: RefCell<HashMap<PartKey, Slot>>,
+    /// Partitions whose logs an apply is opening now (`apply_local`).
+    opening: RefCell<std::collections::HashSet<PartKey>>,
     /// Replicated partitions' state (`replica`), beside their logs.
     replicas: RefCell<HashMap<PartKey, Rc<ReplicaState>>>,
     /// Woken when this shard takes a new snapshot.
@@ -113,6 +115,7 @@ impl Shard {
             shutdown: init.shutdown,
             snapshot: RefCell::new(init.snapshot),
             logs: RefCell::new(HashMap::new()),
+            opening: RefCell::new(Default::default()),
             replicas: RefCell::new(HashMap::new()),
             snapshot_waiters: RefCell::new(Vec::new()),
             mesh: init.mesh,
@@ -740,6 +743,7 @@ impl Shard {
             self.metrics.forget_topic(&topic.meta.name);
         }
         self.drop_moved_replicas(&snapshot).await;
+        let mut to_open = Vec::new();
         for topic in snapshot.topics.values() {
             let log_config = logs::log_config(&topic.config);
             for p in 0..topic.meta.partitions {
@@ -760,40 +764,28 @@ impl Shard {
                         }
                     }
                     // A log that could not be opened is tried again with each new snapshot (the
-                    // cause may be gone: a descriptor freed, a directory repaired).
+                    // cause may be gone: a descriptor freed, a directory repaired). One already
+                    // being opened (by an earlier snapshot's apply) is left to it.
                     Some(Slot::Failed(_)) | None => {
-                        slow_open_fault().await;
-                        let dir = crate::cluster::dirs::partition_dir(
-                            &self.config.data_dir,
-                            &topic.meta.dir_name(),
-                            partition,
-                        );
-                        let retry = existing.is_some();
-                        let slot = match PartitionLog::open(&dir, log_config.clone()).await {
-                            Ok(log) => {
-                                if retry {
-                                    tracing::info!(topic = %topic.meta.name, partition = p, "partition log opened on a retry: online again");
-                                }
-                                self.metrics.log_opened(&topic.meta.name, p);
-                                let log = Rc::new(log);
-                                if topic.meta.name == crate::group::OFFSETS_TOPIC {
-                                    self.groups.load(partition, log.clone()).await;
-                                }
-                                Slot::Open(log)
-                            }
-                            Err(e) => {
-                                if !retry {
-                                    tracing::error!(topic = %topic.meta.name, partition = p, error = %e, "opening partition log failed: the partition is offline on this broker");
-                                }
-                                self.metrics.log_failed(&topic.meta.name, p, &e.to_string());
-                                Slot::Failed(e.to_string())
-                            }
-                        };
-                        self.logs.borrow_mut().insert(key, slot);
+                        if self.opening.borrow_mut().insert(key) {
+                            to_open.push((topic.clone(), partition, existing.is_some()));
+                        }
                     }
                 }
             }
         }
+        // Many at once (`logs::OPENS_IN_FLIGHT`): a new partition's directory syncs, and a
+        // recovering one's reads, overlap instead of queueing one behind another.
+        futures_util::StreamExt::for_each_concurrent(
+            futures_util::stream::iter(to_open),
+            logs::OPENS_IN_FLIGHT,
+            |(topic, partition, retry)| async move {
+                let key = topic.key(partition);
+                self.open_slot(&topic, partition, retry).await;
+                self.opening.borrow_mut().remove(&key);
+            },
+        )
+        .await;
         // A follower of an offsets partition copied commits its coordinator never applied:
         // leading it now, the coordinator replays the log (the group coordinator moves with the
         // partition's leader). In a task of its own: applying metadata (which the controller
@@ -810,6 +802,59 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Opens the log of `partition` (placed on this shard) into its slot, or records why it
+    /// could not be opened. `retry`: a slot that failed before is being tried again.
+    async fn open_slot(
+        self: &Rc<Self>,
+        topic: &Arc<TopicInfo>,
+        partition: quiver_proto::PartitionId,
+        retry: bool,
+    ) {
+        slow_open_fault().await;
+        let p = partition.0;
+        let dir = crate::cluster::dirs::partition_dir(
+            &self.config.data_dir,
+            &topic.meta.dir_name(),
+            partition,
+        );
+        let key = topic.key(partition);
+        let slot = match PartitionLog::open(&dir, logs::log_config(&topic.config)).await {
+            Ok(log) => {
+                // The topic was deleted while its log opened: the deletion found no log to
+                // delete, so this one goes now.
+                if !self
+                    .snapshot
+                    .borrow()
+                    .topics
+                    .values()
+                    .any(|t| t.id == topic.id)
+                {
+                    if let Err(e) = log.delete().await {
+                        tracing::error!(topic = %topic.meta.name, partition = p, error = %e, "deleting a partition log failed");
+                    }
+                    return;
+                }
+                if retry {
+                    tracing::info!(topic = %topic.meta.name, partition = p, "partition log opened on a retry: online again");
+                }
+                self.metrics.log_opened(&topic.meta.name, p);
+                let log = Rc::new(log);
+                if topic.meta.name == crate::group::OFFSETS_TOPIC {
+                    self.groups.load(partition, log.clone()).await;
+                }
+                Slot::Open(log)
+            }
+            Err(e) => {
+                if !retry {
+                    tracing::error!(topic = %topic.meta.name, partition = p, error = %e, "opening partition log failed: the partition is offline on this broker");
+                }
+                self.metrics.log_failed(&topic.meta.name, p, &e.to_string());
+                Slot::Failed(e.to_string())
+            }
+        };
+        self.logs.borrow_mut().insert(key, slot);
     }
 
     /// Keeps each replicated partition's role (leader, epochs, ISR) as the snapshot says, for
@@ -1026,13 +1071,19 @@ impl Shard {
     pub async fn close_logs(&self) {
         self.stopping.set(true);
         let all: Vec<(PartKey, Slot)> = self.logs.borrow_mut().drain().collect();
-        for (key, slot) in all {
-            if let Slot::Open(log) = slot {
-                if let Err(e) = log.close().await {
-                    tracing::error!(partition = key.partition.0, error = %e, "closing a log failed");
+        // Many at once, as they were opened: each written log's seal is three fdatasyncs.
+        futures_util::StreamExt::for_each_concurrent(
+            futures_util::stream::iter(all),
+            logs::OPENS_IN_FLIGHT,
+            |(key, slot)| async move {
+                if let Slot::Open(log) = slot {
+                    if let Err(e) = log.close().await {
+                        tracing::error!(partition = key.partition.0, error = %e, "closing a log failed");
+                    }
                 }
-            }
-        }
+            },
+        )
+        .await;
     }
 }
 

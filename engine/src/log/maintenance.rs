@@ -275,19 +275,27 @@ impl Shared {
     }
 
     async fn close_locked(&self) -> Result<()> {
-        let (files, mark, end, mut points, on_disk) = {
+        let (files, mark, end, mut points, on_disk, untouched) = {
             let s = self.state.borrow();
             let a = &s.active;
+            let now = (a.files.base, a.written.len, s.truncations);
             (
                 a.files.clone(),
                 a.written.clone(),
                 s.commit.written_end(),
                 a.points[..a.written.points].to_vec(),
                 a.points_on_disk,
+                matches!(s.status, Status::Open) && s.sealed_at == Some(now),
             )
         };
-        let res = self.seal(&files, &mark, &mut points, on_disk).await;
-        if res.is_ok() {
+        // Untouched since an open that found it sealed (or empty): the files are already as a
+        // seal leaves them, durable, with the producer snapshot at the end.
+        let res = if untouched {
+            Ok(())
+        } else {
+            self.seal(&files, &mark, &mut points, on_disk).await
+        };
+        if res.is_ok() && !untouched {
             // The state at the end, so that the next open need not read the segment's batches.
             // Without it (a failed write, or a rename a crash undid) open reads them.
             let snapshot = self.state.borrow().producers.encode();

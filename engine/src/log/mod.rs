@@ -247,6 +247,11 @@ struct State {
     producers: Producers,
     /// Damaged ranges found with intact batches after them, oldest first.
     damage: Vec<CorruptRange>,
+    /// The active segment's (base, length, truncations) when open found the log as a clean
+    /// close leaves it (sealed, producer snapshot at its end) or empty: while the log is still
+    /// there, close has nothing to seal or snapshot (`close_locked`). A broker stopping with
+    /// 100,000 idle partitions owes no fdatasync for them.
+    sealed_at: Option<(Offset, u64, u64)>,
 }
 
 impl State {

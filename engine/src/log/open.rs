@@ -90,6 +90,10 @@ impl PartitionLog {
         // yet fdatasynced may be readable now and gone after a power loss. A clean close leaves
         // a producer snapshot at the log's end, after its last fdatasync; then nothing is owed.
         let closed_cleanly = loose_snapshots.contains(&rec.next_offset);
+        // Sealed as a clean close leaves it: a producer snapshot at the end, and every index
+        // point on disk (recovery rebuilds missing ones in memory only).
+        let sealed = (closed_cleanly || rec.len == 0) && rec.points_on_disk == rec.points.len();
+        let sealed_at = sealed.then_some((rec.files.base, rec.len, 0));
         if rec.len > 0 && !closed_cleanly {
             let log = rec.files.log.get().await?;
             dma::fdatasync(&log, &rec.files.paths.log).await?;
@@ -136,6 +140,7 @@ impl PartitionLog {
             handle_dropped: false,
             producers,
             damage,
+            sealed_at,
         };
         let shared = Rc::new(Shared {
             dir,
