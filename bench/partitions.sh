@@ -1,7 +1,7 @@
 #!/bin/bash
 # Many partitions on one broker: create time, open files, RSS, produce and consume across all of
 # them, and the start time after SIGTERM and after kill -9 (issue 31's figures).
-# usage: bench/partitions.sh PARTITIONS [RECORDS] [DIR]   (topics of at most 10,000 partitions)
+# usage: bench/partitions.sh PARTITIONS [RECORDS] [DIR]   (one topic, at most 100,000 partitions)
 #   e.g. bench/partitions.sh 15000 300000 /work/bench-partitions
 # Uses target/release/{streamd,streamctl,streambench}, ports 19092 and 19644, the machine's own
 # open-file limit (streamd raises its soft limit to the hard one), 1 KiB records.
@@ -35,21 +35,20 @@ ctl() { "$BIN/streamctl" -b 127.0.0.1:19092 --ca-file "$D/tls/ca.pem" "$@"; }
 start "first start"
 grep -o 'open-file limit.*' "$D.log" | head -1
 state "empty"
-# A topic holds at most 10,000 partitions (a request's bound): big0, big1, ... of 10,000 each.
+# One topic of all of them, in one CreateTopics request.
 t0=$(date +%s.%N)
-left=$PARTS; i=0
-while [ "$left" -gt 0 ]; do
-    n=$(( left < 10000 ? left : 10000 ))
-    ctl topic create "big$i" --partitions "$n" >/dev/null
-    left=$(( left - n )); i=$(( i + 1 ))
-done
-echo "create $PARTS partitions ($i topics): $(echo "$(date +%s.%N) - $t0" | bc) s"
+ctl topic create big --partitions "$PARTS" >/dev/null
+echo "create $PARTS partitions (one topic): $(echo "$(date +%s.%N) - $t0" | bc) s"
 state "$PARTS partitions, idle"
-# Produce and consume across the first topic's partitions (all of them up to 10,000).
-"$BIN/streambench" produce -b 127.0.0.1:19092 --ca-file "$D/tls/ca.pem" --topic big0 \
+# Metadata of every partition: streamctl's describe (a Metadata request, then one line each).
+t0=$(date +%s.%N)
+lines=$(ctl topic describe big | wc -l)
+echo "describe big (Metadata of $PARTS partitions, $lines lines printed): $(echo "$(date +%s.%N) - $t0" | bc) s"
+# Produce and consume across all of the topic's partitions.
+"$BIN/streambench" produce -b 127.0.0.1:19092 --ca-file "$D/tls/ca.pem" --topic big \
     --records "$RECORDS" --record-size 1024 2>&1 | grep -E "records/s|MB/s" | head -2
 state "after produce"
-"$BIN/streambench" consume -b 127.0.0.1:19092 --ca-file "$D/tls/ca.pem" --topic big0 \
+"$BIN/streambench" consume -b 127.0.0.1:19092 --ca-file "$D/tls/ca.pem" --topic big \
     --records "$RECORDS" --record-size 1024 2>&1 | grep -E "records/s|MB/s" | head -2
 state "after consume"
 t0=$(date +%s.%N); kill -TERM "$P"; wait "$P" || true

@@ -1,7 +1,7 @@
 //! Administration: topics, partitions, configurations, the cluster's description, and (in
 //! `users.rs` and `acls.rs`) SCRAM users and access control lists.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use quiver_proto::api::common::ConfigEntry as WireConfigEntry;
 use quiver_proto::api::fetch::OffsetSpec;
@@ -503,11 +503,12 @@ impl Admin {
             replicas::follower_progress(&self.client, name, &numbers),
         )
         .await;
-        let offset_of = |list: &[(TopicPartition, Option<Offset>)], p: PartitionId| {
-            list.iter()
-                .find(|(tp, _)| tp.partition == p)
-                .and_then(|(_, o)| *o)
+        let by_partition = |list: Vec<(TopicPartition, Option<Offset>)>| {
+            list.into_iter()
+                .filter_map(|(tp, o)| Some((tp.partition, o?)))
+                .collect::<HashMap<PartitionId, Offset>>()
         };
+        let (starts, ends) = (by_partition(starts), by_partition(ends));
         let configs = self
             .describe_configs(ConfigResource::Topic(name.to_string()))
             .await?;
@@ -528,8 +529,8 @@ impl Admin {
                     removing: p.removing.clone(),
                     offline: p.offline.clone(),
                     followers: followers.get(&p.partition).cloned().unwrap_or_default(),
-                    start_offset: offset_of(&starts, p.partition),
-                    end_offset: offset_of(&ends, p.partition),
+                    start_offset: starts.get(&p.partition).copied(),
+                    end_offset: ends.get(&p.partition).copied(),
                 })
                 .collect(),
             configs,

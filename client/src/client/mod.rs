@@ -462,6 +462,19 @@ impl Client {
 
     /// The broker leading a partition, from cached metadata.
     pub async fn leader(&self, topic: &str, partition: PartitionId) -> Result<BrokerId> {
+        // From the cached view without copying the topic: callers ask for every partition of a
+        // topic in turn, and a topic may have 100,000.
+        let cluster = self.cluster();
+        if let Some(p) = cluster
+            .topics
+            .get(topic)
+            .and_then(|t| t.partitions.get(partition.0 as usize))
+        {
+            if let Some(leader) = p.leader {
+                return Ok(leader);
+            }
+        }
+        drop(cluster);
         let t = self.topic(topic).await?;
         let p = t.partitions.get(partition.0 as usize).ok_or_else(|| {
             Error::broker(
