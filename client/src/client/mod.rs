@@ -163,7 +163,8 @@ pub struct ClusterView {
     /// The cluster's id.
     pub cluster_id: Option<String>,
     /// The topics the client has loaded, by name.
-    pub topics: HashMap<String, TopicInfo>,
+    /// Shared: a view is copied on every refresh, and a topic may have 100,000 partitions.
+    pub topics: HashMap<String, Arc<TopicInfo>>,
 }
 
 /// A handle on a cluster; cheap to clone, `Send + Sync`. Producers, consumers and admins made
@@ -396,12 +397,12 @@ impl Client {
             partitions.sort_by_key(|p| p.partition);
             view.topics.insert(
                 t.name.clone(),
-                TopicInfo {
+                Arc::new(TopicInfo {
                     name: t.name,
                     id: t.topic_id.0,
                     internal: t.is_internal,
                     partitions,
-                },
+                }),
             );
         }
         let view = Arc::new(view);
@@ -412,8 +413,9 @@ impl Client {
         view
     }
 
-    /// A topic's metadata, loading it if the client has not seen the topic yet.
-    pub async fn topic(&self, name: &str) -> Result<TopicInfo> {
+    /// A topic's metadata, loading it if the client has not seen the topic yet. Shared with
+    /// the client's cache, not copied.
+    pub async fn topic(&self, name: &str) -> Result<Arc<TopicInfo>> {
         if let Some(t) = self.cluster().topics.get(name) {
             return Ok(t.clone());
         }
