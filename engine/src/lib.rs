@@ -171,7 +171,7 @@ pub use dma::{sync_counts, SyncCounts};
 pub use error::{Error, Result, SequenceError};
 pub use files::{open_logs, set_open_logs_max};
 pub use log::{
-    AppendInfo, CorruptRange, PartitionLog, Records, RetentionReport, APPEND_BYTES_MAX,
+    AppendInfo, CorruptRange, DirSyncs, PartitionLog, Records, RetentionReport, APPEND_BYTES_MAX,
     APPEND_OFFSETS_MAX, CLOSED_FILES_PER_THREAD, READ_BYTES_MAX,
 };
 

@@ -80,5 +80,36 @@ fn recovery_fdatasyncs_the_tail_before_serving_it_and_new_directories_are_synced
             before,
             "an empty log is closed without a sync"
         );
+
+        // Many new logs opened with their directory syncs deferred: none during the opens,
+        // each directory (the new topic's parent once, each log's own) named once, and all
+        // made by `DirSyncs::sync`.
+        let topic = d.parent().unwrap().with_file_name("t.4567");
+        let syncs = quiver_engine::DirSyncs::default();
+        let before = sync_counts();
+        let mut logs = Vec::new();
+        for p in 0..10 {
+            let log = PartitionLog::open_deferring_dir_syncs(
+                topic.join(p.to_string()),
+                LogConfig::default(),
+                &syncs,
+            )
+            .await
+            .unwrap();
+            logs.push(log);
+        }
+        assert_eq!(sync_counts().dirs, before.dirs, "no sync while opening");
+        assert_eq!(
+            syncs.len(),
+            12,
+            "topics/ (for t.4567), t.4567/ (for its logs), 10 logs"
+        );
+        syncs.sync(4).await.unwrap();
+        assert_eq!(sync_counts().dirs, before.dirs + 12);
+        assert!(syncs.is_empty());
+        for log in logs {
+            log.append(&[batch(1, 10, 3, 3)], None).await.unwrap();
+            log.close().await.unwrap();
+        }
     });
 }

@@ -774,18 +774,45 @@ impl Shard {
                 }
             }
         }
-        // Many at once (`logs::OPENS_IN_FLIGHT`): a new partition's directory syncs, and a
-        // recovering one's reads, overlap instead of queueing one behind another.
+        // Many at once (`logs::OPENS_IN_FLIGHT`): a recovering log's reads overlap instead of
+        // queueing one behind another, and new logs' directory syncs are made together after
+        // all are created (one journal commit, not two per partition), before any is served.
+        let syncs = quiver_engine::DirSyncs::default();
+        let opened = RefCell::new(Vec::with_capacity(to_open.len()));
         futures_util::StreamExt::for_each_concurrent(
             futures_util::stream::iter(to_open),
             logs::OPENS_IN_FLIGHT,
-            |(topic, partition, retry)| async move {
-                let key = topic.key(partition);
-                self.open_slot(&topic, partition, retry).await;
-                self.opening.borrow_mut().remove(&key);
+            |(topic, partition, retry)| {
+                let (syncs, opened) = (&syncs, &opened);
+                async move {
+                    slow_open_fault().await;
+                    let dir = crate::cluster::dirs::partition_dir(
+                        &self.config.data_dir,
+                        &topic.meta.dir_name(),
+                        partition,
+                    );
+                    let log_config = logs::log_config(&topic.config);
+                    let r = PartitionLog::open_deferring_dir_syncs(&dir, log_config, syncs).await;
+                    opened.borrow_mut().push((topic, partition, retry, r));
+                }
             },
         )
         .await;
+        let mut opened = opened.into_inner();
+        if let Err(e) = syncs.sync(logs::OPENS_IN_FLIGHT).await {
+            // Which new directory did not sync is not known: none of this batch is served.
+            tracing::error!(error = %e, "syncing new partition directories failed");
+            for (_, _, _, r) in &mut opened {
+                if let Ok(log) = r {
+                    let _ = log.close().await;
+                    *r = Err(e.clone());
+                }
+            }
+        }
+        for (topic, partition, retry, r) in opened {
+            self.place_slot(&topic, partition, retry, r).await;
+            self.opening.borrow_mut().remove(&topic.key(partition));
+        }
         // A follower of an offsets partition copied commits its coordinator never applied:
         // leading it now, the coordinator replays the log (the group coordinator moves with the
         // partition's leader). In a task of its own: applying metadata (which the controller
@@ -804,23 +831,18 @@ impl Shard {
         }
     }
 
-    /// Opens the log of `partition` (placed on this shard) into its slot, or records why it
-    /// could not be opened. `retry`: a slot that failed before is being tried again.
-    async fn open_slot(
+    /// Puts the log of `partition` (placed on this shard), just opened, into its slot, or
+    /// records why it could not be opened. `retry`: a slot that failed before was tried again.
+    async fn place_slot(
         self: &Rc<Self>,
         topic: &Arc<TopicInfo>,
         partition: quiver_proto::PartitionId,
         retry: bool,
+        opened: quiver_engine::Result<PartitionLog>,
     ) {
-        slow_open_fault().await;
         let p = partition.0;
-        let dir = crate::cluster::dirs::partition_dir(
-            &self.config.data_dir,
-            &topic.meta.dir_name(),
-            partition,
-        );
         let key = topic.key(partition);
-        let slot = match PartitionLog::open(&dir, logs::log_config(&topic.config)).await {
+        let slot = match opened {
             Ok(log) => {
                 // The topic was deleted while its log opened: the deletion found no log to
                 // delete, so this one goes now.

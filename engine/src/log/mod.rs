@@ -41,6 +41,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+pub use open::DirSyncs;
 pub use read::CLOSED_FILES_PER_THREAD;
 
 /// Largest read one `read` call issues (beyond one whole batch, which is always returned).

@@ -25,9 +25,30 @@ impl PartitionLog {
     /// damaged indexes); the last segment's tail is validated batch by batch from its last good
     /// index point, and a torn or corrupt tail is cut (and logged).
     pub async fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<PartitionLog> {
+        Self::open_inner(dir.as_ref(), config, None).await
+    }
+
+    /// Like [`open`](Self::open), except that the directory syncs a new log needs (its
+    /// directory in its parent, its files in its directory) are added to `syncs` instead of
+    /// made here. The caller must complete [`DirSyncs::sync`] before it appends to the log:
+    /// until then a crash may take the new directory back. Many logs created at once then
+    /// cost one journal commit instead of two each.
+    pub async fn open_deferring_dir_syncs(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        syncs: &DirSyncs,
+    ) -> Result<PartitionLog> {
+        Self::open_inner(dir.as_ref(), config, Some(syncs)).await
+    }
+
+    async fn open_inner(
+        dir: &Path,
+        config: LogConfig,
+        defer: Option<&DirSyncs>,
+    ) -> Result<PartitionLog> {
         config.validate()?;
-        let dir = dir.as_ref().to_path_buf();
-        create_dir_durable(&dir).await?;
+        let dir = dir.to_path_buf();
+        create_dir_durable(&dir, defer).await?;
         let lock = DirLock::take(&dir)?;
         let mut files: BTreeMap<Offset, Vec<String>> = BTreeMap::new();
         let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("list dir", &dir, e))?;
@@ -83,7 +104,10 @@ impl PartitionLog {
         let active_base = bases.last().copied().unwrap_or(Offset::ZERO);
         let rec = segment::recover_active(&dir, active_base, interval).await?;
         if bases.is_empty() {
-            dma::sync_dir(&dir).await?;
+            match defer {
+                Some(d) => d.add(&dir),
+                None => dma::sync_dir(&dir).await?,
+            }
         }
         // What recovery found is served, and a retried batch found in it is answered as written
         // (`Verdict::Duplicate`), only once it is durable: after a crash, bytes written but not
@@ -188,10 +212,51 @@ async fn load_producers(dir: &Path, rec: &Recovered, now: i64) -> Result<Produce
     Ok(producers)
 }
 
+/// Directories to fsync later, for logs opened with
+/// [`PartitionLog::open_deferring_dir_syncs`]: each named once however many logs added it.
+#[derive(Default)]
+pub struct DirSyncs {
+    dirs: RefCell<std::collections::BTreeSet<PathBuf>>,
+}
+
+impl DirSyncs {
+    fn add(&self, dir: &Path) {
+        self.dirs.borrow_mut().insert(dir.to_path_buf());
+    }
+
+    /// How many directories wait for their fsync.
+    pub fn len(&self) -> usize {
+        self.dirs.borrow().len()
+    }
+
+    /// Whether none does.
+    pub fn is_empty(&self) -> bool {
+        self.dirs.borrow().is_empty()
+    }
+
+    /// fsyncs every directory added, `in_flight` at a time. The first forces the file
+    /// system's journal commit that holds all their new entries; the others find it done.
+    pub async fn sync(&self, in_flight: usize) -> Result<()> {
+        let dirs = std::mem::take(&mut *self.dirs.borrow_mut());
+        let first_error = RefCell::new(None);
+        futures_util::StreamExt::for_each_concurrent(
+            futures_util::stream::iter(dirs.iter()),
+            in_flight.max(1),
+            |d| async {
+                if let Err(e) = dma::sync_dir(d).await {
+                    first_error.borrow_mut().get_or_insert(e);
+                }
+            },
+        )
+        .await;
+        first_error.into_inner().map_or(Ok(()), Err)
+    }
+}
+
 /// Creates `dir` and any missing parents, each made durable in its parent (fsync of the parent
-/// after the create), so that a log whose first append was acknowledged cannot lose its
-/// directory, or its topic's, to a crash.
-async fn create_dir_durable(dir: &Path) -> Result<()> {
+/// after the create, or added to `defer`), so that a log whose first append was acknowledged
+/// cannot lose its directory, or its topic's, to a crash.
+async fn create_dir_durable(dir: &Path, defer: Option<&DirSyncs>) -> Result<()> {
     let mut missing = Vec::new();
     let mut at = dir;
     while !at.exists() {
@@ -208,7 +273,10 @@ async fn create_dir_durable(dir: &Path) -> Result<()> {
     // Outermost first: each new directory's entry is synced in its parent.
     for created in missing.iter().rev() {
         if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
-            dma::sync_dir(parent).await?;
+            match defer {
+                Some(d) => d.add(parent),
+                None => dma::sync_dir(parent).await?,
+            }
         }
     }
     Ok(())
