@@ -277,3 +277,44 @@ async fn a_create_past_what_the_memory_holds_is_refused_naming_the_memory() {
     drop(broker);
     drop(cgroup);
 }
+
+/// A create that takes longer than the client's timeout (here each new log takes 3 s more to
+/// open, `STREAMD_FAULT_SLOW_OPEN_MS`, and the client gives calls 2 s) is answered
+/// RequestTimedOut, saying the change is made and still being applied, before the client gives
+/// up; the topic is then served once its logs are open, and a change asked meanwhile waits its
+/// turn and is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_still_being_applied_at_the_timeout_is_answered_so_and_completes() {
+    let broker = Broker::start_with_env(
+        &["--shards", "1"],
+        &[("STREAMD_FAULT_SLOW_OPEN_MS", "3000")],
+    );
+    let client = broker
+        .client_with_timeout(std::time::Duration::from_secs(2))
+        .await;
+    let admin = Admin::new(client.clone());
+    let started = std::time::Instant::now();
+    let err = admin
+        .create_topic(quiver_client::NewTopic::new("slow", 4))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("RequestTimedOut") && text.contains("not yet in force"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "answered within the client's timeout: {:?}",
+        started.elapsed()
+    );
+    // The next change waits for the first to be in force, then is made.
+    let slow_client = broker.client().await;
+    assert_eq!(
+        create_topic(&slow_client, "next", 1, &[]).await,
+        ErrorCode::None
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_secs(3));
+    write_and_read_every_partition(&slow_client, "slow", 4).await;
+    write_and_read_every_partition(&slow_client, "next", 1).await;
+}

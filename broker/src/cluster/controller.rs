@@ -91,6 +91,51 @@ const PRODUCER_ID_BLOCK: u64 = 1000;
 
 impl AdminOp {
     /// The response that fails every item of this request with `code`.
+    /// How long the client asked to wait for the change to be in force (`timeout_ms` of
+    /// CreateTopics, CreatePartitions and DeleteTopics); `None` for other changes or 0.
+    pub fn timeout(&self) -> Option<std::time::Duration> {
+        let ms = match self {
+            AdminOp::CreateTopics(r) => r.timeout_ms,
+            AdminOp::DeleteTopics(r) => r.timeout_ms,
+            AdminOp::CreatePartitions(r) => r.timeout_ms,
+            _ => 0,
+        };
+        (ms > 0).then(|| std::time::Duration::from_millis(u64::from(ms)))
+    }
+
+    /// `answer` (this op's) with every entry that succeeded marked `RequestTimedOut` with
+    /// `message`: the change is made and durable, and still being applied (Kafka's answer to a
+    /// CreateTopics whose timeout passed). Entries that failed keep their error.
+    pub fn timed_out(answer: AnyResponse, message: &str) -> AnyResponse {
+        let mark = |code: &mut ErrorCode, msg: &mut Option<String>| {
+            if *code == ErrorCode::None {
+                *code = ErrorCode::RequestTimedOut;
+                *msg = Some(message.to_string());
+            }
+        };
+        match answer {
+            AnyResponse::CreateTopics(mut r) => {
+                for t in &mut r.topics {
+                    mark(&mut t.error_code, &mut t.error_message);
+                }
+                AnyResponse::CreateTopics(r)
+            }
+            AnyResponse::DeleteTopics(mut r) => {
+                for t in &mut r.responses {
+                    mark(&mut t.error_code, &mut t.error_message);
+                }
+                AnyResponse::DeleteTopics(r)
+            }
+            AnyResponse::CreatePartitions(mut r) => {
+                for t in &mut r.results {
+                    mark(&mut t.error_code, &mut t.error_message);
+                }
+                AnyResponse::CreatePartitions(r)
+            }
+            other => other,
+        }
+    }
+
     pub fn failed(&self, code: ErrorCode, message: &str) -> AnyResponse {
         let msg = Some(message.to_string());
         match self {

@@ -264,14 +264,49 @@ pub async fn change(shard: &Rc<Shard>, op: AdminOp) -> AnyResponse {
             let Some(turn) = controller.turn().await else {
                 return op.failed(ErrorCode::BrokerShuttingDown, "controller is stopping");
             };
+            let timeout = op.timeout();
             let (answer, plan) = turn.change(op).await;
-            if let Some(plan) = plan {
+            let Some(plan) = plan else {
+                return answer;
+            };
+            // The change is durable; applying it may take long (a topic of 100,000 partitions
+            // opens 100,000 logs). It runs to its end in a task of its own, which holds the
+            // controller's turn until then; the client is answered when it ends, or when the
+            // timeout it gave passes (RequestTimedOut: made, not yet in force), whichever is
+            // first, so it is not left to give up on its own.
+            let partitions: u64 = plan
+                .snapshot
+                .topics
+                .values()
+                .map(|t| u64::from(t.meta.partitions))
+                .sum();
+            let applied = glommio::spawn_local(async move {
                 shard
                     .broadcast_apply(plan.snapshot.clone(), plan.deleted.clone())
                     .await;
                 turn.finish(&plan);
+            })
+            // Detached: dropping the handle when the timeout wins does not cancel it.
+            .detach();
+            let Some(timeout) = timeout else {
+                applied.await;
+                return answer;
+            };
+            let timer = async {
+                glommio::timer::sleep(timeout).await;
+                false
+            };
+            if futures_lite::future::or(async { applied.await; true }, timer).await {
+                answer
+            } else {
+                AdminOp::timed_out(
+                    answer,
+                    &format!(
+                        "the change is made but not yet in force after the {} ms asked: the brokers are still applying it (opening or closing partition logs; {partitions} partitions in all); it is served once they are",
+                        timeout.as_millis()
+                    ),
+                )
             }
-            answer
         })
         .await
         .unwrap_or(stopping)

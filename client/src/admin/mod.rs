@@ -324,10 +324,12 @@ pub struct Admin {
 impl Admin {
     /// An admin on `client`.
     pub fn new(client: Client) -> Admin {
-        Admin {
-            client,
-            timeout_ms: 30_000,
-        }
+        // The broker is asked to answer within four fifths of the client's request timeout, so
+        // a change still being applied (a topic of 100,000 partitions) is answered
+        // RequestTimedOut, saying so, before the client would give up on the call.
+        let call = client.call_timeout();
+        let timeout_ms = (call.as_millis() * 4 / 5).clamp(1, u128::from(u32::MAX)) as u32;
+        Admin { client, timeout_ms }
     }
 
     /// The client this admin uses.

@@ -267,6 +267,11 @@ impl Client {
         self.inner.cluster.read().expect("not poisoned").clone()
     }
 
+    /// How long one call may take (`ClientConfig::request_timeout`).
+    pub fn call_timeout(&self) -> std::time::Duration {
+        self.inner.config.connect.call_timeout
+    }
+
     /// Reloads metadata for these topics (all topics when `None`) and returns the new view.
     pub async fn refresh_metadata(&self, topics: Option<Vec<String>>) -> Result<Arc<ClusterView>> {
         let all = topics.is_none();
