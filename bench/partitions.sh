@@ -53,12 +53,14 @@ state "after produce"
 "$BIN/streambench" consume -b 127.0.0.1:19092 --ca-file "$D/tls/ca.pem" --topic big \
     --records "$RECORDS" --record-size 1024 2>&1 | grep -E "records/s|MB/s" | head -2
 state "after consume"
-t0=$(date +%s.%N); kill -TERM "$P"; wait "$P" || true
-echo "SIGTERM to exit: $(echo "$(date +%s.%N) - $t0" | bc) s"
+kill -0 "$P" || { echo "streamd is not running before SIGTERM; see $D.log" >&2; exit 1; }
+t0=$(date +%s.%N); kill -TERM "$P"; status=0; wait "$P" || status=$?
+echo "SIGTERM to exit: $(echo "$(date +%s.%N) - $t0" | bc) s (exit status $status)"
 start "start after SIGTERM"
 state "restarted"
 kill -9 "$P"; wait "$P" || true
 start "start after kill -9"
 state "recovered"
 kill -TERM "$P"; wait "$P" || true
-rm -rf "$D" "$D.log"
+rm -rf "$D"
+echo "the broker's log: $D.log"

@@ -3,6 +3,7 @@
 //! owning core), and placement (which shard owns a partition). It knows partitions and logs,
 //! not what an admin change or a group request is: those arrive as closures from `handlers`.
 
+pub mod fan_in;
 pub mod logs;
 pub mod mesh;
 pub mod placement;

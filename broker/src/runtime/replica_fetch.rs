@@ -139,8 +139,13 @@ impl Shard {
         if futures.is_empty() {
             return sleep_until(deadline).await;
         }
+        // One wait per partition: through `fan_in` (glommio's waker count, `runtime::fan_in`).
         let any = futures_util::future::select_all(futures);
-        futures_lite::future::or(async { any.await.0 }, sleep_until(deadline)).await;
+        super::fan_in::fan_in(futures_lite::future::or(
+            async { any.await.0 },
+            sleep_until(deadline),
+        ))
+        .await;
     }
 
     /// [`Shard::replica_read_local`] for partitions grouped by owner, each group on its owner.

@@ -685,8 +685,14 @@ impl Shard {
         if futures.is_empty() {
             return;
         }
+        // One wait per partition, each registering this task's waker: through `fan_in`, or
+        // 32,768 of them would end the broker (glommio's waker count).
         let any = futures_util::future::select_all(futures);
-        futures_lite::future::or(async { any.await.0 }, sleep_until(deadline)).await;
+        super::fan_in::fan_in(futures_lite::future::or(
+            async { any.await.0 },
+            sleep_until(deadline),
+        ))
+        .await;
     }
 
     async fn list_offset_local(
