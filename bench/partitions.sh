@@ -11,7 +11,7 @@ PARTS=$1; RECORDS=${2:-300000}; D=${3:-/tmp/quiver-partitions-bench}
 BIN="$ROOT/target/release"
 rm -rf "$D"; mkdir -p "$D"
 P=
-trap '[ -n "$P" ] && kill -9 "$P" 2>/dev/null; true' EXIT
+trap 'if [ -n "$P" ]; then kill -9 "$P" 2>/dev/null || true; fi' EXIT
 start() {
     : > "$D.log"
     local t0; t0=$(date +%s.%N)

@@ -291,12 +291,14 @@ async fn fetch_loop(shard: Rc<Shard>, endpoint: Rc<Endpoint>, leader: u32, f: Rc
         }
         // Apply every partition's answer, concurrently (each waits for its own durability).
         let mut work = Vec::new();
+        // Indexed once: a follower may fetch 100,000 partitions from one leader.
+        let by_name: HashMap<(&str, quiver_proto::PartitionId), &Part> = asked
+            .iter()
+            .map(|p| ((&*p.topic, p.partition), p))
+            .collect();
         for t in resp.topics {
             for pr in t.partitions {
-                let Some(p) = asked
-                    .iter()
-                    .find(|p| p.topic == t.name && p.partition == pr.partition)
-                else {
+                let Some(p) = by_name.get(&(t.name.as_str(), pr.partition)).copied() else {
                     continue;
                 };
                 let sent = last_epochs.get(&(p.key, p.leader_epoch)).copied().flatten();

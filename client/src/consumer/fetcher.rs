@@ -281,13 +281,18 @@ fn decode_fetch(
         return Err(Error::broker(resp.error_code, None));
     }
     let mut out = Vec::with_capacity(asked.len());
+    // Indexed once: a fetch may name 100,000 partitions.
+    let answers: std::collections::HashMap<(&str, quiver_proto::PartitionId), _> = resp
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| ((t.name.as_str(), p.partition), p))
+        })
+        .collect();
     for ((tp, offset), name) in asked.iter().zip(names) {
-        let p = resp
-            .topics
-            .iter()
-            .filter(|t| t.name == tp.topic)
-            .flat_map(|t| t.partitions.iter())
-            .find(|p| p.partition == tp.partition);
+        let p = answers.get(&(tp.topic.as_str(), tp.partition)).copied();
         let Some(p) = p else {
             continue; // not answered: fetched again next time
         };

@@ -4,9 +4,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use quiver_proto::api::fetch::{
-    IsolationLevel, ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic, OffsetSpec,
+    IsolationLevel, ListOffsetsPartition, ListOffsetsPartitionResponse, ListOffsetsRequest,
+    ListOffsetsTopic, OffsetSpec,
 };
-use quiver_proto::{BrokerId, ErrorCode, Offset, TimestampMs};
+use quiver_proto::{BrokerId, ErrorCode, Offset, PartitionId, TimestampMs};
 
 use super::{Consumer, OffsetReset};
 use crate::client::Client;
@@ -211,13 +212,19 @@ pub(crate) async fn list_offsets_raw(
             follower_progress: false,
         };
         let (resp, _) = client.call_broker(broker, &req, Vec::new()).await?;
+        // Indexed once: a request may name 100,000 partitions.
+        let answers: HashMap<(&str, PartitionId), &ListOffsetsPartitionResponse> = resp
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(move |p| ((t.name.as_str(), p.partition), p))
+            })
+            .collect();
         for (tp, _) in items {
-            let p = resp
-                .topics
-                .iter()
-                .filter(|t| t.name == tp.topic)
-                .flat_map(|t| t.partitions.iter())
-                .find(|p| p.partition == tp.partition)
+            let p = answers
+                .get(&(tp.topic.as_str(), tp.partition))
                 .ok_or_else(|| Error::Protocol(format!("no ListOffsets answer for {tp}")))?;
             if p.error_code != ErrorCode::None {
                 let e = Error::broker(

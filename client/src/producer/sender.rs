@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quiver_proto::api::produce::{
-    InitProducerIdRequest, PartitionProduceData, ProduceRequest, ProduceResponse, TopicProduceData,
+    InitProducerIdRequest, PartitionProduceData, PartitionProduceResponse, ProduceRequest,
+    ProduceResponse, TopicProduceData,
 };
 use quiver_proto::api::PayloadBuilder;
 use quiver_proto::{ErrorCode, PartitionId};
@@ -424,6 +425,19 @@ async fn send_request(shared: Arc<Shared>, draft: Draft) {
     };
     let mut refresh = false;
     let mut decided = Vec::new();
+    // The answer indexed once: a request may carry batches for 100,000 partitions.
+    let answers: HashMap<(&str, PartitionId), &PartitionProduceResponse> = match &answer {
+        Ok(Some(resp)) => resp
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(move |p| ((t.name.as_str(), p.partition), p))
+            })
+            .collect(),
+        _ => HashMap::new(),
+    };
     for p in &mut sent {
         if p.batches.is_empty() {
             continue;
@@ -434,7 +448,11 @@ async fn send_request(shared: Arc<Shared>, draft: Draft) {
                 base: None,
                 log_append_time: None,
             },
-            Ok(Some(resp)) => outcome_of(resp, topic, *partition),
+            Ok(Some(_)) => outcome_of(
+                answers.get(&(&**topic, *partition)).copied(),
+                topic,
+                *partition,
+            ),
             Err(e) => Outcome::Failed(e.clone()),
         };
         let batches = std::mem::take(&mut p.batches);
@@ -546,13 +564,11 @@ fn pass_turn(shared: &Shared, broker: Node) {
     shared.turn.notify_waiters();
 }
 
-fn outcome_of(resp: &ProduceResponse, topic: &str, partition: PartitionId) -> Outcome {
-    let found = resp
-        .topics
-        .iter()
-        .filter(|t| t.name == topic)
-        .flat_map(|t| t.partitions.iter())
-        .find(|p| p.partition == partition);
+fn outcome_of(
+    found: Option<&PartitionProduceResponse>,
+    topic: &str,
+    partition: PartitionId,
+) -> Outcome {
     match found {
         None => Outcome::Failed(Error::Protocol(format!(
             "the produce answer has no result for {topic}/{}",
