@@ -323,25 +323,32 @@ async fn read_all(shard: &Rc<Shard>, asks: &[Ask], response_max: usize) -> Vec<P
         .collect()
 }
 
-/// Partitions of one ListOffsets looked up at once. Rationale: each lookup on another shard is
-/// a round trip through the mesh; one after another, a request naming 100,000 partitions took
-/// seconds of waiting. 256 at a time keep the other shards' queues short.
-const LIST_OFFSETS_IN_FLIGHT: usize = 256;
-
 pub(super) async fn list_offsets(
     shard: &Rc<Shard>,
     req: ListOffsetsRequest,
     access: &Access,
 ) -> ListOffsetsResponse {
-    use futures_util::StreamExt;
     let snapshot = shard.snapshot();
     let follower_progress = req.follower_progress;
+    // First what is known here (refusals, partitions led elsewhere or unknown), and the rest
+    // grouped by the shard that owns it: one message per owner, however many partitions (one
+    // round trip each made a request of 100,000 partitions take seconds of waiting).
+    let mut by_owner: Vec<(
+        ShardId,
+        Vec<(
+            usize,
+            usize,
+            PartKey,
+            quiver_proto::api::fetch::OffsetSpec,
+            u32,
+        )>,
+    )> = Vec::new();
     let mut topics = Vec::with_capacity(req.topics.len());
-    for t in &req.topics {
+    for (ti, t) in req.topics.iter().enumerate() {
         let info = snapshot.topic(&t.name);
         let denied = !access.topic(Operation::Describe, &t.name);
-        let snapshot = &snapshot;
-        let lookups = t.partitions.iter().map(|p| async move {
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for (pi, p) in t.partitions.iter().enumerate() {
             let mut out = ListOffsetsPartitionResponse {
                 partition: p.partition,
                 ..Default::default()
@@ -354,49 +361,71 @@ pub(super) async fn list_offsets(
                 }
                 Some(info)
                     if info.has_partition(p.partition)
-                        && !leads(snapshot, info, p.partition, &mut hint) =>
+                        && !leads(&snapshot, info, p.partition, &mut hint) =>
                 {
                     out.error_code = ErrorCode::NotLeaderOrFollower;
                 }
                 Some(info) if info.has_partition(p.partition) => {
-                    match shard
-                        .list_offset_on(
-                            shard.owner(info, p.partition),
-                            info.key(p.partition),
-                            p.timestamp,
-                        )
-                        .await
-                    {
-                        Ok(listed) => {
-                            out.offset = listed.offset;
-                            out.timestamp = listed.timestamp;
-                            out.leader_epoch =
-                                Some(quiver_proto::LeaderEpoch(info.leader_epoch(p.partition)));
-                            if follower_progress {
-                                let key = info.key(p.partition);
-                                out.followers = shard
-                                    .run_on(shard.owner(info, p.partition), move |s| async move {
-                                        s.follower_progress(&key)
-                                    })
-                                    .await
-                                    .unwrap_or_default();
-                            }
-                        }
-                        Err(e) => out.error_code = part_error(&e).0,
+                    let owner = shard.owner(info, p.partition);
+                    let item = (
+                        ti,
+                        pi,
+                        info.key(p.partition),
+                        p.timestamp,
+                        info.leader_epoch(p.partition),
+                    );
+                    match by_owner.iter_mut().find(|(o, _)| *o == owner) {
+                        Some((_, items)) => items.push(item),
+                        None => by_owner.push((owner, vec![item])),
                     }
                 }
                 _ => out.error_code = ErrorCode::UnknownTopicOrPartition,
             }
-            out
-        });
-        let partitions: Vec<ListOffsetsPartitionResponse> = futures_util::stream::iter(lookups)
-            .buffered(LIST_OFFSETS_IN_FLIGHT)
-            .collect()
-            .await;
+            partitions.push(out);
+        }
         topics.push(ListOffsetsTopicResponse {
             name: t.name.clone(),
             partitions,
         });
+    }
+    let lookups = by_owner.into_iter().map(|(owner, items)| async move {
+        let keys: Vec<(PartKey, quiver_proto::api::fetch::OffsetSpec)> =
+            items.iter().map(|i| (i.2, i.3)).collect();
+        let n = keys.len();
+        let found = shard
+            .run_on(owner, move |s| async move {
+                let mut out = Vec::with_capacity(keys.len());
+                for (key, spec) in keys {
+                    let listed = s.list_offset_local(key, spec).await;
+                    let followers = match (&listed, follower_progress) {
+                        (Ok(_), true) => s.follower_progress(&key),
+                        _ => Vec::new(),
+                    };
+                    out.push((listed, followers));
+                }
+                out
+            })
+            .await
+            .unwrap_or_else(|| {
+                (0..n)
+                    .map(|_| (Err(PartError::ShuttingDown), Vec::new()))
+                    .collect()
+            });
+        (items, found)
+    });
+    for (items, found) in futures_util::future::join_all(lookups).await {
+        for ((ti, pi, _, _, epoch), (listed, followers)) in items.into_iter().zip(found) {
+            let out = &mut topics[ti].partitions[pi];
+            match listed {
+                Ok(listed) => {
+                    out.offset = listed.offset;
+                    out.timestamp = listed.timestamp;
+                    out.leader_epoch = Some(quiver_proto::LeaderEpoch(epoch));
+                    out.followers = followers;
+                }
+                Err(e) => out.error_code = part_error(&e).0,
+            }
+        }
     }
     ListOffsetsResponse {
         throttle_time_ms: 0,

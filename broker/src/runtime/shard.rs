@@ -695,7 +695,7 @@ impl Shard {
         .await;
     }
 
-    async fn list_offset_local(
+    pub(crate) async fn list_offset_local(
         &self,
         key: PartKey,
         spec: OffsetSpec,
