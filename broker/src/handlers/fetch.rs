@@ -323,6 +323,16 @@ async fn read_all(shard: &Rc<Shard>, asks: &[Ask], response_max: usize) -> Vec<P
         .collect()
 }
 
+/// One partition of a ListOffsets for its owner: (topic index, partition index, partition,
+/// what is asked, its leader epoch).
+type Lookup = (
+    usize,
+    usize,
+    PartKey,
+    quiver_proto::api::fetch::OffsetSpec,
+    u32,
+);
+
 pub(super) async fn list_offsets(
     shard: &Rc<Shard>,
     req: ListOffsetsRequest,
@@ -333,16 +343,7 @@ pub(super) async fn list_offsets(
     // First what is known here (refusals, partitions led elsewhere or unknown), and the rest
     // grouped by the shard that owns it: one message per owner, however many partitions (one
     // round trip each made a request of 100,000 partitions take seconds of waiting).
-    let mut by_owner: Vec<(
-        ShardId,
-        Vec<(
-            usize,
-            usize,
-            PartKey,
-            quiver_proto::api::fetch::OffsetSpec,
-            u32,
-        )>,
-    )> = Vec::new();
+    let mut by_owner: Vec<(ShardId, Vec<Lookup>)> = Vec::new();
     let mut topics = Vec::with_capacity(req.topics.len());
     for (ti, t) in req.topics.iter().enumerate() {
         let info = snapshot.topic(&t.name);
