@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use futures_channel::oneshot;
 use quiver_engine::AppendInfo;
-use quiver_proto::api::fetch::OffsetSpec;
 use quiver_proto::batch::ValidBatch;
 use quiver_proto::{LeaderEpoch, Offset};
 
@@ -74,11 +73,6 @@ pub enum ShardMsg<S> {
         waits: Vec<(PartKey, Offset)>,
         deadline: Instant,
         reply: oneshot::Sender<()>,
-    },
-    ListOffset {
-        key: PartKey,
-        spec: OffsetSpec,
-        reply: oneshot::Sender<Result<ListedOffset, PartError>>,
     },
     /// New metadata: open, reconfigure or delete the logs this shard owns.
     Apply {

@@ -424,21 +424,6 @@ impl Shard {
         futures_lite::future::or(async { any.await.0 }, sleep_until(deadline)).await;
     }
 
-    pub async fn list_offset_on(
-        self: &Rc<Self>,
-        owner: ShardId,
-        key: PartKey,
-        spec: OffsetSpec,
-    ) -> Result<ListedOffset, PartError> {
-        if owner == self.id {
-            return self.list_offset_local(key, spec).await;
-        }
-        let (reply, rx) = oneshot::channel();
-        self.send_to(owner, ShardMsg::ListOffset { key, spec, reply })
-            .await;
-        rx.await.unwrap_or(Err(PartError::ShuttingDown))
-    }
-
     /// Runs `f` on shard `on` in a task of its own and returns what it returns: the one way
     /// work other than reading and appending crosses the mesh (admin changes for the
     /// controller, group requests for their coordinator), each with its own typed answer. The
@@ -526,10 +511,6 @@ impl Shard {
                     let cancelled = reply.cancellation();
                     futures_lite::future::or(me.wait_local(&waits, deadline), cancelled).await;
                     let _ = reply.send(());
-                }
-                ShardMsg::ListOffset { key, spec, reply } => {
-                    let r = me.list_offset_local(key, spec).await;
-                    let _ = reply.send(r);
                 }
                 ShardMsg::Run(task) => task(me.clone()).await,
                 ShardMsg::Apply {
@@ -852,13 +833,12 @@ impl Shard {
             Ok(log) => {
                 // The topic was deleted while its log opened: the deletion found no log to
                 // delete, so this one goes now.
-                if !self
+                let alive = self
                     .snapshot
                     .borrow()
-                    .topics
-                    .values()
-                    .any(|t| t.id == topic.id)
-                {
+                    .topic(&topic.meta.name)
+                    .is_some_and(|t| t.id == topic.id);
+                if !alive {
                     if let Err(e) = log.delete().await {
                         tracing::error!(topic = %topic.meta.name, partition = p, error = %e, "deleting a partition log failed");
                     }
