@@ -1,5 +1,9 @@
 //! Per-topic lists, the shape every request that names partitions has on the wire (produce,
-//! fetch, list offsets, offset commit and fetch, group heartbeats).
+//! fetch, list offsets, offset commit and fetch, group heartbeats), and their answers indexed.
+
+use std::collections::HashMap;
+
+use quiver_proto::PartitionId;
 
 /// Groups `(topic, item)` pairs by topic and makes one entry of each group with `make(topic,
 /// items)`: topics in the order they first appear, each topic's items in their order.
@@ -28,9 +32,35 @@ pub(crate) fn by_topic<T: PartialEq, P, W>(
         .collect()
 }
 
+/// A response's per-topic lists indexed by (topic, partition), once: an answer may hold
+/// 100,000 partitions, and a search through it for each partition asked would be quadratic.
+/// `topics` gives each topic's name and partitions, `partition` each entry's number.
+pub(crate) fn by_partition<'a, P>(
+    topics: impl IntoIterator<Item = (&'a str, &'a [P])>,
+    partition: impl Fn(&P) -> PartitionId,
+) -> HashMap<(&'a str, PartitionId), &'a P> {
+    topics
+        .into_iter()
+        .flat_map(|(name, parts)| parts.iter().map(move |p| (name, p)))
+        .map(|(name, p)| ((name, partition(p)), p))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::by_topic;
+    use super::{by_partition, by_topic};
+    use quiver_proto::PartitionId;
+
+    #[test]
+    fn answers_are_found_by_topic_and_partition() {
+        let a = [(PartitionId(0), "a0"), (PartitionId(3), "a3")];
+        let b = [(PartitionId(0), "b0")];
+        let index = by_partition([("a", &a[..]), ("b", &b[..])], |p| p.0);
+        assert_eq!(index.len(), 3);
+        assert_eq!(index[&("a", PartitionId(3))].1, "a3");
+        assert_eq!(index[&("b", PartitionId(0))].1, "b0");
+        assert!(!index.contains_key(&("b", PartitionId(3))));
+    }
 
     #[test]
     fn topics_keep_their_first_place_and_items_their_order() {

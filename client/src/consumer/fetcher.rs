@@ -282,15 +282,12 @@ fn decode_fetch(
     }
     let mut out = Vec::with_capacity(asked.len());
     // Indexed once: a fetch may name 100,000 partitions.
-    let answers: std::collections::HashMap<(&str, quiver_proto::PartitionId), _> = resp
-        .topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions
-                .iter()
-                .map(move |p| ((t.name.as_str(), p.partition), p))
-        })
-        .collect();
+    let answers = crate::grouping::by_partition(
+        resp.topics
+            .iter()
+            .map(|t| (t.name.as_str(), t.partitions.as_slice())),
+        |p| p.partition,
+    );
     for ((tp, offset), name) in asked.iter().zip(names) {
         let p = answers.get(&(tp.topic.as_str(), tp.partition)).copied();
         let Some(p) = p else {

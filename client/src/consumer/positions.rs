@@ -4,10 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use quiver_proto::api::fetch::{
-    IsolationLevel, ListOffsetsPartition, ListOffsetsPartitionResponse, ListOffsetsRequest,
-    ListOffsetsTopic, OffsetSpec,
+    IsolationLevel, ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic, OffsetSpec,
 };
-use quiver_proto::{BrokerId, ErrorCode, Offset, PartitionId, TimestampMs};
+use quiver_proto::{BrokerId, ErrorCode, Offset, TimestampMs};
 
 use super::{Consumer, OffsetReset};
 use crate::client::Client;
@@ -213,15 +212,12 @@ pub(crate) async fn list_offsets_raw(
         };
         let (resp, _) = client.call_broker(broker, &req, Vec::new()).await?;
         // Indexed once: a request may name 100,000 partitions.
-        let answers: HashMap<(&str, PartitionId), &ListOffsetsPartitionResponse> = resp
-            .topics
-            .iter()
-            .flat_map(|t| {
-                t.partitions
-                    .iter()
-                    .map(move |p| ((t.name.as_str(), p.partition), p))
-            })
-            .collect();
+        let answers = crate::grouping::by_partition(
+            resp.topics
+                .iter()
+                .map(|t| (t.name.as_str(), t.partitions.as_slice())),
+            |p| p.partition,
+        );
         for (tp, _) in items {
             let p = answers
                 .get(&(tp.topic.as_str(), tp.partition))

@@ -426,16 +426,13 @@ async fn send_request(shared: Arc<Shared>, draft: Draft) {
     let mut refresh = false;
     let mut decided = Vec::new();
     // The answer indexed once: a request may carry batches for 100,000 partitions.
-    let answers: HashMap<(&str, PartitionId), &PartitionProduceResponse> = match &answer {
-        Ok(Some(resp)) => resp
-            .topics
-            .iter()
-            .flat_map(|t| {
-                t.partitions
-                    .iter()
-                    .map(move |p| ((t.name.as_str(), p.partition), p))
-            })
-            .collect(),
+    let answers = match &answer {
+        Ok(Some(resp)) => crate::grouping::by_partition(
+            resp.topics
+                .iter()
+                .map(|t| (t.name.as_str(), t.partitions.as_slice())),
+            |p| p.partition,
+        ),
         _ => HashMap::new(),
     };
     for p in &mut sent {
