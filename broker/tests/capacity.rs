@@ -95,6 +95,55 @@ async fn more_partitions_than_the_open_file_limit_allows_open_files_for_all_work
     );
 }
 
+/// One Produce naming far more closed partitions than the process may open files at once
+/// (2,000 partitions, about 1,500 descriptors left under the limit): each reopen first makes room
+/// (closes an idle file or waits for one to fall idle), so every partition takes its record and
+/// the descriptors stay within the limit. Opening first and closing after answered part of such
+/// a request with StorageError "Too many open files".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_produce_to_more_closed_partitions_than_files_may_open_takes_every_record() {
+    const PARTS: u32 = 2_000;
+    let limit = RESERVED_ONE_SHARD + ROOM;
+    let mut broker = Broker::unstarted(&["--shards", "1"]);
+    broker.open_files = Some(limit);
+    broker.spawn(None);
+    let client = broker.client().await;
+    assert_eq!(
+        create_topic(&client, "wide", PARTS, &[]).await,
+        ErrorCode::None
+    );
+    let every: Vec<u32> = (0..PARTS).collect();
+    let pid = broker.child.as_ref().unwrap().id();
+    for round in 0..2 {
+        let resp = produce_wide(&client, "wide", &every, &[record("w")], Acks::All).await;
+        let answers = &resp.topics[0].partitions;
+        assert_eq!(answers.len(), PARTS as usize);
+        let failed: Vec<_> = answers
+            .iter()
+            .filter(|p| p.error_code != ErrorCode::None)
+            .map(|p| (p.partition.0, p.error_code, p.error_message.clone()))
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "round {round}: {} of {PARTS} partitions failed, first {:?}",
+            failed.len(),
+            failed.first()
+        );
+        assert!(answers.iter().all(|p| p.base_offset.0 == round));
+        assert!(open_files(pid) < limit as usize);
+    }
+    for p in [0, PARTS / 2, PARTS - 1] {
+        let (_, bytes) = fetch(&client, "wide", p, 0, 0).await;
+        let n = quiver_proto::batch::BatchIter::new(&bytes).count();
+        assert_eq!(n, 2, "wide/{p} holds both records");
+    }
+    assert!(
+        !broker.log().contains("Too many open files"),
+        "{}",
+        broker.log()
+    );
+}
+
 /// A partition whose log cannot be opened is offline on this broker, said everywhere an operator
 /// looks: Metadata (`StorageError`, the broker among the offline replicas), `topic describe`,
 /// the metric, /health (503 "degraded", naming it) while /ready stays 200; the other partitions

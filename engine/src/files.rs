@@ -16,9 +16,10 @@ use crate::dma;
 use crate::error::Result;
 use glommio::io::DmaFile;
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
+use std::task::{Poll, Waker};
 
 /// The default budget of open active-segment files per thread: no limit until the owner sets
 /// one (an engine used alone, in tests and tools, keeps every log's file open).
@@ -30,6 +31,8 @@ thread_local! {
             max: UNLIMITED,
             tick: 0,
             order: BTreeMap::new(),
+            opening: 0,
+            waiters: VecDeque::new(),
         })
     };
 }
@@ -39,6 +42,69 @@ struct Lru {
     max: usize,
     tick: u64,
     order: BTreeMap<u64, Weak<Slot>>,
+    /// Reopens in flight (counted against the budget before they complete).
+    opening: usize,
+    /// Reopens waiting for room: every open file is in use.
+    waiters: VecDeque<Waker>,
+}
+
+impl Lru {
+    fn has_room(&self) -> bool {
+        self.order.len() + self.opening < self.max
+    }
+}
+
+/// How long a reopen waiting for room sleeps before it looks again, should a wake be lost to
+/// a waiter that was cancelled.
+const ROOM_RECHECK: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Waits until this thread may open one more file within its budget (closing an idle one to
+/// make room if it can), and counts the open as in flight. Opening first and closing after
+/// ran a broker at its budget out of descriptors when one request reopened thousands of files.
+async fn room_for_one() {
+    loop {
+        evict_for(1);
+        let ready = OPEN.with(|o| {
+            let mut o = o.borrow_mut();
+            if o.has_room() {
+                o.opening += 1;
+                true
+            } else {
+                false
+            }
+        });
+        if ready {
+            return;
+        }
+        let mut registered = false;
+        let wait = std::future::poll_fn(|cx| {
+            if registered {
+                return Poll::Ready(());
+            }
+            registered = true;
+            OPEN.with(|o| o.borrow_mut().waiters.push_back(cx.waker().clone()));
+            Poll::Pending
+        });
+        futures_lite::future::or(wait, async {
+            glommio::timer::sleep(ROOM_RECHECK).await;
+        })
+        .await;
+    }
+}
+
+/// Wakes as many waiting reopens as there is room for.
+fn wake_waiters() {
+    let wake: Vec<Waker> = OPEN.with(|o| {
+        let mut o = o.borrow_mut();
+        // At least one: the caller just let a file fall idle, which the waiter may close to
+        // make its room (evict keeps idle files open while within the budget).
+        let room = o.max.saturating_sub(o.order.len() + o.opening).max(1);
+        let n = room.min(o.waiters.len());
+        o.waiters.drain(..n).collect()
+    });
+    for w in wake {
+        w.wake();
+    }
 }
 
 /// Sets how many active-segment files this thread keeps open (at least 1). Call it on each
@@ -70,6 +136,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         if let Some(t) = self.tick.get() {
             let _ = OPEN.try_with(|o| o.borrow_mut().order.remove(&t));
+            let _ = OPEN.try_with(|_| wake_waiters());
         }
     }
 }
@@ -103,7 +170,22 @@ impl LogFile {
         if let Some(f) = self.now() {
             return Ok(f);
         }
-        let opened = dma::open_rw(&self.slot.path, false).await?;
+        room_for_one().await;
+        // Another task may have opened it while this one waited.
+        if let Some(f) = self.now() {
+            OPEN.with(|o| o.borrow_mut().opening -= 1);
+            wake_waiters();
+            return Ok(f);
+        }
+        let opened = dma::open_rw(&self.slot.path, false).await;
+        OPEN.with(|o| o.borrow_mut().opening -= 1);
+        let opened = match opened {
+            Ok(f) => f,
+            Err(e) => {
+                wake_waiters();
+                return Err(e);
+            }
+        };
         // Another task may have opened it meanwhile: one descriptor per file.
         let f = {
             let mut slot = self.slot.file.borrow_mut();
@@ -138,17 +220,25 @@ impl LogFile {
 /// a read done), since one in use when another was opened could not be closed then.
 pub(crate) fn release() {
     evict();
+    wake_waiters();
 }
 
 /// Closes the least recently used idle files while more than the budget are open.
 fn evict() {
+    evict_for(0);
+}
+
+/// Closes the least recently used idle files while more than the budget less `more` (files
+/// about to be opened) are open, or in flight.
+fn evict_for(more: usize) {
     let mut closing = Vec::new();
     OPEN.with(|o| {
         let mut o = o.borrow_mut();
-        if o.order.len() <= o.max {
+        let want = o.order.len() + o.opening + more;
+        if want <= o.max {
             return;
         }
-        let mut excess = o.order.len() - o.max;
+        let mut excess = want - o.max;
         let mut gone = Vec::new();
         for (&t, weak) in o.order.iter() {
             if excess == 0 {

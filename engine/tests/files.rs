@@ -38,14 +38,16 @@ fn a_log_holds_one_descriptor_and_reads_of_closed_segments_are_bounded_per_threa
             "{logs_n} open logs hold {held} descriptors"
         );
 
-        // Three segments each (64 KiB segments, 30 KB appends), index blocks written at roll.
-        for (i, log) in logs.iter().enumerate() {
+        // Three segments each (64 KiB segments, 30 KB appends), index blocks written at roll;
+        // the logs written at once, each one append after another.
+        futures_util::future::join_all(logs.iter().enumerate().map(|(i, log)| async move {
             for j in 0..7u64 {
                 log.append(&[batch(5, 6_000, i as u64 * 100 + j, 1_000)], None)
                     .await
                     .unwrap();
             }
-        }
+        }))
+        .await;
         let after_writes = open_fds() - before;
         assert!(
             after_writes <= logs_n + 8,
@@ -126,6 +128,19 @@ fn logs_beyond_the_open_file_budget_write_and_read_through_reopened_files() {
         );
         // Three rounds of one append to every log at once (durable: each awaits its
         // fdatasync), so files close and reopen between a write and its sync.
+        // The most descriptors open at any moment while they run: a reopen makes room (closes
+        // an idle file, or waits for one to fall idle) before it opens.
+        let peak = std::rc::Rc::new(std::cell::Cell::new(0usize));
+        let sampling = std::rc::Rc::new(std::cell::Cell::new(true));
+        let sampler = {
+            let (peak, sampling) = (peak.clone(), sampling.clone());
+            glommio::spawn_local(async move {
+                while sampling.get() {
+                    peak.set(peak.get().max(open_fds() - before));
+                    glommio::timer::sleep(std::time::Duration::from_micros(200)).await;
+                }
+            })
+        };
         for round in 0..3u64 {
             let tasks: Vec<_> = logs
                 .iter()
@@ -143,6 +158,13 @@ fn logs_beyond_the_open_file_budget_write_and_read_through_reopened_files() {
                 t.await;
             }
         }
+        sampling.set(false);
+        sampler.await;
+        assert!(
+            peak.get() <= BUDGET + 8,
+            "{} descriptors open at the peak of {LOGS} logs written at once with a budget of {BUDGET}",
+            peak.get()
+        );
         assert!(quiver_engine::open_logs() <= BUDGET + 1);
         for log in &logs {
             let got = common::read_all(log, 0).await;

@@ -520,18 +520,32 @@ pub async fn produce(
     batches: &[Bytes],
     acks: Acks,
 ) -> ProduceResponse {
+    produce_wide(client, topic, &[partition], batches, acks).await
+}
+
+/// Produces the same record batches (already built) to each of `partitions` in one request.
+pub async fn produce_wide(
+    client: &Client,
+    topic: &str,
+    partitions: &[u32],
+    batches: &[Bytes],
+    acks: Acks,
+) -> ProduceResponse {
     let mut payload = PayloadBuilder::new();
-    let records = payload.push_all(batches.iter().cloned()).unwrap();
+    let partitions = partitions
+        .iter()
+        .map(|&p| PartitionProduceData {
+            partition: PartitionId(p),
+            records: payload.push_all(batches.iter().cloned()).unwrap(),
+        })
+        .collect();
     let req = ProduceRequest {
         transactional_id: None,
         acks,
         timeout_ms: 30_000,
         topics: vec![TopicProduceData {
             name: topic.to_string(),
-            partitions: vec![PartitionProduceData {
-                partition: PartitionId(partition),
-                records,
-            }],
+            partitions,
         }],
     };
     client
