@@ -15,6 +15,7 @@
 use crate::dma;
 use crate::error::Result;
 use glommio::io::DmaFile;
+use quiver_proto::Offset;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -126,7 +127,9 @@ pub(crate) struct LogFile {
 }
 
 struct Slot {
-    path: PathBuf,
+    /// The log's directory (shared with the log) and the segment's base: the file's path.
+    dir: Rc<Path>,
+    base: Offset,
     file: RefCell<Option<Rc<DmaFile>>>,
     /// The tick this file is listed under in the thread's order while it is open.
     tick: Cell<Option<u64>>,
@@ -142,11 +145,13 @@ impl Drop for Slot {
 }
 
 impl LogFile {
-    /// A file just opened (`file`, at `path`), counted in the thread's budget.
-    pub(crate) fn new(path: &Path, file: Rc<DmaFile>) -> LogFile {
+    /// A file just opened (`file`, the log of the segment at `base` in `dir`), counted in the
+    /// thread's budget.
+    pub(crate) fn new(dir: &Rc<Path>, base: Offset, file: Rc<DmaFile>) -> LogFile {
         let lf = LogFile {
             slot: Rc::new(Slot {
-                path: path.to_path_buf(),
+                dir: dir.clone(),
+                base,
                 file: RefCell::new(Some(file)),
                 tick: Cell::new(None),
             }),
@@ -154,6 +159,16 @@ impl LogFile {
         lf.touch();
         evict();
         lf
+    }
+
+    /// The file's path.
+    pub(crate) fn path(&self) -> PathBuf {
+        crate::names::log_path(&self.slot.dir, self.slot.base)
+    }
+
+    /// The directory it is in.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.slot.dir
     }
 
     /// The file if it is open now (marked used), without opening it.
@@ -177,7 +192,7 @@ impl LogFile {
             wake_waiters();
             return Ok(f);
         }
-        let opened = dma::open_rw(&self.slot.path, false).await;
+        let opened = dma::open_rw(&self.path(), false).await;
         OPEN.with(|o| o.borrow_mut().opening -= 1);
         let opened = match opened {
             Ok(f) => f,

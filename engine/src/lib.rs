@@ -156,6 +156,7 @@ mod files;
 pub mod fuzzing;
 mod index;
 mod log;
+mod names;
 mod notify;
 mod offset;
 mod producers;

@@ -11,39 +11,7 @@ use quiver_proto::Offset;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-pub(crate) const LOG_EXT: &str = "log";
-pub(crate) const INDEX_EXT: &str = "index";
-pub(crate) const TIME_EXT: &str = "timeindex";
-
-pub(crate) fn file_name(base: Offset, ext: &str) -> String {
-    format!("{:020}.{ext}", base.0)
-}
-
-/// The base offset named by a segment file name, and its extension.
-pub(crate) fn parse_file_name(name: &str) -> Option<(Offset, &str)> {
-    let (stem, ext) = name.split_once('.')?;
-    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((Offset(stem.parse().ok()?), ext))
-}
-
-#[derive(Clone, Debug)]
-pub(crate) struct SegmentPaths {
-    pub log: PathBuf,
-    pub index: PathBuf,
-    pub time: PathBuf,
-}
-
-impl SegmentPaths {
-    pub(crate) fn new(dir: &Path, base: Offset) -> SegmentPaths {
-        SegmentPaths {
-            log: dir.join(file_name(base, LOG_EXT)),
-            index: dir.join(file_name(base, INDEX_EXT)),
-            time: dir.join(file_name(base, TIME_EXT)),
-        }
-    }
-}
+pub(crate) use crate::names::{file_name, parse_file_name, SegmentPaths, LOG_EXT};
 
 /// What segment files being deleted are renamed to first (`<name>.deleted`). Open removes any
 /// it finds.
@@ -653,12 +621,21 @@ pub(crate) struct Recovered {
 /// descriptor each per partition would bound how many partitions a broker holds): they are
 /// opened for each write of index blocks (every `INDEX_POINTS_PER_WRITE` points), at roll, close
 /// and truncation ([`open_index_files`]).
+///
+/// No path is kept: they are derived from the log's directory (shared with the log) and the
+/// base when needed, so an idle partition holds one path, its directory's, not four.
 #[derive(Clone)]
 pub(crate) struct ActiveFiles {
     pub base: Offset,
-    pub paths: SegmentPaths,
     /// Opened on demand within the thread's budget (`crate::files`).
     pub log: crate::files::LogFile,
+}
+
+impl ActiveFiles {
+    /// The segment's three paths (the log's, and its index files' derived from it).
+    pub(crate) fn paths(&self) -> SegmentPaths {
+        SegmentPaths::new(self.log.dir(), self.base)
+    }
 }
 
 /// Opens a segment's offset and time index files (created if absent) for reads and writes.
@@ -672,7 +649,11 @@ pub(crate) async fn open_index_files(paths: &SegmentPaths) -> Result<[Rc<DmaFile
 /// keeps the index points that still describe real batches, re-walks the log from the last one,
 /// cuts whatever follows the last whole, valid batch (logging what was cut unless it is only
 /// zero padding) and cuts the index files to the points that remain.
-pub(crate) async fn recover_active(dir: &Path, base: Offset, interval: u32) -> Result<Recovered> {
+pub(crate) async fn recover_active(
+    dir: &Rc<Path>,
+    base: Offset,
+    interval: u32,
+) -> Result<Recovered> {
     let paths = SegmentPaths::new(dir, base);
     let log = dma::open_rw(&paths.log, true).await?;
     let [index, time] = open_index_files(&paths).await?;
@@ -783,8 +764,7 @@ pub(crate) async fn recover_active(dir: &Path, base: Offset, interval: u32) -> R
     Ok(Recovered {
         files: ActiveFiles {
             base,
-            log: crate::files::LogFile::new(&paths.log, log),
-            paths,
+            log: crate::files::LogFile::new(dir, base, log),
         },
         points,
         points_on_disk,

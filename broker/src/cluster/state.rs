@@ -14,7 +14,11 @@ use super::topic::{ConfigValueError, TopicConfig};
 
 /// A partition inside this broker: the topic's id (so a re-created topic never meets an old
 /// topic's log) and the partition number.
+///
+/// Packed to 8-byte alignment: 24 bytes, not 32 (a `u128` would align it to 16), in maps with
+/// an entry per partition (100,000 on a broker).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(C, packed(8))]
 pub struct PartKey {
     pub topic_id: u128,
     pub partition: PartitionId,

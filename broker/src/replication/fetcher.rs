@@ -134,7 +134,7 @@ fn wanted(shard: &Shard) -> BTreeMap<u32, Vec<Part>> {
         if role.leader == snapshot.me || role.leader == 0 || !snapshot.is_live(role.leader) {
             continue;
         }
-        let Some(name) = names.get(&key.topic_id) else {
+        let Some(name) = names.get(&{ key.topic_id }) else {
             continue;
         };
         out.entry(role.leader).or_default().push(Part {

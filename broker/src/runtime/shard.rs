@@ -81,7 +81,7 @@ pub struct Shard {
 enum Slot {
     Open(Rc<PartitionLog>),
     /// Opening failed (e.g. an I/O error during recovery); requests get this reason.
-    Failed(String),
+    Failed(Box<str>),
 }
 
 /// What a shard is made of when it starts.
@@ -178,7 +178,7 @@ impl Shard {
         }
         match self.logs.borrow().get(key) {
             Some(Slot::Open(log)) => Ok(log.clone()),
-            Some(Slot::Failed(why)) => Err(PartError::Failed(why.clone())),
+            Some(Slot::Failed(why)) => Err(PartError::Failed(why.to_string())),
             None => Err(PartError::NotHosted),
         }
     }
@@ -786,6 +786,7 @@ impl Shard {
         )
         .await;
         let mut opened = opened.into_inner();
+        let many = opened.len() >= TRIM_AFTER_OPENS;
         if let Err(e) = syncs.sync(logs::OPENS_IN_FLIGHT).await {
             // Which new directory did not sync is not known: none of this batch is served.
             tracing::error!(error = %e, "syncing new partition directories failed");
@@ -799,6 +800,9 @@ impl Shard {
         for (topic, partition, retry, r) in opened {
             self.place_slot(&topic, partition, retry, r).await;
             self.opening.borrow_mut().remove(&topic.key(partition));
+        }
+        if many {
+            release_freed_memory();
         }
         // A follower of an offsets partition copied commits its coordinator never applied:
         // leading it now, the coordinator replays the log (the group coordinator moves with the
@@ -859,7 +863,7 @@ impl Shard {
                     tracing::error!(topic = %topic.meta.name, partition = p, error = %e, "opening partition log failed: the partition is offline on this broker");
                 }
                 self.metrics.log_failed(&topic.meta.name, p, &e.to_string());
-                Slot::Failed(e.to_string())
+                Slot::Failed(e.to_string().into())
             }
         };
         self.logs.borrow_mut().insert(key, slot);
@@ -880,7 +884,7 @@ impl Shard {
             let keys: Vec<(PartKey, Arc<TopicInfo>)> = logs
                 .keys()
                 .filter_map(|k| {
-                    let topic = by_id.get(&k.topic_id)?;
+                    let topic = by_id.get(&{ k.topic_id })?;
                     (topic.meta.is_placed() && !topic.is_replica(k.partition, snapshot.me))
                         .then(|| (*k, (*topic).clone()))
                 })
@@ -976,7 +980,7 @@ impl Shard {
             match log.apply_retention(now).await {
                 Ok(report) if !report.deleted_segments.is_empty() => {
                     tracing::info!(
-                        topic_id = format!("{:032x}", key.topic_id),
+                        topic_id = format!("{:032x}", { key.topic_id }),
                         partition = key.partition.0,
                         segments = report.deleted_segments.len(),
                         bytes = report.deleted_bytes,
@@ -1042,14 +1046,15 @@ impl Shard {
                 .offline_partitions
                 .store(offline as u64, std::sync::atomic::Ordering::Relaxed);
         }
-        let names: HashMap<u128, &str> = snapshot
+        // One name per topic, shared by its partitions' keys.
+        let names: HashMap<u128, Arc<str>> = snapshot
             .topics
             .values()
-            .map(|t| (t.id, t.meta.name.as_str()))
+            .map(|t| (t.id, Arc::from(t.meta.name.as_str())))
             .collect();
         let stats = self.open_logs().into_iter().filter_map(|(key, log)| {
-            let name = names.get(&key.topic_id)?;
-            Some(((name.to_string(), key.partition.0), {
+            let name = names.get(&{ key.topic_id })?;
+            Some(((name.clone(), key.partition.0), {
                 let replica = self.replica_state(&key);
                 let role = replica.as_ref().map(|r| r.role());
                 let leader = replica.as_ref().is_none_or(|r| r.leads());
@@ -1144,4 +1149,19 @@ fn follower_stats(r: &ReplicaState, log: &PartitionLog) -> Vec<crate::metrics::F
             }
         })
         .collect()
+}
+
+/// Opening this many logs at once leaves enough freed memory behind (each open's transient
+/// buffers, interleaved with the logs' long-lived state) to hand back to the system after.
+const TRIM_AFTER_OPENS: usize = 1_000;
+
+/// Returns the allocator's free pages to the system (glibc's `malloc_trim`: every arena, and
+/// free pages inside them, not only the top). Measured: ... per partition after a create of
+/// 100,000 partitions.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers and may be called from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

@@ -155,13 +155,14 @@ impl PartitionLog {
                     Outcome::Acknowledged | Outcome::Survived => return Ok(info),
                     Outcome::Waiting => match &s.status {
                         Status::Open => {}
-                        Status::Failed(e) => return Err(e.clone()),
+                        Status::Failed(e) => return Err((**e).clone()),
                         Status::Closed | Status::Deleted => return Err(Error::Closed),
                     },
                     Outcome::Lost => {
                         return Err(s
                             .last_failure
-                            .clone()
+                            .as_deref()
+                            .cloned()
                             .unwrap_or_else(|| Error::Discarded("discarded".into())))
                     }
                 }
@@ -268,10 +269,10 @@ fn stage(
         let h = &a.handed;
         let buf = WriteBuf::new(align_down(h.len), &h.tail, total as usize);
         let mark = Mark {
-            tail: Vec::new(),
+            tail: bytes::Bytes::new(),
             ..h.clone()
         };
-        a.pending = Some(Pending { buf, mark });
+        a.pending = Some(Box::new(Pending { buf, mark }));
     }
     let p = a.pending.as_mut().expect("just set");
     let mut hdr = [0u8; BATCH_HEADER_BYTES];

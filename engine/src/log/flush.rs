@@ -100,11 +100,13 @@ impl Shared {
                 // Cut what the failed write may have left past the last good byte, so it can
                 // never be mistaken for data after a later crash.
                 let cut = match files.log.get().await {
-                    Ok(log) => dma::truncate(&log, &files.paths.log, len).await,
+                    Ok(log) => dma::truncate(&log, &files.log.path(), len).await,
                     Err(e) => Err(e),
                 };
                 if let Err(e) = cut {
-                    this.state.borrow_mut().set_status(Status::Failed(e));
+                    this.state
+                        .borrow_mut()
+                        .set_status(Status::Failed(Box::new(e)));
                 }
             }
             Shared::arm_sync_timer(&this);
@@ -114,7 +116,7 @@ impl Shared {
     /// One fdatasync covering every write completed before it; moves the durable end to its end.
     async fn sync(this: Rc<Shared>, files: ActiveFiles, order: SyncOrder) {
         let res = match files.log.get().await {
-            Ok(log) => dma::fdatasync(&log, &files.paths.log).await,
+            Ok(log) => dma::fdatasync(&log, &files.log.path()).await,
             Err(e) => Err(e),
         };
         crate::files::release();
@@ -128,7 +130,7 @@ impl Shared {
                     tracing::error!(error = %e, "fdatasync failed; the log stops taking appends");
                     s.commit.sync_failed();
                     s.drop_unwritten(e.clone());
-                    s.set_status(Status::Failed(e));
+                    s.set_status(Status::Failed(Box::new(e)));
                 }
             }
         }
@@ -183,7 +185,7 @@ fn take_bytes(s: &mut State, j: commit::Job) -> Job {
     let (log, mark) = match pending {
         Some(p) => {
             let mut mark = p.mark;
-            mark.tail = p.buf.tail();
+            mark.tail = p.buf.tail().into();
             (Some(p.buf), mark)
         }
         None => (None, a.handed.clone()),
@@ -207,7 +209,7 @@ async fn write_job(job: &mut Job) -> Result<()> {
     let log_buf = job.log.take();
     let log_fut = async {
         match log_buf {
-            Some(buf) => buf.write(&f.log.get().await?, &f.paths.log).await,
+            Some(buf) => buf.write(&f.log.get().await?, &f.log.path()).await,
             None => Ok(()),
         }
     };
@@ -218,8 +220,9 @@ async fn write_job(job: &mut Job) -> Result<()> {
                 crate::index::TIME_ENTRY_BYTES,
             ];
             // Opened for this write and closed after it (`segment::ActiveFiles`).
-            let [index, time] = segment::open_index_files(&f.paths).await?;
-            let targets = [(&index, &f.paths.index), (&time, &f.paths.time)];
+            let paths = f.paths();
+            let [index, time] = segment::open_index_files(&paths).await?;
+            let targets = [(&index, &paths.index), (&time, &paths.time)];
             for (((file, path), (pos, bytes)), size) in targets.into_iter().zip(parts).zip(sizes) {
                 // The bytes before entry `index_from` in its block are on disk already.
                 let tail_len = (job.index_from * size) as u64 - pos;

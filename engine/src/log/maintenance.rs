@@ -119,7 +119,7 @@ impl PartitionLog {
             // Renamed out of the way at once (off the core), then freed paced by the deleter
             // thread, like deleted segments: unlinking big files at once stalls every other
             // log's fdatasync (deleter.rs).
-            let dir = sh.dir.clone();
+            let dir = sh.dir.to_path_buf();
             let to = segment::with_suffix(&dir, segment::DELETED_SUFFIX);
             glommio::executor()
                 .spawn_blocking(move || {
@@ -254,7 +254,7 @@ impl Shared {
                 }
             }
         }
-        let p = &files.paths;
+        let p = &files.paths();
         let [index, time] = segment::open_index_files(p).await?;
         segment::write_index(
             [(&index, &p.index), (&time, &p.time)],
@@ -411,7 +411,7 @@ impl Shared {
                 Ok(true)
             }
             Err(e) => {
-                s.set_status(Status::Failed(e.clone()));
+                s.set_status(Status::Failed(Box::new(e.clone())));
                 Err(e)
             }
         };
@@ -527,7 +527,7 @@ impl Shared {
                 Ok(recovered_end)
             }
             Err(e) => {
-                s.set_status(Status::Failed(e.clone()));
+                s.set_status(Status::Failed(Box::new(e.clone())));
                 Err(e)
             }
         };

@@ -130,8 +130,8 @@ struct Mark {
     /// Logical bytes of the segment.
     len: u64,
     /// The partial last block's bytes, `[align_down(len), len)` (kept only at the handed and
-    /// written marks).
-    tail: Vec<u8>,
+    /// written marks; shared between them, not copied).
+    tail: Bytes,
     max_timestamp: i64,
     /// (position, base offset) of the last batch.
     last_batch: Option<(u64, Offset)>,
@@ -154,7 +154,8 @@ struct Active {
     handed: Mark,
     /// Bytes in the file.
     written: Mark,
-    pending: Option<Pending>,
+    /// Boxed: empty on an idle log, which should cost little (100,000 of them on a broker).
+    pending: Option<Box<Pending>>,
     /// Wall-clock ms the segment counts its age from (segment.ms): its file's creation time, or
     /// the first append into it.
     since_ms: i64,
@@ -164,7 +165,7 @@ impl Active {
     fn from_recovered(r: Recovered, now: i64) -> Active {
         let mark = Mark {
             len: r.len,
-            tail: r.tail,
+            tail: r.tail.into(),
             max_timestamp: r.max_timestamp,
             last_batch: r.last_batch,
             points: r.points.len(),
@@ -209,8 +210,8 @@ enum Status {
     Closed,
     Deleted,
     /// An fdatasync failed: what the kernel kept is unknown, so the log takes no more appends
-    /// until it is reopened (which recovers from what is on disk).
-    Failed(Error),
+    /// until it is reopened (which recovers from what is on disk). Boxed, as it is rare.
+    Failed(Box<Error>),
 }
 
 struct State {
@@ -231,7 +232,7 @@ struct State {
     /// Appends that rolled the segment and have not staged yet (`RollingAppend`).
     rolling_appends: usize,
     /// Why staged bytes were last discarded, for the appends that lost them.
-    last_failure: Option<Error>,
+    last_failure: Option<Box<Error>>,
     status: Status,
     /// Closed segments kept open with their index points, oldest first (at most
     /// `read::CLOSED_SEGMENTS_CACHED`).
@@ -265,7 +266,7 @@ impl State {
     fn check_open(&self) -> Result<()> {
         match &self.status {
             Status::Open => Ok(()),
-            Status::Failed(e) => Err(e.clone()),
+            Status::Failed(e) => Err((**e).clone()),
             Status::Closed | Status::Deleted => Err(Error::Closed),
         }
     }
@@ -297,7 +298,7 @@ impl State {
     /// failed write or fdatasync): forgets every staged byte not yet written, and the index
     /// points, producers' batches and cached batches that went with them.
     fn drop_unwritten(&mut self, why: Error) {
-        self.last_failure = Some(why);
+        self.last_failure = Some(Box::new(why));
         let a = &mut self.active;
         a.pending = None;
         a.handed = a.written.clone();
@@ -310,7 +311,8 @@ impl State {
 }
 
 pub(crate) struct Shared {
-    dir: PathBuf,
+    /// Shared with the active segment's `LogFile`.
+    dir: Rc<Path>,
     /// Holds the directory (`open::DirLock`) until the log is closed or dropped, so that no
     /// second `PartitionLog` of this process opens it.
     lock: RefCell<Option<open::DirLock>>,

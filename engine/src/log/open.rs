@@ -47,13 +47,13 @@ impl PartitionLog {
         defer: Option<&DirSyncs>,
     ) -> Result<PartitionLog> {
         config.validate()?;
-        let dir = dir.to_path_buf();
+        let dir: Rc<Path> = dir.into();
         create_dir_durable(&dir, defer).await?;
         let lock = DirLock::take(&dir)?;
         let mut files: BTreeMap<Offset, Vec<String>> = BTreeMap::new();
-        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("list dir", &dir, e))?;
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("list dir", &*dir, e))?;
         for entry in entries {
-            let entry = entry.map_err(|e| Error::io("list dir", &dir, e))?;
+            let entry = entry.map_err(|e| Error::io("list dir", &*dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if let Some((base, ext)) = segment::parse_file_name(&name) {
                 files.entry(base).or_default().push(ext.to_owned());
@@ -120,7 +120,7 @@ impl PartitionLog {
         let sealed_at = sealed.then_some((rec.files.base, rec.len, 0));
         if rec.len > 0 && !closed_cleanly {
             let log = rec.files.log.get().await?;
-            dma::fdatasync(&log, &rec.files.paths.log).await?;
+            dma::fdatasync(&log, &rec.files.log.path()).await?;
         }
         let now = now_ms();
         // A snapshot above the end (the log lost its tail since a clean close) would be wrong
@@ -202,7 +202,7 @@ async fn load_producers(dir: &Path, rec: &Recovered, now: i64) -> Result<Produce
     };
     segment::walk_headers(
         &rec.files.log.get().await?,
-        &rec.files.paths.log,
+        &rec.files.log.path(),
         rec.files.base,
         rec.len,
         &rec.holes,
@@ -289,21 +289,24 @@ async fn create_dir_durable(dir: &Path, defer: Option<&DirSyncs>) -> Result<()> 
 /// process is kept out by its owner: the broker holds an exclusive lock on its whole data
 /// directory (`<data_dir>/.lock`) while it runs.
 pub(crate) struct DirLock {
-    key: PathBuf,
+    /// The directory's (device, inode): one directory under two spellings (a relative path, a
+    /// symlink) is one log, and the key holds no copy of the path.
+    key: (u64, u64),
 }
 
-fn open_dirs() -> &'static Mutex<HashSet<PathBuf>> {
-    static OPEN: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+fn open_dirs() -> &'static Mutex<HashSet<(u64, u64)>> {
+    static OPEN: OnceLock<Mutex<HashSet<(u64, u64)>>> = OnceLock::new();
     OPEN.get_or_init(Default::default)
 }
 
 impl DirLock {
     /// Takes `dir` (which exists) for this log, or `Error::Locked` if a log has it.
     pub(crate) fn take(dir: &Path) -> Result<DirLock> {
-        // One directory under two spellings (a relative path, a symlink) is one log.
-        let key = std::fs::canonicalize(dir).map_err(|e| Error::io("resolve dir", dir, e))?;
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(dir).map_err(|e| Error::io("stat dir", dir, e))?;
+        let key = (m.dev(), m.ino());
         let mut open = open_dirs().lock().unwrap_or_else(|e| e.into_inner());
-        if !open.insert(key.clone()) {
+        if !open.insert(key) {
             return Err(Error::Locked {
                 path: dir.to_path_buf(),
             });

@@ -213,7 +213,7 @@ impl PartitionLog {
                         None => Plan::OpenActive(a.files.log.clone()),
                         Some(file) => Plan::Read(ReadPlan {
                             file,
-                            path: a.files.paths.log.clone(),
+                            path: a.files.log.path(),
                             base: a.files.base,
                             len: a.written.len,
                             start: index::lookup_time(&a.points[..a.written.points], ts.0),
@@ -329,7 +329,7 @@ fn plan_read(s: &State, offset: Offset) -> Result<Plan> {
         };
         return Ok(Plan::Read(ReadPlan {
             file,
-            path: a.files.paths.log.clone(),
+            path: a.files.log.path(),
             base: a.files.base,
             len: a.written.len,
             start: index::lookup_offset(&a.points[..a.written.points], rel),
