@@ -786,7 +786,6 @@ impl Shard {
         )
         .await;
         let mut opened = opened.into_inner();
-        let many = opened.len() >= TRIM_AFTER_OPENS;
         if let Err(e) = syncs.sync(logs::OPENS_IN_FLIGHT).await {
             // Which new directory did not sync is not known: none of this batch is served.
             tracing::error!(error = %e, "syncing new partition directories failed");
@@ -800,9 +799,6 @@ impl Shard {
         for (topic, partition, retry, r) in opened {
             self.place_slot(&topic, partition, retry, r).await;
             self.opening.borrow_mut().remove(&topic.key(partition));
-        }
-        if many {
-            release_freed_memory();
         }
         // A follower of an offsets partition copied commits its coordinator never applied:
         // leading it now, the coordinator replays the log (the group coordinator moves with the
@@ -1149,19 +1145,4 @@ fn follower_stats(r: &ReplicaState, log: &PartitionLog) -> Vec<crate::metrics::F
             }
         })
         .collect()
-}
-
-/// Opening this many logs at once leaves enough freed memory behind (each open's transient
-/// buffers, interleaved with the logs' long-lived state) to hand back to the system after.
-const TRIM_AFTER_OPENS: usize = 1_000;
-
-/// Returns the allocator's free pages to the system (glibc's `malloc_trim`: every arena, and
-/// free pages inside them, not only the top). Measured: ... per partition after a create of
-/// 100,000 partitions.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim takes no pointers and may be called from any thread at any time.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
