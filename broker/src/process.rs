@@ -141,9 +141,9 @@ pub fn files_reserved(shards: usize) -> u64 {
 }
 
 /// Memory a partition is counted at when the broker checks a create against its memory: an
-/// idle partition costs about 2.7 KiB resident, and one being written about 10 KiB more (its
-/// index points, producer state and write position; bench/RESULTS.md, "Partitions at scale"),
-/// so 16 KiB with room.
+/// idle partition costs about 1.8 KiB resident, one written and read about 6 KiB more (its
+/// index points, producer state, write position, tail cache and readers' caches; measured with
+/// 100,000 partitions, bench/RESULTS.md, "Partitions at scale"), so 16 KiB with room.
 pub const PARTITION_MEMORY_BYTES: u64 = 16 * 1024;
 
 /// Most partitions the broker's memory holds: half of it (the other half is for connections,

@@ -13,7 +13,7 @@ pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// Most partitions a topic may have: as many as one broker holds by default (`max_partitions`),
 /// and as many entries as one request may name (`REQUEST_ENTRIES_MAX`), so a client can still
 /// produce to or fetch every partition of the largest topic in one request. Rationale: each
-/// costs a log on some shard (about 3 KiB idle, opened 64 at a time) and a Metadata entry
+/// costs a log on some shard (about 2 KiB idle, opened 64 at a time) and a Metadata entry
 /// (about 40 bytes, so 4 MB for the largest topic, under the 64 MiB frame); this bound keeps
 /// one request from asking for millions.
 pub const PARTITIONS_PER_TOPIC_MAX: u32 = 100_000;
