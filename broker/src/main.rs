@@ -4,6 +4,7 @@ use quiver_broker::config::{Cli, Config, LogFormat};
 /// small objects made while other logs open and close their files, and glibc left about 0.2 KiB
 /// a partition in holes between them that jemalloc's size classes do not (2.22 against 1.99 KiB
 /// resident, measured with the system's libjemalloc preloaded; bench/RESULTS.md).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
