@@ -1,9 +1,9 @@
 use quiver_broker::config::{Cli, Config, LogFormat};
 
 /// jemalloc, not glibc's malloc: with 100,000 partitions, an idle partition's state is a dozen
-/// small objects made while other logs open and close their files, and glibc left about 0.2 KiB
-/// a partition in holes between them that jemalloc's size classes do not (2.22 against 1.99 KiB
-/// resident, measured with the system's libjemalloc preloaded; bench/RESULTS.md).
+/// small objects made while other logs open and close their files, and glibc left the freed
+/// ones as holes between the live ones that jemalloc's size classes do not (2.22 against 1.75
+/// KiB resident a partition; bench/RESULTS.md, "An idle partition under 2 KiB").
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

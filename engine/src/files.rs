@@ -59,10 +59,23 @@ impl Lru {
 /// a waiter that was cancelled.
 const ROOM_RECHECK: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// A reopen counted in flight (`Lru::opening`) until this is dropped: when the open completes
+/// or fails, and also when the future holding it is cancelled (a fetch given up mid-read), which
+/// would otherwise leave the count raised and the budget smaller for good.
+struct Opening;
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        let _ = OPEN.try_with(|o| o.borrow_mut().opening -= 1);
+        let _ = OPEN.try_with(|_| wake_waiters());
+    }
+}
+
 /// Waits until this thread may open one more file within its budget (closing an idle one to
-/// make room if it can), and counts the open as in flight. Opening first and closing after
-/// ran a broker at its budget out of descriptors when one request reopened thousands of files.
-async fn room_for_one() {
+/// make room if it can), and counts the open as in flight while the returned guard lives.
+/// Opening first and closing after ran a broker at its budget out of descriptors when one
+/// request reopened thousands of files.
+async fn room_for_one() -> Opening {
     loop {
         evict_for(1);
         let ready = OPEN.with(|o| {
@@ -75,7 +88,7 @@ async fn room_for_one() {
             }
         });
         if ready {
-            return;
+            return Opening;
         }
         let mut registered = false;
         let wait = std::future::poll_fn(|cx| {
@@ -185,22 +198,15 @@ impl LogFile {
         if let Some(f) = self.now() {
             return Ok(f);
         }
-        room_for_one().await;
+        let opening = room_for_one().await;
         // Another task may have opened it while this one waited.
         if let Some(f) = self.now() {
-            OPEN.with(|o| o.borrow_mut().opening -= 1);
-            wake_waiters();
             return Ok(f);
         }
         let opened = dma::open_rw(&self.path(), false).await;
-        OPEN.with(|o| o.borrow_mut().opening -= 1);
-        let opened = match opened {
-            Ok(f) => f,
-            Err(e) => {
-                wake_waiters();
-                return Err(e);
-            }
-        };
+        // No longer in flight: open (and listed by `touch` below) or failed.
+        drop(opening);
+        let opened = opened?;
         // Another task may have opened it meanwhile: one descriptor per file.
         let f = {
             let mut slot = self.slot.file.borrow_mut();
@@ -284,5 +290,40 @@ fn evict_for(more: usize) {
     });
     for f in closing {
         glommio::spawn_local(dma::close(f)).detach();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reopen whose future is dropped while its open is in flight (a fetch given up) gives its
+    /// place in the budget back: a count left raised would shrink the budget for good, and with
+    /// enough of them every later reopen would wait forever.
+    #[test]
+    fn a_cancelled_reopen_gives_its_place_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let root: Rc<Path> = path.as_path().into();
+                let base = Offset(0);
+                let file = dma::open_rw(&crate::names::log_path(&root, base), true)
+                    .await
+                    .unwrap();
+                let lf = LogFile::new(&root, base, file);
+                let closing = lf.slot.file.borrow_mut().take().unwrap();
+                dma::close(closing).await;
+                for _ in 0..3 {
+                    let first = futures_lite::future::poll_once(Box::pin(lf.get())).await;
+                    assert!(first.is_none(), "the open is in flight, not done at once");
+                    assert_eq!(OPEN.with(|o| o.borrow().opening), 0);
+                }
+                assert!(lf.get().await.is_ok());
+                assert_eq!(OPEN.with(|o| o.borrow().opening), 0);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }
