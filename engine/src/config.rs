@@ -5,8 +5,8 @@ use crate::error::{Error, Result};
 /// When appended bytes become durable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FlushPolicy {
-    /// fdatasync before an append resolves (group commit: one fdatasync covers every append that
-    /// was staged while the previous one ran). The default.
+    /// Durable before an append resolves (group commit: one O_DSYNC write, or one fdatasync,
+    /// covers every append that was staged while the previous one ran). The default.
     #[default]
     Sync,
     /// An append resolves once its bytes are written to the file (O_DIRECT: handed to the device);

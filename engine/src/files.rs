@@ -146,7 +146,23 @@ struct Slot {
     file: RefCell<Option<Rc<DmaFile>>>,
     /// The tick this file is listed under in the thread's order while it is open.
     tick: Cell<Option<u64>>,
+    /// Whether the open descriptor (or the next one opened) has O_DSYNC. Only the log's
+    /// flusher changes it (`get_for_write`), and a descriptor of the other kind is never kept.
+    dsync: Cell<bool>,
+    /// How far the file is known to be preallocated (0: not known since it was opened).
+    allocated: Cell<u64>,
+    /// Preallocation failed other than for space (the file system cannot): not tried again.
+    no_prealloc: Cell<bool>,
 }
+
+/// Preallocation ahead of a log's writes (O_DSYNC files): a quarter of the file's length, at
+/// least this much ...
+const PREALLOC_MIN: u64 = 16 * 1024;
+/// ... and at most this much. A window too small puts an fallocate (through an io_uring
+/// worker, waited for by the write) in the way every few writes: 1 MiB windows at 37 MB/s a
+/// partition gave a p99.9 of 54-82 ms end to end, 8 MiB 9-16 ms. Beyond the log's length, a file
+/// holds at most this much (unwritten, reading as zeros) until it is sealed or recovered.
+const PREALLOC_MAX: u64 = 8 << 20;
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -167,6 +183,9 @@ impl LogFile {
                 base,
                 file: RefCell::new(Some(file)),
                 tick: Cell::new(None),
+                dsync: Cell::new(false),
+                allocated: Cell::new(0),
+                no_prealloc: Cell::new(false),
             }),
         };
         lf.touch();
@@ -195,19 +214,46 @@ impl LogFile {
 
     /// The file, opened again if it was closed.
     pub(crate) async fn get(&self) -> Result<Rc<DmaFile>> {
+        Ok(self.get_with_mode().await?.0)
+    }
+
+    /// The file for the log's next write, with O_DSYNC if `dsync` (a descriptor of the other
+    /// kind is let go first: O_DSYNC cannot be changed on an open one), and whether the
+    /// descriptor returned has it.
+    pub(crate) async fn get_for_write(&self, dsync: bool) -> Result<(Rc<DmaFile>, bool)> {
+        if self.slot.dsync.get() != dsync {
+            self.slot.dsync.set(dsync);
+            if let Some(f) = self.slot.file.borrow_mut().take() {
+                if let Some(t) = self.slot.tick.take() {
+                    OPEN.with(|o| o.borrow_mut().order.remove(&t));
+                }
+                glommio::spawn_local(dma::close(f)).detach();
+            }
+        }
+        self.get_with_mode().await
+    }
+
+    /// The file and whether its descriptor has O_DSYNC.
+    async fn get_with_mode(&self) -> Result<(Rc<DmaFile>, bool)> {
         if let Some(f) = self.now() {
-            return Ok(f);
+            return Ok((f, self.slot.dsync.get()));
         }
         let opening = room_for_one().await;
         // Another task may have opened it while this one waited.
         if let Some(f) = self.now() {
-            return Ok(f);
+            return Ok((f, self.slot.dsync.get()));
         }
-        let opened = dma::open_rw(&self.path(), false).await;
+        let dsync = self.slot.dsync.get();
+        let opened = dma::open_log_rw(&self.path(), dsync).await;
         // No longer in flight: open (and listed by `touch` below) or failed.
         drop(opening);
         let opened = opened?;
-        // Another task may have opened it meanwhile: one descriptor per file.
+        self.slot.allocated.set(0);
+        // Another task may have opened it meanwhile: one descriptor per file. One opened in
+        // the other mode (switched while this open ran) serves this caller only.
+        if self.slot.dsync.get() != dsync {
+            return Ok((opened, dsync));
+        }
         let f = {
             let mut slot = self.slot.file.borrow_mut();
             match &*slot {
@@ -220,7 +266,35 @@ impl LogFile {
         };
         self.touch();
         evict();
-        Ok(f)
+        Ok((f, dsync))
+    }
+
+    /// Preallocates the file past `end` (the log's length after the coming write) when it is
+    /// not yet, a window ahead ([`PREALLOC_MIN`], [`PREALLOC_MAX`]), so the write neither
+    /// extends the file nor spans written and new blocks and completes without an io_uring
+    /// worker. Best effort: without it the write still succeeds (it extends the file, in a
+    /// worker), so a failure (the disk full, a file system without fallocate) is only noted.
+    pub(crate) async fn preallocate(&self, file: &DmaFile, end: u64) {
+        if self.slot.no_prealloc.get() || end <= self.slot.allocated.get() {
+            return;
+        }
+        let window = (end / 4).clamp(PREALLOC_MIN, PREALLOC_MAX);
+        let to = dma::align_up(end + window);
+        match file.pre_allocate(to, false).await {
+            Ok(()) => self.slot.allocated.set(to),
+            Err(e) => {
+                let e: std::io::Error = e.into();
+                if e.raw_os_error() != Some(libc::ENOSPC) {
+                    self.slot.no_prealloc.set(true);
+                }
+                tracing::debug!(file = %self.path().display(), error = %e, "preallocation failed; writes extend the file");
+            }
+        }
+    }
+
+    /// The file was cut: what was preallocated past the cut is not known any more.
+    pub(crate) fn forget_preallocation(&self) {
+        self.slot.allocated.set(0);
     }
 
     fn touch(&self) {

@@ -39,9 +39,17 @@
 //! index blocks in flight beside them (the index files lag the log by fewer than 256 points
 //! until roll or close writes them in full; recovery rebuilds the missing ones from the log).
 //!
-//! * [`FlushPolicy::Sync`] (default): an append resolves only after an fdatasync issued after its
-//!   bytes were written has completed. One fdatasync covers every append in its group (group
-//!   commit), and the flusher writes the next group while that fdatasync runs (at most four in
+//! * [`FlushPolicy::Sync`] (default): an append resolves only once its bytes are durable. The
+//!   active segment's log file is written through an O_DSYNC descriptor, so a group's write is
+//!   durable when it completes (the kernel writes the inode if it must and flushes the device's
+//!   cache before completing it: what an fdatasync issued then would do, for that write and
+//!   every one completed before it), and no fdatasync follows; the file is preallocated a window
+//!   ahead of its writes (a quarter of its length, 16 KiB to 8 MiB, cut at seal, close and
+//!   recovery), and a group's rewrite of the partial block the last one left is written apart
+//!   from its new blocks, so that its writes complete without an io_uring worker. One write
+//!   covers every append in its group (group commit). A group with no log bytes to write, or
+//!   written through a descriptor opened before the policy changed, is made durable by an
+//!   fdatasync instead, and the flusher writes the next group while that runs (at most four in
 //!   flight). A new segment's directory entry is fsynced before anything is appended to it.
 //! * [`FlushPolicy::IntervalMs`]: an append resolves once written (handed to the device with
 //!   O_DIRECT); an fdatasync follows within the interval. A crash may lose that window.
@@ -52,7 +60,8 @@
 //! A failed write (ENOSPC is [`Error::DiskFull`]) fails every append not yet written, cuts the
 //! file back to its last good byte and leaves the log usable. A failed fdatasync fails the
 //! waiting appends and stops the log taking appends until it is reopened: after a failed
-//! fdatasync what reached the disk is unknown, and reopening recovers from what is there.
+//! fdatasync what reached the disk is unknown, and reopening recovers from what is there. (A
+//! failed O_DSYNC write is a failed write: nothing of it is acknowledged.)
 //!
 //! # Reads
 //!

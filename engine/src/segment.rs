@@ -588,7 +588,7 @@ pub(crate) async fn write_index(
             let (tail, rest) = bytes.split_at(tail_len as usize);
             let mut wb = WriteBuf::new(pos, tail, bytes.len());
             wb.push(rest);
-            wb.write(file, path).await?;
+            wb.write(file, path, false).await?;
         }
     }
     if exact {

@@ -6,6 +6,7 @@
 
 use super::commit::{self, Next, SyncOrder};
 use super::{Mark, Shared, State, Status};
+use crate::config::FlushPolicy;
 use crate::dma::{self, WriteBuf};
 use crate::error::{Error, Result};
 use crate::segment::{self, ActiveFiles};
@@ -29,6 +30,9 @@ struct Job {
     index_from: usize,
     mark: Mark,
     commit: commit::Job,
+    /// Under `FlushPolicy::Sync`: the log is written through an O_DSYNC descriptor, so the
+    /// write is durable when it completes and no fdatasync follows it.
+    dsync: bool,
 }
 
 impl Shared {
@@ -76,14 +80,22 @@ impl Shared {
             {
                 let mut s = this.state.borrow_mut();
                 match res {
-                    Ok(()) => {
+                    Ok(durable) => {
                         s.active.written = job.mark.clone();
                         if job.index.is_some() {
                             s.active.points_on_disk = s.active.points_on_disk.max(job.mark.points);
                         }
                         if let Some(order) = s.commit.written(job.commit, Instant::now()) {
-                            let (sh, files) = (this.clone(), job.files.clone());
-                            glommio::spawn_local(Shared::sync(sh, files, order)).detach();
+                            if durable {
+                                // An O_DSYNC write: the kernel flushed it (and every write to
+                                // the file completed before it) when it completed, which is
+                                // what an fdatasync issued now would do.
+                                dma::record_dsync_write(&job.files.log.path(), job.mark.len);
+                                s.commit.synced(order);
+                            } else {
+                                let (sh, files) = (this.clone(), job.files.clone());
+                                glommio::spawn_local(Shared::sync(sh, files, order)).detach();
+                            }
                         }
                     }
                     Err(e) => {
@@ -99,6 +111,7 @@ impl Shared {
             if let Some((files, len)) = cleanup {
                 // Cut what the failed write may have left past the last good byte, so it can
                 // never be mistaken for data after a later crash.
+                files.log.forget_preallocation();
                 let cut = match files.log.get().await {
                     Ok(log) => dma::truncate(&log, &files.log.path(), len).await,
                     Err(e) => Err(e),
@@ -200,17 +213,27 @@ fn take_bytes(s: &mut State, j: commit::Job) -> Job {
         index_from,
         mark,
         commit: j,
+        dsync: s.config.flush == FlushPolicy::Sync,
     }
 }
 
-/// Writes one flush job: the log write and the index writes in flight together.
-async fn write_job(job: &mut Job) -> Result<()> {
+/// Writes one flush job: the log write and the index writes in flight together. True when the
+/// log write went through an O_DSYNC descriptor: durable at its completion.
+async fn write_job(job: &mut Job) -> Result<bool> {
     let f = &job.files;
     let log_buf = job.log.take();
+    let dsync = job.dsync;
     let log_fut = async {
         match log_buf {
-            Some(buf) => buf.write(&f.log.get().await?, &f.log.path()).await,
-            None => Ok(()),
+            Some(buf) => {
+                let (file, durable) = f.log.get_for_write(dsync).await?;
+                if durable {
+                    f.log.preallocate(&file, buf.end()).await;
+                }
+                buf.write(&file, &f.log.path(), durable).await?;
+                Ok(durable)
+            }
+            None => Ok(false),
         }
     };
     let index_fut = async {
@@ -229,7 +252,7 @@ async fn write_job(job: &mut Job) -> Result<()> {
                 let (tail, rest) = bytes.split_at(tail_len as usize);
                 let mut wb = WriteBuf::new(*pos, tail, bytes.len());
                 wb.push(rest);
-                wb.write(file, path).await?;
+                wb.write(file, path, false).await?;
             }
             crate::dma::close(index).await;
             crate::dma::close(time).await;
@@ -237,8 +260,9 @@ async fn write_job(job: &mut Job) -> Result<()> {
         Ok::<(), Error>(())
     };
     let (a, b) = futures_lite::future::zip(log_fut, index_fut).await;
-    a?;
-    b
+    let durable = a?;
+    b?;
+    Ok(durable)
 }
 
 impl super::PartitionLog {
