@@ -37,10 +37,16 @@ pub(crate) fn align_up(v: u64) -> u64 {
 
 /// Opens (creating if asked) a file for direct reads and writes.
 pub(crate) async fn open_rw(path: &Path, create: bool) -> Result<Rc<DmaFile>> {
+    open_rw_with(path, create, 0).await
+}
+
+/// `open_rw` with extra open(2) flags.
+async fn open_rw_with(path: &Path, create: bool, flags: i32) -> Result<Rc<DmaFile>> {
     let f = OpenOptions::new()
         .read(true)
         .write(true)
         .create(create)
+        .custom_flags(flags)
         .dma_open(path)
         .await
         .map_err(|e| Error::io("open", path, e))?;
@@ -61,17 +67,7 @@ pub(crate) async fn open_rw(path: &Path, create: bool) -> Result<Rc<DmaFile>> {
 /// write is durable when it completes (the kernel flushes the device's cache after it, and
 /// writes the inode first if the write changed its size or allocation), so no fdatasync follows.
 pub(crate) async fn open_log_rw(path: &Path, dsync: bool) -> Result<Rc<DmaFile>> {
-    if !dsync {
-        return open_rw(path, false).await;
-    }
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_DSYNC)
-        .dma_open(path)
-        .await
-        .map_err(|e| Error::io("open", path, e))?;
-    Ok(Rc::new(f))
+    open_rw_with(path, false, if dsync { libc::O_DSYNC } else { 0 }).await
 }
 
 /// Opens a file for direct reads only.
@@ -146,13 +142,14 @@ pub(crate) async fn fdatasync(file: &DmaFile, path: &Path) -> Result<()> {
 }
 
 /// An O_DSYNC write completed: for the power-loss fault's journal, an fdatasync that left the
-/// file's durable bytes ending at `size` (the log's length after the write).
-pub(crate) fn record_dsync_write(path: &Path, size: u64) {
+/// file's durable bytes ending at `size` (the log's length after the write). The path is built
+/// only when the journal is on.
+pub(crate) fn record_dsync_write(path: impl FnOnce() -> std::path::PathBuf, size: u64) {
     SYNC_COUNTS
         .2
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if sync_journal::enabled() {
-        sync_journal::record_sync(path, sync_journal::next_seq(), size);
+        sync_journal::record_sync(&path(), sync_journal::next_seq(), size);
     }
 }
 

@@ -218,9 +218,9 @@ impl LogFile {
     }
 
     /// The file for the log's next write, with O_DSYNC if `dsync` (a descriptor of the other
-    /// kind is let go first: O_DSYNC cannot be changed on an open one), and whether the
-    /// descriptor returned has it.
-    pub(crate) async fn get_for_write(&self, dsync: bool) -> Result<(Rc<DmaFile>, bool)> {
+    /// kind is let go first: O_DSYNC cannot be changed on an open one). Only the flusher calls
+    /// it, so the mode cannot change again before the descriptor is returned.
+    pub(crate) async fn get_for_write(&self, dsync: bool) -> Result<Rc<DmaFile>> {
         if self.slot.dsync.get() != dsync {
             self.slot.dsync.set(dsync);
             if let Some(f) = self.slot.file.borrow_mut().take() {
@@ -230,7 +230,9 @@ impl LogFile {
                 glommio::spawn_local(dma::close(f)).detach();
             }
         }
-        self.get_with_mode().await
+        let (file, mode) = self.get_with_mode().await?;
+        debug_assert_eq!(mode, dsync, "only the flusher switches the mode");
+        Ok(file)
     }
 
     /// The file and whether its descriptor has O_DSYNC.

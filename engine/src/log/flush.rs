@@ -90,7 +90,7 @@ impl Shared {
                                 // An O_DSYNC write: the kernel flushed it (and every write to
                                 // the file completed before it) when it completed, which is
                                 // what an fdatasync issued now would do.
-                                dma::record_dsync_write(&job.files.log.path(), job.mark.len);
+                                dma::record_dsync_write(|| job.files.log.path(), job.mark.len);
                                 s.commit.synced(order);
                             } else {
                                 let (sh, files) = (this.clone(), job.files.clone());
@@ -226,12 +226,12 @@ async fn write_job(job: &mut Job) -> Result<bool> {
     let log_fut = async {
         match log_buf {
             Some(buf) => {
-                let (file, durable) = f.log.get_for_write(dsync).await?;
-                if durable {
+                let file = f.log.get_for_write(dsync).await?;
+                if dsync {
                     f.log.preallocate(&file, buf.end()).await;
                 }
-                buf.write(&file, &f.log.path(), durable).await?;
-                Ok(durable)
+                buf.write(&file, &f.log.path(), dsync).await?;
+                Ok(dsync)
             }
             None => Ok(false),
         }
