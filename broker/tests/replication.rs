@@ -294,12 +294,24 @@ async fn acknowledged_records_survive_the_leaders_death_and_replicas_agree() {
     wait_roles(&cluster, 0, "r", 10, "every replica in sync", all3).await;
 
     produce_all(&cluster, &[0, 1, 2], "r", "a", 500).await;
-    // Every replica holds the same batches (followers fetch within a moment; the high
-    // watermark passed them all, so each has them durably already).
+    // Every replica holds the same batches. A follower counts toward the high watermark once
+    // it has fetched, and its write of what it fetched may still be in flight (an O_DSYNC write
+    // completes only with its cache flush): the files are read again, for at most 10 s, until
+    // the copies agree, and then compared.
     for p in 0..2 {
-        let copies: Vec<Vec<Vec<u8>>> = (0..3)
-            .map(|i| stored_batches(&cluster.brokers[i].data_dir(), "r", p))
-            .collect();
+        let read = || -> Vec<Vec<Vec<u8>>> {
+            (0..3)
+                .map(|i| stored_batches(&cluster.brokers[i].data_dir(), "r", p))
+                .collect()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut copies = read();
+        while (copies[0].is_empty() || copies[0] != copies[1] || copies[0] != copies[2])
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            copies = read();
+        }
         assert!(!copies[0].is_empty());
         assert_eq!(
             copies[0], copies[1],
