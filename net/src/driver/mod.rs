@@ -27,7 +27,8 @@
 //! 5. `poll_job()`: requests whose frame is complete, for the service, each with the
 //!    cancellation set when its stream or connection goes; the answer comes back in step 3.
 //! 6. `poll_event()`: dial-out results (handshake done or failed, call answered or failed).
-//! 7. `poll_timeout()`: when to call `handle_timeout` if nothing else happens first.
+//! 7. `poll_timeout()`: when to call `handle_timeout` if nothing else happens first (after a
+//!    pass, a deadline some connection still has: see `prune_timers`).
 //!
 //! Ownership: one `Driver` per glommio executor (core). The endpoint keeps it in a `RefCell`;
 //! no borrow of it is held across an `.await`, and service futures run in tasks of their own.
@@ -107,6 +108,10 @@ pub struct EndpointStats {
     pub send_calls: u64,
     /// Large frames read into a buffer an earlier frame had used (see `pool.rs`).
     pub frame_buffers_reused: u64,
+    /// `handle_timeout` calls that found deadlines due but none that a connection still had (a
+    /// deadline that had since moved or gone): a wake of the core for nothing. Each pass drops
+    /// such deadlines from the top of the timer heap, so this stays zero.
+    pub timer_wakes_stale: u64,
 }
 
 /// A server stream, named so that an answer finds it: the connection's handle, its id (handles
@@ -431,18 +436,24 @@ impl Driver {
     // ---- 2. timers ---------------------------------------------------------------------------
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        let (mut due, mut fired) = (0u32, 0u32);
         while let Some(Reverse((t, ch))) = self.timers.peek().copied() {
             if t > now {
                 break;
             }
             self.timers.pop();
+            due += 1;
             let ch = ConnectionHandle(ch);
             if let Some(c) = self.conns.get_mut(&ch).filter(|c| c.timer == Some(t)) {
                 // Forget the fired timer so that the pass pushes the next one even if quinn
                 // reports the same instant again.
                 c.timer = None;
                 self.mark(ch);
+                fired += 1;
             }
+        }
+        if due > 0 && fired == 0 {
+            self.stats.timer_wakes_stale += 1;
         }
         // Stale entries (timers that moved) pile up under steady traffic; rebuild when they
         // dominate.
@@ -455,10 +466,29 @@ impl Driver {
         }
     }
 
-    /// The earliest deadline of any connection (possibly one that has since moved later:
-    /// calling `handle_timeout` early is harmless).
+    /// The earliest deadline of any connection. After a pass it is one a connection still has
+    /// (`prune_timers`); deeper in the heap may lie deadlines that have since moved, which
+    /// `handle_timeout` skips.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Drops deadlines that have moved or gone (their connection's timer is another, or the
+    /// connection is gone) from the top of the heap, so that `poll_timeout` names a live one.
+    /// A moved deadline is left behind whenever quinn pushes a timer later (each ACK moves the
+    /// loss-detection timer); on top of the heap it made the core sleep until then and wake for
+    /// nothing (bench/RESULTS.md, issue 29: about a third of a quiet shard's wake-ups).
+    fn prune_timers(&mut self) {
+        while let Some(&Reverse((t, ch))) = self.timers.peek() {
+            let live = self
+                .conns
+                .get(&ConnectionHandle(ch))
+                .is_some_and(|c| c.timer == Some(t));
+            if live {
+                break;
+            }
+            self.timers.pop();
+        }
     }
 
     // ---- 3. application input ----------------------------------------------------------------
@@ -598,6 +628,7 @@ impl Driver {
             self.end_turn(ch, false);
         }
         self.in_pass = false;
+        self.prune_timers();
         None
     }
 

@@ -525,6 +525,45 @@ fn a_client_that_gives_up_cancels_the_service_and_leaks_no_budget() {
 
 /// A connection with no packets for `idle_timeout` is closed on both sides, and the server's
 /// connection count (the limiter's) goes back down.
+/// Requests a few milliseconds apart (a quiet producer): timers fire (loss detection, ACK
+/// delay, keep-alive) and move with every ACK, yet the server never sleeps until a deadline no
+/// connection has any more. On a broker each such deadline was a wake of the core for nothing.
+#[test]
+fn spaced_requests_wake_the_server_for_no_deadline_that_moved() {
+    with_seeds(&[51, 52], |seed| {
+        let mut sim = Sim::new(seed, Faults::none());
+        let svc = TestService::new(&sim);
+        let server = sim.add_server(server_cfg(), svc);
+        let client = sim.add_client(EndpointConfig::default());
+        let conn = sim.connect_ok(client, server);
+        for i in 0..40u32 {
+            let body = Bytes::copy_from_slice(&i.to_le_bytes());
+            let t = sim.call(
+                client,
+                conn,
+                header(API_ECHO, i),
+                body,
+                vec![pattern(1000, 7)],
+            );
+            assert!(
+                sim.run_until(Duration::from_secs(5), |s| s.nodes[client]
+                    .responses
+                    .contains_key(&t)),
+                "seed {seed}: request {i} unanswered"
+            );
+            sim.run_for(Duration::from_millis(3 + u64::from(i % 5)));
+        }
+        // Quiet long enough for every loss-detection and ACK timer to come due.
+        sim.run_for(Duration::from_secs(2));
+        let st = sim.nodes[server].driver.stats();
+        assert_eq!(st.requests_served, 40, "seed {seed}");
+        assert_eq!(
+            st.timer_wakes_stale, 0,
+            "seed {seed}: the server woke for deadlines that had moved"
+        );
+    });
+}
+
 #[test]
 fn idle_timeout_closes_a_silent_connection_on_both_sides() {
     with_seeds(&[31], |seed| {
