@@ -237,8 +237,9 @@ settings! {
     default_segment_ms: i64 = 7 * 24 * 3600 * 1000, env "STREAMD_DEFAULT_SEGMENT_MS";
     /// Default max.message.bytes: the largest record batch a topic accepts.
     default_max_message_bytes: u32 = 4 << 20, env "STREAMD_DEFAULT_MAX_MESSAGE_BYTES";
-    /// Default flush.ms: 0 makes every acknowledged produce durable (fdatasync) before it is
-    /// answered; N > 0 syncs every N ms instead and acknowledges before the sync.
+    /// Default flush.ms: 0 makes every acknowledged produce durable before it is answered (the
+    /// log is written with O_DSYNC, or fdatasynced); N > 0 syncs every N ms instead and
+    /// acknowledges before the sync.
     default_flush_ms: u64 = 0, env "STREAMD_DEFAULT_FLUSH_MS";
     /// Default message.timestamp.type.
     default_timestamp_type: TimestampType = TimestampType::CreateTime, env "STREAMD_DEFAULT_TIMESTAMP_TYPE", value_enum possible;
