@@ -477,7 +477,8 @@ impl Driver {
     /// connection is gone) from the top of the heap, so that `poll_timeout` names a live one.
     /// A moved deadline is left behind whenever quinn pushes a timer later (each ACK moves the
     /// loss-detection timer); on top of the heap it made the core sleep until then and wake for
-    /// nothing (bench/RESULTS.md, issue 29: about a third of a quiet shard's wake-ups).
+    /// nothing (bench/RESULTS.md, issue 29: 31 of a shard's 70 wake-ups in 50 ms of e2e at 200
+    /// rec/s found an expired timer and nothing else to do).
     fn prune_timers(&mut self) {
         while let Some(&Reverse((t, ch))) = self.timers.peek() {
             let live = self
