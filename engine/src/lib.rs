@@ -49,7 +49,8 @@
 //!   from its new blocks, so that its writes complete without an io_uring worker. One write
 //!   covers every append in its group (group commit). A group with no log bytes to write is
 //!   made durable by an fdatasync instead, and the flusher writes the next group while that
-//!   runs (at most four in flight). A new segment's directory entry is fsynced before anything is appended to it.
+//!   runs (at most four in flight). A new segment's directory entry is fsynced before anything
+//!   is appended to it.
 //! * [`FlushPolicy::IntervalMs`]: an append resolves once written (handed to the device with
 //!   O_DIRECT); an fdatasync follows within the interval. A crash may lose that window.
 //!

@@ -523,8 +523,6 @@ fn a_client_that_gives_up_cancels_the_service_and_leaks_no_budget() {
     });
 }
 
-/// A connection with no packets for `idle_timeout` is closed on both sides, and the server's
-/// connection count (the limiter's) goes back down.
 /// Requests a few milliseconds apart (a quiet producer): timers fire (loss detection, ACK
 /// delay, keep-alive) and move with every ACK, yet the server never sleeps until a deadline no
 /// connection has any more. On a broker each such deadline was a wake of the core for nothing.
@@ -564,6 +562,8 @@ fn spaced_requests_wake_the_server_for_no_deadline_that_moved() {
     });
 }
 
+/// A connection with no packets for `idle_timeout` is closed on both sides, and the server's
+/// connection count (the limiter's) goes back down.
 #[test]
 fn idle_timeout_closes_a_silent_connection_on_both_sides() {
     with_seeds(&[31], |seed| {

@@ -56,7 +56,6 @@ pub enum AdminOp {
 }
 
 impl AdminOp {
-    /// The response that fails every item of this request with `code`.
     /// How long the client asked to wait for the change to be in force (`timeout_ms` of
     /// CreateTopics, CreatePartitions and DeleteTopics); `None` for other changes or 0.
     pub fn timeout(&self) -> Option<std::time::Duration> {
@@ -102,6 +101,7 @@ impl AdminOp {
         }
     }
 
+    /// The response that fails every item of this request with `code`.
     pub fn failed(&self, code: ErrorCode, message: &str) -> AnyResponse {
         let msg = Some(message.to_string());
         match self {
